@@ -1,0 +1,197 @@
+//! [`TokenHasher`] and [`TokenHash`]: what is stored instead of the token.
+//!
+//! A token is 178 random bits (30 base-62 characters), so a fast hash is right: there is
+//! nothing to brute-force, and a slow password hasher would only make every request slower
+//! (NIST SP 800-63B §5.1.1.2 asks for salted slow hashes for memorized secrets, not for
+//! high-entropy generated ones). BLAKE3 is keyed with the server's secret when one is
+//! configured, so a stolen database alone cannot even confirm a guess; otherwise it runs
+//! in key-derivation mode with a fixed context string, so its hashes never collide with
+//! any other use of BLAKE3.
+
+use blake3::hazmat::HasherExt;
+use core::fmt;
+use std::sync::LazyLock;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// The derive-key context when no server secret is configured. Changing it changes every
+/// stored hash: the pinned vectors in the tests guard it.
+pub const HASH_CONTEXT: &str = "apitoken 2026-11-28 API token hash at rest v1";
+
+const FINGERPRINT_CONTEXT: &str = "apitoken 2026-11-28 hash key fingerprint v1";
+
+static CONTEXT_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::hazmat::hash_derive_key_context(HASH_CONTEXT));
+
+/// A 32-byte server secret that keys the hash. Wiped from memory when dropped; `Debug`
+/// shows only its fingerprint.
+#[derive(Clone)]
+pub struct HashKey([u8; 32]);
+
+impl Drop for HashKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl HashKey {
+    /// Wraps 32 secret bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> HashKey {
+        HashKey(bytes)
+    }
+
+    /// Reads 64 hexadecimal characters (surrounding whitespace ignored).
+    pub fn from_hex(hex: &str) -> Result<HashKey, HashKeyError> {
+        let hex = hex.trim();
+        if hex.len() != 64 {
+            return Err(HashKeyError::Length { found: hex.len() });
+        }
+        let mut bytes = [0u8; 32];
+        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
+            let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
+                bytes.zeroize();
+                return Err(HashKeyError::NotHex);
+            };
+            bytes[i] = hi << 4 | lo;
+        }
+        Ok(HashKey(bytes))
+    }
+
+    /// A fresh random key from the operating system.
+    pub fn generate() -> Result<HashKey, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(HashKey(bytes))
+    }
+
+    /// The secret bytes. Keep them out of logs and databases.
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A public 16-hex-character identifier of the key (a one-way derivation), for
+    /// checking that a database is opened with the key it was written with.
+    pub fn fingerprint(&self) -> String {
+        let derived = blake3::derive_key(FINGERPRINT_CONTEXT, &self.0);
+        derived.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashKey(fingerprint {})", self.fingerprint())
+    }
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A hash key that could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashKeyError {
+    /// Not 64 characters.
+    #[error("a hash key is 64 hexadecimal characters (32 bytes), got {found} characters")]
+    Length {
+        /// Characters found.
+        found: usize,
+    },
+    /// A character is not hexadecimal.
+    #[error("a hash key is 64 hexadecimal characters (0-9, a-f); found another character")]
+    NotHex,
+}
+
+/// Hashes tokens for storage and look-up.
+#[derive(Clone, Debug)]
+pub struct TokenHasher {
+    key: Option<HashKey>,
+}
+
+impl Default for TokenHasher {
+    fn default() -> Self {
+        TokenHasher::unkeyed()
+    }
+}
+
+impl TokenHasher {
+    /// BLAKE3 in key-derivation mode with [`HASH_CONTEXT`].
+    pub fn unkeyed() -> TokenHasher {
+        TokenHasher { key: None }
+    }
+
+    /// BLAKE3 keyed with the server's secret.
+    pub fn keyed(key: HashKey) -> TokenHasher {
+        TokenHasher { key: Some(key) }
+    }
+
+    /// The key, if one is configured.
+    pub fn key(&self) -> Option<&HashKey> {
+        self.key.as_ref()
+    }
+
+    /// The hash of a whole token (prefix included).
+    pub fn hash(&self, token: &str) -> TokenHash {
+        let bytes = token.as_bytes();
+        let hash = match &self.key {
+            Some(key) => blake3::keyed_hash(&key.0, bytes),
+            None => blake3::Hasher::new_from_context_key(&CONTEXT_KEY)
+                .update(bytes)
+                .finalize(),
+        };
+        TokenHash(*hash.as_bytes())
+    }
+}
+
+/// The 32-byte hash of a token: the only form in which a token is stored.
+///
+/// Equality is constant-time. `Debug` shows the first 8 hex characters.
+#[derive(Clone, Copy, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// Wraps 32 bytes read from storage.
+    pub const fn from_bytes(bytes: [u8; 32]) -> TokenHash {
+        TokenHash(bytes)
+    }
+
+    /// The 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Reads 64 hex characters.
+    pub fn from_hex(hex: &str) -> Result<TokenHash, HashKeyError> {
+        // Same shape as a key; the key type wipes its copy on drop.
+        Ok(TokenHash(*HashKey::from_hex(hex)?.expose_secret()))
+    }
+
+    /// 64 lower-case hex characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl core::hash::Hash for TokenHash {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.0);
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = self.to_hex();
+        write!(f, "TokenHash({}…)", hex.get(..8).unwrap_or_default())
+    }
+}

@@ -1,0 +1,513 @@
+//! [`TokenIssuer`]: issue, authenticate, authorize, list, revoke and rotate tokens.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::format::TokenFormat;
+use crate::hash::{HashKey, TokenHasher};
+use crate::model::{
+    Creator, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token, TokenId,
+};
+use crate::note::Note;
+use crate::scope::{Scope, ScopeCatalog, Scopes};
+use crate::secret::RawToken;
+use crate::store::{Page, PageRequest, Rotation, TokenStore};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use core::fmt;
+use core::num::NonZeroU32;
+use core::time::Duration;
+use rand_core::CryptoRng;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Who asks for a token: a person, or a token creating another (delegation).
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// A person (a dashboard user); any scope in the catalog may be granted.
+    User(Arc<Creator>),
+    /// An authenticated token. The new token is created for the same person, in the same
+    /// environment, with scopes that must be among the caller's.
+    Token(Principal),
+}
+
+impl Caller {
+    fn creator(&self) -> &Arc<Creator> {
+        match self {
+            Caller::User(creator) => creator,
+            Caller::Token(principal) => principal.created_by(),
+        }
+    }
+}
+
+impl From<Creator> for Caller {
+    fn from(creator: Creator) -> Self {
+        Caller::User(Arc::new(creator))
+    }
+}
+
+impl From<Arc<Creator>> for Caller {
+    fn from(creator: Arc<Creator>) -> Self {
+        Caller::User(creator)
+    }
+}
+
+impl From<Principal> for Caller {
+    fn from(principal: Principal) -> Self {
+        Caller::Token(principal)
+    }
+}
+
+impl From<&Principal> for Caller {
+    fn from(principal: &Principal) -> Self {
+        Caller::Token(principal.clone())
+    }
+}
+
+enum RngSource {
+    /// A thread-local ChaCha12 generator seeded, and reseeded every 64 KiB, from the
+    /// operating system: no system call per token.
+    Thread,
+    Custom(Mutex<Box<dyn CryptoRng + Send>>),
+}
+
+/// Issues and verifies tokens, keeping their records in a [`TokenStore`].
+///
+/// Share one per process (`Arc<TokenIssuer<_>>`); every method takes `&self`.
+///
+/// ```
+/// use apitoken::{Creator, EnvironmentId, IssueRequest, MemoryStore, Note, Scope, TokenIssuer, UserId};
+/// use uuid::Uuid;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let issuer = TokenIssuer::new(MemoryStore::new());
+/// let env = EnvironmentId::from_uuid(Uuid::nil());
+/// let me = Creator::new(UserId::from_uuid(Uuid::nil()));
+/// let request = IssueRequest::new(Note::new("CI deploys")?)
+///     .with_scopes([Scope::ENVIRONMENT_API_TOKENS_READ]);
+///
+/// let issued = issuer.issue(env, me, request).await?;
+/// let secret = issued.raw.expose_secret(); // show this once
+///
+/// let who = issuer
+///     .authorize(&format!("Bearer {secret}"), env, &[Scope::ENVIRONMENT_API_TOKENS_READ])
+///     .await?;
+/// assert_eq!(who.token_id(), issued.token.id);
+///
+/// issuer.revoke(env, issued.token.id).await?;
+/// assert!(issuer.authenticate(secret).await.unwrap_err().is_unauthenticated());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct TokenIssuer<S> {
+    store: S,
+    format: TokenFormat,
+    hasher: TokenHasher,
+    catalog: ScopeCatalog,
+    clock: Arc<dyn Clock>,
+    rng: RngSource,
+    max_live: Option<NonZeroU32>,
+    last_use_interval: Option<TimeDelta>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("store", &self.store)
+            .field("format", &self.format)
+            .field("hasher", &self.hasher)
+            .field("catalog", &self.catalog)
+            .field("clock", &self.clock)
+            .field("max_live", &self.max_live)
+            .field("last_use_interval", &self.last_use_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`TokenIssuer`]; every setting has a sensible default.
+pub struct TokenIssuerBuilder<S> {
+    issuer: TokenIssuer<S>,
+}
+
+impl<S: TokenStore> TokenIssuerBuilder<S> {
+    /// The token format (default [`TokenFormat::dynamic`]).
+    pub fn format(mut self, format: TokenFormat) -> Self {
+        self.issuer.format = format;
+        self
+    }
+
+    /// Keys the at-rest hash with a server secret (default: unkeyed, derive-key mode).
+    /// Changing it later makes every stored token unknown.
+    pub fn hash_key(mut self, key: HashKey) -> Self {
+        self.issuer.hasher = TokenHasher::keyed(key);
+        self
+    }
+
+    /// The scopes the issuer grants (default: the 14 reference scopes).
+    pub fn scope_catalog(mut self, catalog: ScopeCatalog) -> Self {
+        self.issuer.catalog = catalog;
+        self
+    }
+
+    /// Where time comes from (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.issuer.clock = Arc::new(clock);
+        self
+    }
+
+    /// The random generator (default: a thread-local generator seeded from the operating
+    /// system). Tests and benchmarks pass a seeded one; it is used under a lock.
+    pub fn rng(mut self, rng: impl CryptoRng + Send + 'static) -> Self {
+        self.issuer.rng = RngSource::Custom(Mutex::new(Box::new(rng)));
+        self
+    }
+
+    /// At most `limit` live tokens per environment (default: no limit).
+    pub fn max_live_tokens_per_environment(mut self, limit: NonZeroU32) -> Self {
+        self.issuer.max_live = Some(limit);
+        self
+    }
+
+    /// Records a token's last use at most once per `interval` (default one minute);
+    /// `None` never records it.
+    pub fn last_use_interval(mut self, interval: Option<Duration>) -> Self {
+        self.issuer.last_use_interval =
+            interval.map(|d| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX));
+        self
+    }
+
+    /// The configured issuer.
+    pub fn build(self) -> TokenIssuer<S> {
+        self.issuer
+    }
+}
+
+impl<S: TokenStore> TokenIssuer<S> {
+    /// An issuer with every default: Dynamic's format, unkeyed hashing, the reference
+    /// scopes, the system clock, no live-token limit.
+    pub fn new(store: S) -> TokenIssuer<S> {
+        TokenIssuer::builder(store).build()
+    }
+
+    /// Starts configuring an issuer.
+    pub fn builder(store: S) -> TokenIssuerBuilder<S> {
+        TokenIssuerBuilder {
+            issuer: TokenIssuer {
+                store,
+                format: TokenFormat::dynamic(),
+                hasher: TokenHasher::unkeyed(),
+                catalog: ScopeCatalog::reference(),
+                clock: Arc::new(SystemClock),
+                rng: RngSource::Thread,
+                max_live: None,
+                last_use_interval: Some(TimeDelta::minutes(1)),
+            },
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The token format.
+    pub fn format(&self) -> &TokenFormat {
+        &self.format
+    }
+
+    /// The hasher.
+    pub fn hasher(&self) -> &TokenHasher {
+        &self.hasher
+    }
+
+    /// The scope catalog.
+    pub fn scope_catalog(&self) -> &ScopeCatalog {
+        &self.catalog
+    }
+
+    /// Issues a token in `environment` for `caller`.
+    ///
+    /// Fails with [`Error::InvalidScopes`] (`invalid_scopes`) when a scope is not in the
+    /// catalog or, for a token caller, not among its scopes; [`Error::WrongEnvironment`]
+    /// when a token caller belongs to another environment; [`Error::InvalidExpiry`] for an
+    /// expiry not in the future; [`Error::TooManyTokens`] (`too_many_api_tokens`) at the
+    /// live-token limit. Nothing is stored on failure.
+    pub async fn issue(
+        &self,
+        environment: EnvironmentId,
+        caller: impl Into<Caller>,
+        request: IssueRequest,
+    ) -> Result<IssuedToken, Error> {
+        let caller = caller.into();
+        let now = self.now();
+        self.check_request(environment, &caller, &request, now)?;
+        let IssueRequest {
+            note,
+            scopes,
+            expires_at,
+        } = request;
+        let (raw, stored) = self.mint(
+            environment,
+            caller.creator().clone(),
+            note,
+            scopes,
+            expires_at,
+            now,
+        );
+        let token = stored.token.clone();
+        self.store.insert(stored, self.max_live).await?;
+        Ok(IssuedToken { raw, token })
+    }
+
+    fn check_request(
+        &self,
+        environment: EnvironmentId,
+        caller: &Caller,
+        request: &IssueRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        if let Caller::Token(principal) = caller {
+            principal.authorize(environment, &[])?;
+        }
+        let unknown: Vec<Scope> = self.catalog.unknown(&request.scopes).cloned().collect();
+        let not_held: Vec<Scope> = match caller {
+            Caller::Token(principal) => request
+                .scopes
+                .iter()
+                .filter(|s| !principal.scopes().contains(s))
+                .cloned()
+                .collect(),
+            Caller::User(_) => Vec::new(),
+        };
+        if !unknown.is_empty() || !not_held.is_empty() {
+            return Err(Error::InvalidScopes { unknown, not_held });
+        }
+        if let Some(expires_at) = request.expires_at
+            && expires_at <= now
+        {
+            return Err(Error::InvalidExpiry { expires_at, now });
+        }
+        Ok(())
+    }
+
+    fn mint(
+        &self,
+        environment: EnvironmentId,
+        created_by: Arc<Creator>,
+        note: Note,
+        scopes: Scopes,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> (RawToken, StoredToken) {
+        let (raw, id) = self.with_rng(|rng| {
+            let raw = self.format.generate(rng);
+            (raw, TokenId::generate(now, rng))
+        });
+        let hash = self.hasher.hash(raw.expose_secret());
+        let token = Token {
+            id,
+            checksum: raw.checksum(),
+            created_by,
+            created_at: now,
+            active: true,
+            note,
+            environment,
+            scopes,
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        (raw, StoredToken { token, hash })
+    }
+
+    fn with_rng<T>(&self, f: impl FnOnce(&mut dyn CryptoRng) -> T) -> T {
+        match &self.rng {
+            RngSource::Thread => f(&mut rand::rng()),
+            RngSource::Custom(rng) => {
+                let mut rng = rng.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&mut **rng)
+            }
+        }
+    }
+
+    /// The issuer's current time, at the microsecond precision every store keeps.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(6)
+    }
+
+    /// Authenticates a presented token: the raw token, or an `Authorization` header value
+    /// (`Bearer` in any case, surrounding whitespace ignored).
+    ///
+    /// Malformed input is rejected before any hashing or store access. The error tells
+    /// malformed, unknown, revoked and expired apart for logs; all four map to the same
+    /// 401 answer ([`Error::status`], [`Error::public_message`]). Last use is recorded at
+    /// most once per configured interval; a failure to record it does not fail
+    /// authentication.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, Error> {
+        let parsed = self.format.parse(strip_bearer(presented))?;
+        let hash = self.hasher.hash(parsed.expose_secret());
+        let token = self
+            .store
+            .find_by_hash(&hash)
+            .await?
+            .ok_or(Error::Unknown {
+                checksum: parsed.checksum(),
+            })?;
+        let now = self.now();
+        if !token.active {
+            return Err(Error::Revoked {
+                id: token.id,
+                revoked_at: token.revoked_at,
+            });
+        }
+        if let Some(expired_at) = token.expires_at
+            && expired_at <= now
+        {
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at,
+            });
+        }
+        if let Some(interval) = self.last_use_interval
+            && token
+                .last_used_at
+                .is_none_or(|last| now.signed_duration_since(last) >= interval)
+        {
+            // Bookkeeping only: the token is valid whether or not this write succeeds.
+            let _ = self.store.record_last_use(token.id, now).await;
+        }
+        Ok(Principal::from_token(token))
+    }
+
+    /// Authenticates, then checks that the token belongs to `environment` and holds every
+    /// scope in `required` ([`Error::WrongEnvironment`], [`Error::MissingScope`]: 403).
+    pub async fn authorize(
+        &self,
+        presented: &str,
+        environment: EnvironmentId,
+        required: &[Scope],
+    ) -> Result<Principal, Error> {
+        let principal = self.authenticate(presented).await?;
+        principal.authorize(environment, required)?;
+        Ok(principal)
+    }
+
+    /// The token `id` of `environment`.
+    pub async fn get(&self, environment: EnvironmentId, id: TokenId) -> Result<Token, Error> {
+        self.store
+            .get(environment, id)
+            .await?
+            .ok_or(Error::NotFound { environment, id })
+    }
+
+    /// A page of `environment`'s tokens in creation order (never raw tokens).
+    pub async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, Error> {
+        Ok(self.store.list(environment, page).await?)
+    }
+
+    /// Revokes a token: from when this returns, it never authenticates again. Revoking a
+    /// revoked token succeeds and changes nothing.
+    pub async fn revoke(&self, environment: EnvironmentId, id: TokenId) -> Result<Token, Error> {
+        Ok(self.store.revoke(environment, id, self.now()).await?)
+    }
+
+    /// Replaces a live token with a new one with the same note, scopes, creator and
+    /// lifetime length; the old one keeps working for `grace`, then fails as expired.
+    /// Both changes happen in one atomic store step, or neither does.
+    pub async fn rotate(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        grace: Duration,
+    ) -> Result<IssuedToken, Error> {
+        let now = self.now();
+        let old = self.get(environment, id).await?;
+        if !old.is_live_at(now) {
+            return Err(Error::NotLive { id });
+        }
+        let lifetime = old
+            .expires_at
+            .map(|at| at.signed_duration_since(old.created_at));
+        let expires_at = lifetime.map(|d| add_saturating(now, d));
+        let (raw, successor) = self.mint(
+            environment,
+            old.created_by,
+            old.note,
+            old.scopes,
+            expires_at,
+            now,
+        );
+        let token = successor.token.clone();
+        let grace = TimeDelta::from_std(grace).unwrap_or(TimeDelta::MAX);
+        self.store
+            .rotate(Rotation {
+                environment,
+                predecessor: id,
+                predecessor_expires_at: add_saturating(now, grace),
+                successor,
+                max_live: self.max_live,
+            })
+            .await?;
+        Ok(IssuedToken { raw, token })
+    }
+}
+
+fn add_saturating(at: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
+    at.checked_add_signed(by)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl Principal {
+    /// Checks that this token belongs to `environment` and holds every scope in
+    /// `required`. Allocates nothing unless it fails.
+    pub fn authorize(&self, environment: EnvironmentId, required: &[Scope]) -> Result<(), Error> {
+        if self.environment() != environment {
+            return Err(Error::WrongEnvironment {
+                id: self.token_id(),
+                token_environment: self.environment(),
+                requested: environment,
+            });
+        }
+        match self.scopes().first_missing(required) {
+            Some(scope) => Err(Error::MissingScope {
+                id: self.token_id(),
+                scope: scope.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The token inside a raw value or an `Authorization` header value.
+fn strip_bearer(presented: &str) -> &str {
+    let s = presented.trim();
+    match (s.get(..6), s.get(6..)) {
+        (Some(scheme), Some(rest))
+            if scheme.eq_ignore_ascii_case("bearer")
+                && rest.starts_with(|c: char| c.is_ascii_whitespace()) =>
+        {
+            rest.trim_start()
+        }
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_bearer;
+
+    #[test]
+    fn bearer_is_stripped_in_any_case_with_any_spacing() {
+        for presented in [
+            "dyn_x",
+            "  dyn_x\n",
+            "Bearer dyn_x",
+            "bearer dyn_x",
+            "BEARER \t dyn_x  ",
+            " BeArEr dyn_x",
+        ] {
+            assert_eq!(strip_bearer(presented), "dyn_x", "{presented:?}");
+        }
+        assert_eq!(strip_bearer("Bearerdyn_x"), "Bearerdyn_x");
+        assert_eq!(strip_bearer("Basic dyn_x"), "Basic dyn_x");
+        assert_eq!(strip_bearer("Bearer"), "Bearer");
+        assert_eq!(strip_bearer("é"), "é");
+    }
+}

@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod error;
+pub mod format;
+pub mod hash;
+pub mod issuer;
+pub mod model;
+pub mod note;
+pub mod scope;
+pub mod secret;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, UNAUTHORIZED_MESSAGE};
+pub use format::{Alphabet, Checksum, FormatConfigError, FormatError, ParsedToken, TokenFormat};
+pub use hash::{HashKey, HashKeyError, TokenHash, TokenHasher};
+pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder};
+pub use model::{
+    Creator, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token, TokenId,
+    UserId,
+};
+pub use note::{Note, NoteError};
+pub use scope::{Scope, ScopeCatalog, ScopeError, Scopes};
+pub use secret::RawToken;
+pub use store::memory::MemoryStore;
+pub use store::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};

@@ -1,0 +1,277 @@
+//! [`TokenStore`]: where token records live.
+
+pub mod memory;
+
+use crate::hash::TokenHash;
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use core::num::NonZeroU32;
+use std::sync::Arc;
+
+/// A boxed error from a storage driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The storage behind a [`TokenIssuer`](crate::TokenIssuer): records and hashes, never raw
+/// tokens. Usable as `Arc<dyn TokenStore>`.
+///
+/// # Contract
+///
+/// Every implementation passes `conformance::run_all` (feature `conformance`),
+/// which checks the following. "Live at `t`" means `active` and (`expires_at` absent or
+/// later than `t`).
+///
+/// - **Uniqueness.** No two records share an id or a hash. [`insert`](Self::insert) and
+///   [`rotate`](Self::rotate) fail with [`StoreError::Duplicate`] and change nothing if
+///   either is taken, however many callers race.
+/// - **The live limit is atomic.** With `max_live = Some(n)`, `insert` counts the
+///   environment's tokens live at the new token's `created_at` and the check and the
+///   insert are one atomic step: concurrent inserts never leave more than `n` live tokens
+///   ([`StoreError::LimitReached`] otherwise). `rotate` applies the same limit but does not
+///   count the predecessor, which it is replacing.
+/// - **Revocation is linearizable.** Once [`revoke`](Self::revoke) has returned, every
+///   later [`find_by_hash`](Self::find_by_hash), on any connection, sees `active = false`.
+///   Revoking again succeeds and keeps the first `revoked_at`.
+/// - **Rotation is all-or-nothing.** `rotate` inserts the successor and sets the
+///   predecessor's expiry (keeping an earlier one) in one atomic step, or does neither.
+/// - **Look-ups.** Unknown hashes and ids are `Ok(None)`, not errors. [`get`](Self::get)
+///   only finds a token in its own environment.
+/// - **Listing** returns an environment's tokens in creation order, `(created_at, id)`
+///   ascending, after the cursor: paging visits every token exactly once.
+/// - **Fidelity.** Every field round-trips exactly: Unicode notes, every scope,
+///   timestamps at microsecond precision (the issuer never makes finer ones).
+/// - **Failures** are [`StoreError`]s of the right kind with the driver's error as source,
+///   never panics; [`StoreError::Unavailable`] when the backend cannot be reached.
+#[async_trait]
+pub trait TokenStore: Send + Sync + core::fmt::Debug {
+    /// Adds a record. Fails with `Duplicate` if its id or hash exists, with `LimitReached`
+    /// if `max_live` is set and the environment already has that many live tokens.
+    async fn insert(
+        &self,
+        token: StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError>;
+
+    /// The record with this hash, in any environment.
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError>;
+
+    /// The record with this id in this environment.
+    async fn get(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError>;
+
+    /// A page of the environment's tokens in creation order.
+    async fn list(&self, environment: EnvironmentId, page: PageRequest)
+    -> Result<Page, StoreError>;
+
+    /// Marks a token revoked at `at` (idempotent: a second call keeps the first time) and
+    /// returns the updated record; `NotFound` if the environment has no such token.
+    async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError>;
+
+    /// Inserts `rotation.successor` and sets the predecessor's expiry, atomically. Fails
+    /// with `NotFound` if the predecessor does not exist in the environment, `NotLive` if
+    /// it is not live at the successor's `created_at`, and as `insert` does otherwise.
+    /// Returns the updated predecessor.
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError>;
+
+    /// Records that a token authenticated at `at`; never moves `last_used_at` backwards.
+    /// Unknown ids are ignored.
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// What [`TokenStore::rotate`] does in one step.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    /// The environment of both tokens.
+    pub environment: EnvironmentId,
+    /// The token being replaced.
+    pub predecessor: TokenId,
+    /// Its new expiry (an earlier existing expiry is kept).
+    pub predecessor_expires_at: DateTime<Utc>,
+    /// The replacement, created now.
+    pub successor: StoredToken,
+    /// The environment's live-token limit.
+    pub max_live: Option<NonZeroU32>,
+}
+
+/// Where a page of a listing starts: after this token in creation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    /// The last token's creation time.
+    pub created_at: DateTime<Utc>,
+    /// The last token's id.
+    pub id: TokenId,
+}
+
+impl Cursor {
+    /// The position just after `token`.
+    pub fn after(token: &Token) -> Cursor {
+        Cursor {
+            created_at: token.created_at,
+            id: token.id,
+        }
+    }
+}
+
+/// Which page of a listing to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// At most this many tokens (1 to [`PageRequest::MAX_LIMIT`]).
+    pub limit: u32,
+    /// Start after this position; `None` for the first page.
+    pub after: Option<Cursor>,
+}
+
+impl PageRequest {
+    /// The largest page.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// The first page of at most `limit` tokens (clamped to 1..=1000).
+    pub fn first(limit: u32) -> PageRequest {
+        PageRequest {
+            limit: limit.clamp(1, Self::MAX_LIMIT),
+            after: None,
+        }
+    }
+
+    /// The same size, after `cursor`.
+    pub fn after(self, cursor: Cursor) -> PageRequest {
+        PageRequest {
+            after: Some(cursor),
+            ..self
+        }
+    }
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest::first(100)
+    }
+}
+
+/// A page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The tokens, in creation order.
+    pub tokens: Vec<Token>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Which unique key an insert collided on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UniqueKey {
+    /// The token id.
+    Id,
+    /// The token hash.
+    Hash,
+}
+
+impl core::fmt::Display for UniqueKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            UniqueKey::Id => "id",
+            UniqueKey::Hash => "hash",
+        })
+    }
+}
+
+/// A store operation failed. Branch on the variant, never on the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A record with the same id or hash exists; nothing was written.
+    #[error("a token with the same {key} already exists; nothing was written")]
+    Duplicate {
+        /// The key that collided.
+        key: UniqueKey,
+    },
+    /// No such token in the environment.
+    #[error("no token {id} in environment {environment}")]
+    NotFound {
+        /// The environment searched.
+        environment: EnvironmentId,
+        /// The id asked for.
+        id: TokenId,
+    },
+    /// The environment already has its limit of live tokens; nothing was written.
+    #[error(
+        "environment {environment} already has {limit} live tokens: revoke one before issuing another"
+    )]
+    LimitReached {
+        /// The environment.
+        environment: EnvironmentId,
+        /// Its limit.
+        limit: u32,
+    },
+    /// A rotation's predecessor is revoked or expired; nothing was written.
+    #[error("token {id} is revoked or expired, so it cannot be rotated: issue a new token instead")]
+    NotLive {
+        /// The predecessor.
+        id: TokenId,
+    },
+    /// The backend could not be reached or dropped the connection: retry later.
+    #[error(
+        "the token store is unavailable ({source}); check that the database is reachable, then retry"
+    )]
+    Unavailable {
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A record in the store could not be read back.
+    #[error("the token store holds a record it cannot read: {message}")]
+    Corrupt {
+        /// What was wrong.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Any other backend failure.
+    #[error("the token store failed: {source}")]
+    Backend {
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+macro_rules! forward_store {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<T: TokenStore + ?Sized> TokenStore for $ty {
+            async fn insert(&self, token: StoredToken, max_live: Option<NonZeroU32>) -> Result<(), StoreError> {
+                (**self).insert(token, max_live).await
+            }
+            async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+                (**self).find_by_hash(hash).await
+            }
+            async fn get(&self, environment: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
+                (**self).get(environment, id).await
+            }
+            async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
+                (**self).list(environment, page).await
+            }
+            async fn revoke(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>) -> Result<Token, StoreError> {
+                (**self).revoke(environment, id, at).await
+            }
+            async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+                (**self).rotate(rotation).await
+            }
+            async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+                (**self).record_last_use(id, at).await
+            }
+        }
+    )*};
+}
+
+forward_store!(Arc<T>, Box<T>);

@@ -1,0 +1,250 @@
+//! [`MemoryStore`]: the embedded default store, in process memory.
+
+use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
+use crate::hash::TokenHash;
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use core::hash::{BuildHasherDefault, Hasher};
+use core::num::NonZeroU32;
+use core::ops::Bound;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Keeps tokens in memory: for tests, single-process services and as the reference
+/// implementation of the [`TokenStore`] contract. Nothing survives the process.
+///
+/// Safe to share between threads (one reader-writer lock; look-ups only read). Look-up by
+/// hash is one hash-map probe.
+///
+/// ```
+/// use apitoken::{MemoryStore, TokenIssuer};
+///
+/// let issuer = TokenIssuer::new(MemoryStore::new());
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_hash: HashMap<TokenHash, Token, BuildHasherDefault<HashPrefix>>,
+    ids: HashMap<TokenId, TokenHash>,
+    by_env: HashMap<EnvironmentId, BTreeMap<Cursor, TokenHash>>,
+}
+
+/// A token hash is already uniformly random, and only the issuer chooses which hashes are
+/// inserted, so its first 8 bytes are a fine hash-map hash (no SipHash needed).
+#[derive(Default)]
+struct HashPrefix(u64);
+
+impl Hasher for HashPrefix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// How many tokens it holds, revoked and expired included.
+    pub fn len(&self) -> usize {
+        self.read().by_hash.len()
+    }
+
+    /// True when it holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // The lock guards plain maps whose updates cannot panic half-way, so a poisoned lock
+    // still guards consistent data.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn token(&self, environment: EnvironmentId, id: TokenId) -> Option<&Token> {
+        let token = self.by_hash.get(self.ids.get(&id)?)?;
+        (token.environment == environment).then_some(token)
+    }
+
+    fn token_mut(&mut self, environment: EnvironmentId, id: TokenId) -> Option<&mut Token> {
+        let hash = self.ids.get(&id)?;
+        let token = self.by_hash.get_mut(hash)?;
+        (token.environment == environment).then_some(token)
+    }
+
+    fn check_insert(
+        &self,
+        new: &StoredToken,
+        max_live: Option<NonZeroU32>,
+        replacing: Option<TokenId>,
+    ) -> Result<(), StoreError> {
+        if self.ids.contains_key(&new.token.id) {
+            return Err(StoreError::Duplicate { key: UniqueKey::Id });
+        }
+        if self.by_hash.contains_key(&new.hash) {
+            return Err(StoreError::Duplicate {
+                key: UniqueKey::Hash,
+            });
+        }
+        let Some(limit) = max_live else {
+            return Ok(());
+        };
+        let environment = new.token.environment;
+        let now = new.token.created_at;
+        let live = self.by_env.get(&environment).map_or(0, |tokens| {
+            tokens
+                .values()
+                .filter_map(|hash| self.by_hash.get(hash))
+                .filter(|t| Some(t.id) != replacing && t.is_live_at(now))
+                .count()
+        });
+        if live >= limit.get() as usize {
+            return Err(StoreError::LimitReached {
+                environment,
+                limit: limit.get(),
+            });
+        }
+        Ok(())
+    }
+
+    fn insert_unchecked(&mut self, new: StoredToken) {
+        let StoredToken { token, hash } = new;
+        self.ids.insert(token.id, hash);
+        self.by_env
+            .entry(token.environment)
+            .or_default()
+            .insert(Cursor::after(&token), hash);
+        self.by_hash.insert(hash, token);
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn insert(
+        &self,
+        token: StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        inner.check_insert(&token, max_live, None)?;
+        inner.insert_unchecked(token);
+        Ok(())
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        Ok(self.read().by_hash.get(hash).cloned())
+    }
+
+    async fn get(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        Ok(self.read().token(environment, id).cloned())
+    }
+
+    async fn list(
+        &self,
+        environment: EnvironmentId,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        let inner = self.read();
+        let Some(tokens) = inner.by_env.get(&environment) else {
+            return Ok(Page {
+                tokens: Vec::new(),
+                next: None,
+            });
+        };
+        let start = page.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        let mut range = tokens.range((start, Bound::Unbounded));
+        let tokens: Vec<Token> = range
+            .by_ref()
+            .take(limit)
+            .filter_map(|(_, hash)| inner.by_hash.get(hash).cloned())
+            .collect();
+        let next = match range.next() {
+            Some(_) => tokens.last().map(Cursor::after),
+            None => None,
+        };
+        Ok(Page { tokens, next })
+    }
+
+    async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        let mut inner = self.write();
+        let token = inner
+            .token_mut(environment, id)
+            .ok_or(StoreError::NotFound { environment, id })?;
+        token.active = false;
+        token.revoked_at.get_or_insert(at);
+        Ok(token.clone())
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        let Rotation {
+            environment,
+            predecessor,
+            predecessor_expires_at,
+            successor,
+            max_live,
+        } = rotation;
+        let mut inner = self.write();
+        let now = successor.token.created_at;
+        let old = inner
+            .token(environment, predecessor)
+            .ok_or(StoreError::NotFound {
+                environment,
+                id: predecessor,
+            })?;
+        if !old.is_live_at(now) {
+            return Err(StoreError::NotLive { id: predecessor });
+        }
+        inner.check_insert(&successor, max_live, Some(predecessor))?;
+        inner.insert_unchecked(successor);
+        let old = inner
+            .token_mut(environment, predecessor)
+            .ok_or(StoreError::NotFound {
+                environment,
+                id: predecessor,
+            })?;
+        old.expires_at = Some(
+            old.expires_at
+                .map_or(predecessor_expires_at, |at| at.min(predecessor_expires_at)),
+        );
+        Ok(old.clone())
+    }
+
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        let Some(hash) = inner.ids.get(&id).copied() else {
+            return Ok(());
+        };
+        if let Some(token) = inner.by_hash.get_mut(&hash) {
+            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+        }
+        Ok(())
+    }
+}

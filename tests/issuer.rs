@@ -1,0 +1,752 @@
+//! The issuer's whole lifecycle on `MemoryStore` with a settable clock.
+
+use apitoken::{
+    Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore, Note,
+    Page, PageRequest, Rotation, Scope, ScopeCatalog, Scopes, StoreError, StoredToken, Token,
+    TokenHash, TokenId, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE, UserId,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::SeedableRng;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A `MemoryStore` that counts the calls the issuer makes.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryStore,
+    finds: AtomicUsize,
+    last_use_writes: AtomicUsize,
+}
+
+#[async_trait]
+impl TokenStore for Counting {
+    async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
+        self.inner.insert(t, max).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_by_hash(hash).await
+    }
+    async fn get(&self, env: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
+        self.inner.get(env, id).await
+    }
+    async fn list(&self, env: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
+        self.inner.list(env, page).await
+    }
+    async fn revoke(
+        &self,
+        env: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        self.inner.revoke(env, id, at).await
+    }
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        self.inner.rotate(rotation).await
+    }
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.last_use_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_last_use(id, at).await
+    }
+}
+
+fn start() -> DateTime<Utc> {
+    "2026-03-01T12:00:00.123456Z".parse().unwrap()
+}
+
+fn env(n: u128) -> EnvironmentId {
+    EnvironmentId::from_uuid(Uuid::from_u128(n))
+}
+
+fn alice() -> Creator {
+    Creator {
+        alias: Some("alice".into()),
+        email: Some("alice@example.com".into()),
+        ..Creator::new(UserId::from_uuid(Uuid::from_u128(0xa11ce)))
+    }
+}
+
+fn request(note: &str, scopes: impl Into<Scopes>) -> IssueRequest {
+    IssueRequest::new(Note::new(note).unwrap()).with_scopes(scopes)
+}
+
+struct Setup {
+    issuer: TokenIssuer<Arc<Counting>>,
+    store: Arc<Counting>,
+    clock: ManualClock,
+}
+
+fn setup_with(
+    configure: impl FnOnce(
+        apitoken::TokenIssuerBuilder<Arc<Counting>>,
+    ) -> apitoken::TokenIssuerBuilder<Arc<Counting>>,
+) -> Setup {
+    let store = Arc::new(Counting::default());
+    let clock = ManualClock::new(start());
+    let issuer = configure(
+        TokenIssuer::builder(store.clone())
+            .clock(clock.clone())
+            .rng(rand::rngs::StdRng::seed_from_u64(7)),
+    )
+    .build();
+    Setup {
+        issuer,
+        store,
+        clock,
+    }
+}
+
+fn setup() -> Setup {
+    setup_with(|b| b)
+}
+
+#[tokio::test]
+async fn issue_then_authenticate_in_every_presentation() {
+    let s = setup();
+    let issued = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request("deploys", [Scope::ENVIRONMENT_USERS_READ]),
+        )
+        .await
+        .unwrap();
+    let secret = issued.raw.expose_secret();
+    assert!(secret.starts_with("dyn_") && secret.len() == 40);
+    assert_eq!(issued.token.checksum, issued.raw.checksum());
+    assert_eq!(issued.token.created_at, start());
+    assert_eq!(issued.token.id.as_uuid().get_version_num(), 7);
+    assert_eq!(
+        issued.token.created_by.email.as_deref(),
+        Some("alice@example.com")
+    );
+
+    for presented in [
+        secret.to_owned(),
+        format!("Bearer {secret}"),
+        format!("bearer {secret}"),
+        format!("  BEARER   {secret} \r\n"),
+        format!("\t{secret}\n"),
+    ] {
+        let who = s.issuer.authenticate(&presented).await.unwrap();
+        assert_eq!(who.token_id(), issued.token.id);
+        assert_eq!(who.environment(), env(1));
+        assert_eq!(who.scopes(), &Scopes::from([Scope::ENVIRONMENT_USERS_READ]));
+        assert_eq!(who.expires_at(), None);
+    }
+    assert_eq!(s.store.inner.len(), 1);
+    let stored = s
+        .store
+        .inner
+        .find_by_hash(&s.issuer.hasher().hash(secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, s.issuer.get(env(1), issued.token.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn authorize_checks_environment_and_every_scope() {
+    let s = setup();
+    let scopes = [
+        Scope::ENVIRONMENT_API_TOKENS_READ,
+        Scope::ENVIRONMENT_USERS_READ,
+    ];
+    let issued = s
+        .issuer
+        .issue(env(1), alice(), request("x", scopes))
+        .await
+        .unwrap();
+    let secret = issued.raw.expose_secret();
+
+    s.issuer.authorize(secret, env(1), &[]).await.unwrap();
+    s.issuer
+        .authorize(
+            secret,
+            env(1),
+            &[
+                Scope::ENVIRONMENT_USERS_READ,
+                Scope::ENVIRONMENT_API_TOKENS_READ,
+            ],
+        )
+        .await
+        .unwrap();
+
+    let err = s.issuer.authorize(secret, env(2), &[]).await.unwrap_err();
+    assert!(matches!(err, Error::WrongEnvironment { requested, .. } if requested == env(2)));
+    assert_eq!(err.status(), 403);
+    assert!(err.is_forbidden());
+
+    let err = s
+        .issuer
+        .authorize(
+            secret,
+            env(1),
+            &[
+                Scope::ENVIRONMENT_USERS_READ,
+                Scope::ENVIRONMENT_USERS_WRITE,
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingScope { scope, .. } if *scope == Scope::ENVIRONMENT_USERS_WRITE)
+    );
+    assert_eq!(err.status(), 403);
+    assert_eq!(
+        err.public_message(),
+        format!(
+            "token {} lacks the scope `environment.users.write` this operation requires",
+            issued.token.id
+        )
+    );
+}
+
+#[tokio::test]
+async fn tokens_expire_at_their_expiry() {
+    let s = setup();
+    let expires_at = start() + TimeDelta::hours(1);
+    let issued = s
+        .issuer
+        .issue(env(1), alice(), request("short", []).expires_at(expires_at))
+        .await
+        .unwrap();
+    let secret = issued.raw.expose_secret();
+    s.clock.advance(TimeDelta::minutes(59));
+    assert_eq!(
+        s.issuer.authenticate(secret).await.unwrap().expires_at(),
+        Some(expires_at)
+    );
+    s.clock.set(expires_at);
+    let err = s.issuer.authenticate(secret).await.unwrap_err();
+    assert!(matches!(err, Error::Expired { expired_at, .. } if expired_at == expires_at));
+    assert_eq!(err.status(), 401);
+}
+
+#[tokio::test]
+async fn expiry_must_be_in_the_future() {
+    let s = setup();
+    for at in [start(), start() - TimeDelta::seconds(1)] {
+        let err = s
+            .issuer
+            .issue(env(1), alice(), request("x", []).expires_at(at))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidExpiry { .. }), "{err:?}");
+        assert_eq!(err.status(), 422);
+    }
+    assert!(s.store.inner.is_empty(), "nothing stored on failure");
+}
+
+#[tokio::test]
+async fn revoked_tokens_never_authenticate_again() {
+    let s = setup();
+    let issued = s
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    let secret = issued.raw.expose_secret();
+    s.issuer.authenticate(secret).await.unwrap();
+    s.clock.advance(TimeDelta::seconds(5));
+    let revoked = s.issuer.revoke(env(1), issued.token.id).await.unwrap();
+    assert!(!revoked.active);
+    assert_eq!(revoked.revoked_at, Some(start() + TimeDelta::seconds(5)));
+    let err = s.issuer.authenticate(secret).await.unwrap_err();
+    assert!(matches!(err, Error::Revoked { id, .. } if id == issued.token.id));
+
+    s.clock.advance(TimeDelta::seconds(5));
+    let again = s.issuer.revoke(env(1), issued.token.id).await.unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at, "revoke is idempotent");
+
+    let err = s.issuer.revoke(env(2), issued.token.id).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }));
+    assert_eq!(err.status(), 404);
+}
+
+#[tokio::test]
+async fn the_four_authentication_failures_look_the_same_to_a_client() {
+    let s = setup();
+    let expiring = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request("x", []).expires_at(start() + TimeDelta::seconds(1)),
+        )
+        .await
+        .unwrap();
+    let revoked = s
+        .issuer
+        .issue(env(1), alice(), request("y", []))
+        .await
+        .unwrap();
+    s.issuer.revoke(env(1), revoked.token.id).await.unwrap();
+    s.clock.advance(TimeDelta::seconds(2));
+    let unknown = apitoken::TokenFormat::dynamic().generate(&mut rand::rng());
+
+    let failures = [
+        s.issuer.authenticate("dyn_short").await.unwrap_err(),
+        s.issuer
+            .authenticate(unknown.expose_secret())
+            .await
+            .unwrap_err(),
+        s.issuer
+            .authenticate(revoked.raw.expose_secret())
+            .await
+            .unwrap_err(),
+        s.issuer
+            .authenticate(expiring.raw.expose_secret())
+            .await
+            .unwrap_err(),
+    ];
+    assert!(matches!(failures[0], Error::Malformed(_)));
+    assert!(matches!(failures[1], Error::Unknown { .. }));
+    assert!(matches!(failures[2], Error::Revoked { .. }));
+    assert!(matches!(failures[3], Error::Expired { .. }));
+    for err in &failures {
+        assert!(err.is_unauthenticated());
+        assert_eq!(err.status(), 401);
+        assert_eq!(err.code(), None);
+        assert_eq!(err.public_message(), UNAUTHORIZED_MESSAGE);
+    }
+    // The log messages tell them apart, without the secret.
+    let logs: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        logs.iter().collect::<std::collections::HashSet<_>>().len(),
+        4
+    );
+    let unknown_secret = unknown.expose_secret();
+    assert!(logs[1].contains(unknown.checksum().as_str()));
+    assert!(!logs[1].contains(&unknown_secret[4..34]), "{}", logs[1]);
+}
+
+#[tokio::test]
+async fn malformed_input_never_reaches_the_store() {
+    let s = setup();
+    let issued = s
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    let mut typo = issued.raw.expose_secret().to_owned().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let huge = "dyn_".to_owned() + &"A".repeat(1 << 20);
+    for bad in [
+        "",
+        "Bearer",
+        "Bearer ",
+        "ghp_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC",
+        &typo,
+        &huge,
+    ] {
+        let err = s.issuer.authenticate(bad).await.unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err:?}");
+    }
+    assert_eq!(s.store.finds.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_old_token_through_the_grace_period() {
+    let s = setup();
+    let lifetime = TimeDelta::days(30);
+    let old = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request(
+                "rotating",
+                [Scope::ENVIRONMENT_EVENTS_READ, Scope::WAAS_AUTHENTICATE],
+            )
+            .expires_at(start() + lifetime),
+        )
+        .await
+        .unwrap();
+    s.clock.advance(TimeDelta::days(10));
+    let rotated_at = start() + TimeDelta::days(10);
+    let new = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_ne!(new.token.id, old.token.id);
+    assert_ne!(new.raw, old.raw);
+    assert_eq!(new.token.note, old.token.note);
+    assert_eq!(new.token.scopes, old.token.scopes);
+    assert_eq!(new.token.created_by, old.token.created_by);
+    assert_eq!(new.token.created_at, rotated_at);
+    assert_eq!(
+        new.token.expires_at,
+        Some(rotated_at + lifetime),
+        "same lifetime length"
+    );
+
+    s.clock.advance(TimeDelta::seconds(599));
+    s.issuer
+        .authenticate(old.raw.expose_secret())
+        .await
+        .unwrap();
+    s.issuer
+        .authenticate(new.raw.expose_secret())
+        .await
+        .unwrap();
+    s.clock.advance(TimeDelta::seconds(1));
+    let err = s
+        .issuer
+        .authenticate(old.raw.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Expired { expired_at, .. } if expired_at == rotated_at + TimeDelta::seconds(600))
+    );
+    s.issuer
+        .authenticate(new.raw.expose_secret())
+        .await
+        .unwrap();
+
+    let err = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotLive { .. }), "{err:?}");
+    assert_eq!(err.status(), 409);
+    let err = s
+        .issuer
+        .rotate(env(2), new.token.id, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }));
+}
+
+#[tokio::test]
+async fn rotation_with_no_grace_ends_the_old_token_at_once() {
+    let s = setup();
+    let old = s
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    let new = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        new.token.expires_at, None,
+        "a token without expiry stays without"
+    );
+    assert!(matches!(
+        s.issuer
+            .authenticate(old.raw.expose_secret())
+            .await
+            .unwrap_err(),
+        Error::Expired { .. }
+    ));
+    s.issuer
+        .authenticate(new.raw.expose_secret())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn last_use_is_recorded_at_most_once_per_interval() {
+    let s = setup_with(|b| b.last_use_interval(Some(Duration::from_secs(60))));
+    let issued = s
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    let secret = issued.raw.expose_secret();
+    let writes = || s.store.last_use_writes.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        s.issuer.authenticate(secret).await.unwrap();
+    }
+    assert_eq!(writes(), 1);
+    let token = s.issuer.get(env(1), issued.token.id).await.unwrap();
+    assert_eq!(token.last_used_at, Some(start()));
+
+    s.clock.advance(TimeDelta::seconds(59));
+    for _ in 0..10 {
+        s.issuer.authenticate(secret).await.unwrap();
+    }
+    assert_eq!(writes(), 1);
+    s.clock.advance(TimeDelta::seconds(1));
+    s.issuer.authenticate(secret).await.unwrap();
+    s.issuer.authenticate(secret).await.unwrap();
+    assert_eq!(writes(), 2);
+    let token = s.issuer.get(env(1), issued.token.id).await.unwrap();
+    assert_eq!(token.last_used_at, Some(start() + TimeDelta::seconds(60)));
+
+    let quiet = setup_with(|b| b.last_use_interval(None));
+    let issued = quiet
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        quiet
+            .issuer
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+    }
+    assert_eq!(quiet.store.last_use_writes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_live_token_limit_counts_only_live_tokens() {
+    let s = setup_with(|b| b.max_live_tokens_per_environment(NonZeroU32::new(2).unwrap()));
+    let first = s
+        .issuer
+        .issue(env(1), alice(), request("1", []))
+        .await
+        .unwrap();
+    let _second = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request("2", []).expires_at(start() + TimeDelta::minutes(1)),
+        )
+        .await
+        .unwrap();
+    let err = s
+        .issuer
+        .issue(env(1), alice(), request("3", []))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyTokens { limit: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), 422);
+    assert_eq!(err.code(), Some("too_many_api_tokens"));
+    assert_eq!(s.store.inner.len(), 2, "nothing stored on failure");
+
+    s.issuer
+        .issue(env(2), alice(), request("other env", []))
+        .await
+        .unwrap();
+
+    s.issuer.revoke(env(1), first.token.id).await.unwrap();
+    s.issuer
+        .issue(env(1), alice(), request("3", []))
+        .await
+        .unwrap();
+    s.clock.advance(TimeDelta::minutes(1));
+    s.issuer
+        .issue(env(1), alice(), request("4", []))
+        .await
+        .unwrap();
+    assert!(
+        s.issuer
+            .issue(env(1), alice(), request("5", []))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_token_can_only_delegate_scopes_it_holds() {
+    let s = setup();
+    let parent = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request(
+                "parent",
+                [
+                    Scope::ENVIRONMENT_API_TOKENS_WRITE,
+                    Scope::ENVIRONMENT_USERS_READ,
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let caller = s
+        .issuer
+        .authenticate(parent.raw.expose_secret())
+        .await
+        .unwrap();
+
+    let child = s
+        .issuer
+        .issue(
+            env(1),
+            &caller,
+            request("child", [Scope::ENVIRONMENT_USERS_READ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        child.token.created_by, parent.token.created_by,
+        "recorded for the same person"
+    );
+
+    let err = s
+        .issuer
+        .issue(
+            env(1),
+            Caller::Token(caller.clone()),
+            request(
+                "escalate",
+                [
+                    Scope::ENVIRONMENT_USERS_READ,
+                    Scope::ENVIRONMENT_USERS_WRITE,
+                ],
+            ),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        Error::InvalidScopes { unknown, not_held } => {
+            assert!(unknown.is_empty());
+            assert_eq!(not_held, &[Scope::ENVIRONMENT_USERS_WRITE]);
+        }
+        other => panic!("expected InvalidScopes, got {other:?}"),
+    }
+    assert_eq!(err.code(), Some("invalid_scopes"));
+    assert_eq!(err.status(), 422);
+    assert!(
+        err.to_string().contains("`environment.users.write`"),
+        "{err}"
+    );
+
+    let err = s
+        .issuer
+        .issue(env(2), &caller, request("elsewhere", []))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongEnvironment { .. }), "{err:?}");
+    assert_eq!(s.store.inner.len(), 2, "nothing stored on failure");
+}
+
+#[tokio::test]
+async fn scopes_outside_the_catalog_are_named_in_the_error() {
+    let s = setup();
+    let gasless = Scope::new("gasless.write").unwrap();
+    let err = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request("x", [gasless.clone(), Scope::WAAS_AUTHENTICATE]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidScopes { unknown, .. } if unknown == std::slice::from_ref(&gasless))
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid scopes: not in the catalog: `gasless.write`;"
+    );
+
+    let extended = setup_with(|b| b.scope_catalog(ScopeCatalog::reference().with(gasless.clone())));
+    let issued = extended
+        .issuer
+        .issue(env(1), alice(), request("x", [gasless.clone()]))
+        .await
+        .unwrap();
+    extended
+        .issuer
+        .authorize(issued.raw.expose_secret(), env(1), &[gasless])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_seeded_generator_makes_issuance_reproducible() {
+    let a = setup();
+    let b = setup();
+    let x = a
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    let y = b
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    assert_eq!(x.raw, y.raw);
+    assert_eq!(x.token.id, y.token.id);
+    let z = a
+        .issuer
+        .issue(env(1), alice(), request("x", []))
+        .await
+        .unwrap();
+    assert_ne!(x.raw, z.raw);
+}
+
+#[tokio::test]
+async fn another_hash_key_does_not_recognise_the_tokens() {
+    let store = Arc::new(MemoryStore::new());
+    let a = TokenIssuer::builder(store.clone())
+        .hash_key(HashKey::from_bytes([1; 32]))
+        .build();
+    let b = TokenIssuer::builder(store.clone())
+        .hash_key(HashKey::from_bytes([2; 32]))
+        .build();
+    let issued = a.issue(env(1), alice(), request("x", [])).await.unwrap();
+    a.authenticate(issued.raw.expose_secret()).await.unwrap();
+    assert!(matches!(
+        b.authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap_err(),
+        Error::Unknown { .. }
+    ));
+}
+
+#[tokio::test]
+async fn listing_pages_through_an_environment_in_creation_order() {
+    let s = setup();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        s.clock.advance(TimeDelta::microseconds(1));
+        let t = s
+            .issuer
+            .issue(env(1), alice(), request(&format!("t{i}"), []))
+            .await
+            .unwrap();
+        ids.push(t.token.id);
+    }
+    s.issuer
+        .issue(env(2), alice(), request("other", []))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(3);
+    loop {
+        let got = s.issuer.list(env(1), page).await.unwrap();
+        seen.extend(got.tokens.iter().map(|t| t.id));
+        match got.next {
+            Some(cursor) => page = page.after(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn the_default_issuer_generates_distinct_tokens() {
+    let issuer = TokenIssuer::new(MemoryStore::new());
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let t = issuer
+            .issue(env(1), alice(), request("x", []))
+            .await
+            .unwrap();
+        assert!(seen.insert(t.raw.expose_secret().to_owned()));
+        issuer.authenticate(t.raw.expose_secret()).await.unwrap();
+    }
+}

@@ -1,0 +1,81 @@
+//! `MemoryStore` passes the conformance suite, also under real multi-threaded load.
+#![cfg(feature = "conformance")]
+
+use apitoken::conformance::{self, base_time, new_environment, sample_token};
+use apitoken::{MemoryStore, StoreError, TokenStore};
+use chrono::TimeDelta;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+#[tokio::test]
+async fn memory_store_passes_the_conformance_suite() {
+    conformance::run_all(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_suite_runs_through_arc_and_box_dyn() {
+    let arc: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    conformance::run_all(&arc).await;
+    let boxed: Box<dyn TokenStore> = Box::new(MemoryStore::new());
+    conformance::run_all(&boxed).await;
+}
+
+/// Tasks on several OS threads race inserts against one limit: it is never exceeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn threads_racing_inserts_never_exceed_the_limit() {
+    let store = Arc::new(MemoryStore::new());
+    for round in 0..20 {
+        let env = new_environment();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let t = sample_token(env, base_time() + TimeDelta::microseconds(i));
+                    store.insert(t, NonZeroU32::new(3)).await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => accepted += 1,
+                Err(StoreError::LimitReached { .. }) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(accepted, 3, "round {round}");
+    }
+}
+
+/// Once revoke returns on one thread, no other thread finds the token active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_is_seen_by_every_thread_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    for _ in 0..50 {
+        let env = new_environment();
+        let t = sample_token(env, base_time());
+        store.insert(t.clone(), None).await.unwrap();
+        let revoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (store, revoked, hash) = (store.clone(), revoked.clone(), t.hash);
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        let was_revoked = revoked.load(std::sync::atomic::Ordering::SeqCst);
+                        let found = store.find_by_hash(&hash).await.unwrap().unwrap();
+                        assert!(
+                            !(was_revoked && found.active),
+                            "active after revoke returned"
+                        );
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        store.revoke(env, t.token.id, base_time()).await.unwrap();
+        revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in readers {
+            r.await.unwrap();
+        }
+    }
+}
