@@ -44,7 +44,9 @@ impl HashKey {
     pub fn from_hex(hex: &str) -> Result<HashKey, HashKeyError> {
         let hex = hex.trim();
         if hex.len() != 64 {
-            return Err(HashKeyError::Length { found: hex.len() });
+            return Err(HashKeyError::Length {
+                found: hex.chars().count(),
+            });
         }
         let mut bytes = [0u8; 32];
         for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {

@@ -299,7 +299,7 @@ impl Principal {
 #[cfg(feature = "serde")]
 pub(crate) mod rfc3339 {
     //! Timestamps as RFC 3339 in UTC with `Z`, fractional seconds only when present.
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Datelike, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer, de};
     use std::borrow::Cow;
 
@@ -309,9 +309,16 @@ pub(crate) mod rfc3339 {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = <Cow<'de, str>>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
+        let at = DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| de::Error::custom(format_args!("expected an RFC 3339 timestamp: {e}")))
+            .map_err(|e| de::Error::custom(format_args!("expected an RFC 3339 timestamp: {e}")))?;
+        // RFC 3339 has four-digit years: refuse what could not be written back.
+        if !(0..=9999).contains(&at.year()) {
+            return Err(de::Error::custom(
+                "timestamp out of range: the year in UTC must be 0000 to 9999",
+            ));
+        }
+        Ok(at)
     }
 
     pub(crate) mod option {

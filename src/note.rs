@@ -7,7 +7,8 @@ use std::sync::Arc;
 pub const MAX_NOTE_CHARS: usize = 100;
 
 /// A token's note: 1 to 100 Unicode scalar values once surrounding whitespace is trimmed,
-/// with no control characters. Cloning is a reference-count increment.
+/// with no control characters, line separators or bidirectional formatting characters.
+/// Cloning is a reference-count increment.
 ///
 /// ```
 /// use apitoken::Note;
@@ -34,7 +35,7 @@ impl Note {
         if found > MAX_NOTE_CHARS {
             return Err(NoteError::TooLong { found });
         }
-        if let Some(i) = trimmed.chars().position(char::is_control) {
+        if let Some(i) = trimmed.chars().position(is_forbidden) {
             return Err(NoteError::ControlCharacter { position: i + 1 });
         }
         Ok(Note(Arc::from(trimmed)))
@@ -44,6 +45,18 @@ impl Note {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Control characters break a one-line display; line separators too; bidirectional
+/// formatting characters can make a note read differently from what it holds ("Trojan
+/// source"). Other format characters, such as the zero-width joiner in emoji sequences,
+/// are fine.
+fn is_forbidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 impl fmt::Display for Note {
@@ -85,9 +98,10 @@ pub enum NoteError {
         /// Unicode scalar values found after trimming.
         found: usize,
     },
-    /// A control character (newline, tab, escape, …) inside the note.
+    /// A control character (newline, tab, escape, …), a line separator or a
+    /// bidirectional formatting character inside the note.
     #[error(
-        "note character {position} is a control character (newline, tab, …); notes are one line of text"
+        "note character {position} is a control, line-separator or bidirectional-formatting character; notes are one line of plain text"
     )]
     ControlCharacter {
         /// Position counting from 1, in Unicode scalar values after trimming.

@@ -134,9 +134,6 @@ const fn check_syntax(s: &[u8]) -> Result<(), Syntax> {
     if s.is_empty() {
         return Err(Syntax::Empty);
     }
-    if s.len() > MAX_SCOPE_LEN {
-        return Err(Syntax::TooLong(s.len()));
-    }
     let mut i = 0;
     let mut segment_start = true;
     while i < s.len() {
@@ -155,6 +152,10 @@ const fn check_syntax(s: &[u8]) -> Result<(), Syntax> {
     }
     if segment_start {
         return Err(Syntax::EmptySegment(s.len()));
+    }
+    // Checked last, so that a wrong character is reported as such.
+    if s.len() > MAX_SCOPE_LEN {
+        return Err(Syntax::TooLong(s.len()));
     }
     Ok(())
 }
