@@ -137,6 +137,15 @@ impl TokenHasher {
         self.key.as_ref()
     }
 
+    /// A public name for the hashing configuration: `unkeyed`, or `key:` and the key's
+    /// fingerprint. A database records it so that it is never read with another key.
+    pub fn fingerprint(&self) -> String {
+        match &self.key {
+            Some(key) => format!("key:{}", key.fingerprint()),
+            None => "unkeyed".to_owned(),
+        }
+    }
+
     /// The hash of a whole token (prefix included).
     pub fn hash(&self, token: &str) -> TokenHash {
         let bytes = token.as_bytes();

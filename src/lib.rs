@@ -32,4 +32,8 @@ pub use note::{Note, NoteError};
 pub use scope::{Scope, ScopeCatalog, ScopeError, Scopes};
 pub use secret::RawToken;
 pub use store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use store::postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::SqliteStore;
 pub use store::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};

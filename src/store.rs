@@ -1,6 +1,12 @@
 //! [`TokenStore`]: where token records live.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -235,6 +241,27 @@ pub enum StoreError {
         /// The underlying error, if any.
         #[source]
         source: Option<BoxError>,
+    },
+    /// The database was written with another hash key (fingerprints differ): opening it
+    /// with this key would make every token unknown.
+    #[error(
+        "this database was created with hash key fingerprint {stored}, but the key given has fingerprint {given}: use the original hash key"
+    )]
+    HashKeyMismatch {
+        /// The fingerprint recorded in the database.
+        stored: String,
+        /// The fingerprint of the key given.
+        given: String,
+    },
+    /// The database's schema is newer than this library knows.
+    #[error(
+        "the database schema is version {found}, newer than this version of apitoken supports ({supported}): upgrade apitoken"
+    )]
+    SchemaTooNew {
+        /// The version found.
+        found: i64,
+        /// The newest version this library knows.
+        supported: i64,
     },
     /// Any other backend failure.
     #[error("the token store failed: {source}")]

@@ -1,0 +1,484 @@
+//! [`PostgresStore`]: tokens in PostgreSQL (feature `postgres`).
+//!
+//! # Atomicity
+//!
+//! Checks that must be atomic with a write (the live-token limit, rotation) take a
+//! transaction-scoped advisory lock on the environment, so concurrent issuers on any
+//! number of connections and processes serialize per environment; revocation is a single
+//! `UPDATE`, visible to every connection once it commits. Unique indexes on the id and
+//! the hash reject duplicates however requests race.
+//!
+//! # Schema
+//!
+//! `apitoken_meta` (schema version, hash key fingerprint) and `apitoken_tokens` (`uuid`
+//! ids, the 32-byte `bytea` hash with a unique index, `timestamptz` times at microsecond
+//! precision), with indexes on `(environment_id, id)` and `(environment_id, created_at,
+//! id)`. [`PostgresStore::migrate`] creates or upgrades it under an advisory lock, so
+//! several processes can start at once. Tables are created in the connection's
+//! `search_path` schema; pick one with `?options=-c%20search_path%3Dmyschema` in the URL
+//! or [`PgConnectOptions::options`].
+//!
+//! # Failures
+//!
+//! When the server cannot be reached, operations fail after the pool's acquire timeout
+//! (5 s by default) with [`StoreError::Unavailable`]; broken connections are tested and
+//! replaced before use, so the store recovers by itself when the server is back.
+
+use super::sql::{self, COLUMNS, Dialect, TokenRow};
+use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore};
+use crate::hash::TokenHash;
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use core::num::NonZeroU32;
+use core::time::Duration;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use std::str::FromStr;
+
+/// Schema migrations, applied in order; the schema version is how many have run. Never
+/// edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE apitoken_tokens (
+    id uuid NOT NULL,
+    hash bytea NOT NULL CHECK (octet_length(hash) = 32),
+    environment_id uuid NOT NULL,
+    checksum text NOT NULL,
+    created_by_id uuid NOT NULL,
+    created_by_alias text,
+    created_by_first_name text,
+    created_by_last_name text,
+    created_by_email text,
+    created_at timestamptz NOT NULL,
+    active boolean NOT NULL,
+    note text NOT NULL,
+    scopes text NOT NULL,
+    expires_at timestamptz,
+    last_used_at timestamptz,
+    revoked_at timestamptz,
+    CONSTRAINT apitoken_tokens_id_key PRIMARY KEY (id),
+    CONSTRAINT apitoken_tokens_hash_key UNIQUE (hash)
+);
+CREATE INDEX apitoken_tokens_environment_id ON apitoken_tokens (environment_id, id);
+CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment_id, created_at, id);
+"];
+
+/// The advisory lock key `migrate` takes (any fixed number; "apitoken" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
+
+fn err(e: sqlx::Error) -> StoreError {
+    sql::map_error(e, Dialect::Postgres)
+}
+
+/// Token records in PostgreSQL.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), apitoken::StoreError> {
+/// use apitoken::{PostgresStore, TokenIssuer};
+///
+/// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+/// store.migrate().await?;
+/// let issuer = TokenIssuer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects with a URL (`postgres://user:password@host:port/database?…`), with a pool
+    /// of up to 10 connections, a 5-second acquire timeout, and connections tested
+    /// before use.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(err)?;
+        PostgresStore::connect_with(options, PostgresStore::pool_options()).await
+    }
+
+    /// The pool settings [`connect`](Self::connect) uses, to adjust.
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(true)
+    }
+
+    /// Connects with explicit connection and pool options.
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        pool: PgPoolOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        let options = options.application_name("apitoken");
+        Ok(PostgresStore::from_pool(
+            pool.connect_with(options).await.map_err(err)?,
+        ))
+    }
+
+    /// Uses an existing pool.
+    pub fn from_pool(pool: PgPool) -> PostgresStore {
+        PostgresStore { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the schema, or upgrades it to the newest version, in one transaction under
+    /// an advisory lock; running it again (or from several processes at once) changes
+    /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
+    /// version.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS apitoken_meta (key text NOT NULL PRIMARY KEY, value text NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        let found = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
+        let found = found
+            .map_or(Ok(0), |v| v.parse::<i64>())
+            .map_err(|e| StoreError::Corrupt {
+                message: "apitoken_meta.schema_version is not a number".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        let current = sql::check_schema_version(found, MIGRATIONS.len())?;
+        for migration in MIGRATIONS.iter().skip(current) {
+            sqlx::raw_sql(*migration)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        set_meta(
+            &mut tx,
+            sql::META_SCHEMA_VERSION,
+            &MIGRATIONS.len().to_string(),
+        )
+        .await?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// The schema version of the database (0 before the first migration).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('apitoken_meta') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?;
+        if !exists {
+            return Ok(0);
+        }
+        let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
+    /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other. Needs
+    /// [`migrate`](Self::migrate) first.
+    pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let stored = meta(&mut tx, sql::META_HASH_KEY).await?;
+        if sql::check_hash_key(stored, fingerprint)? {
+            set_meta(&mut tx, sql::META_HASH_KEY, fingerprint).await?;
+        }
+        tx.commit().await.map_err(err)
+    }
+}
+
+async fn meta(conn: &mut PgConnection, key: &str) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar("SELECT value FROM apitoken_meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)
+}
+
+async fn set_meta(conn: &mut PgConnection, key: &str, value: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO apitoken_meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+fn decode(row: PgRow) -> Result<Token, StoreError> {
+    TokenRow {
+        id: row.try_get("id").map_err(err)?,
+        environment_id: row.try_get("environment_id").map_err(err)?,
+        checksum: row.try_get("checksum").map_err(err)?,
+        created_by_id: row.try_get("created_by_id").map_err(err)?,
+        created_by_alias: row.try_get("created_by_alias").map_err(err)?,
+        created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
+        created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
+        created_by_email: row.try_get("created_by_email").map_err(err)?,
+        created_at: row.try_get("created_at").map_err(err)?,
+        active: row.try_get("active").map_err(err)?,
+        note: row.try_get("note").map_err(err)?,
+        scopes: row.try_get("scopes").map_err(err)?,
+        expires_at: row.try_get("expires_at").map_err(err)?,
+        last_used_at: row.try_get("last_used_at").map_err(err)?,
+        revoked_at: row.try_get("revoked_at").map_err(err)?,
+    }
+    .into_token()
+}
+
+async fn fetch_token(
+    conn: &mut PgConnection,
+    environment: EnvironmentId,
+    id: TokenId,
+    for_update: bool,
+) -> Result<Option<Token>, StoreError> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    let query = format!(
+        "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = $1 AND id = $2{lock}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(environment.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)?
+        .map(decode)
+        .transpose()
+}
+
+async fn insert_row(conn: &mut PgConnection, stored: &StoredToken) -> Result<(), StoreError> {
+    let t = &stored.token;
+    sqlx::query(
+        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(t.id.as_uuid())
+    .bind(stored.hash.as_bytes().as_slice())
+    .bind(t.environment.as_uuid())
+    .bind(t.checksum.as_str())
+    .bind(t.created_by.id.as_uuid())
+    .bind(t.created_by.alias.as_deref())
+    .bind(t.created_by.first_name.as_deref())
+    .bind(t.created_by.last_name.as_deref())
+    .bind(t.created_by.email.as_deref())
+    .bind(t.created_at)
+    .bind(t.active)
+    .bind(t.note.as_str())
+    .bind(sql::scopes_column(&t.scopes))
+    .bind(t.expires_at)
+    .bind(t.last_used_at)
+    .bind(t.revoked_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Serializes the transaction with every other limit check of the environment, then fails
+/// with `LimitReached` when it has `limit` tokens live at `now`, not counting `replacing`.
+async fn check_limit(
+    conn: &mut PgConnection,
+    environment: EnvironmentId,
+    now: DateTime<Utc>,
+    limit: Option<NonZeroU32>,
+    replacing: Option<TokenId>,
+) -> Result<(), StoreError> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let (hi, lo) = environment.as_uuid().as_u64_pair();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind((hi ^ lo) as i64)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
+         AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3",
+    )
+    .bind(environment.as_uuid())
+    .bind(now)
+    .bind(replacing.map(|id| *id.as_uuid()))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(err)?;
+    if live >= i64::from(limit.get()) {
+        return Err(StoreError::LimitReached {
+            environment,
+            limit: limit.get(),
+        });
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TokenStore for PostgresStore {
+    async fn insert(
+        &self,
+        token: StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        if max_live.is_none() {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            return insert_row(&mut conn, &token).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let t = &token.token;
+        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
+        insert_row(&mut tx, &token).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        let query = format!("SELECT {COLUMNS} FROM apitoken_tokens WHERE hash = $1");
+        sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?
+            .map(decode)
+            .transpose()
+    }
+
+    async fn get(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        fetch_token(&mut conn, environment, id, false).await
+    }
+
+    async fn list(
+        &self,
+        environment: EnvironmentId,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
+        // One row more than asked tells whether another page follows.
+        let rows = match page.after {
+            None => {
+                let query = format!(
+                    "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = $1 \
+                     ORDER BY created_at, id LIMIT $2"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(query))
+                    .bind(environment.as_uuid())
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(after) => {
+                let query = format!(
+                    "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = $1 \
+                     AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(query))
+                    .bind(environment.as_uuid())
+                    .bind(after.created_at)
+                    .bind(after.id.as_uuid())
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(err)?;
+        let mut tokens = rows
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if tokens.len() > limit as usize {
+            tokens.truncate(limit as usize);
+            tokens.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(Page { tokens, next })
+    }
+
+    async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        let query = format!(
+            "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
+             WHERE environment_id = $2 AND id = $3 RETURNING {COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(at)
+            .bind(environment.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?
+            .map(decode)
+            .transpose()?
+            .ok_or(StoreError::NotFound { environment, id })
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        let Rotation {
+            environment,
+            predecessor,
+            predecessor_expires_at,
+            successor,
+            max_live,
+        } = rotation;
+        let now = successor.token.created_at;
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let old = fetch_token(&mut tx, environment, predecessor, true)
+            .await?
+            .ok_or(StoreError::NotFound {
+                environment,
+                id: predecessor,
+            })?;
+        if !old.is_live_at(now) {
+            return Err(StoreError::NotLive { id: predecessor });
+        }
+        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
+        insert_row(&mut tx, &successor).await?;
+        let query = format!(
+            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1) \
+             WHERE environment_id = $2 AND id = $3 RETURNING {COLUMNS}"
+        );
+        let updated = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(predecessor_expires_at)
+            .bind(environment.as_uuid())
+            .bind(predecessor.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+        let updated = decode(updated)?;
+        tx.commit().await.map_err(err)?;
+        Ok(updated)
+    }
+
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE apitoken_tokens SET last_used_at = $1 \
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(at)
+        .bind(id.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! What the SQL stores share: the record's columns, decoding, and error mapping.
+
+use super::{BoxError, StoreError, UniqueKey};
+use crate::format::Checksum;
+use crate::model::{Creator, EnvironmentId, Token, TokenId, UserId};
+use crate::note::Note;
+use crate::scope::{Scope, Scopes};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The columns every query returns, in this order.
+pub(crate) const COLUMNS: &str = "id, environment_id, checksum, created_by_id, created_by_alias, \
+     created_by_first_name, created_by_last_name, created_by_email, created_at, active, note, \
+     scopes, expires_at, last_used_at, revoked_at";
+
+/// The schema version this library writes; see each store's `MIGRATIONS`.
+pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
+pub(crate) const META_HASH_KEY: &str = "hash_key_fingerprint";
+
+/// A record as read from a row, before validation.
+pub(crate) struct TokenRow {
+    pub(crate) id: Uuid,
+    pub(crate) environment_id: Uuid,
+    pub(crate) checksum: String,
+    pub(crate) created_by_id: Uuid,
+    pub(crate) created_by_alias: Option<String>,
+    pub(crate) created_by_first_name: Option<String>,
+    pub(crate) created_by_last_name: Option<String>,
+    pub(crate) created_by_email: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) active: bool,
+    pub(crate) note: String,
+    pub(crate) scopes: String,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TokenRow {
+    /// Validates the row as the domain types do: a store never hands out a record that
+    /// could not have been written.
+    pub(crate) fn into_token(self) -> Result<Token, StoreError> {
+        let corrupt = |what: &str, e: BoxError| StoreError::Corrupt {
+            message: format!("token {}: invalid {what}", self.id),
+            source: Some(e),
+        };
+        let checksum =
+            Checksum::parse(&self.checksum).map_err(|e| corrupt("checksum", e.into()))?;
+        let note = Note::new(&self.note).map_err(|e| corrupt("note", e.into()))?;
+        let scopes = self
+            .scopes
+            .split_ascii_whitespace()
+            .map(Scope::new)
+            .collect::<Result<Scopes, _>>()
+            .map_err(|e| corrupt("scopes", e.into()))?;
+        Ok(Token {
+            id: TokenId::from_uuid(self.id),
+            checksum,
+            created_by: Arc::new(Creator {
+                id: UserId::from_uuid(self.created_by_id),
+                alias: self.created_by_alias,
+                first_name: self.created_by_first_name,
+                last_name: self.created_by_last_name,
+                email: self.created_by_email,
+            }),
+            created_at: self.created_at,
+            active: self.active,
+            note,
+            environment: EnvironmentId::from_uuid(self.environment_id),
+            scopes,
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
+/// Scopes as stored: space-separated (a scope never contains a space).
+pub(crate) fn scopes_column(scopes: &Scopes) -> String {
+    scopes
+        .iter()
+        .map(Scope::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Which SQL engine an error comes from: their error codes differ.
+#[derive(Clone, Copy)]
+pub(crate) enum Dialect {
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Sqlite,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Postgres,
+}
+
+/// Maps a driver error to its semantic kind, keeping it as the source.
+pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            // PostgreSQL names the constraint; SQLite names the column in the message.
+            let name = db.constraint().unwrap_or(db.message());
+            let key = if name.contains("hash") {
+                UniqueKey::Hash
+            } else {
+                UniqueKey::Id
+            };
+            StoreError::Duplicate { key }
+        }
+        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref(), dialect) => {
+            StoreError::Unavailable {
+                source: Box::new(sqlx::Error::Database(db)),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => StoreError::Unavailable {
+            source: Box::new(e),
+        },
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt {
+            message: "a row does not have the expected columns or types (is the schema migrated?)"
+                .to_owned(),
+            source: Some(Box::new(e)),
+        },
+        other => StoreError::Backend {
+            source: Box::new(other),
+        },
+    }
+}
+
+/// Error codes that mean "try again later": PostgreSQL's connection exceptions (08…),
+/// shutdowns (57P01–57P03), too many connections (53300); SQLite's busy and locked
+/// (after the busy timeout), I/O and cannot-open errors (primary codes 5, 6, 10, 14 in
+/// the low byte of the extended code).
+fn is_unavailable_code(code: Option<&str>, dialect: Dialect) -> bool {
+    let Some(code) = code else {
+        return false;
+    };
+    match dialect {
+        Dialect::Postgres => {
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        }
+        Dialect::Sqlite => matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6 | 10 | 14)),
+    }
+}
+
+pub(crate) fn check_schema_version(found: i64, supported: usize) -> Result<usize, StoreError> {
+    match usize::try_from(found) {
+        Ok(v) if v <= supported => Ok(v),
+        _ => Err(StoreError::SchemaTooNew {
+            found,
+            supported: supported as i64,
+        }),
+    }
+}
+
+pub(crate) fn check_hash_key(stored: Option<String>, given: &str) -> Result<bool, StoreError> {
+    match stored {
+        None => Ok(true),
+        Some(stored) if stored == given => Ok(false),
+        Some(stored) => Err(StoreError::HashKeyMismatch {
+            stored,
+            given: given.to_owned(),
+        }),
+    }
+}

@@ -1,0 +1,486 @@
+//! [`SqliteStore`]: tokens in an embedded SQLite file (feature `sqlite`).
+//!
+//! # Durability
+//!
+//! The database runs in WAL mode with `synchronous = FULL`: every commit is flushed to
+//! the write-ahead log before it returns, so a token is never lost once
+//! [`TokenIssuer::issue`](crate::TokenIssuer::issue) has returned, even on power loss
+//! (`NORMAL` could lose the last commits then). WAL lets readers (authentication) run
+//! while a writer commits. A second writer waits up to the busy timeout (5 s by default)
+//! instead of failing at once; writes that must be atomic with a check (the live-token
+//! limit, rotation) run in `BEGIN IMMEDIATE` transactions, which take the write lock
+//! before reading.
+//!
+//! # Schema
+//!
+//! Two tables, `apitoken_meta` (schema version, hash key fingerprint) and
+//! `apitoken_tokens` (one row per token: ids as 16-byte blobs, the 32-byte hash, times as
+//! microseconds since the Unix epoch), with a unique index on the hash and indexes on
+//! `(environment_id, id)` and `(environment_id, created_at, id)`. [`SqliteStore::migrate`]
+//! creates or upgrades it.
+
+use super::sql::{self, COLUMNS, Dialect, TokenRow};
+use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore};
+use crate::hash::TokenHash;
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use core::num::NonZeroU32;
+use core::time::Duration;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Schema migrations, applied in order; the schema version is how many have run. Never
+/// edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE apitoken_tokens (
+    id BLOB NOT NULL PRIMARY KEY CHECK (length(id) = 16),
+    hash BLOB NOT NULL CHECK (length(hash) = 32),
+    environment_id BLOB NOT NULL CHECK (length(environment_id) = 16),
+    checksum TEXT NOT NULL,
+    created_by_id BLOB NOT NULL,
+    created_by_alias TEXT,
+    created_by_first_name TEXT,
+    created_by_last_name TEXT,
+    created_by_email TEXT,
+    created_at INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    expires_at INTEGER,
+    last_used_at INTEGER,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX apitoken_tokens_hash ON apitoken_tokens (hash);
+CREATE INDEX apitoken_tokens_environment_id ON apitoken_tokens (environment_id, id);
+CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment_id, created_at, id);
+"];
+
+fn err(e: sqlx::Error) -> StoreError {
+    sql::map_error(e, Dialect::Sqlite)
+}
+
+/// Token records in a SQLite database.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use apitoken::{SqliteStore, TokenIssuer};
+///
+/// let path = std::env::temp_dir().join(format!("apitoken-doc-{}.db", std::process::id()));
+/// let store = SqliteStore::open(&path).await?;
+/// store.migrate().await?;
+/// let issuer = TokenIssuer::new(store);
+/// # drop(issuer);
+/// # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+/// # Ok::<(), apitoken::StoreError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database file at `path`, in WAL mode with
+    /// `synchronous = FULL` and a 5-second busy timeout. Call [`migrate`](Self::migrate)
+    /// before first use.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        SqliteStore::connect_with(options).await
+    }
+
+    /// Opens a database by URL (`sqlite://path/to/file.db`, `sqlite::memory:`), with the
+    /// same settings as [`open`](Self::open).
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(err)?
+            .create_if_missing(true);
+        SqliteStore::connect_with(options).await
+    }
+
+    /// Opens a database with these options, adding WAL, `synchronous = FULL` and a
+    /// 5-second busy timeout.
+    pub async fn connect_with(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        Ok(SqliteStore::from_pool(pool))
+    }
+
+    /// Uses an existing pool as it is configured (see the module docs for the settings
+    /// this store relies on).
+    pub fn from_pool(pool: SqlitePool) -> SqliteStore {
+        SqliteStore { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Creates the schema, or upgrades it to the newest version, in one transaction;
+    /// running it again changes nothing. Fails with [`StoreError::SchemaTooNew`] on a
+    /// database written by a newer version.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS apitoken_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        let found: Option<String> = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
+        let found = found
+            .map_or(Ok(0), |v| v.parse::<i64>())
+            .map_err(|e| StoreError::Corrupt {
+                message: "apitoken_meta.schema_version is not a number".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        let current = sql::check_schema_version(found, MIGRATIONS.len())?;
+        for migration in MIGRATIONS.iter().skip(current) {
+            sqlx::raw_sql(*migration)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        set_meta(
+            &mut tx,
+            sql::META_SCHEMA_VERSION,
+            &MIGRATIONS.len().to_string(),
+        )
+        .await?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// The schema version of the database (0 before the first migration).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'apitoken_meta'",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)?;
+        if exists.is_none() {
+            return Ok(0);
+        }
+        let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
+    /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other: a database read
+    /// with the wrong key would find no token. Needs [`migrate`](Self::migrate) first.
+    pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let stored = meta(&mut tx, sql::META_HASH_KEY).await?;
+        if sql::check_hash_key(stored, fingerprint)? {
+            set_meta(&mut tx, sql::META_HASH_KEY, fingerprint).await?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn fetch_token(
+        conn: &mut SqliteConnection,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        let query =
+            format!("SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = ? AND id = ?");
+        sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(environment.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?
+            .map(decode)
+            .transpose()
+    }
+}
+
+async fn meta(conn: &mut SqliteConnection, key: &str) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar("SELECT value FROM apitoken_meta WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)
+}
+
+async fn set_meta(conn: &mut SqliteConnection, key: &str, value: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO apitoken_meta (key, value) VALUES (?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    match row.try_get::<Option<i64>, _>(column).map_err(err)? {
+        None => Ok(None),
+        Some(us) => DateTime::from_timestamp_micros(us)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                message: format!("{column} = {us} is not a valid time"),
+                source: None,
+            }),
+    }
+}
+
+fn decode(row: SqliteRow) -> Result<Token, StoreError> {
+    let created_at = time(&row, "created_at")?.ok_or_else(|| StoreError::Corrupt {
+        message: "created_at is null".to_owned(),
+        source: None,
+    })?;
+    TokenRow {
+        id: row.try_get("id").map_err(err)?,
+        environment_id: row.try_get("environment_id").map_err(err)?,
+        checksum: row.try_get("checksum").map_err(err)?,
+        created_by_id: row.try_get("created_by_id").map_err(err)?,
+        created_by_alias: row.try_get("created_by_alias").map_err(err)?,
+        created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
+        created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
+        created_by_email: row.try_get("created_by_email").map_err(err)?,
+        created_at,
+        active: row.try_get("active").map_err(err)?,
+        note: row.try_get("note").map_err(err)?,
+        scopes: row.try_get("scopes").map_err(err)?,
+        expires_at: time(&row, "expires_at")?,
+        last_used_at: time(&row, "last_used_at")?,
+        revoked_at: time(&row, "revoked_at")?,
+    }
+    .into_token()
+}
+
+async fn insert_row(conn: &mut SqliteConnection, stored: &StoredToken) -> Result<(), StoreError> {
+    let t = &stored.token;
+    sqlx::query(
+        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(t.id.as_uuid())
+    .bind(stored.hash.as_bytes().as_slice())
+    .bind(t.environment.as_uuid())
+    .bind(t.checksum.as_str())
+    .bind(t.created_by.id.as_uuid())
+    .bind(t.created_by.alias.as_deref())
+    .bind(t.created_by.first_name.as_deref())
+    .bind(t.created_by.last_name.as_deref())
+    .bind(t.created_by.email.as_deref())
+    .bind(micros(t.created_at))
+    .bind(t.active)
+    .bind(t.note.as_str())
+    .bind(sql::scopes_column(&t.scopes))
+    .bind(t.expires_at.map(micros))
+    .bind(t.last_used_at.map(micros))
+    .bind(t.revoked_at.map(micros))
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Fails with `LimitReached` when the environment has `limit` tokens live at `now`, not
+/// counting `replacing`. Runs inside the caller's write transaction.
+async fn check_limit(
+    conn: &mut SqliteConnection,
+    environment: EnvironmentId,
+    now: DateTime<Utc>,
+    limit: Option<NonZeroU32>,
+    replacing: Option<TokenId>,
+) -> Result<(), StoreError> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
+         AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?",
+    )
+    .bind(environment.as_uuid())
+    .bind(micros(now))
+    .bind(replacing.map(|id| *id.as_uuid()))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(err)?;
+    if live >= i64::from(limit.get()) {
+        return Err(StoreError::LimitReached {
+            environment,
+            limit: limit.get(),
+        });
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert(
+        &self,
+        token: StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        if max_live.is_none() {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            return insert_row(&mut conn, &token).await;
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let t = &token.token;
+        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
+        insert_row(&mut tx, &token).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        let query = format!("SELECT {COLUMNS} FROM apitoken_tokens WHERE hash = ?");
+        sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?
+            .map(decode)
+            .transpose()
+    }
+
+    async fn get(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        SqliteStore::fetch_token(&mut conn, environment, id).await
+    }
+
+    async fn list(
+        &self,
+        environment: EnvironmentId,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
+        let (after_time, after_id) = match page.after {
+            Some(c) => (micros(c.created_at), Some(*c.id.as_uuid())),
+            None => (i64::MIN, None),
+        };
+        // One row more than asked tells whether another page follows.
+        let query = format!(
+            "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = ? \
+             AND (created_at > ? OR (created_at = ? AND id > ?) OR ? IS NULL) \
+             ORDER BY created_at, id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(environment.as_uuid())
+            .bind(after_time)
+            .bind(after_time)
+            .bind(after_id)
+            .bind(after_id)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let mut tokens = rows
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if tokens.len() > limit as usize {
+            tokens.truncate(limit as usize);
+            tokens.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(Page { tokens, next })
+    }
+
+    async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        let query = format!(
+            "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
+             WHERE environment_id = ? AND id = ? RETURNING {COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(micros(at))
+            .bind(environment.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?
+            .map(decode)
+            .transpose()?
+            .ok_or(StoreError::NotFound { environment, id })
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        let Rotation {
+            environment,
+            predecessor,
+            predecessor_expires_at,
+            successor,
+            max_live,
+        } = rotation;
+        let now = successor.token.created_at;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let old = SqliteStore::fetch_token(&mut tx, environment, predecessor)
+            .await?
+            .ok_or(StoreError::NotFound {
+                environment,
+                id: predecessor,
+            })?;
+        if !old.is_live_at(now) {
+            return Err(StoreError::NotLive { id: predecessor });
+        }
+        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
+        insert_row(&mut tx, &successor).await?;
+        let query = format!(
+            "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1) \
+             WHERE environment_id = ?2 AND id = ?3 RETURNING {COLUMNS}"
+        );
+        let updated = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(micros(predecessor_expires_at))
+            .bind(environment.as_uuid())
+            .bind(predecessor.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+        let updated = decode(updated)?;
+        tx.commit().await.map_err(err)?;
+        Ok(updated)
+    }
+
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE apitoken_tokens SET last_used_at = ?1 \
+             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+        )
+        .bind(micros(at))
+        .bind(id.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! `PostgresStore` against the real server (`APITOKEN_TEST_POSTGRES_URL`), each test in a
+//! schema of its own that is dropped afterwards: the conformance suite, migrations,
+//! concurrency over several connections, faults through a TCP proxy, nothing secret at
+//! rest.
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+
+mod support;
+
+use apitoken::conformance::{self, new_environment};
+use apitoken::{
+    Creator, Error, IssueRequest, Note, PostgresStore, StoreError, TokenIssuer, TokenStore, UserId,
+};
+use sqlx::postgres::PgConnectOptions;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{Proxy, postgres_url, unique_name, with_cleanup};
+use uuid::Uuid;
+
+fn alice() -> Creator {
+    Creator::new(UserId::from_uuid(Uuid::from_u128(0xa11ce)))
+}
+
+fn request(note: &str) -> IssueRequest {
+    IssueRequest::new(Note::new(note).unwrap())
+}
+
+/// A test's own schema: created, handed to `body`, dropped afterwards.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn options(&self) -> PgConnectOptions {
+        PgConnectOptions::from_str(&self.url)
+            .unwrap()
+            .options([("search_path", self.name.as_str())])
+    }
+
+    /// A new store (its own pool) in the schema, migrated.
+    async fn store(&self) -> PostgresStore {
+        let store = PostgresStore::connect_with(self.options(), PostgresStore::pool_options())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+async fn in_schema<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Schema) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(url) = postgres_url(test) else {
+        return;
+    };
+    let admin = PostgresStore::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
+    let name = unique_name("apitoken_test");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let schema = Schema {
+        url,
+        name: name.clone(),
+    };
+    with_cleanup(body(schema), async {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_conformance_suite() {
+    in_schema(
+        "postgres_passes_the_conformance_suite",
+        |schema| async move {
+            conformance::run_all(&schema.store().await).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
+    in_schema("migrate_is_idempotent", |schema| async move {
+        let store = PostgresStore::connect_with(schema.options(), PostgresStore::pool_options())
+            .await
+            .unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 0);
+        // Several processes starting at once.
+        let others = [schema.store(), schema.store(), schema.store()];
+        let (a, b, c) = tokio::join!(
+            store.migrate(),
+            async {
+                let [x, _, _] = others;
+                x.await
+            },
+            store.migrate()
+        );
+        a.unwrap();
+        c.unwrap();
+        drop(b);
+        assert_eq!(store.schema_version().await.unwrap(), 1);
+        let issuer = TokenIssuer::new(store.clone());
+        let issued = issuer
+            .issue(new_environment(), alice(), request("kept"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        issuer
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+
+        sqlx::query("UPDATE apitoken_meta SET value = '7' WHERE key = 'schema_version'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let err = store.migrate().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 7,
+                    supported: 1
+                }
+            ),
+            "{err:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_hash_key_is_bound_to_the_database() {
+    in_schema(
+        "the_hash_key_is_bound_to_the_database",
+        |schema| async move {
+            let store = schema.store().await;
+            store.bind_hash_key("unkeyed").await.unwrap();
+            let err = schema
+                .store()
+                .await
+                .bind_hash_key("key:aa")
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::HashKeyMismatch { .. }), "{err:?}");
+        },
+    )
+    .await;
+}
+
+/// Issuers on separate pools race against one limit: it is never exceeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_issuance_on_many_connections_never_exceeds_the_limit() {
+    in_schema("concurrent_issuance_limit", |schema| async move {
+        let limit = NonZeroU32::new(5).unwrap();
+        let issuers: Vec<_> = futures_util::future::join_all((0..3).map(|_| async {
+            Arc::new(
+                TokenIssuer::builder(schema.store().await)
+                    .max_live_tokens_per_environment(limit)
+                    .build(),
+            )
+        }))
+        .await;
+        for _ in 0..3 {
+            let env = new_environment();
+            let tasks: Vec<_> = (0..30)
+                .map(|i| {
+                    let issuer = issuers[i % issuers.len()].clone();
+                    tokio::spawn(async move { issuer.issue(env, alice(), request("race")).await })
+                })
+                .collect();
+            let mut accepted = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(_) => accepted += 1,
+                    Err(Error::TooManyTokens { .. }) => {}
+                    Err(e) => panic!("unexpected: {e}"),
+                }
+            }
+            assert_eq!(accepted, 5);
+            let listed = issuers[0].list(env, Default::default()).await.unwrap();
+            assert_eq!(listed.tokens.len(), 5);
+        }
+    })
+    .await;
+}
+
+/// Rotations racing on one predecessor: exactly one wins, and a failed one leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_of_one_token_are_all_or_nothing() {
+    in_schema("concurrent_rotations", |schema| async move {
+        let a = Arc::new(
+            TokenIssuer::builder(schema.store().await)
+                .max_live_tokens_per_environment(NonZeroU32::new(1).unwrap())
+                .build(),
+        );
+        let b = Arc::new(
+            TokenIssuer::builder(schema.store().await)
+                .max_live_tokens_per_environment(NonZeroU32::new(1).unwrap())
+                .build(),
+        );
+        let env = new_environment();
+        let old = a.issue(env, alice(), request("rotating")).await.unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let issuer = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let id = old.token.id;
+                tokio::spawn(async move { issuer.rotate(env, id, Duration::ZERO).await })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(Error::NotLive { .. } | Error::TooManyTokens { .. }) => {}
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!(won, 1, "one rotation wins");
+        let listed = a.list(env, Default::default()).await.unwrap();
+        assert_eq!(
+            listed.tokens.len(),
+            2,
+            "the predecessor and one successor, nothing else"
+        );
+    })
+    .await;
+}
+
+/// Once revoke has returned, no connection authenticates the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_is_seen_by_every_connection_at_once() {
+    in_schema("revoke_is_seen_by_every_connection", |schema| async move {
+        let a = TokenIssuer::new(schema.store().await);
+        let b = Arc::new(TokenIssuer::new(schema.store().await));
+        let env = new_environment();
+        for _ in 0..10 {
+            let issued = a.issue(env, alice(), request("x")).await.unwrap();
+            let secret = issued.raw.expose_secret().to_owned();
+            b.authenticate(&secret).await.unwrap();
+            a.revoke(env, issued.token.id).await.unwrap();
+            let checks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (b, secret) = (b.clone(), secret.clone());
+                    tokio::spawn(async move { b.authenticate(&secret).await })
+                })
+                .collect();
+            for c in checks {
+                assert!(matches!(c.await.unwrap(), Err(Error::Revoked { .. })));
+            }
+        }
+    })
+    .await;
+}
+
+/// Through a proxy that is cut and restored: authentication fails closed with a
+/// store-unavailable error while the database is unreachable, and works again by itself
+/// once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_fails_closed_and_recovers_when_the_database_comes_back() {
+    in_schema("faults_through_a_proxy", |schema| async move {
+        let direct = TokenIssuer::new(schema.store().await);
+        let env = new_environment();
+        let issued = direct.issue(env, alice(), request("x")).await.unwrap();
+        let secret = issued.raw.expose_secret();
+
+        let target = schema.options();
+        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = Proxy::start(upstream).await;
+        let via_proxy = PostgresStore::connect_with(
+            schema.options().host("127.0.0.1").port(proxy.addr.port()),
+            PostgresStore::pool_options().acquire_timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+        let issuer = TokenIssuer::new(via_proxy);
+        issuer.authenticate(secret).await.unwrap();
+
+        for _ in 0..2 {
+            proxy.cut();
+            for _ in 0..3 {
+                match issuer.authenticate(secret).await {
+                    Err(Error::Store(StoreError::Unavailable { .. })) => {}
+                    other => panic!("expected a store-unavailable error, got {other:?}"),
+                }
+            }
+            let err = issuer.authenticate(secret).await.unwrap_err();
+            assert_eq!(err.status(), 503);
+            assert!(
+                !err.is_unauthenticated(),
+                "an outage is not an authentication failure"
+            );
+            proxy.restore();
+            let who = issuer
+                .authenticate(secret)
+                .await
+                .expect("recovers once the database is back");
+            assert_eq!(who.token_id(), issued.token.id);
+        }
+        // A connection cut in the middle of use is replaced too.
+        proxy.cut();
+        proxy.restore();
+        issuer.authenticate(secret).await.unwrap();
+        // The revocation made directly is seen through the recovered pool.
+        direct.revoke(env, issued.token.id).await.unwrap();
+        assert!(matches!(
+            issuer.authenticate(secret).await,
+            Err(Error::Revoked { .. })
+        ));
+    })
+    .await;
+}
+
+/// No row, read as text, holds a raw token or its random part.
+#[tokio::test]
+async fn nothing_secret_is_at_rest() {
+    in_schema("nothing_secret_is_at_rest", |schema| async move {
+        let store = schema.store().await;
+        let issuer = TokenIssuer::new(store.clone());
+        let env = new_environment();
+        let mut secrets = Vec::new();
+        for i in 0..20 {
+            let issued = issuer
+                .issue(env, alice(), request(&format!("t{i}")))
+                .await
+                .unwrap();
+            secrets.push(issued.raw.expose_secret().to_owned());
+        }
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT t::text || encode(t.hash, 'escape') FROM apitoken_tokens t")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(rows.len(), 20);
+        let all = rows.concat();
+        for secret in &secrets {
+            for piece in secret.as_bytes()[4..34].chunks(10) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                assert!(!all.contains(piece), "part of a secret is stored");
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_not_a_panic() {
+    let err = PostgresStore::connect_with(
+        PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1)
+            .username("nobody"),
+        PostgresStore::pool_options().acquire_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let _: &dyn TokenStore = &PostgresStore::from_pool(
+        sqlx::postgres::PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new()),
+    );
+}

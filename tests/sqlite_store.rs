@@ -1,0 +1,269 @@
+//! `SqliteStore` on temporary files: the conformance suite, migrations, durability
+//! settings, two writers at once, and nothing secret at rest.
+#![cfg(all(feature = "sqlite", feature = "conformance"))]
+
+mod support;
+
+use apitoken::conformance::{self, base_time, new_environment, sample_token};
+use apitoken::{
+    Creator, EnvironmentId, Error, IssueRequest, Note, SqliteStore, StoreError, TokenIssuer,
+    TokenStore, UserId,
+};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use support::TempDb;
+use uuid::Uuid;
+
+async fn open(db: &TempDb) -> SqliteStore {
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn alice() -> Creator {
+    Creator::new(UserId::from_uuid(Uuid::from_u128(0xa11ce)))
+}
+
+fn request(note: &str) -> IssueRequest {
+    IssueRequest::new(Note::new(note).unwrap())
+}
+
+#[tokio::test]
+async fn sqlite_file_passes_the_conformance_suite() {
+    let db = TempDb::new("apitoken_conformance");
+    conformance::run_all(&open(&db).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_passes_the_conformance_suite() {
+    // One connection: each in-memory connection would be its own database.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = SqliteStore::from_pool(pool);
+    store.migrate().await.unwrap();
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn durability_settings_are_wal_and_synchronous_full() {
+    let db = TempDb::new("apitoken_pragmas");
+    let store = open(&db).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous = FULL");
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(busy, 5000);
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_tokens_survive_reopening() {
+    let db = TempDb::new("apitoken_migrate");
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 0);
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    let issuer = TokenIssuer::new(store);
+    let issued = issuer
+        .issue(new_environment(), alice(), request("kept"))
+        .await
+        .unwrap();
+    drop(issuer);
+
+    let reopened = open(&db).await;
+    let issuer = TokenIssuer::new(reopened);
+    let who = issuer
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(who.token_id(), issued.token.id);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let db = TempDb::new("apitoken_newer");
+    let store = open(&db).await;
+    sqlx::query("UPDATE apitoken_meta SET value = '99' WHERE key = 'schema_version'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade apitoken"), "{err}");
+}
+
+#[tokio::test]
+async fn the_hash_key_is_bound_to_the_database() {
+    let db = TempDb::new("apitoken_key");
+    let store = open(&db).await;
+    store.bind_hash_key("key:0011223344556677").await.unwrap();
+    store.bind_hash_key("key:0011223344556677").await.unwrap();
+    let err = store.bind_hash_key("unkeyed").await.unwrap_err();
+    match &err {
+        StoreError::HashKeyMismatch { stored, given } => {
+            assert_eq!(stored, "key:0011223344556677");
+            assert_eq!(given, "unkeyed");
+        }
+        other => panic!("expected HashKeyMismatch, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("use the original hash key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn opening_an_unreachable_path_is_unavailable_not_a_panic() {
+    let err = SqliteStore::open("/nonexistent-directory/apitoken/x.db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver error is kept"
+    );
+}
+
+/// Two stores (two pools, so two connections at least) on one file: concurrent issuance
+/// never exceeds the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_issuing_at_once_never_exceed_the_limit() {
+    let db = TempDb::new("apitoken_limit");
+    let a = Arc::new(
+        TokenIssuer::builder(open(&db).await)
+            .max_live_tokens_per_environment(NonZeroU32::new(4).unwrap())
+            .build(),
+    );
+    let b = Arc::new(
+        TokenIssuer::builder(open(&db).await)
+            .max_live_tokens_per_environment(NonZeroU32::new(4).unwrap())
+            .build(),
+    );
+    for _ in 0..3 {
+        let env = new_environment();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let issuer = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { issuer.issue(env, alice(), request("race")).await })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => accepted += 1,
+                Err(Error::TooManyTokens { limit: 4, .. }) => {}
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!(accepted, 4);
+    }
+}
+
+/// Revoked through one connection, refused through every other at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_on_one_connection_is_seen_by_the_other() {
+    let db = TempDb::new("apitoken_revoke");
+    let a = TokenIssuer::new(open(&db).await);
+    let b = TokenIssuer::new(open(&db).await);
+    let env = new_environment();
+    for _ in 0..10 {
+        let issued = a.issue(env, alice(), request("x")).await.unwrap();
+        b.authenticate(issued.raw.expose_secret()).await.unwrap();
+        a.revoke(env, issued.token.id).await.unwrap();
+        let err = b
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Revoked { .. }), "{err:?}");
+    }
+}
+
+/// A second writer waits for the busy timeout instead of failing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_waits_for_the_first() {
+    let db = TempDb::new("apitoken_busy");
+    let holder = open(&db).await;
+    let writer = open(&db).await;
+    let tx = holder.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let env = new_environment();
+    let pending = tokio::spawn(async move {
+        writer
+            .insert(sample_token(env, base_time()), NonZeroU32::new(10))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "the second writer gave up instead of waiting"
+    );
+    tx.commit().await.unwrap();
+    pending
+        .await
+        .unwrap()
+        .expect("the second writer succeeds once the lock is free");
+}
+
+/// The database file and its WAL hold neither a raw token nor its random part.
+#[tokio::test]
+async fn nothing_secret_is_at_rest() {
+    let db = TempDb::new("apitoken_secret");
+    let issuer = TokenIssuer::new(open(&db).await);
+    let env = EnvironmentId::from_uuid(Uuid::from_u128(9));
+    let mut secrets = Vec::new();
+    for i in 0..20 {
+        let issued = issuer
+            .issue(env, alice(), request(&format!("t{i}")))
+            .await
+            .unwrap();
+        secrets.push(issued.raw.expose_secret().to_owned());
+    }
+    let mut rotated = issuer
+        .rotate(
+            env,
+            issuer.list(env, Default::default()).await.unwrap().tokens[0].id,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    secrets.push(rotated.raw.expose_secret().to_owned());
+    rotated.token.note = Note::new("x").unwrap();
+    drop(issuer);
+    let bytes = db.bytes_on_disk();
+    assert!(bytes.len() > 4096, "read the database");
+    for secret in &secrets {
+        let random = &secret.as_bytes()[4..34];
+        assert!(
+            !bytes.windows(random.len()).any(|w| w == random),
+            "a random part is on disk"
+        );
+        // Not even a third of it.
+        for piece in random.chunks(10) {
+            assert!(
+                !bytes.windows(piece.len()).any(|w| w == piece),
+                "part of a secret is on disk"
+            );
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Shared by the store tests: PostgreSQL test schemas and a TCP proxy that can cut the
+//! connection to the database.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// The PostgreSQL URL for tests, or `None` (after saying so loudly) when the tests are to be
+/// skipped. With `APITOKEN_REQUIRE_POSTGRES=1` a missing URL is a failure.
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("APITOKEN_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("APITOKEN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "APITOKEN_REQUIRE_POSTGRES=1 but APITOKEN_TEST_POSTGRES_URL is not set: \
+                 set it to e.g. postgres://postgres@127.0.0.1:5432/test"
+            );
+            eprintln!(
+                "\n!!! SKIPPED {test}: APITOKEN_TEST_POSTGRES_URL is not set \
+                 (e.g. postgres://postgres@127.0.0.1:5432/test) !!!\n"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh schema name.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
+
+/// A temporary SQLite path, removed with its WAL files when dropped.
+pub(crate) struct TempDb {
+    pub(crate) path: std::path::PathBuf,
+}
+
+impl TempDb {
+    pub(crate) fn new(name: &str) -> TempDb {
+        TempDb {
+            path: std::env::temp_dir().join(format!("{}.db", unique_name(name))),
+        }
+    }
+
+    /// The bytes of the database and its WAL, as they are on disk now.
+    pub(crate) fn bytes_on_disk(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            if let Ok(bytes) = std::fs::read(format!("{}{suffix}", self.path.display())) {
+                all.extend(bytes);
+            }
+        }
+        all
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+/// Runs `body` and then `cleanup`, even when `body` panics (the panic is then resumed).
+pub(crate) async fn with_cleanup<B, C>(body: B, cleanup: C)
+where
+    B: Future<Output = ()>,
+    C: Future<Output = ()>,
+{
+    use futures_util::FutureExt;
+    let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    cleanup.await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A TCP proxy in front of a server: `cut` drops every connection and refuses new ones
+/// until `restore`.
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    pub(crate) async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (open2, connections2) = (open.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !open2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections2.lock().unwrap().push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy {
+            addr,
+            open,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub(crate) fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
