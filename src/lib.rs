@@ -31,6 +31,7 @@ pub use model::{
 pub use note::{Note, NoteError};
 pub use scope::{Scope, ScopeCatalog, ScopeError, Scopes};
 pub use secret::RawToken;
+pub use store::cached::CachedStore;
 pub use store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use store::postgres::PostgresStore;

@@ -1,5 +1,6 @@
 //! [`TokenStore`]: where token records live.
 
+pub mod cached;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -37,7 +37,7 @@ struct Inner {
 /// A token hash is already uniformly random, and only the issuer chooses which hashes are
 /// inserted, so its first 8 bytes are a fine hash-map hash (no SipHash needed).
 #[derive(Default)]
-struct HashPrefix(u64);
+pub(crate) struct HashPrefix(u64);
 
 impl Hasher for HashPrefix {
     fn finish(&self) -> u64 {

@@ -1,0 +1,303 @@
+//! [`CachedStore`]: a verification cache in front of a remote store.
+
+use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
+use crate::clock::{Clock, SystemClock};
+use crate::hash::TokenHash;
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use core::fmt;
+use core::hash::BuildHasherDefault;
+use core::num::NonZeroU32;
+use core::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::memory::HashPrefix;
+
+const SHARDS: usize = 16;
+
+/// Caches [`find_by_hash`](TokenStore::find_by_hash) in front of a remote store, so that
+/// most authentications cost no round trip.
+///
+/// - **Positive entries** (known tokens) live for `ttl` (default 5 s).
+/// - **Negative entries** (well-formed tokens the store does not know) live for
+///   `negative_ttl` (default 1 s), so a client retrying a wrong token does not reach the
+///   database on every request.
+/// - **Bounded**: at most `capacity` entries (default 100,000); when full, expired entries
+///   are dropped first, then arbitrary ones.
+/// - **Immediate invalidation** for changes made through this cache: `insert`, `revoke`,
+///   `rotate` and `record_last_use` update or drop the entry before they return.
+///
+/// # Staleness for other processes
+///
+/// A change made by *another* process (or directly in the database) is seen here at the
+/// latest when the entry expires: a token revoked elsewhere keeps authenticating for up
+/// to `ttl`, and a token issued elsewhere may be reported unknown for up to
+/// `negative_ttl` (only if it was presented before it existed). Rotation grace periods
+/// and expiry times are checked by the issuer on every request, never cached. Choose
+/// `ttl` as the longest time a revocation elsewhere may take to apply; use
+/// [`CachedStore::invalidate_all`] to apply one at once (e.g. on a pub/sub message).
+///
+/// ```
+/// use apitoken::{CachedStore, MemoryStore, TokenIssuer};
+/// use std::time::Duration;
+///
+/// let store = CachedStore::new(MemoryStore::new())
+///     .ttl(Duration::from_secs(2))
+///     .negative_ttl(Duration::from_millis(500))
+///     .capacity(50_000);
+/// let issuer = TokenIssuer::new(store);
+/// ```
+pub struct CachedStore<S> {
+    inner: S,
+    shards: Box<[Mutex<Shard>]>,
+    /// Where each cached known token's entry is, for invalidation by id. Locked after a
+    /// shard, never before one.
+    ids: Mutex<HashMap<TokenId, TokenHash>>,
+    ttl: TimeDelta,
+    negative_ttl: TimeDelta,
+    capacity_per_shard: usize,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<TokenHash, Entry, BuildHasherDefault<HashPrefix>>,
+}
+
+struct Entry {
+    token: Option<Token>,
+    fresh_until: DateTime<Utc>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("inner", &self.inner)
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("capacity", &(self.capacity_per_shard * SHARDS))
+            .finish_non_exhaustive()
+    }
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+impl<S: TokenStore> CachedStore<S> {
+    /// A cache with the defaults: 5 s positive, 1 s negative, 100,000 entries.
+    pub fn new(inner: S) -> CachedStore<S> {
+        CachedStore {
+            inner,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ids: Mutex::default(),
+            ttl: TimeDelta::seconds(5),
+            negative_ttl: TimeDelta::seconds(1),
+            capacity_per_shard: 100_000 / SHARDS,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How long a known token is served from the cache.
+    pub fn ttl(self, ttl: Duration) -> Self {
+        CachedStore {
+            ttl: delta(ttl),
+            ..self
+        }
+    }
+
+    /// How long an unknown token is remembered as unknown (zero disables negative caching).
+    pub fn negative_ttl(self, ttl: Duration) -> Self {
+        CachedStore {
+            negative_ttl: delta(ttl),
+            ..self
+        }
+    }
+
+    /// The most entries kept (at least 16).
+    pub fn capacity(self, entries: usize) -> Self {
+        CachedStore {
+            capacity_per_shard: entries.div_ceil(SHARDS).max(1),
+            ..self
+        }
+    }
+
+    /// The clock the entries' lifetimes are measured with (default: the system clock).
+    pub fn clock(self, clock: impl Clock + 'static) -> Self {
+        CachedStore {
+            clock: Arc::new(clock),
+            ..self
+        }
+    }
+
+    /// The store behind the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Forgets every entry, so the next look-ups go to the store.
+    pub fn invalidate_all(&self) {
+        for shard in self.shards.iter() {
+            lock(shard).entries.clear();
+        }
+        lock_ids(&self.ids).clear();
+    }
+
+    /// How many entries are cached (fresh or not).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).entries.len()).sum()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, hash: &TokenHash) -> &Mutex<Shard> {
+        let i = usize::from(hash.as_bytes()[31]) % SHARDS;
+        &self.shards[i]
+    }
+
+    fn remember(&self, hash: TokenHash, token: Option<Token>, now: DateTime<Utc>) {
+        let ttl = if token.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
+        if ttl <= TimeDelta::zero() {
+            return;
+        }
+        let id = token.as_ref().map(|t| t.id);
+        let mut evicted = Vec::new();
+        let mut shard = lock(self.shard(&hash));
+        if shard.entries.len() >= self.capacity_per_shard && !shard.entries.contains_key(&hash) {
+            shard.entries.retain(|_, e| {
+                let keep = e.fresh_until > now;
+                if !keep {
+                    evicted.extend(e.token.as_ref().map(|t| t.id));
+                }
+                keep
+            });
+            if shard.entries.len() >= self.capacity_per_shard {
+                // Still full of fresh entries: drop an arbitrary one.
+                if let Some(victim) = shard.entries.keys().next().copied()
+                    && let Some(entry) = shard.entries.remove(&victim)
+                {
+                    evicted.extend(entry.token.map(|t| t.id));
+                }
+            }
+        }
+        let fresh_until = now
+            .checked_add_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        shard.entries.insert(hash, Entry { token, fresh_until });
+        let mut ids = lock_ids(&self.ids);
+        for gone in evicted {
+            ids.remove(&gone);
+        }
+        if let Some(id) = id {
+            ids.insert(id, hash);
+        }
+    }
+
+    fn forget(&self, hash: &TokenHash) {
+        lock(self.shard(hash)).entries.remove(hash);
+    }
+
+    /// Drops the entry of token `id`, if cached.
+    fn forget_id(&self, id: TokenId) {
+        let hash = lock_ids(&self.ids).remove(&id);
+        if let Some(hash) = hash {
+            self.forget(&hash);
+        }
+    }
+}
+
+fn lock_ids(
+    ids: &Mutex<HashMap<TokenId, TokenHash>>,
+) -> std::sync::MutexGuard<'_, HashMap<TokenId, TokenHash>> {
+    ids.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    // Entries are replaced whole, so a poisoned shard is still consistent.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for CachedStore<S> {
+    async fn insert(
+        &self,
+        token: StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        let hash = token.hash;
+        let result = self.inner.insert(token, max_live).await;
+        // A negative entry for this hash (a guess presented earlier) must not hide it.
+        self.forget(&hash);
+        result
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        let now = self.clock.now();
+        if let Some(entry) = lock(self.shard(hash)).entries.get(hash)
+            && entry.fresh_until > now
+        {
+            return Ok(entry.token.clone());
+        }
+        let found = self.inner.find_by_hash(hash).await?;
+        self.remember(*hash, found.clone(), now);
+        Ok(found)
+    }
+
+    async fn get(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        self.inner.get(environment, id).await
+    }
+
+    async fn list(
+        &self,
+        environment: EnvironmentId,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        self.inner.list(environment, page).await
+    }
+
+    async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        let result = self.inner.revoke(environment, id, at).await;
+        self.forget_id(id);
+        result
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        let predecessor = rotation.predecessor;
+        let successor = rotation.successor.hash;
+        let result = self.inner.rotate(rotation).await;
+        self.forget_id(predecessor);
+        self.forget(&successor);
+        result
+    }
+
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.record_last_use(id, at).await?;
+        // Keep the cached copy in step, so the issuer's once-per-interval check sees it.
+        let hash = lock_ids(&self.ids).get(&id).copied();
+        if let Some(hash) = hash
+            && let Some(entry) = lock(self.shard(&hash)).entries.get_mut(&hash)
+            && let Some(token) = entry.token.as_mut().filter(|t| t.id == id)
+        {
+            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+        }
+        Ok(())
+    }
+}

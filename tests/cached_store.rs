@@ -1,0 +1,264 @@
+//! `CachedStore`: the contract still holds, changes through the cache apply at once, and
+//! changes made elsewhere apply within the TTL.
+#![cfg(feature = "conformance")]
+
+use apitoken::conformance;
+use apitoken::{
+    CachedStore, Creator, EnvironmentId, Error, IssueRequest, ManualClock, MemoryStore, Note, Page,
+    PageRequest, Rotation, StoreError, StoredToken, Token, TokenFormat, TokenHash, TokenId,
+    TokenIssuer, TokenStore, UserId,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A shared `MemoryStore` that counts look-ups and last-use writes.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryStore,
+    finds: AtomicUsize,
+    last_use_writes: AtomicUsize,
+}
+
+#[async_trait]
+impl TokenStore for Counting {
+    async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
+        self.inner.insert(t, max).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_by_hash(hash).await
+    }
+    async fn get(&self, env: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
+        self.inner.get(env, id).await
+    }
+    async fn list(&self, env: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
+        self.inner.list(env, page).await
+    }
+    async fn revoke(
+        &self,
+        env: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        self.inner.revoke(env, id, at).await
+    }
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        self.inner.rotate(rotation).await
+    }
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.last_use_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_last_use(id, at).await
+    }
+}
+
+fn env() -> EnvironmentId {
+    EnvironmentId::from_uuid(Uuid::from_u128(1))
+}
+
+fn alice() -> Creator {
+    Creator::new(UserId::from_uuid(Uuid::from_u128(0xa11ce)))
+}
+
+fn request() -> IssueRequest {
+    IssueRequest::new(Note::new("cached").unwrap())
+}
+
+struct Setup {
+    backend: Arc<Counting>,
+    clock: ManualClock,
+    /// Through the cache, as the application's issuer.
+    cached: TokenIssuer<CachedStore<Arc<Counting>>>,
+    /// Straight to the store, as another process would.
+    elsewhere: TokenIssuer<Arc<Counting>>,
+}
+
+fn setup() -> Setup {
+    let backend = Arc::new(Counting::default());
+    let clock = ManualClock::new("2026-05-01T00:00:00Z".parse().unwrap());
+    let cache = CachedStore::new(backend.clone())
+        .ttl(Duration::from_secs(5))
+        .negative_ttl(Duration::from_secs(1))
+        .clock(clock.clone());
+    Setup {
+        cached: TokenIssuer::builder(cache).clock(clock.clone()).build(),
+        elsewhere: TokenIssuer::builder(backend.clone())
+            .clock(clock.clone())
+            .build(),
+        backend,
+        clock,
+    }
+}
+
+#[tokio::test]
+async fn a_cached_store_passes_the_conformance_suite() {
+    conformance::run_all(&CachedStore::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn repeated_authentication_reads_the_store_once_per_ttl() {
+    let s = setup();
+    let issued = s.cached.issue(env(), alice(), request()).await.unwrap();
+    for _ in 0..100 {
+        s.cached
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.backend.finds.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        s.backend.last_use_writes.load(Ordering::SeqCst),
+        1,
+        "the cached copy carries the recorded last use"
+    );
+    s.clock.advance(TimeDelta::seconds(5));
+    s.cached
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.backend.finds.load(Ordering::SeqCst),
+        2,
+        "expired entries are refreshed"
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_through_the_same_issuer_applies_at_once() {
+    let s = setup();
+    let issued = s.cached.issue(env(), alice(), request()).await.unwrap();
+    s.cached
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    s.cached.revoke(env(), issued.token.id).await.unwrap();
+    assert!(matches!(
+        s.cached.authenticate(issued.raw.expose_secret()).await,
+        Err(Error::Revoked { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_rotation_through_the_same_issuer_applies_at_once() {
+    let s = setup();
+    let old = s.cached.issue(env(), alice(), request()).await.unwrap();
+    s.cached
+        .authenticate(old.raw.expose_secret())
+        .await
+        .unwrap();
+    let new = s
+        .cached
+        .rotate(env(), old.token.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.cached.authenticate(old.raw.expose_secret()).await,
+        Err(Error::Expired { .. })
+    ));
+    s.cached
+        .authenticate(new.raw.expose_secret())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_revocation_elsewhere_applies_within_the_ttl() {
+    let s = setup();
+    let issued = s.cached.issue(env(), alice(), request()).await.unwrap();
+    let secret = issued.raw.expose_secret();
+    s.cached.authenticate(secret).await.unwrap();
+    s.elsewhere.revoke(env(), issued.token.id).await.unwrap();
+    // The documented staleness: still served from the cache...
+    s.clock.advance(TimeDelta::milliseconds(4_999));
+    s.cached.authenticate(secret).await.unwrap();
+    // ...and refused once the entry's TTL has passed.
+    s.clock.advance(TimeDelta::milliseconds(1));
+    assert!(matches!(
+        s.cached.authenticate(secret).await,
+        Err(Error::Revoked { .. })
+    ));
+}
+
+#[tokio::test]
+async fn expiry_is_checked_on_every_request_even_from_the_cache() {
+    let s = setup();
+    let at = "2026-05-01T00:00:01Z".parse().unwrap();
+    let issued = s
+        .cached
+        .issue(env(), alice(), request().expires_at(at))
+        .await
+        .unwrap();
+    s.cached
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    s.clock.set(at);
+    assert!(matches!(
+        s.cached.authenticate(issued.raw.expose_secret()).await,
+        Err(Error::Expired { .. })
+    ));
+    assert_eq!(
+        s.backend.finds.load(Ordering::SeqCst),
+        1,
+        "served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn unknown_tokens_are_remembered_briefly() {
+    let s = setup();
+    let guess = TokenFormat::dynamic().generate(&mut rand::rng());
+    for _ in 0..10 {
+        assert!(matches!(
+            s.cached.authenticate(guess.expose_secret()).await,
+            Err(Error::Unknown { .. })
+        ));
+    }
+    assert_eq!(s.backend.finds.load(Ordering::SeqCst), 1);
+    s.clock.advance(TimeDelta::seconds(1));
+    let _ = s.cached.authenticate(guess.expose_secret()).await;
+    assert_eq!(s.backend.finds.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_insert_through_the_cache_clears_a_negative_entry() {
+    let s = setup();
+    let raw = TokenFormat::dynamic().generate(&mut rand::rng());
+    let hash = s.cached.hasher().hash(raw.expose_secret());
+    assert!(
+        s.cached
+            .store()
+            .find_by_hash(&hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut stored = conformance::sample_token(env(), conformance::base_time());
+    stored.hash = hash;
+    s.cached.store().insert(stored.clone(), None).await.unwrap();
+    assert_eq!(
+        s.cached.store().find_by_hash(&hash).await.unwrap(),
+        Some(stored.token)
+    );
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded() {
+    let cache = CachedStore::new(MemoryStore::new()).capacity(64);
+    let hasher = apitoken::TokenHasher::unkeyed();
+    for _ in 0..2_000 {
+        let raw = TokenFormat::dynamic().generate(&mut rand::rng());
+        cache
+            .find_by_hash(&hasher.hash(raw.expose_secret()))
+            .await
+            .unwrap();
+    }
+    assert!(cache.len() <= 64, "{} entries", cache.len());
+    assert!(!cache.is_empty());
+    cache.invalidate_all();
+    assert!(cache.is_empty());
+}
