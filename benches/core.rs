@@ -1,30 +1,134 @@
-#![allow(missing_docs)]
-//! Generation and verification on the hot paths, without storage.
+//! The hot paths side by side with peers, in one run so every ratio is fair.
 //!
-//! `cargo bench --bench core`
+//! ```sh
+//! cargo bench --bench core
+//! ```
+//!
+//! Groups: `generate`; `issue_without_store` (generate + hash + build the record) for us,
+//! `prefixed-api-key` and a typical hand-rolled implementation; `issue_memory_store`;
+//! `authenticate_1m` against a `MemoryStore` of 1M tokens (live, unknown, revoked, and
+//! through `CachedStore`) with the peers' verification; `reject_malformed`; `scope_check`;
+//! `json`; `two_threads` (issue and authenticate on 1 and 2 threads, same code).
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use apitoken::{
-    Creator, EnvironmentId, Note, Scope, Scopes, Token, TokenFormat, TokenHasher, TokenId, UserId,
+    CachedStore, Creator, EnvironmentId, IssueRequest, IssuedToken, MemoryStore, Note, Principal,
+    Scope, Scopes, Token, TokenFormat, TokenHasher, TokenId, TokenIssuer, UserId,
 };
 use chrono::Utc;
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::collections::HashMap;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const REFERENCE: &str = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
+const MILLION: usize = 1_000_000;
+
+/// Runs a future that never waits (the in-memory store's), without an executor's cost.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the in-memory store never waits"),
+    }
+}
+
+fn env() -> EnvironmentId {
+    EnvironmentId::from_uuid(Uuid::from_u128(1))
+}
+
+fn creator() -> Creator {
+    Creator {
+        alias: Some("jsmith".into()),
+        email: Some("jsmith@example.com".into()),
+        ..Creator::new(UserId::from_uuid(Uuid::from_u128(2)))
+    }
+}
+
+fn request() -> IssueRequest {
+    IssueRequest::new(Note::new("deploys from CI (prod)").unwrap())
+        .with_scopes([Scope::ENVIRONMENT_API_TOKENS_READ])
+}
+
+/// The typical hand-rolled implementation: thread-RNG alphanumeric sampling, the base62
+/// crate's checksum via `format!`, SHA-256 as a hex string, a `HashMap<String, _>`.
+mod handrolled {
+    use rand::distr::{Alphanumeric, SampleString};
+    use sha2::{Digest, Sha256};
+
+    pub(crate) fn generate_and_hash() -> (String, String) {
+        let random = Alphanumeric.sample_string(&mut rand::rng(), 30);
+        let checksum = format!(
+            "{:0>6}",
+            base62::encode_alternative(crc32fast::hash(random.as_bytes()))
+        );
+        let token = format!("dyn_{random}{checksum}");
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        (token, hash)
+    }
+
+    pub(crate) fn verify<'a, V>(
+        token: &str,
+        store: &'a std::collections::HashMap<String, V>,
+    ) -> Option<&'a V> {
+        let body = token.strip_prefix("dyn_")?;
+        if body.len() != 36 || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let (random, checksum) = body.split_at(30);
+        let expected = format!(
+            "{:0>6}",
+            base62::encode_alternative(crc32fast::hash(random.as_bytes()))
+        );
+        if expected != checksum {
+            return None;
+        }
+        store.get(&hex::encode(Sha256::digest(token.as_bytes())))
+    }
+}
+
+type Pak = prefixed_api_key::PrefixedApiKeyController<rand08::rngs::ThreadRng, sha2::Sha256>;
+type PakOs = prefixed_api_key::PrefixedApiKeyController<rand08::rngs::OsRng, sha2::Sha256>;
+
+fn pak() -> Pak {
+    Pak::configure()
+        .prefix("dyn".to_owned())
+        .rng_threadrng()
+        .digest_sha256()
+        .default_lengths()
+        .finalize()
+        .unwrap()
+}
+
+fn pak_os() -> PakOs {
+    PakOs::configure()
+        .prefix("dyn".to_owned())
+        .rng_osrng()
+        .digest_sha256()
+        .default_lengths()
+        .finalize()
+        .unwrap()
+}
 
 fn generate(c: &mut Criterion) {
     let format = TokenFormat::dynamic();
     let mut g = c.benchmark_group("generate");
     g.throughput(Throughput::Elements(1));
     let mut seeded = StdRng::seed_from_u64(1);
-    g.bench_function("seeded_chacha12", |b| {
+    g.bench_function("ours_seeded_chacha12", |b| {
         b.iter(|| format.generate(&mut seeded))
     });
-    g.bench_function("thread_rng", |b| {
+    g.bench_function("ours_thread_rng", |b| {
         b.iter(|| format.generate(&mut rand::rng()))
     });
     g.finish();
@@ -33,55 +137,305 @@ fn generate(c: &mut Criterion) {
 fn issue_without_store(c: &mut Criterion) {
     let format = TokenFormat::dynamic();
     let hasher = TokenHasher::unkeyed();
-    let environment = EnvironmentId::from_uuid(Uuid::from_u128(1));
-    let creator = Arc::new(Creator::new(UserId::from_uuid(Uuid::from_u128(2))));
-    let note = Note::new("benchmark").unwrap();
-    let scopes = Scopes::from([Scope::ENVIRONMENT_API_TOKENS_READ]);
+    let creator = Arc::new(creator());
+    let request = request();
+    let now = Utc::now();
     let mut g = c.benchmark_group("issue_without_store");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("generate_hash_build", |b| {
-        b.iter_batched(
-            Utc::now,
-            |now| {
-                let mut rng = rand::rng();
-                let raw = format.generate(&mut rng);
-                let id = TokenId::generate(now, &mut rng);
-                let hash = hasher.hash(raw.expose_secret());
-                let token = Token {
-                    id,
-                    checksum: raw.checksum(),
-                    created_by: creator.clone(),
-                    created_at: now,
-                    active: true,
-                    note: note.clone(),
-                    environment,
-                    scopes: scopes.clone(),
-                    expires_at: None,
-                    last_used_at: None,
-                    revoked_at: None,
-                };
-                (raw, hash, token)
-            },
-            BatchSize::SmallInput,
-        )
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            let mut rng = rand::rng();
+            let raw = format.generate(&mut rng);
+            let hash = hasher.hash(raw.expose_secret());
+            let token = Token {
+                id: TokenId::generate(now, &mut rng),
+                checksum: raw.checksum(),
+                created_by: creator.clone(),
+                created_at: now,
+                active: true,
+                note: request.note.clone(),
+                environment: env(),
+                scopes: request.scopes.clone(),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            (raw, hash, token)
+        })
     });
+    let pak = pak();
+    g.bench_function("prefixed_api_key_thread_rng", |b| {
+        b.iter(|| pak.generate_key_and_hash())
+    });
+    let pak_os = pak_os();
+    g.bench_function("prefixed_api_key_os_rng", |b| {
+        b.iter(|| pak_os.generate_key_and_hash())
+    });
+    g.bench_function("handrolled", |b| b.iter(handrolled::generate_and_hash));
     g.finish();
 }
 
-fn verify(c: &mut Criterion) {
-    let format = TokenFormat::dynamic();
-    let hasher = TokenHasher::unkeyed();
-    let mut g = c.benchmark_group("verify");
+fn issue_memory_store(c: &mut Criterion) {
+    let mut g = c.benchmark_group("issue_memory_store");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("parse", |b| b.iter(|| format.parse(black_box(REFERENCE))));
-    g.bench_function("parse_and_hash", |b| {
-        b.iter(|| {
-            let parsed = format.parse(black_box(REFERENCE)).unwrap();
-            hasher.hash(parsed.expose_secret())
+    let creator = Arc::new(creator());
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            // Fresh stores of at most 100k tokens, dropped outside the timed part.
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(100_000);
+                let issuer = TokenIssuer::new(MemoryStore::new());
+                let start = Instant::now();
+                for _ in 0..n {
+                    black_box(ready(issuer.issue(env(), creator.clone(), request())).unwrap());
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
         })
     });
     g.finish();
 }
 
-criterion_group!(benches, generate, issue_without_store, verify);
+struct Million {
+    issuer: TokenIssuer<Arc<MemoryStore>>,
+    cached: TokenIssuer<CachedStore<Arc<MemoryStore>>>,
+    live: Vec<String>,
+    revoked: String,
+    unknown: String,
+}
+
+fn million() -> Million {
+    let store = Arc::new(MemoryStore::new());
+    let issuer = TokenIssuer::builder(store.clone())
+        .last_use_interval(None)
+        .build();
+    let creator = Arc::new(creator());
+    let mut live = Vec::with_capacity(MILLION);
+    for _ in 0..MILLION {
+        let t = ready(issuer.issue(env(), creator.clone(), request())).unwrap();
+        live.push(t.raw.expose_secret().to_owned());
+    }
+    let revoked = ready(issuer.issue(env(), creator.clone(), request())).unwrap();
+    ready(issuer.revoke(env(), revoked.token.id)).unwrap();
+    let unknown = TokenFormat::dynamic().generate(&mut rand::rng());
+    let cached = TokenIssuer::builder(CachedStore::new(store).capacity(2 * MILLION))
+        .last_use_interval(None)
+        .build();
+    Million {
+        issuer,
+        cached,
+        // A random order, so look-ups do not walk memory in insertion order.
+        live: shuffled(live),
+        revoked: revoked.raw.expose_secret().to_owned(),
+        unknown: unknown.expose_secret().to_owned(),
+    }
+}
+
+fn shuffled(mut v: Vec<String>) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(9);
+    for i in (1..v.len()).rev() {
+        let j = (rand::RngExt::random::<u64>(&mut rng) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn authenticate_1m(c: &mut Criterion) {
+    let m = million();
+    let mut g = c.benchmark_group("authenticate_1m");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("ours_live", |b| {
+        b.iter(|| {
+            i = (i + 1) % MILLION;
+            ready(m.issuer.authenticate(&m.live[i])).unwrap()
+        })
+    });
+    g.bench_function("ours_unknown", |b| {
+        b.iter(|| ready(m.issuer.authenticate(black_box(&m.unknown))).unwrap_err())
+    });
+    g.bench_function("ours_revoked", |b| {
+        b.iter(|| ready(m.issuer.authenticate(black_box(&m.revoked))).unwrap_err())
+    });
+    // Warm the cache with the first 100k tokens, then hit them.
+    for t in &m.live[..100_000] {
+        ready(m.cached.authenticate(t)).unwrap();
+    }
+    let mut j = 0;
+    g.bench_function("ours_cached_live", |b| {
+        b.iter(|| {
+            j = (j + 1) % 100_000;
+            ready(m.cached.authenticate(&m.live[j])).unwrap()
+        })
+    });
+    drop(m);
+
+    // Peers: 1M hand-rolled tokens in a HashMap<String, _>; prefixed-api-key's check.
+    let mut handrolled_store = HashMap::with_capacity(MILLION);
+    let mut handrolled_tokens = Vec::with_capacity(MILLION);
+    for n in 0..MILLION {
+        let (token, hash) = handrolled::generate_and_hash();
+        handrolled_store.insert(hash, n);
+        handrolled_tokens.push(token);
+    }
+    let handrolled_tokens = shuffled(handrolled_tokens);
+    let mut k = 0;
+    g.bench_function("handrolled_live", |b| {
+        b.iter(|| {
+            k = (k + 1) % MILLION;
+            handrolled::verify(&handrolled_tokens[k], &handrolled_store).unwrap()
+        })
+    });
+    drop((handrolled_store, handrolled_tokens));
+    let pak = pak();
+    let (key, hash) = pak.generate_key_and_hash();
+    let key = key.to_string();
+    g.bench_function("prefixed_api_key_verify", |b| {
+        b.iter(|| {
+            let parsed = prefixed_api_key::PrefixedApiKey::from_string(black_box(&key)).unwrap();
+            assert!(pak.check_hash(&parsed, &hash));
+        })
+    });
+    g.finish();
+}
+
+fn reject_malformed(c: &mut Criterion) {
+    let issuer = TokenIssuer::new(MemoryStore::new());
+    let mut g = c.benchmark_group("reject_malformed");
+    g.throughput(Throughput::Elements(1));
+    let wrong_prefix = REFERENCE.replacen("dyn", "ghp", 1);
+    let bad_checksum = REFERENCE.replacen("4n3LFC", "4n3LFD", 1);
+    let garbage = {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = String::from("dyn_");
+        while s.len() < 1 << 20 {
+            s.push(char::from(
+                b'!' + (rand::RngExt::random::<u8>(&mut rng) % 90),
+            ));
+        }
+        s
+    };
+    for (name, input) in [
+        ("wrong_prefix", wrong_prefix.as_str()),
+        ("bad_checksum", bad_checksum.as_str()),
+        ("garbage_1mib", garbage.as_str()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| ready(issuer.authenticate(black_box(input))).unwrap_err())
+        });
+    }
+    g.finish();
+}
+
+fn scope_check(c: &mut Criterion) {
+    let issuer = TokenIssuer::new(MemoryStore::new());
+    let scopes = Scopes::from([
+        Scope::ENVIRONMENT_API_TOKENS_READ,
+        Scope::ENVIRONMENT_USERS_READ,
+        Scope::ENVIRONMENT_EVENTS_READ,
+        Scope::WAAS_AUTHENTICATE,
+    ]);
+    let issued = ready(issuer.issue(env(), creator(), request().with_scopes(scopes))).unwrap();
+    let principal: Principal = ready(issuer.authenticate(issued.raw.expose_secret())).unwrap();
+    let required = [Scope::ENVIRONMENT_EVENTS_READ, Scope::WAAS_AUTHENTICATE];
+    let mut g = c.benchmark_group("scope_check");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("two_of_four", |b| {
+        b.iter(|| {
+            principal
+                .authorize(black_box(env()), black_box(&required))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn json(c: &mut Criterion) {
+    let issuer = TokenIssuer::new(MemoryStore::new());
+    let issued: IssuedToken = ready(issuer.issue(env(), creator(), request())).unwrap();
+    let mut g = c.benchmark_group("json");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = Vec::with_capacity(1024);
+    g.bench_function("issued_token_to_vec", |b| {
+        b.iter(|| {
+            buf.clear();
+            serde_json::to_writer(&mut buf, black_box(&issued)).unwrap();
+        })
+    });
+    g.finish();
+}
+
+/// The same work on 1 and on 2 threads: throughput (elements) counts every thread's.
+fn two_threads(c: &mut Criterion) {
+    let store = Arc::new(MemoryStore::new());
+    let issuer = Arc::new(TokenIssuer::builder(store).last_use_interval(None).build());
+    let creator = Arc::new(creator());
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..100_000)
+            .map(|_| {
+                let t = ready(issuer.issue(env(), creator.clone(), request())).unwrap();
+                t.raw.expose_secret().to_owned()
+            })
+            .collect(),
+    );
+    let mut g = c.benchmark_group("two_threads");
+    for threads in [1u64, 2] {
+        g.throughput(Throughput::Elements(threads));
+        let (issuer, tokens) = (issuer.clone(), tokens.clone());
+        g.bench_function(format!("authenticate_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let (issuer, tokens) = (&issuer, &tokens);
+                        s.spawn(move || {
+                            for n in 0..iters as usize {
+                                let token = &tokens[(n * 7 + t as usize * 50_000) % tokens.len()];
+                                black_box(ready(issuer.authenticate(token)).unwrap());
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+        let creator = creator.clone();
+        g.bench_function(format!("issue_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let issuer = TokenIssuer::new(MemoryStore::new());
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        let (issuer, creator) = (&issuer, &creator);
+                        s.spawn(move || {
+                            for _ in 0..iters {
+                                black_box(
+                                    ready(issuer.issue(env(), creator.clone(), request())).unwrap(),
+                                );
+                            }
+                        });
+                    }
+                });
+                let elapsed = start.elapsed();
+                drop(issuer);
+                elapsed
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = generate, issue_without_store, issue_memory_store, reject_malformed, scope_check,
+        json, two_threads, authenticate_1m
+}
 criterion_main!(benches);

@@ -2,13 +2,15 @@
 
 use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
 use crate::hash::TokenHash;
-use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId};
+use crate::scope::Scopes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::hash::{BuildHasherDefault, Hasher};
 use core::num::NonZeroU32;
 use core::ops::Bound;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Keeps tokens in memory: for tests, single-process services and as the reference
@@ -31,7 +33,10 @@ pub struct MemoryStore {
 struct Inner {
     by_hash: HashMap<TokenHash, Token, BuildHasherDefault<HashPrefix>>,
     ids: HashMap<TokenId, TokenHash>,
-    by_env: HashMap<EnvironmentId, BTreeMap<Cursor, TokenHash>>,
+    by_env: HashMap<EnvironmentId, BTreeSet<Cursor>>,
+    /// Creators and scope sets are shared by many tokens: each distinct one is kept once.
+    creators: HashSet<Arc<Creator>>,
+    scope_sets: HashSet<Scopes>,
 }
 
 /// A token hash is already uniformly random, and only the issuer chooses which hashes are
@@ -111,8 +116,8 @@ impl Inner {
         let now = new.token.created_at;
         let live = self.by_env.get(&environment).map_or(0, |tokens| {
             tokens
-                .values()
-                .filter_map(|hash| self.by_hash.get(hash))
+                .iter()
+                .filter_map(|c| self.by_hash.get(self.ids.get(&c.id)?))
                 .filter(|t| Some(t.id) != replacing && t.is_live_at(now))
                 .count()
         });
@@ -126,13 +131,26 @@ impl Inner {
     }
 
     fn insert_unchecked(&mut self, new: StoredToken) {
-        let StoredToken { token, hash } = new;
+        let StoredToken { mut token, hash } = new;
+        token.created_by = intern(&mut self.creators, token.created_by);
+        token.scopes = intern(&mut self.scope_sets, token.scopes);
         self.ids.insert(token.id, hash);
         self.by_env
             .entry(token.environment)
             .or_default()
-            .insert(Cursor::after(&token), hash);
+            .insert(Cursor::after(&token));
         self.by_hash.insert(hash, token);
+    }
+}
+
+/// The shared copy of `value`, which becomes the shared copy if it is the first.
+fn intern<T: Clone + Eq + core::hash::Hash>(set: &mut HashSet<T>, value: T) -> T {
+    match set.get(&value) {
+        Some(shared) => shared.clone(),
+        None => {
+            set.insert(value.clone());
+            value
+        }
     }
 }
 
@@ -179,7 +197,7 @@ impl TokenStore for MemoryStore {
         let tokens: Vec<Token> = range
             .by_ref()
             .take(limit)
-            .filter_map(|(_, hash)| inner.by_hash.get(hash).cloned())
+            .filter_map(|c| inner.by_hash.get(inner.ids.get(&c.id)?).cloned())
             .collect();
         let next = match range.next() {
             Some(_) => tokens.last().map(Cursor::after),
