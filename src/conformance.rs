@@ -17,7 +17,7 @@
 
 use crate::format::TokenFormat;
 use crate::hash::TokenHasher;
-use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
+use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{REFERENCE_SCOPES, Scope, Scopes};
 use crate::store::{Cursor, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
@@ -100,6 +100,12 @@ pub async fn insert_find_and_get(store: &dyn TokenStore) {
         Some(&stored.token),
         "find_by_hash returns the record"
     );
+    let credential = store.find_credential(&stored.hash).await.unwrap();
+    assert_eq!(
+        credential,
+        Some(Credential::from(&stored.token)),
+        "find_credential agrees with find_by_hash"
+    );
     let got = store.get(env, stored.token.id).await.unwrap();
     assert_eq!(got.as_ref(), Some(&stored.token), "get returns the record");
 }
@@ -109,6 +115,7 @@ pub async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
     let env = new_environment();
     let ghost = sample_token(env, base_time());
     assert!(store.find_by_hash(&ghost.hash).await.unwrap().is_none());
+    assert!(store.find_credential(&ghost.hash).await.unwrap().is_none());
     assert!(store.get(env, ghost.token.id).await.unwrap().is_none());
     let page = store.list(env, PageRequest::first(10)).await.unwrap();
     assert!(
@@ -288,6 +295,12 @@ pub async fn revoked_token_is_never_found_active(store: &dyn TokenStore) {
         assert!(
             !found.unwrap().unwrap().active,
             "found active after revoke returned"
+        );
+    }
+    for found in join_all((0..16).map(|_| store.find_credential(&stored.hash))).await {
+        assert!(
+            !found.unwrap().unwrap().active,
+            "credential active after revoke returned"
         );
     }
 }

@@ -263,7 +263,15 @@ impl TokenFormat {
                 found: body.len(),
             });
         }
-        if let Some(i) = body.iter().position(|b| !b.is_ascii_alphanumeric()) {
+        // Branch-free over the whole body (it vectorizes); the position only on failure.
+        if !body
+            .iter()
+            .fold(true, |ok, b| ok & b.is_ascii_alphanumeric())
+        {
+            let i = body
+                .iter()
+                .position(|b| !b.is_ascii_alphanumeric())
+                .unwrap_or_default();
             return Err(FormatError::InvalidCharacter {
                 prefix: self.prefix,
                 position: prefix.len() + 2 + i,

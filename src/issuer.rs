@@ -345,7 +345,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         let hash = self.hasher.hash(parsed.expose_secret());
         let token = self
             .store
-            .find_by_hash(&hash)
+            .find_credential(&hash)
             .await?
             .ok_or(Error::Unknown {
                 checksum: parsed.checksum(),
@@ -373,7 +373,7 @@ impl<S: TokenStore> TokenIssuer<S> {
             // Bookkeeping only: the token is valid whether or not this write succeeds.
             let _ = self.store.record_last_use(token.id, now).await;
         }
-        Ok(Principal::from_token(token))
+        Ok(Principal::from_credential(token))
     }
 
     /// Authenticates, then checks that the token belongs to `environment` and holds every

@@ -25,8 +25,8 @@ pub use format::{Alphabet, Checksum, FormatConfigError, FormatError, ParsedToken
 pub use hash::{HashKey, HashKeyError, TokenHash, TokenHasher};
 pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder};
 pub use model::{
-    Creator, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token, TokenId,
-    UserId,
+    Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token,
+    TokenId, UserId,
 };
 pub use note::{Note, NoteError};
 pub use scope::{Scope, ScopeCatalog, ScopeError, Scopes};

@@ -245,6 +245,59 @@ impl IssueRequest {
     }
 }
 
+/// The part of a record that authentication reads: everything but the note and the
+/// checksum. Stores may answer [`TokenStore::find_credential`](crate::TokenStore::find_credential)
+/// without reading the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// The token's id.
+    pub id: TokenId,
+    /// Its environment.
+    pub environment: EnvironmentId,
+    /// Its scopes.
+    pub scopes: Scopes,
+    /// Who created it.
+    pub created_by: Arc<Creator>,
+    /// False once revoked.
+    pub active: bool,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it last authenticated.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Token> for Credential {
+    fn from(token: &Token) -> Self {
+        Credential {
+            id: token.id,
+            environment: token.environment,
+            scopes: token.scopes.clone(),
+            created_by: token.created_by.clone(),
+            active: token.active,
+            expires_at: token.expires_at,
+            last_used_at: token.last_used_at,
+            revoked_at: token.revoked_at,
+        }
+    }
+}
+
+impl From<Token> for Credential {
+    fn from(token: Token) -> Self {
+        Credential {
+            id: token.id,
+            environment: token.environment,
+            scopes: token.scopes,
+            created_by: token.created_by,
+            active: token.active,
+            expires_at: token.expires_at,
+            last_used_at: token.last_used_at,
+            revoked_at: token.revoked_at,
+        }
+    }
+}
+
 /// Who a presented token is: the result of authentication. Cloning copies a few words
 /// and bumps two reference counts.
 ///
@@ -260,13 +313,13 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub(crate) fn from_token(token: Token) -> Principal {
+    pub(crate) fn from_credential(credential: Credential) -> Principal {
         Principal {
-            token_id: token.id,
-            environment: token.environment,
-            scopes: token.scopes,
-            expires_at: token.expires_at,
-            created_by: token.created_by,
+            token_id: credential.id,
+            environment: credential.environment,
+            scopes: credential.scopes,
+            expires_at: credential.expires_at,
+            created_by: credential.created_by,
         }
     }
 

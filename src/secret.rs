@@ -66,7 +66,9 @@ impl RawToken {
 
 impl RawToken {
     fn wipe(&mut self) {
-        self.buf.zeroize();
+        // Bytes past `len` were never written (the buffer starts zeroed).
+        let len = usize::from(self.len);
+        self.buf.get_mut(..len).unwrap_or_default().zeroize();
     }
 }
 

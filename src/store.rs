@@ -10,7 +10,7 @@ mod sql;
 pub mod sqlite;
 
 use crate::hash::TokenHash;
-use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
@@ -61,6 +61,14 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
 
     /// The record with this hash, in any environment.
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError>;
+
+    /// What authentication needs of the record with this hash: the same as
+    /// `find_by_hash` without the note and checksum. The default calls `find_by_hash`;
+    /// a store overrides it when it can answer without reading the whole record (the
+    /// in-memory store skips a cache miss per authentication this way).
+    async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        Ok(self.find_by_hash(hash).await?.map(Credential::from))
+    }
 
     /// The record with this id in this environment.
     async fn get(
@@ -282,6 +290,9 @@ macro_rules! forward_store {
             }
             async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
                 (**self).find_by_hash(hash).await
+            }
+            async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+                (**self).find_credential(hash).await
             }
             async fn get(&self, environment: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
                 (**self).get(environment, id).await

@@ -62,7 +62,8 @@ where
 {
     // A few spare bytes cover the expected 1-in-32 rejections; more are drawn if needed.
     let mut pool = [0u8; 96];
-    let mut avail = (out.len() + 8).min(pool.len());
+    let first = (out.len() + 8).min(pool.len());
+    let mut avail = first;
     rng.fill_bytes(&mut pool[..avail]);
     let mut next = 0;
     for slot in out.iter_mut() {
@@ -80,5 +81,6 @@ where
             }
         }
     }
-    zeroize::Zeroize::zeroize(&mut pool);
+    // Refills reuse the start of the pool, so this covers every byte drawn.
+    zeroize::Zeroize::zeroize(&mut pool[..first]);
 }

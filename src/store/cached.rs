@@ -3,7 +3,7 @@
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::hash::TokenHash;
-use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use core::fmt;
@@ -250,6 +250,19 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let found = self.inner.find_by_hash(hash).await?;
         self.remember(*hash, found.clone(), now);
         Ok(found)
+    }
+
+    async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        let now = self.clock.now();
+        if let Some(entry) = lock(self.shard(hash)).entries.get(hash)
+            && entry.fresh_until > now
+        {
+            return Ok(entry.token.as_ref().map(Credential::from));
+        }
+        let found = self.inner.find_by_hash(hash).await?;
+        let credential = found.as_ref().map(Credential::from);
+        self.remember(*hash, found, now);
+        Ok(credential)
     }
 
     async fn get(

@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
 use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
@@ -103,12 +103,19 @@ impl PostgresStore {
             .test_before_acquire(true)
     }
 
-    /// Connects with explicit connection and pool options.
+    /// Connects with explicit connection and pool options. The first connection is made
+    /// at once, so an unreachable server or a wrong password is reported here, with the
+    /// driver's reason.
     pub async fn connect_with(
         options: PgConnectOptions,
         pool: PgPoolOptions,
     ) -> Result<PostgresStore, StoreError> {
         let options = options.application_name("apitoken");
+        // One direct connection first: when the server is unreachable, this reports why
+        // (refused, unknown host, bad password) at once, where the pool would only say
+        // that it timed out.
+        let probe = PgConnection::connect_with(&options).await.map_err(err)?;
+        let _ = probe.close().await;
         Ok(PostgresStore::from_pool(
             pool.connect_with(options).await.map_err(err)?,
         ))
