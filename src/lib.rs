@@ -15,6 +15,7 @@ pub mod hash;
 pub mod issuer;
 pub mod model;
 pub mod note;
+pub mod scan;
 pub mod scope;
 pub mod secret;
 pub mod store;

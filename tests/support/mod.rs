@@ -1,6 +1,6 @@
 //! Shared by the store tests: PostgreSQL test schemas and a TCP proxy that can cut the
 //! connection to the database.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::print_stderr)] // the skip notice must be loud
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,484 @@
+//! The command line's grammar (clap derive) and turning clap's errors into one line.
+
+use crate::duration;
+use apitoken::{EnvironmentId, Note, Scope, TokenId, UserId};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Examples:
+  # Issue a token into ./apitoken.db (created on first use). The JSON holds the raw
+  # token: it is shown this once, only its hash is stored.
+  apitoken issue --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d --note \"CI deploys\" \\
+      --scope environment.apiTokens.read --expires-in 90d
+
+  # Verify it, reading it from standard input so it stays out of the shell history.
+  printf '%s' \"$TOKEN\" | apitoken verify - --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d
+
+  apitoken list --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d
+  apitoken revoke --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d --id <TOKEN_ID>
+  apitoken scan .env config/*.yaml
+
+Storage:
+  SQLite file from --db or APITOKEN_DB (default ./apitoken.db); PostgreSQL when
+  --database-url or DATABASE_URL is set. The schema is created or upgraded on every run.
+
+Hash key:
+  APITOKEN_HASH_KEY (64 hex characters, e.g. from `openssl rand -hex 32`) or
+  --hash-key-file; without one, tokens are hashed unkeyed. A database records the key's
+  fingerprint when it is created and refuses to be opened with another key.
+
+Exit status:
+  0 success; 1 verification failed, token invalid (inspect) or tokens found (scan);
+  2 usage, input or storage error (one line on standard error says what to do).";
+
+/// Issue, verify and revoke API tokens in a SQLite or PostgreSQL database
+///
+/// Tokens look like dyn_ + 30 random characters + a 6-character checksum. Only a hash
+/// of each token is stored; the raw token is printed once, by `issue` and `rotate`.
+/// `inspect` and `scan` check and find tokens in text without any database.
+#[derive(Debug, Parser)]
+#[command(name = "apitoken", version, after_help = AFTER_HELP, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes, before or after the command's name.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub(crate) struct Global {
+    /// SQLite database file
+    ///
+    /// `issue` creates it when missing; other commands refuse a missing file, so that a
+    /// mistyped path is not mistaken for an empty database.
+    #[arg(
+        long,
+        verbatim_doc_comment,
+        global = true,
+        env = "APITOKEN_DB",
+        value_name = "PATH",
+        default_value = "./apitoken.db"
+    )]
+    pub(crate) db: PathBuf,
+
+    /// PostgreSQL URL: selects PostgreSQL instead of SQLite
+    ///
+    /// postgres://user:password@host:port/database. On the command line it wins over
+    /// APITOKEN_DB; --db on the command line wins over DATABASE_URL.
+    #[arg(
+        long,
+        verbatim_doc_comment,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub(crate) database_url: Option<String>,
+
+    /// File holding the hash key (64 hex characters)
+    ///
+    /// Takes precedence over the APITOKEN_HASH_KEY environment variable. Without either,
+    /// tokens are hashed unkeyed.
+    #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
+    pub(crate) hash_key_file: Option<PathBuf>,
+
+    /// More scopes `issue` accepts, comma-separated
+    ///
+    /// Added to the 14 reference scopes: your application's own vocabulary, e.g.
+    /// gasless.read,gasless.write.
+    #[arg(
+        long,
+        verbatim_doc_comment,
+        global = true,
+        env = "APITOKEN_EXTRA_SCOPES",
+        value_name = "SCOPES",
+        value_delimiter = ','
+    )]
+    pub(crate) extra_scopes: Vec<Scope>,
+
+    /// Where --db and --database-url came from; filled in after parsing.
+    #[arg(skip)]
+    pub(crate) sources: Sources,
+}
+
+/// Where the storage options came from, so that the command line beats the environment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sources {
+    pub(crate) db: Source,
+    pub(crate) database_url: Source,
+}
+
+/// Where an option's value came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Not given (or only the default).
+    #[default]
+    Unset,
+    /// From an environment variable.
+    Environment,
+    /// From the command line.
+    CommandLine,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Issue a token and print it as JSON: {"token": {…, "rawToken": "dyn_…"}}
+    ///
+    /// The raw token is in token.rawToken and is shown only this once: store it now.
+    /// Without --created-by, the token is recorded as created by the fixed "apitoken CLI"
+    /// user be9ff319-9cc8-507a-b470-228869fbc201 (alias apitoken-cli).
+    #[command(verbatim_doc_comment)]
+    Issue(IssueArgs),
+    /// List an environment's tokens, oldest first (never the raw tokens).
+    List(ListArgs),
+    /// Show one token (never the raw token).
+    Get(GetArgs),
+    /// Revoke a token: from now on it is refused (revoking twice is harmless)
+    Revoke(RevokeArgs),
+    /// Replace a token with a new one and print the new one as JSON, like `issue`
+    ///
+    /// The new token has the same note, scopes, creator and lifetime length. The old
+    /// token keeps working for --grace, then fails as expired.
+    #[command(verbatim_doc_comment)]
+    Rotate(RotateArgs),
+    /// Check a token against the database: prints who it is, or exits with 1
+    ///
+    /// Without --env and --scope it only authenticates (well-formed, known, not revoked,
+    /// not expired); with them, it also checks the environment and each scope. On
+    /// failure the reason (malformed, unknown, revoked, expired, wrong environment,
+    /// missing scope) goes to standard error; the token itself is never printed.
+    #[command(verbatim_doc_comment)]
+    Verify(VerifyArgs),
+    /// Check a token's format alone, without any database; exits with 1 if invalid
+    ///
+    /// Checks prefix, length, characters and checksum, and prints the prefix and the
+    /// checksum, or the reason the token is not valid. Without format options the format
+    /// is inferred from the token (the prefix before the first `_`, the length, and
+    /// whichever digit order the checksum matches).
+    #[command(verbatim_doc_comment)]
+    Inspect(InspectArgs),
+    /// Find well-formed tokens (valid checksum) in files or standard input
+    ///
+    /// Prints one line per token, FILE:LINE:COLUMN: CHECKSUM (counted from 1; the column
+    /// counts bytes), never the token itself. Exits with 1 when a token is found, 0 when
+    /// none is, 2 when a file cannot be read.
+    #[command(verbatim_doc_comment)]
+    Scan(ScanArgs),
+    /// List the scopes `issue` accepts (the reference scopes and --extra-scopes).
+    Scopes,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// The environment the token belongs to.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: EnvironmentId,
+    /// What the token is for (1 to 100 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) note: Note,
+    /// A scope to grant; repeat for more (see `apitoken scopes`). None by default.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub(crate) scopes: Vec<Scope>,
+    /// Lifetime, e.g. 45s, 90m, 12h, 30d, 2w or 1d12h. Default: never expires.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub(crate) expires_in: Option<Duration>,
+    /// The user recorded as the token's creator (`createdBy.id`).
+    #[arg(long, value_name = "UUID", value_parser = user_id)]
+    pub(crate) created_by: Option<UserId>,
+    /// The creator's alias (default `apitoken-cli` when --created-by is not given).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) alias: Option<String>,
+    /// The creator's first name.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) first_name: Option<String>,
+    /// The creator's last name.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) last_name: Option<String>,
+    /// The creator's e-mail address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) email: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The environment whose tokens to list.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: EnvironmentId,
+    /// Print `{"tokens": [...]}` (the reference JSON, without raw tokens).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Show at most N tokens (the oldest first). Default: all.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+    /// Tokens fetched per database query.
+    #[arg(long, value_name = "N", default_value_t = 500, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// The token's environment.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: EnvironmentId,
+    /// The token's id.
+    #[arg(long, value_name = "UUID", value_parser = token_id)]
+    pub(crate) id: TokenId,
+    /// Print `{"token": {...}}` (the reference JSON, without the raw token).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// The token's environment.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: EnvironmentId,
+    /// The token's id.
+    #[arg(long, value_name = "UUID", value_parser = token_id)]
+    pub(crate) id: TokenId,
+    /// Print the revoked token as `{"token": {...}}`.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The token's environment.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: EnvironmentId,
+    /// The id of the token to replace.
+    #[arg(long, value_name = "UUID", value_parser = token_id)]
+    pub(crate) id: TokenId,
+    /// How long the old token keeps working, e.g. 10m, 24h, 7d (0s: it stops at once)
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "0s")]
+    pub(crate) grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The token, or - to read it from standard input (the default)
+    ///
+    /// Standard input keeps the token out of the shell history. An Authorization header
+    /// value (Bearer dyn_…) is accepted too.
+    #[arg(value_name = "TOKEN|-", verbatim_doc_comment)]
+    pub(crate) token: Option<String>,
+    /// Also require the token to belong to this environment.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: Option<EnvironmentId>,
+    /// Also require this scope; repeat for more.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub(crate) scopes: Vec<Scope>,
+    /// Print the principal as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A token format, for `inspect` and `scan`.
+#[derive(Debug, Args)]
+pub(crate) struct FormatArgs {
+    /// The prefix, without the underscore (default `dyn`).
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) prefix: Option<String>,
+    /// The checksum's digit order (default: either)
+    #[arg(long, value_enum, value_name = "ORDER")]
+    pub(crate) alphabet: Option<AlphabetArg>,
+    /// Random characters between prefix and checksum (22 to 64; default 30)
+    #[arg(long, value_name = "N")]
+    pub(crate) length: Option<usize>,
+}
+
+impl FormatArgs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.prefix.is_none() && self.alphabet.is_none() && self.length.is_none()
+    }
+}
+
+/// The checksum's digit order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AlphabetArg {
+    /// 0-9a-zA-Z (Dynamic)
+    Dynamic,
+    /// 0-9A-Za-z (GitHub, npm)
+    Github,
+}
+
+impl From<AlphabetArg> for apitoken::Alphabet {
+    fn from(a: AlphabetArg) -> Self {
+        match a {
+            AlphabetArg::Dynamic => apitoken::Alphabet::Dynamic,
+            AlphabetArg::Github => apitoken::Alphabet::GitHub,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The token, or `-` to read it from standard input (the default).
+    #[arg(value_name = "TOKEN|-")]
+    pub(crate) token: Option<String>,
+    #[command(flatten)]
+    pub(crate) format: FormatArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScanArgs {
+    /// Files to scan; `-` or none for standard input.
+    #[arg(value_name = "FILE|-")]
+    pub(crate) files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) format: FormatArgs,
+}
+
+const UUID_EXAMPLE: &str = "0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d";
+
+fn uuid_arg<T: std::str::FromStr<Err = uuid::Error>>(s: &str) -> Result<T, String> {
+    s.trim()
+        .parse()
+        .map_err(|e| format!("expected a UUID such as {UUID_EXAMPLE} ({e})"))
+}
+
+fn environment_id(s: &str) -> Result<EnvironmentId, String> {
+    uuid_arg(s)
+}
+
+fn token_id(s: &str) -> Result<TokenId, String> {
+    uuid_arg(s)
+}
+
+fn user_id(s: &str) -> Result<UserId, String> {
+    uuid_arg(s)
+}
+
+/// Parses the command line, or prints help, the version or a one-line usage error and
+/// returns the exit code.
+pub(crate) fn parse() -> Result<Cli, ExitCode> {
+    let matches = Cli::command()
+        .try_get_matches()
+        .map_err(report_clap_error)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(report_clap_error)?;
+    cli.global.sources = Sources {
+        db: source(&matches, "db"),
+        database_url: source(&matches, "database_url"),
+    };
+    Ok(cli)
+}
+
+/// Where a global option came from. Clap records global options on the subcommand's
+/// matches, so look there first.
+fn source(matches: &ArgMatches, id: &str) -> Source {
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let found = sub
+        .and_then(|m| m.value_source(id))
+        .or_else(|| matches.value_source(id));
+    match found {
+        Some(ValueSource::CommandLine) => Source::CommandLine,
+        Some(ValueSource::EnvVariable) => Source::Environment,
+        _ => Source::Unset,
+    }
+}
+
+fn report_clap_error(err: clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // Help and version go to standard output; a closed pipe is not an error.
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            let names: Vec<String> = Cli::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_owned())
+                .collect();
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: no command given: use one of {} (see `apitoken --help`)",
+                names.join(", ")
+            );
+            ExitCode::from(2)
+        }
+        _ => {
+            let line = one_line_usage_error(&err.render().to_string(), &subcommand_name());
+            let _ = writeln!(std::io::stderr(), "{line}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `apitoken` and the subcommand named on the command line, if any: where the help is.
+fn subcommand_name() -> String {
+    let cli = Cli::command();
+    let named = std::env::args_os().skip(1).find_map(|arg| {
+        cli.get_subcommands()
+            .find(|c| arg.to_str() == Some(c.get_name()))
+            .map(|c| c.get_name().to_owned())
+    });
+    match named {
+        Some(name) => format!("apitoken {name}"),
+        None => "apitoken".to_owned(),
+    }
+}
+
+/// Folds clap's multi-line error (message, context, usage, "For more information") into
+/// one line that ends by saying where to look.
+pub(crate) fn one_line_usage_error(rendered: &str, command: &str) -> String {
+    let mut command = command.to_owned();
+    let mut message = String::new();
+    for line in rendered.lines().map(str::trim) {
+        if let Some(usage) = line.strip_prefix("Usage:") {
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '-', '<']))
+                .collect();
+            if !words.is_empty() {
+                command = words.join(" ");
+            }
+            break;
+        }
+        if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(line);
+    }
+    let message =
+        crate::failure::redact_tokens(message.strip_prefix("error: ").unwrap_or(&message));
+    format!("error: {message} (see `{command} --help`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn clap_errors_fold_into_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  --env <UUID>\n\nUsage: apitoken issue --env <UUID> --note <TEXT>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line_usage_error(rendered, "apitoken"),
+            "error: the following required arguments were not provided: --env <UUID> (see `apitoken issue --help`)"
+        );
+        let rendered = "error: unexpected argument '--nte' found\n\n  tip: a similar argument exists: '--note'\n\nUsage: apitoken issue <--env <UUID>|--note <TEXT>>\n";
+        assert_eq!(
+            one_line_usage_error(rendered, "apitoken"),
+            "error: unexpected argument '--nte' found; tip: a similar argument exists: '--note' (see `apitoken issue --help`)"
+        );
+    }
+}

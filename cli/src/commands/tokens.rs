@@ -1,0 +1,288 @@
+//! `issue`, `list`, `get`, `revoke` and `rotate`.
+
+use super::failure;
+use crate::args::{GetArgs, Global, IssueArgs, ListArgs, RevokeArgs, RotateArgs};
+use crate::failure::{Failure, emit, write_stdout};
+use crate::output;
+use crate::storage::{self, Missing};
+use apitoken::{Creator, IssueRequest, IssuedToken, PageRequest, Scopes, Token, UserId};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use serde::Serialize;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The creator recorded when `--created-by` is not given: a fixed id (UUID v5 of
+/// `urn:apitoken:cli-operator` in the URL namespace), so that tokens issued from the
+/// command line are recognisable and filterable as such.
+const CLI_OPERATOR: Uuid = Uuid::from_u128(0xbe9ff319_9cc8_507a_b470_228869fbc201);
+
+/// The alias recorded with [`CLI_OPERATOR`].
+const CLI_OPERATOR_ALIAS: &str = "apitoken-cli";
+
+pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, Failure> {
+    // Everything that can be checked without the database is, so that a usage error
+    // creates no file.
+    let catalog = storage::catalog(global);
+    if let Some(unknown) = args.scopes.iter().find(|s| !catalog.contains(s)) {
+        return Err(Failure::usage(format!(
+            "unknown scope `{unknown}`: run `apitoken scopes` for the accepted scopes, or add yours with --extra-scopes (or APITOKEN_EXTRA_SCOPES)"
+        )));
+    }
+    if args.expires_in.is_some_and(|d| d.is_zero()) {
+        return Err(Failure::usage(
+            "--expires-in must be at least 1s; leave it out for a token that never expires",
+        ));
+    }
+    let creator = creator(&args)?;
+    let mut request =
+        IssueRequest::new(args.note).with_scopes(args.scopes.into_iter().collect::<Scopes>());
+    let issued = storage::with_issuer(global, Missing::Create, async move |issuer| {
+        // Measured from when the database is ready, as close as possible to the issue.
+        if let Some(lifetime) = args.expires_in {
+            request = request.expires_at(expiry(lifetime)?);
+        }
+        issuer
+            .issue(args.env, creator, request)
+            .await
+            .map_err(failure)
+    })
+    .await?;
+    print_issued(&issued)
+}
+
+/// Now plus `lifetime`, rounded up to a whole second (never shorter than asked).
+fn expiry(lifetime: Duration) -> Result<DateTime<Utc>, Failure> {
+    let now = Utc::now();
+    let second = now.trunc_subsecs(0);
+    let start = if second < now {
+        second + TimeDelta::seconds(1)
+    } else {
+        second
+    };
+    TimeDelta::from_std(lifetime)
+        .ok()
+        .and_then(|d| start.checked_add_signed(d))
+        .ok_or_else(|| Failure::usage("--expires-in is too long: at most 36525d"))
+}
+
+fn creator(args: &IssueArgs) -> Result<Creator, Failure> {
+    let (id, default_alias) = match args.created_by {
+        Some(id) => (id, None),
+        None => (
+            UserId::from_uuid(CLI_OPERATOR),
+            Some(CLI_OPERATOR_ALIAS.to_owned()),
+        ),
+    };
+    Ok(Creator {
+        id,
+        alias: name("--alias", args.alias.as_deref())?.or(default_alias),
+        first_name: name("--first-name", args.first_name.as_deref())?,
+        last_name: name("--last-name", args.last_name.as_deref())?,
+        email: name("--email", args.email.as_deref())?,
+    })
+}
+
+/// A creator's name field: trimmed, empty means absent, one line of at most 200
+/// characters.
+fn name(option: &str, value: Option<&str>) -> Result<Option<String>, Failure> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().any(char::is_control) {
+        return Err(Failure::usage(format!(
+            "{option} must be one line without control characters"
+        )));
+    }
+    if value.chars().count() > 200 {
+        return Err(Failure::usage(format!(
+            "{option} is too long: at most 200 characters"
+        )));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Prints the reference JSON with the raw token. If it cannot be written, the token
+/// exists but nobody has it: say so, and how to revoke it.
+fn print_issued(issued: &IssuedToken) -> Result<ExitCode, Failure> {
+    let token = &issued.token;
+    let lost = |why: String| {
+        Failure::usage(format!(
+            "token {} was issued but could not be printed ({why}); nobody holds it: revoke it with `apitoken revoke --env {} --id {}` and issue another",
+            token.id, token.environment, token.id
+        ))
+    };
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_string_pretty(issued).map_err(|e| lost(e.to_string()))?,
+    );
+    write_stdout(&json).map_err(|e| lost(e.to_string()))?;
+    if io::stdout().is_terminal() {
+        let _ = writeln!(
+            io::stderr(),
+            "note: store token.rawToken now; it is not shown again (only its hash is kept)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Failure> {
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let (tokens, prefix) = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+        let mut tokens: Vec<Token> = Vec::new();
+        let mut after = None;
+        loop {
+            let remaining = limit.saturating_sub(tokens.len() as u64);
+            let size = u32::try_from(remaining).map_or(args.page_size, |r| r.min(args.page_size));
+            let mut page = PageRequest::first(size);
+            page.after = after;
+            let page = issuer.list(args.env, page).await.map_err(failure)?;
+            tokens.extend(page.tokens);
+            match page.next {
+                Some(next) if (tokens.len() as u64) < limit => after = Some(next),
+                _ => break,
+            }
+        }
+        Ok((tokens, issuer.format().prefix().to_owned()))
+    })
+    .await?;
+    if args.json {
+        emit(&pretty(&TokensOut { tokens: &tokens })?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if tokens.is_empty() {
+        emit(&format!("no tokens in environment {}", args.env))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = Utc::now();
+    let prefix = prefix.as_str();
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                output::token_name(prefix, t),
+                output::truncate(t.note.as_str(), 32),
+                output::truncate(&output::scopes(&t.scopes), 48),
+                output::minute(Some(t.created_at), "-"),
+                output::minute(t.expires_at, "never"),
+                output::minute(t.last_used_at, "never"),
+                output::status(t, now).to_owned(),
+            ]
+        })
+        .collect();
+    let mut text = output::table(
+        &[
+            "ID",
+            "TOKEN",
+            "NOTE",
+            "SCOPES",
+            "CREATED (UTC)",
+            "EXPIRES",
+            "LAST USED",
+            "STATUS",
+        ],
+        &rows,
+    );
+    let count = |status: &str| {
+        tokens
+            .iter()
+            .filter(|t| output::status(t, now) == status)
+            .count()
+    };
+    text.push_str(&format!(
+        "{} token{}: {} active, {} revoked, {} expired",
+        tokens.len(),
+        if tokens.len() == 1 { "" } else { "s" },
+        count("active"),
+        count("revoked"),
+        count("expired"),
+    ));
+    if args.limit.is_some_and(|l| tokens.len() as u64 >= l) {
+        text.push_str(" (--limit reached; there may be more)");
+    }
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn get(global: &Global, args: GetArgs) -> Result<ExitCode, Failure> {
+    let (token, prefix) = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+        let token = issuer.get(args.env, args.id).await.map_err(failure)?;
+        Ok((token, issuer.format().prefix().to_owned()))
+    })
+    .await?;
+    if args.json {
+        emit(&pretty(&TokenOut { token: &token })?)?;
+    } else {
+        emit(&describe(&prefix, &token))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(prefix: &str, t: &Token) -> String {
+    let optional =
+        |at: Option<DateTime<Utc>>, none: &str| at.map_or_else(|| none.to_owned(), output::rfc3339);
+    output::fields(&[
+        ("id", t.id.to_string()),
+        ("token", output::token_name(prefix, t)),
+        ("status", output::status(t, Utc::now()).to_owned()),
+        ("note", t.note.to_string()),
+        ("environment", t.environment.to_string()),
+        ("scopes", output::scopes(&t.scopes)),
+        ("created", output::rfc3339(t.created_at)),
+        ("created by", output::creator(&t.created_by)),
+        ("expires", optional(t.expires_at, "never")),
+        ("last used", optional(t.last_used_at, "never")),
+        ("revoked", optional(t.revoked_at, "no")),
+    ])
+}
+
+pub(crate) async fn revoke(global: &Global, args: RevokeArgs) -> Result<ExitCode, Failure> {
+    let (token, prefix) = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+        let token = issuer.revoke(args.env, args.id).await.map_err(failure)?;
+        Ok((token, issuer.format().prefix().to_owned()))
+    })
+    .await?;
+    if args.json {
+        emit(&pretty(&TokenOut { token: &token })?)?;
+    } else {
+        let at = token
+            .revoked_at
+            .map_or_else(String::new, |at| format!(" at {}", output::rfc3339(at)));
+        emit(&format!(
+            "revoked token {} ({}, note {:?}){at}",
+            token.id,
+            output::token_name(&prefix, &token),
+            token.note.as_str(),
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn rotate(global: &Global, args: RotateArgs) -> Result<ExitCode, Failure> {
+    let issued = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+        issuer
+            .rotate(args.env, args.id, args.grace)
+            .await
+            .map_err(failure)
+    })
+    .await?;
+    print_issued(&issued)
+}
+
+/// `{"tokens": [...]}`, the reference's list answer.
+#[derive(Serialize)]
+struct TokensOut<'a> {
+    tokens: &'a [Token],
+}
+
+/// `{"token": {...}}`, the reference's introspection answer.
+#[derive(Serialize)]
+struct TokenOut<'a> {
+    token: &'a Token,
+}
+
+fn pretty(value: &impl Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::usage(format!("cannot write JSON: {e}")))
+}

@@ -1,0 +1,97 @@
+//! `verify`: authenticate (and authorize) a token against the store.
+
+use super::failure;
+use crate::args::{Global, VerifyArgs};
+use crate::failure::{Failure, emit};
+use crate::input;
+use crate::output;
+use crate::storage::{self, Missing};
+use apitoken::{Creator, EnvironmentId, Error, Principal, Scopes, TokenId};
+use serde::Serialize;
+use std::process::ExitCode;
+
+pub(crate) async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, Failure> {
+    let token = input::token(args.token.as_deref())?;
+    let principal = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+        match args.env {
+            Some(environment) => issuer.authorize(&token, environment, &args.scopes).await,
+            None => issuer.authenticate(&token).await,
+        }
+        .map_err(rejection)
+    })
+    .await?;
+    drop(token);
+    if args.env.is_none()
+        && let Some(scope) = principal.scopes().first_missing(&args.scopes)
+    {
+        return Err(Failure::rejected(format!(
+            "verification failed (missing scope): token {} lacks the scope `{scope}`",
+            principal.token_id()
+        )));
+    }
+    if args.json {
+        emit(&json(&principal)?)?;
+    } else {
+        emit(&describe(&principal))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 1 with the reason's category for a rejected token; storage and other errors stay
+/// exit 2. The library's messages never contain the presented token.
+fn rejection(e: Error) -> Failure {
+    let (category, hint) = match &e {
+        Error::Malformed(_) => ("malformed", ""),
+        Error::Unknown { .. } => (
+            "unknown",
+            "; check that --db or --database-url names the database it was issued into",
+        ),
+        Error::Revoked { .. } => ("revoked", ""),
+        Error::Expired { .. } => ("expired", ""),
+        Error::WrongEnvironment { .. } => ("wrong environment", ""),
+        Error::MissingScope { .. } => ("missing scope", ""),
+        _ => return failure(e),
+    };
+    Failure::rejected(format!("verification failed ({category}): {e}{hint}"))
+}
+
+fn describe(p: &Principal) -> String {
+    output::fields(&[
+        ("result", "valid".to_owned()),
+        ("token", p.token_id().to_string()),
+        ("environment", p.environment().to_string()),
+        ("scopes", output::scopes(p.scopes())),
+        (
+            "expires",
+            p.expires_at()
+                .map_or_else(|| "never".to_owned(), output::rfc3339),
+        ),
+        ("created by", output::creator(p.created_by())),
+    ])
+}
+
+/// The principal in the reference's camelCase.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PrincipalOut<'a> {
+    valid: bool,
+    token_id: TokenId,
+    project_environment_id: EnvironmentId,
+    scopes: &'a Scopes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    created_by: &'a Creator,
+}
+
+fn json(p: &Principal) -> Result<String, Failure> {
+    let out = PrincipalOut {
+        valid: true,
+        token_id: p.token_id(),
+        project_environment_id: p.environment(),
+        scopes: p.scopes(),
+        expires_at: p.expires_at().map(output::rfc3339),
+        created_by: p.created_by(),
+    };
+    serde_json::to_string_pretty(&out)
+        .map_err(|e| Failure::usage(format!("cannot write JSON: {e}")))
+}

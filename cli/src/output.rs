@@ -1,0 +1,137 @@
+//! Rendering for people: tables, times, statuses.
+
+use apitoken::{Creator, Scopes, Token};
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// A token as people name it: prefix, ellipsis, checksum (`dyn_…4n3LFC`).
+pub(crate) fn token_name(prefix: &str, token: &Token) -> String {
+    format!("{prefix}_…{}", token.checksum)
+}
+
+/// Whether a token authenticates now.
+pub(crate) fn status(token: &Token, now: DateTime<Utc>) -> &'static str {
+    if !token.active {
+        "revoked"
+    } else if token.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// A time to the minute, for tables (UTC).
+pub(crate) fn minute(at: Option<DateTime<Utc>>, none: &str) -> String {
+    at.map_or_else(
+        || none.to_owned(),
+        |at| at.format("%Y-%m-%d %H:%M").to_string(),
+    )
+}
+
+/// A time in RFC 3339 (UTC, `Z`), as in the JSON.
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Scopes comma-separated, or `none`.
+pub(crate) fn scopes(scopes: &Scopes) -> String {
+    if scopes.is_empty() {
+        return "none".to_owned();
+    }
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The creator's id, with the names recorded for it.
+pub(crate) fn creator(creator: &Creator) -> String {
+    let names: Vec<&str> = [
+        creator.alias.as_deref(),
+        creator.first_name.as_deref(),
+        creator.last_name.as_deref(),
+        creator.email.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if names.is_empty() {
+        creator.id.to_string()
+    } else {
+        format!("{} ({})", creator.id, names.join(", "))
+    }
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut with `…`.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Columns padded to their widest cell (counted in characters), separated by two spaces.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = width.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `label  value` lines with the values aligned.
+pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (label, value) in pairs {
+        out.push_str(label);
+        out.extend(std::iter::repeat_n(' ', width - label.chars().count() + 2));
+        out.push_str(value);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_on_characters() {
+        let rows = vec![
+            vec!["é🔑".to_owned(), "x".to_owned()],
+            vec!["abcd".to_owned(), "yy".to_owned()],
+        ];
+        assert_eq!(table(&["A", "B"], &rows), "A     B\né🔑    x\nabcd  yy\n");
+    }
+
+    #[test]
+    fn truncation_marks_the_cut() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abcd", 4), "abcd");
+        assert_eq!(truncate("ééééé", 3), "éé…");
+    }
+}

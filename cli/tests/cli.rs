@@ -1,0 +1,1314 @@
+//! Runs the real `apitoken` binary against temporary SQLite files and, when
+//! `APITOKEN_TEST_POSTGRES_URL` is set, against a fresh PostgreSQL database per test.
+//!
+//! Without that variable the PostgreSQL tests are skipped (and say so on standard error),
+//! unless `APITOKEN_REQUIRE_POSTGRES=1`, which makes them fail instead.
+
+use apitoken::{Alphabet, Checksum};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const ENV: &str = "0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d";
+const OTHER_ENV: &str = "0190a5c4-0000-7000-8000-000000000002";
+const KEY_A: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const KEY_B: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+const REFERENCE: &str = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
+const READ: &str = "environment.apiTokens.read";
+const CLI_OPERATOR: &str = "be9ff319-9cc8-507a-b470-228869fbc201";
+
+// ---------------------------------------------------------------------------------------
+// Scaffolding: scratch directories, databases, running the binary.
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test, process or earlier run uses.
+fn unique(label: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{label}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory, removed with everything in it when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(unique(&format!("apitoken-cli-{test}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The server URL for PostgreSQL tests, or `None` (announced once) to skip them.
+fn postgres_url() -> Option<String> {
+    static ANNOUNCE: Once = Once::new();
+    match std::env::var("APITOKEN_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("APITOKEN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "APITOKEN_REQUIRE_POSTGRES=1 but APITOKEN_TEST_POSTGRES_URL is not set: set it to a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/test"
+            );
+            ANNOUNCE.call_once(|| {
+                // Written to the process's standard error directly, so that the test
+                // harness does not capture it.
+                let _ = std::io::stderr().write_all(
+                    b"\n*** apitoken-cli: PostgreSQL CLI tests SKIPPED: APITOKEN_TEST_POSTGRES_URL is not set ***\n\n",
+                );
+            });
+            None
+        }
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// A database created for one test and dropped after it.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    fn create(admin_url: String, test: &str) -> PgDatabase {
+        use sqlx::Connection;
+        let name = unique(&format!("apitoken_cli_{test}"));
+        let name = name.chars().take(63).collect::<String>().to_lowercase();
+        block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to APITOKEN_TEST_POSTGRES_URL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&mut conn)
+                .await
+                .expect("CREATE DATABASE");
+            conn.close().await.unwrap();
+        });
+        PgDatabase {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.name
+                )))
+                .execute(&mut conn)
+                .await;
+                let _ = conn.close().await;
+            }
+        });
+    }
+}
+
+enum Store {
+    Sqlite(PathBuf),
+    Postgres(PgDatabase),
+}
+
+/// A fresh, empty database and a scratch directory to run the binary in.
+struct Db {
+    store: Store,
+    scratch: Scratch,
+}
+
+impl Db {
+    fn sqlite(test: &str) -> Db {
+        let scratch = Scratch::new(test);
+        let path = scratch.path().join("tokens.db");
+        Db {
+            store: Store::Sqlite(path),
+            scratch,
+        }
+    }
+
+    fn postgres(test: &str) -> Option<Db> {
+        let url = postgres_url()?;
+        Some(Db {
+            store: Store::Postgres(PgDatabase::create(url, test)),
+            scratch: Scratch::new(test),
+        })
+    }
+
+    /// The binary with this database selected by its command-line option.
+    fn cli(&self, args: &[&str]) -> Cli {
+        let cli = Cli::new(self.scratch.path());
+        match &self.store {
+            Store::Sqlite(path) => cli.arg("--db").arg(path.to_str().unwrap()),
+            Store::Postgres(db) => cli.arg("--database-url").arg(&db.url),
+        }
+        .args(args)
+    }
+
+    /// Issues a token in `env` and returns the `token` object of the JSON.
+    fn issue_in(&self, env: &str, args: &[&str]) -> Value {
+        let mut cli = self.cli(&["issue", "--env", env]).args(args);
+        if !args.contains(&"--note") {
+            cli = cli.args(&["--note", "a note"]);
+        }
+        let run = cli.run();
+        let out = run.success();
+        let json: Value = serde_json::from_str(&out).unwrap();
+        json["token"].clone()
+    }
+
+    fn issue(&self, args: &[&str]) -> Value {
+        self.issue_in(ENV, args)
+    }
+}
+
+/// One run of the binary, being set up.
+struct Cli {
+    command: Command,
+    stdin: Vec<u8>,
+}
+
+impl Cli {
+    /// The binary, run in `dir`, with none of its environment variables inherited.
+    fn new(dir: &Path) -> Cli {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_apitoken"));
+        command.current_dir(dir);
+        for var in [
+            "APITOKEN_DB",
+            "DATABASE_URL",
+            "APITOKEN_HASH_KEY",
+            "APITOKEN_EXTRA_SCOPES",
+        ] {
+            command.env_remove(var);
+        }
+        Cli {
+            command,
+            stdin: Vec::new(),
+        }
+    }
+
+    fn arg(mut self, arg: &str) -> Cli {
+        self.command.arg(arg);
+        self
+    }
+
+    fn args(mut self, args: &[&str]) -> Cli {
+        self.command.args(args);
+        self
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Cli {
+        self.command.env(key, value);
+        self
+    }
+
+    fn stdin(mut self, input: impl Into<Vec<u8>>) -> Cli {
+        self.stdin = input.into();
+        self
+    }
+
+    fn run(mut self) -> Run {
+        let mut child = self
+            .command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run apitoken");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = std::mem::take(&mut self.stdin);
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        Run {
+            code: output
+                .status
+                .code()
+                .expect("exited, not killed by a signal"),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+/// What a run printed and how it exited.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0 and nothing on standard error; returns standard output.
+    fn success(&self) -> String {
+        assert_eq!(self.code, 0, "{self:#?}");
+        assert_eq!(self.stderr, "", "{self:#?}");
+        self.stdout.clone()
+    }
+
+    /// Asserts exit `code` and exactly one `error: …` line on standard error that
+    /// contains each of `fragments`; returns that line.
+    fn error(&self, code: i32, fragments: &[&str]) -> String {
+        assert_eq!(self.code, code, "{self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {self:#?}");
+        assert!(lines[0].starts_with("error: "), "{self:#?}");
+        for fragment in fragments {
+            assert!(lines[0].contains(fragment), "{fragment:?} in {self:#?}");
+        }
+        lines[0].to_owned()
+    }
+
+    /// Asserts that neither output holds the token's random part.
+    fn never_shows(&self, raw: &str) -> &Run {
+        let random = &raw[4..34];
+        assert!(
+            !self.stdout.contains(random),
+            "raw token on stdout: {self:#?}"
+        );
+        assert!(
+            !self.stderr.contains(random),
+            "raw token on stderr: {self:#?}"
+        );
+        self
+    }
+}
+
+fn raw(token: &Value) -> String {
+    token["rawToken"].as_str().unwrap().to_owned()
+}
+
+fn id(token: &Value) -> String {
+    token["id"].as_str().unwrap().to_owned()
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(value.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn assert_near(at: DateTime<Utc>, expected: DateTime<Utc>) {
+    let off = (at - expected).abs();
+    assert!(off < TimeDelta::seconds(60), "{at} is not near {expected}");
+}
+
+/// Runs each scenario against SQLite and against PostgreSQL.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(&super::Db::sqlite(stringify!($name))); })*
+        }
+        mod postgres {
+            $(#[test] fn $name() {
+                if let Some(db) = super::Db::postgres(stringify!($name)) { super::$name(&db); }
+            })*
+        }
+    };
+}
+
+on_every_store! {
+    issue_verify_revoke,
+    list_never_shows_raw_tokens,
+    rotate_with_grace,
+    get_shows_one_token,
+    wrong_hash_key_is_refused,
+    expires_in_sets_the_expiry,
+    extra_scopes_extend_the_catalog,
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios run on every store.
+
+fn issue_verify_revoke(db: &Db) {
+    let token = db.issue(&["--scope", READ, "--scope", "environment.users.read"]);
+    let raw = raw(&token);
+    let id = id(&token);
+    assert!(raw.starts_with("dyn_") && raw.len() == 40, "{raw}");
+    assert_eq!(token["checksum"].as_str().unwrap(), &raw[34..]);
+    assert_eq!(token["projectEnvironmentId"], ENV);
+    assert_eq!(token["projectEnvironment"]["id"], ENV);
+    assert_eq!(token["note"], "a note");
+    assert_eq!(token["active"], true);
+    assert_eq!(
+        token["scopes"],
+        serde_json::json!(["environment.apiTokens.read", "environment.users.read"])
+    );
+    assert_eq!(token["createdBy"]["id"], CLI_OPERATOR);
+    assert_eq!(token["createdBy"]["alias"], "apitoken-cli");
+    assert!(token.get("expiresAt").is_none());
+    assert_near(time(&token["createdAt"]), Utc::now());
+
+    // Authenticate and authorize, from an argument and from standard input.
+    let ok = db
+        .cli(&["verify", &raw, "--env", ENV, "--scope", READ])
+        .run();
+    let out = ok.never_shows(&raw).success();
+    assert!(
+        out.contains(&id) && out.contains(ENV) && out.contains(READ),
+        "{out}"
+    );
+    db.cli(&["verify", "-"])
+        .stdin(format!("{raw}\n"))
+        .run()
+        .success();
+    db.cli(&["verify"])
+        .stdin(format!("Bearer {raw}\r\n"))
+        .run()
+        .success();
+    let json: Value = serde_json::from_str(
+        &db.cli(&["verify", "--json", "-"])
+            .stdin(raw.as_str())
+            .run()
+            .success(),
+    )
+    .unwrap();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["tokenId"], id.as_str());
+    assert_eq!(json["projectEnvironmentId"], ENV);
+    assert_eq!(json["createdBy"]["id"], CLI_OPERATOR);
+
+    // Refusals: exit 1, the category on stderr, never the token.
+    let run = db.cli(&["verify", &raw, "--env", OTHER_ENV]).run();
+    run.never_shows(&raw)
+        .error(1, &["verification failed (wrong environment)"]);
+    let run = db
+        .cli(&["verify", "-", "--scope", "environment.users.write"])
+        .stdin(raw.as_str())
+        .run();
+    run.never_shows(&raw).error(
+        1,
+        &[
+            "verification failed (missing scope)",
+            "environment.users.write",
+        ],
+    );
+    let run = db.cli(&["verify", REFERENCE]).run();
+    run.error(1, &["verification failed (unknown)"]);
+    let run = db.cli(&["verify", &raw[..39]]).run();
+    run.error(1, &["verification failed (malformed)", "got 35"]);
+
+    // Revoke, then the same token is refused.
+    let out = db
+        .cli(&["revoke", "--env", ENV, "--id", &id])
+        .run()
+        .success();
+    assert!(out.contains(&format!("revoked token {id}")), "{out}");
+    let run = db.cli(&["verify", "-"]).stdin(raw.as_str()).run();
+    run.never_shows(&raw)
+        .error(1, &["verification failed (revoked)", &id]);
+    // Revoking again is harmless.
+    db.cli(&["revoke", "--env", ENV, "--id", &id])
+        .run()
+        .success();
+}
+
+fn list_never_shows_raw_tokens(db: &Db) {
+    let tokens: Vec<Value> = (0..5)
+        .map(|i| {
+            let note = format!("token {i}");
+            db.issue(&["--note", &note, "--scope", READ])
+        })
+        .collect();
+    let elsewhere = db.issue_in(OTHER_ENV, &[]);
+    let revoked = id(&tokens[2]);
+    db.cli(&["revoke", "--env", ENV, "--id", &revoked])
+        .run()
+        .success();
+
+    let runs = [
+        db.cli(&["list", "--env", ENV]).run(),
+        db.cli(&["list", "--env", ENV, "--json"]).run(),
+        db.cli(&["list", "--env", ENV, "--json", "--page-size", "2"])
+            .run(),
+        db.cli(&["list", "--env", ENV, "--limit", "3"]).run(),
+        db.cli(&["get", "--env", ENV, "--id", &id(&tokens[0]), "--json"])
+            .run(),
+    ];
+    for run in &runs {
+        for token in tokens.iter().chain([&elsewhere]) {
+            run.never_shows(&raw(token));
+        }
+        assert!(!run.stdout.contains("rawToken"), "{run:#?}");
+    }
+
+    // The table: a header, one row per token, a summary.
+    let table = runs[0].success();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 7, "{table}");
+    for word in [
+        "ID",
+        "TOKEN",
+        "NOTE",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "STATUS",
+    ] {
+        assert!(lines[0].contains(word), "{table}");
+    }
+    for (token, line) in tokens.iter().zip(&lines[1..6]) {
+        assert!(line.starts_with(&id(token)), "{table}");
+        let name = format!("dyn_…{}", token["checksum"].as_str().unwrap());
+        assert!(line.contains(&name), "{table}");
+        let status = if id(token) == revoked {
+            "revoked"
+        } else {
+            "active"
+        };
+        assert!(line.ends_with(status), "{table}");
+    }
+    assert_eq!(lines[6], "5 tokens: 4 active, 1 revoked, 0 expired");
+    assert!(!table.contains(&id(&elsewhere)));
+
+    // JSON, in creation order, in one page or several.
+    for run in &runs[1..3] {
+        let json: Value = serde_json::from_str(&run.success()).unwrap();
+        let listed: Vec<String> = json["tokens"].as_array().unwrap().iter().map(id).collect();
+        let issued: Vec<String> = tokens.iter().map(id).collect();
+        assert_eq!(listed, issued);
+        assert_eq!(json["tokens"][2]["active"], false);
+        assert_eq!(json["tokens"][0]["scopes"], serde_json::json!([READ]));
+    }
+
+    // --limit shows the oldest N.
+    let limited = runs[3].success();
+    assert_eq!(limited.lines().count(), 5, "{limited}");
+    assert!(limited.contains(&id(&tokens[2])) && !limited.contains(&id(&tokens[3])));
+    assert!(limited.contains("--limit reached"));
+
+    let empty = "0190a5c4-0000-7000-8000-0000000000ff";
+    let out = db.cli(&["list", "--env", empty]).run().success();
+    assert_eq!(out.trim(), format!("no tokens in environment {empty}"));
+    let out = db.cli(&["list", "--env", empty, "--json"]).run().success();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        serde_json::json!({"tokens": []})
+    );
+}
+
+fn rotate_with_grace(db: &Db) {
+    let old = db.issue(&["--scope", READ, "--expires-in", "30d", "--note", "rotated"]);
+    let old_raw = raw(&old);
+    let run = db
+        .cli(&["rotate", "--env", ENV, "--id", &id(&old), "--grace", "1h"])
+        .run();
+    run.never_shows(&old_raw);
+    let new: Value = serde_json::from_str(&run.success()).unwrap();
+    let new = &new["token"];
+    let new_raw = raw(new);
+    assert_ne!(id(new), id(&old));
+    assert_ne!(new_raw, old_raw);
+    assert_eq!(new["note"], "rotated");
+    assert_eq!(new["scopes"], serde_json::json!([READ]));
+    assert_near(time(&new["expiresAt"]), Utc::now() + TimeDelta::days(30));
+
+    // Both work during the grace period; the old one now expires in an hour.
+    db.cli(&["verify", &old_raw]).run().success();
+    db.cli(&["verify", &new_raw]).run().success();
+    let got: Value = serde_json::from_str(
+        &db.cli(&["get", "--env", ENV, "--id", &id(&old), "--json"])
+            .run()
+            .success(),
+    )
+    .unwrap();
+    assert_near(
+        time(&got["token"]["expiresAt"]),
+        Utc::now() + TimeDelta::hours(1),
+    );
+
+    // Without grace the replaced token stops at once, and cannot be rotated again.
+    let newest = db
+        .cli(&["rotate", "--env", ENV, "--id", &id(new)])
+        .run()
+        .success();
+    assert!(newest.contains("rawToken"));
+    db.cli(&["verify", &new_raw])
+        .run()
+        .never_shows(&new_raw)
+        .error(1, &["verification failed (expired)"]);
+    db.cli(&["rotate", "--env", ENV, "--id", &id(new)])
+        .run()
+        .error(2, &["cannot be rotated", "issue a new token"]);
+}
+
+fn get_shows_one_token(db: &Db) {
+    let token = db.issue(&["--created-by", OTHER_ENV, "--email", "ops@example.com"]);
+    let out = db
+        .cli(&["get", "--env", ENV, "--id", &id(&token), "--json"])
+        .run()
+        .success();
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let mut expected = token.clone();
+    expected.as_object_mut().unwrap().remove("rawToken");
+    assert_eq!(json, serde_json::json!({ "token": expected }));
+    assert_eq!(json["token"]["createdBy"]["email"], "ops@example.com");
+
+    let out = db
+        .cli(&["get", "--env", ENV, "--id", &id(&token)])
+        .run()
+        .success();
+    for expected in [
+        id(&token),
+        format!("dyn_…{}", token["checksum"].as_str().unwrap()),
+        "active".to_owned(),
+        "ops@example.com".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "{expected} in {out}");
+    }
+
+    // The token is not found in another environment, nor an unknown id anywhere.
+    let missing = "0190a5c4-0000-7000-8000-00000000dead";
+    db.cli(&["get", "--env", OTHER_ENV, "--id", &id(&token)])
+        .run()
+        .error(
+            2,
+            &["no token", &format!("apitoken list --env {OTHER_ENV}")],
+        );
+    db.cli(&["revoke", "--env", ENV, "--id", missing])
+        .run()
+        .error(2, &["no token", missing]);
+    db.cli(&["rotate", "--env", ENV, "--id", missing])
+        .run()
+        .error(2, &["no token", missing]);
+}
+
+fn wrong_hash_key_is_refused(db: &Db) {
+    let token = db
+        .cli(&["issue", "--env", ENV, "--note", "keyed"])
+        .env("APITOKEN_HASH_KEY", KEY_A)
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&token).unwrap();
+    let raw = raw(&token["token"]);
+
+    // The right key, from the environment or from a file.
+    db.cli(&["verify", &raw])
+        .env("APITOKEN_HASH_KEY", KEY_A)
+        .run()
+        .success();
+    let key_file = db.scratch.path().join("hash.key");
+    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
+    db.cli(&[
+        "verify",
+        &raw,
+        "--hash-key-file",
+        key_file.to_str().unwrap(),
+    ])
+    .env("APITOKEN_HASH_KEY", KEY_B)
+    .run()
+    .success();
+
+    // Another key, or none, is refused before anything is read.
+    let line = db
+        .cli(&["list", "--env", ENV])
+        .env("APITOKEN_HASH_KEY", KEY_B)
+        .run()
+        .error(
+            2,
+            &[
+                "this database was created with hash key fingerprint key:",
+                "the key given has fingerprint key:",
+                "use the original APITOKEN_HASH_KEY",
+            ],
+        );
+    let run = db.cli(&["verify", &raw]).run();
+    run.never_shows(&raw).error(
+        2,
+        &["created with hash key fingerprint key:", "no key was given"],
+    );
+    // The fingerprints are the keys' public names, never the keys.
+    assert!(!line.contains(KEY_A) && !line.contains(KEY_B));
+
+    // A malformed key says what a key looks like.
+    db.cli(&["list", "--env", ENV])
+        .env("APITOKEN_HASH_KEY", "not-a-key")
+        .run()
+        .error(
+            2,
+            &[
+                "APITOKEN_HASH_KEY",
+                "64 hexadecimal characters",
+                "openssl rand -hex 32",
+            ],
+        );
+    std::fs::write(&key_file, "abc").unwrap();
+    db.cli(&[
+        "list",
+        "--env",
+        ENV,
+        "--hash-key-file",
+        key_file.to_str().unwrap(),
+    ])
+    .run()
+    .error(2, &["hash key file", "64 hexadecimal characters"]);
+    db.cli(&["list", "--env", ENV, "--hash-key-file", "/nonexistent/key"])
+        .run()
+        .error(2, &["cannot read the hash key file /nonexistent/key"]);
+}
+
+fn expires_in_sets_the_expiry(db: &Db) {
+    for (duration, seconds) in [
+        ("30d", 30 * 86_400),
+        ("12h", 43_200),
+        ("1d12h", 129_600),
+        ("2w", 1_209_600),
+        ("90m", 5_400),
+        ("45s", 45),
+    ] {
+        let token = db.issue(&["--expires-in", duration]);
+        let expires = time(&token["expiresAt"]);
+        assert_near(expires, Utc::now() + TimeDelta::seconds(seconds));
+        // Rounded up to a whole second, never shorter than asked.
+        assert_eq!(expires.timestamp_subsec_nanos(), 0);
+        assert!(
+            expires + TimeDelta::seconds(1)
+                >= time(&token["createdAt"]) + TimeDelta::seconds(seconds)
+        );
+    }
+    // The expiry is stored: it comes back in the listing and the principal.
+    let token = db.issue(&["--expires-in", "7d"]);
+    let out = db.cli(&["verify", &raw(&token), "--json"]).run().success();
+    let principal: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(principal["expiresAt"], token["expiresAt"]);
+}
+
+fn extra_scopes_extend_the_catalog(db: &Db) {
+    db.cli(&[
+        "issue",
+        "--env",
+        ENV,
+        "--note",
+        "x",
+        "--scope",
+        "gasless.read",
+    ])
+    .run()
+    .error(
+        2,
+        &[
+            "unknown scope `gasless.read`",
+            "apitoken scopes",
+            "--extra-scopes",
+        ],
+    );
+    let out = db
+        .cli(&[
+            "issue",
+            "--env",
+            ENV,
+            "--note",
+            "x",
+            "--scope",
+            "gasless.read",
+        ])
+        .env("APITOKEN_EXTRA_SCOPES", "gasless.read,gasless.write")
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        token["token"]["scopes"],
+        serde_json::json!(["gasless.read"])
+    );
+    db.cli(&["verify", &raw(&token["token"]), "--scope", "gasless.read"])
+        .run()
+        .success();
+}
+
+// ---------------------------------------------------------------------------------------
+// Storage selection and the default database.
+
+#[test]
+fn apitoken_db_environment_variable_is_honoured() {
+    let scratch = Scratch::new("env_db");
+    let path = scratch.path().join("from-env.db");
+    let path = path.to_str().unwrap();
+    let out = Cli::new(scratch.path())
+        .args(&["issue", "--env", ENV, "--note", "from env"])
+        .env("APITOKEN_DB", path)
+        .run()
+        .success();
+    assert!(Path::new(path).exists());
+    assert!(!scratch.path().join("apitoken.db").exists());
+    let token: Value = serde_json::from_str(&out).unwrap();
+    let listed = Cli::new(scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("APITOKEN_DB", path)
+        .run()
+        .success();
+    assert!(listed.contains(&id(&token["token"])), "{listed}");
+    // --db on the command line wins over APITOKEN_DB.
+    let other = scratch.path().join("other.db");
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV, "--db", other.to_str().unwrap()])
+        .env("APITOKEN_DB", path)
+        .run()
+        .error(2, &["no database at", "other.db"]);
+}
+
+#[test]
+fn the_default_database_is_apitoken_db_in_the_working_directory() {
+    let scratch = Scratch::new("default_db");
+    let out = Cli::new(scratch.path())
+        .args(&["issue", "--env", ENV, "--note", "default"])
+        .run()
+        .success();
+    assert!(scratch.path().join("apitoken.db").exists());
+    // The connections are closed cleanly: the write-ahead log is folded into the file,
+    // which alone holds the token.
+    assert!(!scratch.path().join("apitoken.db-wal").exists());
+    let token: Value = serde_json::from_str(&out).unwrap();
+    Cli::new(scratch.path())
+        .args(&["verify", &raw(&token["token"])])
+        .run()
+        .success();
+}
+
+#[test]
+fn only_issue_creates_a_database() {
+    let scratch = Scratch::new("missing_db");
+    for args in [
+        vec!["verify", REFERENCE],
+        vec!["list", "--env", ENV],
+        vec!["get", "--env", ENV, "--id", OTHER_ENV],
+        vec!["revoke", "--env", ENV, "--id", OTHER_ENV],
+        vec!["rotate", "--env", ENV, "--id", OTHER_ENV],
+    ] {
+        Cli::new(scratch.path()).args(&args).run().error(
+            2,
+            &["no database at ./apitoken.db", "apitoken issue", "--db"],
+        );
+    }
+    assert!(!scratch.path().join("apitoken.db").exists());
+    Cli::new(scratch.path())
+        .args(&[
+            "list",
+            "--env",
+            ENV,
+            "--db",
+            scratch.path().to_str().unwrap(),
+        ])
+        .run()
+        .error(2, &["is a directory"]);
+}
+
+#[test]
+fn the_command_line_beats_the_environment_when_choosing_the_store() {
+    let scratch = Scratch::new("choose");
+    // An unreachable server: if it were used, the command would fail.
+    let nowhere = "postgres://nobody@127.0.0.1:1/nowhere";
+    Cli::new(scratch.path())
+        .args(&["issue", "--env", ENV, "--note", "x", "--db", "local.db"])
+        .env("DATABASE_URL", nowhere)
+        .run()
+        .success();
+    assert!(scratch.path().join("local.db").exists());
+
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("DATABASE_URL", nowhere)
+        .env("APITOKEN_DB", "local.db")
+        .run()
+        .error(2, &["both APITOKEN_DB and DATABASE_URL are set"]);
+    Cli::new(scratch.path())
+        .args(&[
+            "list",
+            "--env",
+            ENV,
+            "--db",
+            "local.db",
+            "--database-url",
+            nowhere,
+        ])
+        .run()
+        .error(2, &["not both"]);
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("DATABASE_URL", "mysql://root@localhost/x")
+        .run()
+        .error(
+            2,
+            &[
+                "DATABASE_URL must be a postgres:// or postgresql:// URL",
+                "--db",
+            ],
+        );
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV, "--database-url", nowhere])
+        .run()
+        .error(2, &["cannot connect to PostgreSQL", "--database-url"]);
+}
+
+#[test]
+fn database_url_environment_variable_selects_postgres() {
+    let Some(db) = Db::postgres("database_url_env") else {
+        return;
+    };
+    let Store::Postgres(pg) = &db.store else {
+        unreachable!()
+    };
+    let out = Cli::new(db.scratch.path())
+        .args(&["issue", "--env", ENV, "--note", "in postgres"])
+        .env("DATABASE_URL", &pg.url)
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&out).unwrap();
+    assert!(!db.scratch.path().join("apitoken.db").exists());
+    // Found through the command-line option too: the same database.
+    db.cli(&["verify", &raw(&token["token"])]).run().success();
+}
+
+// ---------------------------------------------------------------------------------------
+// Usage errors: exit 2, one line, nothing created.
+
+#[test]
+fn usage_errors_are_one_line_with_exit_2() {
+    let scratch = Scratch::new("usage");
+    let cases: &[(&[&str], &[&str])] = &[
+        (&[], &["no command given", "issue", "apitoken --help"]),
+        (&["frobnicate"], &["unrecognized subcommand"]),
+        (
+            &["issue", "--env", "not-a-uuid", "--note", "x"],
+            &[
+                "--env <UUID>",
+                "expected a UUID such as",
+                "apitoken issue --help",
+            ],
+        ),
+        (&["issue", "--note", "x"], &["--env <UUID>", "not provided"]),
+        (&["issue", "--env", ENV], &["--note <TEXT>"]),
+        (
+            &["issue", "--env", ENV, "--note", "   "],
+            &["note is required"],
+        ),
+        (
+            &["issue", "--env", ENV, "--note", "x", "--expires-in", "30"],
+            &[
+                "--expires-in",
+                "no unit",
+                "such as 45s, 90m, 12h, 30d or 2w",
+            ],
+        ),
+        (
+            &[
+                "issue",
+                "--env",
+                ENV,
+                "--note",
+                "x",
+                "--expires-in",
+                "3 days",
+            ],
+            &["--expires-in", "such as 45s, 90m, 12h, 30d or 2w"],
+        ),
+        (
+            &["issue", "--env", ENV, "--note", "x", "--expires-in", "0s"],
+            &["--expires-in must be at least 1s"],
+        ),
+        (
+            &[
+                "issue",
+                "--env",
+                ENV,
+                "--note",
+                "x",
+                "--expires-in",
+                "99999d",
+            ],
+            &["too long"],
+        ),
+        (
+            &[
+                "issue",
+                "--env",
+                ENV,
+                "--note",
+                "x",
+                "--scope",
+                "environment..read",
+            ],
+            &["--scope <SCOPE>", "empty segment"],
+        ),
+        (
+            &[
+                "issue",
+                "--env",
+                ENV,
+                "--note",
+                "x",
+                "--scope",
+                "environment.apiTokens.reed",
+            ],
+            &[
+                "unknown scope `environment.apiTokens.reed`",
+                "apitoken scopes",
+            ],
+        ),
+        (
+            &["issue", "--env", ENV, "--note", "x", "--email", "a\u{7}b"],
+            &["--email must be one line"],
+        ),
+        (
+            &["issue", "--env", ENV, "--nte", "x"],
+            &["'--nte'", "--note"],
+        ),
+        (&["list", "--env", ENV, "--limit", "0"], &["--limit"]),
+        (
+            &["get", "--env", ENV, "--id", "123"],
+            &["--id <UUID>", "expected a UUID"],
+        ),
+        (
+            &["rotate", "--env", ENV, "--id", OTHER_ENV, "--grace", "soon"],
+            &["--grace", "such as 45s"],
+        ),
+        (
+            &["inspect", REFERENCE, "--length", "5"],
+            &["invalid --length", "22 to 64"],
+        ),
+        (
+            &["inspect", REFERENCE, "--prefix", "9x"],
+            &["invalid --prefix"],
+        ),
+        (
+            &["inspect", REFERENCE, "--alphabet", "base64"],
+            &["--alphabet", "dynamic, github"],
+        ),
+        (&["scan", "--length", "100"], &["invalid --length"]),
+    ];
+    for (args, fragments) in cases {
+        let run = Cli::new(scratch.path()).args(args).run();
+        assert_eq!(run.stdout, "", "{args:?}: {run:#?}");
+        run.error(2, fragments);
+    }
+    assert!(
+        !scratch.path().join("apitoken.db").exists(),
+        "a usage error created the database"
+    );
+}
+
+#[test]
+fn usage_errors_never_echo_a_token() {
+    let scratch = Scratch::new("usage_redact");
+    let mut lookalike = REFERENCE.to_owned();
+    lookalike.replace_range(39.., "c");
+    for args in [
+        &["inspect", REFERENCE, &lookalike][..],
+        &["verfy", &lookalike][..],
+        &["issue", "--env", &lookalike, "--note", "x"][..],
+        &["verify", REFERENCE, "--scope", &lookalike, "--bogus"][..],
+    ] {
+        let run = Cli::new(scratch.path()).args(args).run();
+        run.never_shows(&lookalike).never_shows(REFERENCE);
+        assert_eq!(run.code, 2, "{run:#?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    }
+}
+
+#[test]
+fn help_shows_an_example_and_exits_0() {
+    let scratch = Scratch::new("help");
+    let out = Cli::new(scratch.path()).arg("--help").run().success();
+    assert!(
+        out.contains("Examples:") && out.contains("apitoken issue --env"),
+        "{out}"
+    );
+    assert!(
+        out.contains("APITOKEN_HASH_KEY") && out.contains("Exit status"),
+        "{out}"
+    );
+    for command in [
+        "issue", "list", "get", "revoke", "rotate", "verify", "inspect", "scan",
+    ] {
+        let out = Cli::new(scratch.path())
+            .args(&[command, "--help"])
+            .run()
+            .success();
+        assert!(out.contains("Usage: apitoken"), "{out}");
+    }
+    let out = Cli::new(scratch.path()).arg("--version").run().success();
+    assert!(out.starts_with("apitoken "), "{out}");
+}
+
+#[test]
+fn scopes_lists_the_catalog() {
+    let scratch = Scratch::new("scopes");
+    let out = Cli::new(scratch.path()).arg("scopes").run().success();
+    assert_eq!(out.lines().count(), 14, "{out}");
+    assert!(out.lines().any(|l| l == READ));
+    let out = Cli::new(scratch.path())
+        .args(&["scopes", "--extra-scopes", "gasless.read,all.read"])
+        .run()
+        .success();
+    assert_eq!(out.lines().count(), 16, "{out}");
+    assert!(out.lines().any(|l| l == "all.read"));
+}
+
+// ---------------------------------------------------------------------------------------
+// inspect and scan: no database.
+
+/// A GitHub-style token: same random part as the reference, GitHub's digit order.
+fn github_token() -> String {
+    let random = &REFERENCE[4..34];
+    let checksum = Checksum::compute(random.as_bytes(), Alphabet::GitHub);
+    format!("ghp_{random}{checksum}")
+}
+
+#[test]
+fn inspect_reports_prefix_checksum_or_the_reason() {
+    let scratch = Scratch::new("inspect");
+    let inspect = |args: &[&str]| Cli::new(scratch.path()).arg("inspect").args(args).run();
+
+    let out = inspect(&[REFERENCE]).success();
+    assert!(out.contains("valid     yes"), "{out}");
+    assert!(out.lines().any(|l| l == "prefix    dyn"), "{out}");
+    assert!(out.lines().any(|l| l == "checksum  4n3LFC"), "{out}");
+    assert!(out.contains("dynamic (0-9a-zA-Z)"), "{out}");
+
+    let json: Value = serde_json::from_str(&inspect(&[REFERENCE, "--json"]).success()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "valid": true, "prefix": "dyn", "checksum": "4n3LFC", "alphabet": "dynamic",
+            "randomLength": 30, "length": 40
+        })
+    );
+
+    // From standard input, with the newline `echo` adds.
+    let run = Cli::new(scratch.path())
+        .args(&["inspect", "-", "--json"])
+        .stdin(format!("{REFERENCE}\n"))
+        .run();
+    assert_eq!(serde_json::from_str::<Value>(&run.success()).unwrap(), json);
+
+    // Invalid: exit 1, the reason on stdout, the token nowhere.
+    let mut altered = REFERENCE.to_owned();
+    altered.replace_range(39.., "c");
+    // A truncated token is read as a shorter format whose checksum fails; with the
+    // length given, the reason is the length.
+    let cases: &[(&str, &[&str], &str)] = &[
+        (&REFERENCE[..39], &[], "checksum mismatch"),
+        (
+            &REFERENCE[..39],
+            &["--length", "30"],
+            "expected 36 characters after `dyn_`, got 35",
+        ),
+        (&altered, &[], "checksum mismatch"),
+        (
+            "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LF!",
+            &[],
+            "character 40 is not allowed",
+        ),
+        ("", &[], "not a token"),
+        ("", &["--prefix", "dyn"], "no token given"),
+        ("hello world", &[], "not a token"),
+    ];
+    for (token, options, reason) in cases {
+        let run = inspect(&[&[*token], *options].concat());
+        assert_eq!(run.code, 1, "{token}: {run:#?}");
+        assert!(run.stdout.contains("valid   no"), "{run:#?}");
+        assert!(run.stdout.contains(reason), "{reason} in {run:#?}");
+        if token.len() > 34 {
+            run.never_shows(token);
+        }
+        let run = inspect(&[&[*token, "--json"], *options].concat());
+        assert_eq!(run.code, 1);
+        let json: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(json["valid"], false);
+        assert!(json["reason"].as_str().unwrap().contains(reason), "{json}");
+    }
+    let run = inspect(&[REFERENCE, "--prefix", "ghp"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("wrong prefix: expected a token starting with `ghp_`")
+    );
+
+    // GitHub's digit order: inferred, accepted with --prefix alone, refused as dynamic.
+    let github = github_token();
+    let out = inspect(&[&github]).success();
+    assert!(
+        out.contains("prefix    ghp") && out.contains("github (0-9A-Za-z)"),
+        "{out}"
+    );
+    inspect(&[&github, "--prefix", "ghp"]).success();
+    inspect(&[
+        &github,
+        "--prefix",
+        "ghp",
+        "--alphabet",
+        "github",
+        "--length",
+        "30",
+    ])
+    .success();
+    let run = inspect(&[&github, "--prefix", "ghp", "--alphabet", "dynamic"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("checksum mismatch"));
+    let run = inspect(&[REFERENCE, "--length", "31"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("expected 37 characters after `dyn_`, got 36")
+    );
+}
+
+#[test]
+fn scan_reports_file_line_column_and_exit_1() {
+    let scratch = Scratch::new("scan");
+    let github = github_token();
+    let text = format!(
+        "config:\n  token: {REFERENCE}\n\té x{REFERENCE} (not a token: glued)\nlook-alike dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFc\n{REFERENCE}, again {github}\n"
+    );
+    let file = scratch.path().join("leaky.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let clean = scratch.path().join("clean.txt");
+    std::fs::write(&clean, "nothing to see\ndyn_short\n").unwrap();
+
+    let name = file.to_str().unwrap();
+    let run = Cli::new(scratch.path()).args(&["scan", name]).run();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.stderr, "");
+    assert_eq!(
+        run.stdout,
+        format!("{name}:2:10: 4n3LFC\n{name}:5:1: 4n3LFC\n")
+    );
+    run.never_shows(REFERENCE);
+
+    // Another format finds the GitHub token (its digit order found by itself, or
+    // given); its column counts bytes.
+    let checksum = &github[34..];
+    for options in [
+        &["--prefix", "ghp"][..],
+        &["--prefix", "ghp", "--alphabet", "github"][..],
+    ] {
+        let run = Cli::new(scratch.path())
+            .args(&["scan", name])
+            .args(options)
+            .run();
+        assert_eq!(run.code, 1);
+        assert_eq!(run.stdout, format!("{name}:5:49: {checksum}\n"));
+    }
+    let run = Cli::new(scratch.path())
+        .args(&["scan", name, "--prefix", "ghp", "--alphabet", "dynamic"])
+        .run();
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
+
+    // Clean input: exit 0, no output.
+    let run = Cli::new(scratch.path())
+        .args(&["scan", clean.to_str().unwrap()])
+        .run();
+    assert_eq!(
+        (run.code, run.stdout.as_str(), run.stderr.as_str()),
+        (0, "", "")
+    );
+
+    // Standard input, by `-` or by default.
+    for args in [&["scan", "-"][..], &["scan"][..]] {
+        let run = Cli::new(scratch.path())
+            .args(args)
+            .stdin(format!("Authorization: Bearer {REFERENCE}\n"))
+            .run();
+        assert_eq!(run.code, 1);
+        assert_eq!(run.stdout, "<stdin>:1:23: 4n3LFC\n");
+    }
+    let run = Cli::new(scratch.path()).arg("scan").stdin("clean\n").run();
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
+
+    // Binary input is fine.
+    let mut binary = vec![0u8, 159, 146, 150, b'\n'];
+    binary.extend_from_slice(REFERENCE.as_bytes());
+    let run = Cli::new(scratch.path()).arg("scan").stdin(binary).run();
+    assert_eq!(run.stdout, "<stdin>:2:1: 4n3LFC\n");
+
+    // An unreadable file: exit 2, one line for it; the other files are still scanned.
+    let run = Cli::new(scratch.path())
+        .args(&["scan", "missing.txt", name])
+        .run();
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stdout.lines().count(), 2);
+    assert_eq!(run.stderr.lines().count(), 1);
+    assert!(run.stderr.starts_with("error: cannot read missing.txt"));
+}
+
+#[test]
+fn stdin_that_is_not_a_token_is_refused_without_echo() {
+    let scratch = Scratch::new("stdin");
+    Cli::new(scratch.path())
+        .args(&["inspect", "-"])
+        .stdin(vec![0xff, 0xfe, b'\n'])
+        .run()
+        .error(2, &["standard input is not UTF-8"]);
+    Cli::new(scratch.path())
+        .args(&["inspect", "-"])
+        .stdin(vec![b'a'; 70_000])
+        .run()
+        .error(2, &["more than 64 KiB"]);
+}
+
+#[test]
+fn url_database_names_are_replaced() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+}
