@@ -180,6 +180,21 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+impl Page {
+    /// A page from up to `limit + 1` tokens in order: the extra one, read only to learn
+    /// that another page follows, is dropped.
+    pub(crate) fn from_overfetch(mut tokens: Vec<Token>, limit: u32) -> Page {
+        let limit = limit as usize;
+        let next = if tokens.len() > limit {
+            tokens.truncate(limit);
+            tokens.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Page { tokens, next }
+    }
+}
+
 /// Which unique key an insert collided on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -198,17 +198,12 @@ impl TokenStore for MemoryStore {
         };
         let start = page.after.map_or(Bound::Unbounded, Bound::Excluded);
         let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
-        let mut range = tokens.range((start, Bound::Unbounded));
-        let tokens: Vec<Token> = range
-            .by_ref()
-            .take(limit)
+        let tokens: Vec<Token> = tokens
+            .range((start, Bound::Unbounded))
+            .take(limit + 1)
             .filter_map(|c| inner.by_hash.get(inner.ids.get(&c.id)?).cloned())
             .collect();
-        let next = match range.next() {
-            Some(_) => tokens.last().map(Cursor::after),
-            None => None,
-        };
-        Ok(Page { tokens, next })
+        Ok(Page::from_overfetch(tokens, limit as u32))
     }
 
     async fn revoke(

@@ -25,7 +25,7 @@
 //! replaced before use, so the store recovers by itself when the server is back.
 
 use super::sql::{self, COLUMNS, Dialect, TokenRow};
-use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore};
+use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
@@ -404,17 +404,11 @@ impl TokenStore for PostgresStore {
             }
         }
         .map_err(err)?;
-        let mut tokens = rows
+        let tokens = rows
             .into_iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if tokens.len() > limit as usize {
-            tokens.truncate(limit as usize);
-            tokens.last().map(Cursor::after)
-        } else {
-            None
-        };
-        Ok(Page { tokens, next })
+        Ok(Page::from_overfetch(tokens, limit))
     }
 
     async fn revoke(

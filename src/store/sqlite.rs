@@ -20,7 +20,7 @@
 //! creates or upgrades it.
 
 use super::sql::{self, COLUMNS, Dialect, TokenRow};
-use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore};
+use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
@@ -399,17 +399,11 @@ impl TokenStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        let mut tokens = rows
+        let tokens = rows
             .into_iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if tokens.len() > limit as usize {
-            tokens.truncate(limit as usize);
-            tokens.last().map(Cursor::after)
-        } else {
-            None
-        };
-        Ok(Page { tokens, next })
+        Ok(Page::from_overfetch(tokens, limit))
     }
 
     async fn revoke(
