@@ -12,6 +12,8 @@ pub mod conformance;
 pub mod error;
 pub mod format;
 pub mod hash;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod issuer;
 pub mod model;
 pub mod note;

@@ -1,0 +1,163 @@
+//! The command line (clap derive), with the environment variables the `apitoken` CLI reads.
+
+use apitoken::Scope;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use tracing::level_filters::LevelFilter;
+
+const AFTER_HELP: &str = "\
+Endpoints (base path /api/v0; the OpenAPI 3.1 description is at /openapi.json):
+  POST   /api/v0/user/tokens                                     create a token (201)
+  GET    /api/v0/user/tokens                                     list the caller's user's tokens
+  DELETE /api/v0/user/tokens/{tokenId}                           revoke one (204)
+  POST   /api/v0/environments/{environmentId}/tokens             create a token (201)
+  GET    /api/v0/environments/{environmentId}/tokens             list the environment's tokens
+  DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}   revoke one (204)
+  GET    /api/v0/tokens/me                                       the calling token
+
+Every call needs `Authorization: Bearer dyn_…`. Issue the first token with the CLI into
+the same database, e.g.
+  apitoken issue --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d --note bootstrap \\
+      --scope environment.apiTokens.read --scope environment.apiTokens.write
+
+Storage:
+  SQLite file from --db or APITOKEN_DB (default ./apitoken.db; it must exist: the CLI
+  creates it); PostgreSQL when --database-url or DATABASE_URL is set. The schema is
+  created or upgraded at start-up.
+
+Hash key:
+  APITOKEN_HASH_KEY (64 hex characters) or --hash-key-file, as for the CLI; the database
+  refuses any key other than the one it was created with.
+
+The address actually bound is printed on standard output (`listening on http://…`, useful
+with --listen 127.0.0.1:0); logs go to standard error and never hold a token. SIGINT or
+SIGTERM stops the server after the requests in flight.";
+
+/// Serves Dynamic's API-token endpoints over a SQLite file or PostgreSQL
+#[derive(Debug, Parser)]
+#[command(name = "apitoken-server", version, after_help = AFTER_HELP)]
+pub(crate) struct Args {
+    /// Address to listen on (port 0: any free port)
+    #[arg(
+        long,
+        env = "APITOKEN_LISTEN",
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub(crate) listen: String,
+
+    /// SQLite database file (created by `apitoken issue`)
+    #[arg(
+        long,
+        env = "APITOKEN_DB",
+        value_name = "PATH",
+        default_value = "./apitoken.db"
+    )]
+    pub(crate) db: PathBuf,
+
+    /// PostgreSQL URL: selects PostgreSQL instead of SQLite
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+
+    /// File holding the hash key (64 hex characters); wins over APITOKEN_HASH_KEY
+    #[arg(long, value_name = "PATH")]
+    pub(crate) hash_key_file: Option<PathBuf>,
+
+    /// More scopes tokens may be given, comma-separated (added to the 14 reference scopes)
+    #[arg(
+        long,
+        env = "APITOKEN_EXTRA_SCOPES",
+        value_name = "SCOPES",
+        value_delimiter = ','
+    )]
+    pub(crate) extra_scopes: Vec<Scope>,
+
+    /// At most N live (active, unexpired) tokens per environment; creating one more
+    /// answers 422 too_many_api_tokens. Default: no limit
+    #[arg(long, env = "APITOKEN_MAX_LIVE_TOKENS", value_name = "N")]
+    pub(crate) max_live_tokens: Option<NonZeroU32>,
+
+    /// Log format on standard error
+    #[arg(
+        long,
+        env = "APITOKEN_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
+
+    /// Least severe log level shown: error, warn, info, debug, trace or off
+    #[arg(
+        long,
+        env = "APITOKEN_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
+    pub(crate) log_level: LevelFilter,
+
+    /// Where --db and --database-url came from; filled in after parsing.
+    #[arg(skip)]
+    pub(crate) sources: Sources,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the storage options came from, so that the command line beats the environment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sources {
+    pub(crate) db: Source,
+    pub(crate) database_url: Source,
+}
+
+/// Where an option's value came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Not given (or only the default).
+    #[default]
+    Unset,
+    /// From an environment variable.
+    Environment,
+    /// From the command line.
+    CommandLine,
+}
+
+/// Parses the command line; on a usage error clap prints it and exits with 2.
+pub(crate) fn parse() -> Args {
+    let matches = Args::command().get_matches();
+    let mut args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    args.sources = Sources {
+        db: source(&matches, "db"),
+        database_url: source(&matches, "database_url"),
+    };
+    args
+}
+
+fn source(matches: &ArgMatches, id: &str) -> Source {
+    match matches.value_source(id) {
+        Some(ValueSource::CommandLine) => Source::CommandLine,
+        Some(ValueSource::EnvVariable) => Source::Environment,
+        _ => Source::Unset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_grammar_is_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,236 @@
+//! The body of a create request, `PostTokenFields`, read and checked field by field so
+//! that each mistake gets its own answer.
+
+use crate::problem::Problem;
+use apitoken::{IssueRequest, Note, Scope, Scopes};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+/// The largest request body accepted, in bytes.
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A checked `PostTokenFields` body: `{"note": …, "scopes": […], "expiresAt": …}`.
+///
+/// - 415 unless the content type is `application/json` (or `application/…+json`);
+/// - 413 past [`MAX_BODY_BYTES`];
+/// - 400 for anything that is not a JSON object;
+/// - 422 `invalid_note`, `invalid_scopes` or `invalid_expires_at` for a field that is not
+///   what the reference says. Unknown fields are ignored.
+///
+/// Whether the scopes are in the catalog and held by the caller is the issuer's check.
+#[derive(Debug)]
+pub(crate) struct NewToken(pub(crate) IssueRequest);
+
+impl<S: Send + Sync> FromRequest<S> for NewToken {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON: send `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body is too large: at most {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    "the request body could not be read: send it again",
+                )
+            }
+        })?;
+        parse(&bytes).map(NewToken)
+    }
+}
+
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .get(subtype.len().saturating_sub(5)..)
+                .is_some_and(|end| end.eq_ignore_ascii_case("+json")))
+}
+
+/// The request in `bytes`. The messages never repeat a value the client sent, except the
+/// scope names (which the reference's answer lists too).
+pub(crate) fn parse(bytes: &[u8]) -> Result<IssueRequest, Problem> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json's messages give only a position and what was expected.
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(mut fields) = value else {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            r#"the body must be a JSON object such as {"note": "CI deploys", "scopes": ["environment.apiTokens.read"]}"#,
+        ));
+    };
+    let note = note(fields.remove("note"))?;
+    let scopes = scopes(fields.remove("scopes"))?;
+    let mut request = IssueRequest::new(note).with_scopes(scopes);
+    if let Some(at) = expires_at(&mut fields)? {
+        request = request.expires_at(at);
+    }
+    Ok(request)
+}
+
+fn note(value: Option<Value>) -> Result<Note, Problem> {
+    let invalid = |message: String| {
+        Problem::unprocessable("invalid_note", message, json!({ "maxLength": 100 }))
+    };
+    match value {
+        None | Some(Value::Null) => Err(invalid(
+            "note is required: give 1 to 100 characters that say what the token is for".into(),
+        )),
+        Some(Value::String(s)) => Note::new(&s).map_err(|e| invalid(e.to_string())),
+        Some(_) => Err(invalid(
+            "note must be a string of 1 to 100 characters".into(),
+        )),
+    }
+}
+
+fn scopes(value: Option<Value>) -> Result<Scopes, Problem> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Scopes::empty()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(Problem::unprocessable(
+                "invalid_scopes",
+                r#"scopes must be an array of scope names, such as ["environment.apiTokens.read"]"#,
+                json!({}),
+            ));
+        }
+    };
+    let mut scopes = Vec::with_capacity(items.len());
+    let mut invalid = Vec::new();
+    let mut first_reason = None;
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(s) => match Scope::new(s) {
+                Ok(scope) => scopes.push(scope),
+                Err(e) => {
+                    first_reason.get_or_insert_with(|| format!("scopes[{i}] is not a scope: {e}"));
+                    invalid.push(s.clone());
+                }
+            },
+            _ => {
+                first_reason
+                    .get_or_insert_with(|| format!("scopes[{i}] must be a string (a scope name)"));
+            }
+        }
+    }
+    match first_reason {
+        None => Ok(scopes.into_iter().collect()),
+        Some(reason) => Err(Problem::unprocessable(
+            "invalid_scopes",
+            format!("invalid scopes: {reason}"),
+            json!({ "unknown": invalid, "notHeld": [] }),
+        )),
+    }
+}
+
+fn expires_at(fields: &mut Map<String, Value>) -> Result<Option<DateTime<Utc>>, Problem> {
+    let invalid = || {
+        Problem::unprocessable(
+            "invalid_expires_at",
+            "expiresAt must be an RFC 3339 timestamp such as 2030-01-01T00:00:00Z, or absent for a token that never expires",
+            json!({}),
+        )
+    };
+    match fields.remove("expiresAt") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+            .map(|at| Some(at.with_timezone(&Utc)))
+            .map_err(|_| invalid()),
+        Some(_) => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(bytes: &[u8]) -> (u16, Option<&'static str>) {
+        match parse(bytes) {
+            Ok(_) => (200, None),
+            Err(p) => {
+                let response = axum::response::IntoResponse::into_response(p);
+                let kind = response
+                    .extensions()
+                    .get::<crate::problem::ProblemKind>()
+                    .map(|k| k.0);
+                (response.status().as_u16(), kind)
+            }
+        }
+    }
+
+    #[test]
+    fn each_mistake_has_its_answer() {
+        assert_eq!(kind(br#"{"note": "ci"}"#), (200, None));
+        assert_eq!(
+            kind(br#"{"note": "ci", "scopes": null, "expiresAt": null, "other": 1}"#),
+            (200, None)
+        );
+        assert_eq!(kind(br#"{"note": "ci""#), (400, Some("malformed_json")));
+        assert_eq!(kind(b"[]"), (400, Some("malformed_json")));
+        assert_eq!(kind(b""), (400, Some("malformed_json")));
+        assert_eq!(kind(br#"{}"#), (422, Some("invalid_note")));
+        assert_eq!(kind(br#"{"note": "  "}"#), (422, Some("invalid_note")));
+        assert_eq!(kind(br#"{"note": 5}"#), (422, Some("invalid_note")));
+        let long = format!(r#"{{"note": "{}"}}"#, "x".repeat(101));
+        assert_eq!(kind(long.as_bytes()), (422, Some("invalid_note")));
+        assert_eq!(
+            kind(br#"{"note": "ci", "scopes": "a.b"}"#),
+            (422, Some("invalid_scopes"))
+        );
+        assert_eq!(
+            kind(br#"{"note": "ci", "scopes": ["a..b"]}"#),
+            (422, Some("invalid_scopes"))
+        );
+        assert_eq!(
+            kind(br#"{"note": "ci", "scopes": [1]}"#),
+            (422, Some("invalid_scopes"))
+        );
+        assert_eq!(
+            kind(br#"{"note": "ci", "expiresAt": "tomorrow"}"#),
+            (422, Some("invalid_expires_at"))
+        );
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(kind(deep.as_bytes()), (400, Some("malformed_json")));
+    }
+
+    #[test]
+    fn content_types() {
+        let check = |v: &str| is_json(Some(&header::HeaderValue::from_str(v).unwrap()));
+        assert!(check("application/json"));
+        assert!(check("Application/JSON; charset=utf-8"));
+        assert!(check("application/merge-patch+json"));
+        assert!(!check("text/plain"));
+        assert!(!check("application/x-www-form-urlencoded"));
+        assert!(!check("json"));
+        assert!(!check("application/é"));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,100 @@
+//! Structured logs on standard error, with nothing secret in them.
+//!
+//! Nothing the server logs comes from a request's headers or body: a request is logged
+//! by its method, its route *template* (`/api/v0/environments/{environmentId}/tokens`,
+//! never the path or the query string as sent), its status and its duration, and a
+//! failure by the library's message, which never holds a presented token. As a second
+//! line of defence every line passes through [`apitoken::scan::redact`] on its way out,
+//! so that a well-formed token that reached a message anyway shows as `dyn_…4n3LFC`.
+
+use crate::args::LogFormat;
+use crate::problem::ProblemKind;
+use apitoken::TokenFormat;
+use apitoken::http::ErrorReport;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::io::{self, Write};
+use std::time::Instant;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Installs the global subscriber.
+pub(crate) fn init(format: LogFormat, level: LevelFilter) {
+    let writer = RedactingStderr {
+        format: TokenFormat::dynamic(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(writer);
+    // Only fails when a subscriber is already installed, which nothing else does.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Standard error, with tokens redacted.
+struct RedactingStderr {
+    format: TokenFormat,
+}
+
+impl<'a> MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter {
+            format: &self.format,
+        }
+    }
+}
+
+/// Writes each event (the formatter hands over one whole line at a time) redacted.
+struct RedactingWriter<'a> {
+    format: &'a TokenFormat,
+}
+
+impl Write for RedactingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let redacted = apitoken::scan::redact(self.format, &text);
+        io::stderr().lock().write_all(redacted.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// Logs one line per request: method, route template, status, duration, and why it
+/// failed when it did.
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let route = route.as_deref().unwrap_or("(no route)");
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if let Some(ProblemKind(kind)) = response.extensions().get::<ProblemKind>() {
+        tracing::info!(%method, route, status, micros, kind, "request");
+        return response;
+    }
+    let report = response.extensions().get::<ErrorReport>();
+    match report.map(ErrorReport::error) {
+        // A 422 message repeats what the client sent (its scopes): log the code only.
+        Some(e) if e.code().is_some() => {
+            tracing::info!(%method, route, status, micros, code = e.code(), "request");
+        }
+        Some(e) if status >= 500 => {
+            tracing::error!(%method, route, status, micros, reason = %e, "request");
+        }
+        Some(e) => tracing::info!(%method, route, status, micros, reason = %e, "request"),
+        None => tracing::info!(%method, route, status, micros, "request"),
+    }
+    response
+}

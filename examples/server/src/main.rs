@@ -1,0 +1,101 @@
+//! `apitoken-server`: Dynamic's API-token endpoints (`/api/v0/user/tokens`,
+//! `/api/v0/environments/{environmentId}/tokens`, `/api/v0/tokens/me`) over the `apitoken`
+//! library, on axum, with its OpenAPI 3.1 description at `/openapi.json`.
+//!
+//! Run `apitoken-server --help` for the options; the README's "HTTP server" section walks
+//! through a first run.
+
+mod api;
+mod args;
+mod body;
+mod logging;
+mod openapi;
+mod problem;
+mod storage;
+
+use std::io::Write;
+use std::process::ExitCode;
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let args = args::parse();
+    logging::init(args.log_format, args.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: args::Args) -> Result<(), String> {
+    let (issuer, handle) = storage::open(&args).await?;
+    let storage = handle.describe();
+    let listener = TcpListener::bind(&args.listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {} ({e}): choose another address with --listen (or APITOKEN_LISTEN), e.g. 127.0.0.1:8081",
+            args.listen
+        )
+    })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address listened on: {e}"))?;
+    tracing::info!(
+        %address,
+        storage,
+        max_live_tokens = args.max_live_tokens.map(|n| n.get()),
+        "listening"
+    );
+    // The one line on standard output, for people and for scripts that chose port 0.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on http://{address}");
+    let _ = stdout.flush();
+    drop(stdout);
+
+    let served = axum::serve(listener, api::router(issuer))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    handle.close().await;
+    served.map_err(|e| format!("the server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM; requests in flight then finish.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT ({e}): stop the server with SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}): stop the server with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!(signal = "SIGINT", "shutting down"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}

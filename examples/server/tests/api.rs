@@ -1,0 +1,900 @@
+//! The reference API end to end: the real `apitoken-server` binary on a loopback port,
+//! driven over HTTP. The whole lifecycle on SQLite and on PostgreSQL, every error status,
+//! concurrent creation against the live-token limit, and the OpenAPI description checked
+//! against real answers.
+
+mod support;
+
+use apitoken::{
+    EnvironmentId, HashKey, IssueRequest, ManualClock, Note, PostgresStore, SqliteStore,
+    TokenFormat, TokenIssuer, UNAUTHORIZED_MESSAGE,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use support::{
+    First, PgSchema, Reply, Server, TempDb, admin_scopes, alice, bob, environment, issue_first,
+    other_environment, postgres_url, sqlite_store,
+};
+
+const READ: &str = "environment.apiTokens.read";
+const WRITE: &str = "environment.apiTokens.write";
+
+fn env_tokens(environment: EnvironmentId) -> String {
+    format!("/api/v0/environments/{environment}/tokens")
+}
+
+fn keys(object: &Value) -> BTreeSet<String> {
+    object.as_object().unwrap().keys().cloned().collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn ids(list: &Reply) -> Vec<String> {
+    list.json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_unauthorized(reply: Reply) {
+    let reply = reply.expect(401);
+    assert_eq!(reply.json(), json!({ "error": UNAUTHORIZED_MESSAGE }));
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+}
+
+fn assert_unprocessable(reply: Reply, code: &str) -> Value {
+    let body = reply.expect(422).json();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(body["payload"].is_object(), "{body}");
+    assert_eq!(keys(&body), set(&["error", "code", "payload"]));
+    body
+}
+
+/// Create, use, list, introspect, delete, refused afterwards; through both families of
+/// routes. `first` holds read and write for Alice; `bobs` is Bob's, in the same
+/// environment, with the same scopes.
+async fn lifecycle(server: &Server, first: &First, bobs: &First) {
+    let env = environment();
+    let tokens = env_tokens(env);
+
+    // Introspect the first token: its record, never a raw token.
+    let me = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&first.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(me["token"]["id"], first.id.as_str());
+    assert_eq!(me["token"]["createdBy"]["alias"], "alice");
+    assert!(me["token"].get("rawToken").is_none());
+
+    // Create in the environment: 201 with exactly the reference shape.
+    let reply = server
+        .call("POST", &tokens)
+        .bearer(&first.raw)
+        .json(&json!({ "note": "CI deploys", "scopes": [READ] }))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let created = reply.json();
+    assert_eq!(keys(&created), set(&["token"]));
+    let token = &created["token"];
+    assert_eq!(
+        keys(token),
+        set(&[
+            "id",
+            "rawToken",
+            "checksum",
+            "createdBy",
+            "createdAt",
+            "active",
+            "note",
+            "projectEnvironmentId",
+            "projectEnvironment",
+            "scopes",
+        ])
+    );
+    let raw = token["rawToken"].as_str().unwrap().to_owned();
+    let parsed = TokenFormat::dynamic().parse(&raw).expect("a dyn_ token");
+    assert_eq!(token["checksum"], parsed.checksum().as_str());
+    assert_eq!(token["active"], true);
+    assert_eq!(token["note"], "CI deploys");
+    assert_eq!(token["scopes"], json!([READ]));
+    assert_eq!(token["projectEnvironmentId"], env.to_string());
+    assert_eq!(
+        token["projectEnvironment"],
+        json!({ "id": env.to_string() })
+    );
+    // The caller's creator is recorded.
+    assert_eq!(token["createdBy"], me["token"]["createdBy"]);
+    assert!(
+        token["createdAt"].as_str().unwrap().ends_with('Z'),
+        "{token}"
+    );
+    let ci_id = token["id"].as_str().unwrap().to_owned();
+
+    // Use it: it reads, it introspects itself, it cannot write.
+    let list = server
+        .call("GET", &tokens)
+        .bearer(&raw)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        ids(&list),
+        [first.id.clone(), bobs.id.clone(), ci_id.clone()]
+    );
+    let listed = list.text();
+    assert!(!listed.contains("rawToken"), "{listed}");
+    assert!(!listed.contains(&raw) && !listed.contains(&first.raw));
+    let me = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(me["token"]["id"], ci_id.as_str());
+    server
+        .call("POST", &tokens)
+        .bearer(&raw)
+        .json(&json!({ "note": "escalate" }))
+        .send()
+        .await
+        .expect(403);
+
+    // The user routes: the caller's user, in the caller's environment.
+    let mine = server
+        .call("POST", "/api/v0/user/tokens")
+        .bearer(&first.raw)
+        .json(&json!({ "note": "laptop", "scopes": [READ, WRITE] }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let laptop_raw = mine["token"]["rawToken"].as_str().unwrap().to_owned();
+    let laptop_id = mine["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(mine["token"]["projectEnvironmentId"], env.to_string());
+    assert_eq!(mine["token"]["createdBy"]["id"], alice().id.to_string());
+    let alices = server
+        .call("GET", "/api/v0/user/tokens")
+        .bearer(&laptop_raw)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        ids(&alices),
+        [first.id.clone(), ci_id.clone(), laptop_id.clone()]
+    );
+    assert!(!alices.text().contains("rawToken"));
+    let bobs_list = server
+        .call("GET", "/api/v0/user/tokens")
+        .bearer(&bobs.raw)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ids(&bobs_list), vec![bobs.id.clone()]);
+    // Bob cannot delete Alice's token through the user routes.
+    server
+        .call("DELETE", &format!("/api/v0/user/tokens/{laptop_id}"))
+        .bearer(&bobs.raw)
+        .send()
+        .await
+        .expect(404);
+
+    // Delete: 204 with no body, then refused with the one 401.
+    let deleted = server
+        .call("DELETE", &format!("{tokens}/{ci_id}"))
+        .bearer(&first.raw)
+        .send()
+        .await
+        .expect(204);
+    assert!(deleted.body.is_empty());
+    assert_unauthorized(
+        server
+            .call("GET", "/api/v0/tokens/me")
+            .bearer(&raw)
+            .send()
+            .await,
+    );
+    // Deleting again changes nothing; the record stays, inactive.
+    server
+        .call("DELETE", &format!("{tokens}/{ci_id}"))
+        .bearer(&first.raw)
+        .send()
+        .await
+        .expect(204);
+    let list = server
+        .call("GET", &tokens)
+        .bearer(&first.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let ci = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == ci_id.as_str())
+        .unwrap();
+    assert_eq!(ci["active"], false);
+
+    // A token deletes itself through the user routes.
+    server
+        .call("DELETE", &format!("/api/v0/user/tokens/{laptop_id}"))
+        .bearer(&laptop_raw)
+        .send()
+        .await
+        .expect(204);
+    assert_unauthorized(
+        server
+            .call("GET", "/api/v0/user/tokens")
+            .bearer(&laptop_raw)
+            .send()
+            .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_on_sqlite_with_a_hash_key() {
+    let db = TempDb::new("lifecycle");
+    let key_hex = "8f1c3e5a7b9d0f2e4c6a8b0d1f3e5c7a9b1d3f5e7c9a0b2d4f6e8a0c2e4a6c8e";
+    let key = HashKey::from_hex(key_hex).unwrap();
+    let store = sqlite_store(&db.path, Some(&key)).await;
+    let first = issue_first(
+        store.clone(),
+        Some(key.clone()),
+        environment(),
+        alice(),
+        admin_scopes(),
+    )
+    .await;
+    let bobs = issue_first(
+        store.clone(),
+        Some(key),
+        environment(),
+        bob(),
+        admin_scopes(),
+    )
+    .await;
+    store.pool().close().await;
+
+    let db_path = db.path.to_str().unwrap();
+    let server = Server::start(&["--db", db_path], &[("APITOKEN_HASH_KEY", key_hex)]);
+    lifecycle(&server, &first, &bobs).await;
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{status:?}\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_on_postgres() {
+    let Some(url) = postgres_url("lifecycle_on_postgres") else {
+        return;
+    };
+    let schema = PgSchema::create(&url).await;
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .bind_hash_key(&support::fingerprint(None))
+        .await
+        .unwrap();
+    let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let bobs = issue_first(store.clone(), None, environment(), bob(), admin_scopes()).await;
+    store.pool().close().await;
+
+    // DATABASE_URL from the environment, as an operator would set it.
+    let server = Server::start(&[], &[("DATABASE_URL", schema.url.as_str())]);
+    lifecycle(&server, &first, &bobs).await;
+    let (status, logs) = server.terminate();
+    // The URL (which may hold a password) is never logged.
+    assert!(!logs.contains(&schema.url), "{logs}");
+    schema.drop().await;
+    assert!(status.success(), "{status:?}\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_a_503_and_recovers() {
+    let Some(url) = postgres_url("an_unreachable_store_is_a_503_and_recovers") else {
+        return;
+    };
+    let schema = PgSchema::create(&url).await;
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .bind_hash_key(&support::fingerprint(None))
+        .await
+        .unwrap();
+    let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    // The server reaches PostgreSQL through a proxy that the test can cut.
+    let (_, upstream) = support::via(&schema.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = support::Proxy::start(upstream).await;
+    let (proxied, _) = support::via(&schema.url, proxy.addr);
+    let server = Server::start(&["--database-url", proxied.as_str()], &[]);
+    let me = || {
+        server
+            .call("GET", "/api/v0/tokens/me")
+            .bearer(&first.raw)
+            .send()
+    };
+    me().await.expect(200);
+    proxy.cut();
+    let body = me().await.expect(503).json();
+    assert_eq!(
+        body,
+        json!({ "error": "the token service is temporarily unavailable; retry later" })
+    );
+    proxy.restore();
+    me().await.expect(200);
+    let (status, logs) = server.terminate();
+    schema.drop().await;
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("status=503"), "{logs}");
+    assert!(!logs.contains(&proxied), "the database URL is in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_status() {
+    let db = TempDb::new("errors");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let reader = issue_first(
+        store.clone(),
+        None,
+        environment(),
+        alice(),
+        vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
+    )
+    .await;
+    // Expired an hour ago: issued two hours ago by an issuer whose clock said so.
+    let expired = {
+        let then = chrono::Utc::now() - chrono::TimeDelta::hours(2);
+        let issuer = TokenIssuer::builder(store.clone())
+            .clock(ManualClock::new(then))
+            .build();
+        let request = IssueRequest::new(Note::new("expired").unwrap())
+            .with_scopes(admin_scopes().into_iter().collect::<apitoken::Scopes>())
+            .expires_at(then + chrono::TimeDelta::hours(1));
+        let issued = issuer.issue(environment(), alice(), request).await.unwrap();
+        issued.raw.expose_secret().to_owned()
+    };
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let tokens = env_tokens(environment());
+    let note = json!({ "note": "x" });
+
+    // 401: the same answer for every way a token can be wrong.
+    let revoked = server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .json(&note)
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let revoked_raw = revoked["token"]["rawToken"].as_str().unwrap().to_owned();
+    server
+        .call(
+            "DELETE",
+            &format!("{tokens}/{}", revoked["token"]["id"].as_str().unwrap()),
+        )
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    let mut bad_checksum = admin.raw.clone();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
+    let authorizations: Vec<Option<String>> = vec![
+        None,
+        Some(String::new()),
+        Some("Bearer".to_owned()),
+        Some(format!("Basic {}", admin.raw)),
+        Some(admin.raw.clone()),
+        Some("Bearer not-a-token".to_owned()),
+        Some(format!("Bearer {bad_checksum}")),
+        // Well-formed (the reference page's example) but unknown.
+        Some("Bearer dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC".to_owned()),
+        Some(format!("Bearer {revoked_raw}")),
+        Some(format!("Bearer {expired}")),
+    ];
+    for (method, path) in [
+        ("GET", "/api/v0/tokens/me".to_owned()),
+        ("GET", tokens.clone()),
+        ("POST", tokens.clone()),
+        ("GET", "/api/v0/user/tokens".to_owned()),
+        ("DELETE", format!("/api/v0/user/tokens/{}", admin.id)),
+    ] {
+        for authorization in &authorizations {
+            let mut call = server.call(method, &path).json(&note);
+            if let Some(value) = authorization {
+                call = call.header("authorization", value);
+            }
+            let reply = call.send().await;
+            assert_eq!(reply.status, 401, "{method} {path} with {authorization:?}");
+            assert_unauthorized(reply);
+        }
+    }
+    // Two Authorization headers are ambiguous: refused too.
+    assert_unauthorized(
+        server
+            .call("GET", "/api/v0/tokens/me")
+            .bearer(&admin.raw)
+            .bearer(&admin.raw)
+            .send()
+            .await,
+    );
+    // Authentication comes before anything else: a bad body or path id still gets a 401.
+    assert_unauthorized(
+        server
+            .call("POST", "/api/v0/environments/not-a-uuid/tokens")
+            .body("{")
+            .send()
+            .await,
+    );
+
+    // 403: another environment, a missing scope.
+    for (method, path) in [
+        ("GET", env_tokens(other_environment())),
+        ("POST", env_tokens(other_environment())),
+        (
+            "DELETE",
+            format!("{}/{}", env_tokens(other_environment()), admin.id),
+        ),
+    ] {
+        let body = server
+            .call(method, &path)
+            .bearer(&admin.raw)
+            .json(&note)
+            .send()
+            .await
+            .expect(403)
+            .json();
+        assert_eq!(keys(&body), set(&["error"]), "{body}");
+    }
+    for (method, path) in [
+        ("POST", tokens.clone()),
+        ("POST", "/api/v0/user/tokens".to_owned()),
+        ("DELETE", format!("{tokens}/{}", admin.id)),
+        ("DELETE", format!("/api/v0/user/tokens/{}", admin.id)),
+    ] {
+        let body = server
+            .call(method, &path)
+            .bearer(&reader.raw)
+            .json(&note)
+            .send()
+            .await
+            .expect(403)
+            .json();
+        assert!(body["error"].as_str().unwrap().contains(WRITE), "{body}");
+    }
+
+    // 404: an unknown token, an unknown route.
+    let unknown = "0190a5c4-7d3e-7b5a-9c1d-ffffffffffff";
+    for path in [
+        format!("{tokens}/{unknown}"),
+        format!("/api/v0/user/tokens/{unknown}"),
+    ] {
+        let body = server
+            .call("DELETE", &path)
+            .bearer(&admin.raw)
+            .send()
+            .await
+            .expect(404)
+            .json();
+        assert_eq!(keys(&body), set(&["error"]));
+    }
+    server
+        .call("GET", "/api/v0/nowhere")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(404);
+
+    // 400: malformed JSON, not an object, ids that are not UUIDs.
+    for body in ["{", "", "[1]", "\"note\"", "{\"note\": \"x\",}"] {
+        let reply = server
+            .call("POST", &tokens)
+            .bearer(&admin.raw)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect(400);
+        assert_eq!(keys(&reply.json()), set(&["error"]));
+    }
+    for path in [
+        "/api/v0/environments/not-a-uuid/tokens".to_owned(),
+        "/api/v0/environments/%FF%FE/tokens".to_owned(),
+        format!("{tokens}/not-a-uuid"),
+        format!("{tokens}/%FF%FE"),
+        "/api/v0/user/tokens/not-a-uuid".to_owned(),
+    ] {
+        let method = if path.ends_with("/tokens") {
+            "GET"
+        } else {
+            "DELETE"
+        };
+        let reply = server
+            .call(method, &path)
+            .bearer(&admin.raw)
+            .send()
+            .await
+            .expect(400);
+        let body = reply.json();
+        assert_eq!(keys(&body), set(&["error"]), "{path}");
+        assert!(
+            body["error"].as_str().unwrap().contains("must be a UUID"),
+            "{body}"
+        );
+    }
+
+    // 415: not JSON.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut call = server
+            .call("POST", "/api/v0/user/tokens")
+            .bearer(&admin.raw)
+            .body(r#"{"note": "x"}"#);
+        if let Some(content_type) = content_type {
+            call = call.header("content-type", content_type);
+        }
+        let reply = call.send().await.expect(415);
+        assert_eq!(keys(&reply.json()), set(&["error"]));
+    }
+
+    // 413: past 16 KiB (the note alone would be refused anyway: the size comes first).
+    let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(17 * 1024));
+    let reply = server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect(413);
+    assert_eq!(keys(&reply.json()), set(&["error"]));
+
+    // 422: scopes not in the catalog, not held, not scopes at all; notes.
+    let body = assert_unprocessable(
+        server
+            .call("POST", &tokens)
+            .bearer(&admin.raw)
+            .json(&json!({ "note": "x", "scopes": ["gasless.read", READ] }))
+            .send()
+            .await,
+        "invalid_scopes",
+    );
+    assert_eq!(body["payload"]["unknown"], json!(["gasless.read"]));
+    let body = assert_unprocessable(
+        server
+            .call("POST", "/api/v0/user/tokens")
+            .bearer(&admin.raw)
+            .json(&json!({ "note": "x", "scopes": ["environment.users.write"] }))
+            .send()
+            .await,
+        "invalid_scopes",
+    );
+    assert_eq!(
+        body["payload"]["notHeld"],
+        json!(["environment.users.write"])
+    );
+    for scopes in [
+        json!("environment.apiTokens.read"),
+        json!([1]),
+        json!(["a..b"]),
+    ] {
+        assert_unprocessable(
+            server
+                .call("POST", &tokens)
+                .bearer(&admin.raw)
+                .json(&json!({ "note": "x", "scopes": scopes }))
+                .send()
+                .await,
+            "invalid_scopes",
+        );
+    }
+    for fields in [
+        json!({}),
+        json!({ "scopes": [READ] }),
+        json!({ "note": null }),
+        json!({ "note": "" }),
+        json!({ "note": "   " }),
+        json!({ "note": 7 }),
+        json!({ "note": "x".repeat(101) }),
+        json!({ "note": "two\nlines" }),
+    ] {
+        let body = assert_unprocessable(
+            server
+                .call("POST", &tokens)
+                .bearer(&admin.raw)
+                .json(&fields)
+                .send()
+                .await,
+            "invalid_note",
+        );
+        assert_eq!(body["payload"], json!({ "maxLength": 100 }));
+    }
+    // A note of 100 characters is fine, emoji included.
+    server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "🔑".repeat(100) }))
+        .send()
+        .await
+        .expect(201);
+    for expires_at in [json!("tomorrow"), json!("2000-01-01T00:00:00Z")] {
+        assert_unprocessable(
+            server
+                .call("POST", &tokens)
+                .bearer(&admin.raw)
+                .json(&json!({ "note": "x", "expiresAt": expires_at }))
+                .send()
+                .await,
+            "invalid_expires_at",
+        );
+    }
+    // Nothing was created by any of the failures: the list holds the admin, the reader,
+    // the expired, the revoked and the 100-emoji tokens.
+    let list = server
+        .call("GET", &tokens)
+        .bearer(&reader.raw)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ids(&list).len(), 5, "{}", list.text());
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creation_stops_at_the_limit() {
+    let db = TempDb::new("limit");
+    let store: SqliteStore = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    // Four live tokens at most: the admin's and three more.
+    let server = Server::start(
+        &["--db", db.path.to_str().unwrap(), "--max-live-tokens", "4"],
+        &[],
+    );
+    let tokens = env_tokens(environment());
+    let calls = (0..10).map(|i| {
+        server
+            .call("POST", &tokens)
+            .bearer(&admin.raw)
+            .json(&json!({ "note": format!("parallel {i}"), "scopes": [READ] }))
+            .send()
+    });
+    let mut handles = Vec::new();
+    for call in calls {
+        handles.push(tokio::spawn(call));
+    }
+    let mut created = Vec::new();
+    let mut refused = 0;
+    for handle in handles {
+        let reply = handle.await.unwrap();
+        match reply.status {
+            201 => created.push(reply.json()["token"]["id"].as_str().unwrap().to_owned()),
+            422 => {
+                let body = assert_unprocessable(reply, "too_many_api_tokens");
+                assert_eq!(body["payload"]["limit"], 4);
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}: {}", reply.text()),
+        }
+    }
+    assert_eq!((created.len(), refused), (3, 7));
+    let list = server
+        .call("GET", &tokens)
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ids(&list).len(), 4);
+
+    // Revoking one makes room for exactly one more.
+    server
+        .call("DELETE", &format!("{tokens}/{}", created[0]))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    for expected in [201, 422] {
+        server
+            .call("POST", "/api/v0/user/tokens")
+            .bearer(&admin.raw)
+            .json(&json!({ "note": "after revoke" }))
+            .send()
+            .await
+            .expect(expected);
+    }
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+}
+
+/// The properties an OpenAPI object schema names, and those it requires.
+fn schema_fields(openapi: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let schema = &openapi["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name}");
+    let properties = keys(&schema["properties"]);
+    let required = schema["required"]
+        .as_array()
+        .map(|r| r.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    (properties, required)
+}
+
+/// `object` has only properties the schema names, and every one it requires.
+fn conforms(openapi: &Value, name: &str, object: &Value) {
+    let (properties, required) = schema_fields(openapi, name);
+    let present = keys(object);
+    assert!(
+        present.is_subset(&properties),
+        "{name}: {:?} not described",
+        present.difference(&properties).collect::<Vec<_>>()
+    );
+    assert!(
+        required.is_subset(&present),
+        "{name}: {:?} missing",
+        required.difference(&present).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_matches_the_answers() {
+    let db = TempDb::new("openapi");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let server = Server::start(
+        &[
+            "--db",
+            db.path.to_str().unwrap(),
+            "--extra-scopes",
+            "gasless.read,gasless.write",
+        ],
+        &[],
+    );
+    // No token needed for the description.
+    let reply = server.call("GET", "/openapi.json").send().await.expect(200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let openapi = reply.json();
+    assert_eq!(openapi["openapi"], "3.1.0");
+
+    let operations: BTreeSet<String> = openapi["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    assert_eq!(
+        operations,
+        set(&[
+            "POST /api/v0/user/tokens",
+            "GET /api/v0/user/tokens",
+            "DELETE /api/v0/user/tokens/{tokenId}",
+            "POST /api/v0/environments/{environmentId}/tokens",
+            "GET /api/v0/environments/{environmentId}/tokens",
+            "DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}",
+            "GET /api/v0/tokens/me",
+        ])
+    );
+    assert_eq!(
+        openapi["components"]["securitySchemes"]["bearerAuth"],
+        json!({
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token: `Authorization: Bearer dyn_…`. Issue the first one with the `apitoken` CLI."
+        })
+    );
+    let create = &openapi["paths"]["/api/v0/environments/{environmentId}/tokens"]["post"];
+    for status in ["201", "400", "401", "403", "413", "415", "422"] {
+        assert!(create["responses"][status].is_object(), "no {status}");
+    }
+
+    // PostTokenFields: note required, at most 100 characters; scopes from the catalog.
+    let (fields, required) = schema_fields(&openapi, "PostTokenFields");
+    assert_eq!(fields, set(&["note", "scopes", "expiresAt"]));
+    assert_eq!(required, set(&["note"]));
+    let schemas = &openapi["components"]["schemas"];
+    assert_eq!(
+        schemas["PostTokenFields"]["properties"]["note"]["maxLength"],
+        100
+    );
+    let scopes: BTreeSet<String> = schemas["Scope"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: BTreeSet<String> = apitoken::scope::REFERENCE_SCOPES
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    expected.extend(["gasless.read".to_owned(), "gasless.write".to_owned()]);
+    assert_eq!(scopes, expected);
+    let (_, required) = schema_fields(&openapi, "TokenWithRaw");
+    assert_eq!(
+        required,
+        set(&["id", "rawToken", "checksum", "createdBy", "createdAt"])
+    );
+
+    // Real answers conform.
+    let created = server
+        .call("POST", &env_tokens(environment()))
+        .bearer(&admin.raw)
+        .json(
+            &json!({ "note": "described", "scopes": [READ], "expiresAt": "2999-01-01T00:00:00Z" }),
+        )
+        .send()
+        .await
+        .expect(201)
+        .json();
+    conforms(&openapi, "CreatedToken", &created);
+    conforms(&openapi, "TokenWithRaw", &created["token"]);
+    conforms(&openapi, "CreatedBy", &created["token"]["createdBy"]);
+    conforms(
+        &openapi,
+        "ProjectEnvironment",
+        &created["token"]["projectEnvironment"],
+    );
+    let list = server
+        .call("GET", &env_tokens(environment()))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    conforms(&openapi, "TokenList", &list);
+    for token in list["tokens"].as_array().unwrap() {
+        conforms(&openapi, "Token", token);
+    }
+    let me = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    conforms(&openapi, "OneToken", &me);
+    conforms(&openapi, "Token", &me["token"]);
+    let unauthorized = server
+        .call("GET", "/api/v0/tokens/me")
+        .send()
+        .await
+        .expect(401)
+        .json();
+    conforms(&openapi, "ErrorBody", &unauthorized);
+    let unprocessable = server
+        .call("POST", "/api/v0/user/tokens")
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "" }))
+        .send()
+        .await
+        .expect(422)
+        .json();
+    conforms(&openapi, "UnprocessableBody", &unprocessable);
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+}

@@ -1,0 +1,221 @@
+//! Running the server: its logs never hold a token or an `Authorization` value, SIGTERM
+//! stops it cleanly, and it refuses to start, saying why, on a wrong database or key.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{
+    Server, TempDb, admin_scopes, alice, environment, issue_first, run_to_exit, sqlite_store,
+};
+
+/// Every 8-character window of the part after the prefix (random characters and
+/// checksum): none may appear in the logs. The logs may show a 6-character checksum alone.
+fn windows(token: &str) -> Vec<String> {
+    let body = token.strip_prefix("dyn_").unwrap_or(token);
+    let chars: Vec<char> = body.chars().collect();
+    chars.windows(8).map(|w| w.iter().collect()).collect()
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_hold_no_secret_and_sigterm_stops_cleanly() {
+    let db = TempDb::new("logs");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    // The most verbose level, and JSON: the libraries' own events are checked too.
+    let server = Server::start(
+        &[
+            "--db",
+            db.path.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+        ],
+        &[],
+    );
+    let tokens = format!("/api/v0/environments/{}/tokens", environment());
+
+    let mut secrets = vec![admin.raw.clone()];
+    for i in 0..3 {
+        let created = server
+            .call("POST", &tokens)
+            .bearer(&admin.raw)
+            .json(
+                &json!({ "note": format!("token {i}"), "scopes": ["environment.apiTokens.read"] }),
+            )
+            .send()
+            .await
+            .expect(201)
+            .json();
+        let raw = created["token"]["rawToken"].as_str().unwrap().to_owned();
+        server
+            .call("GET", "/api/v0/tokens/me")
+            .bearer(&raw)
+            .send()
+            .await
+            .expect(200);
+        secrets.push(raw);
+    }
+    // Revoked, then presented.
+    let revoked = secrets[3].clone();
+    let me = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&revoked)
+        .send()
+        .await
+        .json();
+    server
+        .call(
+            "DELETE",
+            &format!("{tokens}/{}", me["token"]["id"].as_str().unwrap()),
+        )
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&revoked)
+        .send()
+        .await
+        .expect(401);
+
+    // Wrong in every way, and in every place a client might put a token.
+    let mut wrong = admin.raw.clone();
+    wrong.pop();
+    wrong.push('!');
+    let unknown = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC".to_owned();
+    let garbage = "dyn_Zq8Lw3Xv9Kp2Rt6Ym4Nb7Hc5Jd1Fg0Sa".to_owned();
+    let header_only = "sk_live_Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9".to_owned();
+    for presented in [&wrong, &unknown, &garbage, &header_only, &admin.raw] {
+        server
+            .call("GET", &format!("/api/v0/tokens/me?token={presented}"))
+            .bearer(presented)
+            .send()
+            .await;
+        server
+            .call("GET", &format!("/api/v0/tokens/{presented}"))
+            .header("authorization", format!("Token {presented}"))
+            .send()
+            .await
+            .expect(404);
+        server
+            .call("POST", "/api/v0/user/tokens")
+            .bearer(&admin.raw)
+            .json(&json!({ "note": presented, "scopes": [presented] }))
+            .send()
+            .await
+            .expect(422);
+    }
+    secrets.extend([wrong, unknown, garbage, header_only]);
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "exit status {status:?}\n{logs}");
+    // Structured: every line is one JSON object with a level and a message.
+    let events: Vec<Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(events.iter().all(|e| e["level"].is_string()), "{logs}");
+    let requests = events
+        .iter()
+        .filter(|e| e["message"] == "request" && e["route"].is_string())
+        .count();
+    assert!(requests >= 24, "{requests} request lines:\n{logs}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "shutting down" && e["signal"] == "SIGTERM"),
+        "{logs}"
+    );
+    assert_eq!(events.last().unwrap()["message"], "stopped", "{logs}");
+    // A reason is logged for failures (the checksum at most, never the token).
+    assert!(logs.contains("is revoked"), "{logs}");
+    assert!(logs.contains("unknown token …4n3LFC"), "{logs}");
+
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a token is in the logs");
+        for window in windows(secret) {
+            assert!(
+                !logs.contains(&window),
+                "{window:?}, from a presented token, is in the logs:\n{logs}"
+            );
+        }
+    }
+    assert!(
+        !logs.contains("Bearer "),
+        "an Authorization value is in the logs"
+    );
+}
+
+#[test]
+fn windows_cover_the_random_part() {
+    let w = windows("dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC");
+    assert_eq!(w.first().unwrap(), "aGLjTe3T");
+    assert!(w.iter().any(|w| w.contains("q4n3")));
+    assert!(w.iter().all(|w| w.chars().count() == 8));
+}
+
+#[test]
+fn refuses_to_start_without_its_database() {
+    let db = TempDb::new("missing");
+    let (status, stdout, stderr) = run_to_exit(&["--db", db.path.to_str().unwrap()], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(stderr.contains("apitoken issue"), "{stderr}");
+    assert!(!db.path.exists(), "an empty database was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_hash_key_the_database_was_not_created_with() {
+    let db = TempDb::new("key");
+    let store = sqlite_store(&db.path, None).await;
+    store.pool().close().await;
+    let key = "8f1c3e5a7b9d0f2e4c6a8b0d1f3e5c7a9b1d3f5e7c9a0b2d4f6e8a0c2e4a6c8e";
+    let (status, stdout, stderr) = run_to_exit(
+        &["--db", db.path.to_str().unwrap()],
+        &[("APITOKEN_HASH_KEY", key)],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("created without a hash key"), "{stderr}");
+    // Never the key itself, not even in an error.
+    assert!(
+        !stderr.contains(key) && !stderr.contains(&key[..16]),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run_to_exit(
+        &["--db", db.path.to_str().unwrap()],
+        &[("APITOKEN_HASH_KEY", "not hex")],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+}
+
+#[test]
+fn refuses_a_bad_listen_address_or_database_url() {
+    let db = TempDb::new("listen");
+    let (status, _, stderr) = run_to_exit(
+        &[
+            "--db",
+            db.path.to_str().unwrap(),
+            "--database-url",
+            "mysql://x",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--db and --database-url both given"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run_to_exit(&[], &[("DATABASE_URL", "mysql://x")]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL must be a postgres://"),
+        "{stderr}"
+    );
+}

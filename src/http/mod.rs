@@ -1,0 +1,87 @@
+//! Authenticating axum requests with a shared [`TokenIssuer`](crate::TokenIssuer) (feature
+//! `axum`).
+//!
+//! - [`Authenticated`] reads `Authorization: Bearer dyn_…` and yields the
+//!   [`Principal`](crate::Principal): any valid token will do.
+//! - [`Authorized<R>`] also checks the environment and the scopes that the
+//!   [`Requirement`] `R` names, before the handler runs.
+//! - [`Error`](crate::Error) is an [`IntoResponse`](axum::response::IntoResponse), so a
+//!   handler returns `Result<_, apitoken::Error>` and `?` gives the reference answers.
+//!
+//! The extractors find the issuer through a [`TokenAuth`], which the router's state
+//! provides with axum's [`FromRef`](axum::extract::FromRef). A state that *is* an
+//! `Arc<TokenIssuer<S>>` provides it already; an application state with more in it
+//! implements `FromRef<AppState> for TokenAuth` in three lines.
+//!
+//! ```
+//! use apitoken::http::{Authenticated, Authorized, EnvironmentRule, Requirement};
+//! use apitoken::{MemoryStore, Scope, TokenIssuer};
+//! use axum::{Router, routing::get};
+//! use std::sync::Arc;
+//!
+//! /// Reading an environment's analytics needs `environment.analytics.read` in the
+//! /// environment that the path names.
+//! struct ReadAnalytics;
+//! impl Requirement for ReadAnalytics {
+//!     const SCOPES: &'static [Scope] = &[Scope::ENVIRONMENT_ANALYTICS_READ];
+//!     const ENVIRONMENT: EnvironmentRule = EnvironmentRule::Path("environmentId");
+//! }
+//!
+//! async fn analytics(auth: Authorized<ReadAnalytics>) -> String {
+//!     format!("analytics of {}", auth.environment())
+//! }
+//!
+//! async fn whoami(Authenticated(principal): Authenticated) -> String {
+//!     format!("token {}", principal.token_id())
+//! }
+//!
+//! let issuer = Arc::new(TokenIssuer::new(MemoryStore::new()));
+//! let app: Router = Router::new()
+//!     .route("/environments/{environmentId}/analytics", get(analytics))
+//!     .route("/whoami", get(whoami))
+//!     .with_state(issuer.clone());
+//! # drop(app);
+//! #
+//! # // Run the handler as the router would, with and without a valid token.
+//! # use apitoken::{Creator, EnvironmentId, IssueRequest, Note, UserId, UNAUTHORIZED_MESSAGE};
+//! # use axum::{body::{Body, to_bytes}, handler::Handler, http::{Request, StatusCode}};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # let env = EnvironmentId::from_uuid(uuid::Uuid::from_u128(1));
+//! # let me = Creator::new(UserId::from_uuid(uuid::Uuid::from_u128(2)));
+//! # let issued = issuer.issue(env, me, IssueRequest::new(Note::new("docs")?)).await?;
+//! # let request = Request::get("/whoami")
+//! #     .header("authorization", format!("Bearer {}", issued.raw.expose_secret()))
+//! #     .body(Body::empty())?;
+//! # let response = Handler::call(whoami, request, issuer.clone()).await;
+//! # assert_eq!(response.status(), StatusCode::OK);
+//! # let request = Request::get("/whoami").body(Body::empty())?;
+//! # let response = Handler::call(whoami, request, issuer.clone()).await;
+//! # assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! # let body = to_bytes(response.into_body(), 1024).await?;
+//! # assert_eq!(body, format!(r#"{{"error":"{UNAUTHORIZED_MESSAGE}"}}"#));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Answers
+//!
+//! | when | status | body |
+//! |---|---|---|
+//! | no `Authorization: Bearer` header, or a malformed, unknown, revoked or expired token | 401, with `WWW-Authenticate: Bearer` | `{"error": UNAUTHORIZED_MESSAGE}`, the same for all |
+//! | the token belongs to another environment, or lacks a scope | 403 | `{"error": "…"}` |
+//! | the path's environment parameter is not a UUID | 400 | `{"error": "…"}` |
+//! | the store is unavailable | 503 | `{"error": "…"}` |
+//!
+//! Every [`Error`](crate::Error) answers with [`Error::status`](crate::Error::status) and
+//! [`Error::public_message`](crate::Error::public_message); the 422 errors add
+//! [`Error::code`](crate::Error::code) and a `payload` object:
+//! `{"error": "…", "code": "invalid_scopes", "payload": {"unknown": […], "notHeld": […]}}`.
+//! The response carries the full error in an [`ErrorReport`] extension, for logging
+//! middleware: its message tells the four authentication failures apart and never holds
+//! a presented token.
+
+mod auth;
+mod response;
+
+pub use auth::{Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth};
+pub use response::ErrorReport;

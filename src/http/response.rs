@@ -1,0 +1,229 @@
+//! The reference API's answer for every [`Error`], and [`ErrorReport`] for logs.
+
+use crate::error::Error;
+use crate::model::EnvironmentId;
+use crate::model::rfc3339;
+use crate::scope::Scope;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The error behind an error response, kept in the response's extensions so that logging
+/// middleware can record why a request failed.
+///
+/// ```
+/// # use apitoken::http::ErrorReport;
+/// # fn log(response: &axum::response::Response) {
+/// if let Some(report) = response.extensions().get::<ErrorReport>() {
+///     eprintln!("{} failed: {}", response.status(), report.error());
+/// }
+/// # }
+/// ```
+///
+/// The message tells malformed, unknown, revoked and expired tokens apart (the answer
+/// does not) and never contains a presented token, at most its checksum.
+#[derive(Clone, Debug)]
+pub struct ErrorReport(Arc<Error>);
+
+impl ErrorReport {
+    /// The error.
+    pub fn error(&self) -> &Error {
+        &self.0
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Payload<'a>>,
+}
+
+/// The details of a 422, for programs.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    #[serde(rename_all = "camelCase")]
+    Scopes {
+        unknown: &'a [Scope],
+        not_held: &'a [Scope],
+    },
+    #[serde(rename_all = "camelCase")]
+    Limit {
+        project_environment_id: EnvironmentId,
+        limit: u32,
+    },
+    #[serde(rename_all = "camelCase")]
+    Expiry {
+        #[serde(with = "rfc3339")]
+        expires_at: DateTime<Utc>,
+        #[serde(with = "rfc3339")]
+        now: DateTime<Utc>,
+    },
+    Empty {},
+}
+
+fn payload(e: &Error) -> Payload<'_> {
+    match e {
+        Error::InvalidScopes { unknown, not_held } => Payload::Scopes { unknown, not_held },
+        Error::TooManyTokens { environment, limit } => Payload::Limit {
+            project_environment_id: *environment,
+            limit: *limit,
+        },
+        Error::InvalidExpiry { expires_at, now } => Payload::Expiry {
+            expires_at: *expires_at,
+            now: *now,
+        },
+        _ => Payload::Empty {},
+    }
+}
+
+/// `{"error": message}` with `status`.
+pub(super) fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = Body {
+        error: message,
+        code: None,
+        payload: None,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `{"error": …}` with [`Error::status`] and [`Error::public_message`]: one identical 401
+/// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
+/// when the store is unavailable, 500 for other store failures; 422 answers add `code`
+/// and a `payload` object. The error itself goes along in an [`ErrorReport`] extension.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = self.public_message();
+        let code = self.code();
+        let body = Body {
+            error: &message,
+            code,
+            payload: code.map(|_| payload(&self)),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+            .extensions_mut()
+            .insert(ErrorReport(Arc::new(self)));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::{Error, UNAUTHORIZED_MESSAGE};
+    use crate::model::{EnvironmentId, TokenId};
+    use crate::scope::Scope;
+    use crate::store::StoreError;
+    use axum::body::to_bytes;
+    use axum::response::IntoResponse;
+    use uuid::Uuid;
+
+    async fn answer(e: Error) -> (u16, Option<String>, String) {
+        let response = e.into_response();
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body = to_bytes(response.into_body(), 4096).await.unwrap();
+        (status, challenge, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn every_error_has_its_reference_answer() {
+        block_on(async {
+            let id = TokenId::from_uuid(Uuid::from_u128(7));
+            let environment = EnvironmentId::from_uuid(Uuid::from_u128(1));
+            let unauthorized = format!(r#"{{"error":"{UNAUTHORIZED_MESSAGE}"}}"#);
+            for e in [
+                Error::Revoked {
+                    id,
+                    revoked_at: None,
+                },
+                Error::Expired {
+                    id,
+                    expired_at: chrono::DateTime::UNIX_EPOCH,
+                },
+            ] {
+                assert_eq!(
+                    answer(e).await,
+                    (401, Some("Bearer".to_owned()), unauthorized.clone())
+                );
+            }
+            let (status, challenge, body) = answer(Error::MissingScope {
+                id,
+                scope: Scope::ENVIRONMENT_API_TOKENS_WRITE,
+            })
+            .await;
+            assert_eq!((status, challenge), (403, None));
+            assert!(body.starts_with(r#"{"error":"token "#), "{body}");
+
+            let (status, _, body) = answer(Error::InvalidScopes {
+                unknown: vec![Scope::new("gasless.read").unwrap()],
+                not_held: vec![],
+            })
+            .await;
+            assert_eq!(status, 422);
+            assert!(
+                body.ends_with(
+                    r#""code":"invalid_scopes","payload":{"unknown":["gasless.read"],"notHeld":[]}}"#
+                ),
+                "{body}"
+            );
+            let (status, _, body) = answer(Error::TooManyTokens {
+                environment,
+                limit: 3,
+            })
+            .await;
+            assert_eq!(status, 422);
+            assert!(
+                body.ends_with(r#""code":"too_many_api_tokens","payload":{"projectEnvironmentId":"00000000-0000-0000-0000-000000000001","limit":3}}"#),
+                "{body}"
+            );
+            let (status, _, body) = answer(Error::NotFound { environment, id }).await;
+            assert_eq!(status, 404);
+            assert!(!body.contains("code"), "{body}");
+            let (status, _, body) = answer(Error::Store(StoreError::Unavailable {
+                source: "connection refused at 10.0.0.1".into(),
+            }))
+            .await;
+            assert_eq!(status, 503);
+            assert_eq!(
+                body,
+                r#"{"error":"the token service is temporarily unavailable; retry later"}"#
+            );
+        });
+    }
+
+    #[test]
+    fn the_error_goes_along_for_logs() {
+        let response = Error::NotFound {
+            environment: EnvironmentId::from_uuid(Uuid::nil()),
+            id: TokenId::from_uuid(Uuid::nil()),
+        }
+        .into_response();
+        let report = response.extensions().get::<super::ErrorReport>().unwrap();
+        assert!(matches!(report.error(), Error::NotFound { .. }));
+    }
+}
