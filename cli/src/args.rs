@@ -3,8 +3,7 @@
 use crate::duration;
 use apitoken::{EnvironmentId, Note, Scope, TokenId, UserId};
 use clap::error::ErrorKind;
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,40 +54,8 @@ pub(crate) struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub(crate) struct Global {
-    /// SQLite database file
-    ///
-    /// `issue` creates it when missing; other commands refuse a missing file, so that a
-    /// mistyped path is not mistaken for an empty database.
-    #[arg(
-        long,
-        verbatim_doc_comment,
-        global = true,
-        env = "APITOKEN_DB",
-        value_name = "PATH",
-        default_value = "./apitoken.db"
-    )]
-    pub(crate) db: PathBuf,
-
-    /// PostgreSQL URL: selects PostgreSQL instead of SQLite
-    ///
-    /// postgres://user:password@host:port/database. On the command line it wins over
-    /// APITOKEN_DB; --db on the command line wins over DATABASE_URL.
-    #[arg(
-        long,
-        verbatim_doc_comment,
-        global = true,
-        env = "DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub(crate) database_url: Option<String>,
-
-    /// File holding the hash key (64 hex characters)
-    ///
-    /// Takes precedence over the APITOKEN_HASH_KEY environment variable. Without either,
-    /// tokens are hashed unkeyed.
-    #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
-    pub(crate) hash_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) storage: apitoken_ops::StorageArgs,
 
     /// More scopes `issue` accepts, comma-separated
     ///
@@ -103,29 +70,6 @@ pub(crate) struct Global {
         value_delimiter = ','
     )]
     pub(crate) extra_scopes: Vec<Scope>,
-
-    /// Where --db and --database-url came from; filled in after parsing.
-    #[arg(skip)]
-    pub(crate) sources: Sources,
-}
-
-/// Where the storage options came from, so that the command line beats the environment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Sources {
-    pub(crate) db: Source,
-    pub(crate) database_url: Source,
-}
-
-/// Where an option's value came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// Not given (or only the default).
-    #[default]
-    Unset,
-    /// From an environment variable.
-    Environment,
-    /// From the command line.
-    CommandLine,
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,25 +312,8 @@ pub(crate) fn parse() -> Result<Cli, ExitCode> {
         .try_get_matches()
         .map_err(report_clap_error)?;
     let mut cli = Cli::from_arg_matches(&matches).map_err(report_clap_error)?;
-    cli.global.sources = Sources {
-        db: source(&matches, "db"),
-        database_url: source(&matches, "database_url"),
-    };
+    cli.global.storage.note_sources(&matches);
     Ok(cli)
-}
-
-/// Where a global option came from. Clap records global options on the subcommand's
-/// matches, so look there first.
-fn source(matches: &ArgMatches, id: &str) -> Source {
-    let sub = matches.subcommand().map(|(_, m)| m);
-    let found = sub
-        .and_then(|m| m.value_source(id))
-        .or_else(|| matches.value_source(id));
-    match found {
-        Some(ValueSource::CommandLine) => Source::CommandLine,
-        Some(ValueSource::EnvVariable) => Source::Environment,
-        _ => Source::Unset,
-    }
 }
 
 fn report_clap_error(err: clap::Error) -> ExitCode {

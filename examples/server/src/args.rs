@@ -1,10 +1,8 @@
 //! The command line (clap derive), with the environment variables the `apitoken` CLI reads.
 
 use apitoken::Scope;
-use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use tracing::level_filters::LevelFilter;
 
 const AFTER_HELP: &str = "\
@@ -48,22 +46,8 @@ pub(crate) struct Args {
     )]
     pub(crate) listen: String,
 
-    /// SQLite database file (created by `apitoken issue`)
-    #[arg(
-        long,
-        env = "APITOKEN_DB",
-        value_name = "PATH",
-        default_value = "./apitoken.db"
-    )]
-    pub(crate) db: PathBuf,
-
-    /// PostgreSQL URL: selects PostgreSQL instead of SQLite
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
-    pub(crate) database_url: Option<String>,
-
-    /// File holding the hash key (64 hex characters); wins over APITOKEN_HASH_KEY
-    #[arg(long, value_name = "PATH")]
-    pub(crate) hash_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) storage: apitoken_ops::StorageArgs,
 
     /// More scopes tokens may be given, comma-separated (added to the 14 reference scopes)
     #[arg(
@@ -97,10 +81,6 @@ pub(crate) struct Args {
         default_value = "info"
     )]
     pub(crate) log_level: LevelFilter,
-
-    /// Where --db and --database-url came from; filled in after parsing.
-    #[arg(skip)]
-    pub(crate) sources: Sources,
 }
 
 /// How log lines are written.
@@ -112,25 +92,6 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Where the storage options came from, so that the command line beats the environment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Sources {
-    pub(crate) db: Source,
-    pub(crate) database_url: Source,
-}
-
-/// Where an option's value came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// Not given (or only the default).
-    #[default]
-    Unset,
-    /// From an environment variable.
-    Environment,
-    /// From the command line.
-    CommandLine,
-}
-
 /// Parses the command line; on a usage error clap prints it and exits with 2.
 pub(crate) fn parse() -> Args {
     let matches = Args::command().get_matches();
@@ -138,19 +99,8 @@ pub(crate) fn parse() -> Args {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    args.sources = Sources {
-        db: source(&matches, "db"),
-        database_url: source(&matches, "database_url"),
-    };
+    args.storage.note_sources(&matches);
     args
-}
-
-fn source(matches: &ArgMatches, id: &str) -> Source {
-    match matches.value_source(id) {
-        Some(ValueSource::CommandLine) => Source::CommandLine,
-        Some(ValueSource::EnvVariable) => Source::Environment,
-        _ => Source::Unset,
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,371 @@
+//! What the `apitoken` command line and the reference server share: the storage options
+//! (`--db`/`APITOKEN_DB`, `--database-url`/`DATABASE_URL`, `--hash-key-file`/
+//! `APITOKEN_HASH_KEY`) and opening the database they name, migrated and bound to the
+//! hash key, so that a token one of them issued authenticates in the other.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use apitoken::{HashKey, PostgresStore, SqliteStore, StoreError, TokenHasher, TokenStore};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use std::path::{Path, PathBuf};
+
+/// The storage options, for `#[command(flatten)]`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StorageArgs {
+    /// SQLite database file
+    ///
+    /// `apitoken issue` creates it when missing; everything else refuses a missing file,
+    /// so that a mistyped path is not mistaken for an empty database.
+    #[arg(
+        long,
+        verbatim_doc_comment,
+        global = true,
+        env = "APITOKEN_DB",
+        value_name = "PATH",
+        default_value = "./apitoken.db"
+    )]
+    pub db: PathBuf,
+
+    /// PostgreSQL URL: selects PostgreSQL instead of SQLite
+    ///
+    /// postgres://user:password@host:port/database. On the command line it wins over
+    /// APITOKEN_DB; --db on the command line wins over DATABASE_URL.
+    #[arg(
+        long,
+        verbatim_doc_comment,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// File holding the hash key (64 hex characters)
+    ///
+    /// Takes precedence over the APITOKEN_HASH_KEY environment variable. Without either,
+    /// tokens are hashed unkeyed.
+    #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
+    pub hash_key_file: Option<PathBuf>,
+
+    /// Where --db and --database-url came from; see [`StorageArgs::note_sources`].
+    #[arg(skip)]
+    pub sources: Sources,
+}
+
+/// Where the storage options came from, so that the command line beats the environment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// Where `--db` came from.
+    pub db: Source,
+    /// Where `--database-url` came from.
+    pub database_url: Source,
+}
+
+/// Where an option's value came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// Not given (or only the default).
+    #[default]
+    Unset,
+    /// From an environment variable.
+    Environment,
+    /// From the command line.
+    CommandLine,
+}
+
+impl StorageArgs {
+    /// Records where the options came from; call it with the parsed matches.
+    pub fn note_sources(&mut self, matches: &ArgMatches) {
+        self.sources = Sources {
+            db: source(matches, "db"),
+            database_url: source(matches, "database_url"),
+        };
+    }
+}
+
+/// Where an option came from. Clap records global options on the subcommand's matches,
+/// so look there first.
+fn source(matches: &ArgMatches, id: &str) -> Source {
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let found = sub
+        .and_then(|m| m.value_source(id))
+        .or_else(|| matches.value_source(id));
+    match found {
+        Some(ValueSource::CommandLine) => Source::CommandLine,
+        Some(ValueSource::EnvVariable) => Source::Environment,
+        _ => Source::Unset,
+    }
+}
+
+/// What to do when the SQLite file does not exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Create it (`apitoken issue`).
+    Create,
+    /// Refuse, saying this (after "no database at PATH: ").
+    Refuse(String),
+}
+
+/// The opened database.
+pub enum Handle {
+    /// A SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PostgresStore),
+}
+
+impl Handle {
+    /// The store, to build an issuer on.
+    pub fn store(&self) -> Box<dyn TokenStore> {
+        match self {
+            Handle::Sqlite(store) => Box::new(store.clone()),
+            Handle::Postgres(store) => Box::new(store.clone()),
+        }
+    }
+
+    /// Closes the connections. For SQLite this checkpoints the write-ahead log into the
+    /// database file and removes it, so that the file alone holds every token.
+    pub async fn close(self) {
+        match self {
+            Handle::Sqlite(store) => store.pool().close().await,
+            Handle::Postgres(store) => store.pool().close().await,
+        }
+    }
+
+    /// What to log about the storage: never the URL, which may hold a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Handle::Sqlite(store) => format!(
+                "sqlite {}",
+                store.pool().connect_options().get_filename().display()
+            ),
+            Handle::Postgres(_) => "postgresql".to_owned(),
+        }
+    }
+}
+
+/// Opens the database the options name, migrates its schema and checks the hash key
+/// against the one the database was created with. Returns the handle and the key; the
+/// error is one line that says what to do.
+pub async fn open(
+    args: &StorageArgs,
+    missing: Missing,
+) -> Result<(Handle, Option<HashKey>), String> {
+    let key = hash_key(args)?;
+    let fingerprint = match &key {
+        Some(key) => TokenHasher::keyed(key.clone()),
+        None => TokenHasher::unkeyed(),
+    }
+    .fingerprint();
+    let handle = match backend(args)? {
+        Backend::Sqlite(path) => Handle::Sqlite(open_sqlite(&path, missing, &fingerprint).await?),
+        Backend::Postgres(url) => Handle::Postgres(open_postgres(&url, &fingerprint).await?),
+    };
+    Ok((handle, key))
+}
+
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn backend(args: &StorageArgs) -> Result<Backend, String> {
+    let url = args
+        .database_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
+    let sources = args.sources;
+    let use_postgres = match (url, sources.db, sources.database_url) {
+        (None, _, _) => false,
+        (Some(_), Source::CommandLine, Source::CommandLine) => {
+            return Err("--db and --database-url both given: use --db for a SQLite file or --database-url for PostgreSQL, not both".to_owned());
+        }
+        // The command line beats the environment.
+        (Some(_), Source::CommandLine, _) => false,
+        (Some(_), Source::Environment, Source::Environment) => {
+            return Err("both APITOKEN_DB and DATABASE_URL are set: unset one, or choose with --db or --database-url".to_owned());
+        }
+        (Some(_), _, _) => true,
+    };
+    match url {
+        Some(url) if use_postgres => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                let name = match sources.database_url {
+                    Source::Environment => "DATABASE_URL",
+                    _ => "--database-url",
+                };
+                return Err(format!(
+                    "{name} must be a postgres:// or postgresql:// URL; for a SQLite file use --db <PATH>"
+                ));
+            }
+            Ok(Backend::Postgres(url.to_owned()))
+        }
+        _ => Ok(Backend::Sqlite(args.db.clone())),
+    }
+}
+
+/// The hash key from --hash-key-file, else from APITOKEN_HASH_KEY, else none.
+fn hash_key(args: &StorageArgs) -> Result<Option<HashKey>, String> {
+    const HOW: &str = "generate one with `openssl rand -hex 32`";
+    if let Some(path) = &args.hash_key_file {
+        let shown = path.display();
+        let text = zeroize::Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the hash key file {shown}: {e}"))?,
+        );
+        let text = std::str::from_utf8(&text).map_err(|_| {
+            format!("the hash key file {shown} is not text: it must hold 64 hex characters; {HOW}")
+        })?;
+        return HashKey::from_hex(text).map(Some).map_err(|e| {
+            format!("the hash key file {shown} does not hold a hash key: {e}; {HOW}")
+        });
+    }
+    match std::env::var_os("APITOKEN_HASH_KEY") {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => {
+            let value = zeroize::Zeroizing::new(value.into_string().map_err(|_| {
+                format!("APITOKEN_HASH_KEY is not a hash key: it must be 64 hex characters; {HOW}")
+            })?);
+            HashKey::from_hex(&value)
+                .map(Some)
+                .map_err(|e| format!("APITOKEN_HASH_KEY is not a hash key: {e}; {HOW}"))
+        }
+    }
+}
+
+async fn open_sqlite(
+    path: &Path,
+    missing: Missing,
+    fingerprint: &str,
+) -> Result<SqliteStore, String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!(
+            "{shown} is a directory: --db names the database file, e.g. --db {}",
+            path.join("apitoken.db").display()
+        ));
+    }
+    if let Missing::Refuse(hint) = missing
+        && !path.exists()
+    {
+        return Err(format!("no database at {shown}: {hint}"));
+    }
+    let store = SqliteStore::open(path).await.map_err(|e| {
+        format!(
+            "cannot open the SQLite database {shown} ({}): check the path and its permissions, or choose another file with --db",
+            cause(&e)
+        )
+    })?;
+    let what = format!("the SQLite database {shown}");
+    prepare(&what, fingerprint, async {
+        store.migrate().await?;
+        store.bind_hash_key(fingerprint).await
+    })
+    .await?;
+    Ok(store)
+}
+
+async fn open_postgres(url: &str, fingerprint: &str) -> Result<PostgresStore, String> {
+    let store = PostgresStore::connect(url).await.map_err(|e| {
+        format!(
+            "cannot connect to PostgreSQL ({}): check --database-url (or DATABASE_URL) and that the server is running",
+            cause(&e)
+        )
+    })?;
+    prepare("the PostgreSQL database", fingerprint, async {
+        store.migrate().await?;
+        store.bind_hash_key(fingerprint).await
+    })
+    .await?;
+    Ok(store)
+}
+
+async fn prepare(
+    what: &str,
+    given: &str,
+    steps: impl Future<Output = Result<(), StoreError>>,
+) -> Result<(), String> {
+    steps.await.map_err(|e| match e {
+        StoreError::HashKeyMismatch { stored, given: _ } => key_mismatch(&stored, given),
+        other => format!("cannot prepare {what}: {other}"),
+    })
+}
+
+/// The driver's own words for a failure to connect, without the store's generic advice.
+fn cause(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable { source } | StoreError::Backend { source } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// What to say when the database was created with another hash key.
+fn key_mismatch(stored: &str, given: &str) -> String {
+    if stored == "unkeyed" {
+        format!(
+            "this database was created without a hash key, but a key with fingerprint {given} was given: unset APITOKEN_HASH_KEY and drop --hash-key-file to open it"
+        )
+    } else if given == "unkeyed" {
+        format!(
+            "this database was created with hash key fingerprint {stored}, but no key was given: set the original APITOKEN_HASH_KEY or pass --hash-key-file"
+        )
+    } else {
+        format!(
+            "this database was created with hash key fingerprint {stored}; the key given has fingerprint {given}: use the original APITOKEN_HASH_KEY (or --hash-key-file)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, db: Source, database_url: Source) -> StorageArgs {
+        StorageArgs {
+            db: PathBuf::from("t.db"),
+            database_url: url.map(str::to_owned),
+            hash_key_file: None,
+            sources: Sources { db, database_url },
+        }
+    }
+
+    fn is_postgres(args: &StorageArgs) -> Result<bool, String> {
+        backend(args).map(|b| matches!(b, Backend::Postgres(_)))
+    }
+
+    #[test]
+    fn the_command_line_beats_the_environment() {
+        let url = Some("postgres://h/db");
+        use Source::*;
+        assert_eq!(is_postgres(&args(None, CommandLine, Unset)), Ok(false));
+        assert_eq!(is_postgres(&args(url, Unset, CommandLine)), Ok(true));
+        assert_eq!(is_postgres(&args(url, Unset, Environment)), Ok(true));
+        assert_eq!(is_postgres(&args(url, CommandLine, Environment)), Ok(false));
+        assert_eq!(is_postgres(&args(url, Environment, CommandLine)), Ok(true));
+        assert!(is_postgres(&args(url, CommandLine, CommandLine)).is_err());
+        assert!(is_postgres(&args(url, Environment, Environment)).is_err());
+        assert_eq!(
+            is_postgres(&args(Some("  "), Unset, CommandLine)),
+            Ok(false)
+        );
+        let err = is_postgres(&args(Some("mysql://h/db"), Unset, Environment)).unwrap_err();
+        assert!(
+            err.starts_with("DATABASE_URL must be a postgres://"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_mismatch_says_which_key_to_use() {
+        assert!(key_mismatch("unkeyed", "key:ab").contains("unset APITOKEN_HASH_KEY"));
+        assert!(key_mismatch("key:ab", "unkeyed").contains("no key was given"));
+        assert!(key_mismatch("key:ab", "key:cd").contains("use the original APITOKEN_HASH_KEY"));
+    }
+}
