@@ -132,7 +132,7 @@ impl Handle {
     /// database file and removes it, so that the file alone holds every token.
     pub async fn close(self) {
         match self {
-            Handle::Sqlite(store) => store.pool().close().await,
+            Handle::Sqlite(store) => store.close().await,
             Handle::Postgres(store) => store.pool().close().await,
         }
     }
