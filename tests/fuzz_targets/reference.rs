@@ -1,0 +1,126 @@
+//! The library's rules restated as simply as possible, to check its fast paths against.
+
+use apitoken::{Alphabet, TokenFormat};
+
+/// The digits of an alphabet, written out independently of the library.
+pub(crate) fn digits(alphabet: Alphabet) -> &'static [u8; 62] {
+    match alphabet {
+        Alphabet::Dynamic => b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        Alphabet::GitHub => b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+        other => panic!("no reference digits for {other:?}: add them here"),
+    }
+}
+
+/// CRC-32 (zlib), bit by bit.
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The checksum of a random part: CRC-32 in base 62, 6 digits.
+pub(crate) fn checksum(random: &[u8], alphabet: Alphabet) -> [u8; 6] {
+    let digits = digits(alphabet);
+    let mut n = crc32(random);
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = digits[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// Whether `s` is a token of `format`: `{prefix}_`, then exactly `body_len` ASCII letters
+/// and digits whose last 6 are the checksum of the rest.
+pub(crate) fn is_token(format: &TokenFormat, s: &[u8]) -> bool {
+    let Some(body) = s
+        .strip_prefix(format.prefix().as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"_"))
+    else {
+        return false;
+    };
+    if body.len() != format.random_len() + 6 || !body.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let (random, found) = body.split_at(format.random_len());
+    checksum(random, format.alphabet()) == found
+}
+
+/// Whether `s` is a token of some format: a prefix of 1 to 16 letters and digits starting
+/// with a letter, `_`, 22 to 64 random letters and digits and a checksum in either order.
+pub(crate) fn is_token_of_any_format(s: &str) -> bool {
+    let Some((prefix, body)) = s.split_once('_') else {
+        return false;
+    };
+    let prefix_ok = (1..=16).contains(&prefix.len())
+        && prefix.as_bytes()[0].is_ascii_alphabetic()
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric());
+    let Some(random_len) = body.len().checked_sub(6) else {
+        return false;
+    };
+    if !prefix_ok || !(22..=64).contains(&random_len) {
+        return false;
+    }
+    [Alphabet::Dynamic, Alphabet::GitHub]
+        .into_iter()
+        .any(|alphabet| {
+            let format = TokenFormat::new(prefix, alphabet, random_len).expect("checked above");
+            is_token(&format, s.as_bytes())
+        })
+}
+
+/// The random part of a token of `format` (which must be one).
+pub(crate) fn random_part<'a>(format: &TokenFormat, token: &'a str) -> &'a str {
+    let start = format.prefix().len() + 1;
+    &token[start..start + format.random_len()]
+}
+
+/// What `Authorization` handling leaves of a presented value: surrounding whitespace is
+/// ignored, and one leading `Bearer` (any case) followed by ASCII whitespace.
+pub(crate) fn strip_bearer(presented: &str) -> &str {
+    let s = presented.trim();
+    if let (Some(scheme), Some(rest)) = (s.get(..6), s.get(6..))
+        && scheme.eq_ignore_ascii_case("bearer")
+        && rest.starts_with(|c: char| c.is_ascii_whitespace())
+    {
+        return rest.trim_start();
+    }
+    s
+}
+
+/// Whether a note character is refused: controls, line separators, bidi formatting.
+pub(crate) fn is_forbidden_in_note(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Whether `s` is a well-formed scope: 1 to 100 bytes, dot-separated non-empty segments
+/// of ASCII letters, digits, `_` and `-`.
+pub(crate) fn is_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.split('.').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
