@@ -426,6 +426,11 @@ impl<S: TokenStore> TokenIssuer<S> {
             .expires_at
             .map(|at| at.signed_duration_since(old.created_at));
         let expires_at = lifetime.map(|d| add_saturating(now, d));
+        // Only after the clock moved backwards can a lifetime be negative; a successor
+        // born expired would be useless.
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(Error::NotLive { id });
+        }
         let (raw, successor) = self.mint(
             environment,
             old.created_by,

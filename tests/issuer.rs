@@ -750,3 +750,33 @@ async fn the_default_issuer_generates_distinct_tokens() {
         issuer.authenticate(t.raw.expose_secret()).await.unwrap();
     }
 }
+
+/// Found by the stateful fuzz target: after the clock moved back before a token's
+/// creation, a rotation can leave it with an expiry earlier than its creation; rotating it
+/// again must not issue a successor that is born expired.
+#[tokio::test]
+async fn rotation_never_issues_a_successor_born_expired() {
+    let s = setup();
+    let old = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request("x", []).expires_at(start() + TimeDelta::hours(1)),
+        )
+        .await
+        .unwrap();
+    s.clock.set(start() - TimeDelta::hours(2));
+    let first = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(first.token.expires_at.unwrap() > start() - TimeDelta::hours(2));
+    let err = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotLive { .. }), "{err:?}");
+}
