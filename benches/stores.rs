@@ -16,7 +16,7 @@
 //! Stores:
 //! - `MemoryStore`, the baseline (no I/O);
 //! - `SqliteStore` on a temporary file, as `SqliteStore::open` configures it (WAL,
-//!   `synchronous = FULL`, pool of 4), deleted at the end;
+//!   `synchronous = FULL`, 4 reader connections and 1 writer), deleted at the end;
 //! - `PostgresStore` at `APITOKEN_BENCH_POSTGRES_URL`, else `APITOKEN_TEST_POSTGRES_URL`,
 //!   else `postgres://postgres@127.0.0.1:5432/test`, pooled as `PostgresStore::connect`
 //!   configures it, in a schema `apitoken_bench_…` created for the run and dropped at the
@@ -517,7 +517,7 @@ async fn bench_sqlite(
             .await
             .map_err(|e| format!("reading the SQLite version: {e}"))?;
         notes.push(format!(
-            "SQLite {version} (bundled), file in {}, WAL, synchronous = FULL, pool of 4.",
+            "SQLite {version} (bundled), file in {}, WAL, synchronous = FULL, 4 readers and 1 writer.",
             std::env::temp_dir().display()
         ));
         bench_store("SQLite (file, WAL)", store.clone(), config, template, notes).await
