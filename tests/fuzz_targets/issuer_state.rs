@@ -475,6 +475,15 @@ impl World {
                 matches!(result, Err(Error::NotLive { id }) if id == old_id),
                 "rotated a token that is not live: {result:?}"
             );
+        } else if old
+            .expires_at
+            .is_some_and(|at| self.now + (at - old.created_at) <= self.now)
+        {
+            // Only after the clock moved back: the successor would be born expired.
+            assert!(
+                matches!(result, Err(Error::NotLive { id }) if id == old_id),
+                "rotated into a successor born expired: {result:?}"
+            );
         } else if self.live_in(env, Some(old_id)) >= self.limit {
             assert!(
                 matches!(result, Err(Error::TooManyTokens { .. })),
