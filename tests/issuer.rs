@@ -2,57 +2,19 @@
 
 use apitoken::{
     Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore, Note,
-    Page, PageRequest, Rotation, Scope, ScopeCatalog, Scopes, StoreError, StoredToken, Token,
-    TokenHash, TokenId, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE, UserId,
+    PageRequest, Scope, ScopeCatalog, Scopes, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE,
+    UserId,
 };
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+use support::Counting;
 use uuid::Uuid;
 
-/// A `MemoryStore` that counts the calls the issuer makes.
-#[derive(Debug, Default)]
-struct Counting {
-    inner: MemoryStore,
-    finds: AtomicUsize,
-    last_use_writes: AtomicUsize,
-}
-
-#[async_trait]
-impl TokenStore for Counting {
-    async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
-        self.inner.insert(t, max).await
-    }
-    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
-        self.finds.fetch_add(1, Ordering::SeqCst);
-        self.inner.find_by_hash(hash).await
-    }
-    async fn get(&self, env: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
-        self.inner.get(env, id).await
-    }
-    async fn list(&self, env: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
-        self.inner.list(env, page).await
-    }
-    async fn revoke(
-        &self,
-        env: EnvironmentId,
-        id: TokenId,
-        at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
-        self.inner.revoke(env, id, at).await
-    }
-    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
-        self.inner.rotate(rotation).await
-    }
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.last_use_writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.record_last_use(id, at).await
-    }
-}
+mod support;
 
 fn start() -> DateTime<Utc> {
     "2026-03-01T12:00:00.123456Z".parse().unwrap()

@@ -2,9 +2,16 @@
 //! connection to the database.
 #![allow(dead_code, clippy::print_stderr)] // the skip notice must be loud
 
-use std::future::Future;
+use apitoken::{
+    EnvironmentId, MemoryStore, Page, PageRequest, Rotation, StoreError, StoredToken, Token,
+    TokenHash, TokenId, TokenStore,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -71,10 +78,11 @@ impl Drop for TempDb {
 }
 
 /// Runs `body` and then `cleanup`, even when `body` panics (the panic is then resumed).
+#[cfg(feature = "conformance")]
 pub(crate) async fn with_cleanup<B, C>(body: B, cleanup: C)
 where
-    B: Future<Output = ()>,
-    C: Future<Output = ()>,
+    B: std::future::Future<Output = ()>,
+    C: std::future::Future<Output = ()>,
 {
     use futures_util::FutureExt;
     let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
@@ -144,5 +152,45 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
+    }
+}
+
+/// A `MemoryStore` that counts the calls an issuer makes: look-ups and last-use writes.
+#[derive(Debug, Default)]
+pub(crate) struct Counting {
+    pub(crate) inner: MemoryStore,
+    pub(crate) finds: AtomicUsize,
+    pub(crate) last_use_writes: AtomicUsize,
+}
+
+#[async_trait]
+impl TokenStore for Counting {
+    async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
+        self.inner.insert(t, max).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        self.finds.fetch_add(1, AtomicOrdering::SeqCst);
+        self.inner.find_by_hash(hash).await
+    }
+    async fn get(&self, env: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
+        self.inner.get(env, id).await
+    }
+    async fn list(&self, env: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
+        self.inner.list(env, page).await
+    }
+    async fn revoke(
+        &self,
+        env: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        self.inner.revoke(env, id, at).await
+    }
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        self.inner.rotate(rotation).await
+    }
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.last_use_writes.fetch_add(1, AtomicOrdering::SeqCst);
+        self.inner.record_last_use(id, at).await
     }
 }
