@@ -24,7 +24,7 @@
 //! (5 s by default) with [`StoreError::Unavailable`]; broken connections are tested and
 //! replaced before use, so the store recovers by itself when the server is back.
 
-use super::sql::{self, COLUMNS, Dialect, TokenRow};
+use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -148,15 +148,8 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        let found = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
-        let found = found
-            .map_or(Ok(0), |v| v.parse::<i64>())
-            .map_err(|e| StoreError::Corrupt {
-                message: "apitoken_meta.schema_version is not a number".to_owned(),
-                source: Some(Box::new(e)),
-            })?;
-        let current = sql::check_schema_version(found, MIGRATIONS.len())?;
-        for migration in MIGRATIONS.iter().skip(current) {
+        let version = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
+        for migration in sql::pending(version, MIGRATIONS)? {
             sqlx::raw_sql(*migration)
                 .execute(&mut *tx)
                 .await
@@ -251,11 +244,21 @@ async fn fetch_token(
     id: TokenId,
     for_update: bool,
 ) -> Result<Option<Token>, StoreError> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    let query = format!(
-        "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = $1 AND id = $2{lock}"
+    const SELECT: &str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2"
     );
-    sqlx::query(sqlx::AssertSqlSafe(query))
+    let query = if for_update {
+        concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2 FOR UPDATE"
+        )
+    } else {
+        SELECT
+    };
+    sqlx::query(query)
         .bind(environment.as_uuid())
         .bind(id.as_uuid())
         .fetch_optional(&mut *conn)
@@ -351,8 +354,12 @@ impl TokenStore for PostgresStore {
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
-        let query = format!("SELECT {COLUMNS} FROM apitoken_tokens WHERE hash = $1");
-        sqlx::query(sqlx::AssertSqlSafe(query))
+        let query = concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE hash = $1"
+        );
+        sqlx::query(query)
             .bind(hash.as_bytes().as_slice())
             .fetch_optional(&self.pool)
             .await
@@ -379,22 +386,26 @@ impl TokenStore for PostgresStore {
         // One row more than asked tells whether another page follows.
         let rows = match page.after {
             None => {
-                let query = format!(
-                    "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = $1 \
+                let query = concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM apitoken_tokens WHERE environment_id = $1 \
                      ORDER BY created_at, id LIMIT $2"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(query))
+                sqlx::query(query)
                     .bind(environment.as_uuid())
                     .bind(i64::from(limit) + 1)
                     .fetch_all(&self.pool)
                     .await
             }
             Some(after) => {
-                let query = format!(
-                    "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = $1 \
+                let query = concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM apitoken_tokens WHERE environment_id = $1 \
                      AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(query))
+                sqlx::query(query)
                     .bind(environment.as_uuid())
                     .bind(after.created_at)
                     .bind(after.id.as_uuid())
@@ -417,11 +428,12 @@ impl TokenStore for PostgresStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        let query = format!(
+        let query = concat!(
             "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
-             WHERE environment_id = $2 AND id = $3 RETURNING {COLUMNS}"
+             WHERE environment_id = $2 AND id = $3 RETURNING ",
+            token_columns!()
         );
-        sqlx::query(sqlx::AssertSqlSafe(query))
+        sqlx::query(query)
             .bind(at)
             .bind(environment.as_uuid())
             .bind(id.as_uuid())
@@ -454,11 +466,12 @@ impl TokenStore for PostgresStore {
         }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;
-        let query = format!(
+        let query = concat!(
             "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1) \
-             WHERE environment_id = $2 AND id = $3 RETURNING {COLUMNS}"
+             WHERE environment_id = $2 AND id = $3 RETURNING ",
+            token_columns!()
         );
-        let updated = sqlx::query(sqlx::AssertSqlSafe(query))
+        let updated = sqlx::query(query)
             .bind(predecessor_expires_at)
             .bind(environment.as_uuid())
             .bind(predecessor.as_uuid())

@@ -9,10 +9,16 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The columns every query returns, in this order.
-pub(crate) const COLUMNS: &str = "id, environment_id, checksum, created_by_id, created_by_alias, \
-     created_by_first_name, created_by_last_name, created_by_email, created_at, active, note, \
-     scopes, expires_at, last_used_at, revoked_at";
+/// The columns every query returns, in this order, as a literal for `concat!`: the
+/// queries are then `&'static str`, built at compile time rather than on every call.
+macro_rules! token_columns {
+    () => {
+        "id, environment_id, checksum, created_by_id, created_by_alias, \
+         created_by_first_name, created_by_last_name, created_by_email, created_at, active, \
+         note, scopes, expires_at, last_used_at, revoked_at"
+    };
+}
+pub(crate) use token_columns;
 
 /// The schema version this library writes; see each store's `MIGRATIONS`.
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
@@ -151,14 +157,25 @@ fn is_unavailable_code(code: Option<&str>, dialect: Dialect) -> bool {
     }
 }
 
-pub(crate) fn check_schema_version(found: i64, supported: usize) -> Result<usize, StoreError> {
-    match usize::try_from(found) {
-        Ok(v) if v <= supported => Ok(v),
-        _ => Err(StoreError::SchemaTooNew {
+/// The migrations still to run on a database at the recorded `version` (absent: none
+/// has run), or why it cannot be migrated.
+pub(crate) fn pending<'a>(
+    version: Option<String>,
+    migrations: &'a [&'a str],
+) -> Result<&'a [&'a str], StoreError> {
+    let found = version
+        .map_or(Ok(0), |v| v.parse::<i64>())
+        .map_err(|e| StoreError::Corrupt {
+            message: "apitoken_meta.schema_version is not a number".to_owned(),
+            source: Some(Box::new(e)),
+        })?;
+    usize::try_from(found)
+        .ok()
+        .and_then(|done| migrations.get(done..))
+        .ok_or(StoreError::SchemaTooNew {
             found,
-            supported: supported as i64,
-        }),
-    }
+            supported: migrations.len() as i64,
+        })
 }
 
 pub(crate) fn check_hash_key(stored: Option<String>, given: &str) -> Result<bool, StoreError> {

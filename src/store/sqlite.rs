@@ -19,7 +19,7 @@
 //! `(environment_id, id)` and `(environment_id, created_at, id)`. [`SqliteStore::migrate`]
 //! creates or upgrades it.
 
-use super::sql::{self, COLUMNS, Dialect, TokenRow};
+use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -174,15 +174,8 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        let found: Option<String> = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
-        let found = found
-            .map_or(Ok(0), |v| v.parse::<i64>())
-            .map_err(|e| StoreError::Corrupt {
-                message: "apitoken_meta.schema_version is not a number".to_owned(),
-                source: Some(Box::new(e)),
-            })?;
-        let current = sql::check_schema_version(found, MIGRATIONS.len())?;
-        for migration in MIGRATIONS.iter().skip(current) {
+        let version = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
+        for migration in sql::pending(version, MIGRATIONS)? {
             sqlx::raw_sql(*migration)
                 .execute(&mut *tx)
                 .await
@@ -234,9 +227,12 @@ impl SqliteStore {
         environment: EnvironmentId,
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
-        let query =
-            format!("SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = ? AND id = ?");
-        sqlx::query(sqlx::AssertSqlSafe(query))
+        let query = concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE environment_id = ? AND id = ?"
+        );
+        sqlx::query(query)
             .bind(environment.as_uuid())
             .bind(id.as_uuid())
             .fetch_optional(&mut *conn)
@@ -393,8 +389,12 @@ impl TokenStore for SqliteStore {
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
-        let query = format!("SELECT {COLUMNS} FROM apitoken_tokens WHERE hash = ?");
-        sqlx::query(sqlx::AssertSqlSafe(query))
+        let query = concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE hash = ?"
+        );
+        sqlx::query(query)
             .bind(hash.as_bytes().as_slice())
             .fetch_optional(&self.pool)
             .await
@@ -423,12 +423,14 @@ impl TokenStore for SqliteStore {
             None => (i64::MIN, None),
         };
         // One row more than asked tells whether another page follows.
-        let query = format!(
-            "SELECT {COLUMNS} FROM apitoken_tokens WHERE environment_id = ? \
+        let query = concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE environment_id = ? \
              AND (created_at > ? OR (created_at = ? AND id > ?) OR ? IS NULL) \
              ORDER BY created_at, id LIMIT ?"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+        let rows = sqlx::query(query)
             .bind(environment.as_uuid())
             .bind(after_time)
             .bind(after_time)
@@ -451,11 +453,12 @@ impl TokenStore for SqliteStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        let query = format!(
+        let query = concat!(
             "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
-             WHERE environment_id = ? AND id = ? RETURNING {COLUMNS}"
+             WHERE environment_id = ? AND id = ? RETURNING ",
+            token_columns!()
         );
-        sqlx::query(sqlx::AssertSqlSafe(query))
+        sqlx::query(query)
             .bind(micros(at))
             .bind(environment.as_uuid())
             .bind(id.as_uuid())
@@ -492,11 +495,12 @@ impl TokenStore for SqliteStore {
         }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;
-        let query = format!(
+        let query = concat!(
             "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1) \
-             WHERE environment_id = ?2 AND id = ?3 RETURNING {COLUMNS}"
+             WHERE environment_id = ?2 AND id = ?3 RETURNING ",
+            token_columns!()
         );
-        let updated = sqlx::query(sqlx::AssertSqlSafe(query))
+        let updated = sqlx::query(query)
             .bind(micros(predecessor_expires_at))
             .bind(environment.as_uuid())
             .bind(predecessor.as_uuid())
