@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::format::TokenFormat;
-use crate::hash::TokenHasher;
+use crate::hash::{TokenHash, TokenHasher};
 use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{REFERENCE_SCOPES, Scope, Scopes};
@@ -106,6 +106,7 @@ pub async fn insert_find_and_get(store: &dyn TokenStore) {
         Some(Credential::from(&stored.token)),
         "find_credential agrees with find_by_hash"
     );
+    assert_now_agrees(store, &stored.hash).await;
     let got = store.get(env, stored.token.id).await.unwrap();
     assert_eq!(got.as_ref(), Some(&stored.token), "get returns the record");
 }
@@ -116,6 +117,7 @@ pub async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
     let ghost = sample_token(env, base_time());
     assert!(store.find_by_hash(&ghost.hash).await.unwrap().is_none());
     assert!(store.find_credential(&ghost.hash).await.unwrap().is_none());
+    assert_now_agrees(store, &ghost.hash).await;
     assert!(store.get(env, ghost.token.id).await.unwrap().is_none());
     let page = store.list(env, PageRequest::first(10)).await.unwrap();
     assert!(
@@ -301,6 +303,18 @@ pub async fn revoked_token_is_never_found_active(store: &dyn TokenStore) {
         assert!(
             !found.unwrap().unwrap().active,
             "credential active after revoke returned"
+        );
+    }
+    assert_now_agrees(store, &stored.hash).await;
+}
+
+/// Where the store answers `find_credential_now`, the answer is `find_credential`'s.
+async fn assert_now_agrees(store: &dyn TokenStore, hash: &TokenHash) {
+    if let Some(now) = store.find_credential_now(hash) {
+        let later = store.find_credential(hash).await.unwrap();
+        assert_eq!(
+            now, later,
+            "find_credential_now agrees with find_credential"
         );
     }
 }

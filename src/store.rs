@@ -70,6 +70,16 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         Ok(self.find_by_hash(hash).await?.map(Credential::from))
     }
 
+    /// Answers [`find_credential`](Self::find_credential) without waiting, when the store
+    /// holds the answer in memory: `Some(found)` is the answer, `None` means "call
+    /// `find_credential`". Authentication tries it first, which spares the in-memory store
+    /// and cache hits a boxed future per request. When it answers, the answer must be the
+    /// one `find_credential` would give. The default never answers.
+    fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
+        let _ = hash;
+        None
+    }
+
     /// The record with this id in this environment.
     async fn get(
         &self,
@@ -308,6 +318,9 @@ macro_rules! forward_store {
             }
             async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
                 (**self).find_credential(hash).await
+            }
+            fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
+                (**self).find_credential_now(hash)
             }
             async fn get(&self, environment: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
                 (**self).get(environment, id).await

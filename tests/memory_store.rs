@@ -79,3 +79,84 @@ async fn revocation_is_seen_by_every_thread_at_once() {
         }
     }
 }
+
+/// A store whose `find_credential_now` claims every hash is unknown: the suite must notice.
+#[derive(Debug, Default)]
+struct Forgetful(MemoryStore);
+
+#[async_trait::async_trait]
+impl TokenStore for Forgetful {
+    async fn insert(
+        &self,
+        t: apitoken::StoredToken,
+        max: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        self.0.insert(t, max).await
+    }
+    async fn find_by_hash(
+        &self,
+        hash: &apitoken::TokenHash,
+    ) -> Result<Option<apitoken::Token>, StoreError> {
+        self.0.find_by_hash(hash).await
+    }
+    fn find_credential_now(&self, _: &apitoken::TokenHash) -> Option<Option<apitoken::Credential>> {
+        Some(None)
+    }
+    async fn get(
+        &self,
+        env: apitoken::EnvironmentId,
+        id: apitoken::TokenId,
+    ) -> Result<Option<apitoken::Token>, StoreError> {
+        self.0.get(env, id).await
+    }
+    async fn list(
+        &self,
+        env: apitoken::EnvironmentId,
+        page: apitoken::PageRequest,
+    ) -> Result<apitoken::Page, StoreError> {
+        self.0.list(env, page).await
+    }
+    async fn revoke(
+        &self,
+        env: apitoken::EnvironmentId,
+        id: apitoken::TokenId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<apitoken::Token, StoreError> {
+        self.0.revoke(env, id, at).await
+    }
+    async fn rotate(&self, rotation: apitoken::Rotation) -> Result<apitoken::Token, StoreError> {
+        self.0.rotate(rotation).await
+    }
+    async fn record_last_use(
+        &self,
+        id: apitoken::TokenId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.0.record_last_use(id, at).await
+    }
+}
+
+#[tokio::test]
+async fn the_suite_catches_a_fast_path_that_disagrees() {
+    let outcome = tokio::spawn(async {
+        conformance::insert_find_and_get(&Forgetful::default()).await;
+    })
+    .await;
+    assert!(
+        outcome.is_err_and(|e| e.is_panic()),
+        "a find_credential_now that disagrees with find_credential must fail the suite"
+    );
+}
+
+/// The in-memory store answers authentication without a future, and agrees with itself.
+#[tokio::test]
+async fn memory_store_answers_credentials_at_once() {
+    let store = MemoryStore::new();
+    let t = sample_token(new_environment(), base_time());
+    assert_eq!(store.find_credential_now(&t.hash), Some(None));
+    store.insert(t.clone(), None).await.unwrap();
+    assert_eq!(
+        store.find_credential_now(&t.hash),
+        Some(Some(apitoken::Credential::from(&t.token)))
+    );
+}

@@ -253,16 +253,21 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
     }
 
     async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        let now = self.clock.now();
-        if let Some(entry) = lock(self.shard(hash)).entries.get(hash)
-            && entry.fresh_until > now
-        {
-            return Ok(entry.token.as_ref().map(Credential::from));
+        if let Some(found) = self.find_credential_now(hash) {
+            return Ok(found);
         }
+        let now = self.clock.now();
         let found = self.inner.find_by_hash(hash).await?;
         let credential = found.as_ref().map(Credential::from);
         self.remember(*hash, found, now);
         Ok(credential)
+    }
+
+    fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
+        let now = self.clock.now();
+        let shard = lock(self.shard(hash));
+        let entry = shard.entries.get(hash)?;
+        (entry.fresh_until > now).then(|| entry.token.as_ref().map(Credential::from))
     }
 
     async fn get(

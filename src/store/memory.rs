@@ -1,42 +1,246 @@
 //! [`MemoryStore`]: the embedded default store, in process memory.
 
 use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
+use crate::format::Checksum;
 use crate::hash::TokenHash;
 use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId};
+use crate::note::Note;
 use crate::scope::Scopes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use core::hash::{BuildHasherDefault, Hasher};
+use core::fmt;
+use core::hash::Hasher;
 use core::num::NonZeroU32;
 use core::ops::Bound;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Keeps tokens in memory: for tests, single-process services and as the reference
 /// implementation of the [`TokenStore`] contract. Nothing survives the process.
 ///
-/// Safe to share between threads (one reader-writer lock; look-ups only read). Look-up by
-/// hash is one hash-map probe.
+/// Safe to share between threads (one reader-writer lock; look-ups only read).
+///
+/// Built for the authentication look-up, which every request makes: a compact index
+/// (8 bytes a slot) leads to one 128-byte, cache-line-aligned record holding the hash
+/// and everything authentication reads, so a look-up among millions of tokens costs one
+/// index probe and one record fetch. The note, checksum and creation time live apart.
 ///
 /// ```
 /// use apitoken::{MemoryStore, TokenIssuer};
 ///
 /// let issuer = TokenIssuer::new(MemoryStore::new());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
 }
 
-#[derive(Debug, Default)]
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A million records are no use in a log line.
+        f.debug_struct("MemoryStore")
+            .field("tokens", &self.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
-    by_hash: HashMap<TokenHash, Token, BuildHasherDefault<HashPrefix>>,
-    ids: HashMap<TokenId, TokenHash>,
-    by_env: HashMap<EnvironmentId, BTreeSet<Cursor>>,
+    table: Table,
+    cold: ColdRecords,
+    ids: HashMap<TokenId, Slot>,
+    /// Each environment's tokens in creation order (the listing order).
+    by_env: HashMap<EnvironmentId, BTreeMap<Cursor, Slot>>,
     /// Creators and scope sets are shared by many tokens: each distinct one is kept once.
     creators: HashSet<Arc<Creator>>,
     scope_sets: HashSet<Scopes>,
+}
+
+/// A record's permanent number (records are never removed): its place among the cold
+/// parts, in `ids` and in `by_env`. Below 2³¹.
+type Slot = u32;
+
+/// What authentication reads, in two aligned cache lines: the hash it is compared
+/// against, then the credential, flattened so that it fits.
+#[derive(Clone, Debug)]
+#[repr(C, align(64))]
+struct Hot {
+    hash: TokenHash,
+    id: TokenId,
+    environment: EnvironmentId,
+    scopes: Scopes,
+    created_by: Arc<Creator>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    /// The slot, and `active` in the top bit.
+    slot_active: u32,
+}
+
+const ACTIVE: u32 = 1 << 31;
+
+impl Hot {
+    fn slot(&self) -> Slot {
+        self.slot_active & !ACTIVE
+    }
+
+    fn active(&self) -> bool {
+        self.slot_active & ACTIVE != 0
+    }
+
+    fn set_active(&mut self, active: bool) {
+        self.slot_active = self.slot() | if active { ACTIVE } else { 0 };
+    }
+
+    fn is_live_at(&self, now: DateTime<Utc>) -> bool {
+        self.active() && self.expires_at.is_none_or(|at| at > now)
+    }
+
+    fn credential(&self) -> Credential {
+        Credential {
+            id: self.id,
+            environment: self.environment,
+            scopes: self.scopes.clone(),
+            created_by: self.created_by.clone(),
+            active: self.active(),
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+
+    fn token(&self, cold: &Cold) -> Token {
+        Token {
+            id: self.id,
+            checksum: cold.checksum,
+            created_by: self.created_by.clone(),
+            created_at: cold.created_at,
+            active: self.active(),
+            note: cold.note.clone(),
+            environment: self.environment,
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+}
+
+/// The records by hash, directly: open addressing with linear probing over [`Hot`]
+/// records, at most 80% full, the home position taken from the hash's first bytes (a
+/// token hash is already uniformly random). A look-up fetches the two cache lines at
+/// the home position and usually stops there: one memory access where a hash index in
+/// front of the records would cost two in a row. Records only move when the table grows.
+#[derive(Default)]
+struct Table {
+    entries: Vec<Option<Hot>>,
+    len: usize,
+}
+
+impl Table {
+    fn home(hash: &TokenHash, mask: usize) -> usize {
+        let [a, b, c, d, e, f, g, h, ..] = *hash.as_bytes();
+        u64::from_le_bytes([a, b, c, d, e, f, g, h]) as usize & mask
+    }
+
+    /// The position of the record with this hash.
+    fn find(&self, hash: &TokenHash) -> Option<usize> {
+        let mask = self.entries.len().checked_sub(1)?;
+        let mut at = Table::home(hash, mask);
+        loop {
+            let hot = self.entries.get(at)?.as_ref()?;
+            if hot.hash == *hash {
+                return Some(at);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn get(&self, at: usize) -> Option<&Hot> {
+        self.entries.get(at)?.as_ref()
+    }
+
+    fn get_mut(&mut self, at: usize) -> Option<&mut Hot> {
+        self.entries.get_mut(at)?.as_mut()
+    }
+
+    /// Adds a record whose hash is absent; tells `cold` where every moved record is now.
+    fn insert(&mut self, hot: Hot, cold: &mut ColdRecords) {
+        if (self.len + 1) * 5 > self.entries.len() * 4 {
+            let size = (self.entries.len() * 2).max(64);
+            let old = core::mem::take(&mut self.entries);
+            self.entries.resize_with(size, || None);
+            for hot in old.into_iter().flatten() {
+                let slot = hot.slot();
+                let at = self.place(hot);
+                cold.set_position(slot, at);
+            }
+        }
+        let slot = hot.slot();
+        let at = self.place(hot);
+        cold.set_position(slot, at);
+        self.len += 1;
+    }
+
+    fn place(&mut self, hot: Hot) -> usize {
+        let mask = self.entries.len() - 1;
+        let mut at = Table::home(&hot.hash, mask);
+        while self.entries.get(at).is_some_and(Option::is_some) {
+            at = (at + 1) & mask;
+        }
+        if let Some(entry) = self.entries.get_mut(at) {
+            *entry = Some(hot);
+        }
+        at
+    }
+}
+
+/// The rest of a record, and where its hot part is in the table.
+#[derive(Clone, Debug)]
+struct Cold {
+    position: u32,
+    checksum: Checksum,
+    created_at: DateTime<Utc>,
+    note: Note,
+}
+
+/// Cold parts by slot, in fixed-size chunks: growing never moves or over-allocates them.
+#[derive(Default)]
+struct ColdRecords {
+    chunks: Vec<Vec<Cold>>,
+    len: usize,
+}
+
+const CHUNK: usize = 4096;
+
+impl ColdRecords {
+    fn get(&self, slot: Slot) -> Option<&Cold> {
+        let slot = slot as usize;
+        self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)
+    }
+
+    fn set_position(&mut self, slot: Slot, at: usize) {
+        let slot = slot as usize;
+        if let Some(cold) = self
+            .chunks
+            .get_mut(slot / CHUNK)
+            .and_then(|chunk| chunk.get_mut(slot % CHUNK))
+        {
+            cold.position = at as u32;
+        }
+    }
+
+    /// Appends a cold part; its slot, or `None` when 2³¹ − 1 are taken.
+    fn push(&mut self, cold: Cold) -> Option<Slot> {
+        let slot = Slot::try_from(self.len).ok().filter(|s| *s < ACTIVE - 1)?;
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks.last_mut()?.push(cold);
+        self.len += 1;
+        Some(slot)
+    }
 }
 
 /// A token hash is already uniformly random, and only the issuer chooses which hashes are
@@ -64,7 +268,7 @@ impl MemoryStore {
 
     /// How many tokens it holds, revoked and expired included.
     pub fn len(&self) -> usize {
-        self.read().by_hash.len()
+        self.read().table.len
     }
 
     /// True when it holds no token.
@@ -84,15 +288,24 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn token(&self, environment: EnvironmentId, id: TokenId) -> Option<&Token> {
-        let token = self.by_hash.get(self.ids.get(&id)?)?;
-        (token.environment == environment).then_some(token)
+    /// The table position of token `id` of `environment`.
+    fn position(&self, environment: EnvironmentId, id: TokenId) -> Option<usize> {
+        let cold = self.cold.get(*self.ids.get(&id)?)?;
+        let at = cold.position as usize;
+        (self.table.get(at)?.environment == environment).then_some(at)
     }
 
-    fn token_mut(&mut self, environment: EnvironmentId, id: TokenId) -> Option<&mut Token> {
-        let hash = self.ids.get(&id)?;
-        let token = self.by_hash.get_mut(hash)?;
-        (token.environment == environment).then_some(token)
+    fn token_at(&self, at: usize) -> Option<Token> {
+        let hot = self.table.get(at)?;
+        Some(hot.token(self.cold.get(hot.slot())?))
+    }
+
+    fn token_in_slot(&self, slot: Slot) -> Option<Token> {
+        self.token_at(self.cold.get(slot)?.position as usize)
+    }
+
+    fn credential(&self, hash: &TokenHash) -> Option<Credential> {
+        Some(self.table.get(self.table.find(hash)?)?.credential())
     }
 
     fn check_insert(
@@ -104,7 +317,7 @@ impl Inner {
         if self.ids.contains_key(&new.token.id) {
             return Err(StoreError::Duplicate { key: UniqueKey::Id });
         }
-        if self.by_hash.contains_key(&new.hash) {
+        if self.table.find(&new.hash).is_some() {
             return Err(StoreError::Duplicate {
                 key: UniqueKey::Hash,
             });
@@ -116,9 +329,9 @@ impl Inner {
         let now = new.token.created_at;
         let live = self.by_env.get(&environment).map_or(0, |tokens| {
             tokens
-                .iter()
-                .filter_map(|c| self.by_hash.get(self.ids.get(&c.id)?))
-                .filter(|t| Some(t.id) != replacing && t.is_live_at(now))
+                .values()
+                .filter_map(|slot| self.table.get(self.cold.get(*slot)?.position as usize))
+                .filter(|hot| Some(hot.id) != replacing && hot.is_live_at(now))
                 .count()
         });
         if live >= limit.get() as usize {
@@ -130,16 +343,41 @@ impl Inner {
         Ok(())
     }
 
-    fn insert_unchecked(&mut self, new: StoredToken) {
-        let StoredToken { mut token, hash } = new;
-        token.created_by = intern(&mut self.creators, token.created_by);
-        token.scopes = intern(&mut self.scope_sets, token.scopes);
-        self.ids.insert(token.id, hash);
-        self.by_env
-            .entry(token.environment)
-            .or_default()
-            .insert(Cursor::after(&token));
-        self.by_hash.insert(hash, token);
+    /// Adds a checked record. Fails, changing nothing, only when the store is full.
+    fn insert_checked(&mut self, new: StoredToken) -> Result<(), StoreError> {
+        let StoredToken { token, hash } = new;
+        let slot = self
+            .cold
+            .push(Cold {
+                position: 0,
+                checksum: token.checksum,
+                created_at: token.created_at,
+                note: token.note,
+            })
+            .ok_or_else(|| StoreError::Backend {
+                source: "the in-memory store is full (2^31 - 1 tokens)".into(),
+            })?;
+        let hot = Hot {
+            hash,
+            id: token.id,
+            environment: token.environment,
+            scopes: intern(&mut self.scope_sets, token.scopes),
+            created_by: intern(&mut self.creators, token.created_by),
+            expires_at: token.expires_at,
+            last_used_at: token.last_used_at,
+            revoked_at: token.revoked_at,
+            slot_active: slot | if token.active { ACTIVE } else { 0 },
+        };
+        self.table.insert(hot, &mut self.cold);
+        self.ids.insert(token.id, slot);
+        self.by_env.entry(token.environment).or_default().insert(
+            Cursor {
+                created_at: token.created_at,
+                id: token.id,
+            },
+            slot,
+        );
+        Ok(())
     }
 }
 
@@ -163,17 +401,20 @@ impl TokenStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.write();
         inner.check_insert(&token, max_live, None)?;
-        inner.insert_unchecked(token);
-        Ok(())
+        inner.insert_checked(token)
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
-        Ok(self.read().by_hash.get(hash).cloned())
+        let inner = self.read();
+        Ok(inner.table.find(hash).and_then(|at| inner.token_at(at)))
     }
 
     async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        // Leaves the note alone: it is a separate allocation, a cache miss per look-up.
-        Ok(self.read().by_hash.get(hash).map(Credential::from))
+        Ok(self.read().credential(hash))
+    }
+
+    fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
+        Some(self.read().credential(hash))
     }
 
     async fn get(
@@ -181,7 +422,10 @@ impl TokenStore for MemoryStore {
         environment: EnvironmentId,
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
-        Ok(self.read().token(environment, id).cloned())
+        let inner = self.read();
+        Ok(inner
+            .position(environment, id)
+            .and_then(|at| inner.token_at(at)))
     }
 
     async fn list(
@@ -201,7 +445,7 @@ impl TokenStore for MemoryStore {
         let tokens: Vec<Token> = tokens
             .range((start, Bound::Unbounded))
             .take(limit + 1)
-            .filter_map(|c| inner.by_hash.get(inner.ids.get(&c.id)?).cloned())
+            .filter_map(|(_, slot)| inner.token_in_slot(*slot))
             .collect();
         Ok(Page::from_overfetch(tokens, limit as u32))
     }
@@ -213,12 +457,15 @@ impl TokenStore for MemoryStore {
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
         let mut inner = self.write();
-        let token = inner
-            .token_mut(environment, id)
-            .ok_or(StoreError::NotFound { environment, id })?;
-        token.active = false;
-        token.revoked_at.get_or_insert(at);
-        Ok(token.clone())
+        let not_found = StoreError::NotFound { environment, id };
+        let position = inner.position(environment, id).ok_or(not_found)?;
+        if let Some(hot) = inner.table.get_mut(position) {
+            hot.set_active(false);
+            hot.revoked_at.get_or_insert(at);
+        }
+        inner
+            .token_at(position)
+            .ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -229,40 +476,135 @@ impl TokenStore for MemoryStore {
             successor,
             max_live,
         } = rotation;
+        let not_found = || StoreError::NotFound {
+            environment,
+            id: predecessor,
+        };
         let mut inner = self.write();
         let now = successor.token.created_at;
         let old = inner
-            .token(environment, predecessor)
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        if !old.is_live_at(now) {
+            .position(environment, predecessor)
+            .ok_or_else(not_found)?;
+        let live = inner.table.get(old).is_some_and(|hot| hot.is_live_at(now));
+        if !live {
             return Err(StoreError::NotLive { id: predecessor });
         }
         inner.check_insert(&successor, max_live, Some(predecessor))?;
-        inner.insert_unchecked(successor);
+        inner.insert_checked(successor)?;
+        // The insert may have grown the table and moved the predecessor.
         let old = inner
-            .token_mut(environment, predecessor)
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        old.expires_at = Some(
-            old.expires_at
-                .map_or(predecessor_expires_at, |at| at.min(predecessor_expires_at)),
-        );
-        Ok(old.clone())
+            .position(environment, predecessor)
+            .ok_or_else(not_found)?;
+        if let Some(hot) = inner.table.get_mut(old) {
+            hot.expires_at = Some(
+                hot.expires_at
+                    .map_or(predecessor_expires_at, |at| at.min(predecessor_expires_at)),
+            );
+        }
+        inner.token_at(old).ok_or_else(not_found)
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         let mut inner = self.write();
-        let Some(hash) = inner.ids.get(&id).copied() else {
+        let Some(position) = inner
+            .ids
+            .get(&id)
+            .and_then(|slot| inner.cold.get(*slot))
+            .map(|cold| cold.position as usize)
+        else {
             return Ok(());
         };
-        if let Some(token) = inner.by_hash.get_mut(&hash) {
-            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+        if let Some(hot) = inner.table.get_mut(position) {
+            hot.last_used_at = Some(hot.last_used_at.map_or(at, |last| last.max(at)));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(first: [u8; 8], rest: u8) -> TokenHash {
+        let mut bytes = [rest; 32];
+        bytes[..8].copy_from_slice(&first);
+        TokenHash::from_bytes(bytes)
+    }
+
+    fn store_of(hashes: &[TokenHash]) -> Inner {
+        let mut inner = Inner::default();
+        for (n, h) in hashes.iter().enumerate() {
+            let token = Token {
+                id: TokenId::from_uuid(uuid::Uuid::from_u128(n as u128)),
+                checksum: crate::TokenFormat::dynamic()
+                    .generate(&mut rand::rng())
+                    .checksum(),
+                created_by: Arc::new(Creator::new(crate::UserId::from_uuid(uuid::Uuid::nil()))),
+                created_at: DateTime::UNIX_EPOCH,
+                active: n % 3 != 0,
+                note: Note::new(&format!("token {n}")).unwrap(),
+                environment: EnvironmentId::from_uuid(uuid::Uuid::nil()),
+                scopes: Scopes::default(),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            inner
+                .insert_checked(StoredToken { token, hash: *h })
+                .unwrap();
+        }
+        inner
+    }
+
+    fn assert_all_found(inner: &Inner, hashes: &[TokenHash]) {
+        for (n, h) in hashes.iter().enumerate() {
+            let at = inner.table.find(h).expect("every inserted hash is found");
+            let token = inner.token_at(at).unwrap();
+            assert_eq!(
+                token.id,
+                TokenId::from_uuid(uuid::Uuid::from_u128(n as u128))
+            );
+            assert_eq!(token.active, n % 3 != 0);
+            assert_eq!(token.note.as_str(), format!("token {n}"));
+            let env = EnvironmentId::from_uuid(uuid::Uuid::nil());
+            assert_eq!(
+                inner.position(env, token.id),
+                Some(at),
+                "cold knows where it is"
+            );
+        }
+    }
+
+    /// Hashes that share their first 8 bytes (so their home position) are told apart by
+    /// the full comparison; probing wraps around the end of the table.
+    #[test]
+    fn colliding_prefixes_and_wrap_around_are_found() {
+        let same = [0xff; 8];
+        let hashes: Vec<TokenHash> = (0..40).map(|n| hash(same, n)).collect();
+        let inner = store_of(&hashes);
+        assert_all_found(&inner, &hashes);
+        assert_eq!(inner.table.find(&hash(same, 200)), None);
+        assert_eq!(inner.table.find(&hash([0; 8], 1)), None);
+    }
+
+    /// Growing moves records; every one is still found, by hash and by id, with its
+    /// cold part, and the table stays at most 80% full.
+    #[test]
+    fn growing_keeps_every_record_reachable() {
+        let hashes: Vec<TokenHash> = (0..(2 * CHUNK as u64 + 3))
+            .map(|n| hash(n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes(), n as u8))
+            .collect();
+        let inner = store_of(&hashes);
+        assert!(inner.table.entries.len().is_power_of_two());
+        assert!(inner.table.len * 5 <= inner.table.entries.len() * 4);
+        assert_eq!(inner.cold.chunks.len(), 3);
+        assert_all_found(&inner, &hashes);
+        assert_eq!(Table::default().find(&hashes[0]), None);
+    }
+
+    #[test]
+    fn records_are_two_cache_lines() {
+        assert_eq!(core::mem::size_of::<Option<Hot>>(), 128);
+        assert_eq!(core::mem::align_of::<Hot>(), 64);
     }
 }
