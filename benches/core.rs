@@ -8,7 +8,8 @@
 //! `prefixed-api-key` and a typical hand-rolled implementation; `issue_memory_store`;
 //! `authenticate_1m` against a `MemoryStore` of 1M tokens (live, unknown, revoked, and
 //! through `CachedStore`) with the peers' verification; `reject_malformed`; `scope_check`;
-//! `json`; `two_threads` (issue and authenticate on 1 and 2 threads, same code).
+//! `json`; `two_threads` (issue and authenticate on 1 and 2 threads, same code); `floor`
+//! (the primitives: random bytes, CRC-32, BLAKE3, a 1M hash-map look-up).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use apitoken::{
@@ -22,6 +23,7 @@ use rand::rngs::StdRng;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
@@ -147,7 +149,7 @@ fn issue_without_store(c: &mut Criterion) {
         b.iter(|| {
             let mut rng = rand::rng();
             let raw = format.generate(&mut rng);
-            let hash = hasher.hash(raw.expose_secret());
+            let hash = hasher.hash_token(&raw);
             let token = Token {
                 id: TokenId::generate(now, &mut rng),
                 checksum: raw.checksum(),
@@ -344,6 +346,75 @@ fn authenticate_1m(c: &mut Criterion) {
     g.finish();
 }
 
+/// The floor of the work, measured in the same run: the primitives every implementation
+/// pays, so that each of our figures can be read against them on any machine.
+fn floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("floor");
+    g.throughput(Throughput::Elements(1));
+    let mut seeded = StdRng::seed_from_u64(5);
+    g.bench_function("chacha12_32_bytes", |b| {
+        b.iter(|| {
+            let mut bytes = [0u8; 32];
+            rand::Rng::fill_bytes(&mut seeded, &mut bytes);
+            bytes
+        })
+    });
+    g.bench_function("getrandom_32_bytes", |b| {
+        b.iter(|| {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).unwrap();
+            bytes
+        })
+    });
+    g.bench_function("crc32_30_bytes", |b| {
+        b.iter(|| crc32fast::hash(black_box(&REFERENCE.as_bytes()[4..34])))
+    });
+    g.bench_function("blake3_40_bytes", |b| {
+        b.iter(|| blake3::hash(black_box(REFERENCE.as_bytes())))
+    });
+    // A look-up among 1M random 32-byte keys in random order: the cache misses any
+    // in-memory store pays (identity hash on the first 8 bytes, nothing else done).
+    let table = OnceCell::new();
+    let mut i = 0;
+    g.bench_function("hashmap_1m_lookup", |b| {
+        let (map, keys) = table.get_or_init(|| {
+            let mut rng = StdRng::seed_from_u64(6);
+            let keys: Vec<[u8; 32]> = (0..MILLION)
+                .map(|_| rand::RngExt::random(&mut rng))
+                .collect();
+            let map: HashMap<[u8; 32], u32, BuildHasherDefault<Prefix>> =
+                keys.iter().zip(0..).map(|(k, n)| (*k, n)).collect();
+            let mut order = keys;
+            for n in (1..order.len()).rev() {
+                order.swap(n, rand::RngExt::random_range(&mut rng, 0..=n));
+            }
+            (map, order)
+        });
+        b.iter(|| {
+            i = (i + 1) % MILLION;
+            *map.get(&keys[i]).unwrap()
+        })
+    });
+    g.finish();
+}
+
+#[derive(Default)]
+struct Prefix(u64);
+
+impl Hasher for Prefix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Arrays write their length first; the key is the 32-byte write.
+        if bytes.len() == 32
+            && let Some(first) = bytes.first_chunk::<8>()
+        {
+            self.0 = u64::from_le_bytes(*first);
+        }
+    }
+}
+
 fn reject_malformed(c: &mut Criterion) {
     let issuer = TokenIssuer::new(MemoryStore::new());
     let mut g = c.benchmark_group("reject_malformed");
@@ -483,7 +554,7 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = generate, issue_without_store, issue_memory_store, reject_malformed, scope_check,
+    targets = floor, generate, issue_without_store, issue_memory_store, reject_malformed, scope_check,
         json, two_threads, authenticate_1m
 }
 criterion_main!(benches);

@@ -59,7 +59,7 @@ impl RawToken {
         Ok(format.parse(s)?.to_raw_token())
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.buf.get(..usize::from(self.len)).unwrap_or_default()
     }
 }

@@ -91,3 +91,17 @@ fn generated_keys_differ() {
     let b = HashKey::generate().unwrap();
     assert_ne!(a.expose_secret(), b.expose_secret());
 }
+
+/// Equality (word-wise, constant-time) notices a difference in any single bit.
+#[test]
+fn hashes_differing_in_any_one_bit_are_unequal() {
+    let base = TokenHasher::unkeyed().hash("dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC");
+    assert_eq!(base, TokenHash::from_bytes(*base.as_bytes()));
+    for byte in 0..32 {
+        for bit in 0..8 {
+            let mut bytes = *base.as_bytes();
+            bytes[byte] ^= 1 << bit;
+            assert_ne!(base, TokenHash::from_bytes(bytes), "byte {byte} bit {bit}");
+        }
+    }
+}

@@ -54,33 +54,29 @@ impl core::str::FromStr for Alphabet {
 #[error("unknown alphabet: expected `dynamic` (0-9a-zA-Z) or `github` (0-9A-Za-z)")]
 pub struct UnknownAlphabet;
 
-/// Draws characters uniformly from the 62 digits by rejection sampling: each random byte
-/// gives 6 bits (0..64); 62 and 63 are rejected, so no digit is more likely than another.
+/// Draws characters uniformly from the 62 digits, ten at a time from one 64-bit draw:
+/// 62¹⁰ < 2⁶⁴, so a draw below the largest multiple of 62¹⁰ that fits in 64 bits (95.5% of
+/// them) is a uniform number of ten base-62 digits; the others are rejected and drawn
+/// again. No digit is more likely than another, and no character costs a branch.
 pub(crate) fn fill_uniform<R>(rng: &mut R, digits: &[u8; 62], out: &mut [u8])
 where
     R: rand_core::CryptoRng + ?Sized,
 {
-    // A few spare bytes cover the expected 1-in-32 rejections; more are drawn if needed.
-    let mut pool = [0u8; 96];
-    let first = (out.len() + 8).min(pool.len());
-    let mut avail = first;
-    rng.fill_bytes(&mut pool[..avail]);
-    let mut next = 0;
-    for slot in out.iter_mut() {
-        loop {
-            if next == avail {
-                avail = 16;
-                rng.fill_bytes(&mut pool[..avail]);
-                next = 0;
+    const GROUP: usize = 10;
+    const SPAN: u64 = 62u64.pow(GROUP as u32);
+    const LIMIT: u64 = u64::MAX / SPAN * SPAN;
+    for group in out.chunks_mut(GROUP) {
+        let mut value = loop {
+            let draw = rng.next_u64();
+            if draw < LIMIT {
+                break draw % SPAN;
             }
-            let value = usize::from(pool[next] & 63);
-            next += 1;
-            if let Some(&digit) = digits.get(value) {
-                *slot = digit;
-                break;
-            }
+        };
+        // The low digits of a uniform number of ten digits are uniform too, so a shorter
+        // last group is as fair.
+        for slot in group {
+            *slot = digits[(value % 62) as usize];
+            value /= 62;
         }
     }
-    // Refills reuse the start of the pool, so this covers every byte drawn.
-    zeroize::Zeroize::zeroize(&mut pool[..first]);
 }
