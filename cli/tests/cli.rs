@@ -816,6 +816,48 @@ fn the_default_database_is_apitoken_db_in_the_working_directory() {
         .success();
 }
 
+/// With standard output closed or sent to /dev/null the token could not be seen, so
+/// none is made: the command fails before touching the database. (Rust's runtime reopens
+/// a closed stdout as /dev/null, so without the check `issue >&-` would exit 0.)
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_issues_nothing() {
+    let db = Db::sqlite("closed_stdout");
+    let token = db.issue(&[]);
+    let token_id = id(&token);
+    for (args, redirect) in [
+        (vec!["issue", "--env", ENV, "--note", "lost"], ">&-"),
+        (vec!["issue", "--env", ENV, "--note", "lost"], ">/dev/null"),
+        (vec!["rotate", "--env", ENV, "--id", &token_id], ">&-"),
+    ] {
+        let mut closed = db.cli(&args);
+        let program = closed.command.get_program().to_owned();
+        let argv: Vec<_> = closed.command.get_args().map(ToOwned::to_owned).collect();
+        closed.command = Command::new("sh");
+        closed
+            .command
+            .current_dir(db.scratch.path())
+            .args(["-c", &format!("exec \"$0\" \"$@\" {redirect}")])
+            .arg(program)
+            .args(argv);
+        let run = closed.run();
+        assert_eq!(run.code, 2, "{args:?} {redirect}: {run:#?}");
+        assert!(
+            run.stderr
+                .contains("standard output is closed or /dev/null"),
+            "{args:?}: {run:#?}"
+        );
+    }
+    let listed: Value =
+        serde_json::from_str(&db.cli(&["list", "--env", ENV, "--json"]).run().success()).unwrap();
+    let tokens = listed["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1, "neither issued nor rotated: {listed:#}");
+    assert!(
+        tokens[0]["expiresAt"].is_null(),
+        "the rotation did not happen"
+    );
+}
+
 #[test]
 fn only_issue_creates_a_database() {
     let scratch = Scratch::new("missing_db");
@@ -1135,10 +1177,13 @@ fn inspect_reports_prefix_checksum_or_the_reason() {
     // Invalid: exit 1, the reason on stdout, the token nowhere.
     let mut altered = REFERENCE.to_owned();
     altered.replace_range(39.., "c");
-    // A truncated token is read as a shorter format whose checksum fails; with the
-    // length given, the reason is the length.
+    // A truncated Dynamic token is reported as too short, with or without the length.
     let cases: &[(&str, &[&str], &str)] = &[
-        (&REFERENCE[..39], &[], "checksum mismatch"),
+        (
+            &REFERENCE[..39],
+            &[],
+            "expected 36 characters after `dyn_`, got 35",
+        ),
         (
             &REFERENCE[..39],
             &["--length", "30"],

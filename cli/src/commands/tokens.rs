@@ -36,6 +36,7 @@ pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, 
         ));
     }
     let creator = creator(&args)?;
+    require_stdout()?;
     let mut request =
         IssueRequest::new(args.note).with_scopes(args.scopes.into_iter().collect::<Scopes>());
     let issued = storage::with_issuer(global, Missing::Create, async move |issuer| {
@@ -101,6 +102,39 @@ fn name(option: &str, value: Option<&str>) -> Result<Option<String>, Failure> {
         )));
     }
     Ok(Some(value.to_owned()))
+}
+
+/// Refuses to make a token that nobody would see: with standard output closed
+/// (`>&-`, which Rust's runtime reopens as `/dev/null`) or sent to `/dev/null`, the token
+/// would be issued, printed nowhere, and the command would still succeed.
+fn require_stdout() -> Result<(), Failure> {
+    if !stdout_discards() {
+        return Ok(());
+    }
+    Err(Failure::usage(
+        "standard output is closed or /dev/null, so the new token would be lost: nothing was issued; send standard output to a terminal, a pipe or a file",
+    ))
+}
+
+#[cfg(unix)]
+fn stdout_discards() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(fd) = io::stdout().as_fd().try_clone_to_owned() else {
+        return true;
+    };
+    let (Ok(out), Ok(null)) = (
+        std::fs::File::from(fd).metadata(),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    out.file_type().is_char_device() && out.rdev() == null.rdev()
+}
+
+#[cfg(not(unix))]
+fn stdout_discards() -> bool {
+    false
 }
 
 /// Prints the reference JSON with the raw token. If it cannot be written, the token
@@ -260,6 +294,7 @@ pub(crate) async fn revoke(global: &Global, args: RevokeArgs) -> Result<ExitCode
 }
 
 pub(crate) async fn rotate(global: &Global, args: RotateArgs) -> Result<ExitCode, Failure> {
+    require_stdout()?;
     let issued = storage::with_issuer(global, Missing::Refuse, async |issuer| {
         issuer
             .rotate(args.env, args.id, args.grace)
