@@ -79,7 +79,6 @@ fn bytes_per_token(n: usize, creator: impl Fn(usize) -> Creator) -> f64 {
 }
 
 fn main() {
-    const N: usize = 200_000;
     assert_eq!("deploys from CI prod".chars().count(), 20);
     let creator = |i: usize| Creator {
         alias: Some("jsmith".into()),
@@ -88,11 +87,17 @@ fn main() {
         email: Some("jsmith@example.com".into()),
         ..Creator::new(UserId::from_uuid(Uuid::from_u128(i as u128)))
     };
-    let shared = bytes_per_token(N, |_| creator(2));
-    let distinct = bytes_per_token(N, creator);
-    println!("MemoryStore, {N} tokens, 20-character note, one scope, creator with all fields:");
-    println!("  {shared:.0} bytes per token when tokens share their creator (one person's tokens)");
-    println!("  {distinct:.0} bytes per token when every token has a different creator");
+    println!("MemoryStore: 20-character note, one scope, creator with all fields; bytes per token");
+    println!("(the table grows at 80% full, so the worst case is just past a growth: 838,861)");
+    println!(
+        "{:>10} {:>16} {:>18}",
+        "tokens", "shared creator", "distinct creators"
+    );
+    for n in [10_000, 200_000, 838_861, 1_000_000] {
+        let shared = bytes_per_token(n, |_| creator(2));
+        let distinct = bytes_per_token(n, creator);
+        println!("{n:>10} {shared:>16.0} {distinct:>18.0}");
+    }
     println!(
         "size_of::<Token>() = {} bytes",
         std::mem::size_of::<apitoken::Token>()

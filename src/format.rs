@@ -310,7 +310,16 @@ impl TokenFormat {
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        // A Dynamic token shorter than Dynamic's length was most likely cut short: say so,
+        // rather than blame the checksum of a guessed shorter format.
+        match TokenFormat::dynamic().parse(s) {
+            Err(
+                e @ FormatError::WrongLength {
+                    expected, found, ..
+                },
+            ) if found < expected => Err(e),
+            _ => Err(last),
+        }
     }
 }
 

@@ -581,6 +581,16 @@ fn infer_finds_the_format_of_generated_tokens() {
         TokenFormat::infer("dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFD").unwrap_err(),
         FormatError::ChecksumMismatch
     );
+    // A Dynamic token cut short is reported as too short, not as a bad checksum of
+    // some shorter format.
+    for cut in [REFERENCE.get(..39).unwrap(), REFERENCE.get(..32).unwrap()] {
+        match TokenFormat::infer(cut).unwrap_err() {
+            FormatError::WrongLength {
+                expected, found, ..
+            } => assert_eq!((expected, found), (36, cut.len() - 4), "{cut}"),
+            other => panic!("{cut}: {other:?}"),
+        }
+    }
 }
 
 proptest! {
