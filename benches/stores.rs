@@ -72,6 +72,8 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 enum Op {
     Issue,
     Authenticate,
+    /// `SELECT 1` through the store's own pool: the floor of any operation that reads.
+    RoundTrip,
 }
 
 impl Op {
@@ -79,9 +81,36 @@ impl Op {
         match self {
             Op::Issue => "issue",
             Op::Authenticate => "authenticate",
+            Op::RoundTrip => "`SELECT 1` (floor)",
         }
     }
 }
+
+/// A [`RoundTrip`] through `$pool` (a macro: sqlx's pools of different databases share
+/// no convenient trait).
+macro_rules! select_one {
+    ($pool:expr) => {{
+        let pool = $pool.clone();
+        let round_trip: RoundTrip = Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("SELECT 1 failed: {e}"))
+            })
+        });
+        round_trip
+    }};
+}
+
+/// One `SELECT 1` through a store's pool.
+type RoundTrip = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 struct Row {
     store: String,
@@ -209,6 +238,7 @@ async fn run(config: Config, cpus: usize) -> ExitCode {
         match bench_store(
             "MemoryStore",
             MemoryStore::new(),
+            None,
             &config,
             &template,
             &mut notes,
@@ -272,6 +302,7 @@ async fn run(config: Config, cpus: usize) -> ExitCode {
 async fn bench_store<S: TokenStore + 'static>(
     label: &str,
     store: S,
+    round_trip: Option<RoundTrip>,
     config: &Config,
     template: &Arc<Template>,
     notes: &mut Vec<String>,
@@ -298,13 +329,17 @@ async fn bench_store<S: TokenStore + 'static>(
 
     let mut rows = Vec::new();
     let mut cell = 0u64;
-    for op in [Op::Authenticate, Op::Issue] {
+    let ops = [Op::Authenticate, Op::Issue]
+        .into_iter()
+        .chain(round_trip.as_ref().map(|_| Op::RoundTrip));
+    for op in ops {
         for tasks in TASKS {
             cell += 1;
             run_cell(
                 &issuer,
                 &tokens,
                 template,
+                round_trip.as_ref(),
                 op,
                 tasks,
                 config.warmup,
@@ -316,6 +351,7 @@ async fn bench_store<S: TokenStore + 'static>(
                 &issuer,
                 &tokens,
                 template,
+                round_trip.as_ref(),
                 op,
                 tasks,
                 config.measure,
@@ -407,6 +443,7 @@ async fn run_cell<S: TokenStore + 'static>(
     issuer: &Arc<TokenIssuer<S>>,
     tokens: &Arc<[String]>,
     template: &Arc<Template>,
+    round_trip: Option<&RoundTrip>,
     op: Op,
     tasks: usize,
     duration: Duration,
@@ -421,6 +458,7 @@ async fn run_cell<S: TokenStore + 'static>(
         let issuer = issuer.clone();
         let tokens = tokens.clone();
         let template = template.clone();
+        let round_trip = round_trip.cloned();
         let environment = environment(cell, task);
         // Tasks start at evenly spaced tokens so that they rarely present the same one.
         let mut next = task * tokens.len() / tasks;
@@ -446,6 +484,10 @@ async fn run_cell<S: TokenStore + 'static>(
                             .authenticate(token)
                             .await
                             .map_err(|e| format!("authenticate failed: {e}"))?;
+                    }
+                    Op::RoundTrip => {
+                        let round_trip = round_trip.as_ref().ok_or("no round trip to measure")?;
+                        round_trip().await?;
                     }
                 }
                 if record {
@@ -520,7 +562,15 @@ async fn bench_sqlite(
             "SQLite {version} (bundled), file in {}, WAL, synchronous = FULL, 4 readers and 1 writer.",
             std::env::temp_dir().display()
         ));
-        bench_store("SQLite (file, WAL)", store.clone(), config, template, notes).await
+        bench_store(
+            "SQLite (file, WAL)",
+            store.clone(),
+            Some(select_one!(store.pool())),
+            config,
+            template,
+            notes,
+        )
+        .await
     }
     .await;
     store.pool().close().await;
@@ -616,7 +666,9 @@ async fn bench_postgres(
                 .map_err(|e| format!("connecting: {e}"))?;
             let outcome = async {
                 store.migrate().await.map_err(|e| format!("migrating: {e}"))?;
-                bench_store(label, store.clone(), config, template, notes).await
+                let round_trip = select_one!(store.pool());
+                bench_store(label, store.clone(), Some(round_trip), config, template, notes)
+                    .await
             }
             .await;
             store.pool().close().await;
