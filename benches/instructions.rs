@@ -1,0 +1,128 @@
+//! The hot paths in a plain loop, for counting instructions with callgrind: counts do not
+//! depend on what else the machine is doing, so they compare changes where timings on a
+//! shared VM cannot.
+//!
+//! ```sh
+//! cargo bench --bench instructions --no-run      # prints the binary's path
+//! B=target/release/deps/instructions-<hash>
+//! for n in 1000 11000; do valgrind --tool=callgrind --callgrind-out-file=/dev/null $B live $n; done
+//! # instructions per operation = (total at 11000 - total at 1000) / 10000
+//! ```
+//!
+//! Operations: `generate`, `issue_without_store`, `issue` (into a `MemoryStore`), `live`,
+//! `unknown`, `wrong_prefix`, `bad_checksum` (authenticate), `parse_bad_checksum`. Under
+//! `cargo bench` (no operation given) it runs each once and says how to use it.
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+use apitoken::{
+    Creator, EnvironmentId, IssueRequest, MemoryStore, Note, Scope, Scopes, Token, TokenFormat,
+    TokenHasher, TokenId, TokenIssuer, UserId,
+};
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use uuid::Uuid;
+
+const REFERENCE: &str = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
+const OPERATIONS: [&str; 8] = [
+    "generate",
+    "issue_without_store",
+    "issue",
+    "live",
+    "unknown",
+    "wrong_prefix",
+    "bad_checksum",
+    "parse_bad_checksum",
+];
+
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the in-memory store never waits"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (operations, n): (Vec<&str>, usize) = match args.first().map(String::as_str) {
+        Some(op) if OPERATIONS.contains(&op) => (
+            vec![op],
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000),
+        ),
+        _ => {
+            println!(
+                "instructions: run under valgrind --tool=callgrind; see benches/instructions.rs"
+            );
+            (OPERATIONS.to_vec(), 1)
+        }
+    };
+    let issuer = TokenIssuer::builder(MemoryStore::new())
+        .last_use_interval(None)
+        .build();
+    let env = EnvironmentId::from_uuid(Uuid::from_u128(1));
+    let creator = Arc::new(Creator::new(UserId::from_uuid(Uuid::from_u128(2))));
+    let note = Note::new("deploys from CI (prod)").unwrap();
+    let scopes = Scopes::from([Scope::ENVIRONMENT_API_TOKENS_READ]);
+    let request = || IssueRequest::new(note.clone()).with_scopes(scopes.clone());
+    let live = ready(issuer.issue(env, creator.clone(), request())).unwrap();
+    let live = live.raw.expose_secret().to_owned();
+    let unknown = TokenFormat::dynamic().generate(&mut rand::rng());
+    let unknown = unknown.expose_secret().to_owned();
+    let wrong_prefix = REFERENCE.replacen("dyn", "ghp", 1);
+    let bad_checksum = REFERENCE.replacen("4n3LFC", "4n3LFD", 1);
+    let format = TokenFormat::dynamic();
+    let hasher = TokenHasher::unkeyed();
+    let now = chrono::Utc::now();
+    for op in operations {
+        for _ in 0..n {
+            match op {
+                "generate" => drop(black_box(format.generate(&mut rand::rng()))),
+                "issue_without_store" => {
+                    // What benches/core.rs times as issue_without_store/ours.
+                    let mut rng = rand::rng();
+                    let raw = format.generate(&mut rng);
+                    let hash = hasher.hash_token(&raw);
+                    let token = Token {
+                        id: TokenId::generate(now, &mut rng),
+                        checksum: raw.checksum(),
+                        created_by: creator.clone(),
+                        created_at: now,
+                        active: true,
+                        note: note.clone(),
+                        environment: env,
+                        scopes: scopes.clone(),
+                        expires_at: None,
+                        last_used_at: None,
+                        revoked_at: None,
+                    };
+                    drop(black_box((raw, hash, token)));
+                }
+                "issue" => drop(black_box(
+                    ready(issuer.issue(env, creator.clone(), request())).unwrap(),
+                )),
+                "live" => drop(black_box(
+                    ready(issuer.authenticate(black_box(&live))).unwrap(),
+                )),
+                "unknown" => drop(black_box(
+                    ready(issuer.authenticate(black_box(&unknown))).unwrap_err(),
+                )),
+                "wrong_prefix" => drop(black_box(
+                    ready(issuer.authenticate(black_box(&wrong_prefix))).unwrap_err(),
+                )),
+                "bad_checksum" => drop(black_box(
+                    ready(issuer.authenticate(black_box(&bad_checksum))).unwrap_err(),
+                )),
+                "parse_bad_checksum" => drop(black_box(
+                    format.parse(black_box(&bad_checksum)).unwrap_err(),
+                )),
+                _ => unreachable!("checked above"),
+            }
+        }
+    }
+}
