@@ -43,6 +43,7 @@ pub async fn run_all(store: &dyn TokenStore) {
     concurrent_duplicate_inserts_accept_one(store).await;
     list_visits_every_token_once_in_creation_order(store).await;
     rotate_is_all_or_nothing(store).await;
+    rotate_happens_once_per_token(store).await;
     record_last_use_never_moves_backwards(store).await;
 }
 
@@ -559,26 +560,34 @@ pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
         Some(&successor.token)
     );
 
-    // Rotating again with a later grace end keeps the earlier expiry.
-    let again = sample_token(env, now);
+    // A predecessor that expires before the grace period would end keeps its expiry.
+    let mut short = sample_token(env, base_time());
+    let short_end = grace_end - TimeDelta::minutes(5);
+    short.token.expires_at = Some(short_end);
+    store.insert(short.clone(), None).await.unwrap();
     let updated = store
         .rotate(Rotation {
-            predecessor_expires_at: grace_end + TimeDelta::hours(1),
-            ..rotation(again.clone(), None)
+            predecessor: short.token.id,
+            ..rotation(sample_token(env, now), None)
         })
         .await
         .unwrap();
     assert_eq!(
         updated.expires_at,
-        Some(grace_end),
+        Some(short_end),
         "an earlier expiry is kept"
     );
 
     // A revoked predecessor cannot be rotated, and nothing is inserted.
-    store.revoke(env, old.token.id, now).await.unwrap();
+    let revoked = sample_token(env, base_time());
+    store.insert(revoked.clone(), None).await.unwrap();
+    store.revoke(env, revoked.token.id, now).await.unwrap();
     let late = sample_token(env, now);
     let err = store
-        .rotate(rotation(late.clone(), None))
+        .rotate(Rotation {
+            predecessor: revoked.token.id,
+            ..rotation(late.clone(), None)
+        })
         .await
         .unwrap_err();
     assert!(
@@ -588,6 +597,115 @@ pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     assert!(
         store.find_by_hash(&late.hash).await.unwrap().is_none(),
         "nothing inserted"
+    );
+}
+
+/// A token is rotated at most once: a second rotation, even in the grace period, fails
+/// with `AlreadyRotated` and changes nothing, while the successor can be rotated in turn.
+/// Of many concurrent rotations of one token, exactly one succeeds.
+pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
+    let env = new_environment();
+    let now = base_time() + TimeDelta::hours(1);
+    let grace_end = now + TimeDelta::minutes(10);
+    let old = sample_token(env, base_time());
+    store.insert(old.clone(), None).await.unwrap();
+    let first = sample_token(env, now);
+    let rotated = store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: old.token.id,
+            predecessor_expires_at: grace_end,
+            successor: first.clone(),
+            max_live: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        rotated.is_live_at(now),
+        "the predecessor is in its grace period"
+    );
+
+    // Again, in the grace period, with an earlier grace end that would otherwise
+    // shorten it: refused, and neither token changes.
+    let later = now + TimeDelta::seconds(1);
+    let second = sample_token(env, later);
+    let err = store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: old.token.id,
+            predecessor_expires_at: later + TimeDelta::minutes(1),
+            successor: second.clone(),
+            max_live: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyRotated { id } if id == old.token.id),
+        "second rotation of one token: {err:?}"
+    );
+    assert!(
+        store.get(env, second.token.id).await.unwrap().is_none()
+            && store.find_by_hash(&second.hash).await.unwrap().is_none(),
+        "no second successor inserted"
+    );
+    assert_eq!(
+        store.get(env, old.token.id).await.unwrap().as_ref(),
+        Some(&rotated),
+        "the predecessor, its expiry included, is unchanged"
+    );
+    let page = store.list(env, PageRequest::first(10)).await.unwrap();
+    assert_eq!(page.tokens.len(), 2, "the predecessor and one successor");
+
+    // The successor is a token like any other: it can be rotated, once.
+    let third = sample_token(env, later);
+    let updated = store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: first.token.id,
+            predecessor_expires_at: later + TimeDelta::minutes(10),
+            successor: third.clone(),
+            max_live: None,
+        })
+        .await
+        .expect("the successor can be rotated");
+    assert_eq!(updated.expires_at, Some(later + TimeDelta::minutes(10)));
+    assert_eq!(
+        store.get(env, third.token.id).await.unwrap().as_ref(),
+        Some(&third.token)
+    );
+
+    // Concurrent rotations of one token: one wins, the rest are refused.
+    let contested = sample_token(env, base_time());
+    store.insert(contested.clone(), None).await.unwrap();
+    let successors: Vec<StoredToken> = (0..16).map(|_| sample_token(env, now)).collect();
+    let results = join_all(successors.iter().map(|successor| {
+        store.rotate(Rotation {
+            environment: env,
+            predecessor: contested.token.id,
+            predecessor_expires_at: grace_end,
+            successor: successor.clone(),
+            max_live: None,
+        })
+    }))
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "one concurrent rotation wins"
+    );
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, StoreError::AlreadyRotated { .. }),
+                "concurrent rotation: {e:?}"
+            );
+        }
+    }
+    let page = store.list(env, PageRequest::first(100)).await.unwrap();
+    assert_eq!(
+        page.tokens.len(),
+        5,
+        "old, its successor and the successor's, the contested token and one successor"
     );
 }
 

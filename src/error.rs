@@ -112,6 +112,15 @@ pub enum Error {
         /// The token.
         id: TokenId,
     },
+    /// The token was already rotated: each token is replaced at most once, so that it
+    /// never has more than one live successor.
+    #[error(
+        "token {id} has already been rotated, so it cannot be rotated again: rotate its successor instead"
+    )]
+    AlreadyRotated {
+        /// The token.
+        id: TokenId,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -133,6 +142,7 @@ impl From<StoreError> for Error {
             }
             StoreError::NotFound { environment, id } => Error::NotFound { environment, id },
             StoreError::NotLive { id } => Error::NotLive { id },
+            StoreError::AlreadyRotated { id } => Error::AlreadyRotated { id },
             other => Error::Store(other),
         }
     }
@@ -171,7 +181,7 @@ impl Error {
             | Error::TooManyTokens { .. }
             | Error::InvalidExpiry { .. } => 422,
             Error::NotFound { .. } => 404,
-            Error::NotLive { .. } => 409,
+            Error::NotLive { .. } | Error::AlreadyRotated { .. } => 409,
             Error::Store(StoreError::Unavailable { .. }) => 503,
             Error::Store(_) => 500,
         }

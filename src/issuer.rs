@@ -411,6 +411,11 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// Replaces a live token with a new one with the same note, scopes, creator and
     /// lifetime length; the old one keeps working for `grace`, then fails as expired.
     /// Both changes happen in one atomic store step, or neither does.
+    ///
+    /// A token is rotated at most once: rotating it again, even during its grace period,
+    /// fails with [`Error::AlreadyRotated`] (409) and changes nothing; rotate its successor
+    /// instead. So a token never has two live successors, and of concurrent rotations of
+    /// one token exactly one succeeds.
     pub async fn rotate(
         &self,
         environment: EnvironmentId,

@@ -41,6 +41,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   Revoking again succeeds and keeps the first `revoked_at`.
 /// - **Rotation is all-or-nothing.** `rotate` inserts the successor and sets the
 ///   predecessor's expiry (keeping an earlier one) in one atomic step, or does neither.
+/// - **A token is rotated at most once.** The same atomic step checks that the
+///   predecessor has not been rotated before and marks it rotated: rotating it again
+///   (during its grace period, say) fails with [`StoreError::AlreadyRotated`] and changes
+///   nothing, and of concurrent rotations of one token exactly one succeeds. A token thus
+///   never has two successors. The mark is the store's own; [`Token`] does not show it.
 /// - **Look-ups.** Unknown hashes and ids are `Ok(None)`, not errors. [`get`](Self::get)
 ///   only finds a token in its own environment.
 /// - **Listing** returns an environment's tokens in creation order, `(created_at, id)`
@@ -100,10 +105,11 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError>;
 
-    /// Inserts `rotation.successor` and sets the predecessor's expiry, atomically. Fails
-    /// with `NotFound` if the predecessor does not exist in the environment, `NotLive` if
-    /// it is not live at the successor's `created_at`, and as `insert` does otherwise.
-    /// Returns the updated predecessor.
+    /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
+    /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
+    /// predecessor does not exist in the environment, `NotLive` if it is not live at the
+    /// successor's `created_at`, `AlreadyRotated` if it has been rotated before, and as
+    /// `insert` does otherwise. Returns the updated predecessor.
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError>;
 
     /// Records that a token authenticated at `at`; never moves `last_used_at` backwards.
@@ -255,6 +261,15 @@ pub enum StoreError {
     /// A rotation's predecessor is revoked or expired; nothing was written.
     #[error("token {id} is revoked or expired, so it cannot be rotated: issue a new token instead")]
     NotLive {
+        /// The predecessor.
+        id: TokenId,
+    },
+    /// A rotation's predecessor was already rotated (it may still be in its grace
+    /// period); nothing was written.
+    #[error(
+        "token {id} has already been rotated, so it cannot be rotated again: rotate its successor instead"
+    )]
+    AlreadyRotated {
         /// The predecessor.
         id: TokenId,
     },

@@ -429,6 +429,18 @@ async fn errors_of_every_variant_never_show_a_token() {
             .await
             .map(drop),
     );
+    let replaced = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
+    let successor = issuer
+        .rotate(env(1), replaced.token.id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    fail(
+        "already rotated",
+        issuer
+            .rotate(env(1), replaced.token.id, Duration::from_secs(600))
+            .await
+            .map(drop),
+    );
     let limited = TokenIssuer::builder(MemoryStore::new())
         .clock(clock.clone())
         .max_live_tokens_per_environment(NonZeroU32::new(1).unwrap())
@@ -452,6 +464,8 @@ async fn errors_of_every_variant_never_show_a_token() {
         unknown_raw,
         mistyped.as_str(),
         only.raw.expose_secret(),
+        replaced.raw.expose_secret(),
+        successor.raw.expose_secret(),
     ];
     let secrets: Vec<&str> = raws.iter().map(|r| random_part(r)).collect();
     let mut variants = std::collections::BTreeSet::new();
@@ -471,6 +485,7 @@ async fn errors_of_every_variant_never_show_a_token() {
         "InvalidExpiry",
         "NotFound",
         "NotLive",
+        "AlreadyRotated",
         "Store",
     ];
     assert_eq!(

@@ -75,7 +75,7 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     assert_eq!(store.schema_version().await.unwrap(), 0);
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
         .issue(new_environment(), alice(), request("kept"))
@@ -106,7 +106,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"

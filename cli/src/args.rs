@@ -90,7 +90,8 @@ pub(crate) enum Command {
     /// Replace a token with a new one and print the new one as JSON, like `issue`
     ///
     /// The new token has the same note, scopes, creator and lifetime length. The old
-    /// token keeps working for --grace, then fails as expired.
+    /// token keeps working for --grace, then fails as expired. A token is rotated only
+    /// once: to rotate again, rotate the new token.
     #[command(verbatim_doc_comment)]
     Rotate(RotateArgs),
     /// Check a token against the database: prints who it is, or exits with 1

@@ -24,7 +24,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// Built for the authentication look-up, which every request makes: a compact index
 /// (8 bytes a slot) leads to one 128-byte, cache-line-aligned record holding the hash
 /// and everything authentication reads, so a look-up among millions of tokens costs one
-/// index probe and one record fetch. The note, checksum and creation time live apart.
+/// index probe and one record fetch. The note, checksum, creation time and whether the
+/// token was rotated live apart.
 ///
 /// ```
 /// use apitoken::{MemoryStore, TokenIssuer};
@@ -203,6 +204,9 @@ struct Cold {
     checksum: Checksum,
     created_at: DateTime<Utc>,
     note: Note,
+    /// Replaced by a rotation: only `rotate` reads it. A flag rather than the successor's
+    /// id, because it fits in the padding where 17 more bytes would not.
+    rotated: bool,
 }
 
 /// Cold parts by slot, in fixed-size chunks: growing never moves or over-allocates them.
@@ -220,13 +224,13 @@ impl ColdRecords {
         self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)
     }
 
-    fn set_position(&mut self, slot: Slot, at: usize) {
+    fn get_mut(&mut self, slot: Slot) -> Option<&mut Cold> {
         let slot = slot as usize;
-        if let Some(cold) = self
-            .chunks
-            .get_mut(slot / CHUNK)
-            .and_then(|chunk| chunk.get_mut(slot % CHUNK))
-        {
+        self.chunks.get_mut(slot / CHUNK)?.get_mut(slot % CHUNK)
+    }
+
+    fn set_position(&mut self, slot: Slot, at: usize) {
+        if let Some(cold) = self.get_mut(slot) {
             cold.position = at as u32;
         }
     }
@@ -353,6 +357,7 @@ impl Inner {
                 checksum: token.checksum,
                 created_at: token.created_at,
                 note: token.note,
+                rotated: false,
             })
             .ok_or_else(|| StoreError::Backend {
                 source: "the in-memory store is full (2^31 - 1 tokens)".into(),
@@ -485,12 +490,19 @@ impl TokenStore for MemoryStore {
         let old = inner
             .position(environment, predecessor)
             .ok_or_else(not_found)?;
-        let live = inner.table.get(old).is_some_and(|hot| hot.is_live_at(now));
-        if !live {
+        let hot = inner.table.get(old).ok_or_else(not_found)?;
+        if !hot.is_live_at(now) {
             return Err(StoreError::NotLive { id: predecessor });
+        }
+        let slot = hot.slot();
+        if inner.cold.get(slot).ok_or_else(not_found)?.rotated {
+            return Err(StoreError::AlreadyRotated { id: predecessor });
         }
         inner.check_insert(&successor, max_live, Some(predecessor))?;
         inner.insert_checked(successor)?;
+        if let Some(cold) = inner.cold.get_mut(slot) {
+            cold.rotated = true;
+        }
         // The insert may have grown the table and moved the predecessor.
         let old = inner
             .position(environment, predecessor)
@@ -606,5 +618,11 @@ mod tests {
     fn records_are_two_cache_lines() {
         assert_eq!(core::mem::size_of::<Option<Hot>>(), 128);
         assert_eq!(core::mem::align_of::<Hot>(), 64);
+    }
+
+    /// The rotation mark costs no memory: it sits in padding the cold part had anyway.
+    #[test]
+    fn cold_parts_stay_forty_bytes() {
+        assert_eq!(core::mem::size_of::<Cold>(), 40);
     }
 }

@@ -4,15 +4,18 @@
 //!
 //! Checks that must be atomic with a write (the live-token limit, rotation) take a
 //! transaction-scoped advisory lock on the environment, so concurrent issuers on any
-//! number of connections and processes serialize per environment; revocation is a single
-//! `UPDATE`, visible to every connection once it commits. Unique indexes on the id and
-//! the hash reject duplicates however requests race.
+//! number of connections and processes serialize per environment. Rotation also locks the
+//! predecessor's row (`FOR UPDATE`) before checking that it is live and not yet rotated,
+//! so a second rotation of the same token waits for the first and then sees its mark.
+//! Revocation is a single `UPDATE`, visible to every connection once it commits. Unique
+//! indexes on the id and the hash reject duplicates however requests race.
 //!
 //! # Schema
 //!
 //! `apitoken_meta` (schema version, hash key fingerprint) and `apitoken_tokens` (`uuid`
 //! ids, the 32-byte `bytea` hash with a unique index, `timestamptz` times at microsecond
-//! precision), with indexes on `(environment_id, id)` and `(environment_id, created_at,
+//! precision, and `replaced_by`, the successor's id once the token has been rotated), with
+//! indexes on `(environment_id, id)` and `(environment_id, created_at,
 //! id)`. [`PostgresStore::migrate`] creates or upgrades it under an advisory lock, so
 //! several processes can start at once. Tables are created in the connection's
 //! `search_path` schema; pick one with `?options=-c%20search_path%3Dmyschema` in the URL
@@ -38,7 +41,9 @@ use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
 /// edit one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    // 1: the tokens.
+    "
 CREATE TABLE apitoken_tokens (
     id uuid NOT NULL,
     hash bytea NOT NULL CHECK (octet_length(hash) = 32),
@@ -61,7 +66,14 @@ CREATE TABLE apitoken_tokens (
 );
 CREATE INDEX apitoken_tokens_environment_id ON apitoken_tokens (environment_id, id);
 CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment_id, created_at, id);
-"];
+",
+    // 2: the successor of a rotated token, so that a token is rotated at most once. NULL
+    // (never rotated) for every existing row; adding a nullable column without a default
+    // rewrites no row.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN replaced_by uuid;
+",
+];
 
 /// The advisory lock key `migrate` takes (any fixed number; "apitoken" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
@@ -242,22 +254,12 @@ async fn fetch_token(
     conn: &mut PgConnection,
     environment: EnvironmentId,
     id: TokenId,
-    for_update: bool,
 ) -> Result<Option<Token>, StoreError> {
-    const SELECT: &str = concat!(
+    let query = concat!(
         "SELECT ",
         token_columns!(),
         " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2"
     );
-    let query = if for_update {
-        concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2 FOR UPDATE"
-        )
-    } else {
-        SELECT
-    };
     sqlx::query(query)
         .bind(environment.as_uuid())
         .bind(id.as_uuid())
@@ -266,6 +268,33 @@ async fn fetch_token(
         .map_err(err)?
         .map(decode)
         .transpose()
+}
+
+/// The predecessor of a rotation, locked until the transaction ends (a concurrent
+/// rotation of it waits, then sees this one's outcome), and whether it has been rotated
+/// already.
+async fn lock_predecessor(
+    conn: &mut PgConnection,
+    environment: EnvironmentId,
+    id: TokenId,
+) -> Result<Option<(Token, bool)>, StoreError> {
+    let query = concat!(
+        "SELECT ",
+        token_columns!(),
+        ", replaced_by IS NOT NULL AS rotated FROM apitoken_tokens \
+         WHERE environment_id = $1 AND id = $2 FOR UPDATE"
+    );
+    let Some(row) = sqlx::query(query)
+        .bind(environment.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)?
+    else {
+        return Ok(None);
+    };
+    let rotated: bool = row.try_get("rotated").map_err(err)?;
+    Ok(Some((decode(row)?, rotated)))
 }
 
 async fn insert_row(conn: &mut PgConnection, stored: &StoredToken) -> Result<(), StoreError> {
@@ -374,7 +403,7 @@ impl TokenStore for PostgresStore {
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        fetch_token(&mut conn, environment, id, false).await
+        fetch_token(&mut conn, environment, id).await
     }
 
     async fn list(
@@ -455,7 +484,7 @@ impl TokenStore for PostgresStore {
         } = rotation;
         let now = successor.token.created_at;
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let old = fetch_token(&mut tx, environment, predecessor, true)
+        let (old, rotated) = lock_predecessor(&mut tx, environment, predecessor)
             .await?
             .ok_or(StoreError::NotFound {
                 environment,
@@ -464,17 +493,21 @@ impl TokenStore for PostgresStore {
         if !old.is_live_at(now) {
             return Err(StoreError::NotLive { id: predecessor });
         }
+        if rotated {
+            return Err(StoreError::AlreadyRotated { id: predecessor });
+        }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;
         let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1) \
-             WHERE environment_id = $2 AND id = $3 RETURNING ",
+            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
+             replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
             token_columns!()
         );
         let updated = sqlx::query(query)
             .bind(predecessor_expires_at)
             .bind(environment.as_uuid())
             .bind(predecessor.as_uuid())
+            .bind(successor.token.id.as_uuid())
             .fetch_one(&mut *tx)
             .await
             .map_err(err)?;

@@ -15,7 +15,8 @@
 //!
 //! Two tables, `apitoken_meta` (schema version, hash key fingerprint) and
 //! `apitoken_tokens` (one row per token: ids as 16-byte blobs, the 32-byte hash, times as
-//! microseconds since the Unix epoch), with a unique index on the hash and indexes on
+//! microseconds since the Unix epoch, and `replaced_by`, the successor's id once the token
+//! has been rotated), with a unique index on the hash and indexes on
 //! `(environment_id, id)` and `(environment_id, created_at, id)`. [`SqliteStore::migrate`]
 //! creates or upgrades it.
 
@@ -37,7 +38,9 @@ use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
 /// edit one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    // 1: the tokens.
+    "
 CREATE TABLE apitoken_tokens (
     id BLOB NOT NULL PRIMARY KEY CHECK (length(id) = 16),
     hash BLOB NOT NULL CHECK (length(hash) = 32),
@@ -59,7 +62,13 @@ CREATE TABLE apitoken_tokens (
 CREATE UNIQUE INDEX apitoken_tokens_hash ON apitoken_tokens (hash);
 CREATE INDEX apitoken_tokens_environment_id ON apitoken_tokens (environment_id, id);
 CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment_id, created_at, id);
-"];
+",
+    // 2: the successor of a rotated token, so that a token is rotated at most once. NULL
+    // (never rotated) for every existing row.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN replaced_by BLOB CHECK (length(replaced_by) = 16);
+",
+];
 
 fn err(e: sqlx::Error) -> StoreError {
     sql::map_error(e, Dialect::Sqlite)
@@ -241,6 +250,32 @@ impl SqliteStore {
             .map(decode)
             .transpose()
     }
+}
+
+/// The predecessor of a rotation, and whether it has been rotated already. Runs inside
+/// the rotation's write transaction.
+async fn fetch_predecessor(
+    conn: &mut SqliteConnection,
+    environment: EnvironmentId,
+    id: TokenId,
+) -> Result<Option<(Token, bool)>, StoreError> {
+    let query = concat!(
+        "SELECT ",
+        token_columns!(),
+        ", replaced_by IS NOT NULL AS rotated FROM apitoken_tokens \
+         WHERE environment_id = ? AND id = ?"
+    );
+    let Some(row) = sqlx::query(query)
+        .bind(environment.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)?
+    else {
+        return Ok(None);
+    };
+    let rotated: bool = row.try_get("rotated").map_err(err)?;
+    Ok(Some((decode(row)?, rotated)))
 }
 
 async fn meta(conn: &mut SqliteConnection, key: &str) -> Result<Option<String>, StoreError> {
@@ -484,7 +519,7 @@ impl TokenStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let old = SqliteStore::fetch_token(&mut tx, environment, predecessor)
+        let (old, rotated) = fetch_predecessor(&mut tx, environment, predecessor)
             .await?
             .ok_or(StoreError::NotFound {
                 environment,
@@ -493,17 +528,21 @@ impl TokenStore for SqliteStore {
         if !old.is_live_at(now) {
             return Err(StoreError::NotLive { id: predecessor });
         }
+        if rotated {
+            return Err(StoreError::AlreadyRotated { id: predecessor });
+        }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;
         let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1) \
-             WHERE environment_id = ?2 AND id = ?3 RETURNING ",
+            "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
+             replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
             token_columns!()
         );
         let updated = sqlx::query(query)
             .bind(micros(predecessor_expires_at))
             .bind(environment.as_uuid())
             .bind(predecessor.as_uuid())
+            .bind(successor.token.id.as_uuid())
             .fetch_one(&mut *tx)
             .await
             .map_err(err)?;

@@ -484,6 +484,11 @@ impl World {
                 matches!(result, Err(Error::NotLive { id }) if id == old_id),
                 "rotated into a successor born expired: {result:?}"
             );
+        } else if old.rotated {
+            assert!(
+                matches!(result, Err(Error::AlreadyRotated { id }) if id == old_id),
+                "rotated a token a second time: {result:?}"
+            );
         } else if self.live_in(env, Some(old_id)) >= self.limit {
             assert!(
                 matches!(result, Err(Error::TooManyTokens { .. })),
