@@ -388,6 +388,61 @@ async fn rotation_keeps_the_old_token_through_the_grace_period() {
     assert!(matches!(err, Error::NotFound { .. }));
 }
 
+/// A token in its grace period cannot be rotated again: it would get a second live
+/// successor. Its successor can be rotated instead.
+#[tokio::test]
+async fn a_token_is_rotated_at_most_once() {
+    let s = setup();
+    let old = s
+        .issuer
+        .issue(env(1), alice(), request("once", []))
+        .await
+        .unwrap();
+    let new = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    s.clock.advance(TimeDelta::seconds(1));
+    let in_grace = s.issuer.get(env(1), old.token.id).await.unwrap();
+
+    let err = s
+        .issuer
+        .rotate(env(1), old.token.id, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyRotated { id } if id == old.token.id),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), 409);
+    assert_eq!(err.code(), None);
+    assert!(!err.is_unauthenticated() && !err.is_forbidden());
+    assert_eq!(
+        err.public_message(),
+        format!(
+            "token {} has already been rotated, so it cannot be rotated again: rotate its successor instead",
+            old.token.id
+        )
+    );
+
+    // Nothing changed: the same two tokens, the old one's grace period as it was.
+    let listed = s.issuer.list(env(1), PageRequest::default()).await.unwrap();
+    assert_eq!(listed.tokens.len(), 2);
+    assert_eq!(s.issuer.get(env(1), old.token.id).await.unwrap(), in_grace);
+    s.issuer
+        .authenticate(old.raw.expose_secret())
+        .await
+        .unwrap();
+
+    let newest = s
+        .issuer
+        .rotate(env(1), new.token.id, Duration::from_secs(600))
+        .await
+        .expect("the successor can be rotated");
+    assert_ne!(newest.token.id, new.token.id);
+}
+
 #[tokio::test]
 async fn rotation_with_no_grace_ends_the_old_token_at_once() {
     let s = setup();

@@ -244,6 +244,51 @@ async fn concurrent_rotations_of_one_token_are_all_or_nothing() {
     .await;
 }
 
+/// Rotations with a grace period and no limit, racing on one predecessor from several
+/// pools: only the row lock and the rotation mark stop a second successor. Exactly one
+/// wins; every other is refused as already rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_in_the_grace_period_give_one_successor() {
+    in_schema("concurrent_rotations_grace", |schema| async move {
+        let issuers: Vec<_> = futures_util::future::join_all(
+            (0..3).map(|_| async { Arc::new(TokenIssuer::new(schema.store().await)) }),
+        )
+        .await;
+        for _ in 0..3 {
+            let env = new_environment();
+            let old = issuers[0]
+                .issue(env, alice(), request("rotating"))
+                .await
+                .unwrap();
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let issuer = issuers[i % issuers.len()].clone();
+                    let id = old.token.id;
+                    tokio::spawn(
+                        async move { issuer.rotate(env, id, Duration::from_secs(600)).await },
+                    )
+                })
+                .collect();
+            let mut won = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(_) => won += 1,
+                    Err(Error::AlreadyRotated { id }) => assert_eq!(id, old.token.id),
+                    Err(e) => panic!("unexpected: {e}"),
+                }
+            }
+            assert_eq!(won, 1, "one rotation wins");
+            let listed = issuers[0].list(env, Default::default()).await.unwrap();
+            assert_eq!(
+                listed.tokens.len(),
+                2,
+                "the predecessor and one successor, nothing else"
+            );
+        }
+    })
+    .await;
+}
+
 /// Once revoke has returned, no connection authenticates the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_is_seen_by_every_connection_at_once() {
