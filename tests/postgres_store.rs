@@ -8,9 +8,11 @@ mod support;
 
 use apitoken::conformance::{self, new_environment};
 use apitoken::{
-    Creator, Error, IssueRequest, Note, PostgresStore, StoreError, TokenIssuer, TokenStore, UserId,
+    Creator, Error, IssueRequest, Note, PostgresStore, StoreError, TokenFormat, TokenHasher,
+    TokenId, TokenIssuer, TokenStore, UserId,
 };
-use sqlx::postgres::PgConnectOptions;
+use chrono::{TimeDelta, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -131,6 +133,158 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
                 err,
                 StoreError::SchemaTooNew {
                     found: 7,
+                    supported: 2
+                }
+            ),
+            "{err:?}"
+        );
+    })
+    .await;
+}
+
+/// The schema exactly as version 1 of this library created it (its only migration, and
+/// the table `migrate` created before it), copied rather than taken from the library, so
+/// that the upgrade is tested from what shipped.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS apitoken_meta (key text NOT NULL PRIMARY KEY, value text NOT NULL);
+CREATE TABLE apitoken_tokens (
+    id uuid NOT NULL,
+    hash bytea NOT NULL CHECK (octet_length(hash) = 32),
+    environment_id uuid NOT NULL,
+    checksum text NOT NULL,
+    created_by_id uuid NOT NULL,
+    created_by_alias text,
+    created_by_first_name text,
+    created_by_last_name text,
+    created_by_email text,
+    created_at timestamptz NOT NULL,
+    active boolean NOT NULL,
+    note text NOT NULL,
+    scopes text NOT NULL,
+    expires_at timestamptz,
+    last_used_at timestamptz,
+    revoked_at timestamptz,
+    CONSTRAINT apitoken_tokens_id_key PRIMARY KEY (id),
+    CONSTRAINT apitoken_tokens_hash_key UNIQUE (hash)
+);
+CREATE INDEX apitoken_tokens_environment_id ON apitoken_tokens (environment_id, id);
+CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment_id, created_at, id);
+INSERT INTO apitoken_meta (key, value) VALUES ('schema_version', '1');
+";
+
+/// The `replaced_by` column of token `id`.
+async fn replaced_by(store: &PostgresStore, id: TokenId) -> Option<Uuid> {
+    sqlx::query_scalar("SELECT replaced_by FROM apitoken_tokens WHERE id = $1")
+        .bind(id.as_uuid())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// A schema written by version 1 (schema version 1, one token, the hash key bound) is
+/// migrated to version 2 in place: its token still authenticates, can be rotated once,
+/// and not twice.
+#[tokio::test]
+async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
+    in_schema("version_1_upgrade", |schema| async move {
+        let env = new_environment();
+        let raw = TokenFormat::dynamic().generate(&mut rand::rng());
+        let hasher = TokenHasher::unkeyed();
+        let created_at = Utc::now() - TimeDelta::days(1);
+        let id = TokenId::generate(created_at, &mut rand::rng());
+        {
+            let pool = PgPool::connect_with(schema.options()).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::raw_sql(SCHEMA_V1).execute(&mut *tx).await.unwrap();
+            sqlx::query(
+                "INSERT INTO apitoken_meta (key, value) VALUES ('hash_key_fingerprint', $1)",
+            )
+            .bind(hasher.fingerprint())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+                 created_by_alias, created_by_first_name, created_by_last_name, \
+                 created_by_email, created_at, active, note, scopes, expires_at, last_used_at, \
+                 revoked_at) VALUES ($1, $2, $3, $4, $5, 'alice', NULL, NULL, NULL, $6, true, \
+                 'from v1', 'environment.apiTokens.read', NULL, NULL, NULL)",
+            )
+            .bind(id.as_uuid())
+            .bind(hasher.hash(raw.expose_secret()).as_bytes().as_slice())
+            .bind(env.as_uuid())
+            .bind(raw.checksum().as_str())
+            .bind(Uuid::from_u128(0xa11ce))
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            pool.close().await;
+        }
+
+        let store = PostgresStore::connect_with(schema.options(), PostgresStore::pool_options())
+            .await
+            .unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 1);
+        store.migrate().await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 2);
+        store.migrate().await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 2);
+        store.bind_hash_key(&hasher.fingerprint()).await.unwrap();
+        assert_eq!(
+            replaced_by(&store, id).await,
+            None,
+            "an old row is unrotated"
+        );
+
+        let issuer = TokenIssuer::new(store.clone());
+        let who = issuer.authenticate(raw.expose_secret()).await.unwrap();
+        assert_eq!(who.token_id(), id);
+        assert_eq!(who.environment(), env);
+        assert_eq!(issuer.get(env, id).await.unwrap().note.as_str(), "from v1");
+
+        let new = issuer
+            .rotate(env, id, Duration::from_secs(600))
+            .await
+            .expect("a token from version 1 can be rotated");
+        assert_eq!(
+            replaced_by(&store, id).await,
+            Some(*new.token.id.as_uuid()),
+            "the old row names its successor"
+        );
+        let err = issuer
+            .rotate(env, id, Duration::from_secs(600))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyRotated { id: refused } if refused == id),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), 409);
+        issuer.authenticate(raw.expose_secret()).await.unwrap();
+        issuer.authenticate(new.raw.expose_secret()).await.unwrap();
+        assert_eq!(
+            issuer
+                .list(env, Default::default())
+                .await
+                .unwrap()
+                .tokens
+                .len(),
+            2
+        );
+
+        // A schema from a version newer than this one is still refused.
+        sqlx::query("UPDATE apitoken_meta SET value = '3' WHERE key = 'schema_version'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let err = store.migrate().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 3,
                     supported: 2
                 }
             ),

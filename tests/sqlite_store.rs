@@ -6,11 +6,14 @@ mod support;
 
 use apitoken::conformance::{self, base_time, new_environment, sample_token};
 use apitoken::{
-    Creator, EnvironmentId, Error, IssueRequest, Note, SqliteStore, StoreError, TokenIssuer,
-    TokenStore, UserId,
+    Creator, EnvironmentId, Error, IssueRequest, Note, SqliteStore, StoreError, TokenFormat,
+    TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
+use chrono::{TimeDelta, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 use support::TempDb;
 use uuid::Uuid;
 
@@ -112,6 +115,162 @@ async fn a_newer_schema_is_refused() {
         "{err:?}"
     );
     assert!(err.to_string().contains("upgrade apitoken"), "{err}");
+}
+
+/// The schema exactly as version 1 of this library created it (its only migration, and
+/// the table `migrate` created before it), copied rather than taken from the library, so
+/// that the upgrade is tested from what shipped.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS apitoken_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE apitoken_tokens (
+    id BLOB NOT NULL PRIMARY KEY CHECK (length(id) = 16),
+    hash BLOB NOT NULL CHECK (length(hash) = 32),
+    environment_id BLOB NOT NULL CHECK (length(environment_id) = 16),
+    checksum TEXT NOT NULL,
+    created_by_id BLOB NOT NULL,
+    created_by_alias TEXT,
+    created_by_first_name TEXT,
+    created_by_last_name TEXT,
+    created_by_email TEXT,
+    created_at INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    expires_at INTEGER,
+    last_used_at INTEGER,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX apitoken_tokens_hash ON apitoken_tokens (hash);
+CREATE INDEX apitoken_tokens_environment_id ON apitoken_tokens (environment_id, id);
+CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment_id, created_at, id);
+INSERT INTO apitoken_meta (key, value) VALUES ('schema_version', '1');
+";
+
+/// The `replaced_by` column of token `id`.
+async fn replaced_by(store: &SqliteStore, id: TokenId) -> Option<Vec<u8>> {
+    sqlx::query_scalar("SELECT replaced_by FROM apitoken_tokens WHERE id = ?")
+        .bind(id.as_uuid().as_bytes().as_slice())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// A database file written by version 1 (schema version 1, one token, the hash key bound)
+/// is migrated to version 2 in place: its token still authenticates, can be rotated once,
+/// and not twice.
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
+    let db = TempDb::new("apitoken_v1");
+    let env = new_environment();
+    let raw = TokenFormat::dynamic().generate(&mut rand::rng());
+    let hasher = TokenHasher::unkeyed();
+    let created_at = Utc::now() - TimeDelta::days(1);
+    let id = TokenId::generate(created_at, &mut rand::rng());
+    {
+        let pool = SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&db.path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal),
+        )
+        .await
+        .unwrap();
+        sqlx::raw_sql(SCHEMA_V1).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO apitoken_meta (key, value) VALUES ('hash_key_fingerprint', ?)")
+            .bind(hasher.fingerprint())
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Version 1's columns and encodings: ids as 16-byte blobs, times in microseconds.
+        sqlx::query(
+            "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+             created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+             created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, 'alice', NULL, NULL, NULL, ?, 1, 'from v1', \
+             'environment.apiTokens.read', NULL, NULL, NULL)",
+        )
+        .bind(id.as_uuid().as_bytes().as_slice())
+        .bind(hasher.hash(raw.expose_secret()).as_bytes().as_slice())
+        .bind(env.as_uuid().as_bytes().as_slice())
+        .bind(raw.checksum().as_str())
+        .bind(Uuid::from_u128(0xa11ce).as_bytes().as_slice())
+        .bind(created_at.timestamp_micros())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    store.bind_hash_key(&hasher.fingerprint()).await.unwrap();
+    assert_eq!(
+        replaced_by(&store, id).await,
+        None,
+        "an old row is unrotated"
+    );
+
+    let issuer = TokenIssuer::new(store.clone());
+    let who = issuer.authenticate(raw.expose_secret()).await.unwrap();
+    assert_eq!(who.token_id(), id);
+    assert_eq!(who.environment(), env);
+    let old = issuer.get(env, id).await.unwrap();
+    assert_eq!(old.note.as_str(), "from v1");
+    assert_eq!(
+        old.created_at.timestamp_micros(),
+        created_at.timestamp_micros()
+    );
+
+    let new = issuer
+        .rotate(env, id, Duration::from_secs(600))
+        .await
+        .expect("a token from version 1 can be rotated");
+    assert_eq!(
+        replaced_by(&store, id).await,
+        Some(new.token.id.as_uuid().as_bytes().to_vec()),
+        "the old row names its successor"
+    );
+    let err = issuer
+        .rotate(env, id, Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyRotated { id: refused } if refused == id),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), 409);
+    issuer.authenticate(raw.expose_secret()).await.unwrap();
+    issuer.authenticate(new.raw.expose_secret()).await.unwrap();
+    assert_eq!(
+        issuer
+            .list(env, Default::default())
+            .await
+            .unwrap()
+            .tokens
+            .len(),
+        2
+    );
+
+    // A database from a version newer than this one is still refused.
+    sqlx::query("UPDATE apitoken_meta SET value = '3' WHERE key = 'schema_version'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 3,
+                supported: 2
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
