@@ -362,6 +362,7 @@ on_every_store! {
     issue_verify_revoke,
     list_never_shows_raw_tokens,
     rotate_with_grace,
+    rotate_only_once,
     get_shows_one_token,
     wrong_hash_key_is_refused,
     expires_in_sets_the_expiry,
@@ -582,6 +583,37 @@ fn rotate_with_grace(db: &Db) {
     db.cli(&["rotate", "--env", ENV, "--id", &id(new)])
         .run()
         .error(2, &["cannot be rotated", "issue a new token"]);
+}
+
+/// A token still in its grace period cannot be rotated again; its successor can.
+fn rotate_only_once(db: &Db) {
+    let old = db.issue(&["--note", "once"]);
+    let rotate = |id: &str| db.cli(&["rotate", "--env", ENV, "--id", id, "--grace", "1h"]);
+    let first: Value = serde_json::from_str(&rotate(&id(&old)).run().success()).unwrap();
+    let first = &first["token"];
+
+    let run = rotate(&id(&old)).run();
+    run.never_shows(&raw(&old));
+    assert!(
+        !run.stdout.contains("rawToken"),
+        "no second successor: {run:#?}"
+    );
+    run.error(
+        2,
+        &[
+            &id(&old),
+            "has already been rotated",
+            "rotate its successor instead",
+        ],
+    );
+
+    // Nothing changed: the old token works through its grace period, and there are two.
+    db.cli(&["verify", &raw(&old)]).run().success();
+    let listed: Value =
+        serde_json::from_str(&db.cli(&["list", "--env", ENV, "--json"]).run().success()).unwrap();
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 2, "{listed}");
+
+    rotate(&id(first)).run().success();
 }
 
 fn get_shows_one_token(db: &Db) {
