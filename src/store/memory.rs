@@ -21,11 +21,11 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 ///
 /// Safe to share between threads (one reader-writer lock; look-ups only read).
 ///
-/// Built for the authentication look-up, which every request makes: a compact index
-/// (8 bytes a slot) leads to one 128-byte, cache-line-aligned record holding the hash
-/// and everything authentication reads, so a look-up among millions of tokens costs one
-/// index probe and one record fetch. The note, checksum, creation time and whether the
-/// token was rotated live apart.
+/// Built for the authentication look-up, which every request makes: each token's hash and
+/// everything authentication reads sit in one 128-byte, cache-line-aligned record, placed
+/// in an open-addressed table at the position the hash itself gives, so a look-up among
+/// millions of tokens is one memory access (two adjacent cache lines). The note, checksum,
+/// creation time and whether the token was rotated live apart.
 ///
 /// ```
 /// use apitoken::{MemoryStore, TokenIssuer};
