@@ -2,7 +2,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::format::Checksum;
+use crate::format::{Checksum, FormatError};
 use crate::format::TokenFormat;
 use crate::hash::{HashKey, TokenHash, TokenHasher};
 use crate::model::{
@@ -371,7 +371,7 @@ impl<S: TokenStore> TokenIssuer<S> {
 
     /// Parses and hashes a presented token. Kept out of `authenticate`'s future, so that
     /// the future stays small and no copy of the token outlives this call.
-    fn hash_presented(&self, presented: &str) -> Result<(TokenHash, Checksum), Error> {
+    fn hash_presented(&self, presented: &str) -> Result<(TokenHash, Checksum), FormatError> {
         let parsed = self.format.parse(strip_bearer(presented))?;
         Ok((self.hasher.hash(parsed.expose_secret()), parsed.checksum()))
     }
