@@ -8,8 +8,8 @@ mod support;
 
 use apitoken::conformance::{self, new_environment};
 use apitoken::{
-    Creator, Error, IssueRequest, Note, PostgresStore, StoreError, TokenFormat, TokenHasher,
-    TokenId, TokenIssuer, TokenStore, UserId,
+    Creator, Error, IssueRequest, Note, PageRequest, PostgresStore, StoreError, TokenFormat,
+    TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -523,6 +523,66 @@ async fn authentication_fails_closed_and_recovers_when_the_database_comes_back()
         issuer.authenticate(secret).await.unwrap();
         // The revocation made directly is seen through the recovered pool.
         direct.revoke(env, issued.token.id).await.unwrap();
+        assert!(matches!(
+            issuer.authenticate(secret).await,
+            Err(Error::Revoked { .. })
+        ));
+    })
+    .await;
+}
+
+/// Connections are not pinged before use (a round trip saved per operation), so a pooled
+/// connection the network dropped while it sat idle is handed out broken. Its first
+/// statement fails with an I/O error and is retried on another connection: reads and
+/// writes right after the cut succeed, and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_while_idle_are_replaced_without_an_error() {
+    in_schema("dropped_while_idle", |schema| async move {
+        drop(schema.store().await); // creates the tables
+        let target = schema.options();
+        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = Proxy::start(upstream).await;
+        let store = PostgresStore::connect_with(
+            schema.options().host("127.0.0.1").port(proxy.addr.port()),
+            PostgresStore::pool_options().min_connections(3),
+        )
+        .await
+        .unwrap();
+        let issuer = TokenIssuer::new(store.clone());
+        let env = new_environment();
+        let issued = issuer.issue(env, alice(), request("x")).await.unwrap();
+        let secret = issued.raw.expose_secret();
+        for round in 0..3 {
+            // Every pooled connection is idle and was tested when released; then the
+            // network drops them all, and comes back at once.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            proxy.cut();
+            proxy.restore();
+            match round {
+                0 => {
+                    let who = issuer.authenticate(secret).await.expect("a read recovers");
+                    assert_eq!(who.token_id(), issued.token.id);
+                }
+                1 => {
+                    issuer
+                        .issue(env, alice(), request("y"))
+                        .await
+                        .expect("an insert recovers");
+                }
+                _ => {
+                    issuer
+                        .revoke(env, issued.token.id)
+                        .await
+                        .expect("an update recovers");
+                }
+            }
+        }
+        let page = issuer.list(env, PageRequest::first(10)).await.unwrap();
+        assert_eq!(page.tokens.len(), 2, "the insert ran once");
         assert!(matches!(
             issuer.authenticate(secret).await,
             Err(Error::Revoked { .. })

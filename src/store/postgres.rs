@@ -24,8 +24,14 @@
 //! # Failures
 //!
 //! When the server cannot be reached, operations fail after the pool's acquire timeout
-//! (5 s by default) with [`StoreError::Unavailable`]; broken connections are tested and
-//! replaced before use, so the store recovers by itself when the server is back.
+//! (5 s by default) with [`StoreError::Unavailable`], and the store recovers by itself
+//! when the server is back. The pool tests a connection when it is released, not again
+//! before each use (that would cost a round trip per operation); a connection broken
+//! while idle (the server restarted, a proxy dropped it) fails its first statement with an
+//! I/O error, and that statement is retried on another connection, so callers do not see
+//! it. Only statements that are safe to run twice are retried: reads, `BEGIN`, revoking,
+//! recording a last use, and inserting one row (a second insert of a row that did arrive
+//! fails as a duplicate rather than adding a row).
 
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
@@ -82,6 +88,12 @@ fn err(e: sqlx::Error) -> StoreError {
     sql::map_error(e, Dialect::Postgres)
 }
 
+/// Whether `e` is an I/O error on a connection: one the pool handed out broken.
+fn broken_connection(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable { source }
+        if matches!(source.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_))))
+}
+
 /// Token records in PostgreSQL.
 ///
 /// ```no_run
@@ -100,8 +112,8 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connects with a URL (`postgres://user:password@host:port/database?…`), with a pool
-    /// of up to 10 connections, a 5-second acquire timeout, and connections tested
-    /// before use.
+    /// of up to 10 connections, a 5-second acquire timeout, and connections tested when
+    /// released rather than before each use.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(err)?;
         PostgresStore::connect_with(options, PostgresStore::pool_options()).await
@@ -112,7 +124,7 @@ impl PostgresStore {
         PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(true)
+            .test_before_acquire(false)
     }
 
     /// Connects with explicit connection and pool options. The first connection is made
@@ -143,12 +155,31 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Runs `statement`, again on another connection if it failed with an I/O error (a
+    /// connection broken while idle), at most once per connection the pool may hold. Only
+    /// for statements that are safe to run twice (see the module's "Failures").
+    async fn retrying<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: core::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut retries = self.pool.options().get_max_connections();
+        loop {
+            match statement().await {
+                Err(e) if retries > 0 && broken_connection(&e) => retries -= 1,
+                result => return result,
+            }
+        }
+    }
+
     /// Creates the schema, or upgrades it to the newest version, in one transaction under
     /// an advisory lock; running it again (or from several processes at once) changes
     /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
     /// version.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self
+            .retrying(|| async { self.pool.begin().await.map_err(err) })
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
@@ -194,7 +225,9 @@ impl PostgresStore {
     /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other. Needs
     /// [`migrate`](Self::migrate) first.
     pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self
+            .retrying(|| async { self.pool.begin().await.map_err(err) })
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
@@ -372,10 +405,16 @@ impl TokenStore for PostgresStore {
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
         if max_live.is_none() {
-            let mut conn = self.pool.acquire().await.map_err(err)?;
-            return insert_row(&mut conn, &token).await;
+            return self
+                .retrying(|| async {
+                    let mut conn = self.pool.acquire().await.map_err(err)?;
+                    insert_row(&mut conn, &token).await
+                })
+                .await;
         }
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self
+            .retrying(|| async { self.pool.begin().await.map_err(err) })
+            .await?;
         let t = &token.token;
         check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
         insert_row(&mut tx, &token).await?;
@@ -388,13 +427,16 @@ impl TokenStore for PostgresStore {
             token_columns!(),
             " FROM apitoken_tokens WHERE hash = $1"
         );
-        sqlx::query(query)
-            .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?
-            .map(decode)
-            .transpose()
+        self.retrying(|| async {
+            sqlx::query(query)
+                .bind(hash.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)
+        })
+        .await?
+        .map(decode)
+        .transpose()
     }
 
     async fn get(
@@ -402,8 +444,11 @@ impl TokenStore for PostgresStore {
         environment: EnvironmentId,
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(err)?;
-        fetch_token(&mut conn, environment, id).await
+        self.retrying(|| async {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            fetch_token(&mut conn, environment, id).await
+        })
+        .await
     }
 
     async fn list(
@@ -413,37 +458,41 @@ impl TokenStore for PostgresStore {
     ) -> Result<Page, StoreError> {
         let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
         // One row more than asked tells whether another page follows.
-        let rows = match page.after {
-            None => {
-                let query = concat!(
-                    "SELECT ",
-                    token_columns!(),
-                    " FROM apitoken_tokens WHERE environment_id = $1 \
+        let rows = self
+            .retrying(|| async {
+                match page.after {
+                    None => {
+                        let query = concat!(
+                            "SELECT ",
+                            token_columns!(),
+                            " FROM apitoken_tokens WHERE environment_id = $1 \
                      ORDER BY created_at, id LIMIT $2"
-                );
-                sqlx::query(query)
-                    .bind(environment.as_uuid())
-                    .bind(i64::from(limit) + 1)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            Some(after) => {
-                let query = concat!(
-                    "SELECT ",
-                    token_columns!(),
-                    " FROM apitoken_tokens WHERE environment_id = $1 \
+                        );
+                        sqlx::query(query)
+                            .bind(environment.as_uuid())
+                            .bind(i64::from(limit) + 1)
+                            .fetch_all(&self.pool)
+                            .await
+                    }
+                    Some(after) => {
+                        let query = concat!(
+                            "SELECT ",
+                            token_columns!(),
+                            " FROM apitoken_tokens WHERE environment_id = $1 \
                      AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4"
-                );
-                sqlx::query(query)
-                    .bind(environment.as_uuid())
-                    .bind(after.created_at)
-                    .bind(after.id.as_uuid())
-                    .bind(i64::from(limit) + 1)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
-        .map_err(err)?;
+                        );
+                        sqlx::query(query)
+                            .bind(environment.as_uuid())
+                            .bind(after.created_at)
+                            .bind(after.id.as_uuid())
+                            .bind(i64::from(limit) + 1)
+                            .fetch_all(&self.pool)
+                            .await
+                    }
+                }
+                .map_err(err)
+            })
+            .await?;
         let tokens = rows
             .into_iter()
             .map(decode)
@@ -462,16 +511,19 @@ impl TokenStore for PostgresStore {
              WHERE environment_id = $2 AND id = $3 RETURNING ",
             token_columns!()
         );
-        sqlx::query(query)
-            .bind(at)
-            .bind(environment.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?
-            .map(decode)
-            .transpose()?
-            .ok_or(StoreError::NotFound { environment, id })
+        self.retrying(|| async {
+            sqlx::query(query)
+                .bind(at)
+                .bind(environment.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)
+        })
+        .await?
+        .map(decode)
+        .transpose()?
+        .ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -483,7 +535,9 @@ impl TokenStore for PostgresStore {
             max_live,
         } = rotation;
         let now = successor.token.created_at;
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self
+            .retrying(|| async { self.pool.begin().await.map_err(err) })
+            .await?;
         let (old, rotated) = lock_predecessor(&mut tx, environment, predecessor)
             .await?
             .ok_or(StoreError::NotFound {
@@ -517,15 +571,18 @@ impl TokenStore for PostgresStore {
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE apitoken_tokens SET last_used_at = $1 \
-             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-        )
-        .bind(at)
-        .bind(id.as_uuid())
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
+        self.retrying(|| async {
+            sqlx::query(
+                "UPDATE apitoken_tokens SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(at)
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(err)
+        })
+        .await?;
         Ok(())
     }
 }
