@@ -268,13 +268,6 @@ pub struct Credential {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-impl Credential {
-    /// Whether it authenticates at `now`: active and not expired.
-    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
-        self.active && self.expires_at.is_none_or(|at| at > now)
-    }
-}
-
 impl From<&Token> for Credential {
     fn from(token: &Token) -> Self {
         Credential {

@@ -7,13 +7,11 @@ use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use core::fmt;
-use core::hash::BuildHasherDefault;
+use core::hash::{BuildHasherDefault, Hasher};
 use core::num::NonZeroU32;
 use core::time::Duration;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-
-use super::memory::HashPrefix;
 
 const SHARDS: usize = 16;
 
@@ -317,5 +315,22 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
         }
         Ok(())
+    }
+}
+
+/// A token hash is a BLAKE3 output: uniformly random, and no one presenting tokens can
+/// steer it, so its first 8 bytes are a fine hash-map hash (no SipHash needed).
+#[derive(Default)]
+struct HashPrefix(u64);
+
+impl Hasher for HashPrefix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
     }
 }

@@ -9,7 +9,6 @@ use crate::scope::Scopes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::fmt;
-use core::hash::Hasher;
 use core::num::NonZeroU32;
 use core::ops::Bound;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -244,23 +243,6 @@ impl ColdRecords {
         self.chunks.last_mut()?.push(cold);
         self.len += 1;
         Some(slot)
-    }
-}
-
-/// A token hash is already uniformly random, and only the issuer chooses which hashes are
-/// inserted, so its first 8 bytes are a fine hash-map hash (no SipHash needed).
-#[derive(Default)]
-pub(crate) struct HashPrefix(u64);
-
-impl Hasher for HashPrefix {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for (i, b) in bytes.iter().take(8).enumerate() {
-            self.0 ^= u64::from(*b) << (8 * i);
-        }
     }
 }
 

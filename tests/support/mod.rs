@@ -3,8 +3,8 @@
 #![allow(dead_code, clippy::print_stderr)] // the skip notice must be loud
 
 use apitoken::{
-    EnvironmentId, MemoryStore, Page, PageRequest, Rotation, StoreError, StoredToken, Token,
-    TokenHash, TokenId, TokenStore,
+    EnvironmentId, Error, MemoryStore, Page, PageRequest, RawToken, Rotation, StoreError,
+    StoredToken, Token, TokenHash, TokenId, TokenIssuer, TokenStore,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -193,4 +193,31 @@ impl TokenStore for Counting {
         self.last_use_writes.fetch_add(1, AtomicOrdering::SeqCst);
         self.inner.record_last_use(id, at).await
     }
+}
+
+/// What the upgrade tests of both SQL stores check once a version-1 token has been read:
+/// it rotates once, a second rotation is refused with 409, both tokens then authenticate
+/// and the environment lists both. Returns the successor's id.
+pub(crate) async fn rotates_once<S: TokenStore>(
+    issuer: &TokenIssuer<S>,
+    env: EnvironmentId,
+    id: TokenId,
+    raw: &RawToken,
+) -> TokenId {
+    let grace = std::time::Duration::from_secs(600);
+    let new = issuer
+        .rotate(env, id, grace)
+        .await
+        .expect("a token from version 1 can be rotated");
+    let err = issuer.rotate(env, id, grace).await.unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyRotated { id: refused } if refused == id),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), 409);
+    issuer.authenticate(raw.expose_secret()).await.unwrap();
+    issuer.authenticate(new.raw.expose_secret()).await.unwrap();
+    let page = issuer.list(env, PageRequest::default()).await.unwrap();
+    assert_eq!(page.tokens.len(), 2);
+    new.token.id
 }
