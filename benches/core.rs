@@ -7,7 +7,8 @@
 //! Groups: `generate`; `issue_without_store` (generate + hash + build the record) for us,
 //! `prefixed-api-key` and a typical hand-rolled implementation; `issue_memory_store`;
 //! `authenticate_1m` against a `MemoryStore` of 1M tokens (live, unknown, revoked, and
-//! through `CachedStore`) with the peers' verification; `reject_malformed`; `scope_check`;
+//! through `CachedStore`) with the peers' verification (prefixed-api-key both among 1M
+//! stored keys and alone, against a hash already in hand); `reject_malformed`; `scope_check`;
 //! `json`; `two_threads` (issue and authenticate on 1 and 2 threads, same code); `floor`
 //! (the primitives: random bytes, CRC-32, BLAKE3, a 1M hash-map look-up).
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -289,6 +290,30 @@ fn handrolled_million() -> Handrolled {
     }
 }
 
+/// prefixed-api-key as its README stores keys: the short token (the key's public part)
+/// indexes the long token's hash. 1M of them in a `HashMap<String, String>`.
+struct PakMillion {
+    pak: Pak,
+    store: HashMap<String, String>,
+    tokens: Presented,
+}
+
+fn pak_million() -> PakMillion {
+    let pak = pak();
+    let mut store = HashMap::with_capacity(MILLION);
+    let mut tokens = Vec::with_capacity(MILLION);
+    for _ in 0..MILLION {
+        let (key, hash) = pak.generate_key_and_hash();
+        store.insert(key.short_token().to_owned(), hash);
+        tokens.push(key.to_string());
+    }
+    PakMillion {
+        pak,
+        store,
+        tokens: Presented::new(shuffled(tokens)),
+    }
+}
+
 fn authenticate_1m(c: &mut Criterion) {
     // Built on first use, so that a filtered run (`cargo bench -- generate`) skips it.
     let m = OnceCell::new();
@@ -334,6 +359,19 @@ fn authenticate_1m(c: &mut Criterion) {
             handrolled::verify(h.tokens.get(k), &h.store).unwrap()
         })
     });
+    // Like for like: the same check after finding the stored hash among 1M.
+    let p = OnceCell::new();
+    let mut l = 0;
+    g.bench_function("prefixed_api_key_1m", |b| {
+        let p = p.get_or_init(pak_million);
+        b.iter(|| {
+            l = (l + 1) % MILLION;
+            let parsed = prefixed_api_key::PrefixedApiKey::from_string(p.tokens.get(l)).unwrap();
+            let hash = p.store.get(parsed.short_token()).unwrap();
+            assert!(p.pak.check_hash(&parsed, hash));
+        })
+    });
+    // The check alone, against a hash the caller already holds: no look-up.
     let pak = pak();
     let (key, hash) = pak.generate_key_and_hash();
     let key = key.to_string();

@@ -5,8 +5,7 @@ use crate::error::Error;
 use crate::format::TokenFormat;
 use crate::hash::{HashKey, TokenHasher};
 use crate::model::{
-    Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token,
-    TokenId,
+    Creator, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token, TokenId,
 };
 use crate::note::Note;
 use crate::scope::{Scope, ScopeCatalog, Scopes};
@@ -358,8 +357,26 @@ impl<S: TokenStore> TokenIssuer<S> {
             None => self.store.find_credential(&hash).await?,
         };
         let token = found.ok_or(Error::Unknown { checksum })?;
+        if !token.active {
+            return Err(Error::Revoked {
+                id: token.id,
+                revoked_at: token.revoked_at,
+            });
+        }
+        // The clock is read only when an answer depends on it: it costs as much as the
+        // format check (about 40 ns on a VM).
+        if token.expires_at.is_none() && self.last_use_interval.is_none() {
+            return Ok(Principal::from_credential(token));
+        }
         let now = self.now();
-        check_live(&token, now)?;
+        if let Some(expired_at) = token.expires_at
+            && expired_at <= now
+        {
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at,
+            });
+        }
         if let Some(interval) = self.last_use_interval
             && token
                 .last_used_at
@@ -482,22 +499,6 @@ impl Principal {
 
 /// The token inside a raw value or an `Authorization` header value.
 /// Fails with `Revoked` or `Expired` unless the credential authenticates at `now`.
-fn check_live(token: &Credential, now: DateTime<Utc>) -> Result<(), Error> {
-    if !token.active {
-        return Err(Error::Revoked {
-            id: token.id,
-            revoked_at: token.revoked_at,
-        });
-    }
-    match token.expires_at {
-        Some(expired_at) if expired_at <= now => Err(Error::Expired {
-            id: token.id,
-            expired_at,
-        }),
-        _ => Ok(()),
-    }
-}
-
 fn strip_bearer(presented: &str) -> &str {
     // ASCII whitespace only (HTTP's is spaces and tabs): cheaper than Unicode trimming,
     // and a token never contains any.

@@ -1,15 +1,15 @@
 //! The issuer's whole lifecycle on `MemoryStore` with a settable clock.
 
 use apitoken::{
-    Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore, Note,
-    PageRequest, Scope, ScopeCatalog, Scopes, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE,
+    Caller, Clock, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore,
+    Note, PageRequest, Scope, ScopeCatalog, Scopes, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE,
     UserId,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::Counting;
 use uuid::Uuid;
@@ -188,6 +188,74 @@ async fn tokens_expire_at_their_expiry() {
     let err = s.issuer.authenticate(secret).await.unwrap_err();
     assert!(matches!(err, Error::Expired { expired_at, .. } if expired_at == expires_at));
     assert_eq!(err.status(), 401);
+}
+
+/// A clock that counts its reads; clones share the count.
+#[derive(Clone, Debug)]
+struct CountedClock {
+    inner: ManualClock,
+    reads: Arc<AtomicUsize>,
+}
+
+impl Clock for CountedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.now()
+    }
+}
+
+#[tokio::test]
+async fn the_clock_is_read_only_when_the_answer_depends_on_it() {
+    let clock = CountedClock {
+        inner: ManualClock::new(start()),
+        reads: Arc::default(),
+    };
+    let issuer = TokenIssuer::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .last_use_interval(None)
+        .build();
+    let forever = issuer
+        .issue(env(1), alice(), request("forever", []))
+        .await
+        .unwrap();
+    let expires_at = start() + TimeDelta::hours(1);
+    let hour = issuer
+        .issue(
+            env(1),
+            alice(),
+            request("an hour", []).expires_at(expires_at),
+        )
+        .await
+        .unwrap();
+    let reads = || clock.reads.load(Ordering::SeqCst);
+
+    // No expiry and no last-use tracking: nothing to compare the time with.
+    let before = reads();
+    issuer
+        .authenticate(forever.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(reads(), before);
+
+    // An expiry is still enforced without last-use tracking.
+    issuer.authenticate(hour.raw.expose_secret()).await.unwrap();
+    assert_eq!(reads(), before + 1);
+    clock.inner.set(expires_at);
+    let err = issuer
+        .authenticate(hour.raw.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Expired { expired_at, .. } if expired_at == expires_at));
+
+    // A revoked token is refused before the clock is read, expired or not.
+    issuer.revoke(env(1), hour.token.id).await.unwrap();
+    let before = reads();
+    let err = issuer
+        .authenticate(hour.raw.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Revoked { .. }), "{err:?}");
+    assert_eq!(reads(), before);
 }
 
 #[tokio::test]
