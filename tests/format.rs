@@ -151,6 +151,47 @@ fn parse_any_reads_the_reference_token() {
     );
 }
 
+/// The random part is the documented mapping of the generator's 64-bit draws, at every
+/// length and in both digit orders: each draw below the largest multiple of 62¹⁰ gives ten
+/// digits, digit i being (draw mod 62¹⁰) / 62^i mod 62; the others are skipped. So a
+/// seeded generator gives the same tokens from one version to the next.
+#[test]
+fn the_random_part_is_the_documented_mapping_of_the_draws() {
+    const SPAN: u64 = 62u64.pow(10);
+    let limit = u64::MAX / SPAN * SPAN;
+    for alphabet in Alphabet::ALL {
+        for random_len in MIN_RANDOM_LEN..=MAX_RANDOM_LEN {
+            let format = TokenFormat::dynamic()
+                .with_alphabet(alphabet)
+                .with_random_len(random_len)
+                .unwrap();
+            for seed in 0..20 {
+                let token = format.generate(&mut seeded(seed));
+                let mut draws = seeded(seed);
+                let mut expected = Vec::new();
+                while expected.len() < random_len {
+                    let draw = rand::Rng::next_u64(&mut draws);
+                    if draw >= limit {
+                        continue;
+                    }
+                    let mut value = draw % SPAN;
+                    for _ in 0..10 {
+                        expected.push(alphabet.digits()[(value % 62) as usize]);
+                        value /= 62;
+                    }
+                }
+                expected.truncate(random_len);
+                let random = &token.expose_secret().as_bytes()[4..4 + random_len];
+                assert_eq!(
+                    random,
+                    &expected[..],
+                    "{alphabet:?}, {random_len}, seed {seed}"
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Error messages
 // ---------------------------------------------------------------------------------------
