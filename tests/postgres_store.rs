@@ -568,6 +568,48 @@ async fn connections_dropped_while_idle_are_replaced_without_an_error() {
     .await;
 }
 
+/// The server runs an insert, and the connection breaks before its answer arrives: the
+/// insert is retried on another connection, meets the row the first attempt wrote, and
+/// succeeds. The token is there once, and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_whose_answer_is_lost_succeeds_once() {
+    in_schema("insert_answer_lost", |schema| async move {
+        drop(schema.store().await); // creates the tables
+        let target = schema.options();
+        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = Proxy::start(upstream).await;
+        let store = PostgresStore::connect_with(
+            schema.options().host("127.0.0.1").port(proxy.addr.port()),
+            PostgresStore::pool_options().max_connections(2),
+        )
+        .await
+        .unwrap();
+        let issuer = TokenIssuer::new(store.clone());
+        let env = new_environment();
+        // The first insert prepares the statement on the pooled connection, so that the
+        // next one sends only the insert itself; then the release check settles.
+        issuer.issue(env, alice(), request("first")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.lose_next_reply();
+        let issued = issuer
+            .issue(env, alice(), request("second"))
+            .await
+            .expect("the insert happened: issuing succeeds");
+        let page = issuer.list(env, PageRequest::first(10)).await.unwrap();
+        assert_eq!(page.tokens.len(), 2, "the second token is there once");
+        let who = issuer
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+        assert_eq!(who.token_id(), issued.token.id);
+    })
+    .await;
+}
+
 /// No row, read as text, holds a raw token or its random part.
 #[tokio::test]
 async fn nothing_secret_is_at_rest() {

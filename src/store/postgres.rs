@@ -31,7 +31,10 @@
 //! I/O error, and that statement is retried on another connection, so callers do not see
 //! it. Only statements that are safe to run twice are retried: reads, `BEGIN`, revoking,
 //! recording a last use, and inserting one row (a second insert of a row that did arrive
-//! fails as a duplicate rather than adding a row).
+//! meets the first, and the insert succeeds, once). The commit of a transaction (issuing
+//! under a live-token limit, rotating) is not retried: if the connection breaks while
+//! the commit is answered, the caller gets `Unavailable` though the change may have been
+//! made; reading the token back tells.
 
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
@@ -330,6 +333,23 @@ async fn lock_predecessor(
     Ok(Some((decode(row)?, rotated)))
 }
 
+impl PostgresStore {
+    /// Whether the row with `stored`'s hash is `stored` itself (same id).
+    async fn holds(&self, stored: &StoredToken) -> Result<bool, StoreError> {
+        let same: Option<bool> = self
+            .retrying(|| async {
+                sqlx::query_scalar("SELECT id = $2 FROM apitoken_tokens WHERE hash = $1")
+                    .bind(stored.hash.as_bytes().as_slice())
+                    .bind(stored.token.id.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        Ok(same == Some(true))
+    }
+}
+
 async fn insert_row(conn: &mut PgConnection, stored: &StoredToken) -> Result<(), StoreError> {
     let t = &stored.token;
     sqlx::query(
@@ -405,12 +425,25 @@ impl TokenStore for PostgresStore {
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
         if max_live.is_none() {
-            return self
-                .retrying(|| async {
-                    let mut conn = self.pool.acquire().await.map_err(err)?;
-                    insert_row(&mut conn, &token).await
+            let mut attempts = 0_u32;
+            let inserted = self
+                .retrying(|| {
+                    attempts += 1;
+                    async {
+                        let mut conn = self.pool.acquire().await.map_err(err)?;
+                        insert_row(&mut conn, &token).await
+                    }
                 })
                 .await;
+            return match inserted {
+                // The connection broke after the server had run an earlier attempt, so
+                // the retry met that attempt's row. It is this token's (same id, same
+                // hash): the insert happened, once.
+                Err(StoreError::Duplicate { .. }) if attempts > 1 && self.holds(&token).await? => {
+                    Ok(())
+                }
+                other => other,
+            };
         }
         let mut tx = self
             .retrying(|| async { self.pool.begin().await.map_err(err) })

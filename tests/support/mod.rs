@@ -13,6 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -97,6 +98,7 @@ where
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
     open: Arc<AtomicBool>,
+    lose_reply: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -106,20 +108,40 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
+        let lose_reply = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (open2, connections2) = (open.clone(), connections.clone());
+        let (open2, lose2, connections2) = (open.clone(), lose_reply.clone(), connections.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if !open2.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let lose = lose2.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let up = tokio::io::copy(&mut from_client, &mut to_server);
+                    let down = async {
+                        let mut buf = vec![0; 16 * 1024];
+                        loop {
+                            let n = from_server.read(&mut buf).await?;
+                            if n == 0 || lose.swap(false, Ordering::SeqCst) {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                            to_client.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    // Either side ending closes both connections.
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
                     }
                 });
                 connections2.lock().unwrap().push(task.abort_handle());
@@ -129,6 +151,7 @@ impl Proxy {
         Proxy {
             addr,
             open,
+            lose_reply,
             connections,
             accept,
         }
@@ -145,6 +168,12 @@ impl Proxy {
     /// Accepts connections again.
     pub(crate) fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// The next data the server sends, on any connection, is dropped with that
+    /// connection: the server has done what it was asked, and the client never hears.
+    pub(crate) fn lose_next_reply(&self) {
+        self.lose_reply.store(true, Ordering::SeqCst);
     }
 }
 
