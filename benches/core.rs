@@ -244,21 +244,35 @@ fn million() -> Million {
 /// no server pays. The store is still probed in random order.
 struct Presented {
     all: String,
+    /// Where each token ends, when they differ in length (prefixed-api-key's do).
+    ends: Option<Vec<usize>>,
     len: usize,
 }
 
 impl Presented {
     fn new(tokens: Vec<String>) -> Presented {
         let len = tokens[0].len();
-        assert!(tokens.iter().all(|t| t.len() == len));
+        let ends = (!tokens.iter().all(|t| t.len() == len)).then(|| {
+            tokens
+                .iter()
+                .scan(0, |end, t| {
+                    *end += t.len();
+                    Some(*end)
+                })
+                .collect()
+        });
         Presented {
             all: tokens.concat(),
+            ends,
             len,
         }
     }
 
     fn get(&self, i: usize) -> &str {
-        &self.all[i * self.len..(i + 1) * self.len]
+        match &self.ends {
+            None => &self.all[i * self.len..(i + 1) * self.len],
+            Some(ends) => &self.all[i.checked_sub(1).map_or(0, |p| ends[p])..ends[i]],
+        }
     }
 }
 
