@@ -282,6 +282,18 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The TLS connection to the database failed for a reason retrying will not change:
+    /// the server's certificate did not verify (an unknown root, or a host name the
+    /// certificate does not give), TLS was required and the server does not offer it, or
+    /// this build has no TLS (feature `postgres-tls`).
+    #[error(
+        "the TLS connection to the database failed ({source}): check the root certificate (sslrootcert), that the host is a name the server's certificate gives, that the server has TLS on, and that apitoken is built with the `postgres-tls` feature; retrying will not help"
+    )]
+    Tls {
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
     /// A record in the store could not be read back.
     #[error("the token store holds a record it cannot read: {message}")]
     Corrupt {

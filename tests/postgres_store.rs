@@ -658,3 +658,88 @@ async fn an_unreachable_server_is_unavailable_not_a_panic() {
         sqlx::postgres::PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new()),
     );
 }
+
+/// With `postgres-tls`, against the server's own TLS (Debian's PostgreSQL has `ssl = on`
+/// with a self-signed certificate for `localhost`): `require` encrypts and the store works
+/// through it; `verify-full` accepts the server only with its certificate as the root and
+/// under the name the certificate gives, and refuses it otherwise, with an error that is
+/// not mistaken for an outage.
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn tls_connections_are_encrypted_and_verified() {
+    use sqlx::postgres::PgSslMode;
+    in_schema("tls_connections", |schema| async move {
+        let plain = schema.store().await;
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        let cert_file: String = sqlx::query_scalar("SHOW ssl_cert_file")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            ssl, "on",
+            "the test server has ssl = off: TLS cannot be tested against it; turn it on \
+             (ssl = on, ssl_cert_file, ssl_key_file) or point APITOKEN_TEST_POSTGRES_URL at \
+             a server that has it"
+        );
+        let connect = |options: PgConnectOptions| {
+            PostgresStore::connect_with(options, PostgresStore::pool_options())
+        };
+
+        let encrypted = connect(schema.options().ssl_mode(PgSslMode::Require))
+            .await
+            .expect("sslmode=require connects");
+        let in_tls: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(encrypted.pool())
+                .await
+                .unwrap();
+        assert!(in_tls, "the connection is encrypted");
+        let issuer = TokenIssuer::new(encrypted);
+        let issued = issuer
+            .issue(new_environment(), alice(), request("over TLS"))
+            .await
+            .unwrap();
+        let who = issuer
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+        assert_eq!(who.token_id(), issued.token.id);
+
+        let verify = schema
+            .options()
+            .host("localhost")
+            .ssl_mode(PgSslMode::VerifyFull);
+        let trusted = std::fs::read(&cert_file).unwrap_or_else(|e| {
+            panic!("the server's certificate {cert_file} must be readable here: {e}")
+        });
+        connect(verify.clone().ssl_root_cert_from_pem(trusted.clone()))
+            .await
+            .expect("verify-full with the server's certificate as the root connects");
+        for (refused, why) in [
+            (
+                verify.clone(),
+                "the public roots do not know a self-signed certificate",
+            ),
+            (
+                verify
+                    .clone()
+                    .host("127.0.0.1")
+                    .ssl_root_cert_from_pem(trusted),
+                "the certificate does not name 127.0.0.1",
+            ),
+        ] {
+            let err = connect(refused).await.expect_err(why);
+            assert!(matches!(err, StoreError::Tls { .. }), "{why}: {err:?}");
+            assert!(err.to_string().contains("certificate"), "{why}: {err}");
+            assert_eq!(
+                Error::from(err).status(),
+                500,
+                "not 503: retrying will not help"
+            );
+        }
+    })
+    .await;
+}

@@ -965,6 +965,30 @@ fn the_command_line_beats_the_environment_when_choosing_the_store() {
         .error(2, &["cannot connect to PostgreSQL", "--database-url"]);
 }
 
+/// Built with TLS, against a server whose certificate does not verify (a self-signed one,
+/// checked against the public roots): the error is about the certificate, not an outage.
+#[cfg(feature = "postgres-tls")]
+#[test]
+fn a_refused_server_certificate_says_what_to_check() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let scratch = Scratch::new("refused_certificate");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}sslmode=verify-full");
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV, "--database-url", &url])
+        .run()
+        .error(
+            2,
+            &[
+                "cannot connect to PostgreSQL",
+                "certificate",
+                "retrying will not help",
+            ],
+        );
+}
+
 #[test]
 fn database_url_environment_variable_selects_postgres() {
     let Some(db) = Db::postgres("database_url_env") else {

@@ -273,11 +273,13 @@ async fn open_sqlite(
 }
 
 async fn open_postgres(url: &str, fingerprint: &str) -> Result<PostgresStore, String> {
-    let store = PostgresStore::connect(url).await.map_err(|e| {
-        format!(
+    let store = PostgresStore::connect(url).await.map_err(|e| match e {
+        // Its own message says what to check; the server is running.
+        StoreError::Tls { .. } => format!("cannot connect to PostgreSQL: {e}"),
+        e => format!(
             "cannot connect to PostgreSQL ({}): check --database-url (or DATABASE_URL) and that the server is running",
             cause(&e)
-        )
+        ),
     })?;
     prepare("the PostgreSQL database", fingerprint, async {
         store.migrate().await?;

@@ -118,8 +118,22 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
                 source: Box::new(sqlx::Error::Database(db)),
             }
         }
+        // sqlx's own TLS errors (TLS required and not offered, an unreadable root), and a
+        // handshake rustls refused (it reaches us as an I/O error around rustls' error).
+        sqlx::Error::Tls(_) => StoreError::Tls {
+            source: Box::new(e),
+        },
+        #[cfg(feature = "postgres-tls")]
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            StoreError::Tls {
+                source: Box::new(sqlx::Error::Io(io)),
+            }
+        }
         sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
