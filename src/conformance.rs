@@ -601,7 +601,8 @@ pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
 }
 
 /// A token is rotated at most once: a second rotation, even in the grace period, fails
-/// with `AlreadyRotated` and changes nothing, while the successor can be rotated in turn.
+/// with `AlreadyRotated`, which names the successor, and changes nothing, while the
+/// successor can be rotated in turn.
 /// Of many concurrent rotations of one token, exactly one succeeds.
 pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
     let env = new_environment();
@@ -640,8 +641,12 @@ pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::AlreadyRotated { id } if id == old.token.id),
-        "second rotation of one token: {err:?}"
+        matches!(
+            err,
+            StoreError::AlreadyRotated { id, successor }
+                if id == old.token.id && successor == Some(first.token.id)
+        ),
+        "second rotation of one token: refused, naming the token that replaced it: {err:?}"
     );
     assert!(
         store.get(env, second.token.id).await.unwrap().is_none()
@@ -693,11 +698,15 @@ pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
         1,
         "one concurrent rotation wins"
     );
+    let winner = results
+        .iter()
+        .zip(&successors)
+        .find_map(|(r, successor)| r.is_ok().then_some(successor.token.id));
     for r in &results {
         if let Err(e) = r {
             assert!(
-                matches!(e, StoreError::AlreadyRotated { .. }),
-                "concurrent rotation: {e:?}"
+                matches!(e, StoreError::AlreadyRotated { successor, .. } if *successor == winner),
+                "concurrent rotation: refused, naming the winner: {e:?}"
             );
         }
     }

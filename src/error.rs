@@ -115,11 +115,14 @@ pub enum Error {
     /// The token was already rotated: each token is replaced at most once, so that it
     /// never has more than one live successor.
     #[error(
-        "token {id} has already been rotated, so it cannot be rotated again: rotate its successor instead"
+        "token {id} has already been rotated, so it cannot be rotated again: {}",
+        crate::store::rotate_instead(.successor)
     )]
     AlreadyRotated {
         /// The token.
         id: TokenId,
+        /// The token that replaced it, when the store knows.
+        successor: Option<TokenId>,
     },
     /// The store failed.
     #[error(transparent)]
@@ -142,7 +145,7 @@ impl From<StoreError> for Error {
             }
             StoreError::NotFound { environment, id } => Error::NotFound { environment, id },
             StoreError::NotLive { id } => Error::NotLive { id },
-            StoreError::AlreadyRotated { id } => Error::AlreadyRotated { id },
+            StoreError::AlreadyRotated { id, successor } => Error::AlreadyRotated { id, successor },
             other => Error::Store(other),
         }
     }

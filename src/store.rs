@@ -42,10 +42,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// - **Rotation is all-or-nothing.** `rotate` inserts the successor and sets the
 ///   predecessor's expiry (keeping an earlier one) in one atomic step, or does neither.
 /// - **A token is rotated at most once.** The same atomic step checks that the
-///   predecessor has not been rotated before and marks it rotated: rotating it again
-///   (during its grace period, say) fails with [`StoreError::AlreadyRotated`] and changes
-///   nothing, and of concurrent rotations of one token exactly one succeeds. A token thus
-///   never has two successors. The mark is the store's own; [`Token`] does not show it.
+///   predecessor has not been rotated before and records its successor: rotating it
+///   again (during its grace period, say) fails with [`StoreError::AlreadyRotated`],
+///   naming that successor, and changes nothing, and of concurrent rotations of one token
+///   exactly one succeeds. A token thus never has two successors. The record is the
+///   store's own; [`Token`] does not show it.
 /// - **Look-ups.** Unknown hashes and ids are `Ok(None)`, not errors. [`get`](Self::get)
 ///   only finds a token in its own environment.
 /// - **Listing** returns an environment's tokens in creation order, `(created_at, id)`
@@ -108,7 +109,8 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
     /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
     /// predecessor does not exist in the environment, `NotLive` if it is not live at the
-    /// successor's `created_at`, `AlreadyRotated` if it has been rotated before, and as
+    /// successor's `created_at`, `AlreadyRotated` (with its successor) if it has been
+    /// rotated before, and as
     /// `insert` does otherwise. Returns the updated predecessor.
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError>;
 
@@ -230,6 +232,14 @@ impl core::fmt::Display for UniqueKey {
     }
 }
 
+/// The advice for a token rotated before: rotate its successor, by id when known.
+pub(crate) fn rotate_instead(successor: &Option<TokenId>) -> String {
+    match successor {
+        Some(successor) => format!("rotate its successor {successor} instead"),
+        None => "rotate its successor instead".to_owned(),
+    }
+}
+
 /// A store operation failed. Branch on the variant, never on the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -267,11 +277,15 @@ pub enum StoreError {
     /// A rotation's predecessor was already rotated (it may still be in its grace
     /// period); nothing was written.
     #[error(
-        "token {id} has already been rotated, so it cannot be rotated again: rotate its successor instead"
+        "token {id} has already been rotated, so it cannot be rotated again: {}",
+        rotate_instead(.successor)
     )]
     AlreadyRotated {
         /// The predecessor.
         id: TokenId,
+        /// The token that replaced it, when the store knows (every store in this crate
+        /// does).
+        successor: Option<TokenId>,
     },
     /// The backend could not be reached or dropped the connection: retry later.
     #[error(

@@ -480,7 +480,11 @@ async fn a_token_is_rotated_at_most_once() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::AlreadyRotated { id } if id == old.token.id),
+        matches!(
+            err,
+            Error::AlreadyRotated { id, successor }
+                if id == old.token.id && successor == Some(new.token.id)
+        ),
         "{err:?}"
     );
     assert_eq!(err.status(), 409);
@@ -489,8 +493,8 @@ async fn a_token_is_rotated_at_most_once() {
     assert_eq!(
         err.public_message(),
         format!(
-            "token {} has already been rotated, so it cannot be rotated again: rotate its successor instead",
-            old.token.id
+            "token {} has already been rotated, so it cannot be rotated again: rotate its successor {} instead",
+            old.token.id, new.token.id
         )
     );
 

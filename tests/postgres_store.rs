@@ -404,7 +404,10 @@ async fn concurrent_rotations_in_the_grace_period_give_one_successor() {
             for t in tasks {
                 match t.await.unwrap() {
                     Ok(_) => won += 1,
-                    Err(Error::AlreadyRotated { id }) => assert_eq!(id, old.token.id),
+                    Err(Error::AlreadyRotated { id, successor }) => {
+                        assert_eq!(id, old.token.id);
+                        assert!(successor.is_some(), "the winner is named");
+                    }
                     Err(e) => panic!("unexpected: {e}"),
                 }
             }

@@ -603,7 +603,7 @@ fn rotate_only_once(db: &Db) {
         &[
             &id(&old),
             "has already been rotated",
-            "rotate its successor instead",
+            &format!("rotate its successor {} instead", id(first)),
         ],
     );
 

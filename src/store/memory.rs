@@ -55,6 +55,9 @@ struct Inner {
     /// Creators and scope sets are shared by many tokens: each distinct one is kept once.
     creators: HashSet<Arc<Creator>>,
     scope_sets: HashSet<Scopes>,
+    /// Each rotated token's successor, by the rotated token's slot: only `rotate` reads
+    /// it, and only rotated tokens pay for it.
+    successors: HashMap<Slot, TokenId>,
 }
 
 /// A record's permanent number (records are never removed): its place among the cold
@@ -203,9 +206,6 @@ struct Cold {
     checksum: Checksum,
     created_at: DateTime<Utc>,
     note: Note,
-    /// Replaced by a rotation: only `rotate` reads it. A flag rather than the successor's
-    /// id, because it fits in the padding where 17 more bytes would not.
-    rotated: bool,
 }
 
 /// Cold parts by slot, in fixed-size chunks: growing never moves or over-allocates them.
@@ -339,7 +339,6 @@ impl Inner {
                 checksum: token.checksum,
                 created_at: token.created_at,
                 note: token.note,
-                rotated: false,
             })
             .ok_or_else(|| StoreError::Backend {
                 source: "the in-memory store is full (2^31 - 1 tokens)".into(),
@@ -477,14 +476,16 @@ impl TokenStore for MemoryStore {
             return Err(StoreError::NotLive { id: predecessor });
         }
         let slot = hot.slot();
-        if inner.cold.get(slot).ok_or_else(not_found)?.rotated {
-            return Err(StoreError::AlreadyRotated { id: predecessor });
+        if let Some(&replaced_by) = inner.successors.get(&slot) {
+            return Err(StoreError::AlreadyRotated {
+                id: predecessor,
+                successor: Some(replaced_by),
+            });
         }
+        let successor_id = successor.token.id;
         inner.check_insert(&successor, max_live, Some(predecessor))?;
         inner.insert_checked(successor)?;
-        if let Some(cold) = inner.cold.get_mut(slot) {
-            cold.rotated = true;
-        }
+        inner.successors.insert(slot, successor_id);
         // The insert may have grown the table and moved the predecessor.
         let old = inner
             .position(environment, predecessor)

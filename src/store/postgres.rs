@@ -307,17 +307,17 @@ async fn fetch_token(
 }
 
 /// The predecessor of a rotation, locked until the transaction ends (a concurrent
-/// rotation of it waits, then sees this one's outcome), and whether it has been rotated
-/// already.
+/// rotation of it waits, then sees this one's outcome), and its successor if it has been
+/// rotated already.
 async fn lock_predecessor(
     conn: &mut PgConnection,
     environment: EnvironmentId,
     id: TokenId,
-) -> Result<Option<(Token, bool)>, StoreError> {
+) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
     let query = concat!(
         "SELECT ",
         token_columns!(),
-        ", replaced_by IS NOT NULL AS rotated FROM apitoken_tokens \
+        ", replaced_by FROM apitoken_tokens \
          WHERE environment_id = $1 AND id = $2 FOR UPDATE"
     );
     let Some(row) = sqlx::query(query)
@@ -329,8 +329,8 @@ async fn lock_predecessor(
     else {
         return Ok(None);
     };
-    let rotated: bool = row.try_get("rotated").map_err(err)?;
-    Ok(Some((decode(row)?, rotated)))
+    let replaced_by: Option<uuid::Uuid> = row.try_get("replaced_by").map_err(err)?;
+    Ok(Some((decode(row)?, replaced_by.map(TokenId::from_uuid))))
 }
 
 impl PostgresStore {
@@ -571,7 +571,7 @@ impl TokenStore for PostgresStore {
         let mut tx = self
             .retrying(|| async { self.pool.begin().await.map_err(err) })
             .await?;
-        let (old, rotated) = lock_predecessor(&mut tx, environment, predecessor)
+        let (old, replaced_by) = lock_predecessor(&mut tx, environment, predecessor)
             .await?
             .ok_or(StoreError::NotFound {
                 environment,
@@ -580,8 +580,11 @@ impl TokenStore for PostgresStore {
         if !old.is_live_at(now) {
             return Err(StoreError::NotLive { id: predecessor });
         }
-        if rotated {
-            return Err(StoreError::AlreadyRotated { id: predecessor });
+        if let Some(successor) = replaced_by {
+            return Err(StoreError::AlreadyRotated {
+                id: predecessor,
+                successor: Some(successor),
+            });
         }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;

@@ -252,17 +252,17 @@ impl SqliteStore {
     }
 }
 
-/// The predecessor of a rotation, and whether it has been rotated already. Runs inside
+/// The predecessor of a rotation, and its successor if it has been rotated already. Runs inside
 /// the rotation's write transaction.
 async fn fetch_predecessor(
     conn: &mut SqliteConnection,
     environment: EnvironmentId,
     id: TokenId,
-) -> Result<Option<(Token, bool)>, StoreError> {
+) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
     let query = concat!(
         "SELECT ",
         token_columns!(),
-        ", replaced_by IS NOT NULL AS rotated FROM apitoken_tokens \
+        ", replaced_by FROM apitoken_tokens \
          WHERE environment_id = ? AND id = ?"
     );
     let Some(row) = sqlx::query(query)
@@ -274,8 +274,8 @@ async fn fetch_predecessor(
     else {
         return Ok(None);
     };
-    let rotated: bool = row.try_get("rotated").map_err(err)?;
-    Ok(Some((decode(row)?, rotated)))
+    let replaced_by: Option<uuid::Uuid> = row.try_get("replaced_by").map_err(err)?;
+    Ok(Some((decode(row)?, replaced_by.map(TokenId::from_uuid))))
 }
 
 async fn meta(conn: &mut SqliteConnection, key: &str) -> Result<Option<String>, StoreError> {
@@ -519,7 +519,7 @@ impl TokenStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let (old, rotated) = fetch_predecessor(&mut tx, environment, predecessor)
+        let (old, replaced_by) = fetch_predecessor(&mut tx, environment, predecessor)
             .await?
             .ok_or(StoreError::NotFound {
                 environment,
@@ -528,8 +528,11 @@ impl TokenStore for SqliteStore {
         if !old.is_live_at(now) {
             return Err(StoreError::NotLive { id: predecessor });
         }
-        if rotated {
-            return Err(StoreError::AlreadyRotated { id: predecessor });
+        if let Some(successor) = replaced_by {
+            return Err(StoreError::AlreadyRotated {
+                id: predecessor,
+                successor: Some(successor),
+            });
         }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;

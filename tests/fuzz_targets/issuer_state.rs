@@ -148,8 +148,8 @@ struct Expected {
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
     last_used_at: Option<DateTime<Utc>>,
-    /// Replaced by a rotation (its grace period may still run).
-    rotated: bool,
+    /// The token that replaced it in a rotation (its grace period may still run).
+    replaced_by: Option<TokenId>,
 }
 
 impl Expected {
@@ -484,9 +484,13 @@ impl World {
                 matches!(result, Err(Error::NotLive { id }) if id == old_id),
                 "rotated into a successor born expired: {result:?}"
             );
-        } else if old.rotated {
+        } else if let Some(replaced_by) = old.replaced_by {
             assert!(
-                matches!(result, Err(Error::AlreadyRotated { id }) if id == old_id),
+                matches!(
+                    result,
+                    Err(Error::AlreadyRotated { id, successor })
+                        if id == old_id && successor == Some(replaced_by)
+                ),
                 "rotated a token a second time: {result:?}"
             );
         } else if self.live_in(env, Some(old_id)) >= self.limit {
@@ -506,7 +510,7 @@ impl World {
             let old = &mut self.tokens[i];
             let grace_end = now + TimeDelta::seconds(i64::from(grace));
             old.expires_at = Some(old.expires_at.map_or(grace_end, |at| at.min(grace_end)));
-            old.rotated = true;
+            old.replaced_by = Some(issued.token.id);
             self.record(issued, env, created_by, expires_at);
         }
     }
@@ -542,7 +546,7 @@ impl World {
             expires_at,
             revoked_at: None,
             last_used_at: None,
-            rotated: false,
+            replaced_by: None,
         });
     }
 
@@ -639,7 +643,10 @@ impl World {
                 .tokens
                 .iter()
                 .filter(|t| {
-                    t.env == env && t.created_at <= self.now && t.live_at(self.now) && !t.rotated
+                    t.env == env
+                        && t.created_at <= self.now
+                        && t.live_at(self.now)
+                        && t.replaced_by.is_none()
                 })
                 .count();
             assert!(

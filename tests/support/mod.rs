@@ -240,7 +240,11 @@ pub(crate) async fn rotates_once<S: TokenStore>(
         .expect("a token from version 1 can be rotated");
     let err = issuer.rotate(env, id, grace).await.unwrap_err();
     assert!(
-        matches!(err, Error::AlreadyRotated { id: refused } if refused == id),
+        matches!(
+            err,
+            Error::AlreadyRotated { id: refused, successor }
+                if refused == id && successor == Some(new.token.id)
+        ),
         "{err:?}"
     );
     assert_eq!(err.status(), 409);
