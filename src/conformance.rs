@@ -601,8 +601,9 @@ pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
 }
 
 /// A token is rotated at most once: a second rotation, even in the grace period, fails
-/// with `AlreadyRotated`, which names the successor, and changes nothing, while the
-/// successor can be rotated in turn.
+/// with `AlreadyRotated`, which names the successor, and changes nothing (after the grace
+/// period too: being rotated is checked before being live), while the successor can be
+/// rotated in turn.
 /// Of many concurrent rotations of one token, exactly one succeeds.
 pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
     let env = new_environment();
@@ -660,6 +661,24 @@ pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
     );
     let page = store.list(env, PageRequest::first(10)).await.unwrap();
     assert_eq!(page.tokens.len(), 2, "the predecessor and one successor");
+
+    // After its grace period it is no longer live, and still refused as rotated: the
+    // successor is what to rotate.
+    let after_grace = grace_end + TimeDelta::seconds(1);
+    let err = store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: old.token.id,
+            predecessor_expires_at: after_grace + TimeDelta::minutes(1),
+            successor: sample_token(env, after_grace),
+            max_live: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyRotated { successor, .. } if successor == Some(first.token.id)),
+        "rotated and past its grace period: refused as rotated, not as expired: {err:?}"
+    );
 
     // The successor is a token like any other: it can be rotated, once.
     let third = sample_token(env, later);

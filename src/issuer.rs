@@ -424,9 +424,10 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// lifetime length; the old one keeps working for `grace`, then fails as expired.
     /// Both changes happen in one atomic store step, or neither does.
     ///
-    /// A token is rotated at most once: rotating it again, even during its grace period,
-    /// fails with [`Error::AlreadyRotated`] (409) and changes nothing; rotate its successor
-    /// instead. So a token never has two live successors, and of concurrent rotations of
+    /// A token is rotated at most once: rotating it again, during its grace period or
+    /// after, fails with [`Error::AlreadyRotated`] (409), which names the successor to
+    /// rotate instead, and changes nothing. A revoked or expired token that was never
+    /// rotated fails with [`Error::NotLive`] (409). So a token never has two live successors, and of concurrent rotations of
     /// one token exactly one succeeds.
     pub async fn rotate(
         &self,
@@ -435,10 +436,10 @@ impl<S: TokenStore> TokenIssuer<S> {
         grace: Duration,
     ) -> Result<IssuedToken, Error> {
         let now = self.now();
+        // Whether it is live is the store's to say, in the same step that checks whether
+        // it was rotated before: a rotated token past its grace period is refused as
+        // rotated, naming its successor, rather than as expired.
         let old = self.get(environment, id).await?;
-        if !old.is_live_at(now) {
-            return Err(Error::NotLive { id });
-        }
         let lifetime = old
             .expires_at
             .map(|at| at.signed_duration_since(old.created_at));

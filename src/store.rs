@@ -108,9 +108,9 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
 
     /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
     /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
-    /// predecessor does not exist in the environment, `NotLive` if it is not live at the
-    /// successor's `created_at`, `AlreadyRotated` (with its successor) if it has been
-    /// rotated before, and as
+    /// predecessor does not exist in the environment, `AlreadyRotated` (with its
+    /// successor) if it has been rotated before, live or not, `NotLive` if it is not live
+    /// at the successor's `created_at`, and as
     /// `insert` does otherwise. Returns the updated predecessor.
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError>;
 

@@ -446,7 +446,11 @@ async fn rotation_keeps_the_old_token_through_the_grace_period() {
         .rotate(env(1), old.token.id, Duration::ZERO)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NotLive { .. }), "{err:?}");
+    // Past its grace period, and rotated: the error names the successor to rotate.
+    assert!(
+        matches!(err, Error::AlreadyRotated { successor, .. } if successor == Some(new.token.id)),
+        "{err:?}"
+    );
     assert_eq!(err.status(), 409);
     let err = s
         .issuer

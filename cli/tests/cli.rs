@@ -571,16 +571,32 @@ fn rotate_with_grace(db: &Db) {
     );
 
     // Without grace the replaced token stops at once, and cannot be rotated again.
-    let newest = db
-        .cli(&["rotate", "--env", ENV, "--id", &id(new)])
-        .run()
-        .success();
-    assert!(newest.contains("rawToken"));
+    let newest: Value = serde_json::from_str(
+        &db.cli(&["rotate", "--env", ENV, "--id", &id(new)])
+            .run()
+            .success(),
+    )
+    .unwrap();
     db.cli(&["verify", &new_raw])
         .run()
         .never_shows(&new_raw)
         .error(1, &["verification failed (expired)"]);
     db.cli(&["rotate", "--env", ENV, "--id", &id(new)])
+        .run()
+        .error(
+            2,
+            &[
+                "has already been rotated",
+                &format!("rotate its successor {} instead", id(&newest["token"])),
+            ],
+        );
+
+    // A token revoked without ever being rotated cannot be rotated either.
+    let revoked = db.issue(&["--note", "revoked"]);
+    db.cli(&["revoke", "--env", ENV, "--id", &id(&revoked)])
+        .run()
+        .success();
+    db.cli(&["rotate", "--env", ENV, "--id", &id(&revoked)])
         .run()
         .error(2, &["cannot be rotated", "issue a new token"]);
 }

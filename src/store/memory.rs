@@ -472,15 +472,15 @@ impl TokenStore for MemoryStore {
             .position(environment, predecessor)
             .ok_or_else(not_found)?;
         let hot = inner.table.get(old).ok_or_else(not_found)?;
-        if !hot.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
         let slot = hot.slot();
         if let Some(&replaced_by) = inner.successors.get(&slot) {
             return Err(StoreError::AlreadyRotated {
                 id: predecessor,
                 successor: Some(replaced_by),
             });
+        }
+        if !hot.is_live_at(now) {
+            return Err(StoreError::NotLive { id: predecessor });
         }
         let successor_id = successor.token.id;
         inner.check_insert(&successor, max_live, Some(predecessor))?;

@@ -577,14 +577,14 @@ impl TokenStore for PostgresStore {
                 environment,
                 id: predecessor,
             })?;
-        if !old.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
         if let Some(successor) = replaced_by {
             return Err(StoreError::AlreadyRotated {
                 id: predecessor,
                 successor: Some(successor),
             });
+        }
+        if !old.is_live_at(now) {
+            return Err(StoreError::NotLive { id: predecessor });
         }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;

@@ -470,11 +470,6 @@ impl World {
                 matches!(result, Err(Error::NotFound { .. })),
                 "rotated through another environment: {result:?}"
             );
-        } else if !old.live_at(self.now) {
-            assert!(
-                matches!(result, Err(Error::NotLive { id }) if id == old_id),
-                "rotated a token that is not live: {result:?}"
-            );
         } else if old
             .expires_at
             .is_some_and(|at| self.now + (at - old.created_at) <= self.now)
@@ -485,6 +480,7 @@ impl World {
                 "rotated into a successor born expired: {result:?}"
             );
         } else if let Some(replaced_by) = old.replaced_by {
+            // Rotated before, live or not.
             assert!(
                 matches!(
                     result,
@@ -492,6 +488,11 @@ impl World {
                         if id == old_id && successor == Some(replaced_by)
                 ),
                 "rotated a token a second time: {result:?}"
+            );
+        } else if !old.live_at(self.now) {
+            assert!(
+                matches!(result, Err(Error::NotLive { id }) if id == old_id),
+                "rotated a token that is not live: {result:?}"
             );
         } else if self.live_in(env, Some(old_id)) >= self.limit {
             assert!(
