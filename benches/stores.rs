@@ -638,17 +638,21 @@ async fn bench_postgres(
         )));
     }
     let result = async {
-        let info: (String, String) = sqlx::query_as(
-            "SELECT current_setting('server_version'), current_setting('synchronous_commit')",
+        // TLS is whatever the URL's sslmode gives (`prefer` by default: encrypted when
+        // this build has TLS, feature postgres-tls, and the server offers it).
+        let info: (String, String, bool) = sqlx::query_as(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
+             coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
         )
         .fetch_one(admin.pool())
         .await
         .map_err(|e| format!("reading the server settings: {e}"))?;
         notes.push(format!(
-            "PostgreSQL {} on {} (synchronous_commit = {}), pool of up to 10 connections; schema {schema}, dropped afterwards.",
+            "PostgreSQL {} on {} (synchronous_commit = {}), pool of up to 10 connections, {}; schema {schema}, dropped afterwards.",
             info.0,
             host_of(url),
-            info.1
+            info.1,
+            if info.2 { "over TLS" } else { "without TLS" }
         ));
         let mut rows = Vec::new();
         let variants: &[(bool, &str)] = if with_ping {

@@ -12,7 +12,7 @@ use apitoken::{
     TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,6 +39,29 @@ impl Schema {
         PgConnectOptions::from_str(&self.url)
             .unwrap()
             .options([("search_path", self.name.as_str())])
+    }
+
+    /// A TCP proxy in front of the server, and a store (its own pool, `pool`) in the
+    /// schema connecting through it, without TLS so that the proxy can read the server's
+    /// answers. The schema must be migrated already.
+    async fn through_proxy(&self, pool: PgPoolOptions) -> (Proxy, PostgresStore) {
+        let target = self.options();
+        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = Proxy::start(upstream).await;
+        let store = PostgresStore::connect_with(
+            self.options()
+                .host("127.0.0.1")
+                .port(proxy.addr.port())
+                .ssl_mode(PgSslMode::Disable),
+            pool,
+        )
+        .await
+        .unwrap();
+        (proxy, store)
     }
 
     /// A new store (its own pool) in the schema, migrated.
@@ -460,19 +483,9 @@ async fn authentication_fails_closed_and_recovers_when_the_database_comes_back()
         let issued = direct.issue(env, alice(), request("x")).await.unwrap();
         let secret = issued.raw.expose_secret();
 
-        let target = schema.options();
-        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let proxy = Proxy::start(upstream).await;
-        let via_proxy = PostgresStore::connect_with(
-            schema.options().host("127.0.0.1").port(proxy.addr.port()),
-            PostgresStore::pool_options().acquire_timeout(Duration::from_secs(1)),
-        )
-        .await
-        .unwrap();
+        let (proxy, via_proxy) = schema
+            .through_proxy(PostgresStore::pool_options().acquire_timeout(Duration::from_secs(1)))
+            .await;
         let issuer = TokenIssuer::new(via_proxy);
         issuer.authenticate(secret).await.unwrap();
 
@@ -519,19 +532,9 @@ async fn authentication_fails_closed_and_recovers_when_the_database_comes_back()
 async fn connections_dropped_while_idle_are_replaced_without_an_error() {
     in_schema("dropped_while_idle", |schema| async move {
         drop(schema.store().await); // creates the tables
-        let target = schema.options();
-        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let proxy = Proxy::start(upstream).await;
-        let store = PostgresStore::connect_with(
-            schema.options().host("127.0.0.1").port(proxy.addr.port()),
-            PostgresStore::pool_options().min_connections(3),
-        )
-        .await
-        .unwrap();
+        let (proxy, store) = schema
+            .through_proxy(PostgresStore::pool_options().min_connections(3))
+            .await;
         let issuer = TokenIssuer::new(store.clone());
         let env = new_environment();
         let issued = issuer.issue(env, alice(), request("x")).await.unwrap();
@@ -578,37 +581,94 @@ async fn connections_dropped_while_idle_are_replaced_without_an_error() {
 async fn an_insert_whose_answer_is_lost_succeeds_once() {
     in_schema("insert_answer_lost", |schema| async move {
         drop(schema.store().await); // creates the tables
-        let target = schema.options();
-        let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let proxy = Proxy::start(upstream).await;
-        let store = PostgresStore::connect_with(
-            schema.options().host("127.0.0.1").port(proxy.addr.port()),
-            PostgresStore::pool_options().max_connections(2),
-        )
-        .await
-        .unwrap();
+        let (proxy, store) = schema
+            .through_proxy(PostgresStore::pool_options().max_connections(2))
+            .await;
         let issuer = TokenIssuer::new(store.clone());
         let env = new_environment();
-        // The first insert prepares the statement on the pooled connection, so that the
-        // next one sends only the insert itself; then the release check settles.
-        issuer.issue(env, alice(), request("first")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        proxy.lose_next_reply();
+        proxy.lose_reply_holding(b"INSERT 0 1\0");
         let issued = issuer
-            .issue(env, alice(), request("second"))
+            .issue(env, alice(), request("once"))
             .await
             .expect("the insert happened: issuing succeeds");
         let page = issuer.list(env, PageRequest::first(10)).await.unwrap();
-        assert_eq!(page.tokens.len(), 2, "the second token is there once");
+        assert_eq!(page.tokens.len(), 1, "the token is there once");
         let who = issuer
             .authenticate(issued.raw.expose_secret())
             .await
             .unwrap();
         assert_eq!(who.token_id(), issued.token.id);
+    })
+    .await;
+}
+
+/// Under a live-token limit issuing is a transaction. The server commits it and the
+/// answer to `COMMIT` is lost: the retry, whose limit check waits for the first attempt's
+/// transaction to end, finds its row, and issuing succeeds, once. The limit counts the
+/// token once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_under_a_limit_whose_commit_answer_is_lost_succeeds_once() {
+    in_schema("limited_commit_lost", |schema| async move {
+        drop(schema.store().await); // creates the tables
+        let (proxy, store) = schema
+            .through_proxy(PostgresStore::pool_options().max_connections(2))
+            .await;
+        let issuer = TokenIssuer::builder(store)
+            .max_live_tokens_per_environment(NonZeroU32::new(2).unwrap())
+            .build();
+        let env = new_environment();
+        proxy.lose_reply_holding(b"COMMIT\0");
+        let issued = issuer
+            .issue(env, alice(), request("first"))
+            .await
+            .expect("the commit happened: issuing succeeds");
+        let page = issuer.list(env, PageRequest::first(10)).await.unwrap();
+        assert_eq!(page.tokens.len(), 1, "the token is there once");
+        issuer
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+        issuer.issue(env, alice(), request("second")).await.unwrap();
+        let third = issuer.issue(env, alice(), request("third")).await;
+        assert!(
+            matches!(third, Err(Error::TooManyTokens { .. })),
+            "two live tokens, the limit: {third:?}"
+        );
+    })
+    .await;
+}
+
+/// The server commits a rotation and the answer to `COMMIT` is lost: the retry locks the
+/// predecessor, finds this successor recorded on it, and rotating succeeds, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
+    in_schema("rotation_commit_lost", |schema| async move {
+        drop(schema.store().await); // creates the tables
+        let (proxy, store) = schema
+            .through_proxy(PostgresStore::pool_options().max_connections(2))
+            .await;
+        let issuer = TokenIssuer::new(store);
+        let env = new_environment();
+        let old = issuer.issue(env, alice(), request("old")).await.unwrap();
+        proxy.lose_reply_holding(b"COMMIT\0");
+        let grace = Duration::from_secs(600);
+        let new = issuer
+            .rotate(env, old.token.id, grace)
+            .await
+            .expect("the commit happened: rotating succeeds");
+        let page = issuer.list(env, PageRequest::first(10)).await.unwrap();
+        assert_eq!(page.tokens.len(), 2, "the predecessor and one successor");
+        issuer.authenticate(new.raw.expose_secret()).await.unwrap();
+        let in_grace = issuer.authenticate(old.raw.expose_secret()).await.unwrap();
+        assert!(in_grace.expires_at().is_some(), "the grace period is set");
+        let again = issuer.rotate(env, old.token.id, grace).await;
+        assert!(
+            matches!(
+                again,
+                Err(Error::AlreadyRotated { successor, .. }) if successor == Some(new.token.id)
+            ),
+            "{again:?}"
+        );
     })
     .await;
 }
@@ -670,7 +730,6 @@ async fn an_unreachable_server_is_unavailable_not_a_panic() {
 #[cfg(feature = "postgres-tls")]
 #[tokio::test]
 async fn tls_connections_are_encrypted_and_verified() {
-    use sqlx::postgres::PgSslMode;
     in_schema("tls_connections", |schema| async move {
         let plain = schema.store().await;
         let ssl: String = sqlx::query_scalar("SHOW ssl")

@@ -28,13 +28,15 @@
 //! when the server is back. The pool tests a connection when it is released, not again
 //! before each use (that would cost a round trip per operation); a connection broken
 //! while idle (the server restarted, a proxy dropped it) fails its first statement with an
-//! I/O error, and that statement is retried on another connection, so callers do not see
-//! it. Only statements that are safe to run twice are retried: reads, `BEGIN`, revoking,
-//! recording a last use, and inserting one row (a second insert of a row that did arrive
-//! meets the first, and the insert succeeds, once). The commit of a transaction (issuing
-//! under a live-token limit, rotating) is not retried: if the connection breaks while
-//! the commit is answered, the caller gets `Unavailable` though the change may have been
-//! made; reading the token back tells.
+//! I/O error, and the operation is retried on another connection, so callers do not see
+//! it. Every operation is safe to run again: reads; revoking and recording a last use,
+//! which change nothing the second time; and inserting a token (with or without a
+//! live-token limit) or rotating, whose retry, if the server had done the first attempt
+//! and only its answer was lost (even the commit's), finds what that attempt wrote (this
+//! token's row; this successor recorded on the predecessor) and succeeds, once. So a lost
+//! answer turns into neither an error nor a duplicate. If the server stays unreachable
+//! through the retries, the operation fails with `Unavailable`; when that happened at a
+//! commit, the change may have been made: read the token back.
 
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
@@ -334,6 +336,69 @@ async fn lock_predecessor(
 }
 
 impl PostgresStore {
+    /// One attempt at a rotation, in one transaction; `retry` when an earlier attempt's
+    /// connection broke and it may have committed.
+    async fn rotate_once(&self, rotation: &Rotation, retry: bool) -> Result<Token, StoreError> {
+        let Rotation {
+            environment,
+            predecessor,
+            predecessor_expires_at,
+            ref successor,
+            max_live,
+        } = *rotation;
+        let now = successor.token.created_at;
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let (old, replaced_by) = lock_predecessor(&mut tx, environment, predecessor)
+            .await?
+            .ok_or(StoreError::NotFound {
+                environment,
+                id: predecessor,
+            })?;
+        if let Some(replaced_by) = replaced_by {
+            if retry && replaced_by == successor.token.id {
+                return Ok(old);
+            }
+            return Err(StoreError::AlreadyRotated {
+                id: predecessor,
+                successor: Some(replaced_by),
+            });
+        }
+        if !old.is_live_at(now) {
+            return Err(StoreError::NotLive { id: predecessor });
+        }
+        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
+        insert_row(&mut tx, successor).await?;
+        let query = concat!(
+            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
+             replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
+            token_columns!()
+        );
+        let updated = sqlx::query(query)
+            .bind(predecessor_expires_at)
+            .bind(environment.as_uuid())
+            .bind(predecessor.as_uuid())
+            .bind(successor.token.id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+        let updated = decode(updated)?;
+        tx.commit().await.map_err(err)?;
+        Ok(updated)
+    }
+
+    /// One attempt at an insert under a live-token limit, in one transaction.
+    async fn insert_limited_once(
+        &self,
+        stored: &StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let t = &stored.token;
+        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
+        insert_row(&mut tx, stored).await?;
+        tx.commit().await.map_err(err)
+    }
+
     /// Whether the row with `stored`'s hash is `stored` itself (same id).
     async fn holds(&self, stored: &StoredToken) -> Result<bool, StoreError> {
         let same: Option<bool> = self
@@ -424,34 +489,30 @@ impl TokenStore for PostgresStore {
         token: StoredToken,
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
-        if max_live.is_none() {
-            let mut attempts = 0_u32;
-            let inserted = self
-                .retrying(|| {
-                    attempts += 1;
-                    async {
-                        let mut conn = self.pool.acquire().await.map_err(err)?;
-                        insert_row(&mut conn, &token).await
+        // Retried whole when the connection breaks, even at the commit (under a limit, the
+        // retry's limit check waits for the first attempt's transaction to end).
+        let mut attempts = 0_u32;
+        let inserted = self
+            .retrying(|| {
+                attempts += 1;
+                async {
+                    if max_live.is_some() {
+                        return self.insert_limited_once(&token, max_live).await;
                     }
-                })
-                .await;
-            return match inserted {
-                // The connection broke after the server had run an earlier attempt, so
-                // the retry met that attempt's row. It is this token's (same id, same
-                // hash): the insert happened, once.
-                Err(StoreError::Duplicate { .. }) if attempts > 1 && self.holds(&token).await? => {
-                    Ok(())
+                    let mut conn = self.pool.acquire().await.map_err(err)?;
+                    insert_row(&mut conn, &token).await
                 }
-                other => other,
-            };
+            })
+            .await;
+        match inserted {
+            // The connection broke after the server had run an earlier attempt, so the
+            // retry met that attempt's row. It is this token's (same id, same hash): the
+            // insert happened, once.
+            Err(StoreError::Duplicate { .. }) if attempts > 1 && self.holds(&token).await? => {
+                Ok(())
+            }
+            other => other,
         }
-        let mut tx = self
-            .retrying(|| async { self.pool.begin().await.map_err(err) })
-            .await?;
-        let t = &token.token;
-        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
-        insert_row(&mut tx, &token).await?;
-        tx.commit().await.map_err(err)
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
@@ -560,50 +621,16 @@ impl TokenStore for PostgresStore {
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
-        let Rotation {
-            environment,
-            predecessor,
-            predecessor_expires_at,
-            successor,
-            max_live,
-        } = rotation;
-        let now = successor.token.created_at;
-        let mut tx = self
-            .retrying(|| async { self.pool.begin().await.map_err(err) })
-            .await?;
-        let (old, replaced_by) = lock_predecessor(&mut tx, environment, predecessor)
-            .await?
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        if let Some(successor) = replaced_by {
-            return Err(StoreError::AlreadyRotated {
-                id: predecessor,
-                successor: Some(successor),
-            });
-        }
-        if !old.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
-        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
-        insert_row(&mut tx, &successor).await?;
-        let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
-             replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
-            token_columns!()
-        );
-        let updated = sqlx::query(query)
-            .bind(predecessor_expires_at)
-            .bind(environment.as_uuid())
-            .bind(predecessor.as_uuid())
-            .bind(successor.token.id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-        let updated = decode(updated)?;
-        tx.commit().await.map_err(err)?;
-        Ok(updated)
+        // The whole transaction is retried when its connection breaks, even at the commit,
+        // whose answer may have been lost after the server committed: the retry locks the
+        // predecessor (waiting for the first attempt to end) and, finding this successor
+        // already recorded, returns the predecessor as that attempt left it.
+        let mut attempts = 0_u32;
+        self.retrying(|| {
+            attempts += 1;
+            self.rotate_once(&rotation, attempts > 1)
+        })
+        .await
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {

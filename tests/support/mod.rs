@@ -98,7 +98,8 @@ where
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
     open: Arc<AtomicBool>,
-    lose_reply: Arc<AtomicBool>,
+    /// Armed with a pattern: the next server data holding it is lost, with the connection.
+    lose_reply: Arc<Mutex<Option<&'static [u8]>>>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -108,7 +109,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
-        let lose_reply = Arc::new(AtomicBool::new(false));
+        let lose_reply: Arc<Mutex<Option<&'static [u8]>>> = Arc::default();
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let (open2, lose2, connections2) = (open.clone(), lose_reply.clone(), connections.clone());
         let accept = tokio::spawn(async move {
@@ -132,7 +133,16 @@ impl Proxy {
                         let mut buf = vec![0; 16 * 1024];
                         loop {
                             let n = from_server.read(&mut buf).await?;
-                            if n == 0 || lose.swap(false, Ordering::SeqCst) {
+                            let data = &buf[..n];
+                            let lost = {
+                                let mut armed = lose.lock().unwrap();
+                                let hit = armed.is_some_and(|pattern| {
+                                    data.windows(pattern.len().max(1))
+                                        .any(|w| w.starts_with(pattern))
+                                });
+                                hit && armed.take().is_some()
+                            };
+                            if n == 0 || lost {
                                 return Ok::<(), std::io::Error>(());
                             }
                             to_client.write_all(&buf[..n]).await?;
@@ -173,7 +183,13 @@ impl Proxy {
     /// The next data the server sends, on any connection, is dropped with that
     /// connection: the server has done what it was asked, and the client never hears.
     pub(crate) fn lose_next_reply(&self) {
-        self.lose_reply.store(true, Ordering::SeqCst);
+        self.lose_reply_holding(b"");
+    }
+
+    /// The next server data holding `pattern` (a command tag such as `COMMIT\0`), on any
+    /// connection, is dropped with that connection.
+    pub(crate) fn lose_reply_holding(&self, pattern: &'static [u8]) {
+        *self.lose_reply.lock().unwrap() = Some(pattern);
     }
 }
 
