@@ -506,9 +506,11 @@ impl TokenStore for PostgresStore {
             .await;
         match inserted {
             // The connection broke after the server had run an earlier attempt, so the
-            // retry met that attempt's row. It is this token's (same id, same hash): the
-            // insert happened, once.
-            Err(StoreError::Duplicate { .. }) if attempts > 1 && self.holds(&token).await? => {
+            // retry met that attempt's row (or, under a limit, a count that includes it).
+            // It is this token's (same id, same hash): the insert happened, once.
+            Err(StoreError::Duplicate { .. } | StoreError::LimitReached { .. })
+                if attempts > 1 && self.holds(&token).await? =>
+            {
                 Ok(())
             }
             other => other,
