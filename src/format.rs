@@ -277,11 +277,12 @@ impl TokenFormat {
                 position: prefix.len() + 2 + i,
             });
         }
-        let (random, found) = body.split_at(self.random_len());
-        let checksum = Checksum::compute(random, self.alphabet);
-        if checksum.as_bytes() != found {
-            return Err(FormatError::ChecksumMismatch);
-        }
+        // The length was checked: the last 6 bytes are the checksum.
+        let (random, found) = body
+            .split_last_chunk::<CHECKSUM_LEN>()
+            .ok_or(FormatError::ChecksumMismatch)?;
+        let checksum =
+            Checksum::verify(random, *found, self.alphabet).ok_or(FormatError::ChecksumMismatch)?;
         Ok(ParsedToken {
             token: s,
             prefix_len: prefix.len() as u8,

@@ -731,6 +731,33 @@ proptest! {
             prop_assert_eq!(Checksum::compute(&bytes, alphabet), Checksum::encode(crc, alphabet));
         }
     }
+
+    /// `parse` accepts exactly the checksum `compute` gives: the right one, and no other
+    /// six characters, whether one character off, any six, or past 2³² (`ZZZZZZ`).
+    #[test]
+    fn parse_accepts_exactly_the_computed_checksum(
+        random in "[0-9a-zA-Z]{30}",
+        other in "[0-9a-zA-Z]{6}",
+        position in 0..CHECKSUM_LEN,
+        replacement in "[0-9a-zA-Z]",
+    ) {
+        for alphabet in Alphabet::ALL {
+            let format = TokenFormat::dynamic().with_alphabet(alphabet);
+            let right = Checksum::compute(random.as_bytes(), alphabet);
+            let mut one_off = right.as_str().to_owned();
+            one_off.replace_range(position..position + 1, &replacement);
+            for found in [right.as_str(), &one_off, &other, "ZZZZZZ", "zzzzzz", "000000"] {
+                let token = format!("dyn_{random}{found}");
+                let parsed = format.parse(&token);
+                prop_assert_eq!(parsed.is_ok(), found == right.as_str(), "{}", token);
+                if let Ok(parsed) = parsed {
+                    prop_assert_eq!(parsed.checksum(), right);
+                } else {
+                    prop_assert_eq!(parsed.unwrap_err(), FormatError::ChecksumMismatch);
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

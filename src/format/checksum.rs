@@ -31,6 +31,26 @@ impl Checksum {
         Checksum(out)
     }
 
+    /// Checks `found`, 6 ASCII letters or digits, against the CRC-32 of `random`, without
+    /// writing the CRC out: the found digits are read as a number (six independent look-ups
+    /// and multiplications) where writing it would take six dependent divisions. Equal
+    /// exactly when `found` is `compute(random, alphabet)`: six base-62 digits name each
+    /// number below 62⁶ once.
+    pub(crate) fn verify(
+        random: &[u8],
+        found: [u8; CHECKSUM_LEN],
+        alphabet: Alphabet,
+    ) -> Option<Checksum> {
+        let values = match alphabet {
+            Alphabet::Dynamic => &DYNAMIC_VALUES,
+            Alphabet::GitHub => &GITHUB_VALUES,
+        };
+        let [a, b, c, d, e, f] = found.map(|digit| u64::from(values[usize::from(digit)]));
+        let number =
+            a * 62u64.pow(5) + b * 62u64.pow(4) + c * 62u64.pow(3) + d * 62u64.pow(2) + e * 62 + f;
+        (number == u64::from(crc32fast::hash(random))).then_some(Checksum(found))
+    }
+
     /// Reads 6 ASCII letters or digits (any digit order).
     pub fn parse(s: &str) -> Result<Checksum, InvalidChecksum> {
         let bytes: [u8; CHECKSUM_LEN] = s.as_bytes().try_into().map_err(|_| InvalidChecksum)?;
@@ -70,6 +90,21 @@ impl core::str::FromStr for Checksum {
         Checksum::parse(s)
     }
 }
+
+/// Each byte's value as a digit of `digits`; bytes that are not digits read as 0 (only
+/// letters and digits are ever looked up).
+const fn digit_values(digits: &[u8; 62]) -> [u8; 256] {
+    let mut values = [0u8; 256];
+    let mut i = 0;
+    while i < digits.len() {
+        values[digits[i] as usize] = i as u8;
+        i += 1;
+    }
+    values
+}
+
+const DYNAMIC_VALUES: [u8; 256] = digit_values(Alphabet::Dynamic.digits());
+const GITHUB_VALUES: [u8; 256] = digit_values(Alphabet::GitHub.digits());
 
 /// A checksum must be exactly 6 ASCII letters or digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
