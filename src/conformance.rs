@@ -598,6 +598,28 @@ pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
         store.find_by_hash(&late.hash).await.unwrap().is_none(),
         "nothing inserted"
     );
+
+    // Nor can one that expired, never rotated: the store is the only check (the issuer
+    // leaves it to the store's atomic step).
+    let mut expired = sample_token(env, base_time());
+    expired.token.expires_at = Some(now - TimeDelta::seconds(1));
+    store.insert(expired.clone(), None).await.unwrap();
+    let after = sample_token(env, now);
+    let err = store
+        .rotate(Rotation {
+            predecessor: expired.token.id,
+            ..rotation(after.clone(), None)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotLive { id } if id == expired.token.id),
+        "expired predecessor: {err:?}"
+    );
+    assert!(
+        store.find_by_hash(&after.hash).await.unwrap().is_none(),
+        "nothing inserted"
+    );
 }
 
 /// A token is rotated at most once: a second rotation, even in the grace period, fails
