@@ -84,15 +84,18 @@ pub(crate) fn random_part<'a>(format: &TokenFormat, token: &'a str) -> &'a str {
     &token[start..start + format.random_len()]
 }
 
-/// What `Authorization` handling leaves of a presented value: surrounding whitespace is
-/// ignored, and one leading `Bearer` (any case) followed by ASCII whitespace.
+/// What `Authorization` handling leaves of a presented value: surrounding ASCII whitespace
+/// (space, tab, line feed, form feed, carriage return) is ignored, and one leading
+/// `Bearer` (any case) followed by ASCII whitespace. Other whitespace (a vertical tab,
+/// U+1680, U+00A0) is kept, so the value is malformed: HTTP's own is spaces and tabs.
 pub(crate) fn strip_bearer(presented: &str) -> &str {
-    let s = presented.trim();
+    const ASCII_WHITESPACE: [char; 5] = [' ', '\t', '\n', '\x0C', '\r'];
+    let s = presented.trim_matches(ASCII_WHITESPACE);
     if let (Some(scheme), Some(rest)) = (s.get(..6), s.get(6..))
         && scheme.eq_ignore_ascii_case("bearer")
-        && rest.starts_with(|c: char| c.is_ascii_whitespace())
+        && rest.starts_with(ASCII_WHITESPACE)
     {
-        return rest.trim_start();
+        return rest.trim_start_matches(ASCII_WHITESPACE);
     }
     s
 }
