@@ -15,7 +15,7 @@
 
 use apitoken::{
     CachedStore, Creator, EnvironmentId, IssueRequest, IssuedToken, MemoryStore, Note, Principal,
-    Scope, Scopes, Token, TokenFormat, TokenHasher, TokenId, TokenIssuer, UserId,
+    Scope, Scopes, TokenFormat, TokenHasher, TokenIssuer, UserId,
 };
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -23,29 +23,16 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const REFERENCE: &str = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
-const MILLION: usize = 1_000_000;
+mod common;
+use common::{REFERENCE, ready};
 
-/// Runs a future that never waits (the in-memory store's), without an executor's cost.
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the in-memory store never waits"),
-    }
-}
+const MILLION: usize = 1_000_000;
 
 fn env() -> EnvironmentId {
     EnvironmentId::from_uuid(Uuid::from_u128(1))
@@ -148,23 +135,15 @@ fn issue_without_store(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("ours", |b| {
         b.iter(|| {
-            let mut rng = rand::rng();
-            let raw = format.generate(&mut rng);
-            let hash = hasher.hash_token(&raw);
-            let token = Token {
-                id: TokenId::generate(now, &mut rng),
-                checksum: raw.checksum(),
-                created_by: creator.clone(),
-                created_at: now,
-                active: true,
-                note: request.note.clone(),
-                environment: env(),
-                scopes: request.scopes.clone(),
-                expires_at: None,
-                last_used_at: None,
-                revoked_at: None,
-            };
-            (raw, hash, token)
+            common::issue_without_store(
+                &format,
+                &hasher,
+                now,
+                env(),
+                &creator,
+                &request.note,
+                &request.scopes,
+            )
         })
     });
     let pak = pak();

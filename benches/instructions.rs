@@ -15,17 +15,16 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use apitoken::{
-    Creator, EnvironmentId, IssueRequest, MemoryStore, Note, Scope, Scopes, Token, TokenFormat,
-    TokenHasher, TokenId, TokenIssuer, UserId,
+    Creator, EnvironmentId, IssueRequest, MemoryStore, Note, Scope, Scopes, TokenFormat,
+    TokenHasher, TokenIssuer, UserId,
 };
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use uuid::Uuid;
 
-const REFERENCE: &str = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
+mod common;
+use common::{REFERENCE, ready};
+
 const OPERATIONS: [&str; 8] = [
     "generate",
     "issue_without_store",
@@ -36,17 +35,6 @@ const OPERATIONS: [&str; 8] = [
     "bad_checksum",
     "parse_bad_checksum",
 ];
-
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the in-memory store never waits"),
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,26 +71,10 @@ fn main() {
         for _ in 0..n {
             match op {
                 "generate" => drop(black_box(format.generate(&mut rand::rng()))),
-                "issue_without_store" => {
-                    // What benches/core.rs times as issue_without_store/ours.
-                    let mut rng = rand::rng();
-                    let raw = format.generate(&mut rng);
-                    let hash = hasher.hash_token(&raw);
-                    let token = Token {
-                        id: TokenId::generate(now, &mut rng),
-                        checksum: raw.checksum(),
-                        created_by: creator.clone(),
-                        created_at: now,
-                        active: true,
-                        note: note.clone(),
-                        environment: env,
-                        scopes: scopes.clone(),
-                        expires_at: None,
-                        last_used_at: None,
-                        revoked_at: None,
-                    };
-                    drop(black_box((raw, hash, token)));
-                }
+                // What benches/core.rs times as issue_without_store/ours.
+                "issue_without_store" => drop(black_box(common::issue_without_store(
+                    &format, &hasher, now, env, &creator, &note, &scopes,
+                ))),
                 "issue" => drop(black_box(
                     ready(issuer.issue(env, creator.clone(), request())).unwrap(),
                 )),

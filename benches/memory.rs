@@ -14,11 +14,11 @@ use apitoken::{
     Creator, EnvironmentId, IssueRequest, MemoryStore, Note, Scope, TokenIssuer, UserId,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::task::{Context, Poll, Waker};
 use uuid::Uuid;
+
+mod common;
+use common::ready;
 
 struct Counting;
 
@@ -50,17 +50,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the in-memory store never waits"),
-    }
-}
 
 /// Live heap bytes per token after issuing `n` tokens, the creator of token `i` being
 /// `creator(i)`.

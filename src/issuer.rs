@@ -427,8 +427,8 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// A token is rotated at most once: rotating it again, during its grace period or
     /// after, fails with [`Error::AlreadyRotated`] (409), which names the successor to
     /// rotate instead, and changes nothing. A revoked or expired token that was never
-    /// rotated fails with [`Error::NotLive`] (409). So a token never has two live successors, and of concurrent rotations of
-    /// one token exactly one succeeds.
+    /// rotated fails with [`Error::NotLive`] (409). So a token never has two live
+    /// successors, and of concurrent rotations of one token exactly one succeeds.
     pub async fn rotate(
         &self,
         environment: EnvironmentId,
@@ -499,7 +499,6 @@ impl Principal {
 }
 
 /// The token inside a raw value or an `Authorization` header value.
-/// Fails with `Revoked` or `Expired` unless the credential authenticates at `now`.
 fn strip_bearer(presented: &str) -> &str {
     // ASCII whitespace only (HTTP's is spaces and tabs): cheaper than Unicode trimming,
     // and a token never contains any.

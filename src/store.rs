@@ -110,8 +110,8 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
     /// predecessor does not exist in the environment, `AlreadyRotated` (with its
     /// successor) if it has been rotated before, live or not, `NotLive` if it is not live
-    /// at the successor's `created_at`, and as
-    /// `insert` does otherwise. Returns the updated predecessor.
+    /// at the successor's `created_at`, and as `insert` does otherwise. Returns the
+    /// updated predecessor.
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError>;
 
     /// Records that a token authenticated at `at`; never moves `last_used_at` backwards.

@@ -42,9 +42,10 @@ impl Schema {
     }
 
     /// A TCP proxy in front of the server, and a store (its own pool, `pool`) in the
-    /// schema connecting through it, without TLS so that the proxy can read the server's
-    /// answers. The schema must be migrated already.
+    /// schema, migrated, connecting through it without TLS so that the proxy can read the
+    /// server's answers.
     async fn through_proxy(&self, pool: PgPoolOptions) -> (Proxy, PostgresStore) {
+        drop(self.store().await); // creates the tables
         let target = self.options();
         let upstream = tokio::net::lookup_host((target.get_host(), target.get_port()))
             .await
@@ -531,7 +532,6 @@ async fn authentication_fails_closed_and_recovers_when_the_database_comes_back()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_dropped_while_idle_are_replaced_without_an_error() {
     in_schema("dropped_while_idle", |schema| async move {
-        drop(schema.store().await); // creates the tables
         let (proxy, store) = schema
             .through_proxy(PostgresStore::pool_options().min_connections(3))
             .await;
@@ -580,7 +580,6 @@ async fn connections_dropped_while_idle_are_replaced_without_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_whose_answer_is_lost_succeeds_once() {
     in_schema("insert_answer_lost", |schema| async move {
-        drop(schema.store().await); // creates the tables
         let (proxy, store) = schema
             .through_proxy(PostgresStore::pool_options().max_connections(2))
             .await;
@@ -609,7 +608,6 @@ async fn an_insert_whose_answer_is_lost_succeeds_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issue_under_a_limit_whose_commit_answer_is_lost_succeeds_once() {
     in_schema("limited_commit_lost", |schema| async move {
-        drop(schema.store().await); // creates the tables
         let (proxy, store) = schema
             .through_proxy(PostgresStore::pool_options().max_connections(2))
             .await;
@@ -642,7 +640,6 @@ async fn an_issue_under_a_limit_whose_commit_answer_is_lost_succeeds_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
     in_schema("rotation_commit_lost", |schema| async move {
-        drop(schema.store().await); // creates the tables
         let (proxy, store) = schema
             .through_proxy(PostgresStore::pool_options().max_connections(2))
             .await;

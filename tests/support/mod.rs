@@ -137,8 +137,7 @@ impl Proxy {
                             let lost = {
                                 let mut armed = lose.lock().unwrap();
                                 let hit = armed.is_some_and(|pattern| {
-                                    data.windows(pattern.len().max(1))
-                                        .any(|w| w.starts_with(pattern))
+                                    data.windows(pattern.len()).any(|w| w == pattern)
                                 });
                                 hit && armed.take().is_some()
                             };
@@ -180,15 +179,11 @@ impl Proxy {
         self.open.store(true, Ordering::SeqCst);
     }
 
-    /// The next data the server sends, on any connection, is dropped with that
-    /// connection: the server has done what it was asked, and the client never hears.
-    pub(crate) fn lose_next_reply(&self) {
-        self.lose_reply_holding(b"");
-    }
-
     /// The next server data holding `pattern` (a command tag such as `COMMIT\0`), on any
-    /// connection, is dropped with that connection.
+    /// connection, is dropped with that connection: the server has done what it was
+    /// asked, and the client never hears.
     pub(crate) fn lose_reply_holding(&self, pattern: &'static [u8]) {
+        assert!(!pattern.is_empty(), "lose a reply holding what?");
         *self.lose_reply.lock().unwrap() = Some(pattern);
     }
 }
