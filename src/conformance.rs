@@ -13,20 +13,45 @@
 //! Each check works in fresh random environments, so the checks can share one store (and
 //! one database) and run in parallel with other tests. A failed check panics with a
 //! message naming the broken rule, like `assert!`.
+//!
+//! A store that wraps another (a cache, a router) runs one more check, which needs to
+//! hold a look-up of the inner store open while a change runs through the wrapper: put
+//! the inner store behind a [`GatedStore`] and call [`racing_lookups_never_undo_a_change`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use apitoken::conformance::{self, GatedStore};
+//! use apitoken::{CachedStore, MemoryStore};
+//! use std::sync::Arc;
+//!
+//! let gated = Arc::new(GatedStore::new(MemoryStore::new()));
+//! let cache = CachedStore::new(gated.clone());
+//! conformance::racing_lookups_never_undo_a_change(&gated, &cache).await;
+//! # });
+//! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::clock::ManualClock;
 use crate::format::TokenFormat;
 use crate::hash::{TokenHash, TokenHasher};
-use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
+use crate::issuer::TokenIssuer;
+use crate::model::{
+    Creator, Credential, EnvironmentId, IssueRequest, StoredToken, Token, TokenId, UserId,
+};
 use crate::note::Note;
 use crate::scope::{REFERENCE_SCOPES, Scope, Scopes};
-use crate::store::{Cursor, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
-use chrono::{DateTime, TimeDelta, Utc};
+use crate::store::memory::MemoryStore;
+use crate::store::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use core::fmt;
+use core::future::poll_fn;
 use core::num::NonZeroU32;
+use core::task::{Poll, Waker};
 use futures_util::future::join_all;
 use rand_core::Rng;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use uuid::Uuid;
 
 /// Runs every check.
@@ -43,8 +68,10 @@ pub async fn run_all(store: &dyn TokenStore) {
     concurrent_duplicate_inserts_accept_one(store).await;
     list_visits_every_token_once_in_creation_order(store).await;
     rotate_is_all_or_nothing(store).await;
+    rotate_respects_the_live_limit(store).await;
     rotate_happens_once_per_token(store).await;
     record_last_use_never_moves_backwards(store).await;
+    what_the_issuer_returns_is_what_the_store_keeps(store).await;
 }
 
 /// A fresh environment no other check uses.
@@ -774,4 +801,423 @@ pub async fn record_last_use_never_moves_backwards(store: &dyn TokenStore) {
     assert_eq!(token.last_used_at, Some(later));
     let found = store.find_by_hash(&stored.hash).await.unwrap().unwrap();
     assert_eq!(found.last_used_at, Some(later));
+}
+
+/// `rotate` applies the live-token limit: the environment's other live tokens count, the
+/// predecessor does not; refused, it changes nothing.
+pub async fn rotate_respects_the_live_limit(store: &dyn TokenStore) {
+    let env = new_environment();
+    let now = base_time() + TimeDelta::hours(1);
+    let old = sample_token(env, base_time());
+    let other = sample_token(env, base_time() + TimeDelta::microseconds(1));
+    store.insert(old.clone(), None).await.unwrap();
+    store.insert(other.clone(), None).await.unwrap();
+    let rotation = |successor: StoredToken, max_live| Rotation {
+        environment: env,
+        predecessor: old.token.id,
+        predecessor_expires_at: now + TimeDelta::minutes(10),
+        successor,
+        max_live,
+    };
+
+    let refused = sample_token(env, now);
+    let err = store
+        .rotate(rotation(refused.clone(), limit(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LimitReached { limit: 1, .. }),
+        "rotation past the limit (another token is live): {err:?}"
+    );
+    assert!(
+        store.find_by_hash(&refused.hash).await.unwrap().is_none(),
+        "a rotation refused at the limit inserts nothing"
+    );
+    assert_eq!(
+        store.get(env, old.token.id).await.unwrap().as_ref(),
+        Some(&old.token),
+        "a rotation refused at the limit leaves the predecessor unchanged"
+    );
+
+    let admitted = sample_token(env, now);
+    store
+        .rotate(rotation(admitted.clone(), limit(2)))
+        .await
+        .expect("the predecessor does not count: two live tokens fit a limit of two");
+    assert!(
+        store.find_by_hash(&admitted.hash).await.unwrap().is_some(),
+        "successor inserted"
+    );
+}
+
+/// What the issuer returns (from `issue`, `rotate` and `revoke`) is what the store gives
+/// back later, to the microsecond: the issuer cuts every time it hands the store to whole
+/// microseconds, the precision every store keeps, even when the clock, a caller's expiry or
+/// a grace period carry nanoseconds.
+pub async fn what_the_issuer_returns_is_what_the_store_keeps(store: &dyn TokenStore) {
+    let env = new_environment();
+    let clock = ManualClock::new(base_time() + TimeDelta::nanoseconds(789));
+    let issuer = TokenIssuer::builder(store).clock(clock.clone()).build();
+    let creator = Creator::new(UserId::from_uuid(random_uuid()));
+    let expires_at = base_time() + TimeDelta::days(90) + TimeDelta::nanoseconds(123_456_789);
+    let request = IssueRequest::new(Note::new("precision").unwrap()).expires_at(expires_at);
+    let issued = issuer.issue(env, creator, request).await.unwrap();
+    assert_whole_micros(&issued.token, "issue");
+    let kept = store.get(env, issued.token.id).await.unwrap();
+    assert_eq!(
+        kept.as_ref(),
+        Some(&issued.token),
+        "get returns what issue returned"
+    );
+
+    clock.advance(TimeDelta::nanoseconds(1_000_000_321));
+    let grace = core::time::Duration::from_nanos(60_000_000_555);
+    let successor = issuer.rotate(env, issued.token.id, grace).await.unwrap();
+    assert_whole_micros(&successor.token, "rotate's successor");
+    assert_eq!(
+        store.get(env, successor.token.id).await.unwrap().as_ref(),
+        Some(&successor.token),
+        "get returns the successor rotate returned"
+    );
+    let predecessor = store.get(env, issued.token.id).await.unwrap().unwrap();
+    assert_whole_micros(&predecessor, "the rotated predecessor");
+
+    clock.advance(TimeDelta::nanoseconds(1_000_000_321));
+    let revoked = issuer.revoke(env, successor.token.id).await.unwrap();
+    assert_whole_micros(&revoked, "revoke");
+    assert_eq!(
+        store.get(env, successor.token.id).await.unwrap().as_ref(),
+        Some(&revoked),
+        "get returns what revoke returned"
+    );
+}
+
+fn assert_whole_micros(token: &Token, what: &str) {
+    for (field, at) in [
+        ("created_at", Some(token.created_at)),
+        ("expires_at", token.expires_at),
+        ("last_used_at", token.last_used_at),
+        ("revoked_at", token.revoked_at),
+    ] {
+        if let Some(at) = at {
+            assert_eq!(
+                at.nanosecond() % 1_000,
+                0,
+                "{what}: {field} {at:?} has a finer part than microseconds"
+            );
+        }
+    }
+}
+
+/// A store that can hold a chosen look-up open, to test what a wrapper around it does when
+/// a change overtakes a look-up.
+///
+/// After [`hold_next_lookup`](Self::hold_next_lookup), the next
+/// [`find_by_hash`](TokenStore::find_by_hash) or
+/// [`find_credential`](TokenStore::find_credential) of that hash reads the inner store at
+/// once and then waits, holding what it read, until [`release`](Self::release). Everything
+/// else goes straight to the inner store.
+pub struct GatedStore<S = MemoryStore> {
+    inner: S,
+    gate: Mutex<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// The next look-up of this hash is held.
+    armed: Option<TokenHash>,
+    /// The held look-up has read and is waiting.
+    holding: bool,
+    /// Released: held look-ups answer.
+    open: bool,
+    wakers: Vec<Waker>,
+}
+
+impl Gate {
+    fn wake(&mut self) {
+        for waker in self.wakers.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for GatedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatedStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TokenStore> GatedStore<S> {
+    /// Wraps `inner`; nothing is held until [`hold_next_lookup`](Self::hold_next_lookup).
+    pub fn new(inner: S) -> GatedStore<S> {
+        GatedStore {
+            inner,
+            gate: Mutex::default(),
+        }
+    }
+
+    /// The store behind the gate.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Holds the next look-up of `hash`, after it has read, until [`release`](Self::release).
+    pub fn hold_next_lookup(&self, hash: TokenHash) {
+        *self.gate() = Gate {
+            armed: Some(hash),
+            ..Gate::default()
+        };
+    }
+
+    /// Waits until the armed look-up has read and is being held. Returns false instead if
+    /// [`disarm`](Self::disarm) was called first (the look-up never reached this store).
+    pub async fn until_held(&self) -> bool {
+        poll_fn(|cx| {
+            let mut gate = self.gate();
+            if gate.holding {
+                Poll::Ready(true)
+            } else if gate.armed.is_none() {
+                Poll::Ready(false)
+            } else {
+                gate.wakers.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Lets the held look-up answer.
+    pub fn release(&self) {
+        let mut gate = self.gate();
+        gate.open = true;
+        gate.wake();
+    }
+
+    /// Holds no look-up from now on (a held one stays held until released).
+    pub fn disarm(&self) {
+        let mut gate = self.gate();
+        gate.armed = None;
+        gate.wake();
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds the caller if this look-up of `hash` is the armed one.
+    async fn maybe_hold(&self, hash: &TokenHash) {
+        {
+            let mut gate = self.gate();
+            if gate.armed != Some(*hash) {
+                return;
+            }
+            gate.armed = None;
+            gate.holding = true;
+            gate.wake();
+        }
+        poll_fn(|cx| {
+            let mut gate = self.gate();
+            if gate.open {
+                Poll::Ready(())
+            } else {
+                gate.wakers.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for GatedStore<S> {
+    async fn insert(
+        &self,
+        token: StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert(token, max_live).await
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
+        let found = self.inner.find_by_hash(hash).await;
+        self.maybe_hold(hash).await;
+        found
+    }
+
+    async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        let found = self.inner.find_credential(hash).await;
+        self.maybe_hold(hash).await;
+        found
+    }
+
+    async fn get(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        self.inner.get(environment, id).await
+    }
+
+    async fn list(
+        &self,
+        environment: EnvironmentId,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        self.inner.list(environment, page).await
+    }
+
+    async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Token, StoreError> {
+        self.inner.revoke(environment, id, at).await
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+        self.inner.rotate(rotation).await
+    }
+
+    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.record_last_use(id, at).await
+    }
+}
+
+/// For a store `wrapper` built around `gated`: a look-up that read the inner store before
+/// a change and answers after the change has returned never makes the wrapper show the old
+/// state afterwards. A token revoked through the wrapper stays revoked, a rotated
+/// predecessor keeps its shortened expiry, and a token inserted while a look-up of its hash
+/// was finding nothing is found, by every later look-up (`find_by_hash`,
+/// `find_credential`, `find_credential_now`), whichever look-up was held.
+pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
+    gated: &GatedStore<S>,
+    wrapper: &dyn TokenStore,
+) {
+    for held_credential in [false, true] {
+        let lookup = Lookup {
+            gated,
+            wrapper,
+            credential: held_credential,
+        };
+
+        // Revoke.
+        let env = new_environment();
+        let stored = sample_token(env, base_time());
+        wrapper.insert(stored.clone(), None).await.unwrap();
+        lookup
+            .overtaken_by(&stored.hash, async {
+                wrapper
+                    .revoke(env, stored.token.id, base_time())
+                    .await
+                    .unwrap();
+            })
+            .await;
+        for token in lookup.everything(&stored.hash).await {
+            assert!(
+                !token.expect("revoked token still known").active,
+                "a look-up that began before revoke returned made the token active again \
+                 (held: {})",
+                lookup.held()
+            );
+        }
+
+        // Rotate: the predecessor's new expiry applies at once.
+        let old = sample_token(env, base_time());
+        wrapper.insert(old.clone(), None).await.unwrap();
+        let grace_end = base_time() + TimeDelta::minutes(10);
+        lookup
+            .overtaken_by(&old.hash, async {
+                wrapper
+                    .rotate(Rotation {
+                        environment: env,
+                        predecessor: old.token.id,
+                        predecessor_expires_at: grace_end,
+                        successor: sample_token(env, base_time() + TimeDelta::seconds(1)),
+                        max_live: None,
+                    })
+                    .await
+                    .unwrap();
+            })
+            .await;
+        for token in lookup.everything(&old.hash).await {
+            assert_eq!(
+                token.expect("rotated token still known").expires_at,
+                Some(grace_end),
+                "a look-up that began before rotate returned restored the old expiry \
+                 (held: {})",
+                lookup.held()
+            );
+        }
+
+        // Insert: a look-up that found nothing does not hide the new token.
+        let late = sample_token(env, base_time());
+        lookup
+            .overtaken_by(&late.hash, async {
+                wrapper.insert(late.clone(), None).await.unwrap();
+            })
+            .await;
+        for token in lookup.everything(&late.hash).await {
+            assert!(
+                token.is_some(),
+                "a look-up that began before insert returned hid the new token (held: {})",
+                lookup.held()
+            );
+        }
+    }
+}
+
+/// One kind of held look-up through a wrapper, and what every look-up sees.
+struct Lookup<'a, S> {
+    gated: &'a GatedStore<S>,
+    wrapper: &'a dyn TokenStore,
+    credential: bool,
+}
+
+impl<S: TokenStore> Lookup<'_, S> {
+    fn held(&self) -> &'static str {
+        if self.credential {
+            "find_credential"
+        } else {
+            "find_by_hash"
+        }
+    }
+
+    /// Starts a look-up of `hash`, holds it once it has read the inner store, runs
+    /// `change` to completion, then lets the look-up answer.
+    async fn overtaken_by(&self, hash: &TokenHash, change: impl Future<Output = ()>) {
+        self.gated.hold_next_lookup(*hash);
+        let lookup = async {
+            if self.credential {
+                self.wrapper.find_credential(hash).await.unwrap();
+            } else {
+                self.wrapper.find_by_hash(hash).await.unwrap();
+            }
+            // Answered without reaching the inner store: nothing to hold.
+            self.gated.disarm();
+        };
+        let control = async {
+            self.gated.until_held().await;
+            change.await;
+            self.gated.release();
+        };
+        futures_util::join!(lookup, control);
+    }
+
+    /// What every kind of look-up sees of `hash` now, as credentials.
+    async fn everything(&self, hash: &TokenHash) -> Vec<Option<Credential>> {
+        let mut seen = vec![
+            self.wrapper
+                .find_by_hash(hash)
+                .await
+                .unwrap()
+                .as_ref()
+                .map(Credential::from),
+            self.wrapper.find_credential(hash).await.unwrap(),
+        ];
+        seen.extend(self.wrapper.find_credential_now(hash));
+        seen
+    }
 }

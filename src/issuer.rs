@@ -237,6 +237,10 @@ impl<S: TokenStore> TokenIssuer<S> {
     ) -> Result<IssuedToken, Error> {
         let caller = caller.into();
         let now = self.now();
+        let request = IssueRequest {
+            expires_at: request.expires_at.map(whole_micros),
+            ..request
+        };
         self.check_request(environment, &caller, &request, now)?;
         let IssueRequest {
             note,
@@ -329,13 +333,7 @@ impl<S: TokenStore> TokenIssuer<S> {
 
     /// The issuer's current time, at the microsecond precision every store keeps.
     fn now(&self) -> DateTime<Utc> {
-        // Microsecond precision, what every store keeps. Setting the fraction directly is
-        // cheaper than `trunc_subsecs`, which goes through date arithmetic.
-        let now = self.clock.now();
-        let naive = now.naive_utc();
-        naive
-            .with_nanosecond(naive.nanosecond() / 1_000 * 1_000)
-            .map_or(now, |truncated| truncated.and_utc())
+        whole_micros(self.clock.now())
     }
 
     /// Authenticates a presented token: the raw token, or an `Authorization` header value
@@ -473,8 +471,22 @@ impl<S: TokenStore> TokenIssuer<S> {
 }
 
 fn add_saturating(at: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
-    at.checked_add_signed(by)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    whole_micros(
+        at.checked_add_signed(by)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
+}
+
+/// `at` cut to whole microseconds, the precision every store keeps: every time the issuer
+/// hands a store goes through here, so that what `issue` and `rotate` return is exactly
+/// what the store gives back later.
+fn whole_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    // Setting the fraction directly is cheaper than `trunc_subsecs`, which goes through
+    // date arithmetic (this runs on the authentication path).
+    let naive = at.naive_utc();
+    naive
+        .with_nanosecond(naive.nanosecond() / 1_000 * 1_000)
+        .map_or(at, |truncated| truncated.and_utc())
 }
 
 impl Principal {

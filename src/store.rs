@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The storage behind a [`TokenIssuer`](crate::TokenIssuer): records and hashes, never raw
-/// tokens. Usable as `Arc<dyn TokenStore>`.
+/// tokens. Usable as `Arc<dyn TokenStore>` (and through `Box` and `&`).
 ///
 /// # Contract
 ///
@@ -382,4 +382,4 @@ macro_rules! forward_store {
     )*};
 }
 
-forward_store!(Arc<T>, Box<T>);
+forward_store!(Arc<T>, Box<T>, &T);

@@ -2,7 +2,7 @@
 //! changes made elsewhere apply within the TTL.
 #![cfg(feature = "conformance")]
 
-use apitoken::conformance;
+use apitoken::conformance::{self, GatedStore};
 use apitoken::{
     CachedStore, Creator, EnvironmentId, Error, IssueRequest, ManualClock, MemoryStore, Note,
     TokenFormat, TokenIssuer, TokenStore, UserId,
@@ -57,6 +57,72 @@ fn setup() -> Setup {
 #[tokio::test]
 async fn a_cached_store_passes_the_conformance_suite() {
     conformance::run_all(&CachedStore::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn a_lookup_overtaken_by_a_change_never_fills_the_cache_with_the_old_state() {
+    let gated = Arc::new(GatedStore::new(MemoryStore::new()));
+    let cache = CachedStore::new(gated.clone());
+    conformance::racing_lookups_never_undo_a_change(&gated, &cache).await;
+}
+
+#[tokio::test]
+async fn invalidating_one_token_applies_a_change_made_elsewhere_at_once() {
+    let s = setup();
+    let (a, b) = (
+        s.cached.issue(env(), alice(), request()).await.unwrap(),
+        s.cached.issue(env(), alice(), request()).await.unwrap(),
+    );
+    for issued in [&a, &b] {
+        s.cached
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+    }
+    s.elsewhere.revoke(env(), a.token.id).await.unwrap();
+    s.elsewhere.revoke(env(), b.token.id).await.unwrap();
+    // The feed says: a was revoked (by id), b too (by hash).
+    s.cached.store().invalidate(a.token.id);
+    s.cached
+        .store()
+        .invalidate_hash(&s.cached.hasher().hash(b.raw.expose_secret()));
+    for issued in [&a, &b] {
+        assert!(matches!(
+            s.cached.authenticate(issued.raw.expose_secret()).await,
+            Err(Error::Revoked { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn invalidating_a_token_stops_a_lookup_under_way_from_filling_the_cache() {
+    let gated = Arc::new(GatedStore::new(MemoryStore::new()));
+    let cache = CachedStore::new(gated.clone());
+    let issuer = TokenIssuer::new(&cache);
+    let issued = issuer.issue(env(), alice(), request()).await.unwrap();
+    let hash = issuer.hasher().hash(issued.raw.expose_secret());
+    gated.hold_next_lookup(hash);
+    let lookup = async { cache.find_by_hash(&hash).await.unwrap() };
+    let elsewhere = async {
+        gated.until_held().await;
+        // Another instance revokes it and tells this one.
+        gated
+            .inner()
+            .revoke(env(), issued.token.id, conformance::base_time())
+            .await
+            .unwrap();
+        cache.invalidate(issued.token.id);
+        gated.release();
+    };
+    let (seen, ()) = tokio::join!(lookup, elsewhere);
+    assert!(
+        seen.unwrap().active,
+        "the held look-up read before the revoke"
+    );
+    assert!(matches!(
+        issuer.authenticate(issued.raw.expose_secret()).await,
+        Err(Error::Revoked { .. })
+    ));
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use core::fmt;
 use core::hash::{BuildHasherDefault, Hasher};
 use core::num::NonZeroU32;
 use core::time::Duration;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 const SHARDS: usize = 16;
@@ -25,17 +25,24 @@ const SHARDS: usize = 16;
 /// - **Bounded**: at most `capacity` entries (default 100,000); when full, expired entries
 ///   are dropped first, then arbitrary ones.
 /// - **Immediate invalidation** for changes made through this cache: `insert`, `revoke`,
-///   `rotate` and `record_last_use` update or drop the entry before they return.
+///   `rotate` and `record_last_use` update or drop the entry before they return, and a
+///   look-up that read the store before such a change and answers after it never puts
+///   what it read into the cache (each invalidation is stamped with an epoch; a fill
+///   older than an invalidation of its token is dropped). So revocation stays
+///   linearizable through the cache, and after `rotate` returns the predecessor's
+///   shortened expiry applies at once.
 ///
 /// # Staleness for other processes
 ///
 /// A change made by *another* process (or directly in the database) is seen here at the
 /// latest when the entry expires: a token revoked elsewhere keeps authenticating for up
 /// to `ttl`, and a token issued elsewhere may be reported unknown for up to
-/// `negative_ttl` (only if it was presented before it existed). Rotation grace periods
-/// and expiry times are checked by the issuer on every request, never cached. Choose
-/// `ttl` as the longest time a revocation elsewhere may take to apply; use
-/// [`CachedStore::invalidate_all`] to apply one at once (e.g. on a pub/sub message).
+/// `negative_ttl` (only if it was presented before it existed). Cached records carry
+/// their expiry, which the issuer checks against the clock on every request; a change to
+/// the expiry made elsewhere (a rotation's grace period) applies within `ttl` too. Choose
+/// `ttl` as the longest time a revocation elsewhere may take to apply; to apply one at
+/// once (e.g. on a pub/sub message), call [`CachedStore::invalidate`] with the token's
+/// id, [`CachedStore::invalidate_hash`], or [`CachedStore::invalidate_all`].
 ///
 /// ```
 /// use apitoken::{CachedStore, MemoryStore, TokenIssuer};
@@ -53,6 +60,8 @@ pub struct CachedStore<S> {
     /// Where each cached known token's entry is, for invalidation by id. Locked after a
     /// shard, never before one.
     ids: Mutex<HashMap<TokenId, TokenHash>>,
+    /// What fills must not undo. Locked before a shard, never after one.
+    invalidations: Mutex<Invalidations>,
     ttl: TimeDelta,
     negative_ttl: TimeDelta,
     capacity_per_shard: usize,
@@ -67,6 +76,76 @@ struct Shard {
 struct Entry {
     token: Option<Token>,
     fresh_until: DateTime<Utc>,
+}
+
+/// The invalidations that look-ups still in flight might not have seen.
+///
+/// Every look-up that misses takes a ticket (the epoch when it started) before it asks the
+/// store, and may fill the cache only if no invalidation of its hash or of the id it found
+/// happened since. Invalidations are kept only while an older look-up is in flight, so the
+/// maps stay as small as the number of changes made during the slowest look-up.
+#[derive(Default)]
+struct Invalidations {
+    /// Incremented by every invalidation.
+    epoch: u64,
+    /// The epochs at which look-ups in flight started, with how many started then.
+    in_flight: BTreeMap<u64, usize>,
+    /// The epoch of the latest invalidation of each hash...
+    hashes: HashMap<TokenHash, u64, BuildHasherDefault<HashPrefix>>,
+    /// ...and of each id.
+    ids: HashMap<TokenId, u64>,
+    /// The epoch of the latest `invalidate_all`.
+    all: u64,
+}
+
+impl Invalidations {
+    /// Records an invalidation of `hash` and `id` at a new epoch.
+    fn stamp(&mut self, hash: Option<TokenHash>, id: Option<TokenId>) {
+        self.epoch += 1;
+        if self.in_flight.is_empty() {
+            // No look-up could have read the old state: nothing to remember.
+            return;
+        }
+        if let Some(hash) = hash {
+            self.hashes.insert(hash, self.epoch);
+        }
+        if let Some(id) = id {
+            self.ids.insert(id, self.epoch);
+        }
+    }
+
+    fn begin(&mut self) -> u64 {
+        *self.in_flight.entry(self.epoch).or_default() += 1;
+        self.epoch
+    }
+
+    /// Ends the look-up that started at `started`; true when what it found, `hash` and
+    /// `id`, may be cached.
+    fn end(&mut self, started: u64, hash: &TokenHash, id: Option<TokenId>) -> bool {
+        let newer = |at: Option<&u64>| at.is_some_and(|&at| at > started);
+        let fresh = self.all <= started
+            && !newer(self.hashes.get(hash))
+            && !id.is_some_and(|id| newer(self.ids.get(&id)));
+        if let Some(count) = self.in_flight.get_mut(&started) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_flight.remove(&started);
+            }
+        }
+        // Forget what no look-up still in flight can have missed.
+        match self.in_flight.keys().next().copied() {
+            None => {
+                self.hashes.clear();
+                self.ids.clear();
+            }
+            Some(oldest) if oldest > started => {
+                self.hashes.retain(|_, at| *at > oldest);
+                self.ids.retain(|_, at| *at > oldest);
+            }
+            Some(_) => {}
+        }
+        fresh
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
@@ -91,6 +170,7 @@ impl<S: TokenStore> CachedStore<S> {
             inner,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ids: Mutex::default(),
+            invalidations: Mutex::default(),
             ttl: TimeDelta::seconds(5),
             negative_ttl: TimeDelta::seconds(1),
             capacity_per_shard: 100_000 / SHARDS,
@@ -135,12 +215,51 @@ impl<S: TokenStore> CachedStore<S> {
         &self.inner
     }
 
-    /// Forgets every entry, so the next look-ups go to the store.
+    /// Forgets every entry, so the next look-ups go to the store (look-ups already
+    /// under way do not fill the cache).
     pub fn invalidate_all(&self) {
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        invalidations.stamp(None, None);
+        invalidations.all = invalidations.epoch;
         for shard in self.shards.iter() {
             lock(shard).entries.clear();
         }
         lock_ids(&self.ids).clear();
+    }
+
+    /// Forgets what is cached about token `id`, so that its next look-up goes to the
+    /// store, and look-ups of it already under way do not fill the cache. Call it when the
+    /// token changed elsewhere (another process revoked or rotated it).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use apitoken::{CachedStore, MemoryStore, TokenId};
+    /// use uuid::Uuid;
+    ///
+    /// let cache = CachedStore::new(MemoryStore::new());
+    /// // On a message from another instance: "token … was revoked".
+    /// let revoked = TokenId::from_uuid(Uuid::nil());
+    /// cache.invalidate(revoked);
+    /// # });
+    /// ```
+    pub fn invalidate(&self, id: TokenId) {
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        let hash = lock_ids(&self.ids).remove(&id);
+        invalidations.stamp(hash, Some(id));
+        if let Some(hash) = hash {
+            self.drop_entry(&hash);
+        }
+    }
+
+    /// Forgets what is cached about the token with this hash (a known token or a
+    /// remembered unknown one), like [`invalidate`](Self::invalidate).
+    pub fn invalidate_hash(&self, hash: &TokenHash) {
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        let id = self.drop_entry(hash);
+        invalidations.stamp(Some(*hash), id);
+        if let Some(id) = id {
+            lock_ids(&self.ids).remove(&id);
+        }
     }
 
     /// How many entries are cached (fresh or not).
@@ -156,6 +275,27 @@ impl<S: TokenStore> CachedStore<S> {
     fn shard(&self, hash: &TokenHash) -> &Mutex<Shard> {
         let i = usize::from(hash.as_bytes()[31]) % SHARDS;
         &self.shards[i]
+    }
+
+    /// Asks the store, then caches its answer unless the token was invalidated meanwhile.
+    async fn fill(
+        &self,
+        hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Token>, StoreError> {
+        let started = lock_invalidations(&self.invalidations).begin();
+        let found = self.inner.find_by_hash(hash).await;
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        let id = found.as_ref().ok().and_then(|t| t.as_ref().map(|t| t.id));
+        let fresh = invalidations.end(started, hash, id);
+        let found = found?;
+        if fresh {
+            // Under the invalidations lock, so no invalidation can slip in between the
+            // check and the fill.
+            self.remember(*hash, found.clone(), now);
+        }
+        drop(invalidations);
+        Ok(found)
     }
 
     fn remember(&self, hash: TokenHash, token: Option<Token>, now: DateTime<Utc>) {
@@ -200,17 +340,18 @@ impl<S: TokenStore> CachedStore<S> {
         }
     }
 
-    fn forget(&self, hash: &TokenHash) {
-        lock(self.shard(hash)).entries.remove(hash);
+    /// Drops the entry for `hash`; returns the id it held, if any.
+    fn drop_entry(&self, hash: &TokenHash) -> Option<TokenId> {
+        let entry = lock(self.shard(hash)).entries.remove(hash);
+        entry.and_then(|e| e.token.map(|t| t.id))
     }
+}
 
-    /// Drops the entry of token `id`, if cached.
-    fn forget_id(&self, id: TokenId) {
-        let hash = lock_ids(&self.ids).remove(&id);
-        if let Some(hash) = hash {
-            self.forget(&hash);
-        }
-    }
+fn lock_invalidations(
+    invalidations: &Mutex<Invalidations>,
+) -> std::sync::MutexGuard<'_, Invalidations> {
+    // Every update leaves the maps consistent, so a poisoned lock is still usable.
+    invalidations.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock_ids(
@@ -233,8 +374,9 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
     ) -> Result<(), StoreError> {
         let hash = token.hash;
         let result = self.inner.insert(token, max_live).await;
-        // A negative entry for this hash (a guess presented earlier) must not hide it.
-        self.forget(&hash);
+        // A negative entry for this hash (a guess presented earlier), or a look-up of it
+        // still under way, must not hide it.
+        self.invalidate_hash(&hash);
         result
     }
 
@@ -245,20 +387,15 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         {
             return Ok(entry.token.clone());
         }
-        let found = self.inner.find_by_hash(hash).await?;
-        self.remember(*hash, found.clone(), now);
-        Ok(found)
+        self.fill(hash, now).await
     }
 
     async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
         if let Some(found) = self.find_credential_now(hash) {
             return Ok(found);
         }
-        let now = self.clock.now();
-        let found = self.inner.find_by_hash(hash).await?;
-        let credential = found.as_ref().map(Credential::from);
-        self.remember(*hash, found, now);
-        Ok(credential)
+        let found = self.fill(hash, self.clock.now()).await?;
+        Ok(found.as_ref().map(Credential::from))
     }
 
     fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
@@ -291,7 +428,8 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
         let result = self.inner.revoke(environment, id, at).await;
-        self.forget_id(id);
+        // Also after a failure: the store may have revoked it before the error.
+        self.invalidate(id);
         result
     }
 
@@ -299,8 +437,8 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let predecessor = rotation.predecessor;
         let successor = rotation.successor.hash;
         let result = self.inner.rotate(rotation).await;
-        self.forget_id(predecessor);
-        self.forget(&successor);
+        self.invalidate(predecessor);
+        self.invalidate_hash(&successor);
         result
     }
 
