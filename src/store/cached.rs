@@ -119,13 +119,17 @@ impl Invalidations {
         self.epoch
     }
 
-    /// Ends the look-up that started at `started`; true when what it found, `hash` and
-    /// `id`, may be cached.
-    fn end(&mut self, started: u64, hash: &TokenHash, id: Option<TokenId>) -> bool {
+    /// Whether what a look-up that started at `started` found (`hash`, and `id` when
+    /// known) may be cached: nothing invalidated it since.
+    fn fresh(&self, started: u64, hash: &TokenHash, id: Option<TokenId>) -> bool {
         let newer = |at: Option<&u64>| at.is_some_and(|&at| at > started);
-        let fresh = self.all <= started
+        self.all <= started
             && !newer(self.hashes.get(hash))
-            && !id.is_some_and(|id| newer(self.ids.get(&id)));
+            && !id.is_some_and(|id| newer(self.ids.get(&id)))
+    }
+
+    /// Ends the look-up that started at `started`.
+    fn end(&mut self, started: u64) {
         if let Some(count) = self.in_flight.get_mut(&started) {
             *count -= 1;
             if *count == 0 {
@@ -144,7 +148,32 @@ impl Invalidations {
             }
             Some(_) => {}
         }
-        fresh
+    }
+}
+
+/// A look-up in flight. Ended when dropped, so that a look-up cancelled midway (its
+/// request timed out, its client went away) does not keep invalidations alive forever.
+struct Ticket<'a> {
+    invalidations: &'a Mutex<Invalidations>,
+    started: u64,
+    ended: bool,
+}
+
+impl<'a> Ticket<'a> {
+    fn take(invalidations: &'a Mutex<Invalidations>) -> Ticket<'a> {
+        Ticket {
+            started: lock_invalidations(invalidations).begin(),
+            invalidations,
+            ended: false,
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            lock_invalidations(self.invalidations).end(self.started);
+        }
     }
 }
 
@@ -283,11 +312,13 @@ impl<S: TokenStore> CachedStore<S> {
         hash: &TokenHash,
         now: DateTime<Utc>,
     ) -> Result<Option<Token>, StoreError> {
-        let started = lock_invalidations(&self.invalidations).begin();
+        let mut ticket = Ticket::take(&self.invalidations);
         let found = self.inner.find_by_hash(hash).await;
         let mut invalidations = lock_invalidations(&self.invalidations);
         let id = found.as_ref().ok().and_then(|t| t.as_ref().map(|t| t.id));
-        let fresh = invalidations.end(started, hash, id);
+        let fresh = invalidations.fresh(ticket.started, hash, id);
+        invalidations.end(ticket.started);
+        ticket.ended = true;
         let found = found?;
         if fresh {
             // Under the invalidations lock, so no invalidation can slip in between the
@@ -470,5 +501,66 @@ impl Hasher for HashPrefix {
         for (i, b) in bytes.iter().take(8).enumerate() {
             self.0 ^= u64::from(*b) << (8 * i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// A store whose look-ups never answer.
+    #[derive(Debug, Default)]
+    struct Stalled(MemoryStore);
+
+    #[async_trait]
+    impl TokenStore for Stalled {
+        async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
+            self.0.insert(t, max).await
+        }
+        async fn find_by_hash(&self, _: &TokenHash) -> Result<Option<Token>, StoreError> {
+            core::future::pending().await
+        }
+        async fn get(&self, e: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
+            self.0.get(e, id).await
+        }
+        async fn list(&self, e: EnvironmentId, p: PageRequest) -> Result<Page, StoreError> {
+            self.0.list(e, p).await
+        }
+        async fn revoke(
+            &self,
+            e: EnvironmentId,
+            id: TokenId,
+            at: DateTime<Utc>,
+        ) -> Result<Token, StoreError> {
+            self.0.revoke(e, id, at).await
+        }
+        async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
+            self.0.rotate(rotation).await
+        }
+        async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+            self.0.record_last_use(id, at).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_lookup_leaves_nothing_in_flight() {
+        let cache = CachedStore::new(Stalled::default());
+        let hash = crate::hash::TokenHasher::unkeyed().hash("dyn_anything");
+        tokio::select! {
+            biased;
+            _ = cache.find_by_hash(&hash) => unreachable!("the store never answers"),
+            () = core::future::ready(()) => {}
+        }
+        cache.invalidate_hash(&hash);
+        let invalidations = lock_invalidations(&cache.invalidations);
+        assert!(
+            invalidations.in_flight.is_empty(),
+            "the dropped look-up ended"
+        );
+        assert!(
+            invalidations.hashes.is_empty(),
+            "with nothing in flight, no invalidation is kept"
+        );
     }
 }
