@@ -10,6 +10,10 @@
     clippy::indexing_slicing
 )]
 
+#[allow(dead_code)]
+#[path = "fuzz_targets/reference.rs"]
+mod reference;
+
 use apitoken::format::MAX_TOKEN_LEN;
 use apitoken::scope::{MAX_SCOPE_LEN, REFERENCE_SCOPES};
 use apitoken::{
@@ -332,15 +336,15 @@ fn check_token_parsing(s: &str) {
 }
 
 /// `Note::new` returns without panicking and accepts exactly the trimmed, non-empty,
-/// at-most-100-character notes without control characters.
+/// at-most-100-character notes without control characters, invisible characters outside
+/// emoji, or tokens (the rules of `fuzz_targets/reference.rs`).
 fn check_note(s: &str) {
     let trimmed = s.trim();
     let valid = !trimmed.is_empty()
         && trimmed.chars().count() <= 100
-        && !trimmed.chars().any(|c| {
-            c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        });
+        && !trimmed.chars().any(reference::is_forbidden_in_note)
+        && reference::first_invisible_in_note(trimmed).is_none()
+        && reference::token_in_note(trimmed).is_none();
     match Note::new(s) {
         Ok(note) => {
             assert!(valid, "accepted {s:?}");

@@ -528,3 +528,118 @@ fn note_keeps_emoji_sequences() {
     let family = "👨\u{200D}👩\u{200D}👧 team token";
     assert_eq!(Note::new(family).unwrap().as_str(), family);
 }
+
+/// Emoji keep the invisible characters they are made of: variation selectors after a
+/// visible character, joiners between visible characters.
+#[test]
+fn note_keeps_variation_selectors_and_joiners_of_emoji() {
+    for note in [
+        "❤\u{FE0F}\u{200D}🔥 on-call",
+        "1\u{FE0F}\u{20E3} first",
+        "🏳\u{FE0F}\u{200D}🌈 team",
+        "👩🏽\u{200D}💻 dev",
+    ] {
+        assert_eq!(Note::new(note).unwrap().as_str(), note, "{note:?}");
+    }
+}
+
+/// Invisible (default-ignorable) characters make look-alike notes: refused wherever they
+/// are not part of an emoji, with their position and code point.
+#[test]
+fn note_refuses_invisible_characters() {
+    let invisible = [
+        '\u{00AD}',
+        '\u{034F}',
+        '\u{115F}',
+        '\u{17B4}',
+        '\u{180E}',
+        '\u{200B}',
+        '\u{200C}',
+        '\u{2060}',
+        '\u{2061}',
+        '\u{2062}',
+        '\u{2063}',
+        '\u{2064}',
+        '\u{2065}',
+        '\u{206A}',
+        '\u{3164}',
+        '\u{FEFF}',
+        '\u{FFA0}',
+        '\u{FFF0}',
+        '\u{1BCA0}',
+        '\u{1D173}',
+        '\u{E0000}',
+        '\u{E0001}',
+        '\u{E0041}',
+        '\u{E007F}',
+        '\u{E0100}',
+        '\u{E01EF}',
+        '\u{E0FFF}',
+    ];
+    for c in invisible {
+        let input = format!("CI{c} deploys");
+        assert_eq!(
+            Note::new(&input),
+            Err(NoteError::InvisibleCharacter {
+                position: 3,
+                character: c
+            }),
+            "U+{:04X}",
+            u32::from(c)
+        );
+    }
+    // Joiners and selectors outside an emoji are refused too.
+    for (input, position) in [
+        ("\u{200D}CI", 1),
+        ("CI \u{200D}deploys", 4),
+        ("CI\u{200D}", 3),
+        ("\u{FE0F}CI", 1),
+        ("CI \u{FE0F}x", 4),
+        ("a\u{200D}\u{200D}b", 2),
+    ] {
+        assert!(
+            matches!(Note::new(input), Err(NoteError::InvisibleCharacter { position: p, .. }) if p == position),
+            "{input:?}: {:?}",
+            Note::new(input)
+        );
+    }
+    let message = Note::new("a\u{200B}b").unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "note character 2 (U+200B) is invisible; notes are plain visible text, so remove it"
+    );
+}
+
+/// A well-formed token in a note would be stored in plain text: refused, wherever it
+/// stands; a look-alike whose checksum is wrong is just text.
+#[test]
+fn note_refuses_a_token() {
+    let token = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
+    for (input, position) in [
+        (token.to_owned(), 1),
+        (format!("Bearer {token}"), 8),
+        (format!("ключ={token}."), 6),
+    ] {
+        let err = Note::new(&input).unwrap_err();
+        assert_eq!(err, NoteError::ContainsToken { position }, "{input}");
+        assert!(
+            !err.to_string().contains(token),
+            "the message repeats no token"
+        );
+    }
+    assert!(Note::new("dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFD").is_ok());
+}
+
+/// Stores read notes back by the rules every version applied, so that a record written
+/// before invisible characters or tokens were refused stays readable.
+#[test]
+fn stored_notes_are_read_by_the_older_rules() {
+    let old = "written\u{200B}before";
+    assert!(Note::new(old).is_err());
+    assert_eq!(Note::from_stored(old).unwrap().as_str(), old);
+    assert_eq!(Note::from_stored("  "), Err(NoteError::Empty));
+    assert!(matches!(
+        Note::from_stored("a\nb"),
+        Err(NoteError::ControlCharacter { position: 2 })
+    ));
+}

@@ -53,7 +53,7 @@ impl TokenRow {
         };
         let checksum =
             Checksum::parse(&self.checksum).map_err(|e| corrupt("checksum", e.into()))?;
-        let note = Note::new(&self.note).map_err(|e| corrupt("note", e.into()))?;
+        let note = Note::from_stored(&self.note).map_err(|e| corrupt("note", e.into()))?;
         let scopes = self
             .scopes
             .split_ascii_whitespace()

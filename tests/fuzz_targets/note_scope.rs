@@ -49,6 +49,8 @@ fn check_note(s: &str) {
     match Note::new(s) {
         Ok(note) => {
             assert!(!trimmed.is_empty() && count <= 100 && forbidden.is_none());
+            assert_eq!(reference::first_invisible_in_note(trimmed), None);
+            assert_eq!(reference::token_in_note(trimmed), None);
             assert_eq!(note.as_str(), trimmed);
             assert_eq!(note.to_string(), trimmed);
             assert_eq!(Note::new(note.as_str()), Ok(note.clone()), "not idempotent");
@@ -61,9 +63,18 @@ fn check_note(s: &str) {
                 NoteError::Empty
             } else if count > 100 {
                 NoteError::TooLong { found: count }
-            } else {
-                let position = forbidden.expect("a note refused for no reason");
+            } else if let Some(position) = forbidden {
                 NoteError::ControlCharacter { position }
+            } else if let Some((position, character)) = reference::first_invisible_in_note(trimmed)
+            {
+                NoteError::InvisibleCharacter {
+                    position,
+                    character,
+                }
+            } else {
+                let position =
+                    reference::token_in_note(trimmed).expect("a note refused for no reason");
+                NoteError::ContainsToken { position }
             };
             assert_eq!(e, expected);
         }

@@ -100,6 +100,78 @@ pub(crate) fn strip_bearer(presented: &str) -> &str {
     s
 }
 
+/// Unicode 16's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt).
+const DEFAULT_IGNORABLE: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+];
+
+fn is_invisible(c: char) -> bool {
+    let c = u32::from(c);
+    DEFAULT_IGNORABLE
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// The first invisible character of a (trimmed) note that is not part of an emoji, with
+/// its position from 1: a variation selector U+FE00..U+FE0F may follow a visible
+/// character, a zero-width joiner may stand between a visible character (or a variation
+/// selector) and a visible character.
+pub(crate) fn first_invisible_in_note(note: &str) -> Option<(usize, char)> {
+    let chars: Vec<char> = note.chars().collect();
+    let visible = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_some_and(|&c| !is_invisible(c) && !c.is_whitespace())
+    };
+    let selector = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_some_and(|&c| ('\u{FE00}'..='\u{FE0F}').contains(&c))
+    };
+    (0..chars.len()).find_map(|i| {
+        let c = chars[i];
+        let before = i.checked_sub(1);
+        let allowed = match c {
+            '\u{FE00}'..='\u{FE0F}' => visible(before),
+            '\u{200D}' => (visible(before) || selector(before)) && visible(Some(i + 1)),
+            _ => !is_invisible(c),
+        };
+        (!allowed).then_some((i + 1, c))
+    })
+}
+
+/// Where the first Dynamic token in a note starts (from 1, in characters): a token not
+/// glued to a letter, digit or `_` before it, nor to a letter or digit after it.
+pub(crate) fn token_in_note(note: &str) -> Option<usize> {
+    let format = TokenFormat::dynamic();
+    let bytes = note.as_bytes();
+    let len = format.token_len();
+    (0..bytes.len()).find_map(|start| {
+        let window = bytes.get(start..start + len)?;
+        let glued_before =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let glued_after = bytes
+            .get(start + len)
+            .is_some_and(u8::is_ascii_alphanumeric);
+        (is_token(&format, window) && !glued_before && !glued_after)
+            .then(|| note[..start].chars().count() + 1)
+    })
+}
+
 /// Whether a note character is refused: controls, line separators, bidi formatting.
 pub(crate) fn is_forbidden_in_note(c: char) -> bool {
     c.is_control()
