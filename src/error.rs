@@ -65,7 +65,8 @@ pub enum Error {
         scope: Scope,
     },
     /// Requested scopes are not in the catalog, or (when a token creates a token) not held
-    /// by the caller. Reference code `invalid_scopes`.
+    /// by the caller. Reference code `invalid_scopes`. The message names at most
+    /// [`MAX_LISTED_SCOPES`] of each list, with a count of the rest.
     #[error(
         "invalid scopes:{}{}",
         list(" not in the catalog", unknown),
@@ -129,12 +130,24 @@ pub enum Error {
     Store(StoreError),
 }
 
+/// The most scope names an error repeats per list, in its message and in an HTTP answer's
+/// payload: a request naming thousands of bad scopes gets a short answer, not an echo.
+pub const MAX_LISTED_SCOPES: usize = 10;
+
 fn list(label: &str, scopes: &[Scope]) -> String {
     if scopes.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = scopes.iter().map(|s| format!("`{s}`")).collect();
-    format!("{label}: {};", names.join(", "))
+    let names: Vec<String> = scopes
+        .iter()
+        .take(MAX_LISTED_SCOPES)
+        .map(|s| format!("`{s}`"))
+        .collect();
+    let more = match scopes.len().saturating_sub(MAX_LISTED_SCOPES) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!("{label}: {}{more};", names.join(", "))
 }
 
 impl From<StoreError> for Error {

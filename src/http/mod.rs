@@ -70,12 +70,14 @@
 //! | no `Authorization: Bearer` header, or a malformed, unknown, revoked or expired token | 401, with `WWW-Authenticate: Bearer` | `{"error": UNAUTHORIZED_MESSAGE}`, the same for all |
 //! | the token belongs to another environment, or lacks a scope | 403 | `{"error": "…"}` |
 //! | the path's environment parameter is not a UUID | 400 | `{"error": "…"}` |
-//! | the store is unavailable | 503 | `{"error": "…"}` |
+//! | the store is unavailable | 503, with `Retry-After: 5` | `{"error": "…"}` |
 //!
 //! Every [`Error`](crate::Error) answers with [`Error::status`](crate::Error::status) and
 //! [`Error::public_message`](crate::Error::public_message); the 422 errors add
 //! [`Error::code`](crate::Error::code) and a `payload` object:
-//! `{"error": "…", "code": "invalid_scopes", "payload": {"unknown": […], "notHeld": […]}}`.
+//! `{"error": "…", "code": "invalid_scopes", "payload": {"unknown": […], "notHeld": […]}}`
+//! (at most 10 names in each list; when there were more, `"omitted": {"unknown": n,
+//! "notHeld": m}` counts the rest).
 //! The response carries the full error in an [`ErrorReport`] extension, for logging
 //! middleware: its message tells the four authentication failures apart and never holds
 //! a presented token.
@@ -84,4 +86,4 @@ mod auth;
 mod response;
 
 pub use auth::{Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth};
-pub use response::ErrorReport;
+pub use response::{ErrorReport, RETRY_AFTER_SECONDS};

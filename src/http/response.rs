@@ -1,6 +1,6 @@
 //! The reference API's answer for every [`Error`], and [`ErrorReport`] for logs.
 
-use crate::error::Error;
+use crate::error::{Error, MAX_LISTED_SCOPES};
 use crate::model::EnvironmentId;
 use crate::model::rfc3339;
 use crate::scope::Scope;
@@ -52,6 +52,9 @@ enum Payload<'a> {
     Scopes {
         unknown: &'a [Scope],
         not_held: &'a [Scope],
+        /// How many names each list left out (present only when some were).
+        #[serde(skip_serializing_if = "Omitted::is_none")]
+        omitted: Omitted,
     },
     #[serde(rename_all = "camelCase")]
     Limit {
@@ -68,9 +71,32 @@ enum Payload<'a> {
     Empty {},
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Omitted {
+    unknown: usize,
+    not_held: usize,
+}
+
+impl Omitted {
+    fn is_none(&self) -> bool {
+        self.unknown == 0 && self.not_held == 0
+    }
+}
+
 fn payload(e: &Error) -> Payload<'_> {
     match e {
-        Error::InvalidScopes { unknown, not_held } => Payload::Scopes { unknown, not_held },
+        Error::InvalidScopes { unknown, not_held } => {
+            let listed = |scopes: &[Scope]| scopes.len().min(MAX_LISTED_SCOPES);
+            Payload::Scopes {
+                unknown: &unknown[..listed(unknown)],
+                not_held: &not_held[..listed(not_held)],
+                omitted: Omitted {
+                    unknown: unknown.len() - listed(unknown),
+                    not_held: not_held.len() - listed(not_held),
+                },
+            }
+        }
         Error::TooManyTokens { environment, limit } => Payload::Limit {
             project_environment_id: *environment,
             limit: *limit,
@@ -93,10 +119,16 @@ pub(super) fn error_response(status: StatusCode, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// How long a client should wait before retrying a 503, in seconds (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
 /// `{"error": …}` with [`Error::status`] and [`Error::public_message`]: one identical 401
 /// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
-/// when the store is unavailable, 500 for other store failures; 422 answers add `code`
-/// and a `payload` object. The error itself goes along in an [`ErrorReport`] extension.
+/// when the store is unavailable (with `Retry-After: 5`), 500 for other store failures;
+/// 422 answers add `code` and a `payload` object (`invalid_scopes` lists at most
+/// [`MAX_LISTED_SCOPES`](crate::error::MAX_LISTED_SCOPES) names of each kind, and says in
+/// `omitted` how many it left out). The error itself goes along in an [`ErrorReport`]
+/// extension.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status =
@@ -113,6 +145,14 @@ impl IntoResponse for Error {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store's pool waits up to a few seconds for the database on each try, so
+            // an immediate retry only adds load.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
         }
         response
             .extensions_mut()
@@ -214,6 +254,52 @@ mod tests {
                 r#"{"error":"the token service is temporarily unavailable; retry later"}"#
             );
         });
+    }
+
+    #[test]
+    fn a_store_outage_says_when_to_retry() {
+        let response = Error::Store(StoreError::Unavailable {
+            source: "connection refused".into(),
+        })
+        .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            response.headers()["retry-after"],
+            super::RETRY_AFTER_SECONDS
+        );
+        let other = Error::Store(StoreError::Backend {
+            source: "syntax error".into(),
+        })
+        .into_response();
+        assert!(other.headers().get("retry-after").is_none());
+    }
+
+    #[test]
+    fn many_bad_scopes_get_a_short_answer() {
+        let many = |prefix: &str| -> Vec<Scope> {
+            (0..1_000)
+                .map(|i| Scope::new(&format!("{prefix}.s{i}")).unwrap())
+                .collect()
+        };
+        let error = Error::InvalidScopes {
+            unknown: many("unknown"),
+            not_held: many("held"),
+        };
+        let message = error.to_string();
+        assert!(message.len() < 600, "{} bytes: {message}", message.len());
+        assert!(message.contains("`unknown.s9` and 990 more;"), "{message}");
+        assert!(!message.contains("unknown.s10`"), "{message}");
+        let (status, _, body) = block_on(answer(error));
+        assert_eq!(status, 422);
+        assert!(body.len() < 1_500, "{} bytes: {body}", body.len());
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let payload = &json["payload"];
+        assert_eq!(payload["unknown"].as_array().unwrap().len(), 10);
+        assert_eq!(payload["notHeld"].as_array().unwrap().len(), 10);
+        assert_eq!(
+            payload["omitted"],
+            serde_json::json!({"unknown": 990, "notHeld": 990})
+        );
     }
 
     #[test]
