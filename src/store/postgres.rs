@@ -371,7 +371,8 @@ impl PostgresStore {
     /// Creates the schema, or upgrades it to the newest version, in one transaction under
     /// an advisory lock; running it again (or from several processes at once) changes
     /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
-    /// version.
+    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
+    /// timeout for another process's migration or for the tables (run it again).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self
             .retrying(|| async { self.pool.begin().await.map_err(err) })
