@@ -7,11 +7,13 @@
 mod support;
 
 use apitoken::conformance::{self, new_environment};
+use apitoken::store::postgres::PostgresTimeouts;
 use apitoken::{
-    Creator, Error, IssueRequest, Note, PageRequest, PostgresStore, StoreError, TokenFormat,
-    TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
+    Creator, Error, IssueRequest, IssuedToken, Note, PageRequest, PostgresStore, StoreError,
+    TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::num::NonZeroU32;
 use std::str::FromStr;
@@ -665,6 +667,292 @@ async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
             ),
             "{again:?}"
         );
+    })
+    .await;
+}
+
+/// The backend pids of every connection `pool` can hold (`max` of them), which all sit
+/// idle in it afterwards.
+async fn idle_backends(pool: &PgPool, max: usize) -> Vec<i32> {
+    let mut conns = Vec::new();
+    for _ in 0..max {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    let mut pids = Vec::new();
+    for conn in &mut conns {
+        pids.push(
+            sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap(),
+        );
+    }
+    pids
+}
+
+/// The pool size of the stores whose connections the server closes below.
+const DEAD_POOL: u32 = 3;
+
+/// One store per kind of operation (a read, an issue under a limit, a rotation, a
+/// revocation), each with a pool of `DEAD_POOL` connections, all open and idle; and the
+/// backend pids of them all.
+async fn stores_with_full_pools(options: PgConnectOptions) -> (Vec<PostgresStore>, Vec<i32>) {
+    let mut stores = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..4 {
+        let store = PostgresStore::connect_with(
+            options.clone(),
+            PostgresStore::pool_options().max_connections(DEAD_POOL),
+        )
+        .await
+        .unwrap();
+        pids.extend(idle_backends(store.pool(), DEAD_POOL as usize).await);
+        stores.push(store);
+    }
+    (stores, pids)
+}
+
+/// Issues the tokens the four operations of `every_operation_recovers` act on.
+async fn tokens_to_act_on(store: &PostgresStore) -> (apitoken::EnvironmentId, [IssuedToken; 3]) {
+    let issuer = TokenIssuer::new(store.clone());
+    let env = new_environment();
+    let issue = async |note| issuer.issue(env, alice(), request(note)).await.unwrap();
+    let tokens = [
+        issue("read").await,
+        issue("rotated").await,
+        issue("revoked").await,
+    ];
+    (env, tokens)
+}
+
+/// Every connection of every store in `stores` is dead (`dead` are their backend pids):
+/// the first operation on each (a read, an issue under a limit, a rotation, a revocation)
+/// succeeds, each write happened once, and then every connection the pools hand out
+/// works: none of the dead ones was handed out again.
+async fn every_operation_recovers(
+    stores: &[PostgresStore],
+    dead: &[i32],
+    env: apitoken::EnvironmentId,
+    tokens: &[IssuedToken; 3],
+) {
+    let issuers: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            TokenIssuer::builder(store.clone())
+                .max_live_tokens_per_environment(NonZeroU32::new(10).unwrap())
+                .build()
+        })
+        .collect();
+    let [read, rotated, revoked] = tokens;
+    let who = issuers[0]
+        .authenticate(read.raw.expose_secret())
+        .await
+        .expect("a read recovers");
+    assert_eq!(who.token_id(), read.token.id);
+    issuers[1]
+        .issue(env, alice(), request("new"))
+        .await
+        .expect("an issue under a limit recovers");
+    let successor = issuers[2]
+        .rotate(env, rotated.token.id, Duration::ZERO)
+        .await
+        .expect("a rotation recovers");
+    issuers[3]
+        .revoke(env, revoked.token.id)
+        .await
+        .expect("a revocation recovers");
+
+    let page = issuers[0].list(env, PageRequest::first(10)).await.unwrap();
+    assert_eq!(
+        page.tokens.len(),
+        5,
+        "the three, the new one and one successor"
+    );
+    issuers[0]
+        .authenticate(successor.raw.expose_secret())
+        .await
+        .unwrap();
+    assert!(matches!(
+        issuers[0].authenticate(revoked.raw.expose_secret()).await,
+        Err(Error::Revoked { .. })
+    ));
+    for store in stores {
+        // Straight on the pool, with no retry: a dead connection handed out again fails.
+        let pids = idle_backends(store.pool(), DEAD_POOL as usize).await;
+        assert!(
+            pids.iter().all(|pid| !dead.contains(pid)),
+            "{pids:?} {dead:?}"
+        );
+    }
+}
+
+/// The server ends the pool's idle sessions, as an administrator's `pg_terminate_backend`
+/// or a restart does: it sends an error (57P01), then closes the connection. The next
+/// operations meet the dead connections, are retried on others, and succeed; the dead
+/// connections are closed, not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_the_server_terminated_are_replaced_without_an_error() {
+    in_schema("terminated_sessions", |schema| async move {
+        let admin = schema.store().await;
+        let (env, tokens) = tokens_to_act_on(&admin).await;
+        let (stores, pids) = stores_with_full_pools(schema.options()).await;
+        // Only this test's backends: other tests share the server. Waits (up to 5 s) until
+        // each has exited.
+        let terminated: Vec<bool> =
+            sqlx::query_scalar("SELECT pg_terminate_backend(pid, 5000) FROM unnest($1::int[]) pid")
+                .bind(&pids)
+                .fetch_all(admin.pool())
+                .await
+                .unwrap();
+        assert_eq!(terminated, vec![true; pids.len()]);
+        every_operation_recovers(&stores, &pids, env, &tokens).await;
+    })
+    .await;
+}
+
+/// With `idle_session_timeout` the server ends a session idle for that long (57P05),
+/// pooled connections included: after it, the next operations succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ended_by_idle_session_timeout_are_replaced_without_an_error() {
+    in_schema("idle_session_timeout", |schema| async move {
+        let admin = schema.store().await;
+        let (env, tokens) = tokens_to_act_on(&admin).await;
+        let (stores, pids) =
+            stores_with_full_pools(schema.options().options([("idle_session_timeout", "1s")]))
+                .await;
+        // The one real wait: the timeout is the server's.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        every_operation_recovers(&stores, &pids, env, &tokens).await;
+    })
+    .await;
+}
+
+/// A client stalled inside a transaction that holds an environment's lock (the one every
+/// limit check and rotation in it takes) blocks that environment's issuers only for a
+/// bound: a waiter fails after `lock_timeout` with `Unavailable` (not retried, which would
+/// multiply the bound), and the server ends the stalled transaction after
+/// `idle_in_transaction_session_timeout`, which frees the lock for the next issue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transaction_holding_the_lock_blocks_issuers_only_for_a_bound() {
+    in_schema("stalled_lock_holder", |schema| async move {
+        let patient = schema.store().await;
+        let lock = Duration::from_millis(300);
+        let impatient = PostgresStore::connect_with_timeouts(
+            schema.options(),
+            PostgresStore::pool_options(),
+            PostgresTimeouts::default().lock(lock),
+        )
+        .await
+        .unwrap();
+        let show = async |store: &PostgresStore, setting| -> String {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        assert_eq!(show(&impatient, "lock_timeout").await, "300ms");
+        assert_eq!(show(&patient, "lock_timeout").await, "5s");
+        assert_eq!(
+            show(&patient, "idle_in_transaction_session_timeout").await,
+            "10s"
+        );
+        let limited = |store| {
+            TokenIssuer::builder(store)
+                .max_live_tokens_per_environment(NonZeroU32::new(5).unwrap())
+                .build()
+        };
+        let (impatient, patient) = (limited(impatient), limited(patient));
+        let env = new_environment();
+
+        // The stalled client: it takes the environment's lock (the key the store derives
+        // from the environment id) and sends nothing more.
+        let mut stalled = sqlx::PgConnection::connect_with(
+            &schema
+                .options()
+                .options([("idle_in_transaction_session_timeout", "1s")]),
+        )
+        .await
+        .unwrap();
+        let mut tx = sqlx::Connection::begin(&mut stalled).await.unwrap();
+        let (hi, lo) = env.as_uuid().as_u64_pair();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind((hi ^ lo) as i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+
+        let hang_guard = Duration::from_secs(20);
+        let started = std::time::Instant::now();
+        let refused = tokio::time::timeout(hang_guard, impatient.issue(env, alice(), request("a")))
+            .await
+            .expect("an issuer waiting for a stalled client's lock gives up");
+        let waited = started.elapsed();
+        let Err(err) = refused else {
+            panic!("issued under a lock another transaction holds");
+        };
+        assert_eq!(err.status(), 503, "retryable: {err}");
+        assert!(
+            matches!(err, Error::Store(StoreError::Unavailable { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("lock_timeout"), "{err}");
+        assert!(
+            waited >= lock && waited < lock * 5,
+            "gave up after {waited:?}, lock_timeout {lock:?}: not retried"
+        );
+
+        // The server ends the stalled transaction after 1 s idle; a waiter with the default
+        // lock_timeout (5 s) gets the lock then.
+        let issued = tokio::time::timeout(hang_guard, patient.issue(env, alice(), request("b")))
+            .await
+            .expect("the lock is freed")
+            .expect("issuing succeeds once the stalled transaction is ended");
+        patient
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+        let ended = sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap_err();
+        let code = ended
+            .as_database_error()
+            .and_then(|db| db.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("25P03"), "{ended}");
+    })
+    .await;
+}
+
+/// A PostgreSQL error reads as the server's message and SQLSTATE, without the line of the
+/// server's C source that raised it; the driver's whole error is still in the chain.
+#[tokio::test]
+async fn server_errors_read_without_the_servers_source_line() {
+    in_schema("server_error_message", |schema| async move {
+        // Not migrated: the table does not exist.
+        let store = PostgresStore::connect_with(schema.options(), PostgresStore::pool_options())
+            .await
+            .unwrap();
+        let err = store
+            .find_by_hash(&TokenHasher::unkeyed().hash("dyn_x"))
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        assert!(
+            message.contains(r#"relation "apitoken_tokens" does not exist (SQLSTATE 42P01)"#),
+            "{message}"
+        );
+        assert!(!message.contains(" at line "), "{message}");
+        let mut chain = std::error::Error::source(&err);
+        let mut driver = None;
+        while let Some(e) = chain {
+            driver = driver.or(e.downcast_ref::<sqlx::Error>());
+            chain = e.source();
+        }
+        let db = driver
+            .and_then(sqlx::Error::as_database_error)
+            .expect("the driver's error is in the chain");
+        let pg = db.downcast_ref::<sqlx::postgres::PgDatabaseError>();
+        assert_eq!(pg.code(), "42P01");
+        assert!(pg.line().is_some(), "every field the server sent is kept");
     })
     .await;
 }

@@ -26,20 +26,36 @@
 //! When the server cannot be reached, operations fail after the pool's acquire timeout
 //! (5 s by default) with [`StoreError::Unavailable`], and the store recovers by itself
 //! when the server is back. The pool tests a connection when it is released, not again
-//! before each use (that would cost a round trip per operation); a connection broken
-//! while idle (the server restarted, a proxy dropped it) fails its first statement with an
-//! I/O error, and the operation is retried on another connection, so callers do not see
-//! it. Every operation is safe to run again: reads; revoking and recording a last use,
-//! which change nothing the second time; and inserting a token (with or without a
-//! live-token limit) or rotating, whose retry, if the server had done the first attempt
-//! and only its answer was lost (even the commit's), finds what that attempt wrote (this
-//! token's row; this successor recorded on the predecessor) and succeeds, once. So a lost
-//! answer turns into neither an error nor a duplicate. If the server stays unreachable
-//! through the retries, the operation fails with `Unavailable`; when that happened at a
-//! commit, the change may have been made: read the token back.
+//! before each use (that would cost a round trip per operation), so it can hand out a
+//! connection that died while idle: the network or a proxy dropped it (its first
+//! statement fails with an I/O error), or the server ended the session, which it
+//! announces with an error before closing (`pg_terminate_backend` or a restart: 57P01,
+//! 57P02, 57P03; `idle_session_timeout`: 57P05; `idle_in_transaction_session_timeout`
+//! on a transaction of ours that stalled: 25P03). Either way the operation is retried on
+//! another connection, so callers do not see it, and the dead connection is closed when
+//! released, never handed out again. Every operation is safe to run again: reads;
+//! revoking and recording a last use, which change nothing the second time; and
+//! inserting a token (with or without a live-token limit) or rotating, whose retry, if
+//! the server had done the first attempt and only its answer was lost (even the
+//! commit's), finds what that attempt wrote (this token's row; this successor recorded on
+//! the predecessor) and succeeds, once. So a lost answer turns into neither an error nor
+//! a duplicate. If the server stays unreachable through the retries, the operation fails
+//! with `Unavailable`; when that happened at a commit, the change may have been made:
+//! read the token back.
+//!
+//! A client that stalls inside a transaction (a paused process, a network cut without a
+//! reset) while it holds an environment's lock blocks that environment's limit checks
+//! and rotations for a bounded time only (see [`PostgresTimeouts`]): a waiter fails after
+//! `lock_timeout` (5 s by default) with `Unavailable`, once, not retried; the server ends
+//! the stalled transaction after `idle_in_transaction_session_timeout` (10 s by default)
+//! of silence, which frees the lock.
+//!
+//! Errors the server sends read as its message and SQLSTATE (`relation "x" does not
+//! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
+//! error's [`source`](std::error::Error::source).
 
 use super::sql::{self, Dialect, TokenRow, token_columns};
-use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
+use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
@@ -90,13 +106,177 @@ ALTER TABLE apitoken_tokens ADD COLUMN replaced_by uuid;
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
 
 fn err(e: sqlx::Error) -> StoreError {
-    sql::map_error(e, Dialect::Postgres)
+    match sql::map_error(e, Dialect::Postgres) {
+        StoreError::Unavailable { source } => StoreError::Unavailable {
+            source: server_error(source),
+        },
+        StoreError::Backend { source } => StoreError::Backend {
+            source: server_error(source),
+        },
+        other => other,
+    }
 }
 
-/// Whether `e` is an I/O error on a connection: one the pool handed out broken.
+/// Wraps an error the server sent in a [`ServerError`], so that the message shows what
+/// the server said rather than where in its C source it said it.
+fn server_error(source: BoxError) -> BoxError {
+    match source.downcast::<sqlx::Error>() {
+        Ok(e) if matches!(*e, sqlx::Error::Database(_)) => Box::new(ServerError(*e)),
+        Ok(e) => e,
+        Err(other) => other,
+    }
+}
+
+/// An error the server sent: its message and SQLSTATE (sqlx's own `Display` appends the
+/// line of the server's C source that raised it, which means nothing to a reader). The
+/// driver's whole error, with every field the server sent, is the `source`.
+#[derive(Debug)]
+struct ServerError(sqlx::Error);
+
+impl ServerError {
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.0 {
+            sqlx::Error::Database(db) => db.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the server ended the session: it sends the error, then closes the
+    /// connection, so the connection is dead exactly as after an I/O error, and the
+    /// operation is retried the same way. An administrator or a restart (57P01, 57P02), a
+    /// server starting up or shutting down (57P03), `idle_session_timeout` (57P05) on a
+    /// pooled connection, `idle_in_transaction_session_timeout` (25P03) on a transaction
+    /// of ours that stalled (the server rolled it back).
+    fn ended_session(&self) -> bool {
+        matches!(
+            self.code().as_deref(),
+            Some("57P01" | "57P02" | "57P03" | "57P05" | "25P03")
+        )
+    }
+}
+
+impl core::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let sqlx::Error::Database(db) = &self.0 else {
+            return self.0.fmt(f);
+        };
+        let code = db.code().unwrap_or_default();
+        if code == "55P03" {
+            return write!(
+                f,
+                "waited longer than lock_timeout for a lock another transaction holds (an \
+                 environment's, or a token's being rotated), perhaps one a client stalled in, \
+                 which the server ends after idle_in_transaction_session_timeout; SQLSTATE 55P03"
+            );
+        }
+        write!(f, "{} (SQLSTATE {code})", db.message())
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e` means that the connection was dead before the operation could do anything
+/// on it: an I/O error (the pool handed out a connection broken while idle), or the
+/// server having ended the session. Not a lock timeout: retrying that would multiply the
+/// bound it sets.
 fn broken_connection(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable { source }
-        if matches!(source.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_))))
+    let StoreError::Unavailable { source } = e else {
+        return false;
+    };
+    matches!(
+        source.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Io(_))
+    ) || source
+        .downcast_ref::<ServerError>()
+        .is_some_and(ServerError::ended_session)
+}
+
+/// Server-side bounds on how long one stalled client can hold up the others, set on every
+/// connection of a [`PostgresStore`] (as the `lock_timeout` and
+/// `idle_in_transaction_session_timeout` settings) when it is made.
+///
+/// A live-token limit check and a rotation hold their environment's lock until their
+/// transaction ends. If the process holding it freezes (paused, swapping, cut off without a
+/// reset), every other issuer of that environment would wait for as long as it stayed
+/// frozen. With these bounds a waiter gives up after `lock` with
+/// [`StoreError::Unavailable`] (retryable), and the server ends a transaction that sat
+/// idle for `idle_in_transaction`, which frees the lock: so no issuer is blocked for longer
+/// than about `idle_in_transaction` after the frozen client's last statement. The
+/// defaults (5 s, 10 s) are far above what a healthy transaction here takes (a few round
+/// trips) and below a client's usual request timeout. [`Duration::ZERO`] turns a bound
+/// off, as in PostgreSQL.
+///
+/// ```
+/// use apitoken::store::postgres::PostgresTimeouts;
+/// use std::time::Duration;
+///
+/// let timeouts = PostgresTimeouts::default()
+///     .lock(Duration::from_secs(2))
+///     .idle_in_transaction(Duration::from_secs(5));
+/// assert_eq!(timeouts.get_lock(), Duration::from_secs(2));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostgresTimeouts {
+    lock: Duration,
+    idle_in_transaction: Duration,
+}
+
+impl Default for PostgresTimeouts {
+    fn default() -> Self {
+        PostgresTimeouts {
+            lock: Duration::from_secs(5),
+            idle_in_transaction: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PostgresTimeouts {
+    /// How long a statement waits for a lock before failing (`lock_timeout`).
+    pub fn lock(self, lock: Duration) -> Self {
+        PostgresTimeouts { lock, ..self }
+    }
+
+    /// How long a transaction may sit idle before the server ends its session
+    /// (`idle_in_transaction_session_timeout`).
+    pub fn idle_in_transaction(self, idle_in_transaction: Duration) -> Self {
+        PostgresTimeouts {
+            idle_in_transaction,
+            ..self
+        }
+    }
+
+    /// The lock timeout.
+    pub fn get_lock(&self) -> Duration {
+        self.lock
+    }
+
+    /// The idle-in-transaction timeout.
+    pub fn get_idle_in_transaction(&self) -> Duration {
+        self.idle_in_transaction
+    }
+
+    /// `options` with these settings as startup options: for a pool given to
+    /// [`PostgresStore::from_pool`]. They come after any the options (or the URL's
+    /// `options`) already have, so they take precedence.
+    pub fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+        options.options([
+            ("lock_timeout", millis(self.lock)),
+            (
+                "idle_in_transaction_session_timeout",
+                millis(self.idle_in_transaction),
+            ),
+        ])
+    }
+}
+
+/// A duration in PostgreSQL's unit for timeouts, whole milliseconds (rounded up, so that a
+/// short bound is not turned off), at most its maximum.
+fn millis(d: Duration) -> u128 {
+    d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128)
 }
 
 /// Token records in PostgreSQL.
@@ -132,14 +312,24 @@ impl PostgresStore {
             .test_before_acquire(false)
     }
 
-    /// Connects with explicit connection and pool options. The first connection is made
-    /// at once, so an unreachable server or a wrong password is reported here, with the
-    /// driver's reason.
+    /// Connects with explicit connection and pool options, and the default
+    /// [`PostgresTimeouts`]. The first connection is made at once, so an unreachable
+    /// server or a wrong password is reported here, with the driver's reason.
     pub async fn connect_with(
         options: PgConnectOptions,
         pool: PgPoolOptions,
     ) -> Result<PostgresStore, StoreError> {
-        let options = options.application_name("apitoken");
+        PostgresStore::connect_with_timeouts(options, pool, PostgresTimeouts::default()).await
+    }
+
+    /// [`connect_with`](Self::connect_with), with other bounds on how long a stalled client
+    /// can hold up the others.
+    pub async fn connect_with_timeouts(
+        options: PgConnectOptions,
+        pool: PgPoolOptions,
+        timeouts: PostgresTimeouts,
+    ) -> Result<PostgresStore, StoreError> {
+        let options = timeouts.apply(options.application_name("apitoken"));
         // One direct connection first: when the server is unreachable, this reports why
         // (refused, unknown host, bad password) at once, where the pool would only say
         // that it timed out.
@@ -150,7 +340,8 @@ impl PostgresStore {
         ))
     }
 
-    /// Uses an existing pool.
+    /// Uses an existing pool. Make its connections with [`PostgresTimeouts::apply`]: without
+    /// it, one stalled client can block others for as long as it stays stalled.
     pub fn from_pool(pool: PgPool) -> PostgresStore {
         PostgresStore { pool }
     }
@@ -180,7 +371,8 @@ impl PostgresStore {
     /// Creates the schema, or upgrades it to the newest version, in one transaction under
     /// an advisory lock; running it again (or from several processes at once) changes
     /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
-    /// version.
+    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
+    /// timeout for another process's migration or for the tables (run it again).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self
             .retrying(|| async { self.pool.begin().await.map_err(err) })

@@ -156,6 +156,7 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
 }
 
 /// Error codes that mean "try again later": PostgreSQL's connection exceptions (08…),
+/// sessions its idle timeouts ended (57P05, 25P03), lock waits past `lock_timeout` (55P03),
 /// shutdowns (57P01–57P03), too many connections (53300); SQLite's busy and locked
 /// (after the busy timeout), I/O and cannot-open errors (primary codes 5, 6, 10, 14 in
 /// the low byte of the extended code).
@@ -165,7 +166,11 @@ fn is_unavailable_code(code: Option<&str>, dialect: Dialect) -> bool {
     };
     match dialect {
         Dialect::Postgres => {
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+            code.starts_with("08")
+                || matches!(
+                    code,
+                    "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "55P03" | "53300"
+                )
         }
         Dialect::Sqlite => matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6 | 10 | 14)),
     }
