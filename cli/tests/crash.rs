@@ -2,6 +2,7 @@
 //! printed authenticates afterwards, the file always opens and lists, and a run killed
 //! after its commit but before it printed leaves a live token nobody holds, which `list`
 //! shows and `revoke` removes (docs/RELIABILITY.md).
+#![allow(clippy::print_stderr)] // the closing summary is what RELIABILITY.md quotes
 
 use serde_json::Value;
 use std::io::{Read, Write};
