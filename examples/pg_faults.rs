@@ -23,7 +23,7 @@
 //! its own (created, then dropped), so it kills only its own sessions.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use apitoken::store::postgres::PostgresTimeouts;
+use apitoken::PostgresTimeouts;
 use apitoken::{
     Creator, EnvironmentId, Error, IssueRequest, Note, PostgresStore, StoreError, TokenIssuer,
     UserId,

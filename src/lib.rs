@@ -37,7 +37,7 @@ pub use secret::RawToken;
 pub use store::cached::CachedStore;
 pub use store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use store::postgres::PostgresStore;
+pub use store::postgres::{PostgresStore, PostgresTimeouts};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;
 pub use store::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};

@@ -211,7 +211,7 @@ fn broken_connection(e: &StoreError) -> bool {
 /// off, as in PostgreSQL.
 ///
 /// ```
-/// use apitoken::store::postgres::PostgresTimeouts;
+/// use apitoken::PostgresTimeouts;
 /// use std::time::Duration;
 ///
 /// let timeouts = PostgresTimeouts::default()
