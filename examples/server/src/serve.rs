@@ -203,7 +203,8 @@ async fn connection(
                 return;
             }
             stall = &mut watchdog => {
-                tracing::warn!(
+                // The client's doing, like a 4xx: info, as request lines are.
+                tracing::info!(
                     %peer,
                     timeout = stall.phase.timeout_name(),
                     seconds = stall.limit.as_secs(),
