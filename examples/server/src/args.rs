@@ -88,8 +88,8 @@ pub(crate) struct Args {
     )]
     pub(crate) body_timeout: NonZeroU32,
 
-    /// Seconds a kept-alive connection may wait for its next request (or a client take to
-    /// read an answer); keep it above the idle timeout of a proxy in front
+    /// Seconds a kept-alive connection may wait for the client's next request (or for the
+    /// client to read an answer); keep it above the idle timeout of a proxy in front
     #[arg(
         long,
         env = "APITOKEN_IDLE_TIMEOUT",
