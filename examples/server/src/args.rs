@@ -3,6 +3,7 @@
 use apitoken::Scope;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::num::NonZeroU32;
+use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 const AFTER_HELP: &str = "\
@@ -31,7 +32,12 @@ Hash key:
 
 The address actually bound is printed on standard output (`listening on http://…`, useful
 with --listen 127.0.0.1:0); logs go to standard error and never hold a token. SIGINT or
-SIGTERM stops the server after the requests in flight.";
+SIGTERM stops the server after the requests in flight, or after --shutdown-timeout.
+
+Slow clients:
+  a connection that takes longer than --header-timeout to send a request's headers,
+  --body-timeout to send its body, or --idle-timeout to send its next request is closed
+  (without an answer) and logged with its peer address and which timeout it hit.";
 
 /// Serves Dynamic's API-token endpoints over a SQLite file or PostgreSQL
 #[derive(Debug, Parser)]
@@ -63,6 +69,55 @@ pub(crate) struct Args {
     #[arg(long, env = "APITOKEN_MAX_LIVE_TOKENS", value_name = "N")]
     pub(crate) max_live_tokens: Option<NonZeroU32>,
 
+    /// Seconds a client has to send a request's headers, counted from connecting or, on a
+    /// kept-alive connection, from the request's first byte
+    #[arg(
+        long,
+        env = "APITOKEN_HEADER_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "10"
+    )]
+    pub(crate) header_timeout: NonZeroU32,
+
+    /// Seconds a client has to send a request's body once its headers have arrived
+    #[arg(
+        long,
+        env = "APITOKEN_BODY_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "30"
+    )]
+    pub(crate) body_timeout: NonZeroU32,
+
+    /// Seconds a kept-alive connection may wait for the client's next request (or for the
+    /// client to read an answer); keep it above the idle timeout of a proxy in front
+    #[arg(
+        long,
+        env = "APITOKEN_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "75"
+    )]
+    pub(crate) idle_timeout: NonZeroU32,
+
+    /// At most N connections open at once; one more is answered 503 and closed. Lowered
+    /// at start-up to fit the open-file limit
+    #[arg(
+        long,
+        env = "APITOKEN_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value = "1024"
+    )]
+    pub(crate) max_connections: NonZeroU32,
+
+    /// Seconds the requests in flight get to finish after SIGINT or SIGTERM; the
+    /// connections still open then are cut
+    #[arg(
+        long,
+        env = "APITOKEN_SHUTDOWN_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "10"
+    )]
+    pub(crate) shutdown_timeout: u32,
+
     /// Log format on standard error
     #[arg(
         long,
@@ -81,6 +136,11 @@ pub(crate) struct Args {
         default_value = "info"
     )]
     pub(crate) log_level: LevelFilter,
+}
+
+/// Seconds as a duration.
+pub(crate) fn seconds(n: impl Into<u32>) -> Duration {
+    Duration::from_secs(u64::from(n.into()))
 }
 
 /// How log lines are written.

@@ -11,6 +11,8 @@ mod body;
 mod logging;
 mod openapi;
 mod problem;
+mod serve;
+mod stall;
 mod storage;
 
 use std::io::Write;
@@ -40,6 +42,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: args::Args) -> Result<(), String> {
+    let limits = serve::Limits {
+        timeouts: stall::Timeouts {
+            header: args::seconds(args.header_timeout),
+            body: args::seconds(args.body_timeout),
+            idle: args::seconds(args.idle_timeout),
+        },
+        max_connections: serve::connection_cap(
+            usize::try_from(args.max_connections.get()).unwrap_or(usize::MAX),
+        ),
+        shutdown: args::seconds(args.shutdown_timeout),
+    };
     let (issuer, handle) = storage::open(&args).await?;
     let storage = handle.describe();
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| {
@@ -55,6 +68,7 @@ async fn run(args: args::Args) -> Result<(), String> {
         %address,
         storage,
         max_live_tokens = args.max_live_tokens.map(|n| n.get()),
+        max_connections = limits.max_connections,
         "listening"
     );
     // The one line on standard output, for people and for scripts that chose port 0.
@@ -63,16 +77,14 @@ async fn run(args: args::Args) -> Result<(), String> {
     let _ = stdout.flush();
     drop(stdout);
 
-    let served = axum::serve(listener, api::router(issuer))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    serve::serve(listener, api::router(issuer), limits, shutdown_signal()).await;
     handle.close().await;
-    served.map_err(|e| format!("the server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM; requests in flight then finish.
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM; requests in flight then get until
+/// `--shutdown-timeout` to finish.
 async fn shutdown_signal() {
     let interrupt = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

@@ -214,6 +214,11 @@ impl Server {
             "APITOKEN_EXTRA_SCOPES",
             "APITOKEN_LOG_FORMAT",
             "APITOKEN_LOG_LEVEL",
+            "APITOKEN_HEADER_TIMEOUT",
+            "APITOKEN_BODY_TIMEOUT",
+            "APITOKEN_IDLE_TIMEOUT",
+            "APITOKEN_MAX_CONNECTIONS",
+            "APITOKEN_SHUTDOWN_TIMEOUT",
         ] {
             command.env_remove(name);
         }
@@ -285,13 +290,24 @@ impl Server {
 
     /// Sends SIGTERM and waits (30 s at most) for the server to exit; returns its status
     /// and its whole log.
-    pub(crate) fn terminate(mut self) -> (ExitStatus, String) {
+    pub(crate) fn terminate(self) -> (ExitStatus, String) {
+        self.sigterm();
+        self.wait_for_exit(Duration::from_secs(30))
+    }
+
+    /// Sends SIGTERM.
+    pub(crate) fn sigterm(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// Waits for the server to exit (failing after `within`); returns its status and its
+    /// whole log.
+    pub(crate) fn wait_for_exit(mut self, within: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let logs = self.logs_after_exit();
@@ -299,7 +315,8 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "the server did not stop within 30 s of SIGTERM"
+                "the server did not stop within {within:?}; its log:\n{}",
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
         }

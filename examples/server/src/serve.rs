@@ -1,0 +1,240 @@
+//! The accept loop: one hyper HTTP/1 connection per client, at most `max_connections` of
+//! them, each with a watchdog for clients that stall, and a shutdown with a deadline.
+//!
+//! `axum::serve` has none of these knobs, so this is the loop it runs inside, with them.
+
+use crate::stall::{self, Activity, Phase, Timeouts, Watched, WatchedBody};
+use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower_service::Service as _;
+
+/// Files the process keeps open besides its connections: the listener, standard streams,
+/// the runtime's own, and the database pool (a SQLite connection holds three).
+const RESERVED_FILES: u64 = 64;
+
+/// What a client answered over the cap reads before the connection closes.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 55\r\n\
+\r\n\
+{\"error\":\"too many open connections: try again shortly\"}";
+
+/// How the server treats connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) timeouts: Timeouts,
+    pub(crate) max_connections: usize,
+    pub(crate) shutdown: Duration,
+}
+
+/// The connection cap that fits the open-file limit: raises the soft limit as far as the
+/// hard one allows, and lowers `wanted` (with a warning) if that is still too low.
+pub(crate) fn connection_cap(wanted: usize) -> usize {
+    let needed = u64::try_from(wanted)
+        .unwrap_or(u64::MAX)
+        .saturating_add(RESERVED_FILES);
+    match rlimit::increase_nofile_limit(needed) {
+        Ok(limit) if limit >= needed => wanted,
+        Ok(limit) => {
+            let cap = usize::try_from(limit.saturating_sub(RESERVED_FILES))
+                .unwrap_or(usize::MAX)
+                .max(1);
+            tracing::warn!(
+                open_file_limit = limit,
+                max_connections = cap,
+                "the open-file limit is too low for --max-connections {wanted}: raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
+            );
+            cap
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot read or raise the open-file limit ({e}): keeping --max-connections {wanted}"
+            );
+            wanted
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `signal`, then gives the requests in flight until
+/// `limits.shutdown` and cuts what is left.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    signal: impl Future<Output = ()>,
+) {
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut refusals = Refusals::default();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of files or memory: accepting again at once would spin.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                while let Some(ended) = connections.try_join_next() {
+                    report(ended);
+                }
+                if connections.len() >= limits.max_connections {
+                    refusals.refuse(&stream, peer, limits.max_connections);
+                    continue;
+                }
+                connections.spawn(connection(
+                    stream,
+                    peer,
+                    app.clone(),
+                    limits.timeouts,
+                    stopping.clone(),
+                ));
+            }
+            Some(ended) = connections.join_next(), if !connections.is_empty() => report(ended),
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let deadline = tokio::time::sleep(limits.shutdown);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            ended = connections.join_next() => match ended {
+                Some(ended) => report(ended),
+                None => return,
+            },
+            () = &mut deadline => break,
+        }
+    }
+    let cut = connections.len();
+    connections.shutdown().await;
+    tracing::warn!(
+        connections = cut,
+        seconds = limits.shutdown.as_secs(),
+        "shutdown deadline passed: cut the connections still open"
+    );
+}
+
+fn report(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended
+        && e.is_panic()
+    {
+        tracing::error!("a connection's task panicked: {e}");
+    }
+}
+
+/// Refused connections, logged at most once a second.
+#[derive(Default)]
+struct Refusals {
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    /// Answers 503 if the socket takes it at once (a fresh one does), and closes.
+    fn refuse(&mut self, stream: &TcpStream, peer: SocketAddr, cap: usize) {
+        let _ = stream.try_write(OVER_CAPACITY);
+        self.since_logged += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                %peer,
+                max_connections = cap,
+                refused = self.since_logged,
+                "refused connections over the cap (503)"
+            );
+            self.since_logged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+    }
+}
+
+/// Serves one client until it closes, stalls, or the server stops.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    timeouts: Timeouts,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request| handle(app.clone(), activity.clone(), request))
+    };
+    // The watchdog keeps the time instead: hyper's header timeout would cover idling too.
+    let connection = http1::Builder::new()
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    let watchdog = stall::stalled(&activity, timeouts);
+    tokio::pin!(watchdog);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            stall = &mut watchdog => {
+                // The client's doing, like a 4xx: info, as request lines are.
+                tracing::info!(
+                    %peer,
+                    timeout = stall.phase.timeout_name(),
+                    seconds = stall.limit.as_secs(),
+                    "closed a stalled connection"
+                );
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop), if !draining => {
+                // Finishes the request in progress, then closes; an idle one closes now.
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// One request through the router, moving the connection through its phases.
+async fn handle(
+    mut app: Router,
+    activity: Arc<Activity>,
+    request: hyper::Request<Incoming>,
+) -> Result<Response, Infallible> {
+    activity.enter(if request.body().is_end_stream() {
+        Phase::Handling
+    } else {
+        Phase::Body
+    });
+    let request: Request =
+        request.map(|body| axum::body::Body::new(WatchedBody::new(body, activity.clone())));
+    let response = app.call(request).await;
+    activity.enter(Phase::Idle);
+    response
+}
