@@ -11,6 +11,21 @@
 //! limit, rotation) run in `BEGIN IMMEDIATE` transactions, which take the write lock
 //! before reading.
 //!
+//! # Last use
+//!
+//! Authentication never waits for the write lock, which another process may hold:
+//! [`record_last_use`](TokenStore::record_last_use) only notes the time in memory (the
+//! newest per token, shared by every clone of the store, at most 10,000 tokens; past
+//! that, new ones are dropped until the next flush) and returns. A background tokio task,
+//! started on the first record, writes the buffer in one transaction about once a second;
+//! a flush that fails (the lock stayed busy past the busy timeout) keeps its entries for
+//! the next one. Reads merge the buffer in, so `get`, `list` and authentication see the
+//! time at once and the issuer still records each token at most once per interval.
+//! [`close`](SqliteStore::close) writes what is buffered; the task ends with `close` or
+//! when every clone is dropped. A crash, or dropping the store without `close`, loses at
+//! most the last second's last-use times: bookkeeping only, never a token or a
+//! revocation.
+//!
 //! # Schema
 //!
 //! Two tables, `apitoken_meta` (schema version, hash key fingerprint) and
@@ -33,8 +48,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
 /// edit one that has shipped: append a new one.
@@ -98,6 +116,172 @@ pub struct SqliteStore {
     /// in SQLite's busy handler (which put 10-20 ms on the slowest issues). Writers in
     /// other processes still wait through the busy timeout.
     writer: SqlitePool,
+    /// Last-use times not yet written, shared by every clone.
+    last_use: Arc<LastUse>,
+}
+
+/// How often buffered last-use times are written.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At most this many tokens' last-use times wait to be written; past it, new ones are
+/// dropped (the token's next authentication after a flush records it again), so that a
+/// writer stuck for long never makes the buffer grow without bound.
+const MAX_PENDING: usize = 10_000;
+
+/// Last-use times waiting for the background flush: the newest per token. Reads merge
+/// them in, so a store answers as if they were written.
+#[derive(Debug)]
+struct LastUse {
+    pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
+    writer: SqlitePool,
+    /// Opened read-only: nothing is recorded.
+    read_only: bool,
+    flusher: Mutex<Flusher>,
+}
+
+#[derive(Debug)]
+enum Flusher {
+    Idle,
+    Running(tokio::task::JoinHandle<()>),
+    Closed,
+}
+
+/// A poisoned lock still guards a consistent map (no code panics while holding it).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LastUse {
+    fn new(writer: SqlitePool, read_only: bool) -> Arc<LastUse> {
+        Arc::new(LastUse {
+            pending: Mutex::new(HashMap::new()),
+            writer,
+            read_only,
+            flusher: Mutex::new(Flusher::Idle),
+        })
+    }
+
+    /// Keeps the newest time per token; never waits for I/O.
+    fn record(self: &Arc<Self>, id: TokenId, at: DateTime<Utc>) {
+        {
+            let mut pending = lock(&self.pending);
+            let full = pending.len() >= MAX_PENDING;
+            match pending.entry(id) {
+                Entry::Occupied(mut last) => {
+                    let newest = (*last.get()).max(at);
+                    last.insert(newest);
+                }
+                Entry::Vacant(slot) if !full => {
+                    slot.insert(at);
+                }
+                Entry::Vacant(_) => return,
+            }
+        }
+        let mut flusher = lock(&self.flusher);
+        if let Flusher::Idle = *flusher {
+            // The task holds only a weak reference: it ends when every clone of the
+            // store is dropped (or at `close`), and never keeps the pool open.
+            let this = Arc::downgrade(self);
+            *flusher = Flusher::Running(tokio::spawn(flush_periodically(this)));
+        }
+    }
+
+    /// `token` with its buffered last use, if newer than the stored one.
+    fn merge(&self, mut token: Token) -> Token {
+        if let Some(&at) = lock(&self.pending).get(&token.id) {
+            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+        }
+        token
+    }
+
+    fn merge_all(&self, tokens: &mut [Token]) {
+        let pending = lock(&self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        for token in tokens {
+            if let Some(&at) = pending.get(&token.id) {
+                token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+            }
+        }
+    }
+
+    /// Writes every buffered time in one transaction. The entries stay buffered (and
+    /// visible to reads) until the commit; on failure (the write lock is busy, say) they
+    /// wait for the next flush.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let batch: Vec<(TokenId, DateTime<Utc>)> = lock(&self.pending)
+            .iter()
+            .map(|(&id, &at)| (id, at))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        for (id, at) in &batch {
+            write_last_use(&mut tx, *id, *at).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        let mut pending = lock(&self.pending);
+        for (id, at) in batch {
+            // A newer time recorded during the flush stays for the next one.
+            if pending.get(&id) == Some(&at) {
+                pending.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the background task; later records are dropped.
+    fn stop(&self) {
+        if let Flusher::Running(task) =
+            std::mem::replace(&mut *lock(&self.flusher), Flusher::Closed)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for LastUse {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn flush_periodically(last_use: Weak<LastUse>) {
+    let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+    // A flush that waited out a busy writer is not followed by a burst of catch-up ones.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(last_use) = last_use.upgrade() else {
+            return;
+        };
+        // Bookkeeping only: a failed flush keeps its entries for the next tick.
+        let _ = last_use.flush().await;
+    }
+}
+
+async fn write_last_use(
+    conn: &mut SqliteConnection,
+    id: TokenId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE apitoken_tokens SET last_used_at = ?1 \
+         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+    )
+    .bind(micros(at))
+    .bind(id.as_uuid())
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -142,6 +326,7 @@ impl SqliteStore {
         let readers = pool(4).await.map_err(err)?;
         Ok(SqliteStore {
             pool: readers,
+            last_use: LastUse::new(writer.clone(), false),
             writer,
         })
     }
@@ -151,6 +336,7 @@ impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> SqliteStore {
         SqliteStore {
             writer: pool.clone(),
+            last_use: LastUse::new(pool.clone(), false),
             pool,
         }
     }
@@ -161,11 +347,24 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes every connection. The last one to close folds the write-ahead log into the
-    /// database file, so that the file alone holds every token.
+    /// Writes the buffered last-use times, stops the background task and closes every
+    /// connection (every clone's: they share them). The last connection to close folds
+    /// the write-ahead log into the database file, so that the file alone holds every
+    /// token. If the write lock stays busy past the busy timeout, the buffered times are
+    /// lost (bookkeeping only).
     pub async fn close(&self) {
+        self.last_use.stop();
+        if !self.last_use.read_only {
+            let _ = self.last_use.flush().await;
+        }
         self.pool.close().await;
         self.writer.close().await;
+    }
+
+    /// Writes the buffered last-use times now, in one transaction, instead of waiting for
+    /// the background flush (at most a second). On failure they stay buffered.
+    pub async fn flush_last_use(&self) -> Result<(), StoreError> {
+        self.last_use.flush().await
     }
 
     /// Creates the schema, or upgrades it to the newest version, in one transaction;
@@ -429,13 +628,14 @@ impl TokenStore for SqliteStore {
             token_columns!(),
             " FROM apitoken_tokens WHERE hash = ?"
         );
-        sqlx::query(query)
+        let found = sqlx::query(query)
             .bind(hash.as_bytes().as_slice())
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?
             .map(decode)
-            .transpose()
+            .transpose()?;
+        Ok(found.map(|t| self.last_use.merge(t)))
     }
 
     async fn get(
@@ -444,7 +644,8 @@ impl TokenStore for SqliteStore {
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        SqliteStore::fetch_token(&mut conn, environment, id).await
+        let found = SqliteStore::fetch_token(&mut conn, environment, id).await?;
+        Ok(found.map(|t| self.last_use.merge(t)))
     }
 
     async fn list(
@@ -475,10 +676,11 @@ impl TokenStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        let tokens = rows
+        let mut tokens = rows
             .into_iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
+        self.last_use.merge_all(&mut tokens);
         Ok(Page::from_overfetch(tokens, limit))
     }
 
@@ -502,6 +704,7 @@ impl TokenStore for SqliteStore {
             .map_err(err)?
             .map(decode)
             .transpose()?
+            .map(|t| self.last_use.merge(t))
             .ok_or(StoreError::NotFound { environment, id })
     }
 
@@ -551,19 +754,20 @@ impl TokenStore for SqliteStore {
             .map_err(err)?;
         let updated = decode(updated)?;
         tx.commit().await.map_err(err)?;
-        Ok(updated)
+        Ok(self.last_use.merge(updated))
     }
 
+    /// Buffers the time and returns at once: a background task writes the buffer about
+    /// once a second (see the module docs). Outside a tokio runtime, writes it inline.
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE apitoken_tokens SET last_used_at = ?1 \
-             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-        )
-        .bind(micros(at))
-        .bind(id.as_uuid())
-        .execute(&self.writer)
-        .await
-        .map_err(err)?;
+        if self.last_use.read_only || matches!(*lock(&self.last_use.flusher), Flusher::Closed) {
+            return Ok(());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            let mut conn = self.writer.acquire().await.map_err(err)?;
+            return write_last_use(&mut conn, id, at).await;
+        }
+        self.last_use.record(id, at);
         Ok(())
     }
 }
