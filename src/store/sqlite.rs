@@ -92,6 +92,18 @@ fn err(e: sqlx::Error) -> StoreError {
     sql::map_error(e, Dialect::Sqlite)
 }
 
+/// SQLite's primary result code behind a store error, if it came from SQLite.
+fn sqlite_code(e: &StoreError) -> Option<u32> {
+    let mut source = std::error::Error::source(e);
+    while let Some(e) = source {
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+            return db.code()?.parse::<u32>().ok().map(|c| c & 0xff);
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// Token records in a SQLite database.
 ///
 /// ```
@@ -304,6 +316,62 @@ impl SqliteStore {
         SqliteStore::connect_with(options).await
     }
 
+    /// Opens an existing database as it is, to read it: creates no file, sets no journal
+    /// mode, migrates nothing and records no last use, so that a read leaves the file
+    /// byte-for-byte unchanged (another application's database, an empty file). A file
+    /// this process may read but not write is read; when its directory cannot hold the
+    /// `-shm` file SQLite needs for a WAL database (a read-only directory or mount), it is
+    /// opened `immutable`, which then also ignores other processes' writes made while it
+    /// is open. Check what it holds with [`check_schema`](Self::check_schema).
+    pub async fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(Duration::from_secs(5));
+        let store = SqliteStore::reader(options.clone()).await?;
+        match store.probe().await {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                store.close().await;
+                if !matches!(sqlite_code(&e), Some(8 | 14)) {
+                    return Err(e);
+                }
+                let store = SqliteStore::reader(options.read_only(true).immutable(true)).await?;
+                match store.probe().await {
+                    Ok(()) => Ok(store),
+                    Err(e) => {
+                        store.close().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A store that reads with these options and never records last use.
+    async fn reader(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            last_use: LastUse::new(pool.clone(), true),
+            pool,
+        })
+    }
+
+    /// Reads the first page, where a file that is not SQLite, or a WAL database whose
+    /// `-shm` file cannot be made, fails.
+    async fn probe(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)
+            .map(drop)
+    }
+
     /// Opens a database with these options, adding WAL, `synchronous = FULL` and a
     /// 5-second busy timeout: up to 4 connections read, one writes.
     pub async fn connect_with(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
@@ -412,6 +480,43 @@ impl SqliteStore {
         }
         let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Checks, reading only, that the database holds a schema this version reads and that
+    /// the hash key fingerprint it recorded, if any, is `fingerprint`
+    /// ([`StoreError::HashKeyMismatch`] otherwise). Returns the schema version: 0 when the
+    /// database has no apitoken schema (an empty file, another application's database);
+    /// [`StoreError::SchemaTooNew`] when it is newer than this library.
+    pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('apitoken_meta', 'apitoken_tokens')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+        if tables == 0 {
+            return Ok(0);
+        }
+        // Present but unreadable is damage, not "no schema": never mistaken for another
+        // application's database.
+        let version = meta(&mut conn, sql::META_SCHEMA_VERSION)
+            .await?
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|&v| v > 0)
+            .ok_or_else(|| StoreError::Corrupt {
+                message: "apitoken's tables are there but apitoken_meta records no schema version: restore the database from a backup".to_owned(),
+                source: None,
+            })?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: MIGRATIONS.len() as i64,
+            });
+        }
+        sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+        Ok(version)
     }
 
     /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
