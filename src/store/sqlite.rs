@@ -33,7 +33,8 @@
 //! microseconds since the Unix epoch, and `replaced_by`, the successor's id once the token
 //! has been rotated), with a unique index on the hash and indexes on
 //! `(environment_id, id)` and `(environment_id, created_at, id)`. [`SqliteStore::migrate`]
-//! creates or upgrades it.
+//! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
+//! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
