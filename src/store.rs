@@ -345,6 +345,15 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The database, or the disk that holds it, is full; the write was rolled back.
+    #[error(
+        "the database or the disk that holds it is full ({source}); nothing was written: free space, then retry"
+    )]
+    Full {
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 macro_rules! forward_store {

@@ -402,3 +402,130 @@ async fn nothing_secret_is_at_rest() {
         }
     }
 }
+
+/// The token's `last_used_at` as written in the file, read on a connection of its own.
+async fn last_used_on_disk(db: &TempDb, id: TokenId) -> Option<i64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&db.path)
+            .read_only(true),
+    )
+    .await
+    .unwrap();
+    let at = sqlx::query_scalar("SELECT last_used_at FROM apitoken_tokens WHERE id = ?")
+        .bind(id.as_uuid())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    at
+}
+
+/// A store whose writes would wait a minute for the write lock, so that an
+/// authentication that waited for it could not go unnoticed.
+async fn patient_store(db: &TempDb) -> SqliteStore {
+    let options = SqliteConnectOptions::new()
+        .filename(&db.path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(60));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(60))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqliteStore::from_pool(pool);
+    store.migrate().await.unwrap();
+    store
+}
+
+/// While another connection holds the write lock, authentication (which records last use)
+/// answers without waiting for it; the last use reaches the file once the lock is free and
+/// the store is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_never_waits_for_a_writer() {
+    use sqlx::Connection;
+    let db = TempDb::new("apitoken_reader_vs_writer");
+    let issuer = TokenIssuer::new(patient_store(&db).await);
+    let env = new_environment();
+    let issued = issuer.issue(env, alice(), request("x")).await.unwrap();
+    let mut holder =
+        sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&db.path))
+            .await
+            .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // A hang guard only (the store would wait 60 s): no timing is asserted.
+    let principal = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        issuer.authenticate(issued.raw.expose_secret()),
+    )
+    .await
+    .expect("authentication waited for the writer")
+    .unwrap();
+    assert_eq!(principal.token_id(), issued.token.id);
+    // Reads see the buffered last use, so the issuer does not record it again.
+    let token = issuer.get(env, issued.token.id).await.unwrap();
+    assert!(token.last_used_at.is_some());
+    assert_eq!(last_used_on_disk(&db, issued.token.id).await, None);
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    issuer.store().close().await;
+    assert_eq!(
+        last_used_on_disk(&db, issued.token.id).await,
+        token.last_used_at.map(|t| t.timestamp_micros())
+    );
+}
+
+/// Without `close`, the background task writes last use within about a second.
+#[tokio::test]
+async fn last_use_is_written_in_the_background() {
+    let db = TempDb::new("apitoken_last_use_flush");
+    let issuer = TokenIssuer::new(open(&db).await);
+    let env = new_environment();
+    let issued = issuer.issue(env, alice(), request("x")).await.unwrap();
+    issuer
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    let written = async {
+        while last_used_on_disk(&db, issued.token.id).await.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), written)
+        .await
+        .expect("the last use was never written");
+}
+
+/// The flush task ends when every clone of the store is dropped: it keeps neither itself
+/// nor the connections alive. Seen from outside: SQLite removes the `-wal` file when the
+/// last connection to the database closes.
+#[tokio::test]
+async fn dropping_the_store_ends_its_flush_task() {
+    let db = TempDb::new("apitoken_last_use_task");
+    let issuer = TokenIssuer::new(open(&db).await);
+    let issued = issuer
+        .issue(new_environment(), alice(), request("x"))
+        .await
+        .unwrap();
+    issuer
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.path.display()));
+    assert!(wal.exists());
+    drop(issuer);
+    let closed = async {
+        while wal.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+        .await
+        .expect("a connection outlived the store");
+}

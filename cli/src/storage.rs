@@ -7,13 +7,17 @@ use apitoken::{ScopeCatalog, TokenIssuer, TokenStore};
 /// The issuer every store-backed command uses.
 pub(crate) type Issuer = TokenIssuer<Box<dyn TokenStore>>;
 
-/// Whether a missing SQLite file may be created.
+/// What a command does with the database, which decides how it is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Missing {
-    /// `issue`: create the file on first use.
+pub(crate) enum Access {
+    /// `issue`: creates the file and the schema, or upgrades the schema.
     Create,
-    /// Every other command: a missing file is a mistake (a mistyped path, say).
-    Refuse,
+    /// `revoke`, `rotate`: need an existing apitoken database (an older schema is
+    /// upgraded).
+    Write,
+    /// `list`, `get`, `verify`: write nothing, not even last use (an operator's check is
+    /// not a use), so they work on a read-only file and behind a stuck writer.
+    Read,
 }
 
 /// Opens the store, runs `command` with the issuer, then closes the store's connections
@@ -21,22 +25,27 @@ pub(crate) enum Missing {
 /// that `apitoken.db` alone holds every token).
 pub(crate) async fn with_issuer<T>(
     global: &Global,
-    missing: Missing,
+    access: Access,
     command: impl AsyncFnOnce(&Issuer) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    let missing = match missing {
-        Missing::Create => apitoken_ops::Missing::Create,
-        Missing::Refuse => apitoken_ops::Missing::Refuse(
-            "issue a token first (`apitoken issue` creates it), or point --db or APITOKEN_DB at your database"
-                .to_owned(),
-        ),
-    };
-    let (handle, key) = apitoken_ops::open(&global.storage, missing)
-        .await
-        .map_err(Failure::usage)?;
+    const MISSING: &str = "issue a token first (`apitoken issue` creates it), or point --db or APITOKEN_DB at your database";
+    let storage = &global.storage;
+    let (handle, key) = match access {
+        Access::Create => apitoken_ops::open(storage, apitoken_ops::Missing::Create).await,
+        Access::Write => {
+            apitoken_ops::open_existing(storage, apitoken_ops::Access::Write, MISSING).await
+        }
+        Access::Read => {
+            apitoken_ops::open_existing(storage, apitoken_ops::Access::Read, MISSING).await
+        }
+    }
+    .map_err(Failure::usage)?;
     let mut builder = TokenIssuer::builder(handle.store()).scope_catalog(catalog(global));
     if let Some(key) = key {
         builder = builder.hash_key(key);
+    }
+    if access == Access::Read {
+        builder = builder.last_use_interval(None);
     }
     let issuer = builder.build();
     let result = command(&issuer).await;

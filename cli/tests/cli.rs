@@ -1429,3 +1429,332 @@ fn url_database_names_are_replaced() {
         "postgres://h:5432/x"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Read-only commands, files that are not token databases, damaged files.
+
+/// Every file in `dir`, by name, with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether this test process runs as root, which file modes do not stop.
+fn is_root(scratch: &Scratch) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let probe = scratch.path().join(".owner");
+    std::fs::write(&probe, b"").unwrap();
+    let uid = std::fs::metadata(&probe).unwrap().uid();
+    std::fs::remove_file(&probe).unwrap();
+    uid == 0
+}
+
+impl Cli {
+    /// Runs as `nobody` when the tests run as root, so that file modes apply.
+    fn unprivileged(mut self, root: bool) -> Cli {
+        use std::os::unix::process::CommandExt;
+        if root {
+            self.command.uid(65534).gid(65534);
+        }
+        self
+    }
+}
+
+/// `list`, `get` and `verify` read a database whose file and directory this user cannot
+/// write, and change nothing: no schema write, no last use, no `-wal` or `-shm` left.
+#[test]
+fn read_only_commands_work_on_a_read_only_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = Db::sqlite("read_only");
+    let issued = db.issue(&["--scope", READ]);
+    let Store::Sqlite(path) = &db.store else {
+        unreachable!()
+    };
+    let root = is_root(&db.scratch);
+    let dir = db.scratch.path();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = snapshot(dir);
+    let id = id(&issued);
+    db.cli(&["list", "--env", ENV])
+        .unprivileged(root)
+        .run()
+        .success();
+    db.cli(&["get", "--env", ENV, "--id", &id])
+        .unprivileged(root)
+        .run()
+        .success();
+    let out = db
+        .cli(&["verify", "-", "--env", ENV, "--scope", READ])
+        .stdin(raw(&issued))
+        .unprivileged(root)
+        .run()
+        .success();
+    assert!(out.contains("valid"), "{out}");
+    // Writing needs write access, and says so.
+    db.cli(&["revoke", "--env", ENV, "--id", &id])
+        .unprivileged(root)
+        .run()
+        .error(2, &["read-only", "need write access"]);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(snapshot(dir) == before, "the directory changed");
+}
+
+/// A writer in another process holds the write lock: `list`, `get` and `verify` answer
+/// anyway (before, they migrated the schema first and failed with "database is locked"
+/// after the 5-second busy timeout).
+#[test]
+fn read_only_commands_do_not_wait_for_a_writer() {
+    use sqlx::Connection;
+    let db = Db::sqlite("stuck_writer");
+    let issued = db.issue(&[]);
+    let Store::Sqlite(path) = &db.store else {
+        unreachable!()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut holder = runtime
+        .block_on(sqlx::SqliteConnection::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new().filename(path),
+        ))
+        .unwrap();
+    runtime
+        .block_on(sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder))
+        .unwrap();
+    db.cli(&["list", "--env", ENV]).run().success();
+    db.cli(&["get", "--env", ENV, "--id", &id(&issued)])
+        .run()
+        .success();
+    db.cli(&["verify", "-"]).stdin(raw(&issued)).run().success();
+    // A writer waits out the busy timeout, then says what happened.
+    db.cli(&["revoke", "--env", ENV, "--id", &id(&issued)])
+        .run()
+        .error(2, &["locked by another process", "retry"]);
+    runtime
+        .block_on(sqlx::raw_sql("ROLLBACK").execute(&mut holder))
+        .unwrap();
+    runtime.block_on(holder.close()).unwrap();
+}
+
+/// Another application's database (rollback journal or WAL) and an empty file are refused
+/// by every command but `issue`, byte-for-byte unchanged, with no file added beside them.
+#[test]
+fn a_file_without_the_schema_is_refused_and_left_unchanged() {
+    use sqlx::Connection;
+    let scratch = Scratch::new("foreign");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, journal) in [("rollback.sqlite", "DELETE"), ("wal.sqlite", "WAL")] {
+        runtime.block_on(async {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(scratch.path().join(name))
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            let setup = format!(
+                "PRAGMA journal_mode = {journal}; CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users (name) VALUES ('ada');"
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        });
+    }
+    std::fs::write(scratch.path().join("empty.db"), b"").unwrap();
+    let before = snapshot(scratch.path());
+    assert_eq!(
+        before.len(),
+        3,
+        "{:?}",
+        before.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for (name, what) in [
+        ("rollback.sqlite", "without apitoken's tables"),
+        ("wal.sqlite", "without apitoken's tables"),
+        ("empty.db", "is an empty file"),
+    ] {
+        for args in [
+            vec!["verify", "-"],
+            vec!["list", "--env", ENV],
+            vec!["get", "--env", ENV, "--id", OTHER_ENV],
+            vec!["revoke", "--env", ENV, "--id", OTHER_ENV],
+            vec!["rotate", "--env", ENV, "--id", OTHER_ENV],
+        ] {
+            Cli::new(scratch.path())
+                .args(&["--db", name])
+                .args(&args)
+                .stdin(REFERENCE)
+                .run()
+                .error(2, &[what, "left unchanged", "--db", "apitoken issue"]);
+            assert!(
+                snapshot(scratch.path()) == before,
+                "{name} {args:?} changed a file"
+            );
+        }
+    }
+}
+
+/// A file that is not SQLite, a truncated database and a damaged page: one line each that
+/// says what to do, the file unchanged and no `-wal` or `-shm` left behind.
+#[test]
+fn damaged_files_are_named_with_what_to_do() {
+    let db = Db::sqlite("damaged");
+    for i in 0..60 {
+        db.issue(&[
+            "--note",
+            &format!("token {i} with a note long enough to fill pages"),
+        ]);
+    }
+    let Store::Sqlite(path) = &db.store else {
+        unreachable!()
+    };
+    let good = std::fs::read(path).unwrap();
+    assert!(good.len() >= 8 * 4096, "several pages: {}", good.len());
+    let dir = db.scratch.path();
+    std::fs::write(
+        dir.join("notes.txt"),
+        "this is not a database\n".repeat(200),
+    )
+    .unwrap();
+    std::fs::write(dir.join("truncated.db"), &good[..good.len() / 2]).unwrap();
+    // Overwrite the token table's pages (not the schema on page 1, nor the meta table).
+    let mut damaged = good.clone();
+    for page in 3..good.len() / 4096 {
+        damaged[page * 4096 + 8..page * 4096 + 208].fill(0xff);
+    }
+    std::fs::write(dir.join("damaged.db"), &damaged).unwrap();
+    std::fs::remove_file(path).unwrap();
+    let before = snapshot(dir);
+    let cases: [(&str, &[&str]); 3] = [
+        (
+            "notes.txt",
+            &[
+                "notes.txt is not a SQLite database",
+                "--db",
+                "restore it from a backup",
+            ],
+        ),
+        (
+            "truncated.db",
+            &["damaged", "restore it from a backup", ".recover"],
+        ),
+        (
+            "damaged.db",
+            &["malformed", "restore it from a backup", ".recover"],
+        ),
+    ];
+    for (name, fragments) in cases {
+        for args in [
+            vec!["list", "--env", ENV],
+            vec!["verify", "-"],
+            vec!["revoke", "--env", ENV, "--id", OTHER_ENV],
+            vec!["issue", "--env", ENV, "--note", "n"],
+        ] {
+            let line = Cli::new(dir)
+                .args(&["--db", name])
+                .args(&args)
+                .stdin(REFERENCE)
+                .run()
+                .error(2, fragments);
+            assert!(!line.contains("permissions"), "wrong advice: {line}");
+            assert!(snapshot(dir) == before, "{name} {args:?} changed a file");
+        }
+    }
+}
+
+/// A tmpfs of its own, unmounted when dropped.
+struct Tmpfs(Scratch);
+
+impl Tmpfs {
+    /// `None` (said on standard error) where mounting is not allowed: not root, or in a
+    /// container without the capability.
+    fn mount(test: &str, size: &str) -> Option<Tmpfs> {
+        let scratch = Scratch::new(test);
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(scratch.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            let _ = std::io::stderr()
+                .write_all(b"\n*** apitoken-cli: the full-disk test is SKIPPED: cannot mount a tmpfs (not root?) ***\n\n");
+            return None;
+        }
+        Some(Tmpfs(scratch))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// On a full disk, `issue` says to free space, writes nothing and leaves no `-wal` or
+/// `-shm` behind; once there is space, the database is as it was.
+#[test]
+fn a_full_disk_says_free_space_and_writes_nothing() {
+    let Some(disk) = Tmpfs::mount("full_disk", "1m") else {
+        return;
+    };
+    let dir = disk.path();
+    let db = dir.join("tokens.db");
+    let issue = || {
+        Cli::new(dir)
+            .args(&[
+                "--db",
+                db.to_str().unwrap(),
+                "issue",
+                "--env",
+                ENV,
+                "--note",
+                "n",
+            ])
+            .run()
+    };
+    issue().success();
+    let before = std::fs::read(&db).unwrap();
+    // Fill the disk, then free 44 KiB: room for the 32 KiB -shm file, not for the
+    // write-ahead log of a commit.
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len.saturating_sub(44 * 1024)).unwrap();
+    drop(file);
+    let line = issue().error(2, &["full", "nothing was written", "free space"]);
+    assert!(!line.contains("permissions"), "{line}");
+    std::fs::remove_file(&filler).unwrap();
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["tokens.db"], "no -wal or -shm left");
+    assert!(std::fs::read(&db).unwrap() == before, "nothing was written");
+    let listed = Cli::new(dir)
+        .args(&["--db", db.to_str().unwrap(), "list", "--env", ENV, "--json"])
+        .run()
+        .success();
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 1);
+}

@@ -1,7 +1,9 @@
 //! What the `apitoken` command line and the reference server share: the storage options
 //! (`--db`/`APITOKEN_DB`, `--database-url`/`DATABASE_URL`, `--hash-key-file`/
-//! `APITOKEN_HASH_KEY`) and opening the database they name, migrated and bound to the
-//! hash key, so that a token one of them issued authenticates in the other.
+//! `APITOKEN_HASH_KEY`) and opening the database they name, checked against the hash key,
+//! so that a token one of them issued authenticates in the other. Only [`open`] creates
+//! or migrates the schema; [`open_existing`] refuses a database without it, and with
+//! [`Access::Read`] writes nothing at all.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -12,6 +14,7 @@
 use apitoken::{HashKey, PostgresStore, SqliteStore, StoreError, TokenHasher, TokenStore};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
+use sqlx::sqlite::SqliteConnectOptions;
 use std::path::{Path, PathBuf};
 
 /// The storage options, for `#[command(flatten)]`.
@@ -169,6 +172,45 @@ pub async fn open(
     Ok((handle, key))
 }
 
+/// What a command does with an existing database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only (`list`, `get`, `verify`): the database is opened as it is and nothing
+    /// is written, not even the schema or last use, so a stuck writer does not block it
+    /// and a read-only file works. The hash key is checked when the database recorded one.
+    Read,
+    /// Changes tokens (`revoke`, `rotate`): an older apitoken schema is upgraded first, as
+    /// these commands write anyway; a database without the apitoken schema is refused.
+    Write,
+}
+
+/// Opens a database that must already hold apitoken's schema; a missing SQLite file is
+/// refused with "no database at PATH: `missing`". A database without the schema (another
+/// application's, an empty file) is refused and left unchanged. The error is one line
+/// that says what to do.
+pub async fn open_existing(
+    args: &StorageArgs,
+    access: Access,
+    missing: &str,
+) -> Result<(Handle, Option<HashKey>), String> {
+    let key = hash_key(args)?;
+    let fingerprint = match &key {
+        Some(key) => TokenHasher::keyed(key.clone()),
+        None => TokenHasher::unkeyed(),
+    }
+    .fingerprint();
+    let handle = match backend(args)? {
+        Backend::Sqlite(path) => {
+            check_path(&path, &Missing::Refuse(missing.to_owned()))?;
+            Handle::Sqlite(open_existing_sqlite(&path, access, &fingerprint).await?)
+        }
+        Backend::Postgres(url) => {
+            Handle::Postgres(open_existing_postgres(&url, access, &fingerprint).await?)
+        }
+    };
+    Ok((handle, key))
+}
+
 enum Backend {
     Sqlite(PathBuf),
     Postgres(String),
@@ -240,11 +282,8 @@ fn hash_key(args: &StorageArgs) -> Result<Option<HashKey>, String> {
     }
 }
 
-async fn open_sqlite(
-    path: &Path,
-    missing: Missing,
-    fingerprint: &str,
-) -> Result<SqliteStore, String> {
+/// Refuses a directory, and a missing file unless it may be created.
+fn check_path(path: &Path, missing: &Missing) -> Result<(), String> {
     let shown = path.display();
     if path.is_dir() {
         return Err(format!(
@@ -257,14 +296,151 @@ async fn open_sqlite(
     {
         return Err(format!("no database at {shown}: {hint}"));
     }
-    let store = SqliteStore::open(path).await.map_err(|e| {
-        format!(
-            "cannot open the SQLite database {shown} ({}): check the path and its permissions, or choose another file with --db",
-            cause(&e)
-        )
-    })?;
-    let what = format!("the SQLite database {shown}");
-    prepare(&what, fingerprint, async {
+    Ok(())
+}
+
+async fn open_sqlite(
+    path: &Path,
+    missing: Missing,
+    fingerprint: &str,
+) -> Result<SqliteStore, String> {
+    check_path(path, &missing)?;
+    // A damaged file is refused by a read that changes nothing, before the WAL settings
+    // are applied: that keeps it unchanged and leaves no -wal or -shm beside it.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        let reader = SqliteStore::open_existing(path)
+            .await
+            .map_err(|e| sqlite_failure(path, &e))?;
+        let checked = reader.check_schema(fingerprint).await;
+        reader.close().await;
+        checked.map_err(|e| sqlite_failure(path, &e))?;
+    }
+    let store = SqliteStore::open(path)
+        .await
+        .map_err(|e| sqlite_failure(path, &e))?;
+    migrate_sqlite(path, store, fingerprint).await
+}
+
+/// Creates or upgrades the schema and binds the hash key; closes the store on failure, so
+/// that no `-wal` or `-shm` file is left behind.
+async fn migrate_sqlite(
+    path: &Path,
+    store: SqliteStore,
+    fingerprint: &str,
+) -> Result<SqliteStore, String> {
+    let prepared = async {
+        store.migrate().await?;
+        store.bind_hash_key(fingerprint).await
+    }
+    .await;
+    match prepared {
+        Ok(()) => Ok(store),
+        Err(e) => {
+            store.close().await;
+            Err(sqlite_failure(path, &e))
+        }
+    }
+}
+
+async fn open_existing_sqlite(
+    path: &Path,
+    access: Access,
+    fingerprint: &str,
+) -> Result<SqliteStore, String> {
+    // Read as it is first: neither a read nor a refusal may change the file.
+    let reader = SqliteStore::open_existing(path)
+        .await
+        .map_err(|e| sqlite_failure(path, &e))?;
+    let version = reader.check_schema(fingerprint).await;
+    if access == Access::Read && matches!(version, Ok(v) if v > 0) {
+        return Ok(reader);
+    }
+    reader.close().await;
+    match version {
+        Ok(0) => return Err(not_apitoken(path)),
+        Ok(_) => {}
+        Err(e) => return Err(sqlite_failure(path, &e)),
+    }
+    let options = SqliteConnectOptions::new().filename(path);
+    let store = SqliteStore::connect_with(options)
+        .await
+        .map_err(|e| sqlite_failure(path, &e))?;
+    migrate_sqlite(path, store, fingerprint).await
+}
+
+/// A SQLite file without the apitoken schema.
+fn not_apitoken(path: &Path) -> String {
+    let shown = path.display();
+    let what = match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => "is an empty file",
+        _ => "is a SQLite database without apitoken's tables",
+    };
+    format!(
+        "{shown} {what}, not a token database; it was left unchanged: point --db (or APITOKEN_DB) at your token database, or create one with `apitoken issue --db <NEW FILE>`"
+    )
+}
+
+/// One line for a SQLite failure that says what to do, by SQLite's result code.
+fn sqlite_failure(path: &Path, e: &StoreError) -> String {
+    let shown = path.display();
+    match e {
+        StoreError::HashKeyMismatch { stored, given } => return key_mismatch(stored, given),
+        StoreError::SchemaTooNew { .. } | StoreError::Corrupt { source: None, .. } => {
+            return format!("{shown}: {e}");
+        }
+        _ => {}
+    }
+    let Some((code, said)) = sqlite_code(e) else {
+        return match e {
+            StoreError::Unavailable { .. } => format!(
+                "cannot open the SQLite database {shown} ({}): check the path and that this user may read the file, or choose another file with --db",
+                cause(e)
+            ),
+            _ => format!("the SQLite database {shown} failed: {e}"),
+        };
+    };
+    match code {
+        11 => format!(
+            "the SQLite database {shown} is damaged ({said}): restore it from a backup, or salvage what is readable with `sqlite3 {shown} .recover | sqlite3 recovered.db` and use --db recovered.db"
+        ),
+        26 => format!(
+            "{shown} is not a SQLite database, or its header is damaged ({said}): point --db (or APITOKEN_DB) at your token database, or restore it from a backup"
+        ),
+        13 => format!(
+            "the disk that holds {shown} is full ({said}); nothing was written: free space on it, then retry"
+        ),
+        10 => format!(
+            "cannot read or write {shown} ({said}): check that the disk that holds it has free space and no errors (`df`, `dmesg`), then retry"
+        ),
+        8 => format!(
+            "{shown} is read-only for this user ({said}): `issue`, `revoke` and `rotate` need write access to the file and its directory; `list`, `get` and `verify` work without it"
+        ),
+        5 | 6 => format!(
+            "{shown} is locked by another process ({said}) for longer than the 5-second busy timeout: retry once it has finished"
+        ),
+        14 => format!(
+            "cannot open the SQLite database {shown} ({said}): check the path and that this user may read the file and, for `issue`, `revoke` and `rotate`, write to it and its directory; or choose another file with --db"
+        ),
+        _ => format!("the SQLite database {shown} failed: {e}"),
+    }
+}
+
+/// SQLite's primary result code and message behind a store error, if any.
+fn sqlite_code(e: &StoreError) -> Option<(u32, String)> {
+    let mut source = std::error::Error::source(e);
+    while let Some(e) = source {
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+            let code = db.code()?.parse::<u32>().ok()? & 0xff;
+            return Some((code, db.message().to_owned()));
+        }
+        source = e.source();
+    }
+    None
+}
+
+async fn open_postgres(url: &str, fingerprint: &str) -> Result<PostgresStore, String> {
+    let store = connect_postgres(url).await?;
+    prepare("the PostgreSQL database", fingerprint, async {
         store.migrate().await?;
         store.bind_hash_key(fingerprint).await
     })
@@ -272,17 +448,36 @@ async fn open_sqlite(
     Ok(store)
 }
 
-async fn open_postgres(url: &str, fingerprint: &str) -> Result<PostgresStore, String> {
-    let store = PostgresStore::connect(url).await.map_err(|e| match e {
+async fn connect_postgres(url: &str) -> Result<PostgresStore, String> {
+    PostgresStore::connect(url).await.map_err(|e| match e {
         // Its own message says what to check; the server is running.
         StoreError::Tls { .. } => format!("cannot connect to PostgreSQL: {e}"),
         e => format!(
             "cannot connect to PostgreSQL ({}): check --database-url (or DATABASE_URL) and that the server is running",
             cause(&e)
         ),
-    })?;
+    })
+}
+
+async fn open_existing_postgres(
+    url: &str,
+    access: Access,
+    fingerprint: &str,
+) -> Result<PostgresStore, String> {
+    let store = connect_postgres(url).await?;
+    let version = store
+        .schema_version()
+        .await
+        .map_err(|e| format!("cannot read the PostgreSQL database: {e}"))?;
+    if version == 0 {
+        store.pool().close().await;
+        return Err("the PostgreSQL database has no apitoken tables; it was left unchanged: check --database-url (or DATABASE_URL), or create them with `apitoken issue`".to_owned());
+    }
+    // Binding writes only when no fingerprint is recorded, which `issue` always does.
     prepare("the PostgreSQL database", fingerprint, async {
-        store.migrate().await?;
+        if access == Access::Write {
+            store.migrate().await?;
+        }
         store.bind_hash_key(fingerprint).await
     })
     .await?;

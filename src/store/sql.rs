@@ -113,6 +113,19 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
             };
             StoreError::Duplicate { key }
         }
+        // SQLite's primary codes 11 (CORRUPT), 26 (NOTADB) and 13 (FULL).
+        sqlx::Error::Database(db) if matches!(sqlite_code(&*db, dialect), Some(11 | 26)) => {
+            StoreError::Corrupt {
+                message: format!(
+                    "the database file is damaged or is not a SQLite database ({}): restore it from a backup, or salvage what is readable with `sqlite3 FILE .recover | sqlite3 NEW_FILE`",
+                    db.message()
+                ),
+                source: Some(Box::new(sqlx::Error::Database(db))),
+            }
+        }
+        sqlx::Error::Database(db) if sqlite_code(&*db, dialect) == Some(13) => StoreError::Full {
+            source: Box::new(sqlx::Error::Database(db)),
+        },
         sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref(), dialect) => {
             StoreError::Unavailable {
                 source: Box::new(sqlx::Error::Database(db)),
@@ -152,6 +165,14 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
         other => StoreError::Backend {
             source: Box::new(other),
         },
+    }
+}
+
+/// SQLite's primary result code (the low byte of the extended code).
+fn sqlite_code(db: &dyn sqlx::error::DatabaseError, dialect: Dialect) -> Option<u32> {
+    match dialect {
+        Dialect::Sqlite => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
+        Dialect::Postgres => None,
     }
 }
 

@@ -11,6 +11,21 @@
 //! limit, rotation) run in `BEGIN IMMEDIATE` transactions, which take the write lock
 //! before reading.
 //!
+//! # Last use
+//!
+//! Authentication never waits for the write lock, which another process may hold:
+//! [`record_last_use`](TokenStore::record_last_use) only notes the time in memory (the
+//! newest per token, shared by every clone of the store, at most 10,000 tokens; past
+//! that, new ones are dropped until the next flush) and returns. A background tokio task,
+//! started on the first record, writes the buffer in one transaction about once a second;
+//! a flush that fails (the lock stayed busy past the busy timeout) keeps its entries for
+//! the next one. Reads merge the buffer in, so `get`, `list` and authentication see the
+//! time at once and the issuer still records each token at most once per interval.
+//! [`close`](SqliteStore::close) writes what is buffered; the task ends with `close` or
+//! when every clone is dropped. A crash, or dropping the store without `close`, loses at
+//! most the last second's last-use times: bookkeeping only, never a token or a
+//! revocation.
+//!
 //! # Schema
 //!
 //! Two tables, `apitoken_meta` (schema version, hash key fingerprint) and
@@ -18,7 +33,8 @@
 //! microseconds since the Unix epoch, and `replaced_by`, the successor's id once the token
 //! has been rotated), with a unique index on the hash and indexes on
 //! `(environment_id, id)` and `(environment_id, created_at, id)`. [`SqliteStore::migrate`]
-//! creates or upgrades it.
+//! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
+//! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
@@ -33,8 +49,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
 /// edit one that has shipped: append a new one.
@@ -74,6 +93,18 @@ fn err(e: sqlx::Error) -> StoreError {
     sql::map_error(e, Dialect::Sqlite)
 }
 
+/// SQLite's primary result code behind a store error, if it came from SQLite.
+fn sqlite_code(e: &StoreError) -> Option<u32> {
+    let mut source = std::error::Error::source(e);
+    while let Some(e) = source {
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+            return db.code()?.parse::<u32>().ok().map(|c| c & 0xff);
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// Token records in a SQLite database.
 ///
 /// ```
@@ -98,6 +129,172 @@ pub struct SqliteStore {
     /// in SQLite's busy handler (which put 10-20 ms on the slowest issues). Writers in
     /// other processes still wait through the busy timeout.
     writer: SqlitePool,
+    /// Last-use times not yet written, shared by every clone.
+    last_use: Arc<LastUse>,
+}
+
+/// How often buffered last-use times are written.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At most this many tokens' last-use times wait to be written; past it, new ones are
+/// dropped (the token's next authentication after a flush records it again), so that a
+/// writer stuck for long never makes the buffer grow without bound.
+const MAX_PENDING: usize = 10_000;
+
+/// Last-use times waiting for the background flush: the newest per token. Reads merge
+/// them in, so a store answers as if they were written.
+#[derive(Debug)]
+struct LastUse {
+    pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
+    writer: SqlitePool,
+    /// Opened read-only: nothing is recorded.
+    read_only: bool,
+    flusher: Mutex<Flusher>,
+}
+
+#[derive(Debug)]
+enum Flusher {
+    Idle,
+    Running(tokio::task::JoinHandle<()>),
+    Closed,
+}
+
+/// A poisoned lock still guards a consistent map (no code panics while holding it).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LastUse {
+    fn new(writer: SqlitePool, read_only: bool) -> Arc<LastUse> {
+        Arc::new(LastUse {
+            pending: Mutex::new(HashMap::new()),
+            writer,
+            read_only,
+            flusher: Mutex::new(Flusher::Idle),
+        })
+    }
+
+    /// Keeps the newest time per token; never waits for I/O.
+    fn record(self: &Arc<Self>, id: TokenId, at: DateTime<Utc>) {
+        {
+            let mut pending = lock(&self.pending);
+            let full = pending.len() >= MAX_PENDING;
+            match pending.entry(id) {
+                Entry::Occupied(mut last) => {
+                    let newest = (*last.get()).max(at);
+                    last.insert(newest);
+                }
+                Entry::Vacant(slot) if !full => {
+                    slot.insert(at);
+                }
+                Entry::Vacant(_) => return,
+            }
+        }
+        let mut flusher = lock(&self.flusher);
+        if let Flusher::Idle = *flusher {
+            // The task holds only a weak reference: it ends when every clone of the
+            // store is dropped (or at `close`), and never keeps the pool open.
+            let this = Arc::downgrade(self);
+            *flusher = Flusher::Running(tokio::spawn(flush_periodically(this)));
+        }
+    }
+
+    /// `token` with its buffered last use, if newer than the stored one.
+    fn merge(&self, mut token: Token) -> Token {
+        if let Some(&at) = lock(&self.pending).get(&token.id) {
+            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+        }
+        token
+    }
+
+    fn merge_all(&self, tokens: &mut [Token]) {
+        let pending = lock(&self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        for token in tokens {
+            if let Some(&at) = pending.get(&token.id) {
+                token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+            }
+        }
+    }
+
+    /// Writes every buffered time in one transaction. The entries stay buffered (and
+    /// visible to reads) until the commit; on failure (the write lock is busy, say) they
+    /// wait for the next flush.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let batch: Vec<(TokenId, DateTime<Utc>)> = lock(&self.pending)
+            .iter()
+            .map(|(&id, &at)| (id, at))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        for (id, at) in &batch {
+            write_last_use(&mut tx, *id, *at).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        let mut pending = lock(&self.pending);
+        for (id, at) in batch {
+            // A newer time recorded during the flush stays for the next one.
+            if pending.get(&id) == Some(&at) {
+                pending.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the background task; later records are dropped.
+    fn stop(&self) {
+        if let Flusher::Running(task) =
+            std::mem::replace(&mut *lock(&self.flusher), Flusher::Closed)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for LastUse {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn flush_periodically(last_use: Weak<LastUse>) {
+    let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+    // A flush that waited out a busy writer is not followed by a burst of catch-up ones.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(last_use) = last_use.upgrade() else {
+            return;
+        };
+        // Bookkeeping only: a failed flush keeps its entries for the next tick.
+        let _ = last_use.flush().await;
+    }
+}
+
+async fn write_last_use(
+    conn: &mut SqliteConnection,
+    id: TokenId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE apitoken_tokens SET last_used_at = ?1 \
+         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+    )
+    .bind(micros(at))
+    .bind(id.as_uuid())
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -118,6 +315,62 @@ impl SqliteStore {
             .map_err(err)?
             .create_if_missing(true);
         SqliteStore::connect_with(options).await
+    }
+
+    /// Opens an existing database as it is, to read it: creates no file, sets no journal
+    /// mode, migrates nothing and records no last use, so that a read leaves the file
+    /// byte-for-byte unchanged (another application's database, an empty file). A file
+    /// this process may read but not write is read; when its directory cannot hold the
+    /// `-shm` file SQLite needs for a WAL database (a read-only directory or mount), it is
+    /// opened `immutable`, which then also ignores other processes' writes made while it
+    /// is open. Check what it holds with [`check_schema`](Self::check_schema).
+    pub async fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(Duration::from_secs(5));
+        let store = SqliteStore::reader(options.clone()).await?;
+        match store.probe().await {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                store.close().await;
+                if !matches!(sqlite_code(&e), Some(8 | 14)) {
+                    return Err(e);
+                }
+                let store = SqliteStore::reader(options.read_only(true).immutable(true)).await?;
+                match store.probe().await {
+                    Ok(()) => Ok(store),
+                    Err(e) => {
+                        store.close().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A store that reads with these options and never records last use.
+    async fn reader(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            last_use: LastUse::new(pool.clone(), true),
+            pool,
+        })
+    }
+
+    /// Reads the first page, where a file that is not SQLite, or a WAL database whose
+    /// `-shm` file cannot be made, fails.
+    async fn probe(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)
+            .map(drop)
     }
 
     /// Opens a database with these options, adding WAL, `synchronous = FULL` and a
@@ -142,6 +395,7 @@ impl SqliteStore {
         let readers = pool(4).await.map_err(err)?;
         Ok(SqliteStore {
             pool: readers,
+            last_use: LastUse::new(writer.clone(), false),
             writer,
         })
     }
@@ -151,6 +405,7 @@ impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> SqliteStore {
         SqliteStore {
             writer: pool.clone(),
+            last_use: LastUse::new(pool.clone(), false),
             pool,
         }
     }
@@ -161,11 +416,24 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes every connection. The last one to close folds the write-ahead log into the
-    /// database file, so that the file alone holds every token.
+    /// Writes the buffered last-use times, stops the background task and closes every
+    /// connection (every clone's: they share them). The last connection to close folds
+    /// the write-ahead log into the database file, so that the file alone holds every
+    /// token. If the write lock stays busy past the busy timeout, the buffered times are
+    /// lost (bookkeeping only).
     pub async fn close(&self) {
+        self.last_use.stop();
+        if !self.last_use.read_only {
+            let _ = self.last_use.flush().await;
+        }
         self.pool.close().await;
         self.writer.close().await;
+    }
+
+    /// Writes the buffered last-use times now, in one transaction, instead of waiting for
+    /// the background flush (at most a second). On failure they stay buffered.
+    pub async fn flush_last_use(&self) -> Result<(), StoreError> {
+        self.last_use.flush().await
     }
 
     /// Creates the schema, or upgrades it to the newest version, in one transaction;
@@ -213,6 +481,43 @@ impl SqliteStore {
         }
         let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Checks, reading only, that the database holds a schema this version reads and that
+    /// the hash key fingerprint it recorded, if any, is `fingerprint`
+    /// ([`StoreError::HashKeyMismatch`] otherwise). Returns the schema version: 0 when the
+    /// database has no apitoken schema (an empty file, another application's database);
+    /// [`StoreError::SchemaTooNew`] when it is newer than this library.
+    pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('apitoken_meta', 'apitoken_tokens')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+        if tables == 0 {
+            return Ok(0);
+        }
+        // Present but unreadable is damage, not "no schema": never mistaken for another
+        // application's database.
+        let version = meta(&mut conn, sql::META_SCHEMA_VERSION)
+            .await?
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|&v| v > 0)
+            .ok_or_else(|| StoreError::Corrupt {
+                message: "apitoken's tables are there but apitoken_meta records no schema version: restore the database from a backup".to_owned(),
+                source: None,
+            })?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: MIGRATIONS.len() as i64,
+            });
+        }
+        sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+        Ok(version)
     }
 
     /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
@@ -429,13 +734,14 @@ impl TokenStore for SqliteStore {
             token_columns!(),
             " FROM apitoken_tokens WHERE hash = ?"
         );
-        sqlx::query(query)
+        let found = sqlx::query(query)
             .bind(hash.as_bytes().as_slice())
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?
             .map(decode)
-            .transpose()
+            .transpose()?;
+        Ok(found.map(|t| self.last_use.merge(t)))
     }
 
     async fn get(
@@ -444,7 +750,8 @@ impl TokenStore for SqliteStore {
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        SqliteStore::fetch_token(&mut conn, environment, id).await
+        let found = SqliteStore::fetch_token(&mut conn, environment, id).await?;
+        Ok(found.map(|t| self.last_use.merge(t)))
     }
 
     async fn list(
@@ -475,10 +782,11 @@ impl TokenStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        let tokens = rows
+        let mut tokens = rows
             .into_iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
+        self.last_use.merge_all(&mut tokens);
         Ok(Page::from_overfetch(tokens, limit))
     }
 
@@ -502,6 +810,7 @@ impl TokenStore for SqliteStore {
             .map_err(err)?
             .map(decode)
             .transpose()?
+            .map(|t| self.last_use.merge(t))
             .ok_or(StoreError::NotFound { environment, id })
     }
 
@@ -551,19 +860,20 @@ impl TokenStore for SqliteStore {
             .map_err(err)?;
         let updated = decode(updated)?;
         tx.commit().await.map_err(err)?;
-        Ok(updated)
+        Ok(self.last_use.merge(updated))
     }
 
+    /// Buffers the time and returns at once: a background task writes the buffer about
+    /// once a second (see the module docs). Outside a tokio runtime, writes it inline.
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE apitoken_tokens SET last_used_at = ?1 \
-             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-        )
-        .bind(micros(at))
-        .bind(id.as_uuid())
-        .execute(&self.writer)
-        .await
-        .map_err(err)?;
+        if self.last_use.read_only || matches!(*lock(&self.last_use.flusher), Flusher::Closed) {
+            return Ok(());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            let mut conn = self.writer.acquire().await.map_err(err)?;
+            return write_last_use(&mut conn, id, at).await;
+        }
+        self.last_use.record(id, at);
         Ok(())
     }
 }

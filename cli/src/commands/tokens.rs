@@ -4,7 +4,7 @@ use super::failure;
 use crate::args::{GetArgs, Global, IssueArgs, ListArgs, RevokeArgs, RotateArgs};
 use crate::failure::{Failure, emit, write_stdout};
 use crate::output;
-use crate::storage::{self, Missing};
+use crate::storage::{self, Access};
 use apitoken::{Creator, IssueRequest, IssuedToken, PageRequest, Scopes, Token, UserId};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
@@ -39,7 +39,7 @@ pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, 
     require_stdout()?;
     let mut request =
         IssueRequest::new(args.note).with_scopes(args.scopes.into_iter().collect::<Scopes>());
-    let issued = storage::with_issuer(global, Missing::Create, async move |issuer| {
+    let issued = storage::with_issuer(global, Access::Create, async move |issuer| {
         // Measured from when the database is ready, as close as possible to the issue.
         if let Some(lifetime) = args.expires_in {
             request = request.expires_at(expiry(lifetime)?);
@@ -162,7 +162,7 @@ fn print_issued(issued: &IssuedToken) -> Result<ExitCode, Failure> {
 
 pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Failure> {
     let limit = args.limit.unwrap_or(u64::MAX);
-    let (tokens, prefix) = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+    let (tokens, prefix) = storage::with_issuer(global, Access::Read, async |issuer| {
         let mut tokens: Vec<Token> = Vec::new();
         let mut after = None;
         loop {
@@ -240,7 +240,7 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
 }
 
 pub(crate) async fn get(global: &Global, args: GetArgs) -> Result<ExitCode, Failure> {
-    let (token, prefix) = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+    let (token, prefix) = storage::with_issuer(global, Access::Read, async |issuer| {
         let token = issuer.get(args.env, args.id).await.map_err(failure)?;
         Ok((token, issuer.format().prefix().to_owned()))
     })
@@ -272,7 +272,7 @@ fn describe(prefix: &str, t: &Token) -> String {
 }
 
 pub(crate) async fn revoke(global: &Global, args: RevokeArgs) -> Result<ExitCode, Failure> {
-    let (token, prefix) = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+    let (token, prefix) = storage::with_issuer(global, Access::Write, async |issuer| {
         let token = issuer.revoke(args.env, args.id).await.map_err(failure)?;
         Ok((token, issuer.format().prefix().to_owned()))
     })
@@ -295,7 +295,7 @@ pub(crate) async fn revoke(global: &Global, args: RevokeArgs) -> Result<ExitCode
 
 pub(crate) async fn rotate(global: &Global, args: RotateArgs) -> Result<ExitCode, Failure> {
     require_stdout()?;
-    let issued = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+    let issued = storage::with_issuer(global, Access::Write, async |issuer| {
         issuer
             .rotate(args.env, args.id, args.grace)
             .await

@@ -5,14 +5,14 @@ use crate::args::{Global, VerifyArgs};
 use crate::failure::{Failure, emit};
 use crate::input;
 use crate::output;
-use crate::storage::{self, Missing};
+use crate::storage::{self, Access};
 use apitoken::{Creator, EnvironmentId, Error, Principal, Scopes, TokenId};
 use serde::Serialize;
 use std::process::ExitCode;
 
 pub(crate) async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, Failure> {
     let token = input::token(args.token.as_deref())?;
-    let principal = storage::with_issuer(global, Missing::Refuse, async |issuer| {
+    let principal = storage::with_issuer(global, Access::Read, async |issuer| {
         match args.env {
             Some(environment) => issuer.authorize(&token, environment, &args.scopes).await,
             None => issuer.authenticate(&token).await,
