@@ -1024,6 +1024,52 @@ fn database_url_environment_variable_selects_postgres() {
     db.cli(&["verify", &raw(&token["token"])]).run().success();
 }
 
+/// On PostgreSQL too, `list`, `get` and `verify` only read: they record no key fingerprint
+/// in a database that has none, and refuse a schema newer than they know before anything.
+#[test]
+fn read_only_commands_never_write_to_postgres() {
+    let Some(db) = Db::postgres("pg_read_only") else {
+        return;
+    };
+    let Store::Postgres(pg) = &db.store else {
+        unreachable!()
+    };
+    let url = pg.url.clone();
+    let meta = move |sql: &'static str| {
+        let url = url.clone();
+        block_on(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let rows: Vec<(String, String)> =
+                sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            rows
+        })
+    };
+    let token = db.issue(&[]);
+    // As if the tables were made by a program that never bound a key.
+    meta("DELETE FROM apitoken_meta WHERE key = 'hash_key_fingerprint' RETURNING key, value");
+    let before = meta("SELECT key, value FROM apitoken_meta ORDER BY key");
+    db.cli(&["list", "--env", ENV]).run().success();
+    db.cli(&["get", "--env", ENV, "--id", &id(&token)])
+        .run()
+        .success();
+    db.cli(&["verify", "-"]).stdin(raw(&token)).run().success();
+    assert_eq!(
+        meta("SELECT key, value FROM apitoken_meta ORDER BY key"),
+        before,
+        "read-only commands wrote to apitoken_meta"
+    );
+
+    meta("UPDATE apitoken_meta SET value = '99' WHERE key = 'schema_version' RETURNING key, value");
+    for args in [&["list", "--env", ENV][..], &["verify", "-"][..]] {
+        db.cli(args)
+            .stdin(raw(&token))
+            .run()
+            .error(2, &["version 99", "upgrade apitoken"]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Usage errors: exit 2, one line, nothing created.
 

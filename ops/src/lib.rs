@@ -465,30 +465,38 @@ async fn open_existing_postgres(
     fingerprint: &str,
 ) -> Result<PostgresStore, String> {
     let store = connect_postgres(url).await?;
-    let version = store
-        .schema_version()
-        .await
-        .map_err(|e| format!("cannot read the PostgreSQL database: {e}"))?;
+    // Reading only: a too-new schema and a wrong key are refused here, before any write.
+    let checked = prepare("the PostgreSQL database", fingerprint, async {
+        store.check_schema(fingerprint).await
+    })
+    .await;
+    let version = match checked {
+        Ok(version) => version,
+        Err(e) => {
+            store.pool().close().await;
+            return Err(e);
+        }
+    };
     if version == 0 {
         store.pool().close().await;
         return Err("the PostgreSQL database has no apitoken tables; it was left unchanged: check --database-url (or DATABASE_URL), or create them with `apitoken issue`".to_owned());
     }
-    // Binding writes only when no fingerprint is recorded, which `issue` always does.
-    prepare("the PostgreSQL database", fingerprint, async {
-        if access == Access::Write {
+    if access == Access::Write {
+        // Commands that change tokens upgrade an older apitoken schema first.
+        prepare("the PostgreSQL database", fingerprint, async {
             store.migrate().await?;
-        }
-        store.bind_hash_key(fingerprint).await
-    })
-    .await?;
+            store.bind_hash_key(fingerprint).await
+        })
+        .await?;
+    }
     Ok(store)
 }
 
-async fn prepare(
+async fn prepare<T>(
     what: &str,
     given: &str,
-    steps: impl Future<Output = Result<(), StoreError>>,
-) -> Result<(), String> {
+    steps: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, String> {
     steps.await.map_err(|e| match e {
         StoreError::HashKeyMismatch { stored, given: _ } => key_mismatch(&stored, given),
         other => format!("cannot prepare {what}: {other}"),

@@ -418,6 +418,26 @@ impl PostgresStore {
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
+    /// Checks, reading only, that the database holds an apitoken schema this version can
+    /// read and was written with the hash key of this `fingerprint` (when one is
+    /// recorded): for tools that must never write, such as a read-only command line.
+    /// Returns the schema version, 0 when there are no apitoken tables; fails with
+    /// [`StoreError::SchemaTooNew`] or [`StoreError::HashKeyMismatch`].
+    pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
+        let version = self.schema_version().await?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: MIGRATIONS.len() as i64,
+            });
+        }
+        if version > 0 {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+        }
+        Ok(version)
+    }
+
     /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
     /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other. Needs
     /// [`migrate`](Self::migrate) first.
