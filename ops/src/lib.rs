@@ -159,17 +159,22 @@ pub async fn open(
     args: &StorageArgs,
     missing: Missing,
 ) -> Result<(Handle, Option<HashKey>), String> {
-    let key = hash_key(args)?;
-    let fingerprint = match &key {
-        Some(key) => TokenHasher::keyed(key.clone()),
-        None => TokenHasher::unkeyed(),
-    }
-    .fingerprint();
+    let (key, fingerprint) = key_and_fingerprint(args)?;
     let handle = match backend(args)? {
         Backend::Sqlite(path) => Handle::Sqlite(open_sqlite(&path, missing, &fingerprint).await?),
         Backend::Postgres(url) => Handle::Postgres(open_postgres(&url, &fingerprint).await?),
     };
     Ok((handle, key))
+}
+
+/// The hash key the options give (if any) and the fingerprint the database must record.
+fn key_and_fingerprint(args: &StorageArgs) -> Result<(Option<HashKey>, String), String> {
+    let key = hash_key(args)?;
+    let hasher = match &key {
+        Some(key) => TokenHasher::keyed(key.clone()),
+        None => TokenHasher::unkeyed(),
+    };
+    Ok((key, hasher.fingerprint()))
 }
 
 /// What a command does with an existing database.
@@ -193,12 +198,7 @@ pub async fn open_existing(
     access: Access,
     missing: &str,
 ) -> Result<(Handle, Option<HashKey>), String> {
-    let key = hash_key(args)?;
-    let fingerprint = match &key {
-        Some(key) => TokenHasher::keyed(key.clone()),
-        None => TokenHasher::unkeyed(),
-    }
-    .fingerprint();
+    let (key, fingerprint) = key_and_fingerprint(args)?;
     let handle = match backend(args)? {
         Backend::Sqlite(path) => {
             check_path(&path, &Missing::Refuse(missing.to_owned()))?;
