@@ -126,7 +126,7 @@ pub const RETRY_AFTER_SECONDS: &str = "5";
 /// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
 /// when the store is unavailable (with `Retry-After: 5`), 500 for other store failures;
 /// 422 answers add `code` and a `payload` object (`invalid_scopes` lists at most
-/// [`MAX_LISTED_SCOPES`](crate::error::MAX_LISTED_SCOPES) names of each kind, and says in
+/// [`MAX_LISTED_SCOPES`] names of each kind, and says in
 /// `omitted` how many it left out). The error itself goes along in an [`ErrorReport`]
 /// extension.
 impl IntoResponse for Error {
