@@ -166,7 +166,8 @@ async fn issue(
     NewToken(request): NewToken,
 ) -> Result<Response, ApiError> {
     let by = caller.token_id();
-    let issued = state.issuer.issue(environment, caller, request).await?;
+    let mut issued = state.issuer.issue(environment, caller, request).await?;
+    issued.token = issued.token.as_of(state.issuer.now());
     tracing::info!(
         token_id = %issued.token.id,
         environment = %environment,
@@ -177,7 +178,8 @@ async fn issue(
     Ok(created(&issued))
 }
 
-/// Every token of `environment` that `keep` keeps, oldest first.
+/// Every token of `environment` that `keep` keeps, oldest first, as seen now (`active`
+/// false once revoked or expired).
 async fn all_tokens(
     state: &AppState,
     environment: EnvironmentId,
@@ -190,9 +192,11 @@ async fn all_tokens(
         tokens.extend(found.tokens.into_iter().filter(|t| keep(t)));
         match found.next {
             Some(cursor) => page = page.after(cursor),
-            None => return Ok(tokens),
+            None => break,
         }
     }
+    let now = state.issuer.now();
+    Ok(tokens.into_iter().map(|t| t.as_of(now)).collect())
 }
 
 async fn revoke(
@@ -237,7 +241,7 @@ async fn create_user_token(
 /// List the calling dashboard user's tokens
 ///
 /// The tokens of the caller's environment created by the caller's user, oldest first,
-/// revoked ones included (`active: false`); never a raw token.
+/// revoked and expired ones included (`active: false`); never a raw token.
 #[utoipa::path(
     get,
     path = "/user/tokens",
@@ -320,7 +324,7 @@ async fn create_environment_token(
 
 /// List an environment's tokens
 ///
-/// Oldest first, revoked ones included (`active: false`); never a raw token.
+/// Oldest first, revoked and expired ones included (`active: false`); never a raw token.
 #[utoipa::path(
     get,
     path = "/environments/{environmentId}/tokens",
@@ -386,6 +390,7 @@ async fn introspect(
     let token = state
         .issuer
         .get(principal.environment(), principal.token_id())
-        .await?;
+        .await?
+        .as_of(state.issuer.now());
     Ok(Json(One { token: &token }).into_response())
 }

@@ -88,7 +88,8 @@ pub(crate) struct TokenWithRaw {
     created_by: CreatedBy,
     #[schema(format = DateTime)]
     created_at: String,
-    /// Only active tokens can be used.
+    /// Whether the token can be used at the time of the answer: false once it is revoked
+    /// or expired. Only active tokens can be used.
     active: Option<bool>,
     note: Option<String>,
     #[schema(format = "uuid")]
@@ -118,7 +119,8 @@ pub(crate) struct Token {
     created_by: CreatedBy,
     #[schema(format = DateTime)]
     created_at: String,
-    /// Only active tokens can be used.
+    /// Whether the token can be used at the time of the answer: false once it is revoked
+    /// or expired. Only active tokens can be used.
     active: Option<bool>,
     note: Option<String>,
     #[schema(format = "uuid")]

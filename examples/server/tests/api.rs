@@ -662,6 +662,102 @@ async fn every_error_status() {
     assert!(status.success(), "{logs}");
 }
 
+/// Issues a token that expired an hour ago (issued two hours ago, by an issuer whose clock
+/// said so); returns its id.
+async fn issue_expired(store: &SqliteStore) -> String {
+    let then = chrono::Utc::now() - chrono::TimeDelta::hours(2);
+    let issuer = TokenIssuer::builder(store.clone())
+        .clock(ManualClock::new(then))
+        .build();
+    let request = IssueRequest::new(Note::new("expired").unwrap())
+        .with_scopes(admin_scopes().into_iter().collect::<apitoken::Scopes>())
+        .expires_at(then + chrono::TimeDelta::hours(1));
+    let issued = issuer.issue(environment(), alice(), request).await.unwrap();
+    issued.token.id.to_string()
+}
+
+/// `active` in an answer says whether the token works at the time of the answer; the
+/// stored record keeps its facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_listed_as_inactive() {
+    let db = TempDb::new("inactive");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let expired = issue_expired(&store).await;
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let tokens = env_tokens(environment());
+    let revoked = server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "revoked soon" }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(revoked["token"]["active"], true);
+    let revoked = revoked["token"]["id"].as_str().unwrap().to_owned();
+    server
+        .call("DELETE", &format!("{tokens}/{revoked}"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    for path in [tokens.clone(), "/api/v0/user/tokens".to_owned()] {
+        let list = server
+            .call("GET", &path)
+            .bearer(&admin.raw)
+            .send()
+            .await
+            .expect(200)
+            .json();
+        let active: BTreeSet<(String, bool)> = list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_owned(),
+                    t["active"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let expected = BTreeSet::from([
+            (admin.id.clone(), true),
+            (expired.clone(), false),
+            (revoked.clone(), false),
+        ]);
+        assert_eq!(active, expected, "{path}: {list}");
+        let expired_json = list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == expired.as_str())
+            .unwrap();
+        assert!(expired_json["expiresAt"].is_string(), "{expired_json}");
+        assert!(expired_json.get("revokedAt").is_none(), "{expired_json}");
+    }
+    let me = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(me["token"]["active"], true);
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+
+    // The record itself still says what happened: never revoked, expired by its date.
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let record = TokenIssuer::new(store.clone())
+        .get(environment(), expired.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(record.active && record.revoked_at.is_none(), "{record:?}");
+    store.pool().close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creation_stops_at_the_limit() {
     let db = TempDb::new("limit");
