@@ -331,8 +331,9 @@ impl<S: TokenStore> TokenIssuer<S> {
         }
     }
 
-    /// The issuer's current time, at the microsecond precision every store keeps.
-    fn now(&self) -> DateTime<Utc> {
+    /// The issuer's current time (its [`Clock`]), at the microsecond precision every
+    /// store keeps: the instant to judge a record by, e.g. with [`Token::as_of`].
+    pub fn now(&self) -> DateTime<Utc> {
         whole_micros(self.clock.now())
     }
 

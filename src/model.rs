@@ -169,6 +169,37 @@ impl Token {
     pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
         self.active && self.expires_at.is_none_or(|at| at > now)
     }
+
+    /// The token as an answer shows it at `now`: `active` is false when it is revoked or
+    /// expired by then. The store's record keeps its own facts (`active` only turns false
+    /// on revocation; expiry is `expires_at`), so an answer built from a record should go
+    /// through this, with the issuer's clock ([`TokenIssuer::now`](crate::TokenIssuer::now)).
+    ///
+    /// ```
+    /// use apitoken::{Creator, EnvironmentId, IssueRequest, MemoryStore, Note, TokenIssuer, UserId};
+    /// use chrono::TimeDelta;
+    /// use uuid::Uuid;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let issuer = TokenIssuer::new(MemoryStore::new());
+    /// let env = EnvironmentId::from_uuid(Uuid::nil());
+    /// let me = Creator::new(UserId::from_uuid(Uuid::nil()));
+    /// let request = IssueRequest::new(Note::new("for an hour")?)
+    ///     .expires_at(issuer.now() + TimeDelta::hours(1));
+    /// let token = issuer.issue(env, me, request).await?.token;
+    ///
+    /// assert!(token.clone().as_of(issuer.now()).active);
+    /// let later = token.clone().as_of(issuer.now() + TimeDelta::hours(2));
+    /// assert!(!later.active);
+    /// assert_eq!(later.expires_at, token.expires_at);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn as_of(mut self, now: DateTime<Utc>) -> Token {
+        self.active = self.is_live_at(now);
+        self
+    }
 }
 
 /// What a store keeps: the record and the hash of the raw token, never the raw token.

@@ -8,12 +8,14 @@ use crate::model::{EnvironmentId, Principal};
 use crate::scope::Scope;
 use crate::store::TokenStore;
 use async_trait::async_trait;
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{FromRef, FromRequestParts, RawPathParams};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{PathRejection, RawPathParamsRejection};
+use axum::extract::{FromRef, FromRequestParts, Path, RawPathParams};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use core::fmt;
 use core::marker::PhantomData;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What the extractors need from an issuer, without its store type.
@@ -258,8 +260,12 @@ async fn path_environment(
 ) -> Result<EnvironmentId, Rejection> {
     let params = match RawPathParams::from_request_parts(parts, &()).await {
         Ok(params) => params,
-        // Percent-encoded bytes that are not UTF-8: not a UUID either.
+        // Percent-encoded bytes that are not UTF-8: not a UUID either. They may be in
+        // another parameter of the route (`…/tokens/%FF`): blame that one.
         Err(RawPathParamsRejection::InvalidUtf8InPathParam(_)) => {
+            let name = invalid_utf8_parameter(parts)
+                .await
+                .map_or(Cow::Borrowed(name), Cow::Owned);
             return Err(Rejection::InvalidPathParameter { name });
         }
         Err(_) => return Err(Rejection::MissingPathParameter { name }),
@@ -268,9 +274,20 @@ async fn path_environment(
         .iter()
         .find_map(|(key, value)| (key == name).then_some(value))
         .ok_or(Rejection::MissingPathParameter { name })?;
-    value
-        .parse()
-        .map_err(|_| Rejection::InvalidPathParameter { name })
+    value.parse().map_err(|_| Rejection::InvalidPathParameter {
+        name: Cow::Borrowed(name),
+    })
+}
+
+/// The first path parameter whose percent-decoded bytes are not UTF-8.
+async fn invalid_utf8_parameter(parts: &mut Parts) -> Option<String> {
+    match Path::<Vec<(String, String)>>::from_request_parts(parts, &()).await {
+        Err(PathRejection::FailedToDeserializePathParams(e)) => match e.into_kind() {
+            ErrorKind::InvalidUtf8InPathParam { key } => Some(key),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Why [`Authorized`] refused a request.
@@ -280,10 +297,12 @@ pub enum Rejection {
     /// Authentication or authorization failed: 401 or 403 (503 or 500 when the store
     /// failed), answered as the error itself is.
     Token(Error),
-    /// The path parameter naming the environment is not a UUID: 400.
+    /// A path parameter is not a UUID: 400. Usually the one naming the environment; another
+    /// of the route's parameters when its bytes are not even UTF-8 (nothing can be read
+    /// from the path then).
     InvalidPathParameter {
         /// The parameter's name.
-        name: &'static str,
+        name: Cow<'static, str>,
     },
     /// The route has no path parameter of the name its [`Requirement`] gives: a mistake
     /// in the application, answered with a 500.

@@ -12,7 +12,9 @@ use crate::openapi::{
 };
 use crate::problem::{ApiError, Problem};
 use crate::storage::Issuer;
-use apitoken::http::{Authenticated, Authorized, EnvironmentRule, Requirement, TokenAuth};
+use apitoken::http::{
+    Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth,
+};
 use apitoken::{EnvironmentId, IssuedToken, PageRequest, Principal, Scope, Token, TokenId};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
@@ -23,7 +25,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::OpenApi as _;
-use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -82,35 +83,45 @@ pub(crate) fn router(issuer: Issuer) -> Router {
         .routes(routes!(create_environment_token, list_environment_tokens))
         .routes(routes!(delete_environment_token))
         .routes(routes!(introspect));
-    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, tokens)
         .split_for_parts();
-    crate::openapi::set_scopes(&mut openapi, &catalog);
-    let openapi = Arc::new(openapi);
+    let openapi: Arc<str> = match crate::openapi::document(openapi, &catalog) {
+        Ok(json) => json.into(),
+        Err(e) => {
+            tracing::error!("the OpenAPI description could not be written: {e}");
+            Arc::from("")
+        }
+    };
     router
         .route(
             "/openapi.json",
             get(move || {
                 let openapi = openapi.clone();
-                async move { openapi_json(&openapi) }
+                async move { openapi_json(openapi) }
             }),
         )
         .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::logging::log_request))
         .with_state(state)
 }
 
-fn openapi_json(openapi: &OpenApi) -> Response {
-    match openapi.to_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(_) => Problem::new(
+fn openapi_json(openapi: Arc<str>) -> Response {
+    if openapi.is_empty() {
+        return Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "openapi",
-            "the OpenAPI description could not be written",
+            "the OpenAPI description could not be written: see the server's log",
         )
-        .into_response(),
+        .into_response();
     }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi.to_string(),
+    )
+        .into_response()
 }
 
 async fn no_route() -> Problem {
@@ -118,6 +129,15 @@ async fn no_route() -> Problem {
         StatusCode::NOT_FOUND,
         "no_route",
         "no such endpoint: the token endpoints are under /api/v0 (see /openapi.json)",
+    )
+}
+
+/// A path the server has, with a method it does not take (axum adds `Allow`).
+async fn no_method() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "no_method",
+        "this endpoint does not take that method: the Allow header lists those it takes (see /openapi.json)",
     )
 }
 
@@ -166,7 +186,8 @@ async fn issue(
     NewToken(request): NewToken,
 ) -> Result<Response, ApiError> {
     let by = caller.token_id();
-    let issued = state.issuer.issue(environment, caller, request).await?;
+    let mut issued = state.issuer.issue(environment, caller, request).await?;
+    issued.token = issued.token.as_of(state.issuer.now());
     tracing::info!(
         token_id = %issued.token.id,
         environment = %environment,
@@ -177,7 +198,8 @@ async fn issue(
     Ok(created(&issued))
 }
 
-/// Every token of `environment` that `keep` keeps, oldest first.
+/// Every token of `environment` that `keep` keeps, oldest first, as seen now (`active`
+/// false once revoked or expired).
 async fn all_tokens(
     state: &AppState,
     environment: EnvironmentId,
@@ -190,9 +212,11 @@ async fn all_tokens(
         tokens.extend(found.tokens.into_iter().filter(|t| keep(t)));
         match found.next {
             Some(cursor) => page = page.after(cursor),
-            None => return Ok(tokens),
+            None => break,
         }
     }
+    let now = state.issuer.now();
+    Ok(tokens.into_iter().map(|t| t.as_of(now)).collect())
 }
 
 async fn revoke(
@@ -227,9 +251,12 @@ async fn revoke(
 )]
 async fn create_user_token(
     State(state): State<AppState>,
-    auth: Authorized<WriteOwnTokens>,
-    body: NewToken,
+    auth: Result<Authorized<WriteOwnTokens>, Rejection>,
+    body: Result<NewToken, Problem>,
 ) -> Result<Response, ApiError> {
+    // Authentication comes first: a bad body gets a 401 from an unknown caller.
+    let auth = auth?;
+    let body = body?;
     let environment = auth.environment();
     issue(&state, environment, auth.into_principal(), body).await
 }
@@ -237,7 +264,7 @@ async fn create_user_token(
 /// List the calling dashboard user's tokens
 ///
 /// The tokens of the caller's environment created by the caller's user, oldest first,
-/// revoked ones included (`active: false`); never a raw token.
+/// revoked and expired ones included (`active: false`); never a raw token.
 #[utoipa::path(
     get,
     path = "/user/tokens",
@@ -250,8 +277,9 @@ async fn create_user_token(
 )]
 async fn list_user_tokens(
     State(state): State<AppState>,
-    auth: Authorized<ReadOwnTokens>,
+    auth: Result<Authorized<ReadOwnTokens>, Rejection>,
 ) -> Result<Json<Listed>, ApiError> {
+    let auth = auth?;
     let user = auth.principal().created_by().id;
     let tokens = all_tokens(&state, auth.environment(), |t| t.created_by.id == user).await?;
     Ok(Json(Listed { tokens }))
@@ -276,9 +304,10 @@ async fn list_user_tokens(
 )]
 async fn delete_user_token(
     State(state): State<AppState>,
-    auth: Authorized<WriteOwnTokens>,
+    auth: Result<Authorized<WriteOwnTokens>, Rejection>,
     param: Result<Path<TokenIdParam>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let auth = auth?;
     let id = token_id(param)?;
     let environment = auth.environment();
     let token = state.issuer.get(environment, id).await?;
@@ -311,16 +340,19 @@ async fn delete_user_token(
 )]
 async fn create_environment_token(
     State(state): State<AppState>,
-    auth: Authorized<WriteTokens>,
-    body: NewToken,
+    auth: Result<Authorized<WriteTokens>, Rejection>,
+    body: Result<NewToken, Problem>,
 ) -> Result<Response, ApiError> {
+    // Authentication comes first: a bad body gets a 401 from an unknown caller.
+    let auth = auth?;
+    let body = body?;
     let environment = auth.environment();
     issue(&state, environment, auth.into_principal(), body).await
 }
 
 /// List an environment's tokens
 ///
-/// Oldest first, revoked ones included (`active: false`); never a raw token.
+/// Oldest first, revoked and expired ones included (`active: false`); never a raw token.
 #[utoipa::path(
     get,
     path = "/environments/{environmentId}/tokens",
@@ -335,8 +367,9 @@ async fn create_environment_token(
 )]
 async fn list_environment_tokens(
     State(state): State<AppState>,
-    auth: Authorized<ReadTokens>,
+    auth: Result<Authorized<ReadTokens>, Rejection>,
 ) -> Result<Json<Listed>, ApiError> {
+    let auth = auth?;
     let tokens = all_tokens(&state, auth.environment(), |_| true).await?;
     Ok(Json(Listed { tokens }))
 }
@@ -360,9 +393,10 @@ async fn list_environment_tokens(
 )]
 async fn delete_environment_token(
     State(state): State<AppState>,
-    auth: Authorized<WriteTokens>,
+    auth: Result<Authorized<WriteTokens>, Rejection>,
     param: Result<Path<TokenIdParam>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let auth = auth?;
     let id = token_id(param)?;
     revoke(&state, auth.environment(), id, auth.principal().token_id()).await
 }
@@ -386,6 +420,7 @@ async fn introspect(
     let token = state
         .issuer
         .get(principal.environment(), principal.token_id())
-        .await?;
+        .await?
+        .as_of(state.issuer.now());
     Ok(Json(One { token: &token }).into_response())
 }

@@ -2,15 +2,23 @@
 //! that each mistake gets its own answer.
 
 use crate::problem::Problem;
+use apitoken::error::MAX_LISTED_SCOPES;
+use apitoken::note::MAX_NOTE_CHARS;
+use apitoken::scope::MAX_SCOPE_LEN;
 use apitoken::{IssueRequest, Note, Scope, Scopes};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// The largest request body accepted, in bytes.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The most entries `scopes` may have: the catalog is small (14 reference scopes), and an
+/// error must not repeat thousands of names.
+pub(crate) const MAX_REQUEST_SCOPES: usize = 64;
 
 /// A checked `PostTokenFields` body: `{"note": …, "scopes": […], "expiresAt": …}`.
 ///
@@ -104,10 +112,58 @@ fn note(value: Option<Value>) -> Result<Note, Problem> {
         None | Some(Value::Null) => Err(invalid(
             "note is required: give 1 to 100 characters that say what the token is for".into(),
         )),
+        // The limit holds for the string as sent, as the OpenAPI document's maxLength says
+        // (the library counts after trimming surrounding whitespace).
+        Some(Value::String(s)) if s.chars().count() > MAX_NOTE_CHARS => Err(invalid(format!(
+            "note too long: at most {MAX_NOTE_CHARS} characters, surrounding spaces included"
+        ))),
         Some(Value::String(s)) => Note::new(&s).map_err(|e| invalid(e.to_string())),
         Some(_) => Err(invalid(
             "note must be a string of 1 to 100 characters".into(),
         )),
+    }
+}
+
+/// The payload of `invalid_scopes`, keys in the library's order: `unknown`, `notHeld`, and
+/// `omitted` when names were left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScopesPayload {
+    unknown: Vec<String>,
+    not_held: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    omitted: Option<Omitted>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Omitted {
+    unknown: usize,
+    not_held: usize,
+}
+
+fn invalid_scopes(message: impl Into<String>, unknown: Vec<String>, omitted: usize) -> Problem {
+    let payload = ScopesPayload {
+        unknown,
+        not_held: Vec::new(),
+        omitted: (omitted > 0).then_some(Omitted {
+            unknown: omitted,
+            not_held: 0,
+        }),
+    };
+    Problem::unprocessable(
+        "invalid_scopes",
+        message,
+        serde_json::to_value(payload).unwrap_or_else(|_| json!({})),
+    )
+}
+
+/// A string that is not a scope, as the payload lists it: cut to the longest scope there
+/// can be.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(MAX_SCOPE_LEN) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
     }
 }
 
@@ -116,13 +172,23 @@ fn scopes(value: Option<Value>) -> Result<Scopes, Problem> {
         None | Some(Value::Null) => return Ok(Scopes::empty()),
         Some(Value::Array(items)) => items,
         Some(_) => {
-            return Err(Problem::unprocessable(
-                "invalid_scopes",
+            return Err(invalid_scopes(
                 r#"scopes must be an array of scope names, such as ["environment.apiTokens.read"]"#,
-                json!({}),
+                Vec::new(),
+                0,
             ));
         }
     };
+    if items.len() > MAX_REQUEST_SCOPES {
+        return Err(invalid_scopes(
+            format!(
+                "scopes has {} entries: give at most {MAX_REQUEST_SCOPES} (see the server's scopes in /openapi.json)",
+                items.len()
+            ),
+            Vec::new(),
+            0,
+        ));
+    }
     let mut scopes = Vec::with_capacity(items.len());
     let mut invalid = Vec::new();
     let mut first_reason = None;
@@ -132,7 +198,7 @@ fn scopes(value: Option<Value>) -> Result<Scopes, Problem> {
                 Ok(scope) => scopes.push(scope),
                 Err(e) => {
                     first_reason.get_or_insert_with(|| format!("scopes[{i}] is not a scope: {e}"));
-                    invalid.push(s.clone());
+                    invalid.push(s.as_str());
                 }
             },
             _ => {
@@ -143,20 +209,38 @@ fn scopes(value: Option<Value>) -> Result<Scopes, Problem> {
     }
     match first_reason {
         None => Ok(scopes.into_iter().collect()),
-        Some(reason) => Err(Problem::unprocessable(
-            "invalid_scopes",
-            format!("invalid scopes: {reason}"),
-            json!({ "unknown": invalid, "notHeld": [] }),
-        )),
+        Some(reason) => {
+            let listed = invalid.len().min(MAX_LISTED_SCOPES);
+            Err(invalid_scopes(
+                format!("invalid scopes: {reason}"),
+                invalid[..listed].iter().map(|s| shown(s)).collect(),
+                invalid.len() - listed,
+            ))
+        }
     }
+}
+
+/// `invalid_expires_at` with the payload the issuer gives too: `expiresAt` (null when the
+/// value is not a timestamp) and the server's `now`.
+pub(crate) fn invalid_expires_at(
+    message: impl Into<String>,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Problem {
+    let instant = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    Problem::unprocessable(
+        "invalid_expires_at",
+        message,
+        json!({ "expiresAt": expires_at.map(instant), "now": instant(now) }),
+    )
 }
 
 fn expires_at(fields: &mut Map<String, Value>) -> Result<Option<DateTime<Utc>>, Problem> {
     let invalid = || {
-        Problem::unprocessable(
-            "invalid_expires_at",
-            "expiresAt must be an RFC 3339 timestamp such as 2030-01-01T00:00:00Z, or absent for a token that never expires",
-            json!({}),
+        invalid_expires_at(
+            "expiresAt must be an RFC 3339 timestamp in the future such as 2030-01-01T00:00:00Z, or absent for a token that never expires",
+            None,
+            Utc::now(),
         )
     };
     match fields.remove("expiresAt") {

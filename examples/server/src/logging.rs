@@ -80,8 +80,14 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    if let Some(ProblemKind(kind)) = response.extensions().get::<ProblemKind>() {
-        tracing::info!(%method, route, status, micros, kind, "request");
+    if let Some(ProblemKind(kind, reason)) = response.extensions().get::<ProblemKind>() {
+        match reason {
+            Some(reason) if status >= 500 => {
+                tracing::error!(%method, route, status, micros, kind, reason, "request");
+            }
+            Some(reason) => tracing::info!(%method, route, status, micros, kind, reason, "request"),
+            None => tracing::info!(%method, route, status, micros, kind, "request"),
+        }
         return response;
     }
     let report = response.extensions().get::<ErrorReport>();

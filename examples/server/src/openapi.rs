@@ -6,14 +6,15 @@
 #![allow(dead_code)] // The fields are read by the schema derive only.
 
 use apitoken::ScopeCatalog;
-use serde_json::Value;
+use apitoken::scope::MAX_SCOPE_LEN;
+use serde_json::{Value, json};
 use std::borrow::Cow;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
 use utoipa::{IntoParams, Modify, PartialSchema, ToSchema};
 
-/// A scope name; the enumeration is the server's catalog.
+/// A scope a request may name; the enumeration is the server's catalog.
 pub(crate) struct ScopeName;
 
 impl PartialSchema for ScopeName {
@@ -27,6 +28,34 @@ impl ToSchema for ScopeName {
         Cow::Borrowed("Scope")
     }
 }
+
+/// A scope a stored token holds: any well-formed scope, since a token may hold one outside
+/// this server's catalog (issued by the CLI with `--extra-scopes`, or by a server started
+/// with more scopes).
+pub(crate) struct StoredScopeName;
+
+impl PartialSchema for StoredScopeName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A scope the token holds: one of `Scope`, or a scope outside this server's catalog that the token was given elsewhere (dot-separated segments of ASCII letters, digits, `_` and `-`).",
+            ))
+            .pattern(Some(SCOPE_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(MAX_SCOPE_LEN))
+            .into()
+    }
+}
+
+impl ToSchema for StoredScopeName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("StoredScope")
+    }
+}
+
+/// A well-formed scope (`Scope::new`).
+const SCOPE_PATTERN: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$";
 
 fn scope_schema(catalog: &ScopeCatalog) -> RefOr<Schema> {
     ObjectBuilder::new()
@@ -42,13 +71,22 @@ fn scope_schema(catalog: &ScopeCatalog) -> RefOr<Schema> {
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub(crate) struct PostTokenFields {
-    /// Name or note to help identify this token and its use.
+    /// Name or note to help identify this token and its use: 1 to 100 characters (as sent),
+    /// not only whitespace. Refused with 422 `invalid_note`: control characters, line and
+    /// paragraph separators, bidirectional formatting characters, invisible (default-
+    /// ignorable) characters other than the joiners and variation selectors of emoji
+    /// sequences, and a well-formed API token anywhere in the note (a secret would be
+    /// stored in plain text). The pattern says all of it but the last. Surrounding
+    /// whitespace is trimmed.
     #[schema(min_length = 1, max_length = 100, example = "CI deploys")]
     note: String,
-    /// Scopes assigned to the token; absent means none. A token can only grant scopes it
-    /// holds itself.
+    /// Scopes assigned to the token (at most 64 entries); absent means none. A token can
+    /// only grant scopes it holds itself.
+    #[schema(max_items = 64)]
     scopes: Option<Vec<ScopeName>>,
-    /// When the token stops working (an extension of the reference); absent means never.
+    /// When the token stops working (an extension of the reference); absent or null means
+    /// never. Must be in the future: a past or present instant is refused with 422
+    /// `invalid_expires_at`.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
@@ -88,13 +126,14 @@ pub(crate) struct TokenWithRaw {
     created_by: CreatedBy,
     #[schema(format = DateTime)]
     created_at: String,
-    /// Only active tokens can be used.
+    /// Whether the token can be used at the time of the answer: false once it is revoked
+    /// or expired. Only active tokens can be used.
     active: Option<bool>,
     note: Option<String>,
     #[schema(format = "uuid")]
     project_environment_id: Option<String>,
     project_environment: Option<ProjectEnvironment>,
-    scopes: Option<Vec<ScopeName>>,
+    scopes: Option<Vec<StoredScopeName>>,
     /// When the token stops working, if ever (an extension of the reference).
     #[schema(format = DateTime)]
     expires_at: Option<String>,
@@ -118,13 +157,14 @@ pub(crate) struct Token {
     created_by: CreatedBy,
     #[schema(format = DateTime)]
     created_at: String,
-    /// Only active tokens can be used.
+    /// Whether the token can be used at the time of the answer: false once it is revoked
+    /// or expired. Only active tokens can be used.
     active: Option<bool>,
     note: Option<String>,
     #[schema(format = "uuid")]
     project_environment_id: Option<String>,
     project_environment: Option<ProjectEnvironment>,
-    scopes: Option<Vec<ScopeName>>,
+    scopes: Option<Vec<StoredScopeName>>,
     #[schema(format = DateTime)]
     expires_at: Option<String>,
     #[schema(format = DateTime)]
@@ -151,7 +191,7 @@ pub(crate) struct TokenList {
     tokens: Vec<Token>,
 }
 
-/// An error: 400, 401, 403, 404, 413, 415, 503.
+/// An error: 400, 401, 403, 404, 405, 413, 415, 500, 503.
 #[derive(ToSchema)]
 pub(crate) struct ErrorBody {
     #[schema(example = "invalid or expired API token")]
@@ -165,8 +205,11 @@ pub(crate) struct UnprocessableBody {
     /// `invalid_scopes`, `too_many_api_tokens`, `invalid_note` or `invalid_expires_at`.
     #[schema(example = "invalid_scopes")]
     code: String,
-    /// Details for programs: `unknown` and `notHeld` scopes for `invalid_scopes`,
-    /// `projectEnvironmentId` and `limit` for `too_many_api_tokens`.
+    /// Details for programs, always of the same shape for a code: `invalid_scopes`:
+    /// `unknown` and `notHeld` (at most 10 names each), then `omitted` (`{unknown,
+    /// notHeld}` counts) when names were left out; `invalid_expires_at`: `expiresAt` (null
+    /// when not a timestamp) and the server's `now`; `too_many_api_tokens`:
+    /// `projectEnvironmentId` and `limit`; `invalid_note`: `maxLength`.
     #[schema(value_type = Object)]
     payload: Value,
 }
@@ -209,13 +252,101 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Sets the `Scope` enumeration to the scopes this server grants.
-pub(crate) fn set_scopes(openapi: &mut OpenApi, catalog: &ScopeCatalog) {
+/// The document served at `/openapi.json`: the derived description, with the `Scope`
+/// enumeration set to the scopes this server grants, the note's pattern, and the answers
+/// any operation can get besides its own (405, 431, 503; 413 and 415 for a body).
+pub(crate) fn document(mut openapi: OpenApi, catalog: &ScopeCatalog) -> Result<String, String> {
     if let Some(components) = openapi.components.as_mut() {
         components
             .schemas
             .insert("Scope".to_owned(), scope_schema(catalog));
     }
+    let mut doc = serde_json::to_value(&openapi).map_err(|e| e.to_string())?;
+    let fields = &mut doc["components"]["schemas"]["PostTokenFields"]["properties"];
+    fields["note"]["pattern"] = Value::from(note_pattern());
+    // One branch per type, so that generators give the string its format.
+    let expires_at = &mut fields["expiresAt"];
+    let description = expires_at["description"].take();
+    *expires_at = json!({
+        "description": description,
+        "oneOf": [{ "type": "string", "format": "date-time" }, { "type": "null" }],
+    });
+    doc["components"]["responses"] = shared_responses();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (method, operation) in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.iter_mut())
+        {
+            let Some(responses) = operation["responses"].as_object_mut() else {
+                continue;
+            };
+            let mut refer = |status: &str, name: &str| {
+                responses.insert(
+                    status.to_owned(),
+                    json!({ "$ref": format!("#/components/responses/{name}") }),
+                );
+            };
+            refer("405", "MethodNotAllowed");
+            refer("431", "HeadersTooLarge");
+            refer("503", "Unavailable");
+            if method == "post" {
+                refer("413", "BodyTooLarge");
+                refer("415", "UnsupportedMediaType");
+            }
+        }
+    }
+    serde_json::to_string(&doc).map_err(|e| e.to_string())
+}
+
+fn shared_responses() -> Value {
+    let error =
+        json!({ "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } });
+    json!({
+        "MethodNotAllowed": {
+            "description": "The path exists but does not take this method; `Allow` lists those it takes",
+            "headers": { "Allow": { "schema": { "type": "string" }, "description": "The methods the path takes" } },
+            "content": error,
+        },
+        "HeadersTooLarge": {
+            "description": "The request's headers are too large: answered by the HTTP layer, without a body",
+        },
+        "Unavailable": {
+            "description": "The token store is unavailable (e.g. the database cannot be reached): retry after the number of seconds in `Retry-After`",
+            "headers": { "Retry-After": {
+                "schema": { "type": "integer", "minimum": 0 },
+                "description": format!("Seconds to wait before retrying ({})", apitoken::http::RETRY_AFTER_SECONDS),
+            } },
+            "content": error,
+        },
+        "BodyTooLarge": {
+            "description": format!("The body is larger than {} KiB", crate::body::MAX_BODY_BYTES / 1024),
+            "content": error,
+        },
+        "UnsupportedMediaType": {
+            "description": "The body is not `application/json`",
+            "content": error,
+        },
+    })
+}
+
+/// The note rules of `Note::new`, but for the embedded token, as an ECMA-262 pattern that
+/// Python's `re` reads the same way: surrounding whitespace, then visible characters (each
+/// maybe followed by a variation selector, joined by zero-width joiners) separated by
+/// inline whitespace.
+fn note_pattern() -> String {
+    // Rust's `char::is_whitespace` (Unicode White_Space), which `str::trim` removes.
+    const SPACE: &str =
+        r"[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+    // Whitespace allowed inside a note (the rest are control characters or separators).
+    const INLINE: &str = r"[ \u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]";
+    // Not whitespace, control, separator, bidirectional or default-ignorable.
+    const VISIBLE_BMP: &str = r"\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F\u1160\u1680\u17B4\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8";
+    // Beyond the BMP the characters themselves: `\u{…}` is not read alike everywhere.
+    const VISIBLE_ASTRAL: &str = "\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0000}-\u{E0FFF}";
+    let visible = format!("[^{VISIBLE_BMP}{VISIBLE_ASTRAL}]");
+    let cluster = format!(r"{visible}[\uFE00-\uFE0F]?(?:\u200D{visible}[\uFE00-\uFE0F]?)*");
+    format!("^{SPACE}*{cluster}(?:{INLINE}*{cluster})*{SPACE}*$")
 }
 
 #[derive(utoipa::OpenApi)]

@@ -14,13 +14,17 @@ pub(crate) struct Problem {
     kind: &'static str,
     error: String,
     code: Option<&'static str>,
-    payload: Option<serde_json::Value>,
+    // Boxed: a Value with ordered keys is large, and a Problem travels in `Result`s.
+    payload: Option<Box<serde_json::Value>>,
+    /// Whether the log line gives the message as the reason (only for messages that
+    /// repeat nothing the client sent).
+    logged: bool,
 }
 
-/// The kind of a [`Problem`], in the response's extensions for the request log. Fixed
-/// strings: nothing the client sent.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ProblemKind(pub(crate) &'static str);
+/// The kind of a [`Problem`], in the response's extensions for the request log (fixed
+/// strings: nothing the client sent), and the reason to log with it, if any.
+#[derive(Clone, Debug)]
+pub(crate) struct ProblemKind(pub(crate) &'static str, pub(crate) Option<String>);
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -40,6 +44,16 @@ impl Problem {
             error: error.into(),
             code: None,
             payload: None,
+            logged: false,
+        }
+    }
+
+    /// The same, with the message logged as the reason: only for messages written by the
+    /// server alone.
+    pub(crate) fn logged(self) -> Problem {
+        Problem {
+            logged: true,
+            ..self
         }
     }
 
@@ -54,7 +68,8 @@ impl Problem {
             kind: code,
             error: error.into(),
             code: Some(code),
-            payload: Some(payload),
+            payload: Some(Box::new(payload)),
+            logged: false,
         }
     }
 }
@@ -64,10 +79,13 @@ impl IntoResponse for Problem {
         let body = Body {
             error: &self.error,
             code: self.code,
-            payload: self.payload.as_ref(),
+            payload: self.payload.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
-        response.extensions_mut().insert(ProblemKind(self.kind));
+        let reason = self.logged.then(|| self.error.clone());
+        response
+            .extensions_mut()
+            .insert(ProblemKind(self.kind, reason));
         response
     }
 }
@@ -90,6 +108,34 @@ impl From<apitoken::Error> for ApiError {
 impl From<Problem> for ApiError {
     fn from(p: Problem) -> Self {
         ApiError::Problem(p)
+    }
+}
+
+/// What the [`Authorized`](apitoken::http::Authorized) extractor refused: the library's
+/// errors answered as the library does; a path parameter that is not a UUID with a 400
+/// naming it, and logged with its reason.
+impl From<apitoken::http::Rejection> for ApiError {
+    fn from(rejection: apitoken::http::Rejection) -> Self {
+        use apitoken::http::Rejection;
+        match rejection {
+            Rejection::Token(e) => ApiError::Token(e),
+            other @ Rejection::InvalidPathParameter { .. } => ApiError::Problem(
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path_parameter",
+                    other.to_string(),
+                )
+                .logged(),
+            ),
+            other => ApiError::Problem(
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "route",
+                    other.to_string(),
+                )
+                .logged(),
+            ),
+        }
     }
 }
 

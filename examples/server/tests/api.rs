@@ -662,6 +662,223 @@ async fn every_error_status() {
     assert!(status.success(), "{logs}");
 }
 
+/// Issue 12, part 6: capped scope lists, one payload shape per code with its keys in one
+/// order, JSON 405s, a 400 that names the parameter at fault (and is logged with why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_small_answers_of_one_shape() {
+    let db = TempDb::new("shapes");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let tokens = env_tokens(environment());
+    let create = |body: Value| {
+        server
+            .call("POST", &tokens)
+            .bearer(&admin.raw)
+            .json(&body)
+            .send()
+    };
+    let payload_text = |reply: &Reply| {
+        let text = reply.text();
+        text[text.find(r#""payload":"#).unwrap()..].to_owned()
+    };
+
+    // More than 64 scopes (65 here): refused without repeating them.
+    let many: Vec<String> = (0..65).map(|i| format!("unknown.scope{i}")).collect();
+    let reply = create(json!({ "note": "x", "scopes": many })).await;
+    assert!(reply.body.len() < 400, "{}", reply.text());
+    assert_eq!(
+        payload_text(&reply),
+        r#""payload":{"unknown":[],"notHeld":[]}}"#
+    );
+    assert_unprocessable(reply, "invalid_scopes");
+    // Not even scopes: at most 10 listed (each cut to a scope's length), the rest counted,
+    // keys in the library's order.
+    let broken: Vec<String> = (0..30)
+        .map(|i| format!("a..{i}{}", "b".repeat(300)))
+        .collect();
+    let reply = create(json!({ "note": "x", "scopes": broken })).await;
+    assert!(reply.body.len() < 1_500, "{} bytes", reply.body.len());
+    let text = payload_text(&reply);
+    assert!(
+        text.starts_with(r#""payload":{"unknown":["a..0bbb"#),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(r#"],"notHeld":[],"omitted":{"unknown":20,"notHeld":0}}}"#),
+        "{text}"
+    );
+    let body = assert_unprocessable(reply, "invalid_scopes");
+    assert_eq!(body["payload"]["unknown"].as_array().unwrap().len(), 10);
+    let reply = create(json!({ "note": "x", "scopes": "environment.apiTokens.read" })).await;
+    assert_eq!(
+        payload_text(&reply),
+        r#""payload":{"unknown":[],"notHeld":[]}}"#
+    );
+    // The issuer's answer has the same order.
+    let reply = create(json!({ "note": "x", "scopes": ["gasless.read"] })).await;
+    assert_eq!(
+        payload_text(&reply),
+        r#""payload":{"unknown":["gasless.read"],"notHeld":["gasless.read"]}}"#
+    );
+
+    // invalid_expires_at: expiresAt (null when not a timestamp), then now; whatever the cause.
+    for (expires_at, shown) in [
+        (json!("tomorrow"), Value::Null),
+        (json!(5), Value::Null),
+        (json!("2000-01-01T00:00:00Z"), json!("2000-01-01T00:00:00Z")),
+    ] {
+        let reply = create(json!({ "note": "x", "expiresAt": expires_at })).await;
+        assert!(
+            payload_text(&reply).starts_with(r#""payload":{"expiresAt":"#),
+            "{}",
+            reply.text()
+        );
+        let body = assert_unprocessable(reply, "invalid_expires_at");
+        assert_eq!(keys(&body["payload"]), set(&["expiresAt", "now"]), "{body}");
+        assert_eq!(body["payload"]["expiresAt"], shown, "{body}");
+        assert!(
+            body["payload"]["now"].as_str().unwrap().ends_with('Z'),
+            "{body}"
+        );
+    }
+    // A note longer than 100 characters as sent is refused, as the document says.
+    let padded = format!(" {} ", "x".repeat(100));
+    assert_unprocessable(create(json!({ "note": padded })).await, "invalid_note");
+
+    // 405 in the JSON error shape, with Allow.
+    let reply = server
+        .call("PATCH", "/api/v0/tokens/me")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(405);
+    assert_eq!(keys(&reply.json()), set(&["error"]));
+    assert_eq!(reply.header("allow"), Some("GET,HEAD"));
+
+    // A token id that is not even UTF-8 is blamed, not the (valid) environment.
+    let reply = server
+        .call("DELETE", &format!("{tokens}/%FF"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(400);
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("`tokenId`"), "{error}");
+    let reply = server
+        .call("DELETE", "/api/v0/environments/%FF/tokens/%FE")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(400);
+    assert!(reply.text().contains("`environmentId`"), "{}", reply.text());
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    assert!(
+        logs.contains(
+            "kind=\"invalid_path_parameter\" reason=\"the path parameter `tokenId` must be a UUID"
+        ),
+        "{logs}"
+    );
+}
+
+/// Issues a token that expired an hour ago (issued two hours ago, by an issuer whose clock
+/// said so); returns its id.
+async fn issue_expired(store: &SqliteStore) -> String {
+    let then = chrono::Utc::now() - chrono::TimeDelta::hours(2);
+    let issuer = TokenIssuer::builder(store.clone())
+        .clock(ManualClock::new(then))
+        .build();
+    let request = IssueRequest::new(Note::new("expired").unwrap())
+        .with_scopes(admin_scopes().into_iter().collect::<apitoken::Scopes>())
+        .expires_at(then + chrono::TimeDelta::hours(1));
+    let issued = issuer.issue(environment(), alice(), request).await.unwrap();
+    issued.token.id.to_string()
+}
+
+/// `active` in an answer says whether the token works at the time of the answer; the
+/// stored record keeps its facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_listed_as_inactive() {
+    let db = TempDb::new("inactive");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let expired = issue_expired(&store).await;
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let tokens = env_tokens(environment());
+    let revoked = server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "revoked soon" }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(revoked["token"]["active"], true);
+    let revoked = revoked["token"]["id"].as_str().unwrap().to_owned();
+    server
+        .call("DELETE", &format!("{tokens}/{revoked}"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    for path in [tokens.clone(), "/api/v0/user/tokens".to_owned()] {
+        let list = server
+            .call("GET", &path)
+            .bearer(&admin.raw)
+            .send()
+            .await
+            .expect(200)
+            .json();
+        let active: BTreeSet<(String, bool)> = list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_owned(),
+                    t["active"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let expected = BTreeSet::from([
+            (admin.id.clone(), true),
+            (expired.clone(), false),
+            (revoked.clone(), false),
+        ]);
+        assert_eq!(active, expected, "{path}: {list}");
+        let expired_json = list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == expired.as_str())
+            .unwrap();
+        assert!(expired_json["expiresAt"].is_string(), "{expired_json}");
+        assert!(expired_json.get("revokedAt").is_none(), "{expired_json}");
+    }
+    let me = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(me["token"]["active"], true);
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+
+    // The record itself still says what happened: never revoked, expired by its date.
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let record = TokenIssuer::new(store.clone())
+        .get(environment(), expired.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(record.active && record.revoked_at.is_none(), "{record:?}");
+    store.pool().close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creation_stops_at_the_limit() {
     let db = TempDb::new("limit");
@@ -809,9 +1026,39 @@ async fn the_openapi_description_matches_the_answers() {
         })
     );
     let create = &openapi["paths"]["/api/v0/environments/{environmentId}/tokens"]["post"];
-    for status in ["201", "400", "401", "403", "413", "415", "422"] {
+    for status in [
+        "201", "400", "401", "403", "405", "413", "415", "422", "431", "503",
+    ] {
         assert!(create["responses"][status].is_object(), "no {status}");
     }
+    // Every operation documents a store outage, with Retry-After.
+    for item in openapi["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            assert_eq!(
+                operation["responses"]["503"]["$ref"],
+                "#/components/responses/Unavailable"
+            );
+        }
+    }
+    let unavailable = &openapi["components"]["responses"]["Unavailable"];
+    assert!(
+        unavailable["headers"]["Retry-After"].is_object(),
+        "{unavailable}"
+    );
+    // A stored token's scopes are any well-formed scope, not only this server's catalog.
+    for name in ["Token", "TokenWithRaw"] {
+        assert_eq!(
+            openapi["components"]["schemas"][name]["properties"]["scopes"]["items"]["$ref"],
+            "#/components/schemas/StoredScope",
+            "{name}"
+        );
+    }
+    let note = &openapi["components"]["schemas"]["PostTokenFields"]["properties"]["note"];
+    assert_eq!(
+        (note["minLength"].as_u64(), note["maxLength"].as_u64()),
+        (Some(1), Some(100))
+    );
+    assert!(note["pattern"].is_string(), "{note}");
 
     // PostTokenFields: note required, at most 100 characters; scopes from the catalog.
     let (fields, required) = schema_fields(&openapi, "PostTokenFields");
