@@ -38,8 +38,10 @@
 //! interleaved in the same rounds, so that "before" and "after" meet the same noise.
 //!
 //! Settings: `APITOKEN_TIMING_ROUNDS` (default 3,000 measured rounds, after 300 of
-//! warm-up), `APITOKEN_TIMING_CONNECTIONS` (default 4 per server). The server logs at its
-//! default level to a temporary file, as a deployed server writes to a file or a pipe.
+//! warm-up), `APITOKEN_TIMING_CONNECTIONS` (default 4 per server),
+//! `APITOKEN_TIMING_SERVER_ARGS` (more arguments for every server, split at spaces, e.g.
+//! `--log-level error` to see what logging costs). The servers log at their default level
+//! to a temporary file, as a deployed server writes to a file or a pipe.
 
 use apitoken::{
     Creator, EnvironmentId, IssueRequest, Note, PostgresStore, Scope, Scopes, SqliteStore,
