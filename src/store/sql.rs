@@ -63,9 +63,11 @@ pub(crate) use postgres_decoy_columns;
 
 /// `SELECT found, token_columns… WHERE hash = <param>`, one row always: the record
 /// (`found` true) or the decoy (`found` false). `$param` is the dialect's first
-/// parameter, `$yes`/`$no` its truth values, `$decoy` its decoy columns.
+/// parameter, `$yes`/`$no` its truth values, `$decoy` its decoy columns, `$from` what the
+/// decoy branch reads (`WHERE`, or a `FROM … WHERE … AND` clause: PostgreSQL reads a row of
+/// `apitoken_meta` by its key, as a hit reads a row of `apitoken_tokens` by its index).
 macro_rules! find_by_hash_or_decoy {
-    ($param:literal, $yes:literal, $no:literal, $decoy:expr) => {
+    ($param:literal, $yes:literal, $no:literal, $decoy:expr, $from:literal) => {
         concat!(
             "SELECT ",
             $yes,
@@ -77,7 +79,9 @@ macro_rules! find_by_hash_or_decoy {
             $no,
             ", ",
             $decoy,
-            " WHERE NOT EXISTS (SELECT 1 FROM apitoken_tokens WHERE hash = ",
+            " ",
+            $from,
+            " NOT EXISTS (SELECT 1 FROM apitoken_tokens WHERE hash = ",
             $param,
             ")"
         )

@@ -730,7 +730,8 @@ impl TokenStore for SqliteStore {
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
         // One row either way, decoded either way (see `sql`): a miss takes as long as a hit.
-        let query = sql::find_by_hash_or_decoy!("?1", "1", "0", sql::sqlite_decoy_columns!());
+        let query =
+            sql::find_by_hash_or_decoy!("?1", "1", "0", sql::sqlite_decoy_columns!(), "WHERE");
         let row = sqlx::query(query)
             .bind(hash.as_bytes().as_slice())
             .fetch_one(&self.pool)
