@@ -730,21 +730,28 @@ impl TokenStore for PostgresStore {
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
-        let query = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM apitoken_tokens WHERE hash = $1"
+        // One row either way, decoded either way (see `sql`): a miss takes as long as a hit.
+        let query = sql::find_by_hash_or_decoy!(
+            "$1",
+            "true",
+            "false",
+            sql::postgres_decoy_columns!(),
+            "FROM apitoken_meta WHERE key = 'schema_version' AND"
         );
-        self.retrying(|| async {
-            sqlx::query(query)
-                .bind(hash.as_bytes().as_slice())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err)
-        })
-        .await?
-        .map(decode)
-        .transpose()
+        let row = self
+            .retrying(|| async {
+                sqlx::query(query)
+                    .bind(hash.as_bytes().as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        // No row at all only if `apitoken_meta` lost its version row: still a miss.
+        let Some(row) = row else { return Ok(None) };
+        let found: bool = row.try_get("found").map_err(err)?;
+        let token = decode(row)?;
+        Ok(found.then_some(token))
     }
 
     async fn get(

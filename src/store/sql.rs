@@ -20,6 +20,75 @@ macro_rules! token_columns {
 }
 pub(crate) use token_columns;
 
+// A look-up by hash reads, copies and decodes one row whether or not a record has the
+// hash: the record, or else a decoy of the same shape, which is then dropped. Otherwise a
+// revoked or expired token's 401 cost what an unknown token's did plus a row read and
+// decoded (about 28,000 instructions, 8-15 µs over HTTP), and someone holding an old token
+// could tell it was once real (issue 12). Both branches probe the hash index twice; a
+// `found` column comes first. The decoy looks like a typical record (a creator with an
+// alias and an e-mail address, a 28-character note, three scopes, no expiry): a record
+// with many more scopes or a longer note still costs a little more to decode (see
+// BENCHMARKS.md, "The 401 answers in time").
+
+/// The decoy's columns as SQLite literals, in `token_columns!` order (ids are 16-byte
+/// blobs, times integer microseconds).
+#[cfg(feature = "sqlite")]
+macro_rules! sqlite_decoy_columns {
+    () => {
+        "X'0190a5c47d3e7b5a9c1d000000000000', X'0190a5c47d3e7b5a9c1d000000000001', '000000', \
+         X'0190a5c47d3e7b5a9c1d000000000002', 'decoy', NULL, NULL, 'decoy@example.invalid', \
+         1767225600000000, 1, 'decoy, read on a look-up miss', \
+         'environment.apiTokens.read environment.apiTokens.write environment.users.read', \
+         NULL, NULL, NULL"
+    };
+}
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite_decoy_columns;
+
+/// The decoy's columns as PostgreSQL literals, in `token_columns!` order.
+#[cfg(feature = "postgres")]
+macro_rules! postgres_decoy_columns {
+    () => {
+        "'0190a5c4-7d3e-7b5a-9c1d-000000000000'::uuid, \
+         '0190a5c4-7d3e-7b5a-9c1d-000000000001'::uuid, '000000', \
+         '0190a5c4-7d3e-7b5a-9c1d-000000000002'::uuid, 'decoy', NULL::text, NULL::text, \
+         'decoy@example.invalid', '2026-01-01 00:00:00+00'::timestamptz, true, \
+         'decoy, read on a look-up miss', \
+         'environment.apiTokens.read environment.apiTokens.write environment.users.read', \
+         NULL::timestamptz, NULL::timestamptz, NULL::timestamptz"
+    };
+}
+#[cfg(feature = "postgres")]
+pub(crate) use postgres_decoy_columns;
+
+/// `SELECT found, token_columns… WHERE hash = <param>`, one row always: the record
+/// (`found` true) or the decoy (`found` false). `$param` is the dialect's first
+/// parameter, `$yes`/`$no` its truth values, `$decoy` its decoy columns, `$from` what the
+/// decoy branch reads (`WHERE`, or a `FROM … WHERE … AND` clause: PostgreSQL reads a row of
+/// `apitoken_meta` by its key, as a hit reads a row of `apitoken_tokens` by its index).
+macro_rules! find_by_hash_or_decoy {
+    ($param:literal, $yes:literal, $no:literal, $decoy:expr, $from:literal) => {
+        concat!(
+            "SELECT ",
+            $yes,
+            " AS found, ",
+            $crate::store::sql::token_columns!(),
+            " FROM apitoken_tokens WHERE hash = ",
+            $param,
+            " UNION ALL SELECT ",
+            $no,
+            ", ",
+            $decoy,
+            " ",
+            $from,
+            " NOT EXISTS (SELECT 1 FROM apitoken_tokens WHERE hash = ",
+            $param,
+            ")"
+        )
+    };
+}
+pub(crate) use find_by_hash_or_decoy;
+
 /// The schema version this library writes; see each store's `MIGRATIONS`.
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_HASH_KEY: &str = "hash_key_fingerprint";

@@ -729,19 +729,17 @@ impl TokenStore for SqliteStore {
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
-        let query = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM apitoken_tokens WHERE hash = ?"
-        );
-        let found = sqlx::query(query)
+        // One row either way, decoded either way (see `sql`): a miss takes as long as a hit.
+        let query =
+            sql::find_by_hash_or_decoy!("?1", "1", "0", sql::sqlite_decoy_columns!(), "WHERE");
+        let row = sqlx::query(query)
             .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
+            .fetch_one(&self.pool)
             .await
-            .map_err(err)?
-            .map(decode)
-            .transpose()?;
-        Ok(found.map(|t| self.last_use.merge(t)))
+            .map_err(err)?;
+        let found: bool = row.try_get("found").map_err(err)?;
+        let token = self.last_use.merge(decode(row)?);
+        Ok(found.then_some(token))
     }
 
     async fn get(
