@@ -54,6 +54,7 @@
 //! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
 //! error's [`source`](std::error::Error::source).
 
+use super::memory::check_predecessor;
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
@@ -560,23 +561,18 @@ impl PostgresStore {
         } = *rotation;
         let now = successor.token.created_at;
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let (old, replaced_by) = lock_predecessor(&mut tx, environment, predecessor)
-            .await?
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        if let Some(replaced_by) = replaced_by {
-            if retry && replaced_by == successor.token.id {
-                return Ok(old);
-            }
-            return Err(StoreError::AlreadyRotated {
-                id: predecessor,
-                successor: Some(replaced_by),
-            });
-        }
-        if !old.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
+        let found = lock_predecessor(&mut tx, environment, predecessor).await?;
+        let resuming = retry.then_some(successor.token.id);
+        let (old, done) = check_predecessor(
+            environment,
+            predecessor,
+            now,
+            found,
+            Token::is_live_at,
+            resuming,
+        )?;
+        if done {
+            return Ok(old);
         }
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, successor).await?;

@@ -36,6 +36,7 @@
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
+use super::memory::check_predecessor;
 use super::sql::{self, Dialect, TokenRow, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
@@ -826,21 +827,15 @@ impl TokenStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let (old, replaced_by) = fetch_predecessor(&mut tx, environment, predecessor)
-            .await?
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        if let Some(successor) = replaced_by {
-            return Err(StoreError::AlreadyRotated {
-                id: predecessor,
-                successor: Some(successor),
-            });
-        }
-        if !old.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
+        let found = fetch_predecessor(&mut tx, environment, predecessor).await?;
+        check_predecessor(
+            environment,
+            predecessor,
+            now,
+            found,
+            Token::is_live_at,
+            None,
+        )?;
         check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
         insert_row(&mut tx, &successor).await?;
         let query = concat!(
