@@ -54,8 +54,7 @@
 //! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
 //! error's [`source`](std::error::Error::source).
 
-use super::memory::check_predecessor;
-use super::sql::{self, Dialect, TokenRow, token_columns};
+use super::sql::{self, Dialect, SqlDialect, token_columns};
 use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -64,7 +63,7 @@ use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
 use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Postgres, Row};
 use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
@@ -102,6 +101,75 @@ CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment
 ALTER TABLE apitoken_tokens ADD COLUMN replaced_by uuid;
 ",
 ];
+
+/// PostgreSQL's statements.
+struct PostgresSql;
+
+impl SqlDialect for PostgresSql {
+    type Db = Postgres;
+    type Time = DateTime<Utc>;
+
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const CREATE_META: &'static str = "CREATE TABLE IF NOT EXISTS apitoken_meta (key text NOT NULL PRIMARY KEY, value text NOT NULL)";
+    const SELECT_META: &'static str = "SELECT value FROM apitoken_meta WHERE key = $1";
+    const UPSERT_META: &'static str = "INSERT INTO apitoken_meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    const INSERT: &'static str = "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+    const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
+         AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3";
+    const SELECT_TOKEN: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2"
+    );
+    // Locked until the transaction ends: a concurrent rotation of the same token waits,
+    // then sees this one's outcome.
+    const SELECT_PREDECESSOR: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        ", replaced_by FROM apitoken_tokens \
+         WHERE environment_id = $1 AND id = $2 FOR UPDATE"
+    );
+    const MARK_ROTATED: &'static str = concat!(
+        "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
+         replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
+        token_columns!()
+    );
+
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
+    }
+
+    fn time(at: DateTime<Utc>) -> DateTime<Utc> {
+        at
+    }
+
+    fn read_time(row: &PgRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get(column).map_err(err)
+    }
+
+    fn read_created_at(row: &PgRow) -> Result<DateTime<Utc>, StoreError> {
+        row.try_get("created_at").map_err(err)
+    }
+
+    /// A transaction-scoped advisory lock on the environment, so concurrent issuers on
+    /// any number of connections and processes serialize per environment.
+    async fn lock_environment(
+        conn: &mut PgConnection,
+        environment: EnvironmentId,
+    ) -> Result<(), StoreError> {
+        let (hi, lo) = environment.as_uuid().as_u64_pair();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind((hi ^ lo) as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
 
 /// The advisory lock key `migrate` takes (any fixed number; "apitoken" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
@@ -383,25 +451,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS apitoken_meta (key text NOT NULL PRIMARY KEY, value text NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        let version = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
-        for migration in sql::pending(version, MIGRATIONS)? {
-            sqlx::raw_sql(*migration)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        set_meta(
-            &mut tx,
-            sql::META_SCHEMA_VERSION,
-            &MIGRATIONS.len().to_string(),
-        )
-        .await?;
+        PostgresSql::migrate_in(&mut tx).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -415,7 +465,7 @@ impl PostgresStore {
         if !exists {
             return Ok(0);
         }
-        let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
+        let v = PostgresSql::meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
@@ -434,7 +484,10 @@ impl PostgresStore {
         }
         if version > 0 {
             let mut conn = self.pool.acquire().await.map_err(err)?;
-            sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+            sql::check_hash_key(
+                PostgresSql::meta(&mut conn, sql::META_HASH_KEY).await?,
+                fingerprint,
+            )?;
         }
         Ok(version)
     }
@@ -451,146 +504,20 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        let stored = meta(&mut tx, sql::META_HASH_KEY).await?;
-        if sql::check_hash_key(stored, fingerprint)? {
-            set_meta(&mut tx, sql::META_HASH_KEY, fingerprint).await?;
-        }
+        PostgresSql::bind_hash_key_in(&mut tx, fingerprint).await?;
         tx.commit().await.map_err(err)
     }
-}
-
-async fn meta(conn: &mut PgConnection, key: &str) -> Result<Option<String>, StoreError> {
-    sqlx::query_scalar("SELECT value FROM apitoken_meta WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)
-}
-
-async fn set_meta(conn: &mut PgConnection, key: &str, value: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO apitoken_meta (key, value) VALUES ($1, $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-fn decode(row: PgRow) -> Result<Token, StoreError> {
-    TokenRow {
-        id: row.try_get("id").map_err(err)?,
-        environment_id: row.try_get("environment_id").map_err(err)?,
-        checksum: row.try_get("checksum").map_err(err)?,
-        created_by_id: row.try_get("created_by_id").map_err(err)?,
-        created_by_alias: row.try_get("created_by_alias").map_err(err)?,
-        created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
-        created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
-        created_by_email: row.try_get("created_by_email").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        active: row.try_get("active").map_err(err)?,
-        note: row.try_get("note").map_err(err)?,
-        scopes: row.try_get("scopes").map_err(err)?,
-        expires_at: row.try_get("expires_at").map_err(err)?,
-        last_used_at: row.try_get("last_used_at").map_err(err)?,
-        revoked_at: row.try_get("revoked_at").map_err(err)?,
-    }
-    .into_token()
-}
-
-async fn fetch_token(
-    conn: &mut PgConnection,
-    environment: EnvironmentId,
-    id: TokenId,
-) -> Result<Option<Token>, StoreError> {
-    let query = concat!(
-        "SELECT ",
-        token_columns!(),
-        " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2"
-    );
-    sqlx::query(query)
-        .bind(environment.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)?
-        .map(decode)
-        .transpose()
-}
-
-/// The predecessor of a rotation, locked until the transaction ends (a concurrent
-/// rotation of it waits, then sees this one's outcome), and its successor if it has been
-/// rotated already.
-async fn lock_predecessor(
-    conn: &mut PgConnection,
-    environment: EnvironmentId,
-    id: TokenId,
-) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
-    let query = concat!(
-        "SELECT ",
-        token_columns!(),
-        ", replaced_by FROM apitoken_tokens \
-         WHERE environment_id = $1 AND id = $2 FOR UPDATE"
-    );
-    let Some(row) = sqlx::query(query)
-        .bind(environment.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)?
-    else {
-        return Ok(None);
-    };
-    let replaced_by: Option<uuid::Uuid> = row.try_get("replaced_by").map_err(err)?;
-    Ok(Some((decode(row)?, replaced_by.map(TokenId::from_uuid))))
 }
 
 impl PostgresStore {
     /// One attempt at a rotation, in one transaction; `retry` when an earlier attempt's
     /// connection broke and it may have committed.
     async fn rotate_once(&self, rotation: &Rotation, retry: bool) -> Result<Token, StoreError> {
-        let Rotation {
-            environment,
-            predecessor,
-            predecessor_expires_at,
-            ref successor,
-            max_live,
-        } = *rotation;
-        let now = successor.token.created_at;
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let found = lock_predecessor(&mut tx, environment, predecessor).await?;
-        let resuming = retry.then_some(successor.token.id);
-        let (old, done) = check_predecessor(
-            environment,
-            predecessor,
-            now,
-            found,
-            Token::is_live_at,
-            resuming,
-        )?;
-        if done {
-            return Ok(old);
+        let (updated, written) = PostgresSql::rotate_in(&mut tx, rotation, retry).await?;
+        if written {
+            tx.commit().await.map_err(err)?;
         }
-        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
-        insert_row(&mut tx, successor).await?;
-        let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
-             replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
-            token_columns!()
-        );
-        let updated = sqlx::query(query)
-            .bind(predecessor_expires_at)
-            .bind(environment.as_uuid())
-            .bind(predecessor.as_uuid())
-            .bind(successor.token.id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-        let updated = decode(updated)?;
-        tx.commit().await.map_err(err)?;
         Ok(updated)
     }
 
@@ -601,9 +528,7 @@ impl PostgresStore {
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let t = &stored.token;
-        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
-        insert_row(&mut tx, stored).await?;
+        PostgresSql::insert_limited(&mut tx, stored, max_live).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -621,73 +546,6 @@ impl PostgresStore {
             .await?;
         Ok(same == Some(true))
     }
-}
-
-async fn insert_row(conn: &mut PgConnection, stored: &StoredToken) -> Result<(), StoreError> {
-    let t = &stored.token;
-    sqlx::query(
-        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(t.id.as_uuid())
-    .bind(stored.hash.as_bytes().as_slice())
-    .bind(t.environment.as_uuid())
-    .bind(t.checksum.as_str())
-    .bind(t.created_by.id.as_uuid())
-    .bind(t.created_by.alias.as_deref())
-    .bind(t.created_by.first_name.as_deref())
-    .bind(t.created_by.last_name.as_deref())
-    .bind(t.created_by.email.as_deref())
-    .bind(t.created_at)
-    .bind(t.active)
-    .bind(t.note.as_str())
-    .bind(sql::scopes_column(&t.scopes))
-    .bind(t.expires_at)
-    .bind(t.last_used_at)
-    .bind(t.revoked_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// Serializes the transaction with every other limit check of the environment, then fails
-/// with `LimitReached` when it has `limit` tokens live at `now`, not counting `replacing`.
-async fn check_limit(
-    conn: &mut PgConnection,
-    environment: EnvironmentId,
-    now: DateTime<Utc>,
-    limit: Option<NonZeroU32>,
-    replacing: Option<TokenId>,
-) -> Result<(), StoreError> {
-    let Some(limit) = limit else {
-        return Ok(());
-    };
-    let (hi, lo) = environment.as_uuid().as_u64_pair();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind((hi ^ lo) as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
-         AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3",
-    )
-    .bind(environment.as_uuid())
-    .bind(now)
-    .bind(replacing.map(|id| *id.as_uuid()))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(err)?;
-    if live >= i64::from(limit.get()) {
-        return Err(StoreError::LimitReached {
-            environment,
-            limit: limit.get(),
-        });
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -708,7 +566,7 @@ impl TokenStore for PostgresStore {
                         return self.insert_limited_once(&token, max_live).await;
                     }
                     let mut conn = self.pool.acquire().await.map_err(err)?;
-                    insert_row(&mut conn, &token).await
+                    PostgresSql::insert_row(&mut conn, &token).await
                 }
             })
             .await;
@@ -746,7 +604,7 @@ impl TokenStore for PostgresStore {
         // No row at all only if `apitoken_meta` lost its version row: still a miss.
         let Some(row) = row else { return Ok(None) };
         let found: bool = row.try_get("found").map_err(err)?;
-        let token = decode(row)?;
+        let token = PostgresSql::decode(row)?;
         Ok(found.then_some(token))
     }
 
@@ -757,7 +615,7 @@ impl TokenStore for PostgresStore {
     ) -> Result<Option<Token>, StoreError> {
         self.retrying(|| async {
             let mut conn = self.pool.acquire().await.map_err(err)?;
-            fetch_token(&mut conn, environment, id).await
+            PostgresSql::fetch_token(&mut conn, environment, id).await
         })
         .await
     }
@@ -806,7 +664,7 @@ impl TokenStore for PostgresStore {
             .await?;
         let tokens = rows
             .into_iter()
-            .map(decode)
+            .map(PostgresSql::decode)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(tokens, limit))
     }
@@ -832,7 +690,7 @@ impl TokenStore for PostgresStore {
                 .map_err(err)
         })
         .await?
-        .map(decode)
+        .map(PostgresSql::decode)
         .transpose()?
         .ok_or(StoreError::NotFound { environment, id })
     }

@@ -1,13 +1,310 @@
-//! What the SQL stores share: the record's columns, decoding, and error mapping.
+//! What the SQL stores share: the record's columns, decoding and binding, the sequences
+//! of statements (insert under a limit, rotation, migration, the hash key binding) behind
+//! [`SqlDialect`], and error mapping.
 
-use super::{BoxError, StoreError, UniqueKey};
+use super::memory::check_predecessor;
+use super::{BoxError, Rotation, StoreError, UniqueKey};
 use crate::format::Checksum;
-use crate::model::{Creator, EnvironmentId, Token, TokenId, UserId};
+use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{Scope, Scopes};
 use chrono::{DateTime, Utc};
+use core::num::NonZeroU32;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// A connection of dialect `D`'s engine (a transaction derefs to one).
+pub(crate) type Conn<D> = <<D as SqlDialect>::Db as Database>::Connection;
+
+/// A row of dialect `D`'s engine.
+pub(crate) type SqlRow<D> = <<D as SqlDialect>::Db as Database>::Row;
+
+/// What differs between the SQL engines in the statements both stores run: the SQL text
+/// (placeholders, functions, locking clauses), how a time is stored and read, how a
+/// limit check serializes with the others of its environment, and how a driver error
+/// reads. The sequences themselves (what is read, checked and written, in which order)
+/// are the provided methods, written once. Transactions are begun and committed by each
+/// store, which knows its pools, its locking mode and its retries.
+///
+/// The `where` clauses list the column types the shared statements bind and read.
+pub(crate) trait SqlDialect
+where
+    Self: Sized,
+    for<'c> &'c mut Conn<Self>: Executor<'c, Database = Self::Db>,
+    <Self::Db as Database>::Arguments: IntoArguments<Self::Db>,
+    for<'e> Uuid: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Option<Uuid>: Encode<'e, Self::Db>,
+    for<'e> String: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> &'e str: Encode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Option<&'e str>: Encode<'e, Self::Db>,
+    for<'e> &'e [u8]: Encode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> bool: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> i64: Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Option<Self::Time>: Encode<'e, Self::Db>,
+    for<'r> &'r str: ColumnIndex<SqlRow<Self>>,
+    usize: ColumnIndex<SqlRow<Self>>,
+{
+    type Db: Database;
+    /// A time as a column holds it.
+    type Time: for<'e> Encode<'e, Self::Db> + Type<Self::Db> + Send;
+
+    /// The schema migrations, applied in order; the schema version is how many have run.
+    const MIGRATIONS: &'static [&'static str];
+    /// Creates `apitoken_meta` if it is missing.
+    const CREATE_META: &'static str;
+    /// The value of the meta key (1).
+    const SELECT_META: &'static str;
+    /// Sets the meta key (1) to the value (2).
+    const UPSERT_META: &'static str;
+    /// Inserts a record: the 16 columns of [`insert_row`](Self::insert_row), in its order.
+    const INSERT: &'static str;
+    /// How many tokens of the environment (1) are live at (2), other than (3) (may be null).
+    const COUNT_LIVE: &'static str;
+    /// `token_columns!()` of the token of environment (1) with id (2).
+    const SELECT_TOKEN: &'static str;
+    /// `token_columns!()` and `replaced_by` of the predecessor of a rotation: environment
+    /// (1), id (2); locked until the transaction ends where the engine locks rows.
+    const SELECT_PREDECESSOR: &'static str;
+    /// Sets the expiry of the token of environment (2) and id (3) to (1) unless it expires
+    /// earlier, and its successor to (4); returns `token_columns!()`.
+    const MARK_ROTATED: &'static str;
+
+    /// Maps a driver error to a [`StoreError`].
+    fn err(e: sqlx::Error) -> StoreError;
+
+    /// `at` as a column holds it.
+    fn time(at: DateTime<Utc>) -> Self::Time;
+
+    /// Reads a nullable time column.
+    fn read_time(row: &SqlRow<Self>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Reads `created_at`.
+    fn read_created_at(row: &SqlRow<Self>) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Serializes the transaction with every other limit check and rotation of the
+    /// environment, until it ends.
+    async fn lock_environment(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+    ) -> Result<(), StoreError>;
+
+    /// Decodes and validates a row of `token_columns!()` (other columns are ignored).
+    fn decode(row: SqlRow<Self>) -> Result<Token, StoreError> {
+        let err = Self::err;
+        let created_at = Self::read_created_at(&row)?;
+        TokenRow {
+            id: row.try_get("id").map_err(err)?,
+            environment_id: row.try_get("environment_id").map_err(err)?,
+            checksum: row.try_get("checksum").map_err(err)?,
+            created_by_id: row.try_get("created_by_id").map_err(err)?,
+            created_by_alias: row.try_get("created_by_alias").map_err(err)?,
+            created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
+            created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
+            created_by_email: row.try_get("created_by_email").map_err(err)?,
+            created_at,
+            active: row.try_get("active").map_err(err)?,
+            note: row.try_get("note").map_err(err)?,
+            scopes: row.try_get("scopes").map_err(err)?,
+            expires_at: Self::read_time(&row, "expires_at")?,
+            last_used_at: Self::read_time(&row, "last_used_at")?,
+            revoked_at: Self::read_time(&row, "revoked_at")?,
+        }
+        .into_token()
+    }
+
+    async fn insert_row(conn: &mut Conn<Self>, stored: &StoredToken) -> Result<(), StoreError> {
+        let t = &stored.token;
+        sqlx::query::<Self::Db>(Self::INSERT)
+            .bind(*t.id.as_uuid())
+            .bind(stored.hash.as_bytes().as_slice())
+            .bind(*t.environment.as_uuid())
+            .bind(t.checksum.as_str())
+            .bind(*t.created_by.id.as_uuid())
+            .bind(t.created_by.alias.as_deref())
+            .bind(t.created_by.first_name.as_deref())
+            .bind(t.created_by.last_name.as_deref())
+            .bind(t.created_by.email.as_deref())
+            .bind(Self::time(t.created_at))
+            .bind(t.active)
+            .bind(t.note.as_str())
+            .bind(scopes_column(&t.scopes))
+            .bind(t.expires_at.map(Self::time))
+            .bind(t.last_used_at.map(Self::time))
+            .bind(t.revoked_at.map(Self::time))
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    /// Fails with `LimitReached` when the environment has `limit` tokens live at `now`,
+    /// not counting `replacing`, after [locking](Self::lock_environment) the environment.
+    /// Runs inside the caller's write transaction.
+    async fn check_limit(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        now: DateTime<Utc>,
+        limit: Option<NonZeroU32>,
+        replacing: Option<TokenId>,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        Self::lock_environment(conn, environment).await?;
+        let live: i64 = sqlx::query_scalar::<Self::Db, i64>(Self::COUNT_LIVE)
+            .bind(*environment.as_uuid())
+            .bind(Self::time(now))
+            .bind(replacing.map(|id| *id.as_uuid()))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        if live >= i64::from(limit.get()) {
+            return Err(StoreError::LimitReached {
+                environment,
+                limit: limit.get(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the limit, then inserts. Runs inside the caller's write transaction.
+    async fn insert_limited(
+        conn: &mut Conn<Self>,
+        stored: &StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        let t = &stored.token;
+        Self::check_limit(conn, t.environment, t.created_at, max_live, None).await?;
+        Self::insert_row(conn, stored).await
+    }
+
+    async fn fetch_token(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        sqlx::query::<Self::Db>(Self::SELECT_TOKEN)
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?
+            .map(Self::decode)
+            .transpose()
+    }
+
+    /// The predecessor of a rotation, and its successor if it has been rotated already.
+    async fn fetch_predecessor(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
+        let Some(row) = sqlx::query::<Self::Db>(Self::SELECT_PREDECESSOR)
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?
+        else {
+            return Ok(None);
+        };
+        let replaced_by: Option<Uuid> = row.try_get("replaced_by").map_err(Self::err)?;
+        Ok(Some((
+            Self::decode(row)?,
+            replaced_by.map(TokenId::from_uuid),
+        )))
+    }
+
+    /// A rotation's reads, checks and writes, inside the caller's write transaction:
+    /// the predecessor's record as the rotation left it, and whether this call wrote it
+    /// (`false`: with `retry`, an earlier attempt of this same rotation had, and nothing
+    /// was written now).
+    async fn rotate_in(
+        conn: &mut Conn<Self>,
+        rotation: &Rotation,
+        retry: bool,
+    ) -> Result<(Token, bool), StoreError> {
+        let Rotation {
+            environment,
+            predecessor,
+            predecessor_expires_at,
+            ref successor,
+            max_live,
+        } = *rotation;
+        let now = successor.token.created_at;
+        let found = Self::fetch_predecessor(conn, environment, predecessor).await?;
+        let resuming = retry.then_some(successor.token.id);
+        let (old, done) = check_predecessor(
+            environment,
+            predecessor,
+            now,
+            found,
+            Token::is_live_at,
+            resuming,
+        )?;
+        if done {
+            return Ok((old, false));
+        }
+        Self::check_limit(conn, environment, now, max_live, Some(predecessor)).await?;
+        Self::insert_row(conn, successor).await?;
+        let updated = sqlx::query::<Self::Db>(Self::MARK_ROTATED)
+            .bind(Self::time(predecessor_expires_at))
+            .bind(*environment.as_uuid())
+            .bind(*predecessor.as_uuid())
+            .bind(*successor.token.id.as_uuid())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok((Self::decode(updated)?, true))
+    }
+
+    async fn meta(conn: &mut Conn<Self>, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar::<Self::Db, String>(Self::SELECT_META)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)
+    }
+
+    async fn set_meta(conn: &mut Conn<Self>, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query::<Self::Db>(Self::UPSERT_META)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    /// Creates or upgrades the schema, inside the caller's transaction (which holds
+    /// whatever lock keeps two migrations apart).
+    async fn migrate_in(conn: &mut Conn<Self>) -> Result<(), StoreError> {
+        sqlx::raw_sql(Self::CREATE_META)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let version = Self::meta(conn, META_SCHEMA_VERSION).await?;
+        for migration in pending(version, Self::MIGRATIONS)? {
+            sqlx::raw_sql(*migration)
+                .execute(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+        }
+        let latest = Self::MIGRATIONS.len().to_string();
+        Self::set_meta(conn, META_SCHEMA_VERSION, &latest).await
+    }
+
+    /// Records `fingerprint` if no hash key is bound yet, or checks it against the bound
+    /// one, inside the caller's write transaction.
+    async fn bind_hash_key_in(conn: &mut Conn<Self>, fingerprint: &str) -> Result<(), StoreError> {
+        let stored = Self::meta(conn, META_HASH_KEY).await?;
+        if check_hash_key(stored, fingerprint)? {
+            Self::set_meta(conn, META_HASH_KEY, fingerprint).await?;
+        }
+        Ok(())
+    }
+}
 
 /// The columns every query returns, in this order, as a literal for `concat!`: the
 /// queries are then `&'static str`, built at compile time rather than on every call.

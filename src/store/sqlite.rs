@@ -36,8 +36,7 @@
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
-use super::memory::check_predecessor;
-use super::sql::{self, Dialect, TokenRow, token_columns};
+use super::sql::{self, Dialect, SqlDialect, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -49,7 +48,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::Path;
@@ -446,25 +445,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS apitoken_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        let version = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
-        for migration in sql::pending(version, MIGRATIONS)? {
-            sqlx::raw_sql(*migration)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        set_meta(
-            &mut tx,
-            sql::META_SCHEMA_VERSION,
-            &MIGRATIONS.len().to_string(),
-        )
-        .await?;
+        SqliteSql::migrate_in(&mut tx).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -480,7 +461,7 @@ impl SqliteStore {
         if exists.is_none() {
             return Ok(0);
         }
-        let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
+        let v = SqliteSql::meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
@@ -503,7 +484,7 @@ impl SqliteStore {
         }
         // Present but unreadable is damage, not "no schema": never mistaken for another
         // application's database.
-        let version = meta(&mut conn, sql::META_SCHEMA_VERSION)
+        let version = SqliteSql::meta(&mut conn, sql::META_SCHEMA_VERSION)
             .await?
             .and_then(|v| v.parse::<i64>().ok())
             .filter(|&v| v > 0)
@@ -517,7 +498,10 @@ impl SqliteStore {
                 supported: MIGRATIONS.len() as i64,
             });
         }
-        sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+        sql::check_hash_key(
+            SqliteSql::meta(&mut conn, sql::META_HASH_KEY).await?,
+            fingerprint,
+        )?;
         Ok(version)
     }
 
@@ -530,79 +514,74 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let stored = meta(&mut tx, sql::META_HASH_KEY).await?;
-        if sql::check_hash_key(stored, fingerprint)? {
-            set_meta(&mut tx, sql::META_HASH_KEY, fingerprint).await?;
-        }
+        SqliteSql::bind_hash_key_in(&mut tx, fingerprint).await?;
         tx.commit().await.map_err(err)
-    }
-
-    async fn fetch_token(
-        conn: &mut SqliteConnection,
-        environment: EnvironmentId,
-        id: TokenId,
-    ) -> Result<Option<Token>, StoreError> {
-        let query = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM apitoken_tokens WHERE environment_id = ? AND id = ?"
-        );
-        sqlx::query(query)
-            .bind(environment.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err)?
-            .map(decode)
-            .transpose()
     }
 }
 
-/// The predecessor of a rotation, and its successor if it has been rotated already. Runs inside
-/// the rotation's write transaction.
-async fn fetch_predecessor(
-    conn: &mut SqliteConnection,
-    environment: EnvironmentId,
-    id: TokenId,
-) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
-    let query = concat!(
+/// SQLite's statements; ids are 16-byte blobs and times integer microseconds.
+struct SqliteSql;
+
+impl SqlDialect for SqliteSql {
+    type Db = Sqlite;
+    type Time = i64;
+
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const CREATE_META: &'static str = "CREATE TABLE IF NOT EXISTS apitoken_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)";
+    const SELECT_META: &'static str = "SELECT value FROM apitoken_meta WHERE key = ?";
+    const UPSERT_META: &'static str = "INSERT INTO apitoken_meta (key, value) VALUES (?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    const INSERT: &'static str = "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
+         AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?";
+    const SELECT_TOKEN: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = ? AND id = ?"
+    );
+    // No lock: the rotation's `BEGIN IMMEDIATE` holds the database's write lock.
+    const SELECT_PREDECESSOR: &'static str = concat!(
         "SELECT ",
         token_columns!(),
         ", replaced_by FROM apitoken_tokens \
          WHERE environment_id = ? AND id = ?"
     );
-    let Some(row) = sqlx::query(query)
-        .bind(environment.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)?
-    else {
-        return Ok(None);
-    };
-    let replaced_by: Option<uuid::Uuid> = row.try_get("replaced_by").map_err(err)?;
-    Ok(Some((decode(row)?, replaced_by.map(TokenId::from_uuid))))
-}
+    const MARK_ROTATED: &'static str = concat!(
+        "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
+         replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
+        token_columns!()
+    );
 
-async fn meta(conn: &mut SqliteConnection, key: &str) -> Result<Option<String>, StoreError> {
-    sqlx::query_scalar("SELECT value FROM apitoken_meta WHERE key = ?")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)
-}
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
+    }
 
-async fn set_meta(conn: &mut SqliteConnection, key: &str, value: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO apitoken_meta (key, value) VALUES (?, ?) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
+    fn time(at: DateTime<Utc>) -> i64 {
+        micros(at)
+    }
+
+    fn read_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        time(row, column)
+    }
+
+    fn read_created_at(row: &SqliteRow) -> Result<DateTime<Utc>, StoreError> {
+        time(row, "created_at")?.ok_or_else(|| StoreError::Corrupt {
+            message: "created_at is null".to_owned(),
+            source: None,
+        })
+    }
+
+    /// Nothing to take: every write transaction here is `BEGIN IMMEDIATE`, which holds the
+    /// database's write lock.
+    async fn lock_environment(
+        _: &mut SqliteConnection,
+        _: EnvironmentId,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -621,92 +600,6 @@ fn time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreErr
     }
 }
 
-fn decode(row: SqliteRow) -> Result<Token, StoreError> {
-    let created_at = time(&row, "created_at")?.ok_or_else(|| StoreError::Corrupt {
-        message: "created_at is null".to_owned(),
-        source: None,
-    })?;
-    TokenRow {
-        id: row.try_get("id").map_err(err)?,
-        environment_id: row.try_get("environment_id").map_err(err)?,
-        checksum: row.try_get("checksum").map_err(err)?,
-        created_by_id: row.try_get("created_by_id").map_err(err)?,
-        created_by_alias: row.try_get("created_by_alias").map_err(err)?,
-        created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
-        created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
-        created_by_email: row.try_get("created_by_email").map_err(err)?,
-        created_at,
-        active: row.try_get("active").map_err(err)?,
-        note: row.try_get("note").map_err(err)?,
-        scopes: row.try_get("scopes").map_err(err)?,
-        expires_at: time(&row, "expires_at")?,
-        last_used_at: time(&row, "last_used_at")?,
-        revoked_at: time(&row, "revoked_at")?,
-    }
-    .into_token()
-}
-
-async fn insert_row(conn: &mut SqliteConnection, stored: &StoredToken) -> Result<(), StoreError> {
-    let t = &stored.token;
-    sqlx::query(
-        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(t.id.as_uuid())
-    .bind(stored.hash.as_bytes().as_slice())
-    .bind(t.environment.as_uuid())
-    .bind(t.checksum.as_str())
-    .bind(t.created_by.id.as_uuid())
-    .bind(t.created_by.alias.as_deref())
-    .bind(t.created_by.first_name.as_deref())
-    .bind(t.created_by.last_name.as_deref())
-    .bind(t.created_by.email.as_deref())
-    .bind(micros(t.created_at))
-    .bind(t.active)
-    .bind(t.note.as_str())
-    .bind(sql::scopes_column(&t.scopes))
-    .bind(t.expires_at.map(micros))
-    .bind(t.last_used_at.map(micros))
-    .bind(t.revoked_at.map(micros))
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// Fails with `LimitReached` when the environment has `limit` tokens live at `now`, not
-/// counting `replacing`. Runs inside the caller's write transaction.
-async fn check_limit(
-    conn: &mut SqliteConnection,
-    environment: EnvironmentId,
-    now: DateTime<Utc>,
-    limit: Option<NonZeroU32>,
-    replacing: Option<TokenId>,
-) -> Result<(), StoreError> {
-    let Some(limit) = limit else {
-        return Ok(());
-    };
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
-         AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?",
-    )
-    .bind(environment.as_uuid())
-    .bind(micros(now))
-    .bind(replacing.map(|id| *id.as_uuid()))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(err)?;
-    if live >= i64::from(limit.get()) {
-        return Err(StoreError::LimitReached {
-            environment,
-            limit: limit.get(),
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn insert(
@@ -716,16 +609,14 @@ impl TokenStore for SqliteStore {
     ) -> Result<(), StoreError> {
         if max_live.is_none() {
             let mut conn = self.writer.acquire().await.map_err(err)?;
-            return insert_row(&mut conn, &token).await;
+            return SqliteSql::insert_row(&mut conn, &token).await;
         }
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let t = &token.token;
-        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
-        insert_row(&mut tx, &token).await?;
+        SqliteSql::insert_limited(&mut tx, &token, max_live).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -739,7 +630,7 @@ impl TokenStore for SqliteStore {
             .await
             .map_err(err)?;
         let found: bool = row.try_get("found").map_err(err)?;
-        let token = self.last_use.merge(decode(row)?);
+        let token = self.last_use.merge(SqliteSql::decode(row)?);
         Ok(found.then_some(token))
     }
 
@@ -749,7 +640,7 @@ impl TokenStore for SqliteStore {
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        let found = SqliteStore::fetch_token(&mut conn, environment, id).await?;
+        let found = SqliteSql::fetch_token(&mut conn, environment, id).await?;
         Ok(found.map(|t| self.last_use.merge(t)))
     }
 
@@ -783,7 +674,7 @@ impl TokenStore for SqliteStore {
             .map_err(err)?;
         let mut tokens = rows
             .into_iter()
-            .map(decode)
+            .map(SqliteSql::decode)
             .collect::<Result<Vec<_>, _>>()?;
         self.last_use.merge_all(&mut tokens);
         Ok(Page::from_overfetch(tokens, limit))
@@ -807,51 +698,19 @@ impl TokenStore for SqliteStore {
             .fetch_optional(&self.writer)
             .await
             .map_err(err)?
-            .map(decode)
+            .map(SqliteSql::decode)
             .transpose()?
             .map(|t| self.last_use.merge(t))
             .ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
-        let Rotation {
-            environment,
-            predecessor,
-            predecessor_expires_at,
-            successor,
-            max_live,
-        } = rotation;
-        let now = successor.token.created_at;
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let found = fetch_predecessor(&mut tx, environment, predecessor).await?;
-        check_predecessor(
-            environment,
-            predecessor,
-            now,
-            found,
-            Token::is_live_at,
-            None,
-        )?;
-        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
-        insert_row(&mut tx, &successor).await?;
-        let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
-             replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
-            token_columns!()
-        );
-        let updated = sqlx::query(query)
-            .bind(micros(predecessor_expires_at))
-            .bind(environment.as_uuid())
-            .bind(predecessor.as_uuid())
-            .bind(successor.token.id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-        let updated = decode(updated)?;
+        let (updated, _) = SqliteSql::rotate_in(&mut tx, &rotation, false).await?;
         tx.commit().await.map_err(err)?;
         Ok(self.last_use.merge(updated))
     }
