@@ -133,6 +133,13 @@ impl SqlDialect for PostgresSql {
         ", replaced_by FROM apitoken_tokens \
          WHERE environment_id = $1 AND id = $2 FOR UPDATE"
     );
+    const REVOKE: &'static str = concat!(
+        "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
+         WHERE environment_id = $2 AND id = $3 RETURNING ",
+        token_columns!()
+    );
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
+         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     const MARK_ROTATED: &'static str = concat!(
         "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
          replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
@@ -437,12 +444,11 @@ impl PostgresStore {
         }
     }
 
-    /// Creates the schema, or upgrades it to the newest version, in one transaction under
-    /// an advisory lock; running it again (or from several processes at once) changes
-    /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
-    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
-    /// timeout for another process's migration or for the tables (run it again).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// A transaction holding the advisory lock that keeps schema changes (migrations, the
+    /// hash key binding) apart.
+    async fn begin_schema_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         let mut tx = self
             .retrying(|| async { self.pool.begin().await.map_err(err) })
             .await?;
@@ -451,6 +457,16 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
+        Ok(tx)
+    }
+
+    /// Creates the schema, or upgrades it to the newest version, in one transaction under
+    /// an advisory lock; running it again (or from several processes at once) changes
+    /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
+    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
+    /// timeout for another process's migration or for the tables (run it again).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_schema_change().await?;
         PostgresSql::migrate_in(&mut tx).await?;
         tx.commit().await.map_err(err)
     }
@@ -465,8 +481,7 @@ impl PostgresStore {
         if !exists {
             return Ok(0);
         }
-        let v = PostgresSql::meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        PostgresSql::recorded_version(&mut conn).await
     }
 
     /// Checks, reading only, that the database holds an apitoken schema this version can
@@ -475,19 +490,10 @@ impl PostgresStore {
     /// Returns the schema version, 0 when there are no apitoken tables; fails with
     /// [`StoreError::SchemaTooNew`] or [`StoreError::HashKeyMismatch`].
     pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
-        let version = self.schema_version().await?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(StoreError::SchemaTooNew {
-                found: version,
-                supported: MIGRATIONS.len() as i64,
-            });
-        }
+        let version = PostgresSql::readable(self.schema_version().await?)?;
         if version > 0 {
             let mut conn = self.pool.acquire().await.map_err(err)?;
-            sql::check_hash_key(
-                PostgresSql::meta(&mut conn, sql::META_HASH_KEY).await?,
-                fingerprint,
-            )?;
+            PostgresSql::check_hash_key_in(&mut conn, fingerprint).await?;
         }
         Ok(version)
     }
@@ -496,14 +502,7 @@ impl PostgresStore {
     /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other. Needs
     /// [`migrate`](Self::migrate) first.
     pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let mut tx = self
-            .retrying(|| async { self.pool.begin().await.map_err(err) })
-            .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        let mut tx = self.begin_schema_change().await?;
         PostgresSql::bind_hash_key_in(&mut tx, fingerprint).await?;
         tx.commit().await.map_err(err)
     }
@@ -675,24 +674,9 @@ impl TokenStore for PostgresStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        let query = concat!(
-            "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
-             WHERE environment_id = $2 AND id = $3 RETURNING ",
-            token_columns!()
-        );
-        self.retrying(|| async {
-            sqlx::query(query)
-                .bind(at)
-                .bind(environment.as_uuid())
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err)
-        })
-        .await?
-        .map(PostgresSql::decode)
-        .transpose()?
-        .ok_or(StoreError::NotFound { environment, id })
+        self.retrying(|| PostgresSql::revoke_on(&self.pool, environment, id, at))
+            .await?
+            .ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -709,18 +693,8 @@ impl TokenStore for PostgresStore {
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.retrying(|| async {
-            sqlx::query(
-                "UPDATE apitoken_tokens SET last_used_at = $1 \
-                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(at)
-            .bind(id.as_uuid())
-            .execute(&self.pool)
-            .await
-            .map_err(err)
-        })
-        .await?;
+        self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at))
+            .await?;
         Ok(())
     }
 }

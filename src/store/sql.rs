@@ -69,6 +69,11 @@ where
     /// Sets the expiry of the token of environment (2) and id (3) to (1) unless it expires
     /// earlier, and its successor to (4); returns `token_columns!()`.
     const MARK_ROTATED: &'static str;
+    /// Revokes the token of environment (2) and id (3) at (1), keeping an earlier
+    /// revocation time; returns `token_columns!()`.
+    const REVOKE: &'static str;
+    /// Sets the last use of the token with id (2) to (1) unless it is later already.
+    const RECORD_LAST_USE: &'static str;
 
     /// Maps a driver error to a [`StoreError`].
     fn err(e: sqlx::Error) -> StoreError;
@@ -259,6 +264,38 @@ where
         Ok((Self::decode(updated)?, true))
     }
 
+    /// The token as revoked, if the environment has it.
+    async fn revoke_on<'c>(
+        executor: impl Executor<'c, Database = Self::Db>,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Token>, StoreError> {
+        sqlx::query::<Self::Db>(Self::REVOKE)
+            .bind(Self::time(at))
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_optional(executor)
+            .await
+            .map_err(Self::err)?
+            .map(Self::decode)
+            .transpose()
+    }
+
+    async fn write_last_use<'c>(
+        executor: impl Executor<'c, Database = Self::Db>,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query::<Self::Db>(Self::RECORD_LAST_USE)
+            .bind(Self::time(at))
+            .bind(*id.as_uuid())
+            .execute(executor)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
     async fn meta(conn: &mut Conn<Self>, key: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar::<Self::Db, String>(Self::SELECT_META)
             .bind(key)
@@ -293,6 +330,30 @@ where
         }
         let latest = Self::MIGRATIONS.len().to_string();
         Self::set_meta(conn, META_SCHEMA_VERSION, &latest).await
+    }
+
+    /// The recorded schema version, 0 if none (or unreadable) is.
+    async fn recorded_version(conn: &mut Conn<Self>) -> Result<i64, StoreError> {
+        let version = Self::meta(conn, META_SCHEMA_VERSION).await?;
+        Ok(version.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// `version` if this library reads it, else [`StoreError::SchemaTooNew`].
+    fn readable(version: i64) -> Result<i64, StoreError> {
+        let supported = Self::MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        Ok(version)
+    }
+
+    /// Fails with [`StoreError::HashKeyMismatch`] when another hash key is bound.
+    async fn check_hash_key_in(conn: &mut Conn<Self>, fingerprint: &str) -> Result<(), StoreError> {
+        check_hash_key(Self::meta(conn, META_HASH_KEY).await?, fingerprint)?;
+        Ok(())
     }
 
     /// Records `fingerprint` if no hash key is bound yet, or checks it against the bound

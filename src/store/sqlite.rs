@@ -236,7 +236,7 @@ impl LastUse {
             .await
             .map_err(err)?;
         for (id, at) in &batch {
-            write_last_use(&mut tx, *id, *at).await?;
+            SqliteSql::write_last_use(&mut *tx, *id, *at).await?;
         }
         tx.commit().await.map_err(err)?;
         let mut pending = lock(&self.pending);
@@ -278,23 +278,6 @@ async fn flush_periodically(last_use: Weak<LastUse>) {
         // Bookkeeping only: a failed flush keeps its entries for the next tick.
         let _ = last_use.flush().await;
     }
-}
-
-async fn write_last_use(
-    conn: &mut SqliteConnection,
-    id: TokenId,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE apitoken_tokens SET last_used_at = ?1 \
-         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-    )
-    .bind(micros(at))
-    .bind(id.as_uuid())
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
 }
 
 impl SqliteStore {
@@ -461,8 +444,7 @@ impl SqliteStore {
         if exists.is_none() {
             return Ok(0);
         }
-        let v = SqliteSql::meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        SqliteSql::recorded_version(&mut conn).await
     }
 
     /// Checks, reading only, that the database holds a schema this version reads and that
@@ -492,16 +474,8 @@ impl SqliteStore {
                 message: "apitoken's tables are there but apitoken_meta records no schema version: restore the database from a backup".to_owned(),
                 source: None,
             })?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(StoreError::SchemaTooNew {
-                found: version,
-                supported: MIGRATIONS.len() as i64,
-            });
-        }
-        sql::check_hash_key(
-            SqliteSql::meta(&mut conn, sql::META_HASH_KEY).await?,
-            fingerprint,
-        )?;
+        SqliteSql::readable(version)?;
+        SqliteSql::check_hash_key_in(&mut conn, fingerprint).await?;
         Ok(version)
     }
 
@@ -549,6 +523,13 @@ impl SqlDialect for SqliteSql {
         ", replaced_by FROM apitoken_tokens \
          WHERE environment_id = ? AND id = ?"
     );
+    const REVOKE: &'static str = concat!(
+        "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
+         WHERE environment_id = ? AND id = ? RETURNING ",
+        token_columns!()
+    );
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = ?1 \
+         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)";
     const MARK_ROTATED: &'static str = concat!(
         "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
          replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
@@ -686,20 +667,8 @@ impl TokenStore for SqliteStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        let query = concat!(
-            "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
-             WHERE environment_id = ? AND id = ? RETURNING ",
-            token_columns!()
-        );
-        sqlx::query(query)
-            .bind(micros(at))
-            .bind(environment.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.writer)
-            .await
-            .map_err(err)?
-            .map(SqliteSql::decode)
-            .transpose()?
+        SqliteSql::revoke_on(&self.writer, environment, id, at)
+            .await?
             .map(|t| self.last_use.merge(t))
             .ok_or(StoreError::NotFound { environment, id })
     }
@@ -723,7 +692,7 @@ impl TokenStore for SqliteStore {
         }
         if tokio::runtime::Handle::try_current().is_err() {
             let mut conn = self.writer.acquire().await.map_err(err)?;
-            return write_last_use(&mut conn, id, at).await;
+            return SqliteSql::write_last_use(&mut *conn, id, at).await;
         }
         self.last_use.record(id, at);
         Ok(())
