@@ -54,7 +54,7 @@
 //! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
 //! error's [`source`](std::error::Error::source).
 
-use super::sql::{self, Dialect, SqlDialect, token_columns};
+use super::sql::{self, Dialect, SqlDialect, insert_into_tokens, token_columns};
 use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -114,10 +114,10 @@ impl SqlDialect for PostgresSql {
     const SELECT_META: &'static str = "SELECT value FROM apitoken_meta WHERE key = $1";
     const UPSERT_META: &'static str = "INSERT INTO apitoken_meta (key, value) VALUES ($1, $2) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-    const INSERT: &'static str = "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+    const INSERT: &'static str = concat!(
+        insert_into_tokens!(),
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    );
     const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
          AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3";
     const SELECT_TOKEN: &'static str = concat!(

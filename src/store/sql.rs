@@ -378,6 +378,18 @@ macro_rules! token_columns {
 }
 pub(crate) use token_columns;
 
+/// `INSERT INTO apitoken_tokens (…) VALUES ` naming the columns in the order
+/// [`SqlDialect::insert_row`] binds them, as a literal for `concat!`: each engine adds
+/// its 16 placeholders.
+macro_rules! insert_into_tokens {
+    () => {
+        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) VALUES "
+    };
+}
+pub(crate) use insert_into_tokens;
+
 // A look-up by hash reads, copies and decodes one row whether or not a record has the
 // hash: the record, or else a decoy of the same shape, which is then dropped. Otherwise a
 // revoked or expired token's 401 cost what an unknown token's did plus a row read and

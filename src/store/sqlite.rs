@@ -36,7 +36,7 @@
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
-use super::sql::{self, Dialect, SqlDialect, token_columns};
+use super::sql::{self, Dialect, SqlDialect, insert_into_tokens, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -505,10 +505,10 @@ impl SqlDialect for SqliteSql {
     const SELECT_META: &'static str = "SELECT value FROM apitoken_meta WHERE key = ?";
     const UPSERT_META: &'static str = "INSERT INTO apitoken_meta (key, value) VALUES (?, ?) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-    const INSERT: &'static str = "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const INSERT: &'static str = concat!(
+        insert_into_tokens!(),
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
     const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
          AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?";
     const SELECT_TOKEN: &'static str = concat!(
