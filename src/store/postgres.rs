@@ -54,7 +54,7 @@
 //! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
 //! error's [`source`](std::error::Error::source).
 
-use super::sql::{self, Dialect, SqlDialect, insert_into_tokens, token_columns};
+use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -182,7 +182,7 @@ impl SqlDialect for PostgresSql {
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
 
 fn err(e: sqlx::Error) -> StoreError {
-    match sql::map_error(e, Dialect::Postgres) {
+    match sql::map_error(e, Engine::Postgres) {
         StoreError::Unavailable { source } => StoreError::Unavailable {
             source: server_error(source),
         },

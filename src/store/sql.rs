@@ -532,7 +532,7 @@ pub(crate) fn scopes_column(scopes: &Scopes) -> String {
 
 /// Which SQL engine an error comes from: their error codes differ.
 #[derive(Clone, Copy)]
-pub(crate) enum Dialect {
+pub(crate) enum Engine {
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -540,7 +540,7 @@ pub(crate) enum Dialect {
 }
 
 /// Maps a driver error to its semantic kind, keeping it as the source.
-pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
+pub(crate) fn map_error(e: sqlx::Error, engine: Engine) -> StoreError {
     match e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             // PostgreSQL names the constraint; SQLite names the column in the message.
@@ -553,7 +553,7 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
             StoreError::Duplicate { key }
         }
         // SQLite's primary codes 11 (CORRUPT), 26 (NOTADB) and 13 (FULL).
-        sqlx::Error::Database(db) if matches!(sqlite_code(&*db, dialect), Some(11 | 26)) => {
+        sqlx::Error::Database(db) if matches!(sqlite_code(&*db, engine), Some(11 | 26)) => {
             StoreError::Corrupt {
                 message: format!(
                     "the database file is damaged or is not a SQLite database ({}): restore it from a backup, or salvage what is readable with `sqlite3 FILE .recover | sqlite3 NEW_FILE`",
@@ -562,10 +562,10 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
                 source: Some(Box::new(sqlx::Error::Database(db))),
             }
         }
-        sqlx::Error::Database(db) if sqlite_code(&*db, dialect) == Some(13) => StoreError::Full {
+        sqlx::Error::Database(db) if sqlite_code(&*db, engine) == Some(13) => StoreError::Full {
             source: Box::new(sqlx::Error::Database(db)),
         },
-        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref(), dialect) => {
+        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref(), engine) => {
             StoreError::Unavailable {
                 source: Box::new(sqlx::Error::Database(db)),
             }
@@ -608,10 +608,10 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
 }
 
 /// SQLite's primary result code (the low byte of the extended code).
-fn sqlite_code(db: &dyn sqlx::error::DatabaseError, dialect: Dialect) -> Option<u32> {
-    match dialect {
-        Dialect::Sqlite => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
-        Dialect::Postgres => None,
+fn sqlite_code(db: &dyn sqlx::error::DatabaseError, engine: Engine) -> Option<u32> {
+    match engine {
+        Engine::Sqlite => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
+        Engine::Postgres => None,
     }
 }
 
@@ -620,19 +620,19 @@ fn sqlite_code(db: &dyn sqlx::error::DatabaseError, dialect: Dialect) -> Option<
 /// shutdowns (57P01–57P03), too many connections (53300); SQLite's busy and locked
 /// (after the busy timeout), I/O and cannot-open errors (primary codes 5, 6, 10, 14 in
 /// the low byte of the extended code).
-fn is_unavailable_code(code: Option<&str>, dialect: Dialect) -> bool {
+fn is_unavailable_code(code: Option<&str>, engine: Engine) -> bool {
     let Some(code) = code else {
         return false;
     };
-    match dialect {
-        Dialect::Postgres => {
+    match engine {
+        Engine::Postgres => {
             code.starts_with("08")
                 || matches!(
                     code,
                     "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "55P03" | "53300"
                 )
         }
-        Dialect::Sqlite => matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6 | 10 | 14)),
+        Engine::Sqlite => matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6 | 10 | 14)),
     }
 }
 

@@ -36,7 +36,7 @@
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
-use super::sql::{self, Dialect, SqlDialect, insert_into_tokens, token_columns};
+use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -90,7 +90,7 @@ ALTER TABLE apitoken_tokens ADD COLUMN replaced_by BLOB CHECK (length(replaced_b
 ];
 
 fn err(e: sqlx::Error) -> StoreError {
-    sql::map_error(e, Dialect::Sqlite)
+    sql::map_error(e, Engine::Sqlite)
 }
 
 /// SQLite's primary result code behind a store error, if it came from SQLite.
