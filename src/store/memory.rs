@@ -368,6 +368,38 @@ impl Inner {
 }
 
 /// The shared copy of `value`, which becomes the shared copy if it is the first.
+/// A rotation's checks on its predecessor, in the order the [`TokenStore`] contract gives
+/// (found, not rotated yet, live), shared by every store: `found` is the predecessor's
+/// record and its successor if it has one. `resuming` is the successor of an earlier
+/// attempt of this same rotation that may have committed: a predecessor rotated to it
+/// passes, with `true` (that attempt did the rotation).
+pub(crate) fn check_predecessor<T>(
+    environment: EnvironmentId,
+    predecessor: TokenId,
+    now: DateTime<Utc>,
+    found: Option<(T, Option<TokenId>)>,
+    is_live_at: impl FnOnce(&T, DateTime<Utc>) -> bool,
+    resuming: Option<TokenId>,
+) -> Result<(T, bool), StoreError> {
+    let (old, replaced_by) = found.ok_or(StoreError::NotFound {
+        environment,
+        id: predecessor,
+    })?;
+    if let Some(replaced_by) = replaced_by {
+        if resuming == Some(replaced_by) {
+            return Ok((old, true));
+        }
+        return Err(StoreError::AlreadyRotated {
+            id: predecessor,
+            successor: Some(replaced_by),
+        });
+    }
+    if !is_live_at(&old, now) {
+        return Err(StoreError::NotLive { id: predecessor });
+    }
+    Ok((old, false))
+}
+
 fn intern<T: Clone + Eq + core::hash::Hash>(set: &mut HashSet<T>, value: T) -> T {
     match set.get(&value) {
         Some(shared) => shared.clone(),
@@ -468,20 +500,13 @@ impl TokenStore for MemoryStore {
         };
         let mut inner = self.write();
         let now = successor.token.created_at;
-        let old = inner
+        let found = inner
             .position(environment, predecessor)
-            .ok_or_else(not_found)?;
-        let hot = inner.table.get(old).ok_or_else(not_found)?;
+            .and_then(|at| inner.table.get(at))
+            .map(|hot| (hot, inner.successors.get(&hot.slot()).copied()));
+        let is_live_at = |hot: &&Hot, now| hot.is_live_at(now);
+        let (hot, _) = check_predecessor(environment, predecessor, now, found, is_live_at, None)?;
         let slot = hot.slot();
-        if let Some(&replaced_by) = inner.successors.get(&slot) {
-            return Err(StoreError::AlreadyRotated {
-                id: predecessor,
-                successor: Some(replaced_by),
-            });
-        }
-        if !hot.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
         let successor_id = successor.token.id;
         inner.check_insert(&successor, max_live, Some(predecessor))?;
         inner.insert_checked(successor)?;

@@ -54,7 +54,7 @@
 //! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
 //! error's [`source`](std::error::Error::source).
 
-use super::sql::{self, Dialect, TokenRow, token_columns};
+use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -63,7 +63,7 @@ use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
 use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Postgres, Row};
 use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
@@ -102,11 +102,87 @@ ALTER TABLE apitoken_tokens ADD COLUMN replaced_by uuid;
 ",
 ];
 
+/// PostgreSQL's statements.
+struct PostgresSql;
+
+impl SqlDialect for PostgresSql {
+    type Db = Postgres;
+    type Time = DateTime<Utc>;
+
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const CREATE_META: &'static str = "CREATE TABLE IF NOT EXISTS apitoken_meta (key text NOT NULL PRIMARY KEY, value text NOT NULL)";
+    const SELECT_META: &'static str = "SELECT value FROM apitoken_meta WHERE key = $1";
+    const UPSERT_META: &'static str = "INSERT INTO apitoken_meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    const INSERT: &'static str = concat!(
+        insert_into_tokens!(),
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    );
+    const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
+         AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3";
+    const SELECT_TOKEN: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2"
+    );
+    // Locked until the transaction ends: a concurrent rotation of the same token waits,
+    // then sees this one's outcome.
+    const SELECT_PREDECESSOR: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        ", replaced_by FROM apitoken_tokens \
+         WHERE environment_id = $1 AND id = $2 FOR UPDATE"
+    );
+    const REVOKE: &'static str = concat!(
+        "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
+         WHERE environment_id = $2 AND id = $3 RETURNING ",
+        token_columns!()
+    );
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
+         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+    const MARK_ROTATED: &'static str = concat!(
+        "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
+         replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
+        token_columns!()
+    );
+
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
+    }
+
+    fn time(at: DateTime<Utc>) -> DateTime<Utc> {
+        at
+    }
+
+    fn read_time(row: &PgRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get(column).map_err(err)
+    }
+
+    fn read_created_at(row: &PgRow) -> Result<DateTime<Utc>, StoreError> {
+        row.try_get("created_at").map_err(err)
+    }
+
+    /// A transaction-scoped advisory lock on the environment, so concurrent issuers on
+    /// any number of connections and processes serialize per environment.
+    async fn lock_environment(
+        conn: &mut PgConnection,
+        environment: EnvironmentId,
+    ) -> Result<(), StoreError> {
+        let (hi, lo) = environment.as_uuid().as_u64_pair();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind((hi ^ lo) as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
 /// The advisory lock key `migrate` takes (any fixed number; "apitoken" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
 
 fn err(e: sqlx::Error) -> StoreError {
-    match sql::map_error(e, Dialect::Postgres) {
+    match sql::map_error(e, Engine::Postgres) {
         StoreError::Unavailable { source } => StoreError::Unavailable {
             source: server_error(source),
         },
@@ -368,12 +444,11 @@ impl PostgresStore {
         }
     }
 
-    /// Creates the schema, or upgrades it to the newest version, in one transaction under
-    /// an advisory lock; running it again (or from several processes at once) changes
-    /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
-    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
-    /// timeout for another process's migration or for the tables (run it again).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// A transaction holding the advisory lock that keeps schema changes (migrations, the
+    /// hash key binding) apart.
+    async fn begin_schema_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         let mut tx = self
             .retrying(|| async { self.pool.begin().await.map_err(err) })
             .await?;
@@ -382,25 +457,17 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS apitoken_meta (key text NOT NULL PRIMARY KEY, value text NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        let version = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
-        for migration in sql::pending(version, MIGRATIONS)? {
-            sqlx::raw_sql(*migration)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        set_meta(
-            &mut tx,
-            sql::META_SCHEMA_VERSION,
-            &MIGRATIONS.len().to_string(),
-        )
-        .await?;
+        Ok(tx)
+    }
+
+    /// Creates the schema, or upgrades it to the newest version, in one transaction under
+    /// an advisory lock; running it again (or from several processes at once) changes
+    /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
+    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
+    /// timeout for another process's migration or for the tables (run it again).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_schema_change().await?;
+        PostgresSql::migrate_in(&mut tx).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -414,8 +481,7 @@ impl PostgresStore {
         if !exists {
             return Ok(0);
         }
-        let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        PostgresSql::recorded_version(&mut conn).await
     }
 
     /// Checks, reading only, that the database holds an apitoken schema this version can
@@ -424,16 +490,10 @@ impl PostgresStore {
     /// Returns the schema version, 0 when there are no apitoken tables; fails with
     /// [`StoreError::SchemaTooNew`] or [`StoreError::HashKeyMismatch`].
     pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
-        let version = self.schema_version().await?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(StoreError::SchemaTooNew {
-                found: version,
-                supported: MIGRATIONS.len() as i64,
-            });
-        }
+        let version = PostgresSql::readable(self.schema_version().await?)?;
         if version > 0 {
             let mut conn = self.pool.acquire().await.map_err(err)?;
-            sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+            PostgresSql::check_hash_key_in(&mut conn, fingerprint).await?;
         }
         Ok(version)
     }
@@ -442,159 +502,21 @@ impl PostgresStore {
     /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other. Needs
     /// [`migrate`](Self::migrate) first.
     pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let mut tx = self
-            .retrying(|| async { self.pool.begin().await.map_err(err) })
-            .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        let stored = meta(&mut tx, sql::META_HASH_KEY).await?;
-        if sql::check_hash_key(stored, fingerprint)? {
-            set_meta(&mut tx, sql::META_HASH_KEY, fingerprint).await?;
-        }
+        let mut tx = self.begin_schema_change().await?;
+        PostgresSql::bind_hash_key_in(&mut tx, fingerprint).await?;
         tx.commit().await.map_err(err)
     }
-}
-
-async fn meta(conn: &mut PgConnection, key: &str) -> Result<Option<String>, StoreError> {
-    sqlx::query_scalar("SELECT value FROM apitoken_meta WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)
-}
-
-async fn set_meta(conn: &mut PgConnection, key: &str, value: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO apitoken_meta (key, value) VALUES ($1, $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-fn decode(row: PgRow) -> Result<Token, StoreError> {
-    TokenRow {
-        id: row.try_get("id").map_err(err)?,
-        environment_id: row.try_get("environment_id").map_err(err)?,
-        checksum: row.try_get("checksum").map_err(err)?,
-        created_by_id: row.try_get("created_by_id").map_err(err)?,
-        created_by_alias: row.try_get("created_by_alias").map_err(err)?,
-        created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
-        created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
-        created_by_email: row.try_get("created_by_email").map_err(err)?,
-        created_at: row.try_get("created_at").map_err(err)?,
-        active: row.try_get("active").map_err(err)?,
-        note: row.try_get("note").map_err(err)?,
-        scopes: row.try_get("scopes").map_err(err)?,
-        expires_at: row.try_get("expires_at").map_err(err)?,
-        last_used_at: row.try_get("last_used_at").map_err(err)?,
-        revoked_at: row.try_get("revoked_at").map_err(err)?,
-    }
-    .into_token()
-}
-
-async fn fetch_token(
-    conn: &mut PgConnection,
-    environment: EnvironmentId,
-    id: TokenId,
-) -> Result<Option<Token>, StoreError> {
-    let query = concat!(
-        "SELECT ",
-        token_columns!(),
-        " FROM apitoken_tokens WHERE environment_id = $1 AND id = $2"
-    );
-    sqlx::query(query)
-        .bind(environment.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)?
-        .map(decode)
-        .transpose()
-}
-
-/// The predecessor of a rotation, locked until the transaction ends (a concurrent
-/// rotation of it waits, then sees this one's outcome), and its successor if it has been
-/// rotated already.
-async fn lock_predecessor(
-    conn: &mut PgConnection,
-    environment: EnvironmentId,
-    id: TokenId,
-) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
-    let query = concat!(
-        "SELECT ",
-        token_columns!(),
-        ", replaced_by FROM apitoken_tokens \
-         WHERE environment_id = $1 AND id = $2 FOR UPDATE"
-    );
-    let Some(row) = sqlx::query(query)
-        .bind(environment.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)?
-    else {
-        return Ok(None);
-    };
-    let replaced_by: Option<uuid::Uuid> = row.try_get("replaced_by").map_err(err)?;
-    Ok(Some((decode(row)?, replaced_by.map(TokenId::from_uuid))))
 }
 
 impl PostgresStore {
     /// One attempt at a rotation, in one transaction; `retry` when an earlier attempt's
     /// connection broke and it may have committed.
     async fn rotate_once(&self, rotation: &Rotation, retry: bool) -> Result<Token, StoreError> {
-        let Rotation {
-            environment,
-            predecessor,
-            predecessor_expires_at,
-            ref successor,
-            max_live,
-        } = *rotation;
-        let now = successor.token.created_at;
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let (old, replaced_by) = lock_predecessor(&mut tx, environment, predecessor)
-            .await?
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        if let Some(replaced_by) = replaced_by {
-            if retry && replaced_by == successor.token.id {
-                return Ok(old);
-            }
-            return Err(StoreError::AlreadyRotated {
-                id: predecessor,
-                successor: Some(replaced_by),
-            });
+        let (updated, written) = PostgresSql::rotate_in(&mut tx, rotation, retry).await?;
+        if written {
+            tx.commit().await.map_err(err)?;
         }
-        if !old.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
-        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
-        insert_row(&mut tx, successor).await?;
-        let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
-             replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
-            token_columns!()
-        );
-        let updated = sqlx::query(query)
-            .bind(predecessor_expires_at)
-            .bind(environment.as_uuid())
-            .bind(predecessor.as_uuid())
-            .bind(successor.token.id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-        let updated = decode(updated)?;
-        tx.commit().await.map_err(err)?;
         Ok(updated)
     }
 
@@ -605,9 +527,7 @@ impl PostgresStore {
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let t = &stored.token;
-        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
-        insert_row(&mut tx, stored).await?;
+        PostgresSql::insert_limited(&mut tx, stored, max_live).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -625,73 +545,6 @@ impl PostgresStore {
             .await?;
         Ok(same == Some(true))
     }
-}
-
-async fn insert_row(conn: &mut PgConnection, stored: &StoredToken) -> Result<(), StoreError> {
-    let t = &stored.token;
-    sqlx::query(
-        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(t.id.as_uuid())
-    .bind(stored.hash.as_bytes().as_slice())
-    .bind(t.environment.as_uuid())
-    .bind(t.checksum.as_str())
-    .bind(t.created_by.id.as_uuid())
-    .bind(t.created_by.alias.as_deref())
-    .bind(t.created_by.first_name.as_deref())
-    .bind(t.created_by.last_name.as_deref())
-    .bind(t.created_by.email.as_deref())
-    .bind(t.created_at)
-    .bind(t.active)
-    .bind(t.note.as_str())
-    .bind(sql::scopes_column(&t.scopes))
-    .bind(t.expires_at)
-    .bind(t.last_used_at)
-    .bind(t.revoked_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// Serializes the transaction with every other limit check of the environment, then fails
-/// with `LimitReached` when it has `limit` tokens live at `now`, not counting `replacing`.
-async fn check_limit(
-    conn: &mut PgConnection,
-    environment: EnvironmentId,
-    now: DateTime<Utc>,
-    limit: Option<NonZeroU32>,
-    replacing: Option<TokenId>,
-) -> Result<(), StoreError> {
-    let Some(limit) = limit else {
-        return Ok(());
-    };
-    let (hi, lo) = environment.as_uuid().as_u64_pair();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind((hi ^ lo) as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
-         AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3",
-    )
-    .bind(environment.as_uuid())
-    .bind(now)
-    .bind(replacing.map(|id| *id.as_uuid()))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(err)?;
-    if live >= i64::from(limit.get()) {
-        return Err(StoreError::LimitReached {
-            environment,
-            limit: limit.get(),
-        });
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -712,7 +565,7 @@ impl TokenStore for PostgresStore {
                         return self.insert_limited_once(&token, max_live).await;
                     }
                     let mut conn = self.pool.acquire().await.map_err(err)?;
-                    insert_row(&mut conn, &token).await
+                    PostgresSql::insert_row(&mut conn, &token).await
                 }
             })
             .await;
@@ -750,7 +603,7 @@ impl TokenStore for PostgresStore {
         // No row at all only if `apitoken_meta` lost its version row: still a miss.
         let Some(row) = row else { return Ok(None) };
         let found: bool = row.try_get("found").map_err(err)?;
-        let token = decode(row)?;
+        let token = PostgresSql::decode(row)?;
         Ok(found.then_some(token))
     }
 
@@ -761,7 +614,7 @@ impl TokenStore for PostgresStore {
     ) -> Result<Option<Token>, StoreError> {
         self.retrying(|| async {
             let mut conn = self.pool.acquire().await.map_err(err)?;
-            fetch_token(&mut conn, environment, id).await
+            PostgresSql::fetch_token(&mut conn, environment, id).await
         })
         .await
     }
@@ -810,7 +663,7 @@ impl TokenStore for PostgresStore {
             .await?;
         let tokens = rows
             .into_iter()
-            .map(decode)
+            .map(PostgresSql::decode)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(tokens, limit))
     }
@@ -821,24 +674,9 @@ impl TokenStore for PostgresStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        let query = concat!(
-            "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
-             WHERE environment_id = $2 AND id = $3 RETURNING ",
-            token_columns!()
-        );
-        self.retrying(|| async {
-            sqlx::query(query)
-                .bind(at)
-                .bind(environment.as_uuid())
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err)
-        })
-        .await?
-        .map(decode)
-        .transpose()?
-        .ok_or(StoreError::NotFound { environment, id })
+        self.retrying(|| PostgresSql::revoke_on(&self.pool, environment, id, at))
+            .await?
+            .ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -855,18 +693,8 @@ impl TokenStore for PostgresStore {
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.retrying(|| async {
-            sqlx::query(
-                "UPDATE apitoken_tokens SET last_used_at = $1 \
-                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(at)
-            .bind(id.as_uuid())
-            .execute(&self.pool)
-            .await
-            .map_err(err)
-        })
-        .await?;
+        self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at))
+            .await?;
         Ok(())
     }
 }

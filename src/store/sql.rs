@@ -1,13 +1,371 @@
-//! What the SQL stores share: the record's columns, decoding, and error mapping.
+//! What the SQL stores share: the record's columns, decoding and binding, the sequences
+//! of statements (insert under a limit, rotation, migration, the hash key binding) behind
+//! [`SqlDialect`], and error mapping.
 
-use super::{BoxError, StoreError, UniqueKey};
+use super::memory::check_predecessor;
+use super::{BoxError, Rotation, StoreError, UniqueKey};
 use crate::format::Checksum;
-use crate::model::{Creator, EnvironmentId, Token, TokenId, UserId};
+use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{Scope, Scopes};
 use chrono::{DateTime, Utc};
+use core::num::NonZeroU32;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// A connection of dialect `D`'s engine (a transaction derefs to one).
+pub(crate) type Conn<D> = <<D as SqlDialect>::Db as Database>::Connection;
+
+/// A row of dialect `D`'s engine.
+pub(crate) type SqlRow<D> = <<D as SqlDialect>::Db as Database>::Row;
+
+/// What differs between the SQL engines in the statements both stores run: the SQL text
+/// (placeholders, functions, locking clauses), how a time is stored and read, how a
+/// limit check serializes with the others of its environment, and how a driver error
+/// reads. The sequences themselves (what is read, checked and written, in which order)
+/// are the provided methods, written once. Transactions are begun and committed by each
+/// store, which knows its pools, its locking mode and its retries.
+///
+/// The `where` clauses list the column types the shared statements bind and read.
+pub(crate) trait SqlDialect
+where
+    Self: Sized,
+    for<'c> &'c mut Conn<Self>: Executor<'c, Database = Self::Db>,
+    <Self::Db as Database>::Arguments: IntoArguments<Self::Db>,
+    for<'e> Uuid: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Option<Uuid>: Encode<'e, Self::Db>,
+    for<'e> String: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> &'e str: Encode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Option<&'e str>: Encode<'e, Self::Db>,
+    for<'e> &'e [u8]: Encode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> bool: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> i64: Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Option<Self::Time>: Encode<'e, Self::Db>,
+    for<'r> &'r str: ColumnIndex<SqlRow<Self>>,
+    usize: ColumnIndex<SqlRow<Self>>,
+{
+    type Db: Database;
+    /// A time as a column holds it.
+    type Time: for<'e> Encode<'e, Self::Db> + Type<Self::Db> + Send;
+
+    /// The schema migrations, applied in order; the schema version is how many have run.
+    const MIGRATIONS: &'static [&'static str];
+    /// Creates `apitoken_meta` if it is missing.
+    const CREATE_META: &'static str;
+    /// The value of the meta key (1).
+    const SELECT_META: &'static str;
+    /// Sets the meta key (1) to the value (2).
+    const UPSERT_META: &'static str;
+    /// Inserts a record: the 16 columns of [`insert_row`](Self::insert_row), in its order.
+    const INSERT: &'static str;
+    /// How many tokens of the environment (1) are live at (2), other than (3) (may be null).
+    const COUNT_LIVE: &'static str;
+    /// `token_columns!()` of the token of environment (1) with id (2).
+    const SELECT_TOKEN: &'static str;
+    /// `token_columns!()` and `replaced_by` of the predecessor of a rotation: environment
+    /// (1), id (2); locked until the transaction ends where the engine locks rows.
+    const SELECT_PREDECESSOR: &'static str;
+    /// Sets the expiry of the token of environment (2) and id (3) to (1) unless it expires
+    /// earlier, and its successor to (4); returns `token_columns!()`.
+    const MARK_ROTATED: &'static str;
+    /// Revokes the token of environment (2) and id (3) at (1), keeping an earlier
+    /// revocation time; returns `token_columns!()`.
+    const REVOKE: &'static str;
+    /// Sets the last use of the token with id (2) to (1) unless it is later already.
+    const RECORD_LAST_USE: &'static str;
+
+    /// Maps a driver error to a [`StoreError`].
+    fn err(e: sqlx::Error) -> StoreError;
+
+    /// `at` as a column holds it.
+    fn time(at: DateTime<Utc>) -> Self::Time;
+
+    /// Reads a nullable time column.
+    fn read_time(row: &SqlRow<Self>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Reads `created_at`.
+    fn read_created_at(row: &SqlRow<Self>) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Serializes the transaction with every other limit check and rotation of the
+    /// environment, until it ends.
+    async fn lock_environment(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+    ) -> Result<(), StoreError>;
+
+    /// Decodes and validates a row of `token_columns!()` (other columns are ignored).
+    fn decode(row: SqlRow<Self>) -> Result<Token, StoreError> {
+        let err = Self::err;
+        let created_at = Self::read_created_at(&row)?;
+        TokenRow {
+            id: row.try_get("id").map_err(err)?,
+            environment_id: row.try_get("environment_id").map_err(err)?,
+            checksum: row.try_get("checksum").map_err(err)?,
+            created_by_id: row.try_get("created_by_id").map_err(err)?,
+            created_by_alias: row.try_get("created_by_alias").map_err(err)?,
+            created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
+            created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
+            created_by_email: row.try_get("created_by_email").map_err(err)?,
+            created_at,
+            active: row.try_get("active").map_err(err)?,
+            note: row.try_get("note").map_err(err)?,
+            scopes: row.try_get("scopes").map_err(err)?,
+            expires_at: Self::read_time(&row, "expires_at")?,
+            last_used_at: Self::read_time(&row, "last_used_at")?,
+            revoked_at: Self::read_time(&row, "revoked_at")?,
+        }
+        .into_token()
+    }
+
+    async fn insert_row(conn: &mut Conn<Self>, stored: &StoredToken) -> Result<(), StoreError> {
+        let t = &stored.token;
+        sqlx::query::<Self::Db>(Self::INSERT)
+            .bind(*t.id.as_uuid())
+            .bind(stored.hash.as_bytes().as_slice())
+            .bind(*t.environment.as_uuid())
+            .bind(t.checksum.as_str())
+            .bind(*t.created_by.id.as_uuid())
+            .bind(t.created_by.alias.as_deref())
+            .bind(t.created_by.first_name.as_deref())
+            .bind(t.created_by.last_name.as_deref())
+            .bind(t.created_by.email.as_deref())
+            .bind(Self::time(t.created_at))
+            .bind(t.active)
+            .bind(t.note.as_str())
+            .bind(scopes_column(&t.scopes))
+            .bind(t.expires_at.map(Self::time))
+            .bind(t.last_used_at.map(Self::time))
+            .bind(t.revoked_at.map(Self::time))
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    /// Fails with `LimitReached` when the environment has `limit` tokens live at `now`,
+    /// not counting `replacing`, after [locking](Self::lock_environment) the environment.
+    /// Runs inside the caller's write transaction.
+    async fn check_limit(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        now: DateTime<Utc>,
+        limit: Option<NonZeroU32>,
+        replacing: Option<TokenId>,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        Self::lock_environment(conn, environment).await?;
+        let live: i64 = sqlx::query_scalar::<Self::Db, i64>(Self::COUNT_LIVE)
+            .bind(*environment.as_uuid())
+            .bind(Self::time(now))
+            .bind(replacing.map(|id| *id.as_uuid()))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        if live >= i64::from(limit.get()) {
+            return Err(StoreError::LimitReached {
+                environment,
+                limit: limit.get(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the limit, then inserts. Runs inside the caller's write transaction.
+    async fn insert_limited(
+        conn: &mut Conn<Self>,
+        stored: &StoredToken,
+        max_live: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
+        let t = &stored.token;
+        Self::check_limit(conn, t.environment, t.created_at, max_live, None).await?;
+        Self::insert_row(conn, stored).await
+    }
+
+    async fn fetch_token(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<Token>, StoreError> {
+        sqlx::query::<Self::Db>(Self::SELECT_TOKEN)
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?
+            .map(Self::decode)
+            .transpose()
+    }
+
+    /// The predecessor of a rotation, and its successor if it has been rotated already.
+    async fn fetch_predecessor(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        id: TokenId,
+    ) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
+        let Some(row) = sqlx::query::<Self::Db>(Self::SELECT_PREDECESSOR)
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?
+        else {
+            return Ok(None);
+        };
+        let replaced_by: Option<Uuid> = row.try_get("replaced_by").map_err(Self::err)?;
+        Ok(Some((
+            Self::decode(row)?,
+            replaced_by.map(TokenId::from_uuid),
+        )))
+    }
+
+    /// A rotation's reads, checks and writes, inside the caller's write transaction:
+    /// the predecessor's record as the rotation left it, and whether this call wrote it
+    /// (`false`: with `retry`, an earlier attempt of this same rotation had, and nothing
+    /// was written now).
+    async fn rotate_in(
+        conn: &mut Conn<Self>,
+        rotation: &Rotation,
+        retry: bool,
+    ) -> Result<(Token, bool), StoreError> {
+        let Rotation {
+            environment,
+            predecessor,
+            predecessor_expires_at,
+            ref successor,
+            max_live,
+        } = *rotation;
+        let now = successor.token.created_at;
+        let found = Self::fetch_predecessor(conn, environment, predecessor).await?;
+        let resuming = retry.then_some(successor.token.id);
+        let (old, done) = check_predecessor(
+            environment,
+            predecessor,
+            now,
+            found,
+            Token::is_live_at,
+            resuming,
+        )?;
+        if done {
+            return Ok((old, false));
+        }
+        Self::check_limit(conn, environment, now, max_live, Some(predecessor)).await?;
+        Self::insert_row(conn, successor).await?;
+        let updated = sqlx::query::<Self::Db>(Self::MARK_ROTATED)
+            .bind(Self::time(predecessor_expires_at))
+            .bind(*environment.as_uuid())
+            .bind(*predecessor.as_uuid())
+            .bind(*successor.token.id.as_uuid())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok((Self::decode(updated)?, true))
+    }
+
+    /// The token as revoked, if the environment has it.
+    async fn revoke_on<'c>(
+        executor: impl Executor<'c, Database = Self::Db>,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Token>, StoreError> {
+        sqlx::query::<Self::Db>(Self::REVOKE)
+            .bind(Self::time(at))
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_optional(executor)
+            .await
+            .map_err(Self::err)?
+            .map(Self::decode)
+            .transpose()
+    }
+
+    async fn write_last_use<'c>(
+        executor: impl Executor<'c, Database = Self::Db>,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query::<Self::Db>(Self::RECORD_LAST_USE)
+            .bind(Self::time(at))
+            .bind(*id.as_uuid())
+            .execute(executor)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn meta(conn: &mut Conn<Self>, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar::<Self::Db, String>(Self::SELECT_META)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)
+    }
+
+    async fn set_meta(conn: &mut Conn<Self>, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query::<Self::Db>(Self::UPSERT_META)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    /// Creates or upgrades the schema, inside the caller's transaction (which holds
+    /// whatever lock keeps two migrations apart).
+    async fn migrate_in(conn: &mut Conn<Self>) -> Result<(), StoreError> {
+        sqlx::raw_sql(Self::CREATE_META)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let version = Self::meta(conn, META_SCHEMA_VERSION).await?;
+        for migration in pending(version, Self::MIGRATIONS)? {
+            sqlx::raw_sql(*migration)
+                .execute(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+        }
+        let latest = Self::MIGRATIONS.len().to_string();
+        Self::set_meta(conn, META_SCHEMA_VERSION, &latest).await
+    }
+
+    /// The recorded schema version, 0 if none (or unreadable) is.
+    async fn recorded_version(conn: &mut Conn<Self>) -> Result<i64, StoreError> {
+        let version = Self::meta(conn, META_SCHEMA_VERSION).await?;
+        Ok(version.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// `version` if this library reads it, else [`StoreError::SchemaTooNew`].
+    fn readable(version: i64) -> Result<i64, StoreError> {
+        let supported = Self::MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        Ok(version)
+    }
+
+    /// Fails with [`StoreError::HashKeyMismatch`] when another hash key is bound.
+    async fn check_hash_key_in(conn: &mut Conn<Self>, fingerprint: &str) -> Result<(), StoreError> {
+        check_hash_key(Self::meta(conn, META_HASH_KEY).await?, fingerprint)?;
+        Ok(())
+    }
+
+    /// Records `fingerprint` if no hash key is bound yet, or checks it against the bound
+    /// one, inside the caller's write transaction.
+    async fn bind_hash_key_in(conn: &mut Conn<Self>, fingerprint: &str) -> Result<(), StoreError> {
+        let stored = Self::meta(conn, META_HASH_KEY).await?;
+        if check_hash_key(stored, fingerprint)? {
+            Self::set_meta(conn, META_HASH_KEY, fingerprint).await?;
+        }
+        Ok(())
+    }
+}
 
 /// The columns every query returns, in this order, as a literal for `concat!`: the
 /// queries are then `&'static str`, built at compile time rather than on every call.
@@ -19,6 +377,18 @@ macro_rules! token_columns {
     };
 }
 pub(crate) use token_columns;
+
+/// `INSERT INTO apitoken_tokens (…) VALUES ` naming the columns in the order
+/// [`SqlDialect::insert_row`] binds them, as a literal for `concat!`: each engine adds
+/// its 16 placeholders.
+macro_rules! insert_into_tokens {
+    () => {
+        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) VALUES "
+    };
+}
+pub(crate) use insert_into_tokens;
 
 // A look-up by hash reads, copies and decodes one row whether or not a record has the
 // hash: the record, or else a decoy of the same shape, which is then dropped. Otherwise a
@@ -162,7 +532,7 @@ pub(crate) fn scopes_column(scopes: &Scopes) -> String {
 
 /// Which SQL engine an error comes from: their error codes differ.
 #[derive(Clone, Copy)]
-pub(crate) enum Dialect {
+pub(crate) enum Engine {
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -170,7 +540,7 @@ pub(crate) enum Dialect {
 }
 
 /// Maps a driver error to its semantic kind, keeping it as the source.
-pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
+pub(crate) fn map_error(e: sqlx::Error, engine: Engine) -> StoreError {
     match e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             // PostgreSQL names the constraint; SQLite names the column in the message.
@@ -183,7 +553,7 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
             StoreError::Duplicate { key }
         }
         // SQLite's primary codes 11 (CORRUPT), 26 (NOTADB) and 13 (FULL).
-        sqlx::Error::Database(db) if matches!(sqlite_code(&*db, dialect), Some(11 | 26)) => {
+        sqlx::Error::Database(db) if matches!(sqlite_code(&*db, engine), Some(11 | 26)) => {
             StoreError::Corrupt {
                 message: format!(
                     "the database file is damaged or is not a SQLite database ({}): restore it from a backup, or salvage what is readable with `sqlite3 FILE .recover | sqlite3 NEW_FILE`",
@@ -192,10 +562,10 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
                 source: Some(Box::new(sqlx::Error::Database(db))),
             }
         }
-        sqlx::Error::Database(db) if sqlite_code(&*db, dialect) == Some(13) => StoreError::Full {
+        sqlx::Error::Database(db) if sqlite_code(&*db, engine) == Some(13) => StoreError::Full {
             source: Box::new(sqlx::Error::Database(db)),
         },
-        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref(), dialect) => {
+        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref(), engine) => {
             StoreError::Unavailable {
                 source: Box::new(sqlx::Error::Database(db)),
             }
@@ -238,10 +608,10 @@ pub(crate) fn map_error(e: sqlx::Error, dialect: Dialect) -> StoreError {
 }
 
 /// SQLite's primary result code (the low byte of the extended code).
-fn sqlite_code(db: &dyn sqlx::error::DatabaseError, dialect: Dialect) -> Option<u32> {
-    match dialect {
-        Dialect::Sqlite => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
-        Dialect::Postgres => None,
+fn sqlite_code(db: &dyn sqlx::error::DatabaseError, engine: Engine) -> Option<u32> {
+    match engine {
+        Engine::Sqlite => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
+        Engine::Postgres => None,
     }
 }
 
@@ -250,19 +620,19 @@ fn sqlite_code(db: &dyn sqlx::error::DatabaseError, dialect: Dialect) -> Option<
 /// shutdowns (57P01–57P03), too many connections (53300); SQLite's busy and locked
 /// (after the busy timeout), I/O and cannot-open errors (primary codes 5, 6, 10, 14 in
 /// the low byte of the extended code).
-fn is_unavailable_code(code: Option<&str>, dialect: Dialect) -> bool {
+fn is_unavailable_code(code: Option<&str>, engine: Engine) -> bool {
     let Some(code) = code else {
         return false;
     };
-    match dialect {
-        Dialect::Postgres => {
+    match engine {
+        Engine::Postgres => {
             code.starts_with("08")
                 || matches!(
                     code,
                     "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "55P03" | "53300"
                 )
         }
-        Dialect::Sqlite => matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6 | 10 | 14)),
+        Engine::Sqlite => matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6 | 10 | 14)),
     }
 }
 

@@ -36,7 +36,7 @@
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
-use super::sql::{self, Dialect, TokenRow, token_columns};
+use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
@@ -48,7 +48,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::Path;
@@ -90,7 +90,7 @@ ALTER TABLE apitoken_tokens ADD COLUMN replaced_by BLOB CHECK (length(replaced_b
 ];
 
 fn err(e: sqlx::Error) -> StoreError {
-    sql::map_error(e, Dialect::Sqlite)
+    sql::map_error(e, Engine::Sqlite)
 }
 
 /// SQLite's primary result code behind a store error, if it came from SQLite.
@@ -236,7 +236,7 @@ impl LastUse {
             .await
             .map_err(err)?;
         for (id, at) in &batch {
-            write_last_use(&mut tx, *id, *at).await?;
+            SqliteSql::write_last_use(&mut *tx, *id, *at).await?;
         }
         tx.commit().await.map_err(err)?;
         let mut pending = lock(&self.pending);
@@ -278,23 +278,6 @@ async fn flush_periodically(last_use: Weak<LastUse>) {
         // Bookkeeping only: a failed flush keeps its entries for the next tick.
         let _ = last_use.flush().await;
     }
-}
-
-async fn write_last_use(
-    conn: &mut SqliteConnection,
-    id: TokenId,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE apitoken_tokens SET last_used_at = ?1 \
-         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-    )
-    .bind(micros(at))
-    .bind(id.as_uuid())
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
 }
 
 impl SqliteStore {
@@ -445,25 +428,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS apitoken_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        let version = meta(&mut tx, sql::META_SCHEMA_VERSION).await?;
-        for migration in sql::pending(version, MIGRATIONS)? {
-            sqlx::raw_sql(*migration)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        set_meta(
-            &mut tx,
-            sql::META_SCHEMA_VERSION,
-            &MIGRATIONS.len().to_string(),
-        )
-        .await?;
+        SqliteSql::migrate_in(&mut tx).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -479,8 +444,7 @@ impl SqliteStore {
         if exists.is_none() {
             return Ok(0);
         }
-        let v = meta(&mut conn, sql::META_SCHEMA_VERSION).await?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        SqliteSql::recorded_version(&mut conn).await
     }
 
     /// Checks, reading only, that the database holds a schema this version reads and that
@@ -502,7 +466,7 @@ impl SqliteStore {
         }
         // Present but unreadable is damage, not "no schema": never mistaken for another
         // application's database.
-        let version = meta(&mut conn, sql::META_SCHEMA_VERSION)
+        let version = SqliteSql::meta(&mut conn, sql::META_SCHEMA_VERSION)
             .await?
             .and_then(|v| v.parse::<i64>().ok())
             .filter(|&v| v > 0)
@@ -510,13 +474,8 @@ impl SqliteStore {
                 message: "apitoken's tables are there but apitoken_meta records no schema version: restore the database from a backup".to_owned(),
                 source: None,
             })?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(StoreError::SchemaTooNew {
-                found: version,
-                supported: MIGRATIONS.len() as i64,
-            });
-        }
-        sql::check_hash_key(meta(&mut conn, sql::META_HASH_KEY).await?, fingerprint)?;
+        SqliteSql::readable(version)?;
+        SqliteSql::check_hash_key_in(&mut conn, fingerprint).await?;
         Ok(version)
     }
 
@@ -529,79 +488,81 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let stored = meta(&mut tx, sql::META_HASH_KEY).await?;
-        if sql::check_hash_key(stored, fingerprint)? {
-            set_meta(&mut tx, sql::META_HASH_KEY, fingerprint).await?;
-        }
+        SqliteSql::bind_hash_key_in(&mut tx, fingerprint).await?;
         tx.commit().await.map_err(err)
-    }
-
-    async fn fetch_token(
-        conn: &mut SqliteConnection,
-        environment: EnvironmentId,
-        id: TokenId,
-    ) -> Result<Option<Token>, StoreError> {
-        let query = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM apitoken_tokens WHERE environment_id = ? AND id = ?"
-        );
-        sqlx::query(query)
-            .bind(environment.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err)?
-            .map(decode)
-            .transpose()
     }
 }
 
-/// The predecessor of a rotation, and its successor if it has been rotated already. Runs inside
-/// the rotation's write transaction.
-async fn fetch_predecessor(
-    conn: &mut SqliteConnection,
-    environment: EnvironmentId,
-    id: TokenId,
-) -> Result<Option<(Token, Option<TokenId>)>, StoreError> {
-    let query = concat!(
+/// SQLite's statements; ids are 16-byte blobs and times integer microseconds.
+struct SqliteSql;
+
+impl SqlDialect for SqliteSql {
+    type Db = Sqlite;
+    type Time = i64;
+
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const CREATE_META: &'static str = "CREATE TABLE IF NOT EXISTS apitoken_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)";
+    const SELECT_META: &'static str = "SELECT value FROM apitoken_meta WHERE key = ?";
+    const UPSERT_META: &'static str = "INSERT INTO apitoken_meta (key, value) VALUES (?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    const INSERT: &'static str = concat!(
+        insert_into_tokens!(),
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
+         AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?";
+    const SELECT_TOKEN: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = ? AND id = ?"
+    );
+    // No lock: the rotation's `BEGIN IMMEDIATE` holds the database's write lock.
+    const SELECT_PREDECESSOR: &'static str = concat!(
         "SELECT ",
         token_columns!(),
         ", replaced_by FROM apitoken_tokens \
          WHERE environment_id = ? AND id = ?"
     );
-    let Some(row) = sqlx::query(query)
-        .bind(environment.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)?
-    else {
-        return Ok(None);
-    };
-    let replaced_by: Option<uuid::Uuid> = row.try_get("replaced_by").map_err(err)?;
-    Ok(Some((decode(row)?, replaced_by.map(TokenId::from_uuid))))
-}
+    const REVOKE: &'static str = concat!(
+        "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
+         WHERE environment_id = ? AND id = ? RETURNING ",
+        token_columns!()
+    );
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = ?1 \
+         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)";
+    const MARK_ROTATED: &'static str = concat!(
+        "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
+         replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
+        token_columns!()
+    );
 
-async fn meta(conn: &mut SqliteConnection, key: &str) -> Result<Option<String>, StoreError> {
-    sqlx::query_scalar("SELECT value FROM apitoken_meta WHERE key = ?")
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(err)
-}
+    fn err(e: sqlx::Error) -> StoreError {
+        err(e)
+    }
 
-async fn set_meta(conn: &mut SqliteConnection, key: &str, value: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO apitoken_meta (key, value) VALUES (?, ?) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
+    fn time(at: DateTime<Utc>) -> i64 {
+        micros(at)
+    }
+
+    fn read_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        time(row, column)
+    }
+
+    fn read_created_at(row: &SqliteRow) -> Result<DateTime<Utc>, StoreError> {
+        time(row, "created_at")?.ok_or_else(|| StoreError::Corrupt {
+            message: "created_at is null".to_owned(),
+            source: None,
+        })
+    }
+
+    /// Nothing to take: every write transaction here is `BEGIN IMMEDIATE`, which holds the
+    /// database's write lock.
+    async fn lock_environment(
+        _: &mut SqliteConnection,
+        _: EnvironmentId,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -620,92 +581,6 @@ fn time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreErr
     }
 }
 
-fn decode(row: SqliteRow) -> Result<Token, StoreError> {
-    let created_at = time(&row, "created_at")?.ok_or_else(|| StoreError::Corrupt {
-        message: "created_at is null".to_owned(),
-        source: None,
-    })?;
-    TokenRow {
-        id: row.try_get("id").map_err(err)?,
-        environment_id: row.try_get("environment_id").map_err(err)?,
-        checksum: row.try_get("checksum").map_err(err)?,
-        created_by_id: row.try_get("created_by_id").map_err(err)?,
-        created_by_alias: row.try_get("created_by_alias").map_err(err)?,
-        created_by_first_name: row.try_get("created_by_first_name").map_err(err)?,
-        created_by_last_name: row.try_get("created_by_last_name").map_err(err)?,
-        created_by_email: row.try_get("created_by_email").map_err(err)?,
-        created_at,
-        active: row.try_get("active").map_err(err)?,
-        note: row.try_get("note").map_err(err)?,
-        scopes: row.try_get("scopes").map_err(err)?,
-        expires_at: time(&row, "expires_at")?,
-        last_used_at: time(&row, "last_used_at")?,
-        revoked_at: time(&row, "revoked_at")?,
-    }
-    .into_token()
-}
-
-async fn insert_row(conn: &mut SqliteConnection, stored: &StoredToken) -> Result<(), StoreError> {
-    let t = &stored.token;
-    sqlx::query(
-        "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-         created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(t.id.as_uuid())
-    .bind(stored.hash.as_bytes().as_slice())
-    .bind(t.environment.as_uuid())
-    .bind(t.checksum.as_str())
-    .bind(t.created_by.id.as_uuid())
-    .bind(t.created_by.alias.as_deref())
-    .bind(t.created_by.first_name.as_deref())
-    .bind(t.created_by.last_name.as_deref())
-    .bind(t.created_by.email.as_deref())
-    .bind(micros(t.created_at))
-    .bind(t.active)
-    .bind(t.note.as_str())
-    .bind(sql::scopes_column(&t.scopes))
-    .bind(t.expires_at.map(micros))
-    .bind(t.last_used_at.map(micros))
-    .bind(t.revoked_at.map(micros))
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// Fails with `LimitReached` when the environment has `limit` tokens live at `now`, not
-/// counting `replacing`. Runs inside the caller's write transaction.
-async fn check_limit(
-    conn: &mut SqliteConnection,
-    environment: EnvironmentId,
-    now: DateTime<Utc>,
-    limit: Option<NonZeroU32>,
-    replacing: Option<TokenId>,
-) -> Result<(), StoreError> {
-    let Some(limit) = limit else {
-        return Ok(());
-    };
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
-         AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?",
-    )
-    .bind(environment.as_uuid())
-    .bind(micros(now))
-    .bind(replacing.map(|id| *id.as_uuid()))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(err)?;
-    if live >= i64::from(limit.get()) {
-        return Err(StoreError::LimitReached {
-            environment,
-            limit: limit.get(),
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn insert(
@@ -715,16 +590,14 @@ impl TokenStore for SqliteStore {
     ) -> Result<(), StoreError> {
         if max_live.is_none() {
             let mut conn = self.writer.acquire().await.map_err(err)?;
-            return insert_row(&mut conn, &token).await;
+            return SqliteSql::insert_row(&mut conn, &token).await;
         }
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let t = &token.token;
-        check_limit(&mut tx, t.environment, t.created_at, max_live, None).await?;
-        insert_row(&mut tx, &token).await?;
+        SqliteSql::insert_limited(&mut tx, &token, max_live).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -738,7 +611,7 @@ impl TokenStore for SqliteStore {
             .await
             .map_err(err)?;
         let found: bool = row.try_get("found").map_err(err)?;
-        let token = self.last_use.merge(decode(row)?);
+        let token = self.last_use.merge(SqliteSql::decode(row)?);
         Ok(found.then_some(token))
     }
 
@@ -748,7 +621,7 @@ impl TokenStore for SqliteStore {
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        let found = SqliteStore::fetch_token(&mut conn, environment, id).await?;
+        let found = SqliteSql::fetch_token(&mut conn, environment, id).await?;
         Ok(found.map(|t| self.last_use.merge(t)))
     }
 
@@ -782,7 +655,7 @@ impl TokenStore for SqliteStore {
             .map_err(err)?;
         let mut tokens = rows
             .into_iter()
-            .map(decode)
+            .map(SqliteSql::decode)
             .collect::<Result<Vec<_>, _>>()?;
         self.last_use.merge_all(&mut tokens);
         Ok(Page::from_overfetch(tokens, limit))
@@ -794,69 +667,19 @@ impl TokenStore for SqliteStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        let query = concat!(
-            "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
-             WHERE environment_id = ? AND id = ? RETURNING ",
-            token_columns!()
-        );
-        sqlx::query(query)
-            .bind(micros(at))
-            .bind(environment.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.writer)
-            .await
-            .map_err(err)?
-            .map(decode)
-            .transpose()?
+        SqliteSql::revoke_on(&self.writer, environment, id, at)
+            .await?
             .map(|t| self.last_use.merge(t))
             .ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
-        let Rotation {
-            environment,
-            predecessor,
-            predecessor_expires_at,
-            successor,
-            max_live,
-        } = rotation;
-        let now = successor.token.created_at;
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        let (old, replaced_by) = fetch_predecessor(&mut tx, environment, predecessor)
-            .await?
-            .ok_or(StoreError::NotFound {
-                environment,
-                id: predecessor,
-            })?;
-        if let Some(successor) = replaced_by {
-            return Err(StoreError::AlreadyRotated {
-                id: predecessor,
-                successor: Some(successor),
-            });
-        }
-        if !old.is_live_at(now) {
-            return Err(StoreError::NotLive { id: predecessor });
-        }
-        check_limit(&mut tx, environment, now, max_live, Some(predecessor)).await?;
-        insert_row(&mut tx, &successor).await?;
-        let query = concat!(
-            "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
-             replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
-            token_columns!()
-        );
-        let updated = sqlx::query(query)
-            .bind(micros(predecessor_expires_at))
-            .bind(environment.as_uuid())
-            .bind(predecessor.as_uuid())
-            .bind(successor.token.id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-        let updated = decode(updated)?;
+        let (updated, _) = SqliteSql::rotate_in(&mut tx, &rotation, false).await?;
         tx.commit().await.map_err(err)?;
         Ok(self.last_use.merge(updated))
     }
@@ -869,7 +692,7 @@ impl TokenStore for SqliteStore {
         }
         if tokio::runtime::Handle::try_current().is_err() {
             let mut conn = self.writer.acquire().await.map_err(err)?;
-            return write_last_use(&mut conn, id, at).await;
+            return SqliteSql::write_last_use(&mut *conn, id, at).await;
         }
         self.last_use.record(id, at);
         Ok(())
