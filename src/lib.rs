@@ -40,4 +40,13 @@ pub use store::memory::MemoryStore;
 pub use store::postgres::{PostgresStore, PostgresTimeouts};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;
-pub use store::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
+pub use store::{
+    Cursor, DynTokenStore, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey,
+};
+
+/// The attribute a [`TokenStore`] implementation needs (`#[apitoken::async_trait]`), so
+/// that a store of your own does not need `async-trait` as a dependency of its own.
+pub use async_trait::async_trait;
+/// What a random generator passed to [`TokenIssuerBuilder::rng`] implements, re-exported so
+/// that injecting one needs no `rand_core` dependency of your own.
+pub use rand_core::{CryptoRng, Rng, TryCryptoRng, TryRng};

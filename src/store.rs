@@ -16,6 +16,10 @@ use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
 use std::sync::Arc;
 
+/// A store chosen at run time (the CLI and the server pick SQLite or PostgreSQL from their
+/// options): `TokenIssuer<DynTokenStore>`.
+pub type DynTokenStore = Box<dyn TokenStore>;
+
 /// A boxed error from a storage driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -199,9 +203,18 @@ pub struct Page {
 }
 
 impl Page {
-    /// A page from up to `limit + 1` tokens in order: the extra one, read only to learn
-    /// that another page follows, is dropped.
-    pub(crate) fn from_overfetch(mut tokens: Vec<Token>, limit: u32) -> Page {
+    /// A page from up to `limit + 1` tokens in creation order: the extra one, read only to
+    /// learn that another page follows, is dropped, and `next` points after the last token
+    /// kept. A store implements [`TokenStore::list`] by reading `limit + 1` tokens after
+    /// the cursor and handing them here.
+    ///
+    /// ```
+    /// use apitoken::Page;
+    ///
+    /// let page = Page::from_overfetch(Vec::new(), 10);
+    /// assert!(page.tokens.is_empty() && page.next.is_none());
+    /// ```
+    pub fn from_overfetch(mut tokens: Vec<Token>, limit: u32) -> Page {
         let limit = limit as usize;
         let next = if tokens.len() > limit {
             tokens.truncate(limit);

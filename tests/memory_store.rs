@@ -84,7 +84,7 @@ async fn revocation_is_seen_by_every_thread_at_once() {
 #[derive(Debug, Default)]
 struct Forgetful(MemoryStore);
 
-#[async_trait::async_trait]
+#[apitoken::async_trait] // the re-export: a store needs no async-trait dependency
 impl TokenStore for Forgetful {
     async fn insert(
         &self,
