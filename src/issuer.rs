@@ -421,6 +421,32 @@ impl<S: TokenStore> TokenIssuer<S> {
         Ok(self.store.list(environment, page).await?)
     }
 
+    /// Up to `max` of `environment`'s tokens in creation order, read [`list`](Self::list)
+    /// page by page, each of at most `page_size` tokens (clamped as
+    /// [`PageRequest::first`] does). The records are as stored: see [`Token::as_of`] for
+    /// an answer.
+    pub async fn list_all(
+        &self,
+        environment: EnvironmentId,
+        max: usize,
+        page_size: u32,
+    ) -> Result<Vec<Token>, Error> {
+        let mut tokens = Vec::new();
+        let mut after = None;
+        while tokens.len() < max {
+            let remaining = u32::try_from(max - tokens.len()).unwrap_or(u32::MAX);
+            let mut request = PageRequest::first(page_size.min(remaining));
+            request.after = after;
+            let page = self.list(environment, request).await?;
+            tokens.extend(page.tokens);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(tokens)
+    }
+
     /// Revokes a token: from when this returns, it never authenticates again. Revoking a
     /// revoked token succeeds and changes nothing.
     pub async fn revoke(&self, environment: EnvironmentId, id: TokenId) -> Result<Token, Error> {

@@ -2,8 +2,8 @@
 
 use apitoken::{
     Caller, Clock, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore,
-    Note, PageRequest, Scope, ScopeCatalog, Scopes, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE,
-    UserId,
+    Note, PageRequest, Scope, ScopeCatalog, Scopes, Token, TokenIssuer, TokenStore,
+    UNAUTHORIZED_MESSAGE, UserId,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
@@ -843,6 +843,14 @@ async fn listing_pages_through_an_environment_in_creation_order() {
         }
     }
     assert_eq!(seen, ids);
+
+    // `list_all` pages the same way, and stops at its maximum.
+    let ids_of = |tokens: Vec<Token>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    for (max, page_size) in [(usize::MAX, 3), (usize::MAX, 1000), (7, 7), (5, 2), (1, 3)] {
+        let all = s.issuer.list_all(env(1), max, page_size).await.unwrap();
+        assert_eq!(ids_of(all), ids[..max.min(7)], "{max} by {page_size}");
+    }
+    assert!(s.issuer.list_all(env(1), 0, 3).await.unwrap().is_empty());
 }
 
 #[tokio::test]
