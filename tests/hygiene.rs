@@ -334,6 +334,34 @@ fn assert_errors_hide(errors: &[(&str, Error)], raws: &[&str], variants: &[&str]
     );
 }
 
+/// An issuer on its own clock, with a live token that can read and a revoked one: what
+/// the failures below start from.
+struct Failing {
+    clock: ManualClock,
+    issuer: TokenIssuer<MemoryStore>,
+    live: IssuedToken,
+    revoked: IssuedToken,
+}
+
+impl Failing {
+    async fn new() -> Failing {
+        let clock = ManualClock::new(start());
+        let issuer = issuer(&clock, None);
+        let live = issuer
+            .issue(env(1), alice(), request(&[READ]))
+            .await
+            .unwrap();
+        let revoked = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
+        issuer.revoke(env(1), revoked.token.id).await.unwrap();
+        Failing {
+            clock,
+            issuer,
+            live,
+            revoked,
+        }
+    }
+}
+
 /// A token that is one character off `raw`, in its random part.
 fn mistyped(raw: &str) -> String {
     let mut bytes = raw.as_bytes().to_vec();
@@ -343,15 +371,9 @@ fn mistyped(raw: &str) -> String {
 
 #[tokio::test]
 async fn authentication_errors_never_show_a_token() {
-    let clock = ManualClock::new(start());
-    let issuer = issuer(&clock, None);
-    let live = issuer
-        .issue(env(1), alice(), request(&[READ]))
-        .await
-        .unwrap();
-    let live_raw = live.raw.expose_secret();
-    let revoked = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
-    issuer.revoke(env(1), revoked.token.id).await.unwrap();
+    let f = Failing::new().await;
+    let (clock, issuer, revoked) = (&f.clock, &f.issuer, &f.revoked);
+    let live_raw = f.live.raw.expose_secret();
     let expiring = issuer
         .issue(
             env(1),
@@ -422,13 +444,9 @@ async fn authentication_errors_never_show_a_token() {
 
 #[tokio::test]
 async fn authorization_and_issue_errors_never_show_a_token() {
-    let clock = ManualClock::new(start());
-    let issuer = issuer(&clock, None);
-    let live = issuer
-        .issue(env(1), alice(), request(&[READ]))
-        .await
-        .unwrap();
-    let live_raw = live.raw.expose_secret();
+    let f = Failing::new().await;
+    let (clock, issuer) = (&f.clock, &f.issuer);
+    let live_raw = f.live.raw.expose_secret();
     let principal = issuer.authenticate(live_raw).await.unwrap();
     let limited = TokenIssuer::builder(MemoryStore::new())
         .clock(clock.clone())
@@ -483,15 +501,9 @@ async fn authorization_and_issue_errors_never_show_a_token() {
 
 #[tokio::test]
 async fn record_and_store_errors_never_show_a_token() {
-    let clock = ManualClock::new(start());
-    let issuer = issuer(&clock, None);
-    let live = issuer
-        .issue(env(1), alice(), request(&[READ]))
-        .await
-        .unwrap();
-    let live_raw = live.raw.expose_secret();
-    let revoked = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
-    issuer.revoke(env(1), revoked.token.id).await.unwrap();
+    let f = Failing::new().await;
+    let (clock, issuer, revoked) = (&f.clock, &f.issuer, &f.revoked);
+    let live_raw = f.live.raw.expose_secret();
     let replaced = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
     let successor = issuer
         .rotate(env(1), replaced.token.id, Duration::from_secs(600))
@@ -773,16 +785,15 @@ fn json_errors_never_echo_a_raw_token() {
 // Indistinguishable failures
 
 /// An issuer holding a revoked token, an expired one and one rotated away (its grace
-/// period over), and a value of each way a presented token can be refused, labelled
+/// period over) among others, and a value of each way a presented token can be refused, labelled
 /// with the kind the logs must give it.
 async fn refusals() -> (TokenIssuer<MemoryStore>, Vec<(&'static str, String)>) {
-    let clock = ManualClock::new(start());
-    let issuer = issuer(&clock, None);
-    let revoked = issuer
-        .issue(env(1), alice(), request(&[READ]))
-        .await
-        .unwrap();
-    issuer.revoke(env(1), revoked.token.id).await.unwrap();
+    let Failing {
+        clock,
+        issuer,
+        revoked,
+        ..
+    } = Failing::new().await;
     let expiring = issuer
         .issue(
             env(1),
