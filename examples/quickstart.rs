@@ -30,9 +30,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Authenticate and authorize, as a server does with an `Authorization` header.
     let header = format!("Bearer {}", issued.raw.expose_secret());
-    let principal = issuer
-        .authorize(&header, environment, &[Scope::ENVIRONMENT_API_TOKENS_READ])
-        .await?;
+    let principal = issuer.authenticate_header(&header).await?;
+    principal.authorize(environment, &[Scope::ENVIRONMENT_API_TOKENS_READ])?;
     eprintln!(
         "authenticated: token {} in environment {} with scopes {:?}",
         principal.token_id(),
@@ -42,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Revoke: from now on the token is refused.
     issuer.revoke(environment, issued.token.id).await?;
-    match issuer.authenticate(&header).await {
+    match issuer.authenticate_header(&header).await {
         Ok(_) => return Err("a revoked token authenticated".into()),
         Err(e) => eprintln!(
             "after revoke: refused with HTTP {} {:?} (log: {e})",

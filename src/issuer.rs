@@ -87,7 +87,7 @@ enum RngSource {
 /// let secret = issued.raw.expose_secret(); // show this once
 ///
 /// let who = issuer
-///     .authorize(&format!("Bearer {secret}"), env, &[Scope::ENVIRONMENT_API_TOKENS_READ])
+///     .authorize(secret, env, &[Scope::ENVIRONMENT_API_TOKENS_READ])
 ///     .await?;
 /// assert_eq!(who.token_id(), issued.token.id);
 ///
@@ -337,18 +337,18 @@ impl<S: TokenStore> TokenIssuer<S> {
         whole_micros(self.clock.now())
     }
 
-    /// Authenticates a presented token: the raw token, or an `Authorization` header value
-    /// (`Bearer` in any case, surrounding ASCII whitespace ignored).
+    /// Authenticates a raw token, exactly as presented (for an `Authorization` header
+    /// value, see [`authenticate_header`](Self::authenticate_header)).
     ///
     /// Malformed input is rejected before any hashing or store access. The error tells
     /// malformed, unknown, revoked and expired apart for logs; all four map to the same
     /// 401 answer ([`Error::status`], [`Error::public_message`]). Last use is recorded at
     /// most once per configured interval; a failure to record it does not fail
     /// authentication.
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, Error> {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
         // Parsed inline (a helper function returning both measured slower on the reject
         // path); only the hash and the checksum are used past this point.
-        let parsed = self.format.parse(strip_bearer(presented))?;
+        let parsed = self.format.parse(token)?;
         let (hash, checksum) = (self.hasher.hash(parsed.expose_secret()), parsed.checksum());
         // In-memory stores and cache hits answer at once, without a boxed future.
         let found = match self.store.find_credential_now(&hash) {
@@ -387,15 +387,23 @@ impl<S: TokenStore> TokenIssuer<S> {
         Ok(Principal::from_credential(token))
     }
 
-    /// Authenticates, then checks that the token belongs to `environment` and holds every
-    /// scope in `required` ([`Error::WrongEnvironment`], [`Error::MissingScope`]: 403).
+    /// Authenticates the token of an `Authorization` header value, `Bearer <token>` (see
+    /// [`bearer_token`]); a value without the scheme is malformed.
+    pub async fn authenticate_header(&self, value: &str) -> Result<Principal, Error> {
+        self.authenticate(bearer_token(value).unwrap_or_default())
+            .await
+    }
+
+    /// Authenticates a raw token as [`authenticate`](Self::authenticate) does, then checks
+    /// that it belongs to `environment` and holds every scope in `required`
+    /// ([`Error::WrongEnvironment`], [`Error::MissingScope`]: 403).
     pub async fn authorize(
         &self,
-        presented: &str,
+        token: &str,
         environment: EnvironmentId,
         required: &[Scope],
     ) -> Result<Principal, Error> {
-        let principal = self.authenticate(presented).await?;
+        let principal = self.authenticate(token).await?;
         principal.authorize(environment, required)?;
         Ok(principal)
     }
@@ -411,6 +419,32 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// A page of `environment`'s tokens in creation order (never raw tokens).
     pub async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, Error> {
         Ok(self.store.list(environment, page).await?)
+    }
+
+    /// Up to `max` of `environment`'s tokens in creation order, read [`list`](Self::list)
+    /// page by page, each of at most `page_size` tokens (clamped as
+    /// [`PageRequest::first`] does). The records are as stored: see [`Token::as_of`] for
+    /// an answer.
+    pub async fn list_all(
+        &self,
+        environment: EnvironmentId,
+        max: usize,
+        page_size: u32,
+    ) -> Result<Vec<Token>, Error> {
+        let mut tokens = Vec::new();
+        let mut after = None;
+        while tokens.len() < max {
+            let remaining = u32::try_from(max - tokens.len()).unwrap_or(u32::MAX);
+            let mut request = PageRequest::first(page_size.min(remaining));
+            request.after = after;
+            let page = self.list(environment, request).await?;
+            tokens.extend(page.tokens);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(tokens)
     }
 
     /// Revokes a token: from when this returns, it never authenticates again. Revoking a
@@ -511,41 +545,61 @@ impl Principal {
     }
 }
 
-/// The token inside a raw value or an `Authorization` header value.
-fn strip_bearer(presented: &str) -> &str {
-    // ASCII whitespace only (HTTP's is spaces and tabs): cheaper than Unicode trimming,
-    // and a token never contains any.
-    let s = presented.trim_ascii();
-    match (s.get(..6), s.get(6..)) {
+/// The token of an `Authorization` header value: `Bearer` in any case, then spaces or
+/// tabs, then the token; `None` for another scheme or no scheme.
+///
+/// Surrounding ASCII whitespace is ignored. HTTP's own is spaces and tabs (a header value
+/// holds no line breaks); other whitespace, such as a vertical tab or U+00A0, stays
+/// and makes the token malformed.
+///
+/// ```
+/// use apitoken::issuer::bearer_token;
+///
+/// assert_eq!(bearer_token("Bearer dyn_x"), Some("dyn_x"));
+/// assert_eq!(bearer_token(" bearer \t dyn_x "), Some("dyn_x"));
+/// assert_eq!(bearer_token("dyn_x"), None);
+/// assert_eq!(bearer_token("Basic dyn_x"), None);
+/// ```
+pub fn bearer_token(value: &str) -> Option<&str> {
+    // ASCII whitespace only: cheaper than Unicode trimming, and a token never contains any.
+    let value = value.trim_ascii();
+    match (value.get(..6), value.get(6..)) {
         (Some(scheme), Some(rest))
             if scheme.eq_ignore_ascii_case("bearer")
                 && rest.starts_with(|c: char| c.is_ascii_whitespace()) =>
         {
-            rest.trim_ascii_start()
+            Some(rest.trim_ascii_start())
         }
-        _ => s,
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::strip_bearer;
+    use super::bearer_token;
 
     #[test]
     fn bearer_is_stripped_in_any_case_with_any_spacing() {
-        for presented in [
-            "dyn_x",
-            "  dyn_x\n",
+        for value in [
             "Bearer dyn_x",
             "bearer dyn_x",
             "BEARER \t dyn_x  ",
             " BeArEr dyn_x",
+            "Bearer dyn_x\r\n",
         ] {
-            assert_eq!(strip_bearer(presented), "dyn_x", "{presented:?}");
+            assert_eq!(bearer_token(value), Some("dyn_x"), "{value:?}");
         }
-        assert_eq!(strip_bearer("Bearerdyn_x"), "Bearerdyn_x");
-        assert_eq!(strip_bearer("Basic dyn_x"), "Basic dyn_x");
-        assert_eq!(strip_bearer("Bearer"), "Bearer");
-        assert_eq!(strip_bearer("é"), "é");
+        for value in [
+            "dyn_x",
+            "  dyn_x\n",
+            "Bearerdyn_x",
+            "Basic dyn_x",
+            "Bearer",
+            "é",
+        ] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer \x0bdyn_x"), Some("\x0bdyn_x"));
     }
 }

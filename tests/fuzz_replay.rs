@@ -1,7 +1,6 @@
 //! Replays every committed fuzz input through the same functions the fuzz targets call
 //! (`tests/fuzz_targets/`), on the stable toolchain, in every CI run: the seed corpora in
-//! `fuzz/corpus/<target>/`, crash files in `fuzz/artifacts/<target>/` and minimized
-//! regressions in `tests/fuzz_regressions/<target>/`.
+//! `fuzz/corpus/<target>/` and minimized crashes in `tests/fuzz_regressions/<target>/`.
 //!
 //! A missing or empty corpus directory fails, so a broken layout cannot pass silently.
 //! `cargo test --all-features --test fuzz_replay -- --nocapture` shows the counts.
@@ -50,11 +49,10 @@ fn replay(name: &str) {
         "{} is missing or empty: every fuzz target needs a committed seed corpus",
         corpus_dir.display()
     );
-    let artifacts = files_in(&root().join("fuzz/artifacts").join(name));
     let regressions = files_in(&root().join("tests/fuzz_regressions").join(name));
 
     let mut failed = Vec::new();
-    let inputs = corpus.iter().chain(&artifacts).chain(&regressions);
+    let inputs = corpus.iter().chain(&regressions);
     for path in inputs.clone() {
         let data = std::fs::read(path).expect("a readable input");
         if std::panic::catch_unwind(|| target(&data)).is_err() {
@@ -67,10 +65,9 @@ fn replay(name: &str) {
         }
     }
     eprintln!(
-        "fuzz replay {name}: {} inputs ({} corpus, {} artifacts, {} regressions), {} failed",
+        "fuzz replay {name}: {} inputs ({} corpus, {} regressions), {} failed",
         inputs.count(),
         corpus.len(),
-        artifacts.len(),
         regressions.len(),
         failed.len()
     );

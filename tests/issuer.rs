@@ -2,8 +2,8 @@
 
 use apitoken::{
     Caller, Clock, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore,
-    Note, PageRequest, Scope, ScopeCatalog, Scopes, TokenIssuer, TokenStore, UNAUTHORIZED_MESSAGE,
-    UserId,
+    Note, PageRequest, Scope, ScopeCatalog, Scopes, Token, TokenIssuer, TokenStore,
+    UNAUTHORIZED_MESSAGE, UserId,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
@@ -88,18 +88,31 @@ async fn issue_then_authenticate_in_every_presentation() {
         Some("alice@example.com")
     );
 
-    for presented in [
-        secret.to_owned(),
+    let headers = [
         format!("Bearer {secret}"),
         format!("bearer {secret}"),
         format!("  BEARER   {secret} \r\n"),
-        format!("\t{secret}\n"),
-    ] {
-        let who = s.issuer.authenticate(&presented).await.unwrap();
+        format!("Bearer\t{secret}\n"),
+    ];
+    let mut answers = vec![s.issuer.authenticate(secret).await.unwrap()];
+    for header in &headers {
+        answers.push(s.issuer.authenticate_header(header).await.unwrap());
+    }
+    for who in answers {
         assert_eq!(who.token_id(), issued.token.id);
         assert_eq!(who.environment(), env(1));
         assert_eq!(who.scopes(), &Scopes::from([Scope::ENVIRONMENT_USERS_READ]));
         assert_eq!(who.expires_at(), None);
+    }
+    // A token is taken as it is; a header value needs its scheme.
+    for (token, header) in [
+        (format!("Bearer {secret}"), secret.to_owned()),
+        (format!("\t{secret}\n"), format!("Basic {secret}")),
+    ] {
+        let err = s.issuer.authenticate(&token).await.unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err:?}");
+        let err = s.issuer.authenticate_header(&header).await.unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err:?}");
     }
     assert_eq!(s.store.inner.len(), 1);
     let stored = s
@@ -377,6 +390,8 @@ async fn malformed_input_never_reaches_the_store() {
         &huge,
     ] {
         let err = s.issuer.authenticate(bad).await.unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err:?}");
+        let err = s.issuer.authenticate_header(bad).await.unwrap_err();
         assert!(matches!(err, Error::Malformed(_)), "{err:?}");
     }
     assert_eq!(s.store.finds.load(Ordering::SeqCst), 0);
@@ -828,6 +843,14 @@ async fn listing_pages_through_an_environment_in_creation_order() {
         }
     }
     assert_eq!(seen, ids);
+
+    // `list_all` pages the same way, and stops at its maximum.
+    let ids_of = |tokens: Vec<Token>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    for (max, page_size) in [(usize::MAX, 3), (usize::MAX, 1000), (7, 7), (5, 2), (1, 3)] {
+        let all = s.issuer.list_all(env(1), max, page_size).await.unwrap();
+        assert_eq!(ids_of(all), ids[..max.min(7)], "{max} by {page_size}");
+    }
+    assert!(s.issuer.list_all(env(1), 0, 3).await.unwrap().is_empty());
 }
 
 #[tokio::test]

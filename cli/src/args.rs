@@ -1,9 +1,10 @@
 //! The command line's grammar (clap derive) and turning clap's errors into one line.
 
 use crate::duration;
-use apitoken::{EnvironmentId, Note, Scope, TokenId, UserId};
+use apitoken::{Alphabet, EnvironmentId, Note, Scope, TokenId, UserId};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -234,8 +235,8 @@ pub(crate) struct FormatArgs {
     #[arg(long, value_name = "PREFIX")]
     pub(crate) prefix: Option<String>,
     /// The checksum's digit order (default: either)
-    #[arg(long, value_enum, value_name = "ORDER")]
-    pub(crate) alphabet: Option<AlphabetArg>,
+    #[arg(long, value_name = "ORDER", value_parser = alphabet())]
+    pub(crate) alphabet: Option<Alphabet>,
     /// Random characters between prefix and checksum (22 to 64; default 30)
     #[arg(long, value_name = "N")]
     pub(crate) length: Option<usize>,
@@ -247,21 +248,17 @@ impl FormatArgs {
     }
 }
 
-/// The checksum's digit order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum AlphabetArg {
-    /// 0-9a-zA-Z (Dynamic)
-    Dynamic,
-    /// 0-9A-Za-z (GitHub, npm)
-    Github,
+/// The library's digit orders by name (`Alphabet: FromStr`), listed in help and errors.
+fn alphabet() -> impl TypedValueParser<Value = Alphabet> {
+    let names = Alphabet::ALL.map(|a| PossibleValue::new(a.name()).help(digit_order(a)));
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<Alphabet>())
 }
 
-impl From<AlphabetArg> for apitoken::Alphabet {
-    fn from(a: AlphabetArg) -> Self {
-        match a {
-            AlphabetArg::Dynamic => apitoken::Alphabet::Dynamic,
-            AlphabetArg::Github => apitoken::Alphabet::GitHub,
-        }
+/// The order of an alphabet's digits, in short.
+pub(crate) fn digit_order(a: Alphabet) -> &'static str {
+    match a {
+        Alphabet::GitHub => "0-9A-Za-z",
+        _ => "0-9a-zA-Z",
     }
 }
 

@@ -1,5 +1,6 @@
 //! How a command fails: an exit code and one line for standard error.
 
+use apitoken::format::{MAX_PREFIX_LEN, MIN_RANDOM_LEN};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -79,8 +80,11 @@ fn redact_word(word: &str) -> String {
     let Some((prefix, body)) = word.split_once('_') else {
         return word.to_owned();
     };
-    let prefix_ok = prefix.len() <= 16 && prefix.starts_with(|c: char| c.is_ascii_alphabetic());
-    if !prefix_ok || body.len() < 22 || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    let prefix_ok =
+        prefix.len() <= MAX_PREFIX_LEN && prefix.starts_with(|c: char| c.is_ascii_alphabetic());
+    // The shortest random part, without a checksum: a mistyped or cut token still counts.
+    let long_enough = body.len() >= MIN_RANDOM_LEN;
+    if !prefix_ok || !long_enough || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return word.to_owned();
     }
     match apitoken::TokenFormat::infer(word).and_then(|f| f.parse(word).map(|p| p.checksum())) {

@@ -12,7 +12,7 @@ pub(crate) fn token_name(prefix: &str, token: &Token) -> String {
 pub(crate) fn status(token: &Token, now: DateTime<Utc>) -> &'static str {
     if !token.active {
         "revoked"
-    } else if token.expires_at.is_some_and(|at| at <= now) {
+    } else if !token.is_live_at(now) {
         "expired"
     } else {
         "active"

@@ -10,7 +10,6 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,27 +67,9 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// The server URL for PostgreSQL tests, or `None` (announced once) to skip them.
-fn postgres_url() -> Option<String> {
-    static ANNOUNCE: Once = Once::new();
-    match std::env::var("APITOKEN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("APITOKEN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "APITOKEN_REQUIRE_POSTGRES=1 but APITOKEN_TEST_POSTGRES_URL is not set: set it to a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/test"
-            );
-            ANNOUNCE.call_once(|| {
-                // Written to the process's standard error directly, so that the test
-                // harness does not capture it.
-                let _ = std::io::stderr().write_all(
-                    b"\n*** apitoken-cli: PostgreSQL CLI tests SKIPPED: APITOKEN_TEST_POSTGRES_URL is not set ***\n\n",
-                );
-            });
-            None
-        }
-    }
-}
+#[path = "../../tests/support/postgres_url.rs"]
+mod postgres_url;
+use postgres_url::postgres_url;
 
 /// `url` with its database name replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
@@ -176,7 +157,7 @@ impl Db {
     }
 
     fn postgres(test: &str) -> Option<Db> {
-        let url = postgres_url()?;
+        let url = postgres_url(test)?;
         Some(Db {
             store: Store::Postgres(PgDatabase::create(url, test)),
             scratch: Scratch::new(test),
@@ -986,7 +967,7 @@ fn the_command_line_beats_the_environment_when_choosing_the_store() {
 #[cfg(feature = "postgres-tls")]
 #[test]
 fn a_refused_server_certificate_says_what_to_check() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = postgres_url("refused_certificate") else {
         return;
     };
     let scratch = Scratch::new("refused_certificate");

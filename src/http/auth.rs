@@ -3,7 +3,7 @@
 
 use super::response::error_response;
 use crate::error::Error;
-use crate::issuer::TokenIssuer;
+use crate::issuer::{TokenIssuer, bearer_token};
 use crate::model::{EnvironmentId, Principal};
 use crate::scope::Scope;
 use crate::store::TokenStore;
@@ -21,13 +21,13 @@ use std::sync::Arc;
 /// What the extractors need from an issuer, without its store type.
 #[async_trait]
 trait Authenticate: Send + Sync + 'static {
-    async fn authenticate(&self, presented: &str) -> Result<Principal, Error>;
+    async fn authenticate(&self, token: &str) -> Result<Principal, Error>;
 }
 
 #[async_trait]
 impl<S: TokenStore + 'static> Authenticate for TokenIssuer<S> {
-    async fn authenticate(&self, presented: &str) -> Result<Principal, Error> {
-        TokenIssuer::authenticate(self, presented).await
+    async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        TokenIssuer::authenticate(self, token).await
     }
 }
 
@@ -66,9 +66,9 @@ impl TokenAuth {
         TokenAuth { issuer }
     }
 
-    /// Authenticates a presented token (see [`TokenIssuer::authenticate`]).
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, Error> {
-        self.issuer.authenticate(presented).await
+    /// Authenticates a raw token (see [`TokenIssuer::authenticate`]).
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        self.issuer.authenticate(token).await
     }
 
     /// The principal of the request's bearer token, authenticated once per request: the
@@ -106,22 +106,19 @@ impl<S: TokenStore + 'static> FromRef<Arc<TokenIssuer<S>>> for TokenAuth {
 #[derive(Clone)]
 struct CachedPrincipal(Principal);
 
-/// The token of the request's one `Authorization: Bearer <token>` header; the empty
-/// string, which never authenticates, for anything else (no header, several, another
-/// scheme, bytes that are not text).
+/// The token of the request's one `Authorization: Bearer <token>` header (read by
+/// [`bearer_token`]); the empty string, which never authenticates, for anything else (no
+/// header, several, another scheme, bytes that are not text).
 fn bearer(parts: &Parts) -> &str {
     let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return "";
     };
-    let Ok(value) = value.to_str() else {
-        return "";
-    };
-    let value = value.trim();
-    match value.split_once(|c: char| c.is_ascii_whitespace()) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => "",
-    }
+    value
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .unwrap_or_default()
 }
 
 /// Any valid token: well-formed, known, not revoked, not expired.

@@ -86,4 +86,4 @@ mod auth;
 mod response;
 
 pub use auth::{Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth};
-pub use response::{ErrorReport, RETRY_AFTER_SECONDS};
+pub use response::{ErrorBody, ErrorReport, RETRY_AFTER_SECONDS};

@@ -35,13 +35,59 @@ impl ErrorReport {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer: `{"error": message}`, plus `code` and a `payload`
+/// object on a 422, as the reference API gives them. An application that answers failures
+/// of its own can use it to keep the same shape.
+///
+/// ```
+/// use apitoken::http::ErrorBody;
+/// use axum::http::StatusCode;
+/// use serde_json::json;
+///
+/// let response = ErrorBody::new("the body is not JSON").into_response(StatusCode::BAD_REQUEST);
+/// assert_eq!(response.status(), 400);
+///
+/// let payload = json!({"maxLength": 255});
+/// let body = ErrorBody::new("the note is too long").with_details("invalid_note", &payload);
+/// assert_eq!(
+///     serde_json::to_value(&body).unwrap(),
+///     json!({"error": "the note is too long", "code": "invalid_note", "payload": {"maxLength": 255}})
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ErrorBody<'a, P = ()> {
     error: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
+    code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<Payload<'a>>,
+    payload: Option<P>,
+}
+
+impl<'a> ErrorBody<'a> {
+    /// `{"error": error}`.
+    pub fn new(error: &'a str) -> ErrorBody<'a> {
+        ErrorBody {
+            error,
+            code: None,
+            payload: None,
+        }
+    }
+}
+
+impl<'a, P: Serialize> ErrorBody<'a, P> {
+    /// The same with a code and a payload, as a 422 has them.
+    pub fn with_details<Q: Serialize>(self, code: &'a str, payload: Q) -> ErrorBody<'a, Q> {
+        ErrorBody {
+            error: self.error,
+            code: Some(code),
+            payload: Some(payload),
+        }
+    }
+
+    /// The JSON response with `status`.
+    pub fn into_response(self, status: StatusCode) -> Response {
+        (status, Json(self)).into_response()
+    }
 }
 
 /// The details of a 422, for programs.
@@ -111,12 +157,7 @@ fn payload(e: &Error) -> Payload<'_> {
 
 /// `{"error": message}` with `status`.
 pub(super) fn error_response(status: StatusCode, message: &str) -> Response {
-    let body = Body {
-        error: message,
-        code: None,
-        payload: None,
-    };
-    (status, Json(body)).into_response()
+    ErrorBody::new(message).into_response(status)
 }
 
 /// How long a client should wait before retrying a 503, in seconds (`Retry-After`).
@@ -135,12 +176,12 @@ impl IntoResponse for Error {
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = self.public_message();
         let code = self.code();
-        let body = Body {
+        let body = ErrorBody {
             error: &message,
             code,
             payload: code.map(|_| payload(&self)),
         };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = body.into_response(status);
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

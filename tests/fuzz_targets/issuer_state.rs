@@ -72,7 +72,7 @@ pub(crate) enum Op {
         scopes: u16,
         expires_in: Option<i16>,
     },
-    /// Authenticate a token, optionally as `Bearer`, optionally with one character
+    /// Authenticate a token, optionally as a `Bearer` header value, optionally with one character
     /// replaced by another (position, new character).
     Authenticate {
         token: u8,
@@ -275,7 +275,7 @@ impl World {
                 match typo {
                     None if bearer => {
                         let presented = format!("Bearer {}", self.tokens[i].raw);
-                        let result = block_on(self.issuer.authenticate(&presented));
+                        let result = block_on(self.issuer.authenticate_header(&presented));
                         self.check_authentication(i, result);
                     }
                     None => {
@@ -292,12 +292,12 @@ impl World {
                         }
                         bytes[position] = new;
                         let typo = String::from_utf8(bytes).expect("ASCII");
-                        let presented = if bearer {
-                            format!("bearer  {typo}")
+                        let result = if bearer {
+                            block_on(self.issuer.authenticate_header(&format!("bearer  {typo}")))
                         } else {
-                            typo
+                            block_on(self.issuer.authenticate(&typo))
                         };
-                        match block_on(self.issuer.authenticate(&presented)) {
+                        match result {
                             Err(Error::Malformed(_)) => {}
                             other => panic!("a one-character typo was not refused: {other:?}"),
                         }

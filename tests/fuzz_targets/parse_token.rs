@@ -2,14 +2,14 @@
 //!
 //! Checks `TokenFormat::parse` against the reference rules, `TokenFormat::infer` and
 //! `RawToken::parse_any` for completeness and consistency, and
-//! `TokenIssuer::authenticate` over a `MemoryStore` holding one token per format: it
-//! accepts exactly that token (bare or after `Bearer`), and every refusal is the same
-//! 401 that never repeats the secret.
+//! `TokenIssuer::authenticate` and `authenticate_header` over a `MemoryStore` holding one
+//! token per format: they accept exactly that token (bare, or after `Bearer` in a header
+//! value), and every refusal is the same 401 that never repeats the secret.
 
 use super::{block_on, formats, reference};
 use apitoken::{
-    Creator, EnvironmentId, Error, IssueRequest, ManualClock, MemoryStore, Note, RawToken, Scope,
-    TokenFormat, TokenId, TokenIssuer, UNAUTHORIZED_MESSAGE, UserId,
+    Creator, EnvironmentId, Error, IssueRequest, ManualClock, MemoryStore, Note, Principal,
+    RawToken, Scope, TokenFormat, TokenId, TokenIssuer, UNAUTHORIZED_MESSAGE, UserId,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -129,10 +129,21 @@ fn check_infer(s: &str) {
     }
 }
 
+/// `authenticate` takes the input as the token; `authenticate_header` as an
+/// `Authorization` value, whose token the reference reads (none: the empty string).
 fn check_authenticate(fixture: &Fixture, presented: &str) {
-    let stripped = reference::strip_bearer(presented);
+    let answer = block_on(fixture.issuer.authenticate(presented));
+    check_answer(fixture, presented, answer);
+    let token = reference::bearer_token(presented).unwrap_or_default();
+    let answer = block_on(fixture.issuer.authenticate_header(presented));
+    check_answer(fixture, token, answer);
+}
+
+/// The answer to a presented `token`: the fixture's principal exactly when it is the
+/// fixture's token, otherwise the one 401, malformed exactly when parsing refuses it.
+fn check_answer(fixture: &Fixture, stripped: &str, answer: Result<Principal, Error>) {
     let secret = reference::random_part(&fixture.format, &fixture.token);
-    match block_on(fixture.issuer.authenticate(presented)) {
+    match answer {
         Ok(principal) => {
             assert_eq!(stripped, fixture.token, "authenticated something else");
             assert_eq!(principal.token_id(), fixture.id);

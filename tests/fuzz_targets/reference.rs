@@ -84,20 +84,20 @@ pub(crate) fn random_part<'a>(format: &TokenFormat, token: &'a str) -> &'a str {
     &token[start..start + format.random_len()]
 }
 
-/// What `Authorization` handling leaves of a presented value: surrounding ASCII whitespace
-/// (space, tab, line feed, form feed, carriage return) is ignored, and one leading
-/// `Bearer` (any case) followed by ASCII whitespace. Other whitespace (a vertical tab,
-/// U+1680, U+00A0) is kept, so the value is malformed: HTTP's own is spaces and tabs.
-pub(crate) fn strip_bearer(presented: &str) -> &str {
+/// The token of an `Authorization` value: surrounding ASCII whitespace (space, tab, line
+/// feed, form feed, carriage return) is ignored, then it must start with `Bearer` (any
+/// case) followed by ASCII whitespace; `None` otherwise. Other whitespace (a vertical tab,
+/// U+1680, U+00A0) is kept, so the token is malformed: HTTP's own is spaces and tabs.
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     const ASCII_WHITESPACE: [char; 5] = [' ', '\t', '\n', '\x0C', '\r'];
-    let s = presented.trim_matches(ASCII_WHITESPACE);
+    let s = value.trim_matches(ASCII_WHITESPACE);
     if let (Some(scheme), Some(rest)) = (s.get(..6), s.get(6..))
         && scheme.eq_ignore_ascii_case("bearer")
         && rest.starts_with(ASCII_WHITESPACE)
     {
-        return rest.trim_start_matches(ASCII_WHITESPACE);
+        return Some(rest.trim_start_matches(ASCII_WHITESPACE));
     }
-    s
+    None
 }
 
 /// Unicode 16's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt).

@@ -17,25 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-/// The PostgreSQL URL for tests, or `None` (after saying so loudly) when the tests are to be
-/// skipped. With `APITOKEN_REQUIRE_POSTGRES=1` a missing URL is a failure.
-pub(crate) fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("APITOKEN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("APITOKEN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "APITOKEN_REQUIRE_POSTGRES=1 but APITOKEN_TEST_POSTGRES_URL is not set: \
-                 set it to e.g. postgres://postgres@127.0.0.1:5432/test"
-            );
-            eprintln!(
-                "\n!!! SKIPPED {test}: APITOKEN_TEST_POSTGRES_URL is not set \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test) !!!\n"
-            );
-            None
-        }
-    }
-}
+mod postgres_url;
+#[allow(unused_imports)] // not every test file needs PostgreSQL
+pub(crate) use postgres_url::postgres_url;
 
 /// A fresh schema name.
 pub(crate) fn unique_name(prefix: &str) -> String {

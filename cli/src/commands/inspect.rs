@@ -1,7 +1,7 @@
 //! `inspect`: check a token's format alone, without any database.
 
 use super::format_from;
-use crate::args::InspectArgs;
+use crate::args::{InspectArgs, digit_order};
 use crate::failure::{Failure, emit};
 use crate::input;
 use crate::output;
@@ -85,11 +85,7 @@ fn check(
 }
 
 fn alphabet(a: Alphabet) -> String {
-    let digits = match a {
-        Alphabet::GitHub => "0-9A-Za-z",
-        _ => "0-9a-zA-Z",
-    };
-    format!("{} ({digits})", a.name())
+    format!("{} ({})", a.name(), digit_order(a))
 }
 
 #[derive(Serialize)]

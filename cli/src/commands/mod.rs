@@ -65,7 +65,7 @@ fn format_from(args: &FormatArgs) -> Result<TokenFormat, Failure> {
             .map_err(|e| Failure::usage(format!("invalid --length: {e}")))?;
     }
     if let Some(alphabet) = args.alphabet {
-        format = format.with_alphabet(alphabet.into());
+        format = format.with_alphabet(alphabet);
     }
     Ok(format)
 }

@@ -5,7 +5,7 @@ use crate::args::{GetArgs, Global, IssueArgs, ListArgs, RevokeArgs, RotateArgs};
 use crate::failure::{Failure, emit, write_stdout};
 use crate::output;
 use crate::storage::{self, Access};
-use apitoken::{Creator, IssueRequest, IssuedToken, PageRequest, Scopes, Token, UserId};
+use apitoken::{Creator, IssueRequest, IssuedToken, Scopes, Token, UserId};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
 use std::io::{self, IsTerminal, Write};
@@ -161,22 +161,14 @@ fn print_issued(issued: &IssuedToken) -> Result<ExitCode, Failure> {
 }
 
 pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Failure> {
-    let limit = args.limit.unwrap_or(u64::MAX);
+    let limit = args
+        .limit
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let (tokens, prefix) = storage::with_issuer(global, Access::Read, async |issuer| {
-        let mut tokens: Vec<Token> = Vec::new();
-        let mut after = None;
-        loop {
-            let remaining = limit.saturating_sub(tokens.len() as u64);
-            let size = u32::try_from(remaining).map_or(args.page_size, |r| r.min(args.page_size));
-            let mut page = PageRequest::first(size);
-            page.after = after;
-            let page = issuer.list(args.env, page).await.map_err(failure)?;
-            tokens.extend(page.tokens);
-            match page.next {
-                Some(next) if (tokens.len() as u64) < limit => after = Some(next),
-                _ => break,
-            }
-        }
+        let tokens = issuer
+            .list_all(args.env, limit, args.page_size)
+            .await
+            .map_err(failure)?;
         Ok((tokens, issuer.format().prefix().to_owned()))
     })
     .await?;

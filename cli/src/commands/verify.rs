@@ -6,21 +6,24 @@ use crate::failure::{Failure, emit};
 use crate::input;
 use crate::output;
 use crate::storage::{self, Access};
+use apitoken::issuer::bearer_token;
 use apitoken::{Creator, EnvironmentId, Error, Principal, Scopes, TokenId};
 use serde::Serialize;
 use std::process::ExitCode;
 
 pub(crate) async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, Failure> {
-    let token = input::token(args.token.as_deref())?;
+    let input = input::token(args.token.as_deref())?;
+    // A token, or an `Authorization` header value holding one.
+    let token = bearer_token(&input).unwrap_or(&input);
     let principal = storage::with_issuer(global, Access::Read, async |issuer| {
         match args.env {
-            Some(environment) => issuer.authorize(&token, environment, &args.scopes).await,
-            None => issuer.authenticate(&token).await,
+            Some(environment) => issuer.authorize(token, environment, &args.scopes).await,
+            None => issuer.authenticate(token).await,
         }
         .map_err(rejection)
     })
     .await?;
-    drop(token);
+    drop(input);
     if args.env.is_none()
         && let Some(scope) = principal.scopes().first_missing(&args.scopes)
     {

@@ -205,18 +205,16 @@ async fn all_tokens(
     environment: EnvironmentId,
     keep: impl Fn(&Token) -> bool,
 ) -> Result<Vec<Token>, ApiError> {
-    let mut tokens = Vec::new();
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    loop {
-        let found = state.issuer.list(environment, page).await?;
-        tokens.extend(found.tokens.into_iter().filter(|t| keep(t)));
-        match found.next {
-            Some(cursor) => page = page.after(cursor),
-            None => break,
-        }
-    }
+    let tokens = state
+        .issuer
+        .list_all(environment, usize::MAX, PageRequest::MAX_LIMIT)
+        .await?;
     let now = state.issuer.now();
-    Ok(tokens.into_iter().map(|t| t.as_of(now)).collect())
+    Ok(tokens
+        .into_iter()
+        .filter(|t| keep(t))
+        .map(|t| t.as_of(now))
+        .collect())
 }
 
 async fn revoke(

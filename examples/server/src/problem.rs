@@ -1,10 +1,9 @@
 //! The answers the server gives itself (the library answers for [`apitoken::Error`]), in
-//! the same shapes: `{"error": …}`, plus `code` and `payload` for a 422.
+//! the library's [`ErrorBody`]: `{"error": …}`, plus `code` and `payload` for a 422.
 
-use axum::Json;
+use apitoken::http::ErrorBody;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 /// A failure of the request itself: its body, its content type, a path id.
 #[derive(Debug)]
@@ -13,9 +12,9 @@ pub(crate) struct Problem {
     /// A fixed name for the kind of failure: what the logs show.
     kind: &'static str,
     error: String,
-    code: Option<&'static str>,
-    // Boxed: a Value with ordered keys is large, and a Problem travels in `Result`s.
-    payload: Option<Box<serde_json::Value>>,
+    /// A 422's code and payload. Boxed: a Value with ordered keys is large, and a Problem
+    /// travels in `Result`s.
+    details: Option<(&'static str, Box<serde_json::Value>)>,
     /// Whether the log line gives the message as the reason (only for messages that
     /// repeat nothing the client sent).
     logged: bool,
@@ -26,15 +25,6 @@ pub(crate) struct Problem {
 #[derive(Clone, Debug)]
 pub(crate) struct ProblemKind(pub(crate) &'static str, pub(crate) Option<String>);
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a serde_json::Value>,
-}
-
 impl Problem {
     /// `{"error": …}` with `status`.
     pub(crate) fn new(status: StatusCode, kind: &'static str, error: impl Into<String>) -> Problem {
@@ -42,8 +32,7 @@ impl Problem {
             status,
             kind,
             error: error.into(),
-            code: None,
-            payload: None,
+            details: None,
             logged: false,
         }
     }
@@ -67,8 +56,7 @@ impl Problem {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             kind: code,
             error: error.into(),
-            code: Some(code),
-            payload: Some(Box::new(payload)),
+            details: Some((code, Box::new(payload))),
             logged: false,
         }
     }
@@ -76,12 +64,13 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: &self.error,
-            code: self.code,
-            payload: self.payload.as_deref(),
+        let body = ErrorBody::new(&self.error);
+        let mut response = match &self.details {
+            Some((code, payload)) => body
+                .with_details(code, payload.as_ref())
+                .into_response(self.status),
+            None => body.into_response(self.status),
         };
-        let mut response = (self.status, Json(body)).into_response();
         let reason = self.logged.then(|| self.error.clone());
         response
             .extensions_mut()

@@ -1,7 +1,7 @@
 //! The reference API end to end: the real `apitoken-server` binary on a loopback port,
-//! driven over HTTP. The whole lifecycle on SQLite and on PostgreSQL, every error status,
-//! concurrent creation against the live-token limit, and the OpenAPI description checked
-//! against real answers.
+//! driven over HTTP. The whole lifecycle on SQLite and on PostgreSQL, every error status
+//! (a test for each), concurrent creation against the live-token limit, and the OpenAPI
+//! description checked against real answers.
 
 mod support;
 
@@ -344,39 +344,68 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
     assert!(!logs.contains(&proxied), "the database URL is in the logs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_error_status() {
-    let db = TempDb::new("errors");
-    let store = sqlite_store(&db.path, None).await;
-    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-    let reader = issue_first(
-        store.clone(),
-        None,
-        environment(),
-        alice(),
-        vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
-    )
-    .await;
-    // Expired an hour ago: issued two hours ago by an issuer whose clock said so.
-    let expired = {
-        let then = chrono::Utc::now() - chrono::TimeDelta::hours(2);
-        let issuer = TokenIssuer::builder(store.clone())
-            .clock(ManualClock::new(then))
-            .build();
-        let request = IssueRequest::new(Note::new("expired").unwrap())
-            .with_scopes(admin_scopes().into_iter().collect::<apitoken::Scopes>())
-            .expires_at(then + chrono::TimeDelta::hours(1));
-        let issued = issuer.issue(environment(), alice(), request).await.unwrap();
-        issued.raw.expose_secret().to_owned()
-    };
-    store.pool().close().await;
-    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
-    let tokens = env_tokens(environment());
-    let note = json!({ "note": "x" });
+/// A server on a fresh SQLite file for the error tests: an admin token (read and write),
+/// a reader (read only) and a token that expired an hour ago.
+struct ErrorFixture {
+    server: Server,
+    admin: First,
+    reader: First,
+    expired: First,
+    tokens: String,
+    // Last: dropped after the server, it removes the file.
+    _db: TempDb,
+}
 
-    // 401: the same answer for every way a token can be wrong.
+impl ErrorFixture {
+    async fn start(name: &str) -> ErrorFixture {
+        let db = TempDb::new(name);
+        let store = sqlite_store(&db.path, None).await;
+        let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+        let reader = issue_first(
+            store.clone(),
+            None,
+            environment(),
+            alice(),
+            vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
+        )
+        .await;
+        let expired = issue_expired(&store).await;
+        store.pool().close().await;
+        let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+        ErrorFixture {
+            server,
+            admin,
+            reader,
+            expired,
+            tokens: env_tokens(environment()),
+            _db: db,
+        }
+    }
+
+    /// Checks that the failures created nothing (the environment holds `tokens` tokens)
+    /// and that the server stops cleanly.
+    async fn finish(self, tokens: usize) {
+        let list = self
+            .server
+            .call("GET", &self.tokens)
+            .bearer(&self.reader.raw)
+            .send()
+            .await
+            .expect(200);
+        assert_eq!(ids(&list).len(), tokens, "{}", list.text());
+        let (status, logs) = self.server.terminate();
+        assert!(status.success(), "{logs}");
+    }
+}
+
+/// 401: the same answer for every way a token can be wrong, on every route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_is_the_same_401() {
+    let f = ErrorFixture::start("errors_401").await;
+    let (server, admin, tokens) = (&f.server, &f.admin, &f.tokens);
+    let note = json!({ "note": "x" });
     let revoked = server
-        .call("POST", &tokens)
+        .call("POST", tokens)
         .bearer(&admin.raw)
         .json(&note)
         .send()
@@ -407,7 +436,7 @@ async fn every_error_status() {
         // Well-formed (the reference page's example) but unknown.
         Some("Bearer dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC".to_owned()),
         Some(format!("Bearer {revoked_raw}")),
-        Some(format!("Bearer {expired}")),
+        Some(format!("Bearer {}", f.expired.raw)),
     ];
     for (method, path) in [
         ("GET", "/api/v0/tokens/me".to_owned()),
@@ -443,8 +472,16 @@ async fn every_error_status() {
             .send()
             .await,
     );
+    // The admin, the reader, the expired and the revoked token.
+    f.finish(4).await;
+}
 
-    // 403: another environment, a missing scope.
+/// 403: another environment, a missing scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_environment_or_a_missing_scope_is_a_403() {
+    let f = ErrorFixture::start("errors_403").await;
+    let (server, admin, tokens) = (&f.server, &f.admin, &f.tokens);
+    let note = json!({ "note": "x" });
     for (method, path) in [
         ("GET", env_tokens(other_environment())),
         ("POST", env_tokens(other_environment())),
@@ -471,7 +508,7 @@ async fn every_error_status() {
     ] {
         let body = server
             .call(method, &path)
-            .bearer(&reader.raw)
+            .bearer(&f.reader.raw)
             .json(&note)
             .send()
             .await
@@ -479,8 +516,14 @@ async fn every_error_status() {
             .json();
         assert!(body["error"].as_str().unwrap().contains(WRITE), "{body}");
     }
+    f.finish(3).await;
+}
 
-    // 404: an unknown token, an unknown route.
+/// 404: an unknown token, an unknown route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token_or_route_is_a_404() {
+    let f = ErrorFixture::start("errors_404").await;
+    let (server, admin, tokens) = (&f.server, &f.admin, &f.tokens);
     let unknown = "0190a5c4-7d3e-7b5a-9c1d-ffffffffffff";
     for path in [
         format!("{tokens}/{unknown}"),
@@ -501,11 +544,17 @@ async fn every_error_status() {
         .send()
         .await
         .expect(404);
+    f.finish(3).await;
+}
 
-    // 400: malformed JSON, not an object, ids that are not UUIDs.
+/// 400: malformed JSON, not an object, ids that are not UUIDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_or_ids_are_a_400() {
+    let f = ErrorFixture::start("errors_400").await;
+    let (server, admin, tokens) = (&f.server, &f.admin, &f.tokens);
     for body in ["{", "", "[1]", "\"note\"", "{\"note\": \"x\",}"] {
         let reply = server
-            .call("POST", &tokens)
+            .call("POST", tokens)
             .bearer(&admin.raw)
             .header("content-type", "application/json")
             .body(body)
@@ -539,8 +588,15 @@ async fn every_error_status() {
             "{body}"
         );
     }
+    f.finish(3).await;
+}
 
-    // 415: not JSON.
+/// 415: not JSON; 413: past 16 KiB (the note alone would be refused anyway: the size
+/// comes first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_json_is_a_415_and_one_too_large_a_413() {
+    let f = ErrorFixture::start("errors_415").await;
+    let (server, admin) = (&f.server, &f.admin);
     for content_type in [
         None,
         Some("text/plain"),
@@ -557,10 +613,9 @@ async fn every_error_status() {
         assert_eq!(keys(&reply.json()), set(&["error"]));
     }
 
-    // 413: past 16 KiB (the note alone would be refused anyway: the size comes first).
     let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(17 * 1024));
     let reply = server
-        .call("POST", &tokens)
+        .call("POST", &f.tokens)
         .bearer(&admin.raw)
         .header("content-type", "application/json")
         .body(big)
@@ -568,11 +623,17 @@ async fn every_error_status() {
         .await
         .expect(413);
     assert_eq!(keys(&reply.json()), set(&["error"]));
+    f.finish(3).await;
+}
 
-    // 422: scopes not in the catalog, not held, not scopes at all; notes.
+/// 422: scopes not in the catalog, not held, not scopes at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_scopes_are_a_422() {
+    let f = ErrorFixture::start("errors_422_scopes").await;
+    let (server, admin, tokens) = (&f.server, &f.admin, &f.tokens);
     let body = assert_unprocessable(
         server
-            .call("POST", &tokens)
+            .call("POST", tokens)
             .bearer(&admin.raw)
             .json(&json!({ "note": "x", "scopes": ["gasless.read", READ] }))
             .send()
@@ -600,7 +661,7 @@ async fn every_error_status() {
     ] {
         assert_unprocessable(
             server
-                .call("POST", &tokens)
+                .call("POST", tokens)
                 .bearer(&admin.raw)
                 .json(&json!({ "note": "x", "scopes": scopes }))
                 .send()
@@ -608,6 +669,15 @@ async fn every_error_status() {
             "invalid_scopes",
         );
     }
+    f.finish(3).await;
+}
+
+/// 422: a missing, empty, multi-line or too long note; an expiry that is not a time or
+/// is past. A note of 100 characters is fine, emoji included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_notes_and_expiries_are_a_422() {
+    let f = ErrorFixture::start("errors_422_fields").await;
+    let (server, admin, tokens) = (&f.server, &f.admin, &f.tokens);
     for fields in [
         json!({}),
         json!({ "scopes": [READ] }),
@@ -620,7 +690,7 @@ async fn every_error_status() {
     ] {
         let body = assert_unprocessable(
             server
-                .call("POST", &tokens)
+                .call("POST", tokens)
                 .bearer(&admin.raw)
                 .json(&fields)
                 .send()
@@ -629,9 +699,8 @@ async fn every_error_status() {
         );
         assert_eq!(body["payload"], json!({ "maxLength": 100 }));
     }
-    // A note of 100 characters is fine, emoji included.
     server
-        .call("POST", &tokens)
+        .call("POST", tokens)
         .bearer(&admin.raw)
         .json(&json!({ "note": "🔑".repeat(100) }))
         .send()
@@ -640,7 +709,7 @@ async fn every_error_status() {
     for expires_at in [json!("tomorrow"), json!("2000-01-01T00:00:00Z")] {
         assert_unprocessable(
             server
-                .call("POST", &tokens)
+                .call("POST", tokens)
                 .bearer(&admin.raw)
                 .json(&json!({ "note": "x", "expiresAt": expires_at }))
                 .send()
@@ -648,18 +717,8 @@ async fn every_error_status() {
             "invalid_expires_at",
         );
     }
-    // Nothing was created by any of the failures: the list holds the admin, the reader,
-    // the expired, the revoked and the 100-emoji tokens.
-    let list = server
-        .call("GET", &tokens)
-        .bearer(&reader.raw)
-        .send()
-        .await
-        .expect(200);
-    assert_eq!(ids(&list).len(), 5, "{}", list.text());
-
-    let (status, logs) = server.terminate();
-    assert!(status.success(), "{logs}");
+    // The admin, the reader, the expired and the 100-emoji tokens.
+    f.finish(4).await;
 }
 
 /// Issue 12, part 6: capped scope lists, one payload shape per code with its keys in one
@@ -784,8 +843,8 @@ async fn bad_input_gets_small_answers_of_one_shape() {
 }
 
 /// Issues a token that expired an hour ago (issued two hours ago, by an issuer whose clock
-/// said so); returns its id.
-async fn issue_expired(store: &SqliteStore) -> String {
+/// said so).
+async fn issue_expired(store: &SqliteStore) -> First {
     let then = chrono::Utc::now() - chrono::TimeDelta::hours(2);
     let issuer = TokenIssuer::builder(store.clone())
         .clock(ManualClock::new(then))
@@ -794,7 +853,10 @@ async fn issue_expired(store: &SqliteStore) -> String {
         .with_scopes(admin_scopes().into_iter().collect::<apitoken::Scopes>())
         .expires_at(then + chrono::TimeDelta::hours(1));
     let issued = issuer.issue(environment(), alice(), request).await.unwrap();
-    issued.token.id.to_string()
+    First {
+        raw: issued.raw.expose_secret().to_owned(),
+        id: issued.token.id.to_string(),
+    }
 }
 
 /// `active` in an answer says whether the token works at the time of the answer; the
@@ -804,7 +866,7 @@ async fn expired_tokens_are_listed_as_inactive() {
     let db = TempDb::new("inactive");
     let store = sqlite_store(&db.path, None).await;
     let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-    let expired = issue_expired(&store).await;
+    let expired = issue_expired(&store).await.id;
     store.pool().close().await;
     let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
     let tokens = env_tokens(environment());
