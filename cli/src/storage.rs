@@ -2,10 +2,10 @@
 
 use crate::args::Global;
 use crate::failure::Failure;
-use apitoken::{ScopeCatalog, TokenIssuer, TokenStore};
+use apitoken::{DynTokenStore, ScopeCatalog, TokenIssuer};
 
 /// The issuer every store-backed command uses.
-pub(crate) type Issuer = TokenIssuer<Box<dyn TokenStore>>;
+pub(crate) type Issuer = TokenIssuer<DynTokenStore>;
 
 /// What a command does with the database, which decides how it is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

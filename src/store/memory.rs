@@ -628,7 +628,8 @@ mod tests {
         assert_eq!(core::mem::align_of::<Hot>(), 64);
     }
 
-    /// The rotation mark costs no memory: it sits in padding the cold part had anyway.
+    /// Rotation costs the cold part nothing: a successor lives in a side map that only
+    /// rotated tokens pay for.
     #[test]
     fn cold_parts_stay_forty_bytes() {
         assert_eq!(core::mem::size_of::<Cold>(), 40);

@@ -2,11 +2,11 @@
 //! `apitoken_ops`), so that a token the CLI issued authenticates here.
 
 use crate::args::Args;
-use apitoken::{ScopeCatalog, TokenIssuer, TokenStore};
+use apitoken::{DynTokenStore, ScopeCatalog, TokenIssuer};
 pub(crate) use apitoken_ops::Handle;
 
 /// The issuer every handler uses.
-pub(crate) type Issuer = TokenIssuer<Box<dyn TokenStore>>;
+pub(crate) type Issuer = TokenIssuer<DynTokenStore>;
 
 /// Opens the store, migrates its schema, checks the hash key against the one the
 /// database was created with, and builds the issuer.
