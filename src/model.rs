@@ -164,6 +164,11 @@ pub struct Token {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// `last` moved forward to a use at `at`, never backwards: how every store records a use.
+pub(crate) fn later_use(last: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(last.map_or(at, |last| last.max(at)))
+}
+
 impl Token {
     /// Whether it authenticates at `now`: active and not expired.
     pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {

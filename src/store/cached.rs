@@ -3,7 +3,7 @@
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::hash::TokenHash;
-use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use core::fmt;
@@ -481,7 +481,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             && let Some(entry) = lock(self.shard(&hash)).entries.get_mut(&hash)
             && let Some(token) = entry.token.as_mut().filter(|t| t.id == id)
         {
-            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+            token.last_used_at = later_use(token.last_used_at, at);
         }
         Ok(())
     }

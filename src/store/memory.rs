@@ -3,7 +3,7 @@
 use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
 use crate::format::Checksum;
 use crate::hash::TokenHash;
-use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use crate::note::Note;
 use crate::scope::Scopes;
 use async_trait::async_trait;
@@ -535,7 +535,7 @@ impl TokenStore for MemoryStore {
             return Ok(());
         };
         if let Some(hot) = inner.table.get_mut(position) {
-            hot.last_used_at = Some(hot.last_used_at.map_or(at, |last| last.max(at)));
+            hot.last_used_at = later_use(hot.last_used_at, at);
         }
         Ok(())
     }

@@ -39,7 +39,7 @@
 use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::hash::TokenHash;
-use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
@@ -201,12 +201,11 @@ impl LastUse {
 
     /// `token` with its buffered last use, if newer than the stored one.
     fn merge(&self, mut token: Token) -> Token {
-        if let Some(&at) = lock(&self.pending).get(&token.id) {
-            token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
-        }
+        self.merge_all(core::slice::from_mut(&mut token));
         token
     }
 
+    /// Each token with its buffered last use, if newer than the stored one.
     fn merge_all(&self, tokens: &mut [Token]) {
         let pending = lock(&self.pending);
         if pending.is_empty() {
@@ -214,7 +213,7 @@ impl LastUse {
         }
         for token in tokens {
             if let Some(&at) = pending.get(&token.id) {
-                token.last_used_at = Some(token.last_used_at.map_or(at, |last| last.max(at)));
+                token.last_used_at = later_use(token.last_used_at, at);
             }
         }
     }
