@@ -95,7 +95,7 @@ fn kind(e: &Error) -> String {
     match e {
         Error::Store(StoreError::Unavailable { .. }) => "Unavailable (503)".to_owned(),
         Error::Store(StoreError::Backend { .. }) => "Backend (500)".to_owned(),
-        other => format!("{} ({other})", other.status()),
+        other => format!("{} ({other})", apitoken::http::status(other)),
     }
 }
 

@@ -45,8 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => return Err("a revoked token authenticated".into()),
         Err(e) => eprintln!(
             "after revoke: refused with HTTP {} {:?} (log: {e})",
-            e.status(),
-            e.public_message()
+            apitoken::http::status(&e),
+            apitoken::http::public_message(&e)
         ),
     }
     Ok(())

@@ -6,16 +6,14 @@ use crate::scope::Scope;
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
-/// The single message every authentication failure shows to a client, so that it learns
-/// nothing about which check failed.
-pub const UNAUTHORIZED_MESSAGE: &str = "invalid or expired API token";
-
 /// Why an issuer operation failed.
 ///
 /// Branch on the variant. The messages are for logs and operators: they never contain a
-/// presented token (at most its prefix and checksum). For a client, use [`Error::status`],
-/// [`Error::code`] and [`Error::public_message`], which map all four authentication
-/// failures (malformed, unknown, revoked, expired) to the same 401 answer.
+/// presented token (at most its prefix and checksum). For a client, the
+/// [`http`](crate::http) module gives the status, the reference code and the public
+/// message ([`http::status`](crate::http::status), [`http::code`](crate::http::code),
+/// [`http::public_message`](crate::http::public_message)), which map all four
+/// authentication failures (malformed, unknown, revoked, expired) to the same 401 answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -78,17 +76,6 @@ pub enum Error {
         /// Scopes the calling token does not hold (no privilege escalation).
         not_held: Vec<Scope>,
     },
-    /// The environment has reached its live-token limit. Reference code
-    /// `too_many_api_tokens`.
-    #[error(
-        "environment {environment} already has {limit} live tokens: revoke one before issuing another"
-    )]
-    TooManyTokens {
-        /// The environment.
-        environment: EnvironmentId,
-        /// Its limit.
-        limit: u32,
-    },
     /// The requested expiry is not in the future.
     #[error(
         "expiresAt {expires_at} is not in the future (now is {now}): give a later time or none"
@@ -99,35 +86,13 @@ pub enum Error {
         /// The issuer's current time.
         now: DateTime<Utc>,
     },
-    /// No such token in the environment.
-    #[error("no token {id} in environment {environment}")]
-    NotFound {
-        /// The environment.
-        environment: EnvironmentId,
-        /// The token asked for.
-        id: TokenId,
-    },
-    /// A revoked or expired token cannot be rotated.
-    #[error("token {id} is revoked or expired, so it cannot be rotated: issue a new token instead")]
-    NotLive {
-        /// The token.
-        id: TokenId,
-    },
-    /// The token was already rotated: each token is replaced at most once, so that it
-    /// never has more than one live successor.
-    #[error(
-        "token {id} has already been rotated, so it cannot be rotated again: {}",
-        crate::store::rotate_instead(.successor)
-    )]
-    AlreadyRotated {
-        /// The token.
-        id: TokenId,
-        /// The token that replaced it, when the store knows.
-        successor: Option<TokenId>,
-    },
-    /// The store failed.
+    /// The store refused or failed: no such token ([`StoreError::NotFound`]), the live
+    /// limit ([`StoreError::LimitReached`], reference code `too_many_api_tokens`), a
+    /// rotation of a token that is not live or was already rotated, or an outage
+    /// ([`StoreError::Unavailable`]). One name per fact: the issuer passes the store's
+    /// kind on as it is.
     #[error(transparent)]
-    Store(StoreError),
+    Store(#[from] StoreError),
 }
 
 /// The most scope names an error repeats per list, in its message and in an HTTP answer's
@@ -150,20 +115,6 @@ fn list(label: &str, scopes: &[Scope]) -> String {
     format!("{label}: {}{more};", names.join(", "))
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::LimitReached { environment, limit } => {
-                Error::TooManyTokens { environment, limit }
-            }
-            StoreError::NotFound { environment, id } => Error::NotFound { environment, id },
-            StoreError::NotLive { id } => Error::NotLive { id },
-            StoreError::AlreadyRotated { id, successor } => Error::AlreadyRotated { id, successor },
-            other => Error::Store(other),
-        }
-    }
-}
-
 impl Error {
     /// True for the four authentication failures: malformed, unknown, revoked, expired.
     pub fn is_unauthenticated(&self) -> bool {
@@ -182,47 +133,5 @@ impl Error {
             self,
             Error::WrongEnvironment { .. } | Error::MissingScope { .. }
         )
-    }
-
-    /// The HTTP status for this error: 401 for every authentication failure, 403, 422,
-    /// 404, 409, 503 when the store is unavailable, 500 otherwise.
-    pub fn status(&self) -> u16 {
-        match self {
-            Error::Malformed(_)
-            | Error::Unknown { .. }
-            | Error::Revoked { .. }
-            | Error::Expired { .. } => 401,
-            Error::WrongEnvironment { .. } | Error::MissingScope { .. } => 403,
-            Error::InvalidScopes { .. }
-            | Error::TooManyTokens { .. }
-            | Error::InvalidExpiry { .. } => 422,
-            Error::NotFound { .. } => 404,
-            Error::NotLive { .. } | Error::AlreadyRotated { .. } => 409,
-            Error::Store(StoreError::Unavailable { .. }) => 503,
-            Error::Store(_) => 500,
-        }
-    }
-
-    /// The reference API's error code, for 422 answers.
-    pub fn code(&self) -> Option<&'static str> {
-        match self {
-            Error::InvalidScopes { .. } => Some("invalid_scopes"),
-            Error::TooManyTokens { .. } => Some("too_many_api_tokens"),
-            Error::InvalidExpiry { .. } => Some("invalid_expires_at"),
-            _ => None,
-        }
-    }
-
-    /// The message to show a client: [`UNAUTHORIZED_MESSAGE`] for every authentication
-    /// failure, nothing about the store's internals, the full message otherwise.
-    pub fn public_message(&self) -> String {
-        match self {
-            e if e.is_unauthenticated() => UNAUTHORIZED_MESSAGE.to_owned(),
-            Error::Store(StoreError::Unavailable { .. }) => {
-                "the token service is temporarily unavailable; retry later".to_owned()
-            }
-            Error::Store(_) => "internal error in the token service".to_owned(),
-            e => e.to_string(),
-        }
     }
 }

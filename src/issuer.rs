@@ -10,7 +10,7 @@ use crate::model::{
 use crate::note::Note;
 use crate::scope::{Scope, ScopeCatalog, Scopes};
 use crate::secret::RawToken;
-use crate::store::{Page, PageRequest, Rotation, TokenStore};
+use crate::store::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use core::fmt;
 use core::num::NonZeroU32;
@@ -227,7 +227,7 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// Fails with [`Error::InvalidScopes`] (`invalid_scopes`) when a scope is not in the
     /// catalog or, for a token caller, not among its scopes; [`Error::WrongEnvironment`]
     /// when a token caller belongs to another environment; [`Error::InvalidExpiry`] for an
-    /// expiry not in the future; [`Error::TooManyTokens`] (`too_many_api_tokens`) at the
+    /// expiry not in the future; [`StoreError::LimitReached`] (`too_many_api_tokens`) at the
     /// live-token limit. Nothing is stored on failure.
     pub async fn issue(
         &self,
@@ -342,7 +342,7 @@ impl<S: TokenStore> TokenIssuer<S> {
     ///
     /// Malformed input is rejected before any hashing or store access. The error tells
     /// malformed, unknown, revoked and expired apart for logs; all four map to the same
-    /// 401 answer ([`Error::status`], [`Error::public_message`]). Last use is recorded at
+    /// 401 answer ([`http::status`](crate::http::status), [`http::public_message`](crate::http::public_message)). Last use is recorded at
     /// most once per configured interval; a failure to record it does not fail
     /// authentication.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
@@ -413,7 +413,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         self.store
             .get(environment, id)
             .await?
-            .ok_or(Error::NotFound { environment, id })
+            .ok_or(Error::Store(StoreError::NotFound { environment, id }))
     }
 
     /// A page of `environment`'s tokens in creation order (never raw tokens).
@@ -458,9 +458,9 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// Both changes happen in one atomic store step, or neither does.
     ///
     /// A token is rotated at most once: rotating it again, during its grace period or
-    /// after, fails with [`Error::AlreadyRotated`] (409), which names the successor to
+    /// after, fails with [`StoreError::AlreadyRotated`] (409), which names the successor to
     /// rotate instead, and changes nothing. A revoked or expired token that was never
-    /// rotated fails with [`Error::NotLive`] (409). So a token never has two live
+    /// rotated fails with [`StoreError::NotLive`] (409). So a token never has two live
     /// successors, and of concurrent rotations of one token exactly one succeeds.
     pub async fn rotate(
         &self,
@@ -480,7 +480,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         // Only after the clock moved backwards can a lifetime be negative; a successor
         // born expired would be useless.
         if expires_at.is_some_and(|at| at <= now) {
-            return Err(Error::NotLive { id });
+            return Err(Error::Store(StoreError::NotLive { id }));
         }
         let (raw, successor) = self.mint(
             environment,

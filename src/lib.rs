@@ -12,7 +12,6 @@ pub mod conformance;
 pub mod error;
 pub mod format;
 pub mod hash;
-#[cfg(feature = "axum")]
 pub mod http;
 pub mod issuer;
 pub mod model;
@@ -23,7 +22,7 @@ pub mod secret;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, UNAUTHORIZED_MESSAGE};
+pub use error::Error;
 pub use format::{Alphabet, Checksum, FormatConfigError, FormatError, ParsedToken, TokenFormat};
 pub use hash::{HashKey, HashKeyError, TokenHash, TokenHasher};
 pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder};

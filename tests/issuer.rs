@@ -1,9 +1,10 @@
 //! The issuer's whole lifecycle on `MemoryStore` with a settable clock.
 
+use apitoken::StoreError;
+use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
     Caller, Clock, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore,
-    Note, PageRequest, Scope, ScopeCatalog, Scopes, Token, TokenIssuer, TokenStore,
-    UNAUTHORIZED_MESSAGE, UserId,
+    Note, PageRequest, Scope, ScopeCatalog, Scopes, Token, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
@@ -154,7 +155,7 @@ async fn authorize_checks_environment_and_every_scope() {
 
     let err = s.issuer.authorize(secret, env(2), &[]).await.unwrap_err();
     assert!(matches!(err, Error::WrongEnvironment { requested, .. } if requested == env(2)));
-    assert_eq!(err.status(), 403);
+    assert_eq!(apitoken::http::status(&err), 403);
     assert!(err.is_forbidden());
 
     let err = s
@@ -172,9 +173,9 @@ async fn authorize_checks_environment_and_every_scope() {
     assert!(
         matches!(&err, Error::MissingScope { scope, .. } if *scope == Scope::ENVIRONMENT_USERS_WRITE)
     );
-    assert_eq!(err.status(), 403);
+    assert_eq!(apitoken::http::status(&err), 403);
     assert_eq!(
-        err.public_message(),
+        apitoken::http::public_message(&err),
         format!(
             "token {} lacks the scope `environment.users.write` this operation requires",
             issued.token.id
@@ -200,7 +201,7 @@ async fn tokens_expire_at_their_expiry() {
     s.clock.set(expires_at);
     let err = s.issuer.authenticate(secret).await.unwrap_err();
     assert!(matches!(err, Error::Expired { expired_at, .. } if expired_at == expires_at));
-    assert_eq!(err.status(), 401);
+    assert_eq!(apitoken::http::status(&err), 401);
 }
 
 /// A clock that counts its reads; clones share the count.
@@ -281,7 +282,7 @@ async fn expiry_must_be_in_the_future() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidExpiry { .. }), "{err:?}");
-        assert_eq!(err.status(), 422);
+        assert_eq!(apitoken::http::status(&err), 422);
     }
     assert!(s.store.inner.is_empty(), "nothing stored on failure");
 }
@@ -308,8 +309,8 @@ async fn revoked_tokens_never_authenticate_again() {
     assert_eq!(again.revoked_at, revoked.revoked_at, "revoke is idempotent");
 
     let err = s.issuer.revoke(env(2), issued.token.id).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }));
-    assert_eq!(err.status(), 404);
+    assert!(matches!(err, Error::Store(StoreError::NotFound { .. })));
+    assert_eq!(apitoken::http::status(&err), 404);
 }
 
 #[tokio::test]
@@ -354,9 +355,9 @@ async fn the_four_authentication_failures_look_the_same_to_a_client() {
     assert!(matches!(failures[3], Error::Expired { .. }));
     for err in &failures {
         assert!(err.is_unauthenticated());
-        assert_eq!(err.status(), 401);
-        assert_eq!(err.code(), None);
-        assert_eq!(err.public_message(), UNAUTHORIZED_MESSAGE);
+        assert_eq!(apitoken::http::status(err), 401);
+        assert_eq!(apitoken::http::code(err), None);
+        assert_eq!(apitoken::http::public_message(err), UNAUTHORIZED_MESSAGE);
     }
     // The log messages tell them apart, without the secret.
     let logs: Vec<String> = failures.iter().map(ToString::to_string).collect();
@@ -463,16 +464,16 @@ async fn rotation_keeps_the_old_token_through_the_grace_period() {
         .unwrap_err();
     // Past its grace period, and rotated: the error names the successor to rotate.
     assert!(
-        matches!(err, Error::AlreadyRotated { successor, .. } if successor == Some(new.token.id)),
+        matches!(err, Error::Store(StoreError::AlreadyRotated { successor, .. }) if successor == Some(new.token.id)),
         "{err:?}"
     );
-    assert_eq!(err.status(), 409);
+    assert_eq!(apitoken::http::status(&err), 409);
     let err = s
         .issuer
         .rotate(env(2), new.token.id, Duration::ZERO)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }));
+    assert!(matches!(err, Error::Store(StoreError::NotFound { .. })));
 }
 
 /// A token in its grace period cannot be rotated again: it would get a second live
@@ -501,16 +502,16 @@ async fn a_token_is_rotated_at_most_once() {
     assert!(
         matches!(
             err,
-            Error::AlreadyRotated { id, successor }
+            Error::Store(StoreError::AlreadyRotated { id, successor })
                 if id == old.token.id && successor == Some(new.token.id)
         ),
         "{err:?}"
     );
-    assert_eq!(err.status(), 409);
-    assert_eq!(err.code(), None);
+    assert_eq!(apitoken::http::status(&err), 409);
+    assert_eq!(apitoken::http::code(&err), None);
     assert!(!err.is_unauthenticated() && !err.is_forbidden());
     assert_eq!(
-        err.public_message(),
+        apitoken::http::public_message(&err),
         format!(
             "token {} has already been rotated, so it cannot be rotated again: rotate its successor {} instead",
             old.token.id, new.token.id
@@ -632,11 +633,11 @@ async fn the_live_token_limit_counts_only_live_tokens() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::TooManyTokens { limit: 2, .. }),
+        matches!(err, Error::Store(StoreError::LimitReached { limit: 2, .. })),
         "{err:?}"
     );
-    assert_eq!(err.status(), 422);
-    assert_eq!(err.code(), Some("too_many_api_tokens"));
+    assert_eq!(apitoken::http::status(&err), 422);
+    assert_eq!(apitoken::http::code(&err), Some("too_many_api_tokens"));
     assert_eq!(s.store.inner.len(), 2, "nothing stored on failure");
 
     s.issuer
@@ -722,8 +723,8 @@ async fn a_token_can_only_delegate_scopes_it_holds() {
         }
         other => panic!("expected InvalidScopes, got {other:?}"),
     }
-    assert_eq!(err.code(), Some("invalid_scopes"));
-    assert_eq!(err.status(), 422);
+    assert_eq!(apitoken::http::code(&err), Some("invalid_scopes"));
+    assert_eq!(apitoken::http::status(&err), 422);
     assert!(
         err.to_string().contains("`environment.users.write`"),
         "{err}"
@@ -894,5 +895,8 @@ async fn rotation_never_issues_a_successor_born_expired() {
         .rotate(env(1), old.token.id, Duration::from_secs(600))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NotLive { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Store(StoreError::NotLive { .. })),
+        "{err:?}"
+    );
 }

@@ -357,7 +357,7 @@ async fn concurrent_issuance_on_many_connections_never_exceeds_the_limit() {
             for t in tasks {
                 match t.await.unwrap() {
                     Ok(_) => accepted += 1,
-                    Err(Error::TooManyTokens { .. }) => {}
+                    Err(Error::Store(StoreError::LimitReached { .. })) => {}
                     Err(e) => panic!("unexpected: {e}"),
                 }
             }
@@ -399,9 +399,9 @@ async fn concurrent_rotations_of_one_token_are_all_or_nothing() {
                 // A loser whose clock read came before the winner's expiry still sees a
                 // live predecessor, already rotated.
                 Err(
-                    Error::NotLive { .. }
-                    | Error::AlreadyRotated { .. }
-                    | Error::TooManyTokens { .. },
+                    Error::Store(StoreError::NotLive { .. })
+                    | Error::Store(StoreError::AlreadyRotated { .. })
+                    | Error::Store(StoreError::LimitReached { .. }),
                 ) => {}
                 Err(e) => panic!("unexpected: {e}"),
             }
@@ -446,7 +446,7 @@ async fn concurrent_rotations_in_the_grace_period_give_one_successor() {
             for t in tasks {
                 match t.await.unwrap() {
                     Ok(_) => won += 1,
-                    Err(Error::AlreadyRotated { id, successor }) => {
+                    Err(Error::Store(StoreError::AlreadyRotated { id, successor })) => {
                         assert_eq!(id, old.token.id);
                         assert!(successor.is_some(), "the winner is named");
                     }
@@ -517,7 +517,7 @@ async fn authentication_fails_closed_and_recovers_when_the_database_comes_back()
                 }
             }
             let err = issuer.authenticate(secret).await.unwrap_err();
-            assert_eq!(err.status(), 503);
+            assert_eq!(apitoken::http::status(&err), 503);
             assert!(
                 !err.is_unauthenticated(),
                 "an outage is not an authentication failure"
@@ -646,7 +646,7 @@ async fn an_issue_under_a_limit_whose_commit_answer_is_lost_succeeds_once() {
             .unwrap();
         let second = issuer.issue(env, alice(), request("second")).await;
         assert!(
-            matches!(second, Err(Error::TooManyTokens { .. })),
+            matches!(second, Err(Error::Store(StoreError::LimitReached { .. }))),
             "one live token, the limit: {second:?}"
         );
     })
@@ -679,7 +679,7 @@ async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
         assert!(
             matches!(
                 again,
-                Err(Error::AlreadyRotated { successor, .. }) if successor == Some(new.token.id)
+                Err(Error::Store(StoreError::AlreadyRotated { successor, .. })) if successor == Some(new.token.id)
             ),
             "{again:?}"
         );
@@ -906,7 +906,7 @@ async fn a_stalled_transaction_holding_the_lock_blocks_issuers_only_for_a_bound(
         let Err(err) = refused else {
             panic!("issued under a lock another transaction holds");
         };
-        assert_eq!(err.status(), 503, "retryable: {err}");
+        assert_eq!(apitoken::http::status(&err), 503, "retryable: {err}");
         assert!(
             matches!(err, Error::Store(StoreError::Unavailable { .. })),
             "{err:?}"
@@ -1097,7 +1097,7 @@ async fn tls_connections_are_encrypted_and_verified() {
             assert!(matches!(err, StoreError::Tls { .. }), "{why}: {err:?}");
             assert!(err.to_string().contains("certificate"), "{why}: {err}");
             assert_eq!(
-                Error::from(err).status(),
+                apitoken::http::status(&Error::from(err)),
                 500,
                 "not 503: retrying will not help"
             );

@@ -308,7 +308,7 @@ async fn two_connections_issuing_at_once_never_exceed_the_limit() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => accepted += 1,
-                Err(Error::TooManyTokens { limit: 4, .. }) => {}
+                Err(Error::Store(StoreError::LimitReached { limit: 4, .. })) => {}
                 Err(e) => panic!("unexpected: {e}"),
             }
         }

@@ -1,5 +1,7 @@
-//! Authenticating axum requests with a shared [`TokenIssuer`](crate::TokenIssuer) (feature
-//! `axum`).
+//! Answering HTTP clients: [`status`], [`code`] and [`public_message`] map an
+//! [`Error`](crate::Error) to the reference API's answer (always compiled), and, with the
+//! feature `axum`, extractors that authenticate axum requests with a shared
+//! [`TokenIssuer`](crate::TokenIssuer).
 //!
 //! - [`Authenticated`] reads `Authorization: Bearer dyn_…` and yields the
 //!   [`Principal`](crate::Principal): any valid token will do.
@@ -43,7 +45,8 @@
 //! # drop(app);
 //! #
 //! # // Run the handler as the router would, with and without a valid token.
-//! # use apitoken::{Creator, EnvironmentId, IssueRequest, Note, UserId, UNAUTHORIZED_MESSAGE};
+//! # use apitoken::{Creator, EnvironmentId, IssueRequest, Note, UserId, };
+//! # use apitoken::http::UNAUTHORIZED_MESSAGE;
 //! # use axum::{body::{Body, to_bytes}, handler::Handler, http::{Request, StatusCode}};
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! # let env = EnvironmentId::from_uuid(uuid::Uuid::from_u128(1));
@@ -72,9 +75,8 @@
 //! | the path's environment parameter is not a UUID | 400 | `{"error": "…"}` |
 //! | the store is unavailable | 503, with `Retry-After: 5` | `{"error": "…"}` |
 //!
-//! Every [`Error`](crate::Error) answers with [`Error::status`](crate::Error::status) and
-//! [`Error::public_message`](crate::Error::public_message); the 422 errors add
-//! [`Error::code`](crate::Error::code) and a `payload` object:
+//! Every [`Error`](crate::Error) answers with [`status`] and [`public_message`]; the 422
+//! errors add [`code`] and a `payload` object:
 //! `{"error": "…", "code": "invalid_scopes", "payload": {"unknown": […], "notHeld": […]}}`
 //! (at most 10 names in each list; when there were more, `"omitted": {"unknown": n,
 //! "notHeld": m}` counts the rest).
@@ -82,8 +84,14 @@
 //! middleware: its message tells the four authentication failures apart and never holds
 //! a presented token.
 
+mod answer;
+#[cfg(feature = "axum")]
 mod auth;
+#[cfg(feature = "axum")]
 mod response;
 
+pub use answer::{UNAUTHORIZED_MESSAGE, code, public_message, status};
+#[cfg(feature = "axum")]
 pub use auth::{Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth};
+#[cfg(feature = "axum")]
 pub use response::{ErrorBody, ErrorReport, RETRY_AFTER_SECONDS};

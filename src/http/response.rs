@@ -4,6 +4,7 @@ use crate::error::{Error, MAX_LISTED_SCOPES};
 use crate::model::EnvironmentId;
 use crate::model::rfc3339;
 use crate::scope::Scope;
+use crate::store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -143,7 +144,7 @@ fn payload(e: &Error) -> Payload<'_> {
                 },
             }
         }
-        Error::TooManyTokens { environment, limit } => Payload::Limit {
+        Error::Store(StoreError::LimitReached { environment, limit }) => Payload::Limit {
             project_environment_id: *environment,
             limit: *limit,
         },
@@ -163,7 +164,7 @@ pub(super) fn error_response(status: StatusCode, message: &str) -> Response {
 /// How long a client should wait before retrying a 503, in seconds (`Retry-After`).
 pub const RETRY_AFTER_SECONDS: &str = "5";
 
-/// `{"error": …}` with [`Error::status`] and [`Error::public_message`]: one identical 401
+/// `{"error": …}` with [`status`](super::status) and [`public_message`](super::public_message): one identical 401
 /// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
 /// when the store is unavailable (with `Retry-After: 5`), 500 for other store failures;
 /// 422 answers add `code` and a `payload` object (`invalid_scopes` lists at most
@@ -173,9 +174,9 @@ pub const RETRY_AFTER_SECONDS: &str = "5";
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status =
-            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let message = self.public_message();
-        let code = self.code();
+            StatusCode::from_u16(super::status(&self)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = super::public_message(&self);
+        let code = super::code(&self);
         let body = ErrorBody {
             error: &message,
             code,
@@ -204,7 +205,8 @@ impl IntoResponse for Error {
 
 #[cfg(test)]
 mod tests {
-    use crate::error::{Error, UNAUTHORIZED_MESSAGE};
+    use crate::error::Error;
+    use crate::http::UNAUTHORIZED_MESSAGE;
     use crate::model::{EnvironmentId, TokenId};
     use crate::scope::Scope;
     use crate::store::StoreError;
@@ -272,17 +274,18 @@ mod tests {
                 ),
                 "{body}"
             );
-            let (status, _, body) = answer(Error::TooManyTokens {
+            let (status, _, body) = answer(Error::Store(StoreError::LimitReached {
                 environment,
                 limit: 3,
-            })
+            }))
             .await;
             assert_eq!(status, 422);
             assert!(
                 body.ends_with(r#""code":"too_many_api_tokens","payload":{"projectEnvironmentId":"00000000-0000-0000-0000-000000000001","limit":3}}"#),
                 "{body}"
             );
-            let (status, _, body) = answer(Error::NotFound { environment, id }).await;
+            let (status, _, body) =
+                answer(Error::Store(StoreError::NotFound { environment, id })).await;
             assert_eq!(status, 404);
             assert!(!body.contains("code"), "{body}");
             let (status, _, body) = answer(Error::Store(StoreError::Unavailable {
@@ -345,12 +348,15 @@ mod tests {
 
     #[test]
     fn the_error_goes_along_for_logs() {
-        let response = Error::NotFound {
+        let response = Error::Store(StoreError::NotFound {
             environment: EnvironmentId::from_uuid(Uuid::nil()),
             id: TokenId::from_uuid(Uuid::nil()),
-        }
+        })
         .into_response();
         let report = response.extensions().get::<super::ErrorReport>().unwrap();
-        assert!(matches!(report.error(), Error::NotFound { .. }));
+        assert!(matches!(
+            report.error(),
+            Error::Store(StoreError::NotFound { .. })
+        ));
     }
 }

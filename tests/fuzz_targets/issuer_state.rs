@@ -17,6 +17,7 @@
 //!   order, field by field, last use included.
 
 use super::block_on;
+use apitoken::StoreError;
 use apitoken::scope::REFERENCE_SCOPES;
 use apitoken::{
     Alphabet, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, ManualClock,
@@ -368,7 +369,7 @@ impl World {
                     assert_eq!(token.revoked_at, expected.revoked_at);
                 } else {
                     assert!(
-                        matches!(result, Err(Error::NotFound { .. })),
+                        matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
                         "revoked through another environment: {result:?}"
                     );
                 }
@@ -377,7 +378,7 @@ impl World {
                 let id = TokenId::from_uuid(Uuid::from_u128(u128::from(id)));
                 let result = block_on(self.issuer.revoke(environment(env), id));
                 assert!(
-                    matches!(result, Err(Error::NotFound { .. })),
+                    matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
                     "revoked an unknown id: {result:?}"
                 );
             }
@@ -447,7 +448,7 @@ impl World {
             );
         } else if self.live_in(env, None) >= self.limit {
             assert!(
-                matches!(result, Err(Error::TooManyTokens { limit, .. }) if limit as usize == self.limit),
+                matches!(result, Err(Error::Store(StoreError::LimitReached { limit, .. })) if limit as usize == self.limit),
                 "issued past the limit of {}: {result:?}",
                 self.limit
             );
@@ -467,7 +468,7 @@ impl World {
         let old = &self.tokens[i];
         if old.env != env {
             assert!(
-                matches!(result, Err(Error::NotFound { .. })),
+                matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
                 "rotated through another environment: {result:?}"
             );
         } else if old
@@ -476,7 +477,7 @@ impl World {
         {
             // Only after the clock moved back: the successor would be born expired.
             assert!(
-                matches!(result, Err(Error::NotLive { id }) if id == old_id),
+                matches!(result, Err(Error::Store(StoreError::NotLive { id })) if id == old_id),
                 "rotated into a successor born expired: {result:?}"
             );
         } else if let Some(replaced_by) = old.replaced_by {
@@ -484,19 +485,19 @@ impl World {
             assert!(
                 matches!(
                     result,
-                    Err(Error::AlreadyRotated { id, successor })
+                    Err(Error::Store(StoreError::AlreadyRotated { id, successor }))
                         if id == old_id && successor == Some(replaced_by)
                 ),
                 "rotated a token a second time: {result:?}"
             );
         } else if !old.live_at(self.now) {
             assert!(
-                matches!(result, Err(Error::NotLive { id }) if id == old_id),
+                matches!(result, Err(Error::Store(StoreError::NotLive { id })) if id == old_id),
                 "rotated a token that is not live: {result:?}"
             );
         } else if self.live_in(env, Some(old_id)) >= self.limit {
             assert!(
-                matches!(result, Err(Error::TooManyTokens { .. })),
+                matches!(result, Err(Error::Store(StoreError::LimitReached { .. }))),
                 "rotated past the limit of {}: {result:?}",
                 self.limit
             );

@@ -7,9 +7,10 @@
 //! value), and every refusal is the same 401 that never repeats the secret.
 
 use super::{block_on, formats, reference};
+use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
     Creator, EnvironmentId, Error, IssueRequest, ManualClock, MemoryStore, Note, Principal,
-    RawToken, Scope, TokenFormat, TokenId, TokenIssuer, UNAUTHORIZED_MESSAGE, UserId,
+    RawToken, Scope, TokenFormat, TokenId, TokenIssuer, UserId,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -159,8 +160,8 @@ fn check_answer(fixture: &Fixture, stripped: &str, answer: Result<Principal, Err
                 e.is_unauthenticated(),
                 "not an authentication failure: {e:?}"
             );
-            assert_eq!(e.status(), 401);
-            assert_eq!(e.public_message(), UNAUTHORIZED_MESSAGE);
+            assert_eq!(apitoken::http::status(&e), 401);
+            assert_eq!(apitoken::http::public_message(&e), UNAUTHORIZED_MESSAGE);
             let malformed = !reference::is_token(&fixture.format, stripped.as_bytes());
             assert_eq!(
                 matches!(e, Error::Malformed(_)),

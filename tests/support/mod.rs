@@ -237,12 +237,12 @@ pub(crate) async fn rotates_once<S: TokenStore>(
     assert!(
         matches!(
             err,
-            Error::AlreadyRotated { id: refused, successor }
+            Error::Store(StoreError::AlreadyRotated { id: refused, successor })
                 if refused == id && successor == Some(new.token.id)
         ),
         "{err:?}"
     );
-    assert_eq!(err.status(), 409);
+    assert_eq!(apitoken::http::status(&err), 409);
     issuer.authenticate(raw.expose_secret()).await.unwrap();
     issuer.authenticate(new.raw.expose_secret()).await.unwrap();
     let page = issuer.list(env, PageRequest::default()).await.unwrap();

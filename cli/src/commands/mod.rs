@@ -8,7 +8,7 @@ mod verify;
 use crate::args::{Cli, Command, FormatArgs, Global};
 use crate::failure::{Failure, emit};
 use crate::storage;
-use apitoken::{Error, TokenFormat};
+use apitoken::{Error, StoreError, TokenFormat};
 use std::process::ExitCode;
 
 /// Runs the command; `Ok` carries the exit code of a command that ran to its end.
@@ -41,7 +41,7 @@ fn scopes(global: &Global) -> Result<ExitCode, Failure> {
 /// An issuer error as a one-line failure that says what to do.
 fn failure(e: Error) -> Failure {
     match &e {
-        Error::NotFound { environment, .. } => Failure::usage(format!(
+        Error::Store(StoreError::NotFound { environment, .. }) => Failure::usage(format!(
             "{e}: list the environment's tokens with `apitoken list --env {environment}`"
         )),
         Error::InvalidScopes { .. } => Failure::usage(format!(

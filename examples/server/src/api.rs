@@ -310,7 +310,9 @@ async fn delete_user_token(
     let environment = auth.environment();
     let token = state.issuer.get(environment, id).await?;
     if token.created_by.id != auth.principal().created_by().id {
-        return Err(apitoken::Error::NotFound { environment, id }.into());
+        return Err(
+            apitoken::Error::Store(apitoken::StoreError::NotFound { environment, id }).into(),
+        );
     }
     revoke(&state, environment, id, auth.principal().token_id()).await
 }

@@ -93,8 +93,8 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let report = response.extensions().get::<ErrorReport>();
     match report.map(ErrorReport::error) {
         // A 422 message repeats what the client sent (its scopes): log the code only.
-        Some(e) if e.code().is_some() => {
-            tracing::info!(%method, route, status, micros, code = e.code(), "request");
+        Some(e) if apitoken::http::code(e).is_some() => {
+            tracing::info!(%method, route, status, micros, code = apitoken::http::code(e), "request");
         }
         Some(e) if status >= 500 => {
             tracing::error!(%method, route, status, micros, reason = %e, "request");

@@ -5,9 +5,10 @@
 
 mod support;
 
+use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
     EnvironmentId, HashKey, IssueRequest, ManualClock, Note, PostgresStore, SqliteStore,
-    TokenFormat, TokenIssuer, UNAUTHORIZED_MESSAGE,
+    TokenFormat, TokenIssuer,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
