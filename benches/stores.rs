@@ -551,7 +551,7 @@ async fn bench_sqlite(
         .map_err(|e| format!("opening {}: {e}", file.path().display()))?;
     let result = async {
         store
-            .migrate()
+            .prepare(apitoken::KeyFingerprint::Unkeyed)
             .await
             .map_err(|e| format!("migrating: {e}"))?;
         let version: String = sqlx::query_scalar("SELECT sqlite_version()")
@@ -672,7 +672,7 @@ async fn bench_postgres(
                 .await
                 .map_err(|e| format!("connecting: {e}"))?;
             let outcome = async {
-                store.migrate().await.map_err(|e| format!("migrating: {e}"))?;
+                store.prepare(apitoken::KeyFingerprint::Unkeyed).await.map_err(|e| format!("migrating: {e}"))?;
                 let round_trip = select_one!(store.pool());
                 bench_store(label, store.clone(), Some(round_trip), config, template, notes)
                     .await

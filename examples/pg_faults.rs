@@ -26,7 +26,7 @@
 use apitoken::PostgresTimeouts;
 use apitoken::{
     Creator, EnvironmentId, Error, IssueRequest, Note, PostgresStore, StoreError, TokenIssuer,
-    UserId,
+    TokenStore, UserId,
 };
 use chrono::Utc;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -107,7 +107,7 @@ async fn load(
     options: PgConnectOptions,
 ) -> Result<(), BoxError> {
     let store = PostgresStore::connect_with(options, PostgresStore::pool_options()).await?;
-    store.migrate().await?;
+    store.prepare(apitoken::KeyFingerprint::Unkeyed).await?;
     let limited = Arc::new(
         TokenIssuer::builder(store.clone())
             .max_live_tokens_per_environment(std::num::NonZeroU32::new(1_000_000).ok_or("0")?)
@@ -259,7 +259,7 @@ async fn inject(
 /// would have); an issuer of that environment tries until it succeeds.
 async fn frozen(options: PgConnectOptions) -> Result<(), BoxError> {
     let store = PostgresStore::connect_with(options.clone(), PostgresStore::pool_options()).await?;
-    store.migrate().await?;
+    store.prepare(apitoken::KeyFingerprint::Unkeyed).await?;
     let issuer = TokenIssuer::builder(store)
         .max_live_tokens_per_environment(std::num::NonZeroU32::new(100).ok_or("0")?)
         .build();

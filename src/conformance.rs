@@ -33,7 +33,7 @@
 
 use crate::clock::ManualClock;
 use crate::format::TokenFormat;
-use crate::hash::{TokenHash, TokenHasher};
+use crate::hash::{KeyFingerprint, TokenHash, TokenHasher};
 use crate::issuer::TokenIssuer;
 use crate::model::{
     Creator, Credential, EnvironmentId, IssueRequest, StoredToken, Token, TokenId, UserId,
@@ -1086,6 +1086,12 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.inner.record_last_use(id, at).await
+    }
+    async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.inner.prepare(key).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
     }
 }
 

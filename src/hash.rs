@@ -71,17 +71,19 @@ impl HashKey {
         &self.0
     }
 
-    /// A public 16-hex-character identifier of the key (a one-way derivation), for
-    /// checking that a database is opened with the key it was written with.
-    pub fn fingerprint(&self) -> String {
+    /// A public identifier of the key (a one-way derivation), for checking that a
+    /// database is opened with the key it was written with.
+    pub fn fingerprint(&self) -> KeyFingerprint {
         let derived = blake3::derive_key(FINGERPRINT_CONTEXT, &self.0);
-        derived.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&derived[..8]);
+        KeyFingerprint::Keyed(bytes)
     }
 }
 
 impl fmt::Debug for HashKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HashKey(fingerprint {})", self.fingerprint())
+        write!(f, "HashKey({})", self.fingerprint())
     }
 }
 
@@ -109,6 +111,86 @@ pub enum HashKeyError {
     NotHex,
 }
 
+/// The public name of a hashing configuration: no key, or a key's fingerprint (8 bytes of a
+/// one-way derivation). A SQL store records it when first prepared
+/// ([`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare)) and refuses any
+/// other afterwards ([`StoreError::HashKeyMismatch`](crate::StoreError::HashKeyMismatch)),
+/// since opening a database with another key would make every token unknown.
+///
+/// It is written `unkeyed` or `key:` and 16 hexadecimal digits, and parses back:
+///
+/// ```
+/// use apitoken::{HashKey, KeyFingerprint};
+///
+/// let key = HashKey::from_hex(&"ab".repeat(32))?;
+/// let fingerprint = key.fingerprint();
+/// assert!(fingerprint.is_keyed());
+/// assert_eq!(fingerprint.to_string().parse::<KeyFingerprint>()?, fingerprint);
+/// assert_eq!("unkeyed".parse::<KeyFingerprint>()?, KeyFingerprint::Unkeyed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyFingerprint {
+    /// Tokens are hashed without a key (with [`HASH_CONTEXT`]).
+    Unkeyed,
+    /// Tokens are hashed with the key of this fingerprint.
+    Keyed([u8; 8]),
+}
+
+impl KeyFingerprint {
+    /// The fingerprint of hashing with `key`, or without a key.
+    pub fn of(key: Option<&HashKey>) -> KeyFingerprint {
+        key.map_or(KeyFingerprint::Unkeyed, HashKey::fingerprint)
+    }
+
+    /// True when tokens are hashed with a key.
+    pub fn is_keyed(&self) -> bool {
+        matches!(self, KeyFingerprint::Keyed(_))
+    }
+}
+
+impl fmt::Display for KeyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyFingerprint::Unkeyed => f.write_str("unkeyed"),
+            KeyFingerprint::Keyed(bytes) => {
+                f.write_str("key:")?;
+                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+/// Text that is not a [`KeyFingerprint`] (`unkeyed`, or `key:` and 16 hexadecimal digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a hash key fingerprint: expected `unkeyed` or `key:` and 16 hexadecimal digits"
+)]
+pub struct InvalidFingerprint(String);
+
+impl core::str::FromStr for KeyFingerprint {
+    type Err = InvalidFingerprint;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "unkeyed" {
+            return Ok(KeyFingerprint::Unkeyed);
+        }
+        let invalid = || InvalidFingerprint(text.chars().take(40).collect());
+        let hex = text.strip_prefix("key:").ok_or_else(invalid)?.as_bytes();
+        if hex.len() != 16 {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 8];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
+                return Err(invalid());
+            };
+            *byte = hi << 4 | lo;
+        }
+        Ok(KeyFingerprint::Keyed(bytes))
+    }
+}
+
 /// Hashes tokens for storage and look-up.
 #[derive(Clone, Debug)]
 pub struct TokenHasher {
@@ -132,18 +214,10 @@ impl TokenHasher {
         TokenHasher { key: Some(key) }
     }
 
-    /// The key, if one is configured.
-    pub fn key(&self) -> Option<&HashKey> {
-        self.key.as_ref()
-    }
-
-    /// A public name for the hashing configuration: `unkeyed`, or `key:` and the key's
-    /// fingerprint. A database records it so that it is never read with another key.
-    pub fn fingerprint(&self) -> String {
-        match &self.key {
-            Some(key) => format!("key:{}", key.fingerprint()),
-            None => "unkeyed".to_owned(),
-        }
+    /// The public name of the hashing configuration, which a database records so that it
+    /// is never read with another key.
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        KeyFingerprint::of(self.key.as_ref())
     }
 
     /// The hash of a whole token (prefix included).

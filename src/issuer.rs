@@ -173,9 +173,42 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
-    /// The configured issuer.
+    /// The configured issuer, on a store that is ready as it is: [`MemoryStore`](crate::MemoryStore),
+    /// or a database [`prepare`](Self::prepare) has made ready before. Nothing checks the
+    /// hash key here; for SQLite and PostgreSQL use [`prepare`](Self::prepare).
     pub fn build(self) -> TokenIssuer<S> {
         self.issuer
+    }
+
+    /// The configured issuer, after making its store ready
+    /// ([`TokenStore::prepare`]): the database's schema is created or upgraded and bound
+    /// to this issuer's hash key, and a database bound to another key is refused
+    /// ([`StoreError::HashKeyMismatch`]), so that a wrong key cannot make every token
+    /// unknown. Running it at every start is cheap and changes nothing the second time.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use apitoken::{Error, HashKey, StoreError, SqliteStore, TokenIssuer};
+    ///
+    /// let path = std::env::temp_dir().join(format!("apitoken-prepare-{}.db", std::process::id()));
+    /// let key = HashKey::from_hex(&"ab".repeat(32))?;
+    /// let issuer = TokenIssuer::builder(SqliteStore::open(&path).await?)
+    ///     .hash_key(key)
+    ///     .prepare()
+    ///     .await?;
+    /// # apitoken::TokenStore::close(issuer.store()).await;
+    ///
+    /// // Opened again with another key (or none), the database is refused.
+    /// let refused = TokenIssuer::builder(SqliteStore::open(&path).await?).prepare().await;
+    /// assert!(matches!(refused, Err(Error::Store(StoreError::HashKeyMismatch { .. }))));
+    /// # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn prepare(self) -> Result<TokenIssuer<S>, Error> {
+        let issuer = self.issuer;
+        issuer.store.prepare(issuer.hasher.fingerprint()).await?;
+        Ok(issuer)
     }
 }
 

@@ -24,7 +24,7 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::Error;
 pub use format::{Alphabet, Checksum, FormatConfigError, FormatError, ParsedToken, TokenFormat};
-pub use hash::{HashKey, HashKeyError, TokenHash, TokenHasher};
+pub use hash::{HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher};
 pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder};
 pub use model::{
     Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token,
@@ -41,6 +41,7 @@ pub use store::postgres::{PostgresStore, PostgresTimeouts};
 pub use store::sqlite::SqliteStore;
 pub use store::{
     Cursor, DynTokenStore, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey,
+    open_store,
 };
 
 /// The attribute a [`TokenStore`] implementation needs (`#[apitoken::async_trait]`), so

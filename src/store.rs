@@ -9,7 +9,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-use crate::hash::TokenHash;
+use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,75 @@ use std::sync::Arc;
 /// A store chosen at run time (the CLI and the server pick SQLite or PostgreSQL from their
 /// options): `TokenIssuer<DynTokenStore>`.
 pub type DynTokenStore = Box<dyn TokenStore>;
+
+/// Opens the store a URL names, for an application that picks its storage from
+/// configuration (as object_store's `parse_url` does):
+///
+/// | URL | store | feature |
+/// |---|---|---|
+/// | `memory:` | a new, empty [`MemoryStore`](crate::MemoryStore) | always |
+/// | `sqlite://PATH`, `sqlite:PATH` (`sqlite:///abs/path` for an absolute one) | [`SqliteStore`](crate::SqliteStore), creating the file | `sqlite` |
+/// | `postgres://…`, `postgresql://…` | [`PostgresStore`](crate::PostgresStore) | `postgres` |
+///
+/// Another scheme, or one whose feature this build lacks, is refused with
+/// [`StoreError::InvalidUrl`], which names the scheme but never the rest of the URL (it may
+/// hold a password). The store is opened, not prepared: build the issuer with
+/// [`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare), which creates the
+/// schema and binds the hash key.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use apitoken::{StoreError, TokenIssuer, open_store};
+///
+/// let issuer = TokenIssuer::builder(open_store("memory:").await?).prepare().await?;
+/// # drop(issuer);
+/// let refused = open_store("mysql://app:secret@db/app").await.unwrap_err();
+/// assert!(matches!(refused, StoreError::InvalidUrl { .. }));
+/// assert!(!refused.to_string().contains("secret"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub async fn open_store(url: &str) -> Result<DynTokenStore, StoreError> {
+    let url = url.trim();
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    let invalid = |reason: String| Err(StoreError::InvalidUrl { reason });
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" if matches!(url.split_once(':'), Some((_, "" | "//"))) => {
+            Ok(Box::new(memory::MemoryStore::new()))
+        }
+        "memory" => invalid("a memory store takes no path: use `memory:`".to_owned()),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Box::new(sqlite::SqliteStore::connect(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Box::new(postgres::PostgresStore::connect(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => invalid(
+            "this build of apitoken has no SQLite support: enable the cargo feature `sqlite`"
+                .to_owned(),
+        ),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => invalid(
+            "this build of apitoken has no PostgreSQL support: enable the cargo feature `postgres`"
+                .to_owned(),
+        ),
+        _ => {
+            // Only a plausible scheme is repeated: the rest may be a password.
+            let shown = if !scheme.is_empty()
+                && scheme.len() <= 20
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+')
+            {
+                format!("the scheme `{scheme}:` is not one")
+            } else {
+                "it has no scheme".to_owned()
+            };
+            invalid(format!(
+                "{shown} of `sqlite://PATH`, `postgres://…` or `memory:`"
+            ))
+        }
+    }
+}
 
 /// A boxed error from a storage driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -121,6 +190,21 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Records that a token authenticated at `at`; never moves `last_used_at` backwards.
     /// Unknown ids are ignored.
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Makes the store ready for an issuer that hashes with `key`: creates or upgrades its
+    /// schema and binds it to the key in one step, or refuses a store bound to another key
+    /// with [`StoreError::HashKeyMismatch`] (read with the wrong key, every token would be
+    /// unknown) and a schema newer than this library with [`StoreError::SchemaTooNew`].
+    /// Running it again changes nothing. [`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare)
+    /// calls it. The default, for a store that keeps nothing across restarts, does nothing.
+    async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
+
+    /// Writes what the store buffers (SQLite's last-use times) and closes its connections;
+    /// the store is not used afterwards. The default does nothing.
+    async fn close(&self) {}
 }
 
 /// What [`TokenStore::rotate`] does in one step.
@@ -337,9 +421,16 @@ pub enum StoreError {
     )]
     HashKeyMismatch {
         /// The fingerprint recorded in the database.
-        stored: String,
+        stored: KeyFingerprint,
         /// The fingerprint of the key given.
-        given: String,
+        given: KeyFingerprint,
+    },
+    /// [`open`](crate::open_store) was given a URL it cannot open: another scheme, or one
+    /// whose cargo feature this build lacks.
+    #[error("cannot open a token store from this URL: {reason}")]
+    InvalidUrl {
+        /// What was wrong, and what is accepted.
+        reason: String,
     },
     /// The database's schema is newer than this library knows.
     #[error(
@@ -399,6 +490,12 @@ macro_rules! forward_store {
             }
             async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
                 (**self).record_last_use(id, at).await
+            }
+            async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+                (**self).prepare(key).await
+            }
+            async fn close(&self) {
+                (**self).close().await
             }
         }
     )*};

@@ -1,7 +1,7 @@
 //! The at-rest hash is pinned: changing it would make every stored token unknown.
 //! The vectors were computed independently with the Python `blake3` package.
 
-use apitoken::{HashKey, TokenHash, TokenHasher};
+use apitoken::{HashKey, KeyFingerprint, TokenHash, TokenHasher};
 
 const REFERENCE_TOKEN: &str = "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC";
 
@@ -34,8 +34,27 @@ fn keyed_hash_of_the_reference_token_is_pinned() {
 #[test]
 fn key_fingerprint_is_pinned_and_reveals_nothing_in_debug() {
     let key = key_0_to_31();
-    assert_eq!(key.fingerprint(), "9c57afc8c218892d");
-    assert_eq!(format!("{key:?}"), "HashKey(fingerprint 9c57afc8c218892d)");
+    assert_eq!(key.fingerprint().to_string(), "key:9c57afc8c218892d");
+    assert_eq!(format!("{key:?}"), "HashKey(key:9c57afc8c218892d)");
+    assert_eq!(
+        "key:9c57afc8c218892d".parse::<KeyFingerprint>(),
+        Ok(key.fingerprint())
+    );
+    assert_eq!(
+        TokenHasher::unkeyed().fingerprint(),
+        KeyFingerprint::Unkeyed
+    );
+    for bad in [
+        "",
+        "key:",
+        "key:9c57afc8c218892",
+        "key:9c57afc8c218892dd",
+        "9c57afc8c218892d",
+        "key:9c57afc8c218892g",
+        "Unkeyed",
+    ] {
+        assert!(bad.parse::<KeyFingerprint>().is_err(), "{bad:?}");
+    }
 }
 
 #[test]
@@ -61,8 +80,9 @@ fn hash_key_hex_is_checked() {
     assert_eq!(
         HashKey::from_hex(&format!("  {hex}\n"))
             .unwrap()
-            .fingerprint(),
-        "9c57afc8c218892d"
+            .fingerprint()
+            .to_string(),
+        "key:9c57afc8c218892d"
     );
     let short = HashKey::from_hex(&hex[..63]).unwrap_err().to_string();
     assert_eq!(

@@ -160,3 +160,33 @@ async fn memory_store_answers_credentials_at_once() {
         Some(Some(apitoken::Credential::from(&t.token)))
     );
 }
+
+/// `memory:` opens an empty in-memory store; other URLs are refused without repeating
+/// what may be a password, naming the scheme only when it looks like one.
+#[tokio::test]
+async fn open_store_reads_the_url_and_never_repeats_a_password() {
+    let store = apitoken::open_store("memory:").await.unwrap();
+    let page = store
+        .list(new_environment(), apitoken::PageRequest::first(10))
+        .await
+        .unwrap();
+    assert!(page.tokens.is_empty());
+    assert!(apitoken::open_store(" memory:// ").await.is_ok());
+    for (url, says) in [
+        (
+            "mysql://app:hunter2@db/app",
+            "the scheme `mysql:` is not one",
+        ),
+        ("hunter2", "it has no scheme"),
+        ("memory:hunter2", "a memory store takes no path"),
+        ("hunter2 with spaces:x", "it has no scheme"),
+        ("", "it has no scheme"),
+    ] {
+        let err = match apitoken::open_store(url).await {
+            Err(err @ StoreError::InvalidUrl { .. }) => err.to_string(),
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        };
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{url}: {err}");
+    }
+}

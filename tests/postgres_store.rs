@@ -8,9 +8,9 @@ mod support;
 
 use apitoken::conformance::{self, GatedStore, new_environment};
 use apitoken::{
-    CachedStore, Creator, Error, IssueRequest, IssuedToken, Note, PageRequest, PostgresStore,
-    PostgresTimeouts, StoreError, TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore,
-    UserId,
+    CachedStore, Creator, Error, HashKey, IssueRequest, IssuedToken, KeyFingerprint, Note,
+    PageRequest, PostgresStore, PostgresTimeouts, StoreError, TokenFormat, TokenHasher, TokenId,
+    TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
 use sqlx::Connection;
@@ -72,7 +72,7 @@ impl Schema {
         let store = PostgresStore::connect_with(self.options(), PostgresStore::pool_options())
             .await
             .unwrap();
-        store.migrate().await.unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
         store
     }
 }
@@ -143,12 +143,12 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         // Several processes starting at once.
         let others = [schema.store(), schema.store(), schema.store()];
         let (a, b, c) = tokio::join!(
-            store.migrate(),
+            store.prepare(KeyFingerprint::Unkeyed),
             async {
                 let [x, _, _] = others;
                 x.await
             },
-            store.migrate()
+            store.prepare(KeyFingerprint::Unkeyed)
         );
         a.unwrap();
         c.unwrap();
@@ -159,7 +159,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             .issue(new_environment(), alice(), request("kept"))
             .await
             .unwrap();
-        store.migrate().await.unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
         issuer
             .authenticate(issued.raw.expose_secret())
             .await
@@ -169,7 +169,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             .execute(store.pool())
             .await
             .unwrap();
-        let err = store.migrate().await.unwrap_err();
+        let err = store.prepare(KeyFingerprint::Unkeyed).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -241,7 +241,7 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             sqlx::query(
                 "INSERT INTO apitoken_meta (key, value) VALUES ('hash_key_fingerprint', $1)",
             )
-            .bind(hasher.fingerprint())
+            .bind(hasher.fingerprint().to_string())
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -269,11 +269,11 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .await
             .unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 1);
-        store.migrate().await.unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 2);
-        store.migrate().await.unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 2);
-        store.bind_hash_key(&hasher.fingerprint()).await.unwrap();
+        store.prepare(hasher.fingerprint()).await.unwrap();
         assert_eq!(
             replaced_by(&store, id).await,
             None,
@@ -298,7 +298,7 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .execute(store.pool())
             .await
             .unwrap();
-        let err = store.migrate().await.unwrap_err();
+        let err = store.prepare(KeyFingerprint::Unkeyed).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -319,13 +319,9 @@ async fn the_hash_key_is_bound_to_the_database() {
         "the_hash_key_is_bound_to_the_database",
         |schema| async move {
             let store = schema.store().await;
-            store.bind_hash_key("unkeyed").await.unwrap();
-            let err = schema
-                .store()
-                .await
-                .bind_hash_key("key:aa")
-                .await
-                .unwrap_err();
+            store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+            let other = HashKey::from_bytes([0xaa; 32]).fingerprint();
+            let err = schema.store().await.prepare(other).await.unwrap_err();
             assert!(matches!(err, StoreError::HashKeyMismatch { .. }), "{err:?}");
         },
     )
@@ -1102,6 +1098,59 @@ async fn tls_connections_are_encrypted_and_verified() {
                 "not 503: retrying will not help"
             );
         }
+    })
+    .await;
+}
+
+/// `open_store` opens PostgreSQL from its URL, and the builder's checked step binds the
+/// hash key there: an issuer with another key is refused, one with the same key serves.
+#[tokio::test]
+async fn a_postgres_url_opens_a_store_that_prepare_binds_to_the_key() {
+    in_schema("postgres_url_prepare", |schema| async move {
+        let separator = if schema.url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            schema.url, schema.name
+        );
+        let key = HashKey::from_bytes([7; 32]);
+        let issuer = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
+            .hash_key(key.clone())
+            .prepare()
+            .await
+            .unwrap();
+        let issued = issuer
+            .issue(
+                apitoken::EnvironmentId::from_uuid(Uuid::from_u128(1)),
+                alice(),
+                request("by url"),
+            )
+            .await
+            .unwrap();
+        issuer.store().close().await;
+
+        let refused = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
+            .prepare()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Store(StoreError::HashKeyMismatch { stored, given: KeyFingerprint::Unkeyed })
+                    if stored == key.fingerprint()
+            ),
+            "{refused:?}"
+        );
+        let again = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
+            .hash_key(key)
+            .prepare()
+            .await
+            .unwrap();
+        let who = again
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+        assert_eq!(who.token_id(), issued.token.id);
+        again.store().close().await;
     })
     .await;
 }

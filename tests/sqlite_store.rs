@@ -6,8 +6,8 @@ mod support;
 
 use apitoken::conformance::{self, base_time, new_environment, sample_token};
 use apitoken::{
-    Creator, EnvironmentId, Error, IssueRequest, Note, SqliteStore, StoreError, TokenFormat,
-    TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
+    CachedStore, Creator, EnvironmentId, Error, HashKey, IssueRequest, KeyFingerprint, Note,
+    SqliteStore, StoreError, TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 async fn open(db: &TempDb) -> SqliteStore {
     let store = SqliteStore::open(&db.path).await.unwrap();
-    store.migrate().await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store
 }
 
@@ -45,7 +45,7 @@ async fn sqlite_in_memory_passes_the_conformance_suite() {
         .await
         .unwrap();
     let store = SqliteStore::from_pool(pool);
-    store.migrate().await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     conformance::run_all(&store).await;
 }
 
@@ -75,8 +75,8 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     let db = TempDb::new("apitoken_migrate");
     let store = SqliteStore::open(&db.path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 0);
-    store.migrate().await.unwrap();
-    store.migrate().await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 2);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
@@ -102,7 +102,7 @@ async fn a_newer_schema_is_refused() {
         .execute(store.pool())
         .await
         .unwrap();
-    let err = store.migrate().await.unwrap_err();
+    let err = store.prepare(KeyFingerprint::Unkeyed).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -176,7 +176,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         .unwrap();
         sqlx::raw_sql(SCHEMA_V1).execute(&pool).await.unwrap();
         sqlx::query("INSERT INTO apitoken_meta (key, value) VALUES ('hash_key_fingerprint', ?)")
-            .bind(hasher.fingerprint())
+            .bind(hasher.fingerprint().to_string())
             .execute(&pool)
             .await
             .unwrap();
@@ -202,11 +202,11 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
 
     let store = SqliteStore::open(&db.path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 1);
-    store.migrate().await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 2);
-    store.migrate().await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 2);
-    store.bind_hash_key(&hasher.fingerprint()).await.unwrap();
+    store.prepare(hasher.fingerprint()).await.unwrap();
     assert_eq!(
         replaced_by(&store, id).await,
         None,
@@ -236,7 +236,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         .execute(store.pool())
         .await
         .unwrap();
-    let err = store.migrate().await.unwrap_err();
+    let err = store.prepare(KeyFingerprint::Unkeyed).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -252,14 +252,15 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
 #[tokio::test]
 async fn the_hash_key_is_bound_to_the_database() {
     let db = TempDb::new("apitoken_key");
-    let store = open(&db).await;
-    store.bind_hash_key("key:0011223344556677").await.unwrap();
-    store.bind_hash_key("key:0011223344556677").await.unwrap();
-    let err = store.bind_hash_key("unkeyed").await.unwrap_err();
+    let store = SqliteStore::open(&db.path).await.unwrap();
+    let key: KeyFingerprint = "key:0011223344556677".parse().unwrap();
+    store.prepare(key).await.unwrap();
+    store.prepare(key).await.unwrap();
+    let err = store.prepare(KeyFingerprint::Unkeyed).await.unwrap_err();
     match &err {
         StoreError::HashKeyMismatch { stored, given } => {
-            assert_eq!(stored, "key:0011223344556677");
-            assert_eq!(given, "unkeyed");
+            assert_eq!(*stored, key);
+            assert_eq!(*given, KeyFingerprint::Unkeyed);
         }
         other => panic!("expected HashKeyMismatch, got {other:?}"),
     }
@@ -437,7 +438,7 @@ async fn patient_store(db: &TempDb) -> SqliteStore {
         .await
         .unwrap();
     let store = SqliteStore::from_pool(pool);
-    store.migrate().await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store
 }
 
@@ -528,4 +529,45 @@ async fn dropping_the_store_ends_its_flush_task() {
     tokio::time::timeout(std::time::Duration::from_secs(10), closed)
         .await
         .expect("a connection outlived the store");
+}
+
+/// `open_store` opens SQLite from its URL, and the builder's checked step binds the hash
+/// key, through a `CachedStore` too: an issuer with another key is refused.
+#[tokio::test]
+async fn a_sqlite_url_opens_a_store_that_prepare_binds_to_the_key() {
+    let db = TempDb::new("apitoken_url");
+    let url = format!("sqlite://{}", db.path.display());
+    let key = HashKey::from_bytes([9; 32]);
+    let issuer = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
+        .hash_key(key.clone())
+        .prepare()
+        .await
+        .unwrap();
+    let issued = issuer
+        .issue(new_environment(), alice(), request("by url"))
+        .await
+        .unwrap();
+    issuer.store().close().await;
+    assert!(db.path.exists(), "the URL names the file");
+
+    let cached = CachedStore::new(apitoken::open_store(&url).await.unwrap());
+    let refused = TokenIssuer::builder(cached).prepare().await.unwrap_err();
+    match &refused {
+        Error::Store(StoreError::HashKeyMismatch { stored, given }) => {
+            assert_eq!(*stored, key.fingerprint());
+            assert_eq!(*given, KeyFingerprint::Unkeyed);
+        }
+        other => panic!("expected HashKeyMismatch, got {other:?}"),
+    }
+    let again = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
+        .hash_key(key)
+        .prepare()
+        .await
+        .unwrap();
+    let who = again
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(who.token_id(), issued.token.id);
+    again.store().close().await;
 }

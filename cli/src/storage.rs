@@ -30,7 +30,7 @@ pub(crate) async fn with_issuer<T>(
 ) -> Result<T, Failure> {
     const MISSING: &str = "issue a token first (`apitoken issue` creates it), or point --db or APITOKEN_DB at your database";
     let storage = &global.storage;
-    let (handle, key) = match access {
+    let handle = match access {
         Access::Create => apitoken_ops::open(storage, apitoken_ops::Missing::Create).await,
         Access::Write => {
             apitoken_ops::open_existing(storage, apitoken_ops::Access::Write, MISSING).await
@@ -40,14 +40,11 @@ pub(crate) async fn with_issuer<T>(
         }
     }
     .map_err(Failure::usage)?;
-    let mut builder = TokenIssuer::builder(handle.store()).scope_catalog(catalog(global));
-    if let Some(key) = key {
-        builder = builder.hash_key(key);
-    }
+    let mut builder = handle.builder().scope_catalog(catalog(global));
     if access == Access::Read {
         builder = builder.last_use_interval(None);
     }
-    let issuer = builder.build();
+    let issuer = handle.issuer(builder).await.map_err(Failure::usage)?;
     let result = command(&issuer).await;
     drop(issuer);
     handle.close().await;

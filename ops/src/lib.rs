@@ -1,9 +1,11 @@
 //! What the `apitoken` command line and the reference server share: the storage options
 //! (`--db`/`APITOKEN_DB`, `--database-url`/`DATABASE_URL`, `--hash-key-file`/
 //! `APITOKEN_HASH_KEY`) and opening the database they name, checked against the hash key,
-//! so that a token one of them issued authenticates in the other. Only [`open`] creates
-//! or migrates the schema; [`open_existing`] refuses a database without it, and with
-//! [`Access::Read`] writes nothing at all.
+//! so that a token one of them issued authenticates in the other. What is not specific to
+//! a command line (the schema, binding and checking the hash key) is the library's:
+//! [`Handle::issuer`] builds the issuer with [`TokenIssuerBuilder::prepare`]. [`open`] may
+//! create a SQLite file; [`open_existing`] refuses a database without apitoken's schema,
+//! and with [`Access::Read`] writes nothing at all.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -11,11 +13,15 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use apitoken::{HashKey, PostgresStore, SqliteStore, StoreError, TokenHasher, TokenStore};
+use apitoken::{
+    DynTokenStore, Error, HashKey, KeyFingerprint, PostgresStore, SqliteStore, StoreError,
+    TokenIssuer, TokenIssuerBuilder, TokenStore,
+};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use sqlx::sqlite::SqliteConnectOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The storage options, for `#[command(flatten)]`.
 #[derive(Clone, Debug, clap::Args)]
@@ -114,67 +120,111 @@ pub enum Missing {
     Refuse(String),
 }
 
-/// The opened database.
-pub enum Handle {
-    /// A SQLite file.
-    Sqlite(SqliteStore),
-    /// A PostgreSQL database.
-    Postgres(PostgresStore),
+/// An opened database, not yet prepared: build the issuer with [`Handle::issuer`], which
+/// runs the library's checked build step ([`TokenIssuerBuilder::prepare`]) unless the
+/// command only reads.
+pub struct Handle {
+    store: Arc<dyn TokenStore>,
+    key: Option<HashKey>,
+    place: Place,
+    access: Access,
+}
+
+/// Where the database is, for messages and logs.
+enum Place {
+    Sqlite(PathBuf),
+    Postgres,
 }
 
 impl Handle {
-    /// The store, to build an issuer on.
-    pub fn store(&self) -> Box<dyn TokenStore> {
-        match self {
-            Handle::Sqlite(store) => Box::new(store.clone()),
-            Handle::Postgres(store) => Box::new(store.clone()),
+    /// A builder on the store with the hash key the options give; configure the rest, then
+    /// pass it to [`Handle::issuer`].
+    pub fn builder(&self) -> TokenIssuerBuilder<DynTokenStore> {
+        let store: DynTokenStore = Box::new(Arc::clone(&self.store));
+        let builder = TokenIssuer::builder(store);
+        match &self.key {
+            Some(key) => builder.hash_key(key.clone()),
+            None => builder,
         }
     }
 
-    /// Closes the connections. For SQLite this checkpoints the write-ahead log into the
-    /// database file and removes it, so that the file alone holds every token.
-    pub async fn close(self) {
-        match self {
-            Handle::Sqlite(store) => store.close().await,
-            Handle::Postgres(store) => store.pool().close().await,
+    /// The issuer: for a command that writes, after [`TokenIssuerBuilder::prepare`] has
+    /// created or upgraded the schema and checked the hash key; a read-only command's
+    /// database was checked, without writing, when it was opened. On failure the
+    /// connections are closed and the error is one line that says what to do.
+    pub async fn issuer(
+        &self,
+        builder: TokenIssuerBuilder<DynTokenStore>,
+    ) -> Result<TokenIssuer<DynTokenStore>, String> {
+        if self.access == Access::Read {
+            return Ok(builder.build());
         }
+        match builder.prepare().await {
+            Ok(issuer) => Ok(issuer),
+            Err(e) => {
+                self.store.close().await;
+                let Error::Store(e) = e else {
+                    return Err(e.to_string());
+                };
+                Err(match &self.place {
+                    Place::Sqlite(path) => sqlite_failure(path, &e),
+                    Place::Postgres => postgres_failure(&e),
+                })
+            }
+        }
+    }
+
+    /// Closes the connections. For SQLite this writes the buffered last-use times and
+    /// checkpoints the write-ahead log into the database file, so that the file alone
+    /// holds every token.
+    pub async fn close(self) {
+        self.store.close().await;
     }
 
     /// What to log about the storage: never the URL, which may hold a password.
     pub fn describe(&self) -> String {
-        match self {
-            Handle::Sqlite(store) => format!(
-                "sqlite {}",
-                store.pool().connect_options().get_filename().display()
-            ),
-            Handle::Postgres(_) => "postgresql".to_owned(),
+        match &self.place {
+            Place::Sqlite(path) => format!("sqlite {}", path.display()),
+            Place::Postgres => "postgresql".to_owned(),
         }
     }
 }
 
-/// Opens the database the options name, migrates its schema and checks the hash key
-/// against the one the database was created with. Returns the handle and the key; the
-/// error is one line that says what to do.
-pub async fn open(
-    args: &StorageArgs,
-    missing: Missing,
-) -> Result<(Handle, Option<HashKey>), String> {
-    let (key, fingerprint) = key_and_fingerprint(args)?;
-    let handle = match backend(args)? {
-        Backend::Sqlite(path) => Handle::Sqlite(open_sqlite(&path, missing, &fingerprint).await?),
-        Backend::Postgres(url) => Handle::Postgres(open_postgres(&url, &fingerprint).await?),
-    };
-    Ok((handle, key))
-}
-
-/// The hash key the options give (if any) and the fingerprint the database must record.
-fn key_and_fingerprint(args: &StorageArgs) -> Result<(Option<HashKey>, String), String> {
+/// Opens the database the options name for a command that may create it (`issue`, the
+/// server): with `Missing::Create` a missing SQLite file is created. A damaged file, a
+/// schema newer than this library and a wrong hash key are refused here without writing;
+/// [`Handle::issuer`] then creates or upgrades the schema. The error is one line that says
+/// what to do.
+pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String> {
     let key = hash_key(args)?;
-    let hasher = match &key {
-        Some(key) => TokenHasher::keyed(key.clone()),
-        None => TokenHasher::unkeyed(),
+    let fingerprint = KeyFingerprint::of(key.as_ref());
+    let (store, place): (Arc<dyn TokenStore>, _) = match backend(args)? {
+        Backend::Sqlite(path) => {
+            check_path(&path, &missing)?;
+            // A damaged file is refused by a read that changes nothing, before the WAL
+            // settings are applied: that keeps it unchanged and leaves no -wal or -shm
+            // beside it.
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                let reader = SqliteStore::open_existing(&path)
+                    .await
+                    .map_err(|e| sqlite_failure(&path, &e))?;
+                let checked = reader.check_schema(fingerprint).await;
+                reader.close().await;
+                checked.map_err(|e| sqlite_failure(&path, &e))?;
+            }
+            let store = SqliteStore::open(&path)
+                .await
+                .map_err(|e| sqlite_failure(&path, &e))?;
+            (Arc::new(store), Place::Sqlite(path))
+        }
+        Backend::Postgres(url) => (Arc::new(connect_postgres(&url).await?), Place::Postgres),
     };
-    Ok((key, hasher.fingerprint()))
+    Ok(Handle {
+        store,
+        key,
+        place,
+        access: Access::Write,
+    })
 }
 
 /// What a command does with an existing database.
@@ -197,18 +247,37 @@ pub async fn open_existing(
     args: &StorageArgs,
     access: Access,
     missing: &str,
-) -> Result<(Handle, Option<HashKey>), String> {
-    let (key, fingerprint) = key_and_fingerprint(args)?;
-    let handle = match backend(args)? {
+) -> Result<Handle, String> {
+    let key = hash_key(args)?;
+    let fingerprint = KeyFingerprint::of(key.as_ref());
+    let (store, place): (Arc<dyn TokenStore>, _) = match backend(args)? {
         Backend::Sqlite(path) => {
             check_path(&path, &Missing::Refuse(missing.to_owned()))?;
-            Handle::Sqlite(open_existing_sqlite(&path, access, &fingerprint).await?)
+            let store = open_existing_sqlite(&path, access, fingerprint).await?;
+            (store, Place::Sqlite(path))
         }
         Backend::Postgres(url) => {
-            Handle::Postgres(open_existing_postgres(&url, access, &fingerprint).await?)
+            let store = connect_postgres(&url).await?;
+            // Reading only: a too-new schema and a wrong key are refused here, before any
+            // write.
+            let version = store.check_schema(fingerprint).await;
+            if !matches!(version, Ok(v) if v > 0) {
+                store.close().await;
+            }
+            match version {
+                Ok(0) => return Err("the PostgreSQL database has no apitoken tables; it was left unchanged: check --database-url (or DATABASE_URL), or create them with `apitoken issue`".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(postgres_failure(&e)),
+            }
+            (Arc::new(store), Place::Postgres)
         }
     };
-    Ok((handle, key))
+    Ok(Handle {
+        store,
+        key,
+        place,
+        access,
+    })
 }
 
 enum Backend {
@@ -299,61 +368,19 @@ fn check_path(path: &Path, missing: &Missing) -> Result<(), String> {
     Ok(())
 }
 
-async fn open_sqlite(
-    path: &Path,
-    missing: Missing,
-    fingerprint: &str,
-) -> Result<SqliteStore, String> {
-    check_path(path, &missing)?;
-    // A damaged file is refused by a read that changes nothing, before the WAL settings
-    // are applied: that keeps it unchanged and leaves no -wal or -shm beside it.
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-        let reader = SqliteStore::open_existing(path)
-            .await
-            .map_err(|e| sqlite_failure(path, &e))?;
-        let checked = reader.check_schema(fingerprint).await;
-        reader.close().await;
-        checked.map_err(|e| sqlite_failure(path, &e))?;
-    }
-    let store = SqliteStore::open(path)
-        .await
-        .map_err(|e| sqlite_failure(path, &e))?;
-    migrate_sqlite(path, store, fingerprint).await
-}
-
-/// Creates or upgrades the schema and binds the hash key; closes the store on failure, so
-/// that no `-wal` or `-shm` file is left behind.
-async fn migrate_sqlite(
-    path: &Path,
-    store: SqliteStore,
-    fingerprint: &str,
-) -> Result<SqliteStore, String> {
-    let prepared = async {
-        store.migrate().await?;
-        store.bind_hash_key(fingerprint).await
-    }
-    .await;
-    match prepared {
-        Ok(()) => Ok(store),
-        Err(e) => {
-            store.close().await;
-            Err(sqlite_failure(path, &e))
-        }
-    }
-}
-
+/// Opens an existing SQLite file: as it is for reading, so that neither a read nor a
+/// refusal changes it; with the write-ahead log for a command that writes.
 async fn open_existing_sqlite(
     path: &Path,
     access: Access,
-    fingerprint: &str,
-) -> Result<SqliteStore, String> {
-    // Read as it is first: neither a read nor a refusal may change the file.
+    fingerprint: KeyFingerprint,
+) -> Result<Arc<dyn TokenStore>, String> {
     let reader = SqliteStore::open_existing(path)
         .await
         .map_err(|e| sqlite_failure(path, &e))?;
     let version = reader.check_schema(fingerprint).await;
     if access == Access::Read && matches!(version, Ok(v) if v > 0) {
-        return Ok(reader);
+        return Ok(Arc::new(reader));
     }
     reader.close().await;
     match version {
@@ -365,7 +392,7 @@ async fn open_existing_sqlite(
     let store = SqliteStore::connect_with(options)
         .await
         .map_err(|e| sqlite_failure(path, &e))?;
-    migrate_sqlite(path, store, fingerprint).await
+    Ok(Arc::new(store))
 }
 
 /// A SQLite file without the apitoken schema.
@@ -384,7 +411,7 @@ fn not_apitoken(path: &Path) -> String {
 fn sqlite_failure(path: &Path, e: &StoreError) -> String {
     let shown = path.display();
     match e {
-        StoreError::HashKeyMismatch { stored, given } => return key_mismatch(stored, given),
+        StoreError::HashKeyMismatch { stored, given } => return key_mismatch(*stored, *given),
         StoreError::SchemaTooNew { .. } | StoreError::Corrupt { source: None, .. } => {
             return format!("{shown}: {e}");
         }
@@ -438,16 +465,6 @@ fn sqlite_code(e: &StoreError) -> Option<(u32, String)> {
     None
 }
 
-async fn open_postgres(url: &str, fingerprint: &str) -> Result<PostgresStore, String> {
-    let store = connect_postgres(url).await?;
-    prepare("the PostgreSQL database", fingerprint, async {
-        store.migrate().await?;
-        store.bind_hash_key(fingerprint).await
-    })
-    .await?;
-    Ok(store)
-}
-
 async fn connect_postgres(url: &str) -> Result<PostgresStore, String> {
     PostgresStore::connect(url).await.map_err(|e| match e {
         // Its own message says what to check; the server is running.
@@ -459,48 +476,12 @@ async fn connect_postgres(url: &str) -> Result<PostgresStore, String> {
     })
 }
 
-async fn open_existing_postgres(
-    url: &str,
-    access: Access,
-    fingerprint: &str,
-) -> Result<PostgresStore, String> {
-    let store = connect_postgres(url).await?;
-    // Reading only: a too-new schema and a wrong key are refused here, before any write.
-    let checked = prepare("the PostgreSQL database", fingerprint, async {
-        store.check_schema(fingerprint).await
-    })
-    .await;
-    let version = match checked {
-        Ok(version) => version,
-        Err(e) => {
-            store.pool().close().await;
-            return Err(e);
-        }
-    };
-    if version == 0 {
-        store.pool().close().await;
-        return Err("the PostgreSQL database has no apitoken tables; it was left unchanged: check --database-url (or DATABASE_URL), or create them with `apitoken issue`".to_owned());
+/// One line for a PostgreSQL failure while checking or preparing the schema.
+fn postgres_failure(e: &StoreError) -> String {
+    match e {
+        StoreError::HashKeyMismatch { stored, given } => key_mismatch(*stored, *given),
+        other => format!("cannot prepare the PostgreSQL database: {other}"),
     }
-    if access == Access::Write {
-        // Commands that change tokens upgrade an older apitoken schema first.
-        prepare("the PostgreSQL database", fingerprint, async {
-            store.migrate().await?;
-            store.bind_hash_key(fingerprint).await
-        })
-        .await?;
-    }
-    Ok(store)
-}
-
-async fn prepare<T>(
-    what: &str,
-    given: &str,
-    steps: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, String> {
-    steps.await.map_err(|e| match e {
-        StoreError::HashKeyMismatch { stored, given: _ } => key_mismatch(&stored, given),
-        other => format!("cannot prepare {what}: {other}"),
-    })
 }
 
 /// The driver's own words for a failure to connect, without the store's generic advice.
@@ -512,19 +493,17 @@ fn cause(e: &StoreError) -> String {
 }
 
 /// What to say when the database was created with another hash key.
-fn key_mismatch(stored: &str, given: &str) -> String {
-    if stored == "unkeyed" {
-        format!(
+fn key_mismatch(stored: KeyFingerprint, given: KeyFingerprint) -> String {
+    match (stored.is_keyed(), given.is_keyed()) {
+        (false, _) => format!(
             "this database was created without a hash key, but a key with fingerprint {given} was given: unset APITOKEN_HASH_KEY and drop --hash-key-file to open it"
-        )
-    } else if given == "unkeyed" {
-        format!(
+        ),
+        (true, false) => format!(
             "this database was created with hash key fingerprint {stored}, but no key was given: set the original APITOKEN_HASH_KEY or pass --hash-key-file"
-        )
-    } else {
-        format!(
+        ),
+        (true, true) => format!(
             "this database was created with hash key fingerprint {stored}; the key given has fingerprint {given}: use the original APITOKEN_HASH_KEY (or --hash-key-file)"
-        )
+        ),
     }
 }
 
@@ -569,8 +548,11 @@ mod tests {
 
     #[test]
     fn a_key_mismatch_says_which_key_to_use() {
-        assert!(key_mismatch("unkeyed", "key:ab").contains("unset APITOKEN_HASH_KEY"));
-        assert!(key_mismatch("key:ab", "unkeyed").contains("no key was given"));
-        assert!(key_mismatch("key:ab", "key:cd").contains("use the original APITOKEN_HASH_KEY"));
+        let ab = HashKey::from_bytes([0xab; 32]).fingerprint();
+        let cd = HashKey::from_bytes([0xcd; 32]).fingerprint();
+        let none = KeyFingerprint::Unkeyed;
+        assert!(key_mismatch(none, ab).contains("unset APITOKEN_HASH_KEY"));
+        assert!(key_mismatch(ab, none).contains("no key was given"));
+        assert!(key_mismatch(ab, cd).contains("use the original APITOKEN_HASH_KEY"));
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use crate::clock::{Clock, SystemClock};
-use crate::hash::TokenHash;
+use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -471,6 +471,14 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.invalidate(predecessor);
         self.invalidate_hash(&successor);
         result
+    }
+
+    async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.inner.prepare(key).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {

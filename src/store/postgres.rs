@@ -16,7 +16,7 @@
 //! ids, the 32-byte `bytea` hash with a unique index, `timestamptz` times at microsecond
 //! precision, and `replaced_by`, the successor's id once the token has been rotated), with
 //! indexes on `(environment_id, id)` and `(environment_id, created_at,
-//! id)`. [`PostgresStore::migrate`] creates or upgrades it under an advisory lock, so
+//! id)`. [`prepare`](TokenStore::prepare) creates or upgrades it under an advisory lock, so
 //! several processes can start at once. Tables are created in the connection's
 //! `search_path` schema; pick one with `?options=-c%20search_path%3Dmyschema` in the URL
 //! or [`PgConnectOptions::options`].
@@ -56,7 +56,7 @@
 
 use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
-use crate::hash::TokenHash;
+use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -178,7 +178,7 @@ impl SqlDialect for PostgresSql {
     }
 }
 
-/// The advisory lock key `migrate` takes (any fixed number; "apitoken" in ASCII).
+/// The advisory lock key `prepare` takes (any fixed number; "apitoken" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -358,12 +358,11 @@ fn millis(d: Duration) -> u128 {
 /// Token records in PostgreSQL.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), apitoken::StoreError> {
+/// # async fn run() -> Result<(), apitoken::Error> {
 /// use apitoken::{PostgresStore, TokenIssuer};
 ///
 /// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
-/// store.migrate().await?;
-/// let issuer = TokenIssuer::new(store);
+/// let issuer = TokenIssuer::builder(store).prepare().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -460,17 +459,6 @@ impl PostgresStore {
         Ok(tx)
     }
 
-    /// Creates the schema, or upgrades it to the newest version, in one transaction under
-    /// an advisory lock; running it again (or from several processes at once) changes
-    /// nothing. Fails with [`StoreError::SchemaTooNew`] on a database written by a newer
-    /// version, and with [`StoreError::Unavailable`] after waiting longer than the lock
-    /// timeout for another process's migration or for the tables (run it again).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.begin_schema_change().await?;
-        PostgresSql::migrate_in(&mut tx).await?;
-        tx.commit().await.map_err(err)
-    }
-
     /// The schema version of the database (0 before the first migration).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
@@ -489,22 +477,13 @@ impl PostgresStore {
     /// recorded): for tools that must never write, such as a read-only command line.
     /// Returns the schema version, 0 when there are no apitoken tables; fails with
     /// [`StoreError::SchemaTooNew`] or [`StoreError::HashKeyMismatch`].
-    pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
+    pub async fn check_schema(&self, fingerprint: KeyFingerprint) -> Result<i64, StoreError> {
         let version = PostgresSql::readable(self.schema_version().await?)?;
         if version > 0 {
             let mut conn = self.pool.acquire().await.map_err(err)?;
             PostgresSql::check_hash_key_in(&mut conn, fingerprint).await?;
         }
         Ok(version)
-    }
-
-    /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
-    /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other. Needs
-    /// [`migrate`](Self::migrate) first.
-    pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_schema_change().await?;
-        PostgresSql::bind_hash_key_in(&mut tx, fingerprint).await?;
-        tx.commit().await.map_err(err)
     }
 }
 
@@ -690,6 +669,21 @@ impl TokenStore for PostgresStore {
             self.rotate_once(&rotation, attempts > 1)
         })
         .await
+    }
+
+    /// Creates the schema, or upgrades it to the newest version, and binds the hash key,
+    /// in one transaction under an advisory lock, so that several processes starting at
+    /// once do it once. Fails with [`StoreError::Unavailable`] after waiting longer than
+    /// the lock timeout for another process's migration or for the tables (run it again).
+    async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let mut tx = self.begin_schema_change().await?;
+        PostgresSql::prepare_in(&mut tx, key).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Closes the pool's connections.
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 use super::memory::check_predecessor;
 use super::{BoxError, Rotation, StoreError, UniqueKey};
 use crate::format::Checksum;
+use crate::hash::KeyFingerprint;
 use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{Scope, Scopes};
@@ -351,17 +352,25 @@ where
     }
 
     /// Fails with [`StoreError::HashKeyMismatch`] when another hash key is bound.
-    async fn check_hash_key_in(conn: &mut Conn<Self>, fingerprint: &str) -> Result<(), StoreError> {
+    async fn check_hash_key_in(
+        conn: &mut Conn<Self>,
+        fingerprint: KeyFingerprint,
+    ) -> Result<(), StoreError> {
         check_hash_key(Self::meta(conn, META_HASH_KEY).await?, fingerprint)?;
         Ok(())
     }
 
-    /// Records `fingerprint` if no hash key is bound yet, or checks it against the bound
-    /// one, inside the caller's write transaction.
-    async fn bind_hash_key_in(conn: &mut Conn<Self>, fingerprint: &str) -> Result<(), StoreError> {
+    /// [`TokenStore::prepare`](super::TokenStore::prepare) inside the caller's write
+    /// transaction: migrates, then records `fingerprint` if no hash key is bound yet, or
+    /// checks it against the bound one.
+    async fn prepare_in(
+        conn: &mut Conn<Self>,
+        fingerprint: KeyFingerprint,
+    ) -> Result<(), StoreError> {
+        Self::migrate_in(conn).await?;
         let stored = Self::meta(conn, META_HASH_KEY).await?;
         if check_hash_key(stored, fingerprint)? {
-            Self::set_meta(conn, META_HASH_KEY, fingerprint).await?;
+            Self::set_meta(conn, META_HASH_KEY, &fingerprint.to_string()).await?;
         }
         Ok(())
     }
@@ -657,13 +666,24 @@ pub(crate) fn pending<'a>(
         })
 }
 
-pub(crate) fn check_hash_key(stored: Option<String>, given: &str) -> Result<bool, StoreError> {
-    match stored {
-        None => Ok(true),
-        Some(stored) if stored == given => Ok(false),
-        Some(stored) => Err(StoreError::HashKeyMismatch {
-            stored,
-            given: given.to_owned(),
-        }),
+/// Whether `given` must still be recorded (`true` when no key is bound), or
+/// [`StoreError::HashKeyMismatch`] when another is.
+pub(crate) fn check_hash_key(
+    stored: Option<String>,
+    given: KeyFingerprint,
+) -> Result<bool, StoreError> {
+    let Some(stored) = stored else {
+        return Ok(true);
+    };
+    let stored = stored
+        .parse::<KeyFingerprint>()
+        .map_err(|e| StoreError::Corrupt {
+            message: format!("apitoken_meta.{META_HASH_KEY}: {e}"),
+            source: None,
+        })?;
+    if stored == given {
+        Ok(false)
+    } else {
+        Err(StoreError::HashKeyMismatch { stored, given })
     }
 }

@@ -32,13 +32,13 @@
 //! `apitoken_tokens` (one row per token: ids as 16-byte blobs, the 32-byte hash, times as
 //! microseconds since the Unix epoch, and `replaced_by`, the successor's id once the token
 //! has been rotated), with a unique index on the hash and indexes on
-//! `(environment_id, id)` and `(environment_id, created_at, id)`. [`SqliteStore::migrate`]
+//! `(environment_id, id)` and `(environment_id, created_at, id)`. [`prepare`](TokenStore::prepare)
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
 use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
 use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
-use crate::hash::TokenHash;
+use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -113,11 +113,10 @@ fn sqlite_code(e: &StoreError) -> Option<u32> {
 ///
 /// let path = std::env::temp_dir().join(format!("apitoken-doc-{}.db", std::process::id()));
 /// let store = SqliteStore::open(&path).await?;
-/// store.migrate().await?;
-/// let issuer = TokenIssuer::new(store);
+/// let issuer = TokenIssuer::builder(store).prepare().await?;
 /// # drop(issuer);
 /// # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
-/// # Ok::<(), apitoken::StoreError>(())
+/// # Ok::<(), apitoken::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone, Debug)]
@@ -281,8 +280,8 @@ async fn flush_periodically(last_use: Weak<LastUse>) {
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database file at `path`, in WAL mode with
-    /// `synchronous = FULL` and a 5-second busy timeout. Call [`migrate`](Self::migrate)
-    /// before first use.
+    /// `synchronous = FULL` and a 5-second busy timeout. Build the issuer with
+    /// [`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare), which creates the schema.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -398,37 +397,10 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Writes the buffered last-use times, stops the background task and closes every
-    /// connection (every clone's: they share them). The last connection to close folds
-    /// the write-ahead log into the database file, so that the file alone holds every
-    /// token. If the write lock stays busy past the busy timeout, the buffered times are
-    /// lost (bookkeeping only).
-    pub async fn close(&self) {
-        self.last_use.stop();
-        if !self.last_use.read_only {
-            let _ = self.last_use.flush().await;
-        }
-        self.pool.close().await;
-        self.writer.close().await;
-    }
-
     /// Writes the buffered last-use times now, in one transaction, instead of waiting for
     /// the background flush (at most a second). On failure they stay buffered.
     pub async fn flush_last_use(&self) -> Result<(), StoreError> {
         self.last_use.flush().await
-    }
-
-    /// Creates the schema, or upgrades it to the newest version, in one transaction;
-    /// running it again changes nothing. Fails with [`StoreError::SchemaTooNew`] on a
-    /// database written by a newer version.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err)?;
-        SqliteSql::migrate_in(&mut tx).await?;
-        tx.commit().await.map_err(err)
     }
 
     /// The schema version of the database (0 before the first migration).
@@ -451,7 +423,7 @@ impl SqliteStore {
     /// ([`StoreError::HashKeyMismatch`] otherwise). Returns the schema version: 0 when the
     /// database has no apitoken schema (an empty file, another application's database);
     /// [`StoreError::SchemaTooNew`] when it is newer than this library.
-    pub async fn check_schema(&self, fingerprint: &str) -> Result<i64, StoreError> {
+    pub async fn check_schema(&self, fingerprint: KeyFingerprint) -> Result<i64, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
         let tables: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
@@ -476,19 +448,6 @@ impl SqliteStore {
         SqliteSql::readable(version)?;
         SqliteSql::check_hash_key_in(&mut conn, fingerprint).await?;
         Ok(version)
-    }
-
-    /// Records the hasher's [fingerprint](crate::TokenHasher::fingerprint) on first use,
-    /// and afterwards refuses ([`StoreError::HashKeyMismatch`]) any other: a database read
-    /// with the wrong key would find no token. Needs [`migrate`](Self::migrate) first.
-    pub async fn bind_hash_key(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err)?;
-        SqliteSql::bind_hash_key_in(&mut tx, fingerprint).await?;
-        tx.commit().await.map_err(err)
     }
 }
 
@@ -685,6 +644,32 @@ impl TokenStore for SqliteStore {
 
     /// Buffers the time and returns at once: a background task writes the buffer about
     /// once a second (see the module docs). Outside a tokio runtime, writes it inline.
+    /// Creates the schema, or upgrades it to the newest version, and binds the hash key,
+    /// in one `BEGIN IMMEDIATE` transaction.
+    async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        SqliteSql::prepare_in(&mut tx, key).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// Writes the buffered last-use times, stops the background task and closes every
+    /// connection (every clone's: they share them). The last connection to close folds
+    /// the write-ahead log into the database file, so that the file alone holds every
+    /// token. If the write lock stays busy past the busy timeout, the buffered times are
+    /// lost (bookkeeping only).
+    async fn close(&self) {
+        self.last_use.stop();
+        if !self.last_use.read_only {
+            let _ = self.last_use.flush().await;
+        }
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         if self.last_use.read_only || matches!(*lock(&self.last_use.flusher), Flusher::Closed) {
             return Ok(());

@@ -148,8 +148,7 @@ impl Database {
                 let separator = if base.contains('?') { '&' } else { '?' };
                 let url = format!("{base}{separator}options=-c%20search_path%3D{unique}");
                 let store = PostgresStore::connect(&url).await.unwrap();
-                store.migrate().await.unwrap();
-                store.bind_hash_key(&fingerprint).await.unwrap();
+                store.prepare(fingerprint).await.unwrap();
                 let database = Database::Postgres {
                     admin,
                     schema: unique,
@@ -160,8 +159,7 @@ impl Database {
             Ok("sqlite") | Err(_) => {
                 let path = std::env::temp_dir().join(format!("{unique}.db"));
                 let store = SqliteStore::open(&path).await.unwrap();
-                store.migrate().await.unwrap();
-                store.bind_hash_key(&fingerprint).await.unwrap();
+                store.prepare(fingerprint).await.unwrap();
                 (Database::Sqlite(path), Box::new(store))
             }
             Ok(other) => panic!("APITOKEN_TIMING_STORE={other}: expected sqlite or postgres"),

@@ -16,14 +16,12 @@ pub(crate) async fn open(args: &Args) -> Result<(Issuer, Handle), String> {
     let missing = apitoken_ops::Missing::Refuse(format!(
         "issue the first token with `apitoken issue --db {shown} --env <UUID> --note <TEXT> --scope environment.apiTokens.write` (it creates the file), or point --db or APITOKEN_DB at your database"
     ));
-    let (handle, key) = apitoken_ops::open(&args.storage, missing).await?;
+    let handle = apitoken_ops::open(&args.storage, missing).await?;
     let catalog = ScopeCatalog::reference().extend(args.extra_scopes.iter().cloned());
-    let mut builder = TokenIssuer::builder(handle.store()).scope_catalog(catalog);
-    if let Some(key) = key {
-        builder = builder.hash_key(key);
-    }
+    let mut builder = handle.builder().scope_catalog(catalog);
     if let Some(limit) = args.max_live_tokens {
         builder = builder.max_live_tokens_per_environment(limit);
     }
-    Ok((builder.build(), handle))
+    let issuer = handle.issuer(builder).await?;
+    Ok((issuer, handle))
 }

@@ -7,8 +7,8 @@ mod support;
 
 use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
-    EnvironmentId, HashKey, IssueRequest, ManualClock, Note, PostgresStore, SqliteStore,
-    TokenFormat, TokenIssuer,
+    EnvironmentId, HashKey, IssueRequest, KeyFingerprint, ManualClock, Note, PostgresStore,
+    SqliteStore, TokenFormat, TokenIssuer, TokenStore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -285,11 +285,7 @@ async fn lifecycle_on_postgres() {
     };
     let schema = PgSchema::create(&url).await;
     let store = PostgresStore::connect(&schema.url).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-        .bind_hash_key(&support::fingerprint(None))
-        .await
-        .unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
     let bobs = issue_first(store.clone(), None, environment(), bob(), admin_scopes()).await;
     store.pool().close().await;
@@ -311,11 +307,7 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
     };
     let schema = PgSchema::create(&url).await;
     let store = PostgresStore::connect(&schema.url).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-        .bind_hash_key(&support::fingerprint(None))
-        .await
-        .unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
     store.pool().close().await;
     // The server reaches PostgreSQL through a proxy that the test can cut.

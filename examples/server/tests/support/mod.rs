@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use apitoken::{
-    Creator, EnvironmentId, HashKey, IssueRequest, Note, PostgresStore, Scope, SqliteStore,
-    TokenHasher, TokenIssuer, TokenStore, UserId,
+    Creator, EnvironmentId, HashKey, IssueRequest, KeyFingerprint, Note, PostgresStore, Scope,
+    SqliteStore, TokenIssuer, TokenStore, UserId,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -122,17 +122,8 @@ pub(crate) async fn issue_first(
 /// Opens (creating) a SQLite file, migrated and bound to `key`'s fingerprint.
 pub(crate) async fn sqlite_store(path: &Path, key: Option<&HashKey>) -> SqliteStore {
     let store = SqliteStore::open(path).await.unwrap();
-    store.migrate().await.unwrap();
-    store.bind_hash_key(&fingerprint(key)).await.unwrap();
+    store.prepare(KeyFingerprint::of(key)).await.unwrap();
     store
-}
-
-pub(crate) fn fingerprint(key: Option<&HashKey>) -> String {
-    match key {
-        Some(key) => TokenHasher::keyed(key.clone()),
-        None => TokenHasher::unkeyed(),
-    }
-    .fingerprint()
 }
 
 #[path = "../../../../tests/support/postgres_url.rs"]
