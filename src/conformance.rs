@@ -29,6 +29,22 @@
 //! conformance::racing_lookups_never_undo_a_change(&gated, &cache).await;
 //! # });
 //! ```
+//!
+//! # Gating and stability
+//!
+//! The module exists only with the feature `conformance`, which a store's crate enables
+//! in its `[dev-dependencies]` (`apitoken = { version = "…", features = ["conformance"] }`),
+//! so that the suite and its dependencies never reach a production build, as
+//! object_store gates its `integration` module.
+//!
+//! Stable, under semver: [`run_all`] and its signature, [`GatedStore`] and
+//! [`racing_lookups_never_undo_a_change`]. A store that passes `run_all` meets the
+//! [`TokenStore`] contract as documented. New checks are added to `run_all` in minor
+//! releases when the contract is clarified, so a store that relied on unspecified
+//! behaviour may start failing: that is the suite doing its job. The checks themselves
+//! are private, so that they can be split or renamed; the helpers [`new_environment`],
+//! [`base_time`] and [`sample_token`] are for a store's own extra tests and may change in
+//! any release.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::clock::ManualClock;
@@ -54,7 +70,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use uuid::Uuid;
 
-/// Runs every check.
+/// Runs every check, one rule of the [`TokenStore`] contract each: insert and look-ups,
+/// unknown ids and hashes, duplicates, environment scoping, field fidelity, revocation
+/// (idempotent, linearizable), the live limit (also under concurrent inserts), concurrent
+/// duplicate inserts, paging, rotation (all-or-nothing, once per token, within the live
+/// limit), last use never moving backwards, and what the issuer returns matching what
+/// the store keeps. A failure panics with a message naming the broken rule.
 pub async fn run_all(store: &dyn TokenStore) {
     insert_find_and_get(store).await;
     unknown_ids_and_hashes_are_none(store).await;
@@ -94,19 +115,15 @@ pub fn base_time() -> DateTime<Utc> {
 pub fn sample_token(environment: EnvironmentId, created_at: DateTime<Utc>) -> StoredToken {
     let mut rng = rand::rng();
     let raw = TokenFormat::dynamic().generate(&mut rng);
-    let token = Token {
-        id: TokenId::generate(created_at, &mut rng),
-        checksum: raw.checksum(),
-        created_by: Arc::new(Creator::new(UserId::from_uuid(random_uuid()))),
-        created_at,
-        active: true,
-        note: Note::new("conformance").unwrap(),
+    let token = Token::new(
+        TokenId::generate(created_at, &mut rng),
         environment,
-        scopes: Scopes::from([Scope::ENVIRONMENT_API_TOKENS_READ]),
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-    };
+        raw.checksum(),
+        Arc::new(Creator::new(UserId::from_uuid(random_uuid()))),
+        created_at,
+        IssueRequest::new(Note::new("conformance").unwrap())
+            .with_scopes([Scope::ENVIRONMENT_API_TOKENS_READ]),
+    );
     StoredToken {
         hash: TokenHasher::unkeyed().hash(raw.expose_secret()),
         token,
@@ -118,7 +135,7 @@ fn limit(n: u32) -> Option<NonZeroU32> {
 }
 
 /// Inserted records are found by hash and by (environment, id), unchanged.
-pub async fn insert_find_and_get(store: &dyn TokenStore) {
+async fn insert_find_and_get(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), None).await.unwrap();
@@ -140,7 +157,7 @@ pub async fn insert_find_and_get(store: &dyn TokenStore) {
 }
 
 /// Unknown ids and hashes are `Ok(None)`, not errors.
-pub async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
+async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
     let env = new_environment();
     let ghost = sample_token(env, base_time());
     assert!(store.find_by_hash(&ghost.hash).await.unwrap().is_none());
@@ -160,7 +177,7 @@ pub async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
 
 /// A second record with the same id or the same hash is refused, and nothing of it is
 /// written.
-pub async fn duplicates_are_rejected(store: &dyn TokenStore) {
+async fn duplicates_are_rejected(store: &dyn TokenStore) {
     let env = new_environment();
     let first = sample_token(env, base_time());
     store.insert(first.clone(), None).await.unwrap();
@@ -201,7 +218,7 @@ pub async fn duplicates_are_rejected(store: &dyn TokenStore) {
 }
 
 /// `get` and `revoke` only see a token in its own environment.
-pub async fn get_is_scoped_to_environment(store: &dyn TokenStore) {
+async fn get_is_scoped_to_environment(store: &dyn TokenStore) {
     let (env, other) = (new_environment(), new_environment());
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), None).await.unwrap();
@@ -230,7 +247,7 @@ pub async fn get_is_scoped_to_environment(store: &dyn TokenStore) {
 /// accepted and [`Note::new`] now refuses: stores read notes back with
 /// [`Note::from_stored`]), every scope, all timestamps at microsecond precision, every
 /// creator field.
-pub async fn fields_round_trip(store: &dyn TokenStore) {
+async fn fields_round_trip(store: &dyn TokenStore) {
     let env = new_environment();
     let notes = [
         "ünïcödé ✓ — 日本語のメモ",
@@ -284,7 +301,7 @@ pub async fn fields_round_trip(store: &dyn TokenStore) {
 
 /// Revoking records when, and revoking again keeps the first time; unknown ids are
 /// `NotFound`.
-pub async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
+async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), None).await.unwrap();
@@ -315,7 +332,7 @@ pub async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
 
 /// Once `revoke` has returned, no look-up reports the token active, however many run at
 /// once.
-pub async fn revoked_token_is_never_found_active(store: &dyn TokenStore) {
+async fn revoked_token_is_never_found_active(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), None).await.unwrap();
@@ -352,7 +369,7 @@ async fn assert_now_agrees(store: &dyn TokenStore, hash: &TokenHash) {
 
 /// With a limit, the store counts only the environment's live tokens: revoked and expired
 /// ones, and other environments', do not count.
-pub async fn live_limit_is_enforced(store: &dyn TokenStore) {
+async fn live_limit_is_enforced(store: &dyn TokenStore) {
     let (env, other) = (new_environment(), new_environment());
     let now = base_time() + TimeDelta::days(1);
     store
@@ -394,7 +411,7 @@ pub async fn live_limit_is_enforced(store: &dyn TokenStore) {
 }
 
 /// Many inserts at once never leave more live tokens than the limit.
-pub async fn concurrent_inserts_respect_the_limit(store: &dyn TokenStore) {
+async fn concurrent_inserts_respect_the_limit(store: &dyn TokenStore) {
     let env = new_environment();
     let tokens: Vec<StoredToken> = (0..24)
         .map(|i| sample_token(env, base_time() + TimeDelta::microseconds(i)))
@@ -415,7 +432,7 @@ pub async fn concurrent_inserts_respect_the_limit(store: &dyn TokenStore) {
 }
 
 /// Many inserts of one hash at once: exactly one succeeds.
-pub async fn concurrent_duplicate_inserts_accept_one(store: &dyn TokenStore) {
+async fn concurrent_duplicate_inserts_accept_one(store: &dyn TokenStore) {
     let env = new_environment();
     let first = sample_token(env, base_time());
     let copies: Vec<StoredToken> = (0..16)
@@ -450,7 +467,7 @@ pub async fn concurrent_duplicate_inserts_accept_one(store: &dyn TokenStore) {
 
 /// Paging through a listing visits every token of the environment exactly once, in
 /// `(created_at, id)` order, whatever the insertion order and with ties in time.
-pub async fn list_visits_every_token_once_in_creation_order(store: &dyn TokenStore) {
+async fn list_visits_every_token_once_in_creation_order(store: &dyn TokenStore) {
     let (env, other) = (new_environment(), new_environment());
     store
         .insert(sample_token(other, base_time()), None)
@@ -501,7 +518,7 @@ pub async fn list_visits_every_token_once_in_creation_order(store: &dyn TokenSto
 
 /// Rotation inserts the successor and sets the predecessor's expiry together, or does
 /// neither.
-pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
+async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     let env = new_environment();
     let now = base_time() + TimeDelta::hours(1);
     let grace_end = now + TimeDelta::minutes(10);
@@ -657,7 +674,7 @@ pub async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
 /// period too: being rotated is checked before being live), while the successor can be
 /// rotated in turn.
 /// Of many concurrent rotations of one token, exactly one succeeds.
-pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
+async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
     let env = new_environment();
     let now = base_time() + TimeDelta::hours(1);
     let grace_end = now + TimeDelta::minutes(10);
@@ -790,7 +807,7 @@ pub async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
 }
 
 /// `last_used_at` only moves forward.
-pub async fn record_last_use_never_moves_backwards(store: &dyn TokenStore) {
+async fn record_last_use_never_moves_backwards(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), None).await.unwrap();
@@ -808,7 +825,7 @@ pub async fn record_last_use_never_moves_backwards(store: &dyn TokenStore) {
 
 /// `rotate` applies the live-token limit: the environment's other live tokens count, the
 /// predecessor does not; refused, it changes nothing.
-pub async fn rotate_respects_the_live_limit(store: &dyn TokenStore) {
+async fn rotate_respects_the_live_limit(store: &dyn TokenStore) {
     let env = new_environment();
     let now = base_time() + TimeDelta::hours(1);
     let old = sample_token(env, base_time());
@@ -857,7 +874,7 @@ pub async fn rotate_respects_the_live_limit(store: &dyn TokenStore) {
 /// back later, to the microsecond: the issuer cuts every time it hands the store to whole
 /// microseconds, the precision every store keeps, even when the clock, a caller's expiry or
 /// a grace period carry nanoseconds.
-pub async fn what_the_issuer_returns_is_what_the_store_keeps(store: &dyn TokenStore) {
+async fn what_the_issuer_returns_is_what_the_store_keeps(store: &dyn TokenStore) {
     let env = new_environment();
     let clock = ManualClock::new(base_time() + TimeDelta::nanoseconds(789));
     let issuer = TokenIssuer::builder(store).clock(clock.clone()).build();

@@ -17,22 +17,15 @@
 //! ```
 
 mod alphabet;
-mod checksum;
+pub(crate) mod checksum;
+pub(crate) mod limits;
 
 pub use alphabet::{Alphabet, UnknownAlphabet};
 pub use checksum::{CHECKSUM_LEN, Checksum, InvalidChecksum};
+pub use limits::{MAX_PREFIX_LEN, MAX_RANDOM_LEN, MAX_TOKEN_LEN, MIN_RANDOM_LEN};
 
 use crate::secret::RawToken;
 use core::fmt;
-
-/// The longest prefix a format accepts, in bytes.
-pub const MAX_PREFIX_LEN: usize = 16;
-/// The fewest random characters a format accepts: 22 base-62 characters carry 130 bits.
-pub const MIN_RANDOM_LEN: usize = 22;
-/// The most random characters a format accepts.
-pub const MAX_RANDOM_LEN: usize = 64;
-/// The longest token any format produces.
-pub const MAX_TOKEN_LEN: usize = MAX_PREFIX_LEN + 1 + MAX_RANDOM_LEN + CHECKSUM_LEN;
 
 /// A token prefix such as `dyn` or `ghp`: 1 to 16 ASCII letters and digits, starting
 /// with a letter. The underscore that follows it is not part of it.
@@ -44,7 +37,7 @@ pub struct Prefix {
 
 impl Prefix {
     /// Checks and wraps a prefix.
-    pub const fn new(s: &str) -> Result<Prefix, FormatConfigError> {
+    pub(crate) const fn new(s: &str) -> Result<Prefix, FormatConfigError> {
         let src = s.as_bytes();
         if src.is_empty() || src.len() > MAX_PREFIX_LEN {
             return Err(FormatConfigError::PrefixLength { found: src.len() });
@@ -364,6 +357,14 @@ impl<'a> ParsedToken<'a> {
 impl fmt::Debug for ParsedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ParsedToken({}_…{})", self.prefix(), self.checksum())
+    }
+}
+
+impl RawToken {
+    /// Reads a token of any format (see [`TokenFormat::infer`]).
+    pub fn parse_any(s: &str) -> Result<RawToken, FormatError> {
+        let format = TokenFormat::infer(s)?;
+        Ok(format.parse(s)?.to_raw_token())
     }
 }
 

@@ -235,7 +235,7 @@ impl TokenHasher {
     /// let token = TokenFormat::dynamic().generate(&mut rand::rng());
     /// assert_eq!(hasher.hash_token(&token), hasher.hash(token.expose_secret()));
     /// ```
-    pub fn hash_token(&self, token: &crate::RawToken) -> TokenHash {
+    pub fn hash_token(&self, token: &crate::secret::RawToken) -> TokenHash {
         self.hash_bytes(token.bytes())
     }
 

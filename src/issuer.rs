@@ -5,9 +5,10 @@ use crate::error::Error;
 use crate::format::TokenFormat;
 use crate::hash::{HashKey, TokenHasher};
 use crate::model::{
-    Creator, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token, TokenId,
+    Creator, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
 };
 use crate::note::Note;
+use crate::principal::Principal;
 use crate::scope::{Scope, ScopeCatalog, Scopes};
 use crate::secret::RawToken;
 use crate::store::{Page, PageRequest, Rotation, StoreError, TokenStore};
@@ -338,19 +339,12 @@ impl<S: TokenStore> TokenIssuer<S> {
             (raw, TokenId::generate(now, rng))
         });
         let hash = self.hasher.hash_token(&raw);
-        let token = Token {
-            id,
-            checksum: raw.checksum(),
-            created_by,
-            created_at: now,
-            active: true,
+        let request = IssueRequest {
             note,
-            environment,
             scopes,
             expires_at,
-            last_used_at: None,
-            revoked_at: None,
         };
+        let token = Token::new(id, environment, raw.checksum(), created_by, now, request);
         (raw, StoredToken { token, hash })
     }
 
@@ -557,27 +551,6 @@ fn whole_micros(at: DateTime<Utc>) -> DateTime<Utc> {
         .map_or(at, |truncated| truncated.and_utc())
 }
 
-impl Principal {
-    /// Checks that this token belongs to `environment` and holds every scope in
-    /// `required`. Allocates nothing unless it fails.
-    pub fn authorize(&self, environment: EnvironmentId, required: &[Scope]) -> Result<(), Error> {
-        if self.environment() != environment {
-            return Err(Error::WrongEnvironment {
-                id: self.token_id(),
-                token_environment: self.environment(),
-                requested: environment,
-            });
-        }
-        match self.scopes().first_missing(required) {
-            Some(scope) => Err(Error::MissingScope {
-                id: self.token_id(),
-                scope: scope.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
 /// The token of an `Authorization` header value: `Bearer` in any case, then spaces or
 /// tabs, then the token; `None` for another scheme or no scheme.
 ///
@@ -586,7 +559,7 @@ impl Principal {
 /// and makes the token malformed.
 ///
 /// ```
-/// use apitoken::issuer::bearer_token;
+/// use apitoken::bearer_token;
 ///
 /// assert_eq!(bearer_token("Bearer dyn_x"), Some("dyn_x"));
 /// assert_eq!(bearer_token(" bearer \t dyn_x "), Some("dyn_x"));

@@ -6,32 +6,44 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod clock;
+mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod error;
-pub mod format;
-pub mod hash;
+mod error;
+mod format;
+mod hash;
 pub mod http;
-pub mod issuer;
-pub mod model;
-pub mod note;
+mod issuer;
+mod model;
+mod note;
+mod principal;
 pub mod scan;
-pub mod scope;
-pub mod secret;
-pub mod store;
+mod scope;
+mod secret;
+mod store;
+#[cfg(feature = "serde")]
+mod wire;
 
+// Every item has one path: the domain, the issuer and the stores at the root; the HTTP
+// answers, text scanning and the conformance suite in their modules.
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::Error;
-pub use format::{Alphabet, Checksum, FormatConfigError, FormatError, ParsedToken, TokenFormat};
-pub use hash::{HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher};
-pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder};
-pub use model::{
-    Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, Principal, StoredToken, Token,
-    TokenId, UserId,
+pub use error::{Error, MAX_LISTED_SCOPES};
+pub use format::{
+    Alphabet, CHECKSUM_LEN, Checksum, FormatConfigError, FormatError, InvalidChecksum,
+    MAX_PREFIX_LEN, MAX_RANDOM_LEN, MAX_TOKEN_LEN, MIN_RANDOM_LEN, ParsedToken, Prefix,
+    TokenFormat, UnknownAlphabet,
 };
-pub use note::{Note, NoteError};
-pub use scope::{Scope, ScopeCatalog, ScopeError, Scopes};
+pub use hash::{
+    HASH_CONTEXT, HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher,
+};
+pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder, bearer_token};
+pub use model::{
+    Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
+    UserId,
+};
+pub use note::{MAX_NOTE_CHARS, Note, NoteError};
+pub use principal::Principal;
+pub use scope::{MAX_SCOPE_LEN, REFERENCE_SCOPES, Scope, ScopeCatalog, ScopeError, Scopes};
 pub use secret::RawToken;
 pub use store::cached::CachedStore;
 pub use store::memory::MemoryStore;
@@ -40,8 +52,8 @@ pub use store::postgres::{PostgresStore, PostgresTimeouts};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;
 pub use store::{
-    Cursor, DynTokenStore, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey,
-    open_store,
+    BoxError, Cursor, DynTokenStore, Page, PageRequest, Rotation, StoreError, TokenStore,
+    UniqueKey, open_store,
 };
 
 /// The attribute a [`TokenStore`] implementation needs (`#[apitoken::async_trait]`), so

@@ -1,9 +1,5 @@
 //! The records: identifiers, [`Creator`], [`Token`], [`StoredToken`], [`IssuedToken`],
-//! [`IssueRequest`] and [`Principal`].
-//!
-//! With the `serde` feature they read and write exactly the JSON of Dynamic's API
-//! (camelCase; timestamps in RFC 3339 UTC with `Z`; `expiresAt`, `lastUsedAt` and
-//! `revokedAt` omitted when empty).
+//! [`IssueRequest`] and [`Credential`]. Their JSON is the `wire` module's.
 
 use crate::format::Checksum;
 use crate::hash::TokenHash;
@@ -170,6 +166,36 @@ pub(crate) fn later_use(last: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Optio
 }
 
 impl Token {
+    /// A new, live token: what `issue` and `rotate` store. The one place a token record is
+    /// made from scratch; the stores and the JSON only read back what was made here.
+    pub(crate) fn new(
+        id: TokenId,
+        environment: EnvironmentId,
+        checksum: Checksum,
+        created_by: Arc<Creator>,
+        created_at: DateTime<Utc>,
+        request: IssueRequest,
+    ) -> Token {
+        let IssueRequest {
+            note,
+            scopes,
+            expires_at,
+        } = request;
+        Token {
+            id,
+            checksum,
+            created_by,
+            created_at,
+            active: true,
+            note,
+            environment,
+            scopes,
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
     /// Whether it authenticates at `now`: active and not expired.
     pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
         self.active && self.expires_at.is_none_or(|at| at > now)
@@ -248,7 +274,7 @@ pub struct IssueRequest {
         serde(
             default,
             skip_serializing_if = "Option::is_none",
-            with = "rfc3339::option"
+            with = "crate::wire::rfc3339::option"
         )
     )]
     pub expires_at: Option<DateTime<Utc>>,
@@ -321,277 +347,6 @@ impl From<&Token> for Credential {
 
 impl From<Token> for Credential {
     fn from(token: Token) -> Self {
-        Credential {
-            id: token.id,
-            environment: token.environment,
-            scopes: token.scopes,
-            created_by: token.created_by,
-            active: token.active,
-            expires_at: token.expires_at,
-            last_used_at: token.last_used_at,
-            revoked_at: token.revoked_at,
-        }
-    }
-}
-
-/// Who a presented token is: the result of authentication. Cloning copies a few words
-/// and bumps two reference counts.
-///
-/// Only authentication makes one, so passing it to `issue` as the caller is proof that
-/// the caller holds these scopes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    token_id: TokenId,
-    environment: EnvironmentId,
-    scopes: Scopes,
-    expires_at: Option<DateTime<Utc>>,
-    created_by: Arc<Creator>,
-}
-
-impl Principal {
-    pub(crate) fn from_credential(credential: Credential) -> Principal {
-        Principal {
-            token_id: credential.id,
-            environment: credential.environment,
-            scopes: credential.scopes,
-            expires_at: credential.expires_at,
-            created_by: credential.created_by,
-        }
-    }
-
-    /// The authenticated token's id.
-    pub fn token_id(&self) -> TokenId {
-        self.token_id
-    }
-
-    /// The environment the token belongs to.
-    pub fn environment(&self) -> EnvironmentId {
-        self.environment
-    }
-
-    /// The token's scopes.
-    pub fn scopes(&self) -> &Scopes {
-        &self.scopes
-    }
-
-    /// When the token expires, if ever.
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.expires_at
-    }
-
-    /// Who created the token; tokens it creates are recorded as created by them too.
-    pub fn created_by(&self) -> &Arc<Creator> {
-        &self.created_by
-    }
-}
-
-#[cfg(feature = "serde")]
-pub(crate) mod rfc3339 {
-    //! Timestamps as RFC 3339 in UTC with `Z`, fractional seconds only when present.
-    use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer, de};
-    use std::borrow::Cow;
-
-    pub(crate) fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        let at = DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| de::Error::custom(format_args!("expected an RFC 3339 timestamp: {e}")))?;
-        // RFC 3339 has four-digit years: refuse what could not be written back.
-        if !(0..=9999).contains(&at.year()) {
-            return Err(de::Error::custom(
-                "timestamp out of range: the year in UTC must be 0000 to 9999",
-            ));
-        }
-        Ok(at)
-    }
-
-    pub(crate) mod option {
-        use super::*;
-
-        pub(crate) fn serialize<S: Serializer>(
-            at: &Option<DateTime<Utc>>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match at {
-                Some(at) => super::serialize(at, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<DateTime<Utc>>, D::Error> {
-            #[derive(Deserialize)]
-            struct Wrap(#[serde(with = "super")] DateTime<Utc>);
-            Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(at)| at))
-        }
-    }
-}
-
-#[cfg(feature = "serde")]
-mod wire {
-    //! The reference JSON shapes, kept apart from the records so that the records stay
-    //! plain data and the secret is written only by `IssuedToken`.
-    use super::*;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
-
-    #[derive(Serialize, Deserialize)]
-    struct ProjectEnvironment {
-        id: EnvironmentId,
-    }
-
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct TokenOut<'a> {
-        id: TokenId,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        raw_token: Option<&'a str>,
-        checksum: Checksum,
-        created_by: &'a Creator,
-        #[serde(with = "rfc3339")]
-        created_at: DateTime<Utc>,
-        active: bool,
-        note: &'a Note,
-        project_environment_id: EnvironmentId,
-        project_environment: ProjectEnvironment,
-        scopes: &'a Scopes,
-        #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
-        expires_at: Option<DateTime<Utc>>,
-        #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
-        last_used_at: Option<DateTime<Utc>>,
-        #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
-        revoked_at: Option<DateTime<Utc>>,
-    }
-
-    impl<'a> TokenOut<'a> {
-        fn new(token: &'a Token, raw_token: Option<&'a str>) -> Self {
-            TokenOut {
-                id: token.id,
-                raw_token,
-                checksum: token.checksum,
-                created_by: &token.created_by,
-                created_at: token.created_at,
-                active: token.active,
-                note: &token.note,
-                project_environment_id: token.environment,
-                project_environment: ProjectEnvironment {
-                    id: token.environment,
-                },
-                scopes: &token.scopes,
-                expires_at: token.expires_at,
-                last_used_at: token.last_used_at,
-                revoked_at: token.revoked_at,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct TokenIn {
-        id: TokenId,
-        #[serde(default)]
-        raw_token: Option<RawToken>,
-        checksum: Checksum,
-        created_by: Creator,
-        #[serde(with = "rfc3339")]
-        created_at: DateTime<Utc>,
-        active: bool,
-        note: Note,
-        #[serde(default)]
-        project_environment_id: Option<EnvironmentId>,
-        #[serde(default)]
-        project_environment: Option<ProjectEnvironment>,
-        #[serde(default)]
-        scopes: Scopes,
-        #[serde(default, with = "rfc3339::option")]
-        expires_at: Option<DateTime<Utc>>,
-        #[serde(default, with = "rfc3339::option")]
-        last_used_at: Option<DateTime<Utc>>,
-        #[serde(default, with = "rfc3339::option")]
-        revoked_at: Option<DateTime<Utc>>,
-    }
-
-    impl TokenIn {
-        fn into_parts<E: de::Error>(self) -> Result<(Option<RawToken>, Token), E> {
-            let environment = match (self.project_environment_id, self.project_environment) {
-                (Some(a), Some(ProjectEnvironment { id: b })) if a != b => {
-                    return Err(E::custom(
-                        "projectEnvironmentId and projectEnvironment.id differ",
-                    ));
-                }
-                (Some(id), _) | (None, Some(ProjectEnvironment { id })) => id,
-                (None, None) => {
-                    return Err(E::custom(
-                        "missing field `projectEnvironmentId` (or `projectEnvironment.id`)",
-                    ));
-                }
-            };
-            if let Some(raw) = &self.raw_token
-                && raw.checksum() != self.checksum
-            {
-                return Err(E::custom(
-                    "`checksum` is not the last 6 characters of `rawToken`",
-                ));
-            }
-            let token = Token {
-                id: self.id,
-                checksum: self.checksum,
-                created_by: Arc::new(self.created_by),
-                created_at: self.created_at,
-                active: self.active,
-                note: self.note,
-                environment,
-                scopes: self.scopes,
-                expires_at: self.expires_at,
-                last_used_at: self.last_used_at,
-                revoked_at: self.revoked_at,
-            };
-            Ok((self.raw_token, token))
-        }
-    }
-
-    impl Serialize for Token {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            TokenOut::new(self, None).serialize(s)
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Token {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            Ok(TokenIn::deserialize(d)?.into_parts()?.1)
-        }
-    }
-
-    #[derive(Serialize)]
-    struct IssuedOut<'a> {
-        token: TokenOut<'a>,
-    }
-
-    #[derive(Deserialize)]
-    struct IssuedIn {
-        token: TokenIn,
-    }
-
-    impl Serialize for IssuedToken {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            IssuedOut {
-                token: TokenOut::new(&self.token, Some(self.raw.expose_secret())),
-            }
-            .serialize(s)
-        }
-    }
-
-    impl<'de> Deserialize<'de> for IssuedToken {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            match IssuedIn::deserialize(d)?.token.into_parts()? {
-                (Some(raw), token) => Ok(IssuedToken { raw, token }),
-                (None, _) => Err(de::Error::missing_field("rawToken")),
-            }
-        }
+        Credential::from(&token)
     }
 }

@@ -1,6 +1,7 @@
 //! [`RawToken`]: the plaintext of a token, shown once.
 
-use crate::format::{Checksum, MAX_TOKEN_LEN};
+use crate::format::checksum::Checksum;
+use crate::format::limits::MAX_TOKEN_LEN;
 use core::fmt;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
@@ -53,12 +54,6 @@ impl RawToken {
         self.checksum
     }
 
-    /// Reads a token of any format (see [`crate::TokenFormat::infer`]).
-    pub fn parse_any(s: &str) -> Result<RawToken, crate::FormatError> {
-        let format = crate::TokenFormat::infer(s)?;
-        Ok(format.parse(s)?.to_raw_token())
-    }
-
     pub(crate) fn bytes(&self) -> &[u8] {
         self.buf.get(..usize::from(self.len)).unwrap_or_default()
     }
@@ -94,17 +89,9 @@ impl PartialEq for RawToken {
 
 impl Eq for RawToken {}
 
-#[cfg(feature = "serde")]
-impl<'de> serde::Deserialize<'de> for RawToken {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        RawToken::parse_any(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::TokenFormat;
+    use crate::format::TokenFormat;
 
     #[test]
     fn drop_wipes_the_buffer() {

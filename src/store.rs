@@ -1,13 +1,13 @@
 //! [`TokenStore`]: where token records live.
 
-pub mod cached;
-pub mod memory;
+pub(crate) mod cached;
+pub(crate) mod memory;
 #[cfg(feature = "postgres")]
-pub mod postgres;
+pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
-pub mod sqlite;
+pub(crate) mod sqlite;
 
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
@@ -128,6 +128,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   timestamps at microsecond precision (the issuer never makes finer ones).
 /// - **Failures** are [`StoreError`]s of the right kind with the driver's error as source,
 ///   never panics; [`StoreError::Unavailable`] when the backend cannot be reached.
+///
+/// # Writing a store
+///
+/// Implement the eight required methods, from `insert` to `record_last_use`, with
+/// `#[apitoken::async_trait]`; build pages with [`Page::from_overfetch`]; run
+/// `conformance::run_all` from your tests. The provided methods have correct defaults:
+/// [`prepare`](Self::prepare) and [`close`](Self::close) for a store with a schema or
+/// connections, and two speed hooks that only an in-memory store gains from,
+/// [`find_credential`](Self::find_credential) and
+/// [`find_credential_now`](Self::find_credential_now) (with [`Credential`]).
 #[async_trait]
 pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Adds a record. Fails with `Duplicate` if its id or hash exists, with `LimitReached`
@@ -140,24 +150,6 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
 
     /// The record with this hash, in any environment.
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError>;
-
-    /// What authentication needs of the record with this hash: the same as
-    /// `find_by_hash` without the note and checksum. The default calls `find_by_hash`;
-    /// a store overrides it when it can answer without reading the whole record (the
-    /// in-memory store skips a cache miss per authentication this way).
-    async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        Ok(self.find_by_hash(hash).await?.map(Credential::from))
-    }
-
-    /// Answers [`find_credential`](Self::find_credential) without waiting, when the store
-    /// holds the answer in memory: `Some(found)` is the answer, `None` means "call
-    /// `find_credential`". Authentication tries it first, which spares the in-memory store
-    /// and cache hits a boxed future per request. When it answers, the answer must be the
-    /// one `find_credential` would give. The default never answers.
-    fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
-        let _ = hash;
-        None
-    }
 
     /// The record with this id in this environment.
     async fn get(
@@ -205,6 +197,26 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Writes what the store buffers (SQLite's last-use times) and closes its connections;
     /// the store is not used afterwards. The default does nothing.
     async fn close(&self) {}
+
+    // Speed hooks: a store need not implement them; the defaults are correct.
+
+    /// What authentication needs of the record with this hash: the same as
+    /// `find_by_hash` without the note and checksum. The default calls `find_by_hash`;
+    /// a store overrides it when it can answer without reading the whole record (the
+    /// in-memory store skips a cache miss per authentication this way).
+    async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        Ok(self.find_by_hash(hash).await?.map(Credential::from))
+    }
+
+    /// Answers [`find_credential`](Self::find_credential) without waiting, when the store
+    /// holds the answer in memory: `Some(found)` is the answer, `None` means "call
+    /// `find_credential`". Authentication tries it first, which spares the in-memory store
+    /// and cache hits a boxed future per request. When it answers, the answer must be the
+    /// one `find_credential` would give. The default never answers.
+    fn find_credential_now(&self, hash: &TokenHash) -> Option<Option<Credential>> {
+        let _ = hash;
+        None
+    }
 }
 
 /// What [`TokenStore::rotate`] does in one step.

@@ -11,8 +11,8 @@
     clippy::indexing_slicing
 )]
 
-use apitoken::format::{CHECKSUM_LEN, MAX_PREFIX_LEN, MAX_RANDOM_LEN, MIN_RANDOM_LEN};
 use apitoken::{Alphabet, Checksum, FormatConfigError, FormatError, RawToken, TokenFormat};
+use apitoken::{CHECKSUM_LEN, MAX_PREFIX_LEN, MAX_RANDOM_LEN, MIN_RANDOM_LEN};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -95,14 +95,11 @@ fn reference_token_parses_with_its_checksum() {
     assert_eq!(parsed.prefix(), "dyn");
     assert_eq!(parsed.expose_secret(), REFERENCE);
 
-    let encoded = Checksum::encode(REFERENCE_CRC, Alphabet::Dynamic);
+    let encoded = Checksum::compute(REFERENCE_RANDOM.as_bytes(), Alphabet::Dynamic);
     assert_eq!(encoded.as_str(), "4n3LFC");
     assert_eq!(encoded.to_string(), "4n3LFC");
     assert_eq!(parsed.checksum(), encoded);
-    assert_eq!(
-        Checksum::compute(REFERENCE_RANDOM.as_bytes(), Alphabet::Dynamic),
-        encoded
-    );
+    assert_eq!(crc32fast::hash(REFERENCE_RANDOM.as_bytes()), REFERENCE_CRC);
     assert_eq!(Checksum::parse("4n3LFC").unwrap(), encoded);
 }
 
@@ -289,12 +286,13 @@ fn invalid_character_messages_give_the_position() {
         let mut token = REFERENCE.to_owned();
         token.replace_range(index..=index, &bad.to_string());
         let err = format.parse(&token).unwrap_err();
-        assert_eq!(
-            err,
-            FormatError::InvalidCharacter {
-                prefix: apitoken::format::Prefix::new("dyn").unwrap(),
-                position: index + 1,
-            }
+        assert!(
+            matches!(
+                err,
+                FormatError::InvalidCharacter { prefix, position }
+                    if prefix.as_str() == "dyn" && position == index + 1
+            ),
+            "{err:?}"
         );
         assert_eq!(
             err.to_string(),
@@ -422,15 +420,6 @@ fn github_preset_digit_order() {
         assert_eq!(format.prefix(), prefix);
         assert_eq!(format.alphabet(), Alphabet::GitHub);
     }
-    // Single digits: value 10 is `a` for Dynamic, `A` for GitHub; 36 the other way round.
-    assert_eq!(Checksum::encode(10, Alphabet::Dynamic).as_str(), "00000a");
-    assert_eq!(Checksum::encode(10, Alphabet::GitHub).as_str(), "00000A");
-    assert_eq!(Checksum::encode(36, Alphabet::Dynamic).as_str(), "00000A");
-    assert_eq!(Checksum::encode(36, Alphabet::GitHub).as_str(), "00000a");
-    assert_eq!(Checksum::encode(61, Alphabet::Dynamic).as_str(), "00000Z");
-    assert_eq!(Checksum::encode(61, Alphabet::GitHub).as_str(), "00000z");
-    assert_eq!(Checksum::encode(62, Alphabet::GitHub).as_str(), "000010");
-    assert_eq!(Checksum::encode(0, Alphabet::GitHub).as_str(), "000000");
 }
 
 /// The same random part has a different checksum in GitHub's order (the reference's is
@@ -438,7 +427,10 @@ fn github_preset_digit_order() {
 #[test]
 fn github_checksum_differs_from_dynamic() {
     let github = Checksum::compute(REFERENCE_RANDOM.as_bytes(), Alphabet::GitHub);
-    assert_eq!(github, Checksum::encode(REFERENCE_CRC, Alphabet::GitHub));
+    assert_eq!(
+        github,
+        Checksum::parse(&base62::encode(REFERENCE_CRC)).unwrap()
+    );
     assert_eq!(github.as_str(), "4N3lfc");
     assert_ne!(
         github,
@@ -668,67 +660,23 @@ fn base62_crate_digit_orders() {
     assert_eq!(base62::encode_alternative(REFERENCE_CRC), "4n3LFC");
 }
 
-/// Edge values of the encoder agree with `base62`, padded to 6 characters.
-#[test]
-fn checksum_encoding_edge_values() {
-    let p5 = 62u32.pow(5);
-    for n in [
-        0,
-        1,
-        9,
-        10,
-        61,
-        62,
-        3843,
-        3844,
-        p5 - 1,
-        p5,
-        p5 + 1,
-        u32::MAX - 1,
-        u32::MAX,
-    ] {
-        assert_eq!(
-            Checksum::encode(n, Alphabet::Dynamic).as_str(),
-            format!("{:0>6}", base62::encode_alternative(n)),
-            "{n}"
-        );
-        assert_eq!(
-            Checksum::encode(n, Alphabet::GitHub).as_str(),
-            format!("{:0>6}", base62::encode(n)),
-            "{n}"
-        );
-    }
-    assert_eq!(Checksum::encode(0, Alphabet::Dynamic).as_str(), "000000");
-    assert_eq!(
-        Checksum::encode(u32::MAX, Alphabet::Dynamic).as_str(),
-        "4GFfc3"
-    );
-    assert_eq!(
-        Checksum::encode(u32::MAX, Alphabet::GitHub).as_str(),
-        "4gfFC3"
-    );
+/// `crc` as a checksum in `alphabet`'s digit order, by the `base62` crate (the library's
+/// own encoder is checked against the same crate in its unit tests).
+fn encode(crc: u32, alphabet: Alphabet) -> Checksum {
+    let digits = match alphabet {
+        Alphabet::Dynamic => base62::encode_alternative(crc),
+        _ => base62::encode(crc),
+    };
+    Checksum::parse(&format!("{digits:0>6}")).unwrap()
 }
 
 proptest! {
-    /// `Checksum::encode` is `base62` padded with `0` to 6 characters, in both orders, and
-    /// decodes back to the same number.
-    #[test]
-    fn checksum_encode_matches_base62_crate(n in any::<u32>()) {
-        let dynamic = Checksum::encode(n, Alphabet::Dynamic);
-        let github = Checksum::encode(n, Alphabet::GitHub);
-        prop_assert_eq!(dynamic.as_str(), format!("{:0>6}", base62::encode_alternative(n)));
-        prop_assert_eq!(github.as_str(), format!("{:0>6}", base62::encode(n)));
-        prop_assert_eq!(base62::decode_alternative(dynamic.as_str()).unwrap(), u128::from(n));
-        prop_assert_eq!(base62::decode(github.as_str()).unwrap(), u128::from(n));
-        prop_assert_eq!(Checksum::parse(dynamic.as_str()).unwrap(), dynamic);
-    }
-
     /// `Checksum::compute` is the independent bitwise CRC-32 above, encoded.
     #[test]
     fn checksum_compute_is_crc32(bytes in prop::collection::vec(any::<u8>(), 0..100)) {
         let crc = crc32_reference(&bytes);
         for alphabet in Alphabet::ALL {
-            prop_assert_eq!(Checksum::compute(&bytes, alphabet), Checksum::encode(crc, alphabet));
+            prop_assert_eq!(Checksum::compute(&bytes, alphabet), encode(crc, alphabet));
         }
     }
 
@@ -781,7 +729,7 @@ proptest! {
         prop_assert_eq!(random.len(), format.random_len());
         prop_assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()), "{}", random);
         let crc = crc32_reference(random.as_bytes());
-        prop_assert_eq!(raw.checksum(), Checksum::encode(crc, format.alphabet()));
+        prop_assert_eq!(raw.checksum(), encode(crc, format.alphabet()));
         let checksum = raw.checksum();
         prop_assert_eq!(checksum.as_str(), &token[token.len() - CHECKSUM_LEN..]);
 

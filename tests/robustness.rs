@@ -14,12 +14,12 @@
 #[path = "fuzz_targets/reference.rs"]
 mod reference;
 
-use apitoken::format::MAX_TOKEN_LEN;
-use apitoken::scope::{MAX_SCOPE_LEN, REFERENCE_SCOPES};
+use apitoken::MAX_TOKEN_LEN;
 use apitoken::{
     Alphabet, Checksum, HashKey, IssueRequest, IssuedToken, Note, RawToken, Scope, ScopeCatalog,
     Scopes, Token, TokenFormat, TokenHash,
 };
+use apitoken::{MAX_SCOPE_LEN, REFERENCE_SCOPES};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rand::rngs::StdRng;

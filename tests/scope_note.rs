@@ -9,8 +9,8 @@
     clippy::indexing_slicing
 )]
 
-use apitoken::scope::{MAX_SCOPE_LEN, REFERENCE_SCOPES};
 use apitoken::{IssueRequest, Note, NoteError, Scope, ScopeCatalog, ScopeError, Scopes};
+use apitoken::{MAX_SCOPE_LEN, REFERENCE_SCOPES};
 use std::collections::HashSet;
 
 /// The 14 scopes of the reference page, in its order, written out literally.

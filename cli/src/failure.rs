@@ -1,6 +1,6 @@
 //! How a command fails: an exit code and one line for standard error.
 
-use apitoken::format::{MAX_PREFIX_LEN, MIN_RANDOM_LEN};
+use apitoken::{MAX_PREFIX_LEN, MIN_RANDOM_LEN};
 use std::io::{self, Write};
 use std::process::ExitCode;
 

@@ -20,7 +20,7 @@ impl Checksum {
     }
 
     /// `crc` in base 62, left-padded with `0` to 6 characters.
-    pub fn encode(crc: u32, alphabet: Alphabet) -> Checksum {
+    pub(crate) fn encode(crc: u32, alphabet: Alphabet) -> Checksum {
         let digits = alphabet.digits();
         let mut out = [b'0'; CHECKSUM_LEN];
         let mut n = crc;
@@ -123,5 +123,85 @@ impl<'de> serde::Deserialize<'de> for Checksum {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Checksum::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn encode_writes_base_62_in_the_alphabets_digit_order() {
+        // Value 10 is `a` for Dynamic, `A` for GitHub; 36 the other way round.
+        let cases = [
+            (10, Alphabet::Dynamic, "00000a"),
+            (10, Alphabet::GitHub, "00000A"),
+            (36, Alphabet::Dynamic, "00000A"),
+            (36, Alphabet::GitHub, "00000a"),
+            (61, Alphabet::Dynamic, "00000Z"),
+            (61, Alphabet::GitHub, "00000z"),
+            (62, Alphabet::GitHub, "000010"),
+            (0, Alphabet::GitHub, "000000"),
+        ];
+        for (crc, alphabet, written) in cases {
+            assert_eq!(Checksum::encode(crc, alphabet).as_str(), written);
+        }
+    }
+
+    /// Edge values of the encoder agree with `base62`, padded to 6 characters.
+    #[test]
+    fn checksum_encoding_edge_values() {
+        let p5 = 62u32.pow(5);
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            61,
+            62,
+            3843,
+            3844,
+            p5 - 1,
+            p5,
+            p5 + 1,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            assert_eq!(
+                Checksum::encode(n, Alphabet::Dynamic).as_str(),
+                format!("{:0>6}", base62::encode_alternative(n)),
+                "{n}"
+            );
+            assert_eq!(
+                Checksum::encode(n, Alphabet::GitHub).as_str(),
+                format!("{:0>6}", base62::encode(n)),
+                "{n}"
+            );
+        }
+        assert_eq!(Checksum::encode(0, Alphabet::Dynamic).as_str(), "000000");
+        assert_eq!(
+            Checksum::encode(u32::MAX, Alphabet::Dynamic).as_str(),
+            "4GFfc3"
+        );
+        assert_eq!(
+            Checksum::encode(u32::MAX, Alphabet::GitHub).as_str(),
+            "4gfFC3"
+        );
+    }
+
+    proptest::proptest! {
+        /// `Checksum::encode` is `base62` padded with `0` to 6 characters, in both orders, and
+        /// decodes back to the same number.
+        #[test]
+        fn checksum_encode_matches_base62_crate(n in any::<u32>()) {
+            let dynamic = Checksum::encode(n, Alphabet::Dynamic);
+            let github = Checksum::encode(n, Alphabet::GitHub);
+            prop_assert_eq!(dynamic.as_str(), format!("{:0>6}", base62::encode_alternative(n)));
+            prop_assert_eq!(github.as_str(), format!("{:0>6}", base62::encode(n)));
+            prop_assert_eq!(base62::decode_alternative(dynamic.as_str()).unwrap(), u128::from(n));
+            prop_assert_eq!(base62::decode(github.as_str()).unwrap(), u128::from(n));
+            prop_assert_eq!(Checksum::parse(dynamic.as_str()).unwrap(), dynamic);
+        }
     }
 }

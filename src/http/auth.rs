@@ -4,7 +4,8 @@
 use super::response::error_response;
 use crate::error::Error;
 use crate::issuer::{TokenIssuer, bearer_token};
-use crate::model::{EnvironmentId, Principal};
+use crate::model::EnvironmentId;
+use crate::principal::Principal;
 use crate::scope::Scope;
 use crate::store::TokenStore;
 use async_trait::async_trait;

@@ -2,9 +2,9 @@
 
 use crate::error::{Error, MAX_LISTED_SCOPES};
 use crate::model::EnvironmentId;
-use crate::model::rfc3339;
 use crate::scope::Scope;
 use crate::store::StoreError;
+use crate::wire::rfc3339;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

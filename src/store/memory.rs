@@ -554,21 +554,19 @@ mod tests {
     fn store_of(hashes: &[TokenHash]) -> Inner {
         let mut inner = Inner::default();
         for (n, h) in hashes.iter().enumerate() {
-            let token = Token {
-                id: TokenId::from_uuid(uuid::Uuid::from_u128(n as u128)),
-                checksum: crate::TokenFormat::dynamic()
+            let mut token = Token::new(
+                TokenId::from_uuid(uuid::Uuid::from_u128(n as u128)),
+                EnvironmentId::from_uuid(uuid::Uuid::nil()),
+                crate::format::TokenFormat::dynamic()
                     .generate(&mut rand::rng())
                     .checksum(),
-                created_by: Arc::new(Creator::new(crate::UserId::from_uuid(uuid::Uuid::nil()))),
-                created_at: DateTime::UNIX_EPOCH,
-                active: n % 3 != 0,
-                note: Note::new(&format!("token {n}")).unwrap(),
-                environment: EnvironmentId::from_uuid(uuid::Uuid::nil()),
-                scopes: Scopes::default(),
-                expires_at: None,
-                last_used_at: None,
-                revoked_at: None,
-            };
+                Arc::new(Creator::new(crate::model::UserId::from_uuid(
+                    uuid::Uuid::nil(),
+                ))),
+                DateTime::UNIX_EPOCH,
+                crate::model::IssueRequest::new(Note::new(&format!("token {n}")).unwrap()),
+            );
+            token.active = n % 3 != 0;
             inner
                 .insert_checked(StoredToken { token, hash: *h })
                 .unwrap();

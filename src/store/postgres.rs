@@ -293,7 +293,7 @@ fn broken_connection(e: &StoreError) -> bool {
 /// let timeouts = PostgresTimeouts::default()
 ///     .lock(Duration::from_secs(2))
 ///     .idle_in_transaction(Duration::from_secs(5));
-/// assert_eq!(timeouts.get_lock(), Duration::from_secs(2));
+/// assert_ne!(timeouts, PostgresTimeouts::default());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PostgresTimeouts {
@@ -323,16 +323,6 @@ impl PostgresTimeouts {
             idle_in_transaction,
             ..self
         }
-    }
-
-    /// The lock timeout.
-    pub fn get_lock(&self) -> Duration {
-        self.lock
-    }
-
-    /// The idle-in-transaction timeout.
-    pub fn get_idle_in_transaction(&self) -> Duration {
-        self.idle_in_transaction
     }
 
     /// `options` with these settings as startup options: for a pool given to

@@ -17,8 +17,8 @@
 //!   order, field by field, last use included.
 
 use super::block_on;
+use apitoken::REFERENCE_SCOPES;
 use apitoken::StoreError;
-use apitoken::scope::REFERENCE_SCOPES;
 use apitoken::{
     Alphabet, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, ManualClock,
     MemoryStore, Note, PageRequest, Principal, Scope, Scopes, Token, TokenFormat, TokenId,

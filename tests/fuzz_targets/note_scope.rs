@@ -6,7 +6,7 @@
 //! `Scope` and `Scopes`.
 
 use super::reference;
-use apitoken::scope::REFERENCE_SCOPES;
+use apitoken::REFERENCE_SCOPES;
 use apitoken::{Note, NoteError, Scope, ScopeCatalog, ScopeError, Scopes};
 use std::collections::BTreeSet;
 

@@ -6,7 +6,7 @@ use crate::failure::{Failure, emit};
 use crate::input;
 use crate::output;
 use crate::storage::{self, Access};
-use apitoken::issuer::bearer_token;
+use apitoken::bearer_token;
 use apitoken::{Creator, EnvironmentId, Error, Principal, Scopes, TokenId};
 use serde::Serialize;
 use std::process::ExitCode;

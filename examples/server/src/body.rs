@@ -2,9 +2,9 @@
 //! that each mistake gets its own answer.
 
 use crate::problem::Problem;
-use apitoken::error::MAX_LISTED_SCOPES;
-use apitoken::note::MAX_NOTE_CHARS;
-use apitoken::scope::MAX_SCOPE_LEN;
+use apitoken::MAX_LISTED_SCOPES;
+use apitoken::MAX_NOTE_CHARS;
+use apitoken::MAX_SCOPE_LEN;
 use apitoken::{IssueRequest, Note, Scope, Scopes};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};

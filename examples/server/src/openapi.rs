@@ -5,8 +5,8 @@
 
 #![allow(dead_code)] // The fields are read by the schema derive only.
 
+use apitoken::MAX_SCOPE_LEN;
 use apitoken::ScopeCatalog;
-use apitoken::scope::MAX_SCOPE_LEN;
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};

@@ -1130,7 +1130,7 @@ async fn the_openapi_description_matches_the_answers() {
         .iter()
         .map(|s| s.as_str().unwrap().to_owned())
         .collect();
-    let mut expected: BTreeSet<String> = apitoken::scope::REFERENCE_SCOPES
+    let mut expected: BTreeSet<String> = apitoken::REFERENCE_SCOPES
         .iter()
         .map(|s| s.as_str().to_owned())
         .collect();

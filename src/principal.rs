@@ -1,0 +1,77 @@
+//! [`Principal`]: who a presented token is, and what it may do.
+
+use crate::error::Error;
+use crate::model::{Creator, Credential, EnvironmentId, TokenId};
+use crate::scope::{Scope, Scopes};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+/// Who a presented token is: the result of authentication. Cloning copies a few words
+/// and bumps two reference counts.
+///
+/// Only authentication makes one, so passing it to `issue` as the caller is proof that
+/// the caller holds these scopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    token_id: TokenId,
+    environment: EnvironmentId,
+    scopes: Scopes,
+    expires_at: Option<DateTime<Utc>>,
+    created_by: Arc<Creator>,
+}
+
+impl Principal {
+    pub(crate) fn from_credential(credential: Credential) -> Principal {
+        Principal {
+            token_id: credential.id,
+            environment: credential.environment,
+            scopes: credential.scopes,
+            expires_at: credential.expires_at,
+            created_by: credential.created_by,
+        }
+    }
+
+    /// The authenticated token's id.
+    pub fn token_id(&self) -> TokenId {
+        self.token_id
+    }
+
+    /// The environment the token belongs to.
+    pub fn environment(&self) -> EnvironmentId {
+        self.environment
+    }
+
+    /// The token's scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    /// When the token expires, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// Who created the token; tokens it creates are recorded as created by them too.
+    pub fn created_by(&self) -> &Arc<Creator> {
+        &self.created_by
+    }
+
+    /// Checks that this token belongs to `environment` and holds every scope in
+    /// `required`. Allocates nothing unless it fails.
+    pub fn authorize(&self, environment: EnvironmentId, required: &[Scope]) -> Result<(), Error> {
+        if self.environment() != environment {
+            return Err(Error::WrongEnvironment {
+                id: self.token_id(),
+                token_environment: self.environment(),
+                requested: environment,
+            });
+        }
+        match self.scopes().first_missing(required) {
+            Some(scope) => Err(Error::MissingScope {
+                id: self.token_id(),
+                scope: scope.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
