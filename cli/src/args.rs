@@ -170,14 +170,21 @@ pub(crate) struct ListArgs {
     pub(crate) page_size: u32,
 }
 
+/// The token a command acts on: `--env` and `--id`.
 #[derive(Debug, Args)]
-pub(crate) struct GetArgs {
+pub(crate) struct TokenRef {
     /// The token's environment.
     #[arg(long, value_name = "UUID", value_parser = environment_id)]
     pub(crate) env: EnvironmentId,
     /// The token's id.
     #[arg(long, value_name = "UUID", value_parser = token_id)]
     pub(crate) id: TokenId,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) token: TokenRef,
     /// Print `{"token": {...}}` (the reference JSON, without the raw token).
     #[arg(long)]
     pub(crate) json: bool,
@@ -185,12 +192,8 @@ pub(crate) struct GetArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RevokeArgs {
-    /// The token's environment.
-    #[arg(long, value_name = "UUID", value_parser = environment_id)]
-    pub(crate) env: EnvironmentId,
-    /// The token's id.
-    #[arg(long, value_name = "UUID", value_parser = token_id)]
-    pub(crate) id: TokenId,
+    #[command(flatten)]
+    pub(crate) token: TokenRef,
     /// Print the revoked token as `{"token": {...}}`.
     #[arg(long)]
     pub(crate) json: bool,
@@ -198,12 +201,9 @@ pub(crate) struct RevokeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RotateArgs {
-    /// The token's environment.
-    #[arg(long, value_name = "UUID", value_parser = environment_id)]
-    pub(crate) env: EnvironmentId,
-    /// The id of the token to replace.
-    #[arg(long, value_name = "UUID", value_parser = token_id)]
-    pub(crate) id: TokenId,
+    /// The token to replace.
+    #[command(flatten)]
+    pub(crate) token: TokenRef,
     /// How long the old token keeps working, e.g. 10m, 24h, 7d (0s: it stops at once)
     #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "0s")]
     pub(crate) grace: Duration,

@@ -233,7 +233,10 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
 
 pub(crate) async fn get(global: &Global, args: GetArgs) -> Result<ExitCode, Failure> {
     let (token, prefix) = storage::with_issuer(global, Access::Read, async |issuer| {
-        let token = issuer.get(args.env, args.id).await.map_err(failure)?;
+        let token = issuer
+            .get(args.token.env, args.token.id)
+            .await
+            .map_err(failure)?;
         Ok((token, issuer.format().prefix().to_owned()))
     })
     .await?;
@@ -265,7 +268,10 @@ fn describe(prefix: &str, t: &Token) -> String {
 
 pub(crate) async fn revoke(global: &Global, args: RevokeArgs) -> Result<ExitCode, Failure> {
     let (token, prefix) = storage::with_issuer(global, Access::Write, async |issuer| {
-        let token = issuer.revoke(args.env, args.id).await.map_err(failure)?;
+        let token = issuer
+            .revoke(args.token.env, args.token.id)
+            .await
+            .map_err(failure)?;
         Ok((token, issuer.format().prefix().to_owned()))
     })
     .await?;
@@ -289,7 +295,7 @@ pub(crate) async fn rotate(global: &Global, args: RotateArgs) -> Result<ExitCode
     require_stdout()?;
     let issued = storage::with_issuer(global, Access::Write, async |issuer| {
         issuer
-            .rotate(args.env, args.id, args.grace)
+            .rotate(args.token.env, args.token.id, args.grace)
             .await
             .map_err(failure)
     })
