@@ -93,6 +93,9 @@ pub async fn run_all(store: &dyn TokenStore) {
     rotate_happens_once_per_token(store).await;
     record_last_use_never_moves_backwards(store).await;
     what_the_issuer_returns_is_what_the_store_keeps(store).await;
+    revoking_a_token_revokes_what_it_created(store).await;
+    a_revoked_creator_creates_nothing(store).await;
+    a_rotated_creators_tokens_are_its_successors(store).await;
 }
 
 /// A fresh environment no other check uses.
@@ -123,6 +126,7 @@ pub fn sample_token(environment: EnvironmentId, created_at: DateTime<Utc>) -> St
         created_at,
         IssueRequest::new(Note::new("conformance").unwrap())
             .with_scopes([Scope::ENVIRONMENT_API_TOKENS_READ]),
+        None,
     );
     StoredToken {
         hash: TokenHasher::unkeyed().hash(raw.expose_secret()),
@@ -514,6 +518,200 @@ async fn list_visits_every_token_once_in_creation_order(store: &dyn TokenStore) 
     }
     let ids: HashSet<TokenId> = inserted.iter().map(|t| t.id).collect();
     assert_eq!(ids.len(), inserted.len());
+}
+
+/// A record like [`sample_token`]'s, created by the token `creator` (delegation).
+pub fn delegated_token(
+    environment: EnvironmentId,
+    creator: TokenId,
+    created_at: DateTime<Utc>,
+) -> StoredToken {
+    let mut stored = sample_token(environment, created_at);
+    stored.token.created_by_token = Some(creator);
+    stored
+}
+
+/// Whether the token is revoked (at `at`) or untouched (active, no revocation time).
+async fn assert_revoked(
+    store: &dyn TokenStore,
+    stored: &StoredToken,
+    at: Option<DateTime<Utc>>,
+    what: &str,
+) {
+    let env = stored.token.environment;
+    let by_id = store.get(env, stored.token.id).await.unwrap().unwrap();
+    let by_hash = store.find_by_hash(&stored.hash).await.unwrap().unwrap();
+    for found in [by_id, by_hash] {
+        assert_eq!(found.active, at.is_none(), "{what}: active");
+        assert_eq!(found.revoked_at, at, "{what}: revoked_at");
+    }
+}
+
+/// Revoking a token revokes, in the same step, every live token it created, directly or
+/// through tokens they created (a chain of three), and nothing else: not an unrelated
+/// token, not an already expired descendant (its record keeps its own facts). The
+/// creating token is recorded and read back.
+async fn revoking_a_token_revokes_what_it_created(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = base_time();
+    let a = sample_token(env, t0);
+    let b = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(1));
+    let c = delegated_token(env, b.token.id, t0 + TimeDelta::seconds(2));
+    let mut expired = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(3));
+    expired.token.expires_at = Some(t0 + TimeDelta::seconds(4));
+    let unrelated = sample_token(env, t0 + TimeDelta::seconds(5));
+    for stored in [&a, &b, &c, &expired, &unrelated] {
+        store.insert(stored.clone(), None).await.unwrap();
+    }
+    let found = store.get(env, c.token.id).await.unwrap().unwrap();
+    assert_eq!(
+        found.created_by_token,
+        Some(b.token.id),
+        "the creating token round-trips"
+    );
+    assert_eq!(
+        store
+            .get(env, a.token.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .created_by_token,
+        None
+    );
+
+    let at = t0 + TimeDelta::minutes(1);
+    let revoked = store.revoke(env, a.token.id, at).await.unwrap();
+    assert_eq!(revoked.id, a.token.id, "revoke returns the token revoked");
+    assert_revoked(store, &a, Some(at), "the revoked token").await;
+    assert_revoked(store, &b, Some(at), "a token it created").await;
+    assert_revoked(store, &c, Some(at), "a token created by a token it created").await;
+    assert_revoked(store, &expired, None, "an expired descendant").await;
+    assert_revoked(store, &unrelated, None, "an unrelated token").await;
+
+    // Revoking a descendant alone touches neither its creator nor its siblings.
+    let env = new_environment();
+    let parent = sample_token(env, t0);
+    let one = delegated_token(env, parent.token.id, t0 + TimeDelta::seconds(1));
+    let two = delegated_token(env, parent.token.id, t0 + TimeDelta::seconds(2));
+    for stored in [&parent, &one, &two] {
+        store.insert(stored.clone(), None).await.unwrap();
+    }
+    store.revoke(env, one.token.id, at).await.unwrap();
+    assert_revoked(store, &one, Some(at), "the revoked child").await;
+    assert_revoked(store, &parent, None, "its creator").await;
+    assert_revoked(store, &two, None, "its sibling").await;
+}
+
+/// A token is never stored under a creator that is revoked, expired or unknown: `insert`
+/// fails with `NotLive` naming the creator and writes nothing.
+async fn a_revoked_creator_creates_nothing(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = base_time();
+    let creator = sample_token(env, t0);
+    let mut expiring = sample_token(env, t0);
+    expiring.token.expires_at = Some(t0 + TimeDelta::seconds(10));
+    store.insert(creator.clone(), None).await.unwrap();
+    store.insert(expiring.clone(), None).await.unwrap();
+    store
+        .revoke(env, creator.token.id, t0 + TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    let unknown = sample_token(env, t0).token.id;
+    for (parent, what) in [
+        (creator.token.id, "revoked"),
+        (expiring.token.id, "expired"),
+        (unknown, "unknown"),
+    ] {
+        let child = delegated_token(env, parent, t0 + TimeDelta::seconds(20));
+        let err = store.insert(child.clone(), None).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::NotLive { id } if id == parent),
+            "a child of a {what} creator: {err:?}"
+        );
+        assert!(
+            store.get(env, child.token.id).await.unwrap().is_none(),
+            "nothing stored under a {what} creator"
+        );
+    }
+    // Of another environment: as if unknown.
+    let elsewhere = delegated_token(
+        new_environment(),
+        expiring.token.id,
+        t0 + TimeDelta::seconds(1),
+    );
+    assert!(matches!(
+        store.insert(elsewhere, None).await,
+        Err(StoreError::NotLive { .. })
+    ));
+}
+
+/// A token created by a rotated predecessor counts as created by its successor:
+/// revoking the successor revokes it, while the predecessor itself, in its grace period,
+/// is not revoked. A delegated token whose creator was rotated away rotates as usual, and
+/// its successor is revoked with the creator's successor.
+async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = base_time();
+    let old = sample_token(env, t0);
+    store.insert(old.clone(), None).await.unwrap();
+    let before = delegated_token(env, old.token.id, t0 + TimeDelta::seconds(1));
+    store.insert(before.clone(), None).await.unwrap();
+
+    let rotated_at = t0 + TimeDelta::seconds(2);
+    let new = sample_token(env, rotated_at);
+    store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: old.token.id,
+            predecessor_expires_at: rotated_at + TimeDelta::minutes(10),
+            successor: new.clone(),
+            max_live: None,
+        })
+        .await
+        .unwrap();
+    // The predecessor is live in its grace period, so it may still create tokens.
+    let during_grace = delegated_token(env, old.token.id, rotated_at + TimeDelta::seconds(1));
+    store.insert(during_grace.clone(), None).await.unwrap();
+
+    // A child of the predecessor is rotated: its successor keeps the creator.
+    let child_rotated_at = rotated_at + TimeDelta::seconds(2);
+    let child_successor = delegated_token(env, old.token.id, child_rotated_at);
+    store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: during_grace.token.id,
+            predecessor_expires_at: child_rotated_at,
+            successor: child_successor.clone(),
+            max_live: None,
+        })
+        .await
+        .unwrap();
+
+    let at = rotated_at + TimeDelta::minutes(1);
+    store.revoke(env, new.token.id, at).await.unwrap();
+    assert_revoked(store, &new, Some(at), "the successor").await;
+    assert_revoked(
+        store,
+        &before,
+        Some(at),
+        "created by the predecessor before",
+    )
+    .await;
+    assert_revoked(
+        store,
+        &child_successor,
+        Some(at),
+        "a delegated token's successor",
+    )
+    .await;
+    assert_revoked(store, &old, None, "the predecessor in its grace period").await;
+    assert_revoked(
+        store,
+        &during_grace,
+        None,
+        "a rotated-away child, expired when the creator was revoked",
+    )
+    .await;
 }
 
 /// Rotation inserts the successor and sets the predecessor's expiry together, or does

@@ -76,15 +76,17 @@ pub enum Error {
         /// Scopes the calling token does not hold (no privilege escalation).
         not_held: Vec<Scope>,
     },
-    /// The requested expiry is not in the future.
-    #[error(
-        "expiresAt {expires_at} is not in the future (now is {now}): give a later time or none"
-    )]
+    /// The requested expiry is not in the future, or (when a token creates a token) later
+    /// than the creating token's own expiry. Reference code `invalid_expires_at`.
+    #[error("{}", expiry_message(*.expires_at, *.now, *.latest))]
     InvalidExpiry {
         /// The requested expiry.
         expires_at: DateTime<Utc>,
         /// The issuer's current time.
         now: DateTime<Utc>,
+        /// The latest expiry allowed: the creating token's, when a token that expires
+        /// creates a token.
+        latest: Option<DateTime<Utc>>,
     },
     /// The store refused or failed: no such token ([`StoreError::NotFound`]), the live
     /// limit ([`StoreError::LimitReached`], reference code `too_many_api_tokens`), a
@@ -93,6 +95,21 @@ pub enum Error {
     /// kind on as it is.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn expiry_message(
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    latest: Option<DateTime<Utc>>,
+) -> String {
+    match latest {
+        Some(latest) if expires_at > now => format!(
+            "expiresAt {expires_at} is later than the creating token's own expiry {latest}: give {latest} or earlier, or none to expire with it"
+        ),
+        _ => format!(
+            "expiresAt {expires_at} is not in the future (now is {now}): give a later time or none"
+        ),
+    }
 }
 
 /// The most scope names an error repeats per list, in its message and in an HTTP answer's

@@ -7,9 +7,8 @@ use crate::hash::{HashKey, TokenHasher};
 use crate::model::{
     Creator, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
 };
-use crate::note::Note;
 use crate::principal::Principal;
-use crate::scope::{Scope, ScopeCatalog, Scopes};
+use crate::scope::{Scope, ScopeCatalog};
 use crate::secret::RawToken;
 use crate::store::{Page, PageRequest, Rotation, StoreError, TokenStore};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
@@ -263,6 +262,12 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// when a token caller belongs to another environment; [`Error::InvalidExpiry`] for an
     /// expiry not in the future; [`StoreError::LimitReached`] (`too_many_api_tokens`) at the
     /// live-token limit. Nothing is stored on failure.
+    ///
+    /// A token caller delegates: the new token records it as
+    /// [`created_by_token`](Token::created_by_token), expires no later than it (without an
+    /// `expires_at`, when it does; a later one fails with [`Error::InvalidExpiry`] naming
+    /// the latest allowed instant), and is revoked with it. A caller revoked in the
+    /// meantime fails with [`Error::Revoked`] and nothing is stored, however the two race.
     pub async fn issue(
         &self,
         environment: EnvironmentId,
@@ -271,27 +276,38 @@ impl<S: TokenStore> TokenIssuer<S> {
     ) -> Result<IssuedToken, Error> {
         let caller = caller.into();
         let now = self.now();
+        let creator_token = match &caller {
+            Caller::Token(principal) => Some(principal.token_id()),
+            Caller::User(_) => None,
+        };
+        // A delegated token lives no longer than its creator: without an expiry it takes
+        // the creator's.
+        let inherited = match &caller {
+            Caller::Token(principal) if request.expires_at.is_none() => principal.expires_at(),
+            _ => None,
+        };
         let request = IssueRequest {
-            expires_at: request.expires_at.map(whole_micros),
+            expires_at: request.expires_at.or(inherited).map(whole_micros),
             ..request
         };
         self.check_request(environment, &caller, &request, now)?;
-        let IssueRequest {
-            note,
-            scopes,
-            expires_at,
-        } = request;
         let (raw, stored) = self.mint(
             environment,
             caller.creator().clone(),
-            note,
-            scopes,
-            expires_at,
+            request,
+            creator_token,
             now,
         );
         let token = stored.token.clone();
-        self.store.insert(stored, self.max_live).await?;
-        Ok(IssuedToken { raw, token })
+        match self.store.insert(stored, self.max_live).await {
+            Ok(()) => Ok(IssuedToken { raw, token }),
+            // The creating token was revoked (or expired) after it authenticated.
+            Err(StoreError::NotLive { id }) if Some(id) == creator_token => Err(Error::Revoked {
+                id,
+                revoked_at: None,
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn check_request(
@@ -317,10 +333,18 @@ impl<S: TokenStore> TokenIssuer<S> {
         if !unknown.is_empty() || !not_held.is_empty() {
             return Err(Error::InvalidScopes { unknown, not_held });
         }
+        let latest = match caller {
+            Caller::Token(principal) => principal.expires_at(),
+            Caller::User(_) => None,
+        };
         if let Some(expires_at) = request.expires_at
-            && expires_at <= now
+            && (expires_at <= now || latest.is_some_and(|latest| expires_at > latest))
         {
-            return Err(Error::InvalidExpiry { expires_at, now });
+            return Err(Error::InvalidExpiry {
+                expires_at,
+                now,
+                latest,
+            });
         }
         Ok(())
     }
@@ -329,9 +353,8 @@ impl<S: TokenStore> TokenIssuer<S> {
         &self,
         environment: EnvironmentId,
         created_by: Arc<Creator>,
-        note: Note,
-        scopes: Scopes,
-        expires_at: Option<DateTime<Utc>>,
+        request: IssueRequest,
+        created_by_token: Option<TokenId>,
         now: DateTime<Utc>,
     ) -> (RawToken, StoredToken) {
         let (raw, id) = self.with_rng(|rng| {
@@ -339,12 +362,15 @@ impl<S: TokenStore> TokenIssuer<S> {
             (raw, TokenId::generate(now, rng))
         });
         let hash = self.hasher.hash_token(&raw);
-        let request = IssueRequest {
-            note,
-            scopes,
-            expires_at,
-        };
-        let token = Token::new(id, environment, raw.checksum(), created_by, now, request);
+        let token = Token::new(
+            id,
+            environment,
+            raw.checksum(),
+            created_by,
+            now,
+            request,
+            created_by_token,
+        );
         (raw, StoredToken { token, hash })
     }
 
@@ -503,18 +529,29 @@ impl<S: TokenStore> TokenIssuer<S> {
         let lifetime = old
             .expires_at
             .map(|at| at.signed_duration_since(old.created_at));
-        let expires_at = lifetime.map(|d| add_saturating(now, d));
+        let mut expires_at = lifetime.map(|d| add_saturating(now, d));
+        // A delegated token's successor keeps the end it had, which its creator's expiry
+        // bounds: rotation replaces the secret, it never extends a delegation.
+        if old.created_by_token.is_some()
+            && let (Some(new), Some(end)) = (expires_at, old.expires_at)
+        {
+            expires_at = Some(new.min(end));
+        }
         // Only after the clock moved backwards can a lifetime be negative; a successor
         // born expired would be useless.
         if expires_at.is_some_and(|at| at <= now) {
             return Err(Error::Store(StoreError::NotLive { id }));
         }
+        let request = IssueRequest {
+            note: old.note,
+            scopes: old.scopes,
+            expires_at,
+        };
         let (raw, successor) = self.mint(
             environment,
             old.created_by,
-            old.note,
-            old.scopes,
-            expires_at,
+            request,
+            old.created_by_token,
             now,
         );
         let token = successor.token.clone();

@@ -158,6 +158,10 @@ pub struct Token {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The token that created it, when a token did (`createdByTokenId` in JSON, an
+    /// extension of the reference): it expires no later than that token and is revoked
+    /// with it. `None` when a user created it.
+    pub created_by_token: Option<TokenId>,
 }
 
 /// `last` moved forward to a use at `at`, never backwards: how every store records a use.
@@ -175,6 +179,7 @@ impl Token {
         created_by: Arc<Creator>,
         created_at: DateTime<Utc>,
         request: IssueRequest,
+        created_by_token: Option<TokenId>,
     ) -> Token {
         let IssueRequest {
             note,
@@ -193,6 +198,7 @@ impl Token {
             expires_at,
             last_used_at: None,
             revoked_at: None,
+            created_by_token,
         }
     }
 

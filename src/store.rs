@@ -112,6 +112,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// - **Revocation is linearizable.** Once [`revoke`](Self::revoke) has returned, every
 ///   later [`find_by_hash`](Self::find_by_hash), on any connection, sees `active = false`.
 ///   Revoking again succeeds and keeps the first `revoked_at`.
+/// - **Revocation cascades, in the same step.** Revoking a token also revokes (at the
+///   same time) every token live at that time that it created
+///   ([`Token::created_by_token`]), directly or through tokens they created; a token
+///   created by a rotated predecessor counts as created by its successor. The predecessor
+///   itself, and tokens already expired, are left as they are.
+/// - **Delegation needs a live creator.** `insert` of a token with a `created_by_token`
+///   fails with [`StoreError::NotLive`] naming the creator, and writes nothing, unless
+///   the creator is live in the same environment at the new token's `created_at`; the
+///   check and a concurrent revocation of the creator are serialized, so no token is ever
+///   stored under a revoked creator. (A rotation's successor inherits its predecessor's
+///   creator without this check.)
 /// - **Rotation is all-or-nothing.** `rotate` inserts the successor and sets the
 ///   predecessor's expiry (keeping an earlier one) in one atomic step, or does neither.
 /// - **A token is rotated at most once.** The same atomic step checks that the
@@ -141,7 +152,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[async_trait]
 pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Adds a record. Fails with `Duplicate` if its id or hash exists, with `LimitReached`
-    /// if `max_live` is set and the environment already has that many live tokens.
+    /// if `max_live` is set and the environment already has that many live tokens, with
+    /// `NotLive` if it has a creating token that is not live.
     async fn insert(
         &self,
         token: StoredToken,
@@ -162,8 +174,9 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     async fn list(&self, environment: EnvironmentId, page: PageRequest)
     -> Result<Page, StoreError>;
 
-    /// Marks a token revoked at `at` (idempotent: a second call keeps the first time) and
-    /// returns the updated record; `NotFound` if the environment has no such token.
+    /// Marks a token revoked at `at` (idempotent: a second call keeps the first time),
+    /// with every live token it created, and returns the updated record; `NotFound` if
+    /// the environment has no such token.
     async fn revoke(
         &self,
         environment: EnvironmentId,
@@ -377,7 +390,8 @@ pub enum StoreError {
         /// Its limit.
         limit: u32,
     },
-    /// A rotation's predecessor is revoked or expired; nothing was written.
+    /// A rotation's predecessor, or a new token's creating token, is revoked or expired
+    /// (or, for a creator, unknown); nothing was written.
     #[error("token {id} is revoked or expired, so it cannot be rotated: issue a new token instead")]
     NotLive {
         /// The predecessor.

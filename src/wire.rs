@@ -85,6 +85,8 @@ struct TokenOut<'a> {
     last_used_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
     revoked_at: Option<DateTime<Utc>>,
+    #[serde(rename = "createdByTokenId", skip_serializing_if = "Option::is_none")]
+    created_by_token: Option<TokenId>,
 }
 
 impl<'a> TokenOut<'a> {
@@ -105,6 +107,7 @@ impl<'a> TokenOut<'a> {
             expires_at: token.expires_at,
             last_used_at: token.last_used_at,
             revoked_at: token.revoked_at,
+            created_by_token: token.created_by_token,
         }
     }
 }
@@ -133,6 +136,8 @@ struct TokenIn {
     last_used_at: Option<DateTime<Utc>>,
     #[serde(default, with = "rfc3339::option")]
     revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, rename = "createdByTokenId")]
+    created_by_token: Option<TokenId>,
 }
 
 impl TokenIn {
@@ -169,6 +174,7 @@ impl TokenIn {
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
+            created_by_token: self.created_by_token,
         };
         Ok((self.raw_token, token))
     }

@@ -168,6 +168,74 @@ async fn a_revocation_through_the_same_issuer_applies_at_once() {
     ));
 }
 
+/// Revoking a token through the cache revokes the tokens it created in the store, and
+/// the cache forgets its copies of them at once: a cached child is not served.
+#[tokio::test]
+async fn revoking_a_creator_through_the_cache_stops_its_cached_tokens_at_once() {
+    let s = setup();
+    let parent = s.cached.issue(env(), alice(), request()).await.unwrap();
+    let principal = s
+        .cached
+        .authenticate(parent.raw.expose_secret())
+        .await
+        .unwrap();
+    let child = s.cached.issue(env(), &principal, request()).await.unwrap();
+    let unrelated = s.cached.issue(env(), alice(), request()).await.unwrap();
+    for issued in [&child, &unrelated] {
+        s.cached
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+    }
+    let finds = s.backend.finds.load(Ordering::SeqCst);
+    s.cached.revoke(env(), parent.token.id).await.unwrap();
+    assert!(matches!(
+        s.cached.authenticate(child.raw.expose_secret()).await,
+        Err(Error::Revoked { .. })
+    ));
+    s.cached
+        .authenticate(unrelated.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.backend.finds.load(Ordering::SeqCst),
+        finds + 1,
+        "only the delegated token was read again; the user's token stayed cached"
+    );
+}
+
+/// A look-up of a delegated token that read the store before its creator's revocation
+/// does not fill the cache with the old, live record.
+#[tokio::test]
+async fn a_lookup_under_way_never_caches_a_token_its_creators_revocation_revoked() {
+    let gated = Arc::new(GatedStore::new(MemoryStore::new()));
+    let cache = CachedStore::new(gated.clone());
+    let issuer = TokenIssuer::new(&cache);
+    let parent = issuer.issue(env(), alice(), request()).await.unwrap();
+    let principal = issuer
+        .authenticate(parent.raw.expose_secret())
+        .await
+        .unwrap();
+    let child = issuer.issue(env(), &principal, request()).await.unwrap();
+    let hash = issuer.hasher().hash(child.raw.expose_secret());
+    gated.hold_next_lookup(hash);
+    let lookup = async { cache.find_by_hash(&hash).await.unwrap() };
+    let revoke = async {
+        gated.until_held().await;
+        issuer.revoke(env(), parent.token.id).await.unwrap();
+        gated.release();
+    };
+    let (seen, ()) = tokio::join!(lookup, revoke);
+    assert!(
+        seen.unwrap().active,
+        "the held look-up read before the revoke"
+    );
+    assert!(matches!(
+        issuer.authenticate(child.raw.expose_secret()).await,
+        Err(Error::Revoked { .. })
+    ));
+}
+
 #[tokio::test]
 async fn a_rotation_through_the_same_issuer_applies_at_once() {
     let s = setup();

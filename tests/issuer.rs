@@ -287,6 +287,160 @@ async fn expiry_must_be_in_the_future() {
     assert!(s.store.inner.is_empty(), "nothing stored on failure");
 }
 
+/// A token creates tokens that expire no later than it: its own expiry when none is
+/// asked for, a refusal naming the latest allowed instant for a later one; a token that
+/// never expires delegates without a bound. The creating token is recorded.
+#[tokio::test]
+async fn delegated_tokens_expire_no_later_than_their_creator() {
+    let s = setup();
+    let end = start() + TimeDelta::hours(1);
+    let write = [Scope::ENVIRONMENT_API_TOKENS_WRITE];
+    let parent = s
+        .issuer
+        .issue(
+            env(1),
+            alice(),
+            request("parent", write.clone()).expires_at(end),
+        )
+        .await
+        .unwrap();
+    let principal = s
+        .issuer
+        .authenticate(parent.raw.expose_secret())
+        .await
+        .unwrap();
+    let child = s
+        .issuer
+        .issue(env(1), &principal, request("child", write.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        child.token.expires_at,
+        Some(end),
+        "no expiry asked: the creator's"
+    );
+    assert_eq!(child.token.created_by_token, Some(parent.token.id));
+    let sooner = start() + TimeDelta::minutes(5);
+    let short = s
+        .issuer
+        .issue(env(1), &principal, request("short", []).expires_at(sooner))
+        .await
+        .unwrap();
+    assert_eq!(
+        short.token.expires_at,
+        Some(sooner),
+        "an earlier expiry is kept"
+    );
+    let stored = s.store.inner.len();
+    for later in [
+        end + TimeDelta::microseconds(1),
+        start() + TimeDelta::days(3650),
+    ] {
+        let err = s
+            .issuer
+            .issue(env(1), &principal, request("longer", []).expires_at(later))
+            .await
+            .unwrap_err();
+        match &err {
+            Error::InvalidExpiry {
+                expires_at, latest, ..
+            } => {
+                assert_eq!(*expires_at, later);
+                assert_eq!(*latest, Some(end));
+            }
+            other => panic!("expected InvalidExpiry, got {other:?}"),
+        }
+        assert_eq!(apitoken::http::code(&err), Some("invalid_expires_at"));
+        assert!(err.to_string().contains("creating token"), "{err}");
+    }
+    assert_eq!(s.store.inner.len(), stored, "nothing stored on refusal");
+
+    // A creator that never expires bounds nothing.
+    let forever = s
+        .issuer
+        .issue(env(1), alice(), request("forever", write))
+        .await
+        .unwrap();
+    let principal = s
+        .issuer
+        .authenticate(forever.raw.expose_secret())
+        .await
+        .unwrap();
+    let far = start() + TimeDelta::days(3650);
+    let child = s
+        .issuer
+        .issue(env(1), &principal, request("far", []).expires_at(far))
+        .await
+        .unwrap();
+    assert_eq!(child.token.expires_at, Some(far));
+}
+
+/// A creator revoked after it authenticated creates nothing: the store checks it in the
+/// same step as the insert, and the answer is a 401.
+#[tokio::test]
+async fn a_creator_revoked_meanwhile_creates_nothing() {
+    let s = setup();
+    let parent = s
+        .issuer
+        .issue(env(1), alice(), request("parent", []))
+        .await
+        .unwrap();
+    let principal = s
+        .issuer
+        .authenticate(parent.raw.expose_secret())
+        .await
+        .unwrap();
+    s.issuer.revoke(env(1), parent.token.id).await.unwrap();
+    let stored = s.store.inner.len();
+    let err = s
+        .issuer
+        .issue(env(1), &principal, request("late", []))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Revoked { id, .. } if id == parent.token.id),
+        "{err:?}"
+    );
+    assert_eq!(apitoken::http::status(&err), 401);
+    assert_eq!(s.store.inner.len(), stored);
+}
+
+/// Rotating a delegated token replaces its secret but never extends it past the end it
+/// had, and the successor keeps the creating token.
+#[tokio::test]
+async fn rotating_a_delegated_token_keeps_its_end() {
+    let s = setup();
+    let end = start() + TimeDelta::hours(1);
+    let parent = s
+        .issuer
+        .issue(env(1), alice(), request("parent", []).expires_at(end))
+        .await
+        .unwrap();
+    let principal = s
+        .issuer
+        .authenticate(parent.raw.expose_secret())
+        .await
+        .unwrap();
+    let child = s
+        .issuer
+        .issue(env(1), &principal, request("child", []))
+        .await
+        .unwrap();
+    s.clock.advance(TimeDelta::minutes(30));
+    let successor = s
+        .issuer
+        .rotate(env(1), child.token.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(successor.token.expires_at, Some(end), "not now + 1 hour");
+    assert_eq!(successor.token.created_by_token, Some(parent.token.id));
+    s.issuer.revoke(env(1), parent.token.id).await.unwrap();
+    assert!(matches!(
+        s.issuer.authenticate(successor.raw.expose_secret()).await,
+        Err(Error::Revoked { .. })
+    ));
+}
+
 #[tokio::test]
 async fn revoked_tokens_never_authenticate_again() {
     let s = setup();

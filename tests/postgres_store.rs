@@ -153,7 +153,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         a.unwrap();
         c.unwrap();
         drop(b);
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), 3);
         let issuer = TokenIssuer::new(store.clone());
         let issued = issuer
             .issue(new_environment(), alice(), request("kept"))
@@ -175,7 +175,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
                 err,
                 StoreError::SchemaTooNew {
                     found: 7,
-                    supported: 2
+                    supported: 3
                 }
             ),
             "{err:?}"
@@ -270,9 +270,9 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 1);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), 3);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), 3);
         store.prepare(hasher.fingerprint()).await.unwrap();
         assert_eq!(
             replaced_by(&store, id).await,
@@ -294,7 +294,7 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
         );
 
         // A schema from a version newer than this one is still refused.
-        sqlx::query("UPDATE apitoken_meta SET value = '3' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '4' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -303,8 +303,8 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 3,
-                    supported: 2
+                    found: 4,
+                    supported: 3
                 }
             ),
             "{err:?}"

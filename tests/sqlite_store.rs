@@ -77,7 +77,7 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     assert_eq!(store.schema_version().await.unwrap(), 0);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
         .issue(new_environment(), alice(), request("kept"))
@@ -108,7 +108,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"
@@ -203,9 +203,9 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     let store = SqliteStore::open(&db.path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 1);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     store.prepare(hasher.fingerprint()).await.unwrap();
     assert_eq!(
         replaced_by(&store, id).await,
@@ -232,7 +232,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     );
 
     // A database from a version newer than this one is still refused.
-    sqlx::query("UPDATE apitoken_meta SET value = '3' WHERE key = 'schema_version'")
+    sqlx::query("UPDATE apitoken_meta SET value = '4' WHERE key = 'schema_version'")
         .execute(store.pool())
         .await
         .unwrap();
@@ -241,8 +241,8 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{err:?}"

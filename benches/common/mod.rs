@@ -53,6 +53,7 @@ pub(crate) fn issue_without_store(
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        created_by_token: None,
     };
     (raw, hash, token)
 }

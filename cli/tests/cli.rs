@@ -189,6 +189,37 @@ impl Db {
     fn issue(&self, args: &[&str]) -> Value {
         self.issue_in(ENV, args)
     }
+
+    /// The database as `apitoken::open_store` reads it.
+    fn url(&self) -> String {
+        match &self.store {
+            Store::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Store::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// Has the token `creator` (raw) create a token through the library, as the server
+    /// does for a request it authenticated; returns the new token's raw value and id.
+    fn delegate(&self, creator: &str, note: &str) -> (String, String) {
+        block_on(async {
+            let store = apitoken::open_store(&self.url()).await.unwrap();
+            let issuer = apitoken::TokenIssuer::builder(store)
+                .prepare()
+                .await
+                .unwrap();
+            let principal = issuer.authenticate(creator).await.unwrap();
+            let request = apitoken::IssueRequest::new(apitoken::Note::new(note).unwrap());
+            let issued = issuer
+                .issue(principal.environment(), &principal, request)
+                .await
+                .unwrap();
+            apitoken::TokenStore::close(issuer.store()).await;
+            (
+                issued.raw.expose_secret().to_owned(),
+                issued.token.id.to_string(),
+            )
+        })
+    }
 }
 
 /// One run of the binary, being set up.
@@ -348,10 +379,61 @@ on_every_store! {
     wrong_hash_key_is_refused,
     expires_in_sets_the_expiry,
     extra_scopes_extend_the_catalog,
+    list_shows_which_token_created_which,
 }
 
 // ---------------------------------------------------------------------------------------
 // Scenarios run on every store.
+
+/// `list` names the token that created each delegated token; revoking a token with
+/// `revoke` revokes the tokens it created, directly or not.
+fn list_shows_which_token_created_which(db: &Db) {
+    let root = db.issue(&["--note", "root", "--scope", READ]);
+    let (child_raw, child_id) = db.delegate(&raw(&root), "child");
+    let (grandchild_raw, grandchild_id) = db.delegate(&child_raw, "grandchild");
+
+    let table = db.cli(&["list", "--env", ENV]).run().success();
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("CREATED BY TOKEN"), "{table}");
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row for {id}: {table}"))
+            .to_owned()
+    };
+    // The column before STATUS (names and ids hold no spaces).
+    let created_by = |id: &str| {
+        let row = row(id);
+        let words: Vec<&str> = row.split_whitespace().collect();
+        words[words.len() - 2].to_owned()
+    };
+    let root_name = format!("dyn_…{}", root["checksum"].as_str().unwrap());
+    assert_eq!(created_by(&id(&root)), "-", "{table}");
+    assert_eq!(created_by(&child_id), root_name, "{table}");
+    let child_name = format!("dyn_…{}", &child_raw[child_raw.len() - 6..]);
+    assert_eq!(created_by(&grandchild_id), child_name, "{table}");
+    let got = db
+        .cli(&["get", "--env", ENV, "--id", &child_id])
+        .run()
+        .success();
+    let line = got
+        .lines()
+        .find(|l| l.starts_with("created by token"))
+        .unwrap();
+    assert!(line.ends_with(&id(&root)), "{got}");
+
+    db.cli(&["revoke", "--env", ENV, "--id", &id(&root)])
+        .run()
+        .success();
+    for raw in [&child_raw, &grandchild_raw] {
+        let run = db.cli(&["verify", "-"]).stdin(raw.as_str()).run();
+        run.never_shows(raw)
+            .error(1, &["verification failed (revoked)"]);
+    }
+    let table = db.cli(&["list", "--env", ENV]).run().success();
+    assert!(table.contains("3 tokens: 0 active, 3 revoked"), "{table}");
+}
 
 fn issue_verify_revoke(db: &Db) {
     let token = db.issue(&["--scope", READ, "--scope", "environment.users.read"]);

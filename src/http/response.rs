@@ -114,6 +114,10 @@ enum Payload<'a> {
         expires_at: DateTime<Utc>,
         #[serde(with = "rfc3339")]
         now: DateTime<Utc>,
+        /// The creating token's expiry when it bounds this one, else `null`: the key is
+        /// always there, so the payload has one shape.
+        #[serde(with = "rfc3339::option")]
+        latest: Option<DateTime<Utc>>,
     },
     Empty {},
 }
@@ -148,9 +152,14 @@ fn payload(e: &Error) -> Payload<'_> {
             project_environment_id: *environment,
             limit: *limit,
         },
-        Error::InvalidExpiry { expires_at, now } => Payload::Expiry {
+        Error::InvalidExpiry {
+            expires_at,
+            now,
+            latest,
+        } => Payload::Expiry {
             expires_at: *expires_at,
             now: *now,
+            latest: *latest,
         },
         _ => Payload::Empty {},
     }

@@ -96,6 +96,9 @@ struct Invalidations {
     ids: HashMap<TokenId, u64>,
     /// The epoch of the latest `invalidate_all`.
     all: u64,
+    /// The epoch of the latest revocation through this cache: it may have revoked any
+    /// delegated token (the cascade), so no delegated token read before it is cached.
+    delegated: u64,
 }
 
 impl Invalidations {
@@ -121,11 +124,14 @@ impl Invalidations {
 
     /// Whether what a look-up that started at `started` found (`hash`, and `id` when
     /// known) may be cached: nothing invalidated it since.
-    fn fresh(&self, started: u64, hash: &TokenHash, id: Option<TokenId>) -> bool {
+    fn fresh(&self, started: u64, hash: &TokenHash, found: Option<&Token>) -> bool {
         let newer = |at: Option<&u64>| at.is_some_and(|&at| at > started);
+        let revoked_with_creator =
+            found.is_some_and(|t| t.created_by_token.is_some()) && self.delegated > started;
         self.all <= started
+            && !revoked_with_creator
             && !newer(self.hashes.get(hash))
-            && !id.is_some_and(|id| newer(self.ids.get(&id)))
+            && !found.is_some_and(|t| newer(self.ids.get(&t.id)))
     }
 
     /// Ends the look-up that started at `started`.
@@ -291,6 +297,29 @@ impl<S: TokenStore> CachedStore<S> {
         }
     }
 
+    /// Forgets every cached delegated token (one a token created), which a revocation may
+    /// have revoked with its creator; look-ups of delegated tokens already under way do not
+    /// fill the cache. Tokens users created stay cached.
+    fn invalidate_delegated(&self) {
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        invalidations.stamp(None, None);
+        invalidations.delegated = invalidations.epoch;
+        let mut dropped = Vec::new();
+        for shard in self.shards.iter() {
+            lock(shard).entries.retain(|_, entry| match &entry.token {
+                Some(token) if token.created_by_token.is_some() => {
+                    dropped.push(token.id);
+                    false
+                }
+                _ => true,
+            });
+        }
+        let mut ids = lock_ids(&self.ids);
+        for id in dropped {
+            ids.remove(&id);
+        }
+    }
+
     /// How many entries are cached (fresh or not).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).entries.len()).sum()
@@ -315,8 +344,8 @@ impl<S: TokenStore> CachedStore<S> {
         let mut ticket = Ticket::take(&self.invalidations);
         let found = self.inner.find_by_hash(hash).await;
         let mut invalidations = lock_invalidations(&self.invalidations);
-        let id = found.as_ref().ok().and_then(|t| t.as_ref().map(|t| t.id));
-        let fresh = invalidations.fresh(ticket.started, hash, id);
+        let token = found.as_ref().ok().and_then(Option::as_ref);
+        let fresh = invalidations.fresh(ticket.started, hash, token);
         invalidations.end(ticket.started);
         ticket.ended = true;
         let found = found?;
@@ -461,6 +490,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let result = self.inner.revoke(environment, id, at).await;
         // Also after a failure: the store may have revoked it before the error.
         self.invalidate(id);
+        self.invalidate_delegated();
         result
     }
 

@@ -58,6 +58,12 @@ struct Inner {
     /// Each rotated token's successor, by the rotated token's slot: only `rotate` reads
     /// it, and only rotated tokens pay for it.
     successors: HashMap<Slot, TokenId>,
+    /// The other way: each successor's predecessor, for a revocation's walk.
+    predecessors: HashMap<TokenId, Slot>,
+    /// The tokens each token created, and each delegated token's creator, by slot:
+    /// only delegated tokens pay for them.
+    children: HashMap<TokenId, Vec<Slot>>,
+    creator_tokens: HashMap<Slot, TokenId>,
 }
 
 /// A record's permanent number (records are never removed): its place among the cold
@@ -126,6 +132,7 @@ impl Hot {
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
+            created_by_token: None,
         }
     }
 }
@@ -283,11 +290,50 @@ impl Inner {
 
     fn token_at(&self, at: usize) -> Option<Token> {
         let hot = self.table.get(at)?;
-        Some(hot.token(self.cold.get(hot.slot())?))
+        let mut token = hot.token(self.cold.get(hot.slot())?);
+        token.created_by_token = self.creator_tokens.get(&hot.slot()).copied();
+        Some(token)
     }
 
     fn token_in_slot(&self, slot: Slot) -> Option<Token> {
         self.token_at(self.cold.get(slot)?.position as usize)
+    }
+
+    /// The slots of the tokens `root` created, directly or through tokens they created,
+    /// counting what its rotated predecessors created as its own (the walk the SQL stores
+    /// make with a recursive query). Each slot once; `root` itself is not among them.
+    fn descendants(&self, root: TokenId) -> Vec<Slot> {
+        let id_of = |slot: Slot| {
+            let cold = self.cold.get(slot)?;
+            Some(self.table.get(cold.position as usize)?.id)
+        };
+        let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        // (token, whether it is a descendant): a predecessor of the root is walked for its
+        // children, not revoked.
+        let mut stack = vec![(root, false)];
+        while let Some((id, descendant)) = stack.pop() {
+            if let Some(&predecessor) = self.predecessors.get(&id)
+                && let Some(predecessor_id) = id_of(predecessor)
+                && seen.insert((predecessor, descendant))
+            {
+                if descendant {
+                    found.push(predecessor);
+                }
+                stack.push((predecessor_id, descendant));
+            }
+            for &child in self.children.get(&id).into_iter().flatten() {
+                if let Some(child_id) = id_of(child)
+                    && seen.insert((child, true))
+                {
+                    found.push(child);
+                    stack.push((child_id, true));
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
     }
 
     fn credential(&self, hash: &TokenHash) -> Option<Credential> {
@@ -307,6 +353,17 @@ impl Inner {
             return Err(StoreError::Duplicate {
                 key: UniqueKey::Hash,
             });
+        }
+        // A rotation's successor inherits its predecessor's creator, which may have been
+        // rotated away since: its delegation was checked when the predecessor was made.
+        if let Some(creator) = new.token.created_by_token.filter(|_| replacing.is_none()) {
+            let live = self
+                .position(new.token.environment, creator)
+                .and_then(|at| self.table.get(at))
+                .is_some_and(|hot| hot.is_live_at(new.token.created_at));
+            if !live {
+                return Err(StoreError::NotLive { id: creator });
+            }
         }
         let Some(limit) = max_live else {
             return Ok(());
@@ -356,6 +413,10 @@ impl Inner {
         };
         self.table.insert(hot, &mut self.cold);
         self.ids.insert(token.id, slot);
+        if let Some(creator) = token.created_by_token {
+            self.children.entry(creator).or_default().push(slot);
+            self.creator_tokens.insert(slot, creator);
+        }
         self.by_env.entry(token.environment).or_default().insert(
             Cursor {
                 created_at: token.created_at,
@@ -481,6 +542,17 @@ impl TokenStore for MemoryStore {
             hot.set_active(false);
             hot.revoked_at.get_or_insert(at);
         }
+        for slot in inner.descendants(id) {
+            let Some(at_position) = inner.cold.get(slot).map(|c| c.position as usize) else {
+                continue;
+            };
+            if let Some(hot) = inner.table.get_mut(at_position)
+                && hot.is_live_at(at)
+            {
+                hot.set_active(false);
+                hot.revoked_at = Some(at);
+            }
+        }
         inner
             .token_at(position)
             .ok_or(StoreError::NotFound { environment, id })
@@ -511,6 +583,7 @@ impl TokenStore for MemoryStore {
         inner.check_insert(&successor, max_live, Some(predecessor))?;
         inner.insert_checked(successor)?;
         inner.successors.insert(slot, successor_id);
+        inner.predecessors.insert(successor_id, slot);
         // The insert may have grown the table and moved the predecessor.
         let old = inner
             .position(environment, predecessor)
@@ -565,6 +638,7 @@ mod tests {
                 ))),
                 DateTime::UNIX_EPOCH,
                 crate::model::IssueRequest::new(Note::new(&format!("token {n}")).unwrap()),
+                None,
             );
             token.active = n % 3 != 0;
             inner

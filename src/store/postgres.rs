@@ -100,6 +100,15 @@ CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment
     "
 ALTER TABLE apitoken_tokens ADD COLUMN replaced_by uuid;
 ",
+    // 3: the token that created a token (delegation), NULL for every existing row (a user
+    // created it); indexed both ways a revocation walks.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN created_by_token uuid;
+CREATE INDEX apitoken_tokens_created_by_token ON apitoken_tokens (created_by_token)
+    WHERE created_by_token IS NOT NULL;
+CREATE INDEX apitoken_tokens_replaced_by ON apitoken_tokens (replaced_by)
+    WHERE replaced_by IS NOT NULL;
+",
 ];
 
 /// PostgreSQL's statements.
@@ -116,7 +125,7 @@ impl SqlDialect for PostgresSql {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value";
     const INSERT: &'static str = concat!(
         insert_into_tokens!(),
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     );
     const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
          AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3";
@@ -138,6 +147,14 @@ impl SqlDialect for PostgresSql {
          WHERE environment_id = $2 AND id = $3 RETURNING ",
         token_columns!()
     );
+    const REVOKE_DESCENDANTS: &'static str = "WITH RECURSIVE tree(id, cascade) AS ( \
+         SELECT id, false FROM apitoken_tokens WHERE environment_id = $2 AND id = $3 \
+         UNION SELECT t.id, CASE WHEN t.created_by_token = tree.id THEN true ELSE tree.cascade END \
+         FROM apitoken_tokens t JOIN tree \
+         ON (t.created_by_token = tree.id OR t.replaced_by = tree.id) AND t.environment_id = $2) \
+         UPDATE apitoken_tokens SET active = false, revoked_at = $1 \
+         WHERE id IN (SELECT id FROM tree WHERE cascade) \
+         AND active AND (expires_at IS NULL OR expires_at > $1)";
     const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
          WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     const MARK_ROTATED: &'static str = concat!(
@@ -489,15 +506,29 @@ impl PostgresStore {
         Ok(updated)
     }
 
-    /// One attempt at an insert under a live-token limit, in one transaction.
-    async fn insert_limited_once(
+    /// One attempt at an insert under a live-token limit or a creating token, in one
+    /// transaction.
+    async fn insert_checked_once(
         &self,
         stored: &StoredToken,
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        PostgresSql::insert_limited(&mut tx, stored, max_live).await?;
+        PostgresSql::insert_checked(&mut tx, stored, max_live).await?;
         tx.commit().await.map_err(err)
+    }
+
+    /// One attempt at a revocation and its cascade, in one transaction.
+    async fn revoke_once(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Token>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let revoked = PostgresSql::revoke_in(&mut tx, environment, id, at).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(revoked)
     }
 
     /// Whether the row with `stored`'s hash is `stored` itself (same id).
@@ -530,8 +561,8 @@ impl TokenStore for PostgresStore {
             .retrying(|| {
                 attempts += 1;
                 async {
-                    if max_live.is_some() {
-                        return self.insert_limited_once(&token, max_live).await;
+                    if max_live.is_some() || token.token.created_by_token.is_some() {
+                        return self.insert_checked_once(&token, max_live).await;
                     }
                     let mut conn = self.pool.acquire().await.map_err(err)?;
                     PostgresSql::insert_row(&mut conn, &token).await
@@ -643,7 +674,8 @@ impl TokenStore for PostgresStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        self.retrying(|| PostgresSql::revoke_on(&self.pool, environment, id, at))
+        // Idempotent, so retried whole when the connection breaks, even at the commit.
+        self.retrying(|| self.revoke_once(environment, id, at))
             .await?
             .ok_or(StoreError::NotFound { environment, id })
     }

@@ -58,7 +58,7 @@ where
     const SELECT_META: &'static str;
     /// Sets the meta key (1) to the value (2).
     const UPSERT_META: &'static str;
-    /// Inserts a record: the 16 columns of [`insert_row`](Self::insert_row), in its order.
+    /// Inserts a record: the 17 columns of [`insert_row`](Self::insert_row), in its order.
     const INSERT: &'static str;
     /// How many tokens of the environment (1) are live at (2), other than (3) (may be null).
     const COUNT_LIVE: &'static str;
@@ -73,6 +73,11 @@ where
     /// Revokes the token of environment (2) and id (3) at (1), keeping an earlier
     /// revocation time; returns `token_columns!()`.
     const REVOKE: &'static str;
+    /// Revokes at (1), where they are live at (1), the tokens of environment (2) that the
+    /// token with id (3) created, directly or through tokens it created, counting the
+    /// tokens its rotated predecessors created as its own: a recursive walk along
+    /// `created_by_token` (down) and `replaced_by` (to predecessors).
+    const REVOKE_DESCENDANTS: &'static str;
     /// Sets the last use of the token with id (2) to (1) unless it is later already.
     const RECORD_LAST_USE: &'static str;
 
@@ -115,6 +120,7 @@ where
             expires_at: Self::read_time(&row, "expires_at")?,
             last_used_at: Self::read_time(&row, "last_used_at")?,
             revoked_at: Self::read_time(&row, "revoked_at")?,
+            created_by_token: row.try_get("created_by_token").map_err(err)?,
         }
         .into_token()
     }
@@ -138,6 +144,7 @@ where
             .bind(t.expires_at.map(Self::time))
             .bind(t.last_used_at.map(Self::time))
             .bind(t.revoked_at.map(Self::time))
+            .bind(t.created_by_token.map(|id| *id.as_uuid()))
             .execute(&mut *conn)
             .await
             .map_err(Self::err)?;
@@ -174,15 +181,51 @@ where
         Ok(())
     }
 
-    /// Checks the limit, then inserts. Runs inside the caller's write transaction.
-    async fn insert_limited(
+    /// Checks the limit and, for a delegated token, that its creator is live, then
+    /// inserts. Runs inside the caller's write transaction. The creator is checked under
+    /// the environment's lock, which a revocation takes too: a token is never inserted
+    /// under a creator whose revocation (and its cascade) has committed.
+    async fn insert_checked(
         conn: &mut Conn<Self>,
         stored: &StoredToken,
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
         let t = &stored.token;
         Self::check_limit(conn, t.environment, t.created_at, max_live, None).await?;
+        if let Some(creator) = t.created_by_token {
+            Self::lock_environment(conn, t.environment).await?;
+            let live = Self::fetch_token(conn, t.environment, creator)
+                .await?
+                .is_some_and(|c| c.is_live_at(t.created_at));
+            if !live {
+                return Err(StoreError::NotLive { id: creator });
+            }
+        }
         Self::insert_row(conn, stored).await
+    }
+
+    /// Revokes the token and, in the same transaction, every live token it created
+    /// (see [`REVOKE_DESCENDANTS`](Self::REVOKE_DESCENDANTS)); the token as revoked, if the
+    /// environment has it. Runs inside the caller's write transaction, under the
+    /// environment's lock.
+    async fn revoke_in(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Token>, StoreError> {
+        Self::lock_environment(conn, environment).await?;
+        let Some(revoked) = Self::revoke_on(conn, environment, id, at).await? else {
+            return Ok(None);
+        };
+        sqlx::query::<Self::Db>(Self::REVOKE_DESCENDANTS)
+            .bind(Self::time(at))
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(Some(revoked))
     }
 
     async fn fetch_token(
@@ -266,8 +309,8 @@ where
     }
 
     /// The token as revoked, if the environment has it.
-    async fn revoke_on<'c>(
-        executor: impl Executor<'c, Database = Self::Db>,
+    async fn revoke_on(
+        conn: &mut Conn<Self>,
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
@@ -276,7 +319,7 @@ where
             .bind(Self::time(at))
             .bind(*environment.as_uuid())
             .bind(*id.as_uuid())
-            .fetch_optional(executor)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(Self::err)?
             .map(Self::decode)
@@ -382,19 +425,20 @@ macro_rules! token_columns {
     () => {
         "id, environment_id, checksum, created_by_id, created_by_alias, \
          created_by_first_name, created_by_last_name, created_by_email, created_at, active, \
-         note, scopes, expires_at, last_used_at, revoked_at"
+         note, scopes, expires_at, last_used_at, revoked_at, created_by_token"
     };
 }
 pub(crate) use token_columns;
 
 /// `INSERT INTO apitoken_tokens (…) VALUES ` naming the columns in the order
 /// [`SqlDialect::insert_row`] binds them, as a literal for `concat!`: each engine adds
-/// its 16 placeholders.
+/// its 17 placeholders.
 macro_rules! insert_into_tokens {
     () => {
         "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
          created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
-         created_at, active, note, scopes, expires_at, last_used_at, revoked_at) VALUES "
+         created_at, active, note, scopes, expires_at, last_used_at, revoked_at, \
+         created_by_token) VALUES "
     };
 }
 pub(crate) use insert_into_tokens;
@@ -418,7 +462,7 @@ macro_rules! sqlite_decoy_columns {
          X'0190a5c47d3e7b5a9c1d000000000002', 'decoy', NULL, NULL, 'decoy@example.invalid', \
          1767225600000000, 1, 'decoy, read on a look-up miss', \
          'environment.apiTokens.read environment.apiTokens.write environment.users.read', \
-         NULL, NULL, NULL"
+         NULL, NULL, NULL, NULL"
     };
 }
 #[cfg(feature = "sqlite")]
@@ -434,7 +478,7 @@ macro_rules! postgres_decoy_columns {
          'decoy@example.invalid', '2026-01-01 00:00:00+00'::timestamptz, true, \
          'decoy, read on a look-up miss', \
          'environment.apiTokens.read environment.apiTokens.write environment.users.read', \
-         NULL::timestamptz, NULL::timestamptz, NULL::timestamptz"
+         NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::uuid"
     };
 }
 #[cfg(feature = "postgres")]
@@ -489,6 +533,7 @@ pub(crate) struct TokenRow {
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) last_used_at: Option<DateTime<Utc>>,
     pub(crate) revoked_at: Option<DateTime<Utc>>,
+    pub(crate) created_by_token: Option<Uuid>,
 }
 
 impl TokenRow {
@@ -526,6 +571,7 @@ impl TokenRow {
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
+            created_by_token: self.created_by_token.map(TokenId::from_uuid),
         })
     }
 }

@@ -87,6 +87,15 @@ CREATE INDEX apitoken_tokens_environment_created ON apitoken_tokens (environment
     "
 ALTER TABLE apitoken_tokens ADD COLUMN replaced_by BLOB CHECK (length(replaced_by) = 16);
 ",
+    // 3: the token that created a token (delegation), NULL for every existing row (a user
+    // created it); indexed both ways a revocation walks.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN created_by_token BLOB CHECK (length(created_by_token) = 16);
+CREATE INDEX apitoken_tokens_created_by_token ON apitoken_tokens (created_by_token)
+    WHERE created_by_token IS NOT NULL;
+CREATE INDEX apitoken_tokens_replaced_by ON apitoken_tokens (replaced_by)
+    WHERE replaced_by IS NOT NULL;
+",
 ];
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -465,7 +474,7 @@ impl SqlDialect for SqliteSql {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value";
     const INSERT: &'static str = concat!(
         insert_into_tokens!(),
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
          AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?";
@@ -486,6 +495,14 @@ impl SqlDialect for SqliteSql {
          WHERE environment_id = ? AND id = ? RETURNING ",
         token_columns!()
     );
+    const REVOKE_DESCENDANTS: &'static str = "WITH RECURSIVE tree(id, cascade) AS ( \
+         SELECT id, 0 FROM apitoken_tokens WHERE environment_id = ?2 AND id = ?3 \
+         UNION SELECT t.id, CASE WHEN t.created_by_token = tree.id THEN 1 ELSE tree.cascade END \
+         FROM apitoken_tokens t JOIN tree \
+         ON (t.created_by_token = tree.id OR t.replaced_by = tree.id) AND t.environment_id = ?2) \
+         UPDATE apitoken_tokens SET active = 0, revoked_at = ?1 \
+         WHERE id IN (SELECT id FROM tree WHERE cascade = 1) \
+         AND active AND (expires_at IS NULL OR expires_at > ?1)";
     const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = ?1 \
          WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)";
     const MARK_ROTATED: &'static str = concat!(
@@ -546,7 +563,7 @@ impl TokenStore for SqliteStore {
         token: StoredToken,
         max_live: Option<NonZeroU32>,
     ) -> Result<(), StoreError> {
-        if max_live.is_none() {
+        if max_live.is_none() && token.token.created_by_token.is_none() {
             let mut conn = self.writer.acquire().await.map_err(err)?;
             return SqliteSql::insert_row(&mut conn, &token).await;
         }
@@ -555,7 +572,7 @@ impl TokenStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        SqliteSql::insert_limited(&mut tx, &token, max_live).await?;
+        SqliteSql::insert_checked(&mut tx, &token, max_live).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -625,8 +642,14 @@ impl TokenStore for SqliteStore {
         id: TokenId,
         at: DateTime<Utc>,
     ) -> Result<Token, StoreError> {
-        SqliteSql::revoke_on(&self.writer, environment, id, at)
-            .await?
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(err)?;
+        let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at).await?;
+        tx.commit().await.map_err(err)?;
+        revoked
             .map(|t| self.last_use.merge(t))
             .ok_or(StoreError::NotFound { environment, id })
     }

@@ -151,6 +151,8 @@ struct Expected {
     last_used_at: Option<DateTime<Utc>>,
     /// The token that replaced it in a rotation (its grace period may still run).
     replaced_by: Option<TokenId>,
+    /// The token that created it (delegation).
+    created_by_token: Option<TokenId>,
 }
 
 impl Expected {
@@ -361,9 +363,15 @@ impl World {
                 let env = environment(env);
                 let result = block_on(self.issuer.revoke(env, self.tokens[i].id));
                 let now = self.now;
-                let expected = &mut self.tokens[i];
-                if expected.env == env {
+                if self.tokens[i].env == env {
                     let token = result.expect("revoking a token of its environment succeeds");
+                    // Every live token it created, directly or not, goes with it.
+                    for d in self.descendants(i) {
+                        if self.tokens[d].live_at(now) {
+                            self.tokens[d].revoked_at = Some(now);
+                        }
+                    }
+                    let expected = &mut self.tokens[i];
                     expected.revoked_at.get_or_insert(now);
                     assert!(!token.active);
                     assert_eq!(token.revoked_at, expected.revoked_at);
@@ -405,10 +413,14 @@ impl World {
     ) {
         // Errors list scopes in canonical order, as a `Scopes` holds them.
         let requested: Scopes = scopes_of(mask).into_iter().collect();
-        let expires_at = expires_in.map(|s| self.now + seconds(s));
+        let asked = expires_in.map(|s| self.now + seconds(s));
+        // A delegated token expires no later than its creator, and with it when it asks
+        // for no expiry.
+        let latest = caller.as_ref().and_then(Principal::expires_at);
+        let expires_at = asked.or(latest);
         let mut request =
             IssueRequest::new(Note::new("fuzz").expect("valid")).with_scopes(requested.clone());
-        if let Some(at) = expires_at {
+        if let Some(at) = asked {
             request = request.expires_at(at);
         }
         let result = match &caller {
@@ -441,10 +453,17 @@ impl World {
                 }
                 other => panic!("scopes not granted were accepted: {other:?}"),
             }
-        } else if expires_at.is_some_and(|at| at <= self.now) {
+        } else if asked.is_some_and(|at| at <= self.now) {
             assert!(
                 matches!(result, Err(Error::InvalidExpiry { .. })),
                 "an expiry in the past was accepted: {result:?}"
+            );
+        } else if let (Some(asked), Some(latest)) = (asked, latest)
+            && asked > latest
+        {
+            assert!(
+                matches!(result, Err(Error::InvalidExpiry { latest: got, .. }) if got == Some(latest)),
+                "a delegated token outliving its creator was accepted: {result:?}"
             );
         } else if self.live_in(env, None) >= self.limit {
             assert!(
@@ -454,7 +473,8 @@ impl World {
             );
         } else {
             let issued = result.expect("a valid request within the limit is issued");
-            self.record(issued, env, created_by, expires_at);
+            let creator = caller.as_ref().map(Principal::token_id);
+            self.record(issued, env, created_by, expires_at, creator);
         }
     }
 
@@ -504,7 +524,14 @@ impl World {
         } else {
             let issued = result.expect("rotating a live token within the limit succeeds");
             let now = self.now;
-            let expires_at = old.expires_at.map(|at| now + (at - old.created_at));
+            let mut expires_at = old.expires_at.map(|at| now + (at - old.created_at));
+            // A delegated token's successor keeps the end it had.
+            if old.created_by_token.is_some() {
+                expires_at = expires_at
+                    .zip(old.expires_at)
+                    .map(|(new, end)| new.min(end));
+            }
+            let creator = old.created_by_token;
             let created_by = Arc::clone(&old.created_by);
             let scopes = old.scopes.clone();
             assert_eq!(issued.token.scopes, scopes);
@@ -513,8 +540,37 @@ impl World {
             let grace_end = now + TimeDelta::seconds(i64::from(grace));
             old.expires_at = Some(old.expires_at.map_or(grace_end, |at| at.min(grace_end)));
             old.replaced_by = Some(issued.token.id);
-            self.record(issued, env, created_by, expires_at);
+            self.record(issued, env, created_by, expires_at, creator);
         }
+    }
+
+    /// The tokens `root` created, directly or through tokens they created, counting what
+    /// its rotated predecessors created as its own; not `root` itself.
+    fn descendants(&self, root: usize) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![(root, false)];
+        while let Some((node, descendant)) = stack.pop() {
+            let id = self.tokens[node].id;
+            for (j, t) in self.tokens.iter().enumerate() {
+                let next = if t.replaced_by == Some(id) {
+                    Some(descendant)
+                } else if t.created_by_token == Some(id) {
+                    Some(true)
+                } else {
+                    None
+                };
+                if let Some(flag) = next
+                    && seen.insert((j, flag))
+                {
+                    if flag {
+                        found.push(j);
+                    }
+                    stack.push((j, flag));
+                }
+            }
+        }
+        found
     }
 
     /// Checks a newly issued token and adds it to the model.
@@ -524,6 +580,7 @@ impl World {
         env: EnvironmentId,
         created_by: Arc<Creator>,
         expires_at: Option<DateTime<Utc>>,
+        created_by_token: Option<TokenId>,
     ) {
         let raw = issued.raw.expose_secret().to_owned();
         let parsed = self.format.parse(&raw).expect("an issued token parses");
@@ -533,6 +590,7 @@ impl World {
         assert_eq!(token.created_at, self.now);
         assert_eq!(token.expires_at, expires_at);
         assert_eq!(token.created_by, created_by);
+        assert_eq!(token.created_by_token, created_by_token);
         assert!(token.active && token.revoked_at.is_none() && token.last_used_at.is_none());
         assert!(
             self.tokens.iter().all(|t| t.raw != raw && t.id != token.id),
@@ -549,6 +607,7 @@ impl World {
             revoked_at: None,
             last_used_at: None,
             replaced_by: None,
+            created_by_token,
         });
     }
 

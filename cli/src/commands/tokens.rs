@@ -5,9 +5,10 @@ use crate::args::{GetArgs, Global, IssueArgs, ListArgs, RevokeArgs, RotateArgs};
 use crate::failure::{Failure, emit, write_stdout};
 use crate::output;
 use crate::storage::{self, Access};
-use apitoken::{Creator, IssueRequest, IssuedToken, Scopes, Token, UserId};
+use apitoken::{Creator, IssueRequest, IssuedToken, Scopes, Token, TokenId, UserId};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -182,6 +183,15 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
     }
     let now = Utc::now();
     let prefix = prefix.as_str();
+    // Which token created which: by its name when it is listed too, else by its id.
+    let names: HashMap<TokenId, String> = tokens
+        .iter()
+        .map(|t| (t.id, output::token_name(prefix, t)))
+        .collect();
+    let creator_token = |t: &Token| match t.created_by_token {
+        Some(id) => names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+        None => "-".to_owned(),
+    };
     let rows: Vec<Vec<String>> = tokens
         .iter()
         .map(|t| {
@@ -193,6 +203,7 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
                 output::minute(Some(t.created_at), "-"),
                 output::minute(t.expires_at, "never"),
                 output::minute(t.last_used_at, "never"),
+                creator_token(t),
                 output::status(t, now).to_owned(),
             ]
         })
@@ -206,6 +217,7 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
             "CREATED (UTC)",
             "EXPIRES",
             "LAST USED",
+            "CREATED BY TOKEN",
             "STATUS",
         ],
         &rows,
@@ -260,6 +272,11 @@ fn describe(prefix: &str, t: &Token) -> String {
         ("scopes", output::scopes(&t.scopes)),
         ("created", output::rfc3339(t.created_at)),
         ("created by", output::creator(&t.created_by)),
+        (
+            "created by token",
+            t.created_by_token
+                .map_or_else(|| "none (a user)".to_owned(), |id| id.to_string()),
+        ),
         ("expires", optional(t.expires_at, "never")),
         ("last used", optional(t.last_used_at, "never")),
         ("revoked", optional(t.revoked_at, "no")),

@@ -221,7 +221,8 @@ fn scopes(value: Option<Value>) -> Result<Scopes, Problem> {
 }
 
 /// `invalid_expires_at` with the payload the issuer gives too: `expiresAt` (null when the
-/// value is not a timestamp) and the server's `now`.
+/// value is not a timestamp), the server's `now` and `latest` (null here: only the issuer
+/// knows the creating token's expiry).
 pub(crate) fn invalid_expires_at(
     message: impl Into<String>,
     expires_at: Option<DateTime<Utc>>,
@@ -231,7 +232,7 @@ pub(crate) fn invalid_expires_at(
     Problem::unprocessable(
         "invalid_expires_at",
         message,
-        json!({ "expiresAt": expires_at.map(instant), "now": instant(now) }),
+        json!({ "expiresAt": expires_at.map(instant), "now": instant(now), "latest": null }),
     )
 }
 

@@ -143,6 +143,10 @@ pub(crate) struct TokenWithRaw {
     /// When the token was revoked (an extension).
     #[schema(format = DateTime)]
     revoked_at: Option<String>,
+    /// The token that created this one, when a token did (an extension): it expires no
+    /// later than that token and is revoked with it.
+    #[schema(format = "uuid")]
+    created_by_token_id: Option<String>,
 }
 
 /// A token's record, never with its plaintext.
@@ -171,6 +175,10 @@ pub(crate) struct Token {
     last_used_at: Option<String>,
     #[schema(format = DateTime)]
     revoked_at: Option<String>,
+    /// The token that created this one, when a token did (an extension): it expires no
+    /// later than that token and is revoked with it.
+    #[schema(format = "uuid")]
+    created_by_token_id: Option<String>,
 }
 
 /// The answer to a create request.
@@ -208,7 +216,8 @@ pub(crate) struct UnprocessableBody {
     /// Details for programs, always of the same shape for a code: `invalid_scopes`:
     /// `unknown` and `notHeld` (at most 10 names each), then `omitted` (`{unknown,
     /// notHeld}` counts) when names were left out; `invalid_expires_at`: `expiresAt` (null
-    /// when not a timestamp) and the server's `now`; `too_many_api_tokens`:
+    /// when not a timestamp), the server's `now` and `latest`, the latest expiry allowed
+    /// (the creating token's, when a token that expires creates one; else null); `too_many_api_tokens`:
     /// `projectEnvironmentId` and `limit`; `invalid_note`: `maxLength`.
     #[schema(value_type = Object)]
     payload: Value,

@@ -104,7 +104,12 @@ async fn lifecycle(server: &Server, first: &First, bobs: &First) {
             "projectEnvironmentId",
             "projectEnvironment",
             "scopes",
+            "createdByTokenId",
         ])
+    );
+    assert_eq!(
+        token["createdByTokenId"], first.id,
+        "the creating token is recorded"
     );
     let raw = token["rawToken"].as_str().unwrap().to_owned();
     let parsed = TokenFormat::dynamic().parse(&raw).expect("a dyn_ token");
@@ -788,7 +793,12 @@ async fn bad_input_gets_small_answers_of_one_shape() {
             reply.text()
         );
         let body = assert_unprocessable(reply, "invalid_expires_at");
-        assert_eq!(keys(&body["payload"]), set(&["expiresAt", "now"]), "{body}");
+        assert_eq!(
+            keys(&body["payload"]),
+            set(&["expiresAt", "now", "latest"]),
+            "{body}"
+        );
+        assert_eq!(body["payload"]["latest"], Value::Null, "{body}");
         assert_eq!(body["payload"]["expiresAt"], shown, "{body}");
         assert!(
             body["payload"]["now"].as_str().unwrap().ends_with('Z'),
@@ -932,6 +942,98 @@ async fn expired_tokens_are_listed_as_inactive() {
         .unwrap();
     assert!(record.active && record.revoked_at.is_none(), "{record:?}");
     store.pool().close().await;
+}
+
+/// A token that expires creates tokens that expire no later than it (its expiry when none
+/// is asked for; a later one is a 422 naming the latest allowed), and revoking it revokes
+/// them, and the tokens they created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_tokens_never_outlive_their_creator() {
+    let db = TempDb::new("delegation");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let tokens = env_tokens(environment());
+    let create = |bearer: String, body: Value| {
+        let server = &server;
+        let tokens = &tokens;
+        async move {
+            server
+                .call("POST", tokens)
+                .bearer(&bearer)
+                .json(&body)
+                .send()
+                .await
+        }
+    };
+    let in_an_hour = (chrono::Utc::now() + chrono::TimeDelta::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let parent = create(
+        admin.raw.clone(),
+        json!({ "note": "for an hour", "scopes": [READ, WRITE], "expiresAt": in_an_hour }),
+    )
+    .await
+    .expect(201)
+    .json();
+    let parent_raw = parent["token"]["rawToken"].as_str().unwrap().to_owned();
+    let parent_id = parent["token"]["id"].as_str().unwrap().to_owned();
+
+    // No expiry asked: the creator's.
+    let child = create(
+        parent_raw.clone(),
+        json!({ "note": "child", "scopes": [READ, WRITE] }),
+    )
+    .await
+    .expect(201)
+    .json();
+    assert_eq!(child["token"]["expiresAt"], json!(in_an_hour), "{child}");
+    assert_eq!(child["token"]["createdByTokenId"], json!(parent_id));
+    let child_raw = child["token"]["rawToken"].as_str().unwrap().to_owned();
+
+    // A later expiry: refused, naming the latest allowed.
+    for later in ["9999-01-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
+        let reply = create(
+            parent_raw.clone(),
+            json!({ "note": "longer", "expiresAt": later }),
+        )
+        .await;
+        let body = assert_unprocessable(reply, "invalid_expires_at");
+        assert_eq!(body["payload"]["latest"], json!(in_an_hour), "{body}");
+        assert_eq!(body["payload"]["expiresAt"], json!(later), "{body}");
+    }
+    // A grandchild, through the child.
+    let grandchild = create(child_raw.clone(), json!({ "note": "grandchild" }))
+        .await
+        .expect(201)
+        .json();
+    let grandchild_raw = grandchild["token"]["rawToken"].as_str().unwrap().to_owned();
+
+    // Revoking the parent revokes both.
+    server
+        .call("DELETE", &format!("{tokens}/{parent_id}"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    for raw in [&parent_raw, &child_raw, &grandchild_raw] {
+        assert_unauthorized(
+            server
+                .call("GET", "/api/v0/tokens/me")
+                .bearer(raw)
+                .send()
+                .await,
+        );
+    }
+    // The admin token, which created the parent, is untouched.
+    server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200);
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
