@@ -104,6 +104,7 @@ pub(crate) fn router(issuer: Issuer) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::serve::headers_fit))
         .layer(axum::middleware::from_fn(crate::logging::log_request))
         .with_state(state)
 }
@@ -285,8 +286,9 @@ async fn list_user_tokens(
 
 /// Delete (revoke) one of the calling dashboard user's tokens
 ///
-/// From the moment this returns the token is refused. Deleting a revoked token again
-/// succeeds; another user's token, or one of another environment, is not found.
+/// From the moment this returns the token is refused, and so is every token it created,
+/// directly or not. Deleting a revoked token again succeeds; another user's token, or one
+/// of another environment, is not found.
 #[utoipa::path(
     delete,
     path = "/user/tokens/{tokenId}",
@@ -376,8 +378,8 @@ async fn list_environment_tokens(
 
 /// Delete (revoke) a token of an environment
 ///
-/// From the moment this returns the token is refused. Deleting a revoked token again
-/// succeeds.
+/// From the moment this returns the token is refused, and so is every token it created,
+/// directly or not. Deleting a revoked token again succeeds.
 #[utoipa::path(
     delete,
     path = "/environments/{environmentId}/tokens/{tokenId}",

@@ -318,7 +318,12 @@ fn shared_responses() -> Value {
             "content": error,
         },
         "HeadersTooLarge": {
-            "description": "The request's headers are too large: answered by the HTTP layer, without a body",
+            "description": format!(
+                "The request's headers are larger than {} KiB or more than {} fields. Past the HTTP layer's own bounds (a request head over 128 KiB, over 200 fields) the connection is answered 431 without a body and closed",
+                crate::serve::MAX_HEADER_BYTES / 1024,
+                crate::serve::MAX_HEADERS
+            ),
+            "content": error,
         },
         "Unavailable": {
             "description": "The token store is unavailable (e.g. the database cannot be reached): retry after the number of seconds in `Retry-After`",

@@ -26,6 +26,18 @@ use tower_service::Service as _;
 /// the runtime's own, and the database pool (a SQLite connection holds three).
 const RESERVED_FILES: u64 = 64;
 
+/// The most bytes of request target and header fields (names and values) a request may
+/// carry: more is a 431 with the JSON error body ([`headers_fit`]).
+pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The most header fields a request may carry, likewise.
+pub(crate) const MAX_HEADERS: usize = 100;
+/// hyper's own limits, set well above ours so that it is the server, not hyper, that
+/// answers an oversized request, with a body: hyper answers 431 without one, and only
+/// past these (a head over 128 KiB, over 200 fields), which also bound what a
+/// connection buffers.
+const HYPER_MAX_BUF: usize = 128 * 1024;
+const HYPER_MAX_HEADERS: usize = 200;
+
 /// What a client answered over the cap reads before the connection closes.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
@@ -189,6 +201,8 @@ async fn connection(
     // The watchdog keeps the time instead: hyper's header timeout would cover idling too.
     let connection = http1::Builder::new()
         .header_read_timeout(None)
+        .max_buf_size(HYPER_MAX_BUF)
+        .max_headers(HYPER_MAX_HEADERS)
         .serve_connection(io, service);
     tokio::pin!(connection);
     let watchdog = stall::stalled(&activity, timeouts);
@@ -237,4 +251,30 @@ async fn handle(
     let response = app.call(request).await;
     activity.enter(Phase::Idle);
     response
+}
+
+/// Middleware: a request whose headers are larger than [`MAX_HEADER_BYTES`] or more than
+/// [`MAX_HEADERS`] fields is answered 431 with the JSON error body, and logged, before
+/// anything reads it.
+pub(crate) async fn headers_fit(request: Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let bytes = request.uri().to_string().len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum::<usize>();
+    if bytes > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+        use axum::response::IntoResponse as _;
+        return crate::problem::Problem::new(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request's headers are too large: at most {} KiB and {MAX_HEADERS} fields; send fewer or smaller headers (cookies, for instance)",
+                MAX_HEADER_BYTES / 1024
+            ),
+        )
+        .logged()
+        .into_response();
+    }
+    next.run(request).await
 }

@@ -624,6 +624,42 @@ async fn a_body_not_json_is_a_415_and_one_too_large_a_413() {
     f.finish(3).await;
 }
 
+/// 431 with the JSON error body for headers over 32 KiB or over 100 fields, before the
+/// token is even read; smaller ones pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_a_431_with_a_json_body() {
+    let f = ErrorFixture::start("errors_431").await;
+    let (server, admin) = (&f.server, &f.admin);
+    let big = server
+        .call("GET", &f.tokens)
+        .bearer(&admin.raw)
+        .header("cookie", "c".repeat(40 * 1024))
+        .send()
+        .await
+        .expect(431);
+    assert_eq!(big.header("content-type"), Some("application/json"));
+    assert_eq!(keys(&big.json()), set(&["error"]));
+    assert!(big.json()["error"].as_str().unwrap().contains("32 KiB"));
+    let mut many = server.call("GET", &f.tokens).bearer(&admin.raw);
+    for i in 0..120 {
+        many = many.header(&format!("x-field-{i}"), "1");
+    }
+    let many = many.send().await.expect(431);
+    assert_eq!(keys(&many.json()), set(&["error"]));
+    // Within the bounds: served.
+    let mut fine = server
+        .call("GET", &f.tokens)
+        .bearer(&admin.raw)
+        .header("cookie", "c".repeat(30 * 1024));
+    for i in 0..90 {
+        fine = fine.header(&format!("x-field-{i}"), "1");
+    }
+    fine.send().await.expect(200);
+    let logs = server.logs();
+    assert!(logs.contains("headers_too_large"), "{logs}");
+    f.finish(3).await;
+}
+
 /// 422: scopes not in the catalog, not held, not scopes at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_scopes_are_a_422() {
