@@ -1,10 +1,16 @@
 """schemathesis hooks for .ci/schemathesis.
 
+The run authenticates with one token, whose id schemathesis sees in answers and reuses:
+a DELETE of it would revoke it (and every token it created), and every later request would
+be a 401. Such a DELETE goes to a never-issued id instead (a 404, as for any other).
+
 `expiresAt` must be in the future, which JSON Schema cannot say (the document says it in
 words, and a past instant is refused with 422 invalid_expires_at): generate date-times
-from tomorrow to the year 9999, so that schema-valid requests are valid requests.
+from tomorrow to the year 9999, and move a past one that schemathesis reuses from an
+answer (a `createdAt`, say) to tomorrow, so that schema-valid requests are valid requests.
 """
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
@@ -18,3 +24,32 @@ schemathesis.openapi.format(
         lambda at: at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     ),
 )
+
+_OWN_TOKEN_ID = os.environ.get("APITOKEN_SCHEMATHESIS_TOKEN_ID", "").lower()
+_NEVER_ISSUED = "00000000-0000-7000-8000-000000000000"
+
+
+def _in_the_past(value):
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return False
+    if at.tzinfo is None:
+        return False
+    return at <= datetime.now(timezone.utc) + timedelta(minutes=1)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    body = case.body
+    if isinstance(body, dict) and _in_the_past(body.get("expiresAt")):
+        body["expiresAt"] = _TOMORROW.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    parameters = case.path_parameters or {}
+    token_id = parameters.get("tokenId")
+    if (
+        case.method.upper() == "DELETE"
+        and isinstance(token_id, str)
+        and _OWN_TOKEN_ID
+        and token_id.lower() == _OWN_TOKEN_ID
+    ):
+        parameters["tokenId"] = _NEVER_ISSUED
