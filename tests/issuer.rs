@@ -4,7 +4,8 @@ use apitoken::StoreError;
 use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
     Caller, Clock, Creator, EnvironmentId, Error, HashKey, IssueRequest, ManualClock, MemoryStore,
-    Note, PageRequest, Scope, ScopeCatalog, Scopes, Token, TokenIssuer, TokenStore, UserId,
+    Note, PageRequest, Principal, Scope, ScopeCatalog, Scopes, Token, TokenIssuer, TokenStore,
+    UserId,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
@@ -65,6 +66,17 @@ fn setup_with(
 
 fn setup() -> Setup {
     setup_with(|b| b)
+}
+
+/// Issues a token for Alice in environment 1 and authenticates it: a token caller.
+async fn issue_caller(s: &Setup, request: IssueRequest) -> (apitoken::IssuedToken, Principal) {
+    let issued = s.issuer.issue(env(1), alice(), request).await.unwrap();
+    let principal = s
+        .issuer
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    (issued, principal)
 }
 
 #[tokio::test]
@@ -295,20 +307,8 @@ async fn delegated_tokens_expire_no_later_than_their_creator() {
     let s = setup();
     let end = start() + TimeDelta::hours(1);
     let write = [Scope::ENVIRONMENT_API_TOKENS_WRITE];
-    let parent = s
-        .issuer
-        .issue(
-            env(1),
-            alice(),
-            request("parent", write.clone()).expires_at(end),
-        )
-        .await
-        .unwrap();
-    let principal = s
-        .issuer
-        .authenticate(parent.raw.expose_secret())
-        .await
-        .unwrap();
+    let (parent, principal) =
+        issue_caller(&s, request("parent", write.clone()).expires_at(end)).await;
     let child = s
         .issuer
         .issue(env(1), &principal, request("child", write.clone()))
@@ -356,16 +356,7 @@ async fn delegated_tokens_expire_no_later_than_their_creator() {
     assert_eq!(s.store.inner.len(), stored, "nothing stored on refusal");
 
     // A creator that never expires bounds nothing.
-    let forever = s
-        .issuer
-        .issue(env(1), alice(), request("forever", write))
-        .await
-        .unwrap();
-    let principal = s
-        .issuer
-        .authenticate(forever.raw.expose_secret())
-        .await
-        .unwrap();
+    let (_, principal) = issue_caller(&s, request("forever", write)).await;
     let far = start() + TimeDelta::days(3650);
     let child = s
         .issuer
@@ -380,16 +371,7 @@ async fn delegated_tokens_expire_no_later_than_their_creator() {
 #[tokio::test]
 async fn a_creator_revoked_meanwhile_creates_nothing() {
     let s = setup();
-    let parent = s
-        .issuer
-        .issue(env(1), alice(), request("parent", []))
-        .await
-        .unwrap();
-    let principal = s
-        .issuer
-        .authenticate(parent.raw.expose_secret())
-        .await
-        .unwrap();
+    let (parent, principal) = issue_caller(&s, request("parent", [])).await;
     s.issuer.revoke(env(1), parent.token.id).await.unwrap();
     let stored = s.store.inner.len();
     let err = s
@@ -411,16 +393,7 @@ async fn a_creator_revoked_meanwhile_creates_nothing() {
 async fn rotating_a_delegated_token_keeps_its_end() {
     let s = setup();
     let end = start() + TimeDelta::hours(1);
-    let parent = s
-        .issuer
-        .issue(env(1), alice(), request("parent", []).expires_at(end))
-        .await
-        .unwrap();
-    let principal = s
-        .issuer
-        .authenticate(parent.raw.expose_secret())
-        .await
-        .unwrap();
+    let (parent, principal) = issue_caller(&s, request("parent", []).expires_at(end)).await;
     let child = s
         .issuer
         .issue(env(1), &principal, request("child", []))

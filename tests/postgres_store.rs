@@ -1102,8 +1102,8 @@ async fn tls_connections_are_encrypted_and_verified() {
     .await;
 }
 
-/// `open_store` opens PostgreSQL from its URL, and the builder's checked step binds the
-/// hash key there: an issuer with another key is refused, one with the same key serves.
+/// `open_store` opens PostgreSQL from its URL, bound to the hash key by the builder's
+/// checked step.
 #[tokio::test]
 async fn a_postgres_url_opens_a_store_that_prepare_binds_to_the_key() {
     in_schema("postgres_url_prepare", |schema| async move {
@@ -1112,45 +1112,7 @@ async fn a_postgres_url_opens_a_store_that_prepare_binds_to_the_key() {
             "{}{separator}options=-c%20search_path%3D{}",
             schema.url, schema.name
         );
-        let key = HashKey::from_bytes([7; 32]);
-        let issuer = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
-            .hash_key(key.clone())
-            .prepare()
-            .await
-            .unwrap();
-        let issued = issuer
-            .issue(
-                apitoken::EnvironmentId::from_uuid(Uuid::from_u128(1)),
-                alice(),
-                request("by url"),
-            )
-            .await
-            .unwrap();
-        issuer.store().close().await;
-
-        let refused = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
-            .prepare()
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                refused,
-                Error::Store(StoreError::HashKeyMismatch { stored, given: KeyFingerprint::Unkeyed })
-                    if stored == key.fingerprint()
-            ),
-            "{refused:?}"
-        );
-        let again = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
-            .hash_key(key)
-            .prepare()
-            .await
-            .unwrap();
-        let who = again
-            .authenticate(issued.raw.expose_secret())
-            .await
-            .unwrap();
-        assert_eq!(who.token_id(), issued.token.id);
-        again.store().close().await;
+        support::a_url_opens_a_store_bound_to_the_key(&url).await;
     })
     .await;
 }

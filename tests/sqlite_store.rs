@@ -6,8 +6,8 @@ mod support;
 
 use apitoken::conformance::{self, base_time, new_environment, sample_token};
 use apitoken::{
-    CachedStore, Creator, EnvironmentId, Error, HashKey, IssueRequest, KeyFingerprint, Note,
-    SqliteStore, StoreError, TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
+    Creator, EnvironmentId, Error, IssueRequest, KeyFingerprint, Note, SqliteStore, StoreError,
+    TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
@@ -531,43 +531,11 @@ async fn dropping_the_store_ends_its_flush_task() {
         .expect("a connection outlived the store");
 }
 
-/// `open_store` opens SQLite from its URL, and the builder's checked step binds the hash
-/// key, through a `CachedStore` too: an issuer with another key is refused.
+/// `open_store` opens SQLite from its URL (the file it names), bound to the hash key by
+/// the builder's checked step.
 #[tokio::test]
 async fn a_sqlite_url_opens_a_store_that_prepare_binds_to_the_key() {
     let db = TempDb::new("apitoken_url");
-    let url = format!("sqlite://{}", db.path.display());
-    let key = HashKey::from_bytes([9; 32]);
-    let issuer = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
-        .hash_key(key.clone())
-        .prepare()
-        .await
-        .unwrap();
-    let issued = issuer
-        .issue(new_environment(), alice(), request("by url"))
-        .await
-        .unwrap();
-    issuer.store().close().await;
+    support::a_url_opens_a_store_bound_to_the_key(&format!("sqlite://{}", db.path.display())).await;
     assert!(db.path.exists(), "the URL names the file");
-
-    let cached = CachedStore::new(apitoken::open_store(&url).await.unwrap());
-    let refused = TokenIssuer::builder(cached).prepare().await.unwrap_err();
-    match &refused {
-        Error::Store(StoreError::HashKeyMismatch { stored, given }) => {
-            assert_eq!(*stored, key.fingerprint());
-            assert_eq!(*given, KeyFingerprint::Unkeyed);
-        }
-        other => panic!("expected HashKeyMismatch, got {other:?}"),
-    }
-    let again = TokenIssuer::builder(apitoken::open_store(&url).await.unwrap())
-        .hash_key(key)
-        .prepare()
-        .await
-        .unwrap();
-    let who = again
-        .authenticate(issued.raw.expose_secret())
-        .await
-        .unwrap();
-    assert_eq!(who.token_id(), issued.token.id);
-    again.store().close().await;
 }

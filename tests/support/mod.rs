@@ -249,3 +249,41 @@ pub(crate) async fn rotates_once<S: TokenStore>(
     assert_eq!(page.tokens.len(), 2);
     new.token.id
 }
+
+/// `open_store(url)` opens a store the builder's checked step binds to the hash key: an
+/// issuer with the key issues, one without it is refused (through a `CachedStore` too,
+/// which passes the step on), one with it again finds the token.
+pub(crate) async fn a_url_opens_a_store_bound_to_the_key(url: &str) {
+    use apitoken::{CachedStore, Creator, HashKey, IssueRequest, KeyFingerprint, Note, UserId};
+    let key = HashKey::from_bytes([9; 32]);
+    let issuer = TokenIssuer::builder(apitoken::open_store(url).await.unwrap())
+        .hash_key(key.clone())
+        .prepare()
+        .await
+        .unwrap();
+    let environment = EnvironmentId::from_uuid(uuid::Uuid::from_u128(rand::random()));
+    let alice = Creator::new(UserId::from_uuid(uuid::Uuid::from_u128(0xa11ce)));
+    let request = IssueRequest::new(Note::new("by url").unwrap());
+    let issued = issuer.issue(environment, alice, request).await.unwrap();
+    issuer.store().close().await;
+
+    let cached = CachedStore::new(apitoken::open_store(url).await.unwrap());
+    match TokenIssuer::builder(cached).prepare().await {
+        Err(Error::Store(StoreError::HashKeyMismatch { stored, given })) => {
+            assert_eq!(stored, key.fingerprint());
+            assert_eq!(given, KeyFingerprint::Unkeyed);
+        }
+        other => panic!("expected HashKeyMismatch, got {other:?}"),
+    }
+    let again = TokenIssuer::builder(apitoken::open_store(url).await.unwrap())
+        .hash_key(key)
+        .prepare()
+        .await
+        .unwrap();
+    let who = again
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(who.token_id(), issued.token.id);
+    again.store().close().await;
+}
