@@ -49,12 +49,9 @@ impl HashKey {
             });
         }
         let mut bytes = [0u8; 32];
-        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
-            let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
-                bytes.zeroize();
-                return Err(HashKeyError::NotHex);
-            };
-            bytes[i] = hi << 4 | lo;
+        if !decode_hex(hex.as_bytes(), &mut bytes) {
+            bytes.zeroize();
+            return Err(HashKeyError::NotHex);
         }
         Ok(HashKey(bytes))
     }
@@ -85,6 +82,18 @@ impl fmt::Debug for HashKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "HashKey({})", self.fingerprint())
     }
+}
+
+/// Writes the bytes `hex` spells (two digits each) into `out`; false, with `out` partly
+/// written, when a digit is not hexadecimal. `hex` is twice as long as `out`.
+fn decode_hex(hex: &[u8], out: &mut [u8]) -> bool {
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
+            return false;
+        };
+        *byte = hi << 4 | lo;
+    }
+    true
 }
 
 fn hex_value(c: u8) -> Option<u8> {
@@ -177,15 +186,9 @@ impl core::str::FromStr for KeyFingerprint {
         }
         let invalid = || InvalidFingerprint(text.chars().take(40).collect());
         let hex = text.strip_prefix("key:").ok_or_else(invalid)?.as_bytes();
-        if hex.len() != 16 {
-            return Err(invalid());
-        }
         let mut bytes = [0u8; 8];
-        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
-            let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
-                return Err(invalid());
-            };
-            *byte = hi << 4 | lo;
+        if hex.len() != 16 || !decode_hex(hex, &mut bytes) {
+            return Err(invalid());
         }
         Ok(KeyFingerprint::Keyed(bytes))
     }

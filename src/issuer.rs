@@ -35,6 +35,14 @@ impl Caller {
             Caller::Token(principal) => principal.created_by(),
         }
     }
+
+    /// The calling token, when a token delegates.
+    fn token(&self) -> Option<&Principal> {
+        match self {
+            Caller::User(_) => None,
+            Caller::Token(principal) => Some(principal),
+        }
+    }
 }
 
 impl From<Creator> for Caller {
@@ -276,18 +284,14 @@ impl<S: TokenStore> TokenIssuer<S> {
     ) -> Result<IssuedToken, Error> {
         let caller = caller.into();
         let now = self.now();
-        let creator_token = match &caller {
-            Caller::Token(principal) => Some(principal.token_id()),
-            Caller::User(_) => None,
-        };
+        let creator_token = caller.token().map(Principal::token_id);
         // A delegated token lives no longer than its creator: without an expiry it takes
         // the creator's.
-        let inherited = match &caller {
-            Caller::Token(principal) if request.expires_at.is_none() => principal.expires_at(),
-            _ => None,
-        };
+        let expires_at = request
+            .expires_at
+            .or_else(|| caller.token().and_then(Principal::expires_at));
         let request = IssueRequest {
-            expires_at: request.expires_at.or(inherited).map(whole_micros),
+            expires_at: expires_at.map(whole_micros),
             ..request
         };
         self.check_request(environment, &caller, &request, now)?;
@@ -333,10 +337,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         if !unknown.is_empty() || !not_held.is_empty() {
             return Err(Error::InvalidScopes { unknown, not_held });
         }
-        let latest = match caller {
-            Caller::Token(principal) => principal.expires_at(),
-            Caller::User(_) => None,
-        };
+        let latest = caller.token().and_then(Principal::expires_at);
         if let Some(expires_at) = request.expires_at
             && (expires_at <= now || latest.is_some_and(|latest| expires_at > latest))
         {

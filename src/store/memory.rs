@@ -119,7 +119,7 @@ impl Hot {
         }
     }
 
-    fn token(&self, cold: &Cold) -> Token {
+    fn token(&self, cold: &Cold, created_by_token: Option<TokenId>) -> Token {
         Token {
             id: self.id,
             checksum: cold.checksum,
@@ -132,7 +132,7 @@ impl Hot {
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
-            created_by_token: None,
+            created_by_token,
         }
     }
 }
@@ -290,9 +290,8 @@ impl Inner {
 
     fn token_at(&self, at: usize) -> Option<Token> {
         let hot = self.table.get(at)?;
-        let mut token = hot.token(self.cold.get(hot.slot())?);
-        token.created_by_token = self.creator_tokens.get(&hot.slot()).copied();
-        Some(token)
+        let created_by_token = self.creator_tokens.get(&hot.slot()).copied();
+        Some(hot.token(self.cold.get(hot.slot())?, created_by_token))
     }
 
     fn token_in_slot(&self, slot: Slot) -> Option<Token> {
@@ -307,6 +306,7 @@ impl Inner {
             let cold = self.cold.get(slot)?;
             Some(self.table.get(cold.position as usize)?.id)
         };
+        // `seen` holds each slot found as a descendant once, so `found` has no repeats.
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         // (token, whether it is a descendant): a predecessor of the root is walked for its
@@ -331,8 +331,6 @@ impl Inner {
                 }
             }
         }
-        found.sort_unstable();
-        found.dedup();
         found
     }
 

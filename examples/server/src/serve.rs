@@ -258,7 +258,12 @@ async fn handle(
 /// anything reads it.
 pub(crate) async fn headers_fit(request: Request, next: axum::middleware::Next) -> Response {
     let headers = request.headers();
-    let bytes = request.uri().to_string().len()
+    // The request target as sent (origin form): no copy of it is made.
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    let bytes = target
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len())
