@@ -193,8 +193,10 @@ struct Million {
 
 fn million() -> Million {
     let store = Arc::new(MemoryStore::new());
+    // A million tokens in one environment: past the default cap of 100,000.
     let issuer = TokenIssuer::builder(store.clone())
         .last_use_interval(None)
+        .limits(apitoken::Limits::NONE)
         .build();
     let creator = Arc::new(creator());
     let mut live = Vec::with_capacity(MILLION);
@@ -203,7 +205,7 @@ fn million() -> Million {
         live.push(t.raw.expose_secret().to_owned());
     }
     let revoked = ready(issuer.issue(env(), creator.clone(), request())).unwrap();
-    ready(issuer.revoke(env(), revoked.token.id)).unwrap();
+    ready(issuer.revoke(env(), creator.clone(), revoked.token.id)).unwrap();
     let unknown = TokenFormat::dynamic().generate(&mut rand::rng());
     let cached = TokenIssuer::builder(CachedStore::new(store).capacity(2 * MILLION))
         .last_use_interval(None)

@@ -39,8 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         principal.scopes()
     );
 
-    // Revoke: from now on the token is refused.
-    issuer.revoke(environment, issued.token.id).await?;
+    // Revoke (here the token revokes itself): from now on it is refused.
+    issuer
+        .revoke(environment, &principal, issued.token.id)
+        .await?;
     match issuer.authenticate_header(&header).await {
         Ok(_) => return Err("a revoked token authenticated".into()),
         Err(e) => eprintln!(

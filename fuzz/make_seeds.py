@@ -231,15 +231,23 @@ def scan_redact() -> dict:
 def issuer_state() -> dict:
     """Inputs decoded by `arbitrary` as tests/fuzz_targets/issuer_state.rs does."""
 
-    def setup(fmt, keyed, limit, seed):
-        # limit is stored as `limit % 4 + 1`
-        return struct.pack("<BBBQ", fmt, keyed, limit - 1, seed)
+    def setup(fmt, keyed, limit, seed, cap=0, depth=0, fan_out=0):
+        # limit is stored as `limit % 4 + 1`; cap, depth and fan_out as `n % m`, 0 for none
+        # (cap: 0 or 3 to 17; depth and fan_out: 0 or 1 to 3)
+        cap = 0 if cap == 0 else cap - 2
+        return struct.pack("<BBBQBBB", fmt, keyed, limit - 1, seed, cap, depth, fan_out)
+
+    ops = 10  # variants of `Op`
 
     def variant(k):
-        return struct.pack("<I", k << 29)  # 8 variants: the top 3 bits pick one
+        # `arbitrary` picks variant (x * ops) >> 32 for a u32 x: the smallest such x.
+        return struct.pack("<I", -(-(k << 32) // ops))
 
     def opt_i16(v):
         return b"\x00" if v is None else b"\x01" + struct.pack("<h", v)
+
+    def opt_u8(v):
+        return b"\x00" if v is None else b"\x01" + struct.pack("<B", v)
 
     def issue(env, scopes, expires_in=None):
         return variant(0) + struct.pack("<BH", env, scopes) + opt_i16(expires_in)
@@ -254,17 +262,23 @@ def issuer_state() -> dict:
     def authorize(tok, env, required):
         return variant(3) + struct.pack("<BBH", tok, env, required)
 
-    def revoke(tok, env):
-        return variant(4) + struct.pack("<BB", tok, env)
+    def revoke(tok, env, by=None):
+        return variant(4) + struct.pack("<BB", tok, env) + opt_u8(by)
 
     def revoke_unknown(env, id_):
         return variant(5) + struct.pack("<BQ", env, id_)
 
-    def rotate(tok, env, grace):
-        return variant(6) + struct.pack("<BBH", tok, env, grace)
+    def rotate(tok, env, grace, by=None):
+        return variant(6) + struct.pack("<BBH", tok, env, grace) + opt_u8(by)
 
     def advance(seconds):
         return variant(7) + struct.pack("<h", seconds)
+
+    def get(tok, env, by=None):
+        return variant(8) + struct.pack("<BB", tok, env) + opt_u8(by)
+
+    def purge(older_than):
+        return variant(9) + struct.pack("<H", older_than)
 
     read = 1 << 4  # environment.apiTokens.read
     write = 1 << 5  # environment.apiTokens.write
@@ -344,6 +358,80 @@ def issuer_state() -> dict:
             revoke(0, 0),
             delegate(0, 0, read),
             authorize(1, 0, read),
+        ]
+    )
+    seeds["delegated-authority"] = setup(0, 0, 4, 6) + b"".join(
+        [
+            issue(0, read | write),  # 0: R
+            delegate(0, 0, write),  # 1: K, created by R
+            delegate(1, 0, write),  # 2: G, created by K
+            issue(0, read | write),  # 3: an unrelated admin token
+            revoke(0, 0, 1),  # K revokes R: refused
+            revoke(3, 0, 1),  # K revokes the admin token: refused
+            get(0, 0, 1),
+            rotate(3, 0, 10, 1),
+            revoke(0, 1, 1),  # in another environment
+            get(2, 0, 1),  # its own descendant
+            rotate(2, 0, 0, 1),  # 4: G's successor
+            revoke(4, 0, 1),
+            revoke(1, 0, 1),  # itself
+            revoke(1, 0, 0),  # R, a user's token, acts on all
+        ]
+    )
+    seeds["successor-revoked-in-grace"] = setup(1, 0, 4, 7) + b"".join(
+        [
+            issue(0, read),
+            delegate(0, 0, 0),
+            rotate(0, 0, 600),  # 2: the successor; 0 in its grace period
+            rotate(2, 0, 600),  # 3: and its successor
+            authenticate(0),
+            revoke(3, 0),  # ends the grace of 2 and 0, with 0's child
+            authenticate(0),
+            authenticate(1),
+            revoke(3, 0),  # again: nothing more
+        ]
+    )
+    # Issue 17: a delegated token rotated with no grace, its creator then revoked;
+    # rotating it again is refused as rotated, not as not live.
+    seeds["rotated-after-creator-revoked"] = setup(0, 0, 4, 8) + b"".join(
+        [
+            issue(0, write, 3600),
+            delegate(0, 0, write),
+            rotate(1, 0, 0),
+            revoke(0, 0),
+            rotate(1, 0, 60),
+            rotate(2, 0, 60),
+        ]
+    )
+    seeds["limits"] = setup(0, 0, 4, 9, cap=4, depth=1, fan_out=2) + b"".join(
+        [
+            issue(0, read | write),
+            delegate(0, 0, read),
+            delegate(1, 0, read),  # too deep
+            delegate(0, 0, read),
+            delegate(0, 0, read),  # a third live token of one creator
+            revoke(1, 0),
+            delegate(0, 0, read),
+            issue(0, read),  # past the cap
+            rotate(0, 0, 10),  # a rotation adds a token too
+            issue(1, read),
+        ]
+    )
+    seeds["purge"] = setup(2, 1, 4, 10) + b"".join(
+        [
+            issue(0, read | write, 10),
+            delegate(0, 0, read),
+            issue(0, read),
+            issue(1, read),
+            revoke(2, 0),
+            advance(100),
+            purge(50),
+            authenticate(0),
+            rotate(3, 1, 5),
+            advance(30),
+            purge(0),
+            issue(0, read),
+            purge(65535),
         ]
     )
     seeds["typos"] = setup(0, 0, 4, 5) + b"".join(

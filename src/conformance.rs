@@ -57,7 +57,9 @@ use crate::model::{
 use crate::note::Note;
 use crate::scope::{REFERENCE_SCOPES, Scope, Scopes};
 use crate::store::memory::MemoryStore;
-use crate::store::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
+use crate::store::{
+    Cursor, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore, UniqueKey,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use core::fmt;
@@ -72,10 +74,13 @@ use uuid::Uuid;
 
 /// Runs every check, one rule of the [`TokenStore`] contract each: insert and look-ups,
 /// unknown ids and hashes, duplicates, environment scoping, field fidelity, revocation
-/// (idempotent, linearizable), the live limit (also under concurrent inserts), concurrent
-/// duplicate inserts, paging, rotation (all-or-nothing, once per token, within the live
-/// limit), last use never moving backwards, and what the issuer returns matching what
-/// the store keeps. A failure panics with a message naming the broken rule.
+/// (idempotent, linearizable, cascading to descendants and to predecessors in their grace
+/// period), the limits (live tokens, tokens per environment, delegation depth and
+/// breadth, also under concurrent inserts), concurrent duplicate inserts, paging and its
+/// filters, rotation (all-or-nothing, once per token, within the limits), lineage
+/// (`descends_from`), purging, last use never moving backwards, and what the issuer
+/// returns matching what the store keeps. A failure panics with a message naming the
+/// broken rule.
 pub async fn run_all(store: &dyn TokenStore) {
     insert_find_and_get(store).await;
     unknown_ids_and_hashes_are_none(store).await;
@@ -96,6 +101,12 @@ pub async fn run_all(store: &dyn TokenStore) {
     revoking_a_token_revokes_what_it_created(store).await;
     a_revoked_creator_creates_nothing(store).await;
     a_rotated_creators_tokens_are_its_successors(store).await;
+    revoking_a_successor_ends_its_predecessors_grace(store).await;
+    descends_from_follows_creators_and_successors(store).await;
+    the_environment_cap_counts_every_token(store).await;
+    delegation_is_bounded_in_depth_and_breadth(store).await;
+    listing_keeps_what_its_filters_say(store).await;
+    purge_deletes_only_what_ended_before_the_cut_off(store).await;
 }
 
 /// A fresh environment no other check uses.
@@ -134,15 +145,19 @@ pub fn sample_token(environment: EnvironmentId, created_at: DateTime<Utc>) -> St
     }
 }
 
-fn limit(n: u32) -> Option<NonZeroU32> {
-    NonZeroU32::new(n)
+/// At most `n` live tokens per environment, and no other bound.
+fn limit(n: u32) -> Limits {
+    Limits {
+        max_live: NonZeroU32::new(n),
+        ..Limits::NONE
+    }
 }
 
 /// Inserted records are found by hash and by (environment, id), unchanged.
 async fn insert_find_and_get(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
-    store.insert(stored.clone(), None).await.unwrap();
+    store.insert(stored.clone(), Limits::NONE).await.unwrap();
     let found = store.find_by_hash(&stored.hash).await.unwrap();
     assert_eq!(
         found.as_ref(),
@@ -184,11 +199,14 @@ async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
 async fn duplicates_are_rejected(store: &dyn TokenStore) {
     let env = new_environment();
     let first = sample_token(env, base_time());
-    store.insert(first.clone(), None).await.unwrap();
+    store.insert(first.clone(), Limits::NONE).await.unwrap();
 
     let mut same_id = sample_token(env, base_time());
     same_id.token.id = first.token.id;
-    let err = store.insert(same_id.clone(), None).await.unwrap_err();
+    let err = store
+        .insert(same_id.clone(), Limits::NONE)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StoreError::Duplicate { key: UniqueKey::Id }),
         "duplicate id: {err:?}"
@@ -200,7 +218,10 @@ async fn duplicates_are_rejected(store: &dyn TokenStore) {
 
     let mut same_hash = sample_token(env, base_time());
     same_hash.hash = first.hash;
-    let err = store.insert(same_hash.clone(), None).await.unwrap_err();
+    let err = store
+        .insert(same_hash.clone(), Limits::NONE)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -225,7 +246,7 @@ async fn duplicates_are_rejected(store: &dyn TokenStore) {
 async fn get_is_scoped_to_environment(store: &dyn TokenStore) {
     let (env, other) = (new_environment(), new_environment());
     let stored = sample_token(env, base_time());
-    store.insert(stored.clone(), None).await.unwrap();
+    store.insert(stored.clone(), Limits::NONE).await.unwrap();
     assert!(store.get(other, stored.token.id).await.unwrap().is_none());
     let err = store
         .revoke(other, stored.token.id, base_time())
@@ -285,7 +306,7 @@ async fn fields_round_trip(store: &dyn TokenStore) {
         });
         stored.token.expires_at = Some(base_time() + TimeDelta::microseconds(86_400_000_001));
         stored.token.last_used_at = Some(base_time() + TimeDelta::microseconds(3));
-        store.insert(stored.clone(), None).await.unwrap();
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
         let back = store.get(env, stored.token.id).await.unwrap().unwrap();
         assert_eq!(back, stored.token, "record {i} round-trips exactly");
         let back = store.find_by_hash(&stored.hash).await.unwrap().unwrap();
@@ -296,7 +317,7 @@ async fn fields_round_trip(store: &dyn TokenStore) {
     }
     let mut bare = sample_token(env, base_time());
     bare.token.scopes = Scopes::empty();
-    store.insert(bare.clone(), None).await.unwrap();
+    store.insert(bare.clone(), Limits::NONE).await.unwrap();
     assert_eq!(
         store.get(env, bare.token.id).await.unwrap().unwrap(),
         bare.token
@@ -308,23 +329,23 @@ async fn fields_round_trip(store: &dyn TokenStore) {
 async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
-    store.insert(stored.clone(), None).await.unwrap();
+    store.insert(stored.clone(), Limits::NONE).await.unwrap();
     let at = base_time() + TimeDelta::microseconds(1_500_001);
     let revoked = store.revoke(env, stored.token.id, at).await.unwrap();
-    assert!(!revoked.active);
-    assert_eq!(revoked.revoked_at, Some(at));
+    assert!(!revoked.token.active);
+    assert_eq!(revoked.token.revoked_at, Some(at));
+    assert!(revoked.cascade.is_empty(), "nothing else was revoked");
     let again = store
         .revoke(env, stored.token.id, at + TimeDelta::hours(1))
         .await
         .unwrap();
     assert_eq!(
-        again.revoked_at,
-        Some(at),
-        "a second revoke keeps the first time"
+        again, revoked,
+        "a second revoke keeps the first time and changes nothing"
     );
     assert_eq!(
         store.get(env, stored.token.id).await.unwrap().unwrap(),
-        revoked
+        revoked.token
     );
     let ghost = sample_token(env, base_time());
     let err = store.revoke(env, ghost.token.id, at).await.unwrap_err();
@@ -339,7 +360,7 @@ async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
 async fn revoked_token_is_never_found_active(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
-    store.insert(stored.clone(), None).await.unwrap();
+    store.insert(stored.clone(), Limits::NONE).await.unwrap();
     // Look-ups racing the revoke may see either state...
     let racing = join_all((0..8).map(|_| store.find_by_hash(&stored.hash)));
     let (revoked, _) = futures_util::join!(store.revoke(env, stored.token.id, base_time()), racing);
@@ -382,9 +403,9 @@ async fn live_limit_is_enforced(store: &dyn TokenStore) {
         .unwrap();
     let mut expired = sample_token(env, base_time());
     expired.token.expires_at = Some(now);
-    store.insert(expired, None).await.unwrap();
+    store.insert(expired, Limits::NONE).await.unwrap();
     let revoked = sample_token(env, base_time());
-    store.insert(revoked.clone(), None).await.unwrap();
+    store.insert(revoked.clone(), Limits::NONE).await.unwrap();
     store
         .revoke(env, revoked.token.id, base_time())
         .await
@@ -446,7 +467,7 @@ async fn concurrent_duplicate_inserts_accept_one(store: &dyn TokenStore) {
             t
         })
         .collect();
-    let results = join_all(copies.iter().map(|t| store.insert(t.clone(), None))).await;
+    let results = join_all(copies.iter().map(|t| store.insert(t.clone(), Limits::NONE))).await;
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),
         1,
@@ -474,7 +495,7 @@ async fn concurrent_duplicate_inserts_accept_one(store: &dyn TokenStore) {
 async fn list_visits_every_token_once_in_creation_order(store: &dyn TokenStore) {
     let (env, other) = (new_environment(), new_environment());
     store
-        .insert(sample_token(other, base_time()), None)
+        .insert(sample_token(other, base_time()), Limits::NONE)
         .await
         .unwrap();
     let mut inserted = Vec::new();
@@ -483,7 +504,7 @@ async fn list_visits_every_token_once_in_creation_order(store: &dyn TokenStore) 
         9i64, 3, 7, 0, 12, 5, 5, 5, 1, 11, 2, 8, 6, 4, 10, 13, 0, 13, 3, 9, 1, 6, 2,
     ] {
         let t = sample_token(env, base_time() + TimeDelta::microseconds(i * 1_000_001));
-        store.insert(t.clone(), None).await.unwrap();
+        store.insert(t.clone(), Limits::NONE).await.unwrap();
         inserted.push(t.token);
     }
     let mut expected: Vec<Cursor> = inserted.iter().map(Cursor::after).collect();
@@ -561,7 +582,7 @@ async fn revoking_a_token_revokes_what_it_created(store: &dyn TokenStore) {
     expired.token.expires_at = Some(t0 + TimeDelta::seconds(4));
     let unrelated = sample_token(env, t0 + TimeDelta::seconds(5));
     for stored in [&a, &b, &c, &expired, &unrelated] {
-        store.insert(stored.clone(), None).await.unwrap();
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
     }
     let found = store.get(env, c.token.id).await.unwrap().unwrap();
     assert_eq!(
@@ -581,7 +602,18 @@ async fn revoking_a_token_revokes_what_it_created(store: &dyn TokenStore) {
 
     let at = t0 + TimeDelta::minutes(1);
     let revoked = store.revoke(env, a.token.id, at).await.unwrap();
-    assert_eq!(revoked.id, a.token.id, "revoke returns the token revoked");
+    assert_eq!(
+        revoked.token.id, a.token.id,
+        "revoke returns the token revoked"
+    );
+    let mut cascade = revoked.cascade.clone();
+    cascade.sort();
+    let mut expected = vec![b.token.id, c.token.id];
+    expected.sort();
+    assert_eq!(
+        cascade, expected,
+        "the cascade names the live descendants, not the expired one nor the unrelated one"
+    );
     assert_revoked(store, &a, Some(at), "the revoked token").await;
     assert_revoked(store, &b, Some(at), "a token it created").await;
     assert_revoked(store, &c, Some(at), "a token created by a token it created").await;
@@ -594,7 +626,7 @@ async fn revoking_a_token_revokes_what_it_created(store: &dyn TokenStore) {
     let one = delegated_token(env, parent.token.id, t0 + TimeDelta::seconds(1));
     let two = delegated_token(env, parent.token.id, t0 + TimeDelta::seconds(2));
     for stored in [&parent, &one, &two] {
-        store.insert(stored.clone(), None).await.unwrap();
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
     }
     store.revoke(env, one.token.id, at).await.unwrap();
     assert_revoked(store, &one, Some(at), "the revoked child").await;
@@ -610,8 +642,8 @@ async fn a_revoked_creator_creates_nothing(store: &dyn TokenStore) {
     let creator = sample_token(env, t0);
     let mut expiring = sample_token(env, t0);
     expiring.token.expires_at = Some(t0 + TimeDelta::seconds(10));
-    store.insert(creator.clone(), None).await.unwrap();
-    store.insert(expiring.clone(), None).await.unwrap();
+    store.insert(creator.clone(), Limits::NONE).await.unwrap();
+    store.insert(expiring.clone(), Limits::NONE).await.unwrap();
     store
         .revoke(env, creator.token.id, t0 + TimeDelta::seconds(1))
         .await
@@ -623,7 +655,7 @@ async fn a_revoked_creator_creates_nothing(store: &dyn TokenStore) {
         (unknown, "unknown"),
     ] {
         let child = delegated_token(env, parent, t0 + TimeDelta::seconds(20));
-        let err = store.insert(child.clone(), None).await.unwrap_err();
+        let err = store.insert(child.clone(), Limits::NONE).await.unwrap_err();
         assert!(
             matches!(err, StoreError::NotLive { id } if id == parent),
             "a child of a {what} creator: {err:?}"
@@ -640,22 +672,23 @@ async fn a_revoked_creator_creates_nothing(store: &dyn TokenStore) {
         t0 + TimeDelta::seconds(1),
     );
     assert!(matches!(
-        store.insert(elsewhere, None).await,
+        store.insert(elsewhere, Limits::NONE).await,
         Err(StoreError::NotLive { .. })
     ));
 }
 
 /// A token created by a rotated predecessor counts as created by its successor:
-/// revoking the successor revokes it, while the predecessor itself, in its grace period,
-/// is not revoked. A delegated token whose creator was rotated away rotates as usual, and
-/// its successor is revoked with the creator's successor.
+/// revoking the successor revokes it, and the predecessor itself, in its grace period, is
+/// revoked too (the old secret is often the one that leaked). A delegated token whose
+/// creator was rotated away rotates as usual, and its successor is revoked with the
+/// creator's successor.
 async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
     let env = new_environment();
     let t0 = base_time();
     let old = sample_token(env, t0);
-    store.insert(old.clone(), None).await.unwrap();
+    store.insert(old.clone(), Limits::NONE).await.unwrap();
     let before = delegated_token(env, old.token.id, t0 + TimeDelta::seconds(1));
-    store.insert(before.clone(), None).await.unwrap();
+    store.insert(before.clone(), Limits::NONE).await.unwrap();
 
     let rotated_at = t0 + TimeDelta::seconds(2);
     let new = sample_token(env, rotated_at);
@@ -665,13 +698,16 @@ async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
             predecessor: old.token.id,
             predecessor_expires_at: rotated_at + TimeDelta::minutes(10),
             successor: new.clone(),
-            max_live: None,
+            limits: Limits::NONE,
         })
         .await
         .unwrap();
     // The predecessor is live in its grace period, so it may still create tokens.
     let during_grace = delegated_token(env, old.token.id, rotated_at + TimeDelta::seconds(1));
-    store.insert(during_grace.clone(), None).await.unwrap();
+    store
+        .insert(during_grace.clone(), Limits::NONE)
+        .await
+        .unwrap();
 
     // A child of the predecessor is rotated: its successor keeps the creator.
     let child_rotated_at = rotated_at + TimeDelta::seconds(2);
@@ -682,13 +718,13 @@ async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
             predecessor: during_grace.token.id,
             predecessor_expires_at: child_rotated_at,
             successor: child_successor.clone(),
-            max_live: None,
+            limits: Limits::NONE,
         })
         .await
         .unwrap();
 
     let at = rotated_at + TimeDelta::minutes(1);
-    store.revoke(env, new.token.id, at).await.unwrap();
+    let revoked = store.revoke(env, new.token.id, at).await.unwrap();
     assert_revoked(store, &new, Some(at), "the successor").await;
     assert_revoked(
         store,
@@ -704,7 +740,13 @@ async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
         "a delegated token's successor",
     )
     .await;
-    assert_revoked(store, &old, None, "the predecessor in its grace period").await;
+    assert_revoked(
+        store,
+        &old,
+        Some(at),
+        "the predecessor in its grace period, which revoking its successor ends",
+    )
+    .await;
     assert_revoked(
         store,
         &during_grace,
@@ -712,6 +754,556 @@ async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
         "a rotated-away child, expired when the creator was revoked",
     )
     .await;
+    let mut cascade = revoked.cascade;
+    cascade.sort();
+    let mut expected = vec![old.token.id, before.token.id, child_successor.token.id];
+    expected.sort();
+    assert_eq!(
+        cascade, expected,
+        "the cascade names what it revoked, and nothing that had expired"
+    );
+}
+
+/// Revoking a token ends the grace period of every predecessor still in it, through a
+/// chain of rotations, in the same step; a predecessor whose grace period is over keeps
+/// its facts. Revoking a predecessor leaves its successor alone.
+async fn revoking_a_successor_ends_its_predecessors_grace(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = base_time();
+    let rotate = |predecessor: TokenId, successor: &StoredToken, grace_end| Rotation {
+        environment: env,
+        predecessor,
+        predecessor_expires_at: grace_end,
+        successor: successor.clone(),
+        limits: Limits::NONE,
+    };
+    // first -> second -> third, each rotation with a day of grace; `over` rotated to
+    // `after_over` with a grace period that is over by the revocation.
+    let first = sample_token(env, t0);
+    store.insert(first.clone(), Limits::NONE).await.unwrap();
+    let second = sample_token(env, t0 + TimeDelta::hours(1));
+    store
+        .rotate(rotate(first.token.id, &second, t0 + TimeDelta::days(1)))
+        .await
+        .unwrap();
+    let third = sample_token(env, t0 + TimeDelta::hours(2));
+    store
+        .rotate(rotate(second.token.id, &third, t0 + TimeDelta::days(1)))
+        .await
+        .unwrap();
+    let over = sample_token(env, t0);
+    store.insert(over.clone(), Limits::NONE).await.unwrap();
+    let after_over = sample_token(env, t0 + TimeDelta::minutes(1));
+    store
+        .rotate(rotate(
+            over.token.id,
+            &after_over,
+            t0 + TimeDelta::minutes(2),
+        ))
+        .await
+        .unwrap();
+
+    // Revoking a predecessor leaves its successor working.
+    let at = t0 + TimeDelta::hours(3);
+    let revoked = store.revoke(env, over.token.id, at).await.unwrap();
+    assert!(
+        revoked.cascade.is_empty(),
+        "a predecessor takes nothing with it"
+    );
+    assert_revoked(
+        store,
+        &after_over,
+        None,
+        "the successor of a revoked predecessor",
+    )
+    .await;
+
+    let revoked = store.revoke(env, third.token.id, at).await.unwrap();
+    assert_revoked(store, &third, Some(at), "the revoked token").await;
+    assert_revoked(
+        store,
+        &second,
+        Some(at),
+        "its predecessor, in its grace period",
+    )
+    .await;
+    assert_revoked(store, &first, Some(at), "the predecessor's predecessor").await;
+    let mut cascade = revoked.cascade;
+    cascade.sort();
+    let mut expected = vec![first.token.id, second.token.id];
+    expected.sort();
+    assert_eq!(cascade, expected, "the cascade names both predecessors");
+
+    let revoked = store.revoke(env, after_over.token.id, at).await.unwrap();
+    assert!(
+        revoked.cascade.is_empty(),
+        "a predecessor past its grace period is not revoked again: {:?}",
+        revoked.cascade
+    );
+    let over_now = store.get(env, over.token.id).await.unwrap().unwrap();
+    assert_eq!(
+        over_now.revoked_at,
+        Some(at),
+        "it keeps the revocation it had"
+    );
+}
+
+/// `descends_from` follows creating tokens up, and successors forward (what a rotated
+/// token created counts as its successor's, and a successor stands for its
+/// predecessors), within one environment, and nothing else: not siblings, not creators
+/// (from below), not predecessors (from their successor's side).
+async fn descends_from_follows_creators_and_successors(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = base_time();
+    let a = sample_token(env, t0);
+    let b = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(1));
+    let c = delegated_token(env, b.token.id, t0 + TimeDelta::seconds(2));
+    let sibling = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(3));
+    let unrelated = sample_token(env, t0 + TimeDelta::seconds(4));
+    for stored in [&a, &b, &c, &sibling, &unrelated] {
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    }
+    let b2 = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(5));
+    store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: b.token.id,
+            predecessor_expires_at: t0 + TimeDelta::hours(1),
+            successor: b2.clone(),
+            limits: Limits::NONE,
+        })
+        .await
+        .unwrap();
+    let id = |t: &StoredToken| t.token.id;
+    let ghost = sample_token(env, t0).token.id;
+    for (token, ancestor, expected, what) in [
+        (id(&c), id(&b), true, "a child of its creator"),
+        (
+            id(&c),
+            id(&a),
+            true,
+            "a grandchild of its creator's creator",
+        ),
+        (id(&c), id(&c), true, "a token of itself"),
+        (
+            id(&c),
+            id(&b2),
+            true,
+            "a child of a rotated creator, of its successor",
+        ),
+        (id(&b), id(&b2), true, "a predecessor, of its successor"),
+        (
+            id(&b2),
+            id(&a),
+            true,
+            "a successor, of its predecessor's creator",
+        ),
+        (id(&b2), id(&b), false, "a successor, of its predecessor"),
+        (id(&b), id(&c), false, "a creator, of its child"),
+        (id(&sibling), id(&b), false, "a sibling"),
+        (id(&a), id(&b), false, "the top, of a token below"),
+        (id(&unrelated), id(&a), false, "an unrelated token"),
+        (ghost, id(&a), false, "an unknown id"),
+        (ghost, ghost, false, "an unknown id, of itself"),
+    ] {
+        assert_eq!(
+            store.descends_from(env, token, ancestor).await.unwrap(),
+            expected,
+            "descends_from: {what}"
+        );
+    }
+    assert!(
+        !store
+            .descends_from(new_environment(), id(&c), id(&a))
+            .await
+            .unwrap(),
+        "descends_from never crosses environments"
+    );
+}
+
+/// With `max_total`, every token the environment stores counts, revoked and expired ones
+/// included; the cap is atomic under concurrent inserts, applies to rotations, and
+/// other environments do not count.
+async fn the_environment_cap_counts_every_token(store: &dyn TokenStore) {
+    let (env, other) = (new_environment(), new_environment());
+    let total = |n: u32| Limits {
+        max_total: NonZeroU32::new(n),
+        ..Limits::NONE
+    };
+    let now = base_time() + TimeDelta::days(1);
+    store
+        .insert(sample_token(other, base_time()), Limits::NONE)
+        .await
+        .unwrap();
+    let mut expired = sample_token(env, base_time());
+    expired.token.expires_at = Some(base_time() + TimeDelta::seconds(1));
+    let revoked = sample_token(env, base_time());
+    let live = sample_token(env, base_time());
+    for stored in [&expired, &revoked, &live] {
+        store.insert(stored.clone(), total(3)).await.unwrap();
+    }
+    store
+        .revoke(env, revoked.token.id, base_time())
+        .await
+        .unwrap();
+    let refused = sample_token(env, now);
+    let err = store.insert(refused.clone(), total(3)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::EnvironmentFull { environment, limit: 3 } if environment == env),
+        "a fourth token, the others revoked or expired: {err:?}"
+    );
+    assert!(
+        store.get(env, refused.token.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+    let successor = sample_token(env, now);
+    let err = store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: live.token.id,
+            predecessor_expires_at: now,
+            successor: successor.clone(),
+            limits: total(3),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::EnvironmentFull { limit: 3, .. }),
+        "a rotation adds a token: {err:?}"
+    );
+    assert!(
+        store.get(env, successor.token.id).await.unwrap().is_none()
+            && store.get(env, live.token.id).await.unwrap().unwrap() == live.token,
+        "a rotation refused at the cap changes nothing"
+    );
+    store
+        .insert(sample_token(env, now), total(4))
+        .await
+        .expect("a higher cap admits one more");
+
+    // Concurrent inserts never go past the cap.
+    let crowded = new_environment();
+    let tokens: Vec<StoredToken> = (0..16)
+        .map(|i| sample_token(crowded, base_time() + TimeDelta::microseconds(i)))
+        .collect();
+    let results = join_all(tokens.iter().map(|t| store.insert(t.clone(), total(5)))).await;
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, StoreError::EnvironmentFull { .. }),
+                "unexpected: {e:?}"
+            );
+        }
+    }
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    let page = store.list(crowded, PageRequest::first(100)).await.unwrap();
+    assert_eq!(page.tokens.len(), 5, "exactly the cap is stored");
+}
+
+/// With `max_depth`, a chain of tokens creating tokens stops at that depth (a token a
+/// user created is at depth 0); with `max_per_creator`, a token has at most that many
+/// live tokens it created, atomically, and a revoked or expired one frees its place.
+/// Rotating a delegated token is not delegating: the bounds do not apply.
+async fn delegation_is_bounded_in_depth_and_breadth(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = base_time();
+    let depth = Limits {
+        max_depth: NonZeroU32::new(2),
+        ..Limits::NONE
+    };
+    let a = sample_token(env, t0);
+    store.insert(a.clone(), depth).await.unwrap();
+    let b = delegated_token(env, a.token.id, t0);
+    store.insert(b.clone(), depth).await.expect("depth 1 of 2");
+    let c = delegated_token(env, b.token.id, t0);
+    store.insert(c.clone(), depth).await.expect("depth 2 of 2");
+    let d = delegated_token(env, c.token.id, t0);
+    let err = store.insert(d.clone(), depth).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::DelegationTooDeep { creator, limit: 2 } if creator == c.token.id),
+        "depth 3 of 2: {err:?}"
+    );
+    assert!(
+        store.get(env, d.token.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+    let c2 = delegated_token(env, b.token.id, t0 + TimeDelta::seconds(1));
+    store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: c.token.id,
+            predecessor_expires_at: t0 + TimeDelta::seconds(1),
+            successor: c2.clone(),
+            limits: depth,
+        })
+        .await
+        .expect("a successor takes its predecessor's place in the chain");
+
+    let breadth = Limits {
+        max_per_creator: NonZeroU32::new(2),
+        ..Limits::NONE
+    };
+    let parent = sample_token(env, t0);
+    store.insert(parent.clone(), breadth).await.unwrap();
+    let one = delegated_token(env, parent.token.id, t0);
+    let two = delegated_token(env, parent.token.id, t0);
+    let mut expired = delegated_token(env, parent.token.id, t0);
+    expired.token.expires_at = Some(t0 + TimeDelta::seconds(1));
+    for stored in [&expired, &one, &two] {
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    }
+    let later = t0 + TimeDelta::seconds(2);
+    let three = delegated_token(env, parent.token.id, later);
+    let err = store.insert(three.clone(), breadth).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TooManyDelegated { environment, creator, limit: 2 }
+                if environment == env && creator == parent.token.id
+        ),
+        "a third live token of one creator: {err:?}"
+    );
+    assert!(
+        store.get(env, three.token.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+    store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: two.token.id,
+            predecessor_expires_at: later,
+            successor: delegated_token(env, parent.token.id, later),
+            limits: breadth,
+        })
+        .await
+        .expect("rotating one of them is not creating one more");
+    store.revoke(env, one.token.id, later).await.unwrap();
+    let after = t0 + TimeDelta::seconds(3);
+    store
+        .insert(delegated_token(env, parent.token.id, after), breadth)
+        .await
+        .expect("a revoked token frees its place");
+
+    // Concurrent delegated inserts never go past the bound.
+    let crowded = sample_token(env, t0);
+    store.insert(crowded.clone(), Limits::NONE).await.unwrap();
+    let children: Vec<StoredToken> = (0..12)
+        .map(|_| delegated_token(env, crowded.token.id, after))
+        .collect();
+    let results = join_all(children.iter().map(|t| store.insert(t.clone(), breadth))).await;
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, StoreError::TooManyDelegated { .. }),
+                "unexpected: {e:?}"
+            );
+        }
+    }
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "exactly the bound is stored"
+    );
+}
+
+/// Listing keeps what its filters say, and paging through a filtered listing visits
+/// each kept token once, in creation order: live tokens only (revoked and expired ones
+/// left out), one user's tokens only, and both.
+async fn listing_keeps_what_its_filters_say(store: &dyn TokenStore) {
+    let env = new_environment();
+    let users = [
+        UserId::from_uuid(random_uuid()),
+        UserId::from_uuid(random_uuid()),
+    ];
+    let now = base_time() + TimeDelta::hours(1);
+    let mut all = Vec::new();
+    for i in 0..24_i64 {
+        let mut stored = sample_token(
+            env,
+            base_time() + TimeDelta::microseconds((i % 7) * 1_000_001),
+        );
+        stored.token.created_by = Arc::new(Creator::new(users[(i % 2) as usize]));
+        if i % 3 == 0 {
+            stored.token.expires_at = Some(now - TimeDelta::seconds(1));
+        }
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+        if i % 5 == 0 {
+            store.revoke(env, stored.token.id, now).await.unwrap();
+        }
+        all.push(store.get(env, stored.token.id).await.unwrap().unwrap());
+    }
+    all.sort_by_key(Cursor::after);
+    let requests = [
+        ("live", PageRequest::first(1).live_at(now)),
+        ("one user's", PageRequest::first(1).created_by(users[0])),
+        (
+            "one user's live",
+            PageRequest::first(1).live_at(now).created_by(users[1]),
+        ),
+    ];
+    for (what, request) in requests {
+        let expected: Vec<TokenId> = all
+            .iter()
+            .filter(|t| request.keeps(t))
+            .map(|t| t.id)
+            .collect();
+        assert!(
+            !expected.is_empty() && expected.len() < all.len(),
+            "the {what} filter keeps some and leaves some"
+        );
+        for page_size in [1u32, 3, 100] {
+            let mut seen = Vec::new();
+            let mut request = PageRequest {
+                limit: page_size,
+                ..request
+            };
+            loop {
+                let page = store.list(env, request).await.unwrap();
+                assert!(page.tokens.len() <= page_size as usize);
+                seen.extend(page.tokens.iter().map(|t| t.id));
+                match page.next {
+                    Some(cursor) => request = request.after(cursor),
+                    None => break,
+                }
+                assert!(seen.len() <= expected.len(), "paging does not end");
+            }
+            assert_eq!(
+                seen, expected,
+                "{what} tokens, in pages of {page_size}: each once, in order"
+            );
+        }
+    }
+}
+
+/// `purge` deletes tokens that ended (revoked, or expired) before the cut-off, in
+/// batches, and nothing else: never a live token, never one that ended after the
+/// cut-off, never a token another stored token names as its creator (until that one is
+/// gone), never a rotated token's live successor. A purged token is unknown by hash and
+/// by id, and no longer counts against the environment's cap.
+///
+/// Its times are five centuries back, so that the purge reaches no other check's tokens.
+async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore) {
+    let env = new_environment();
+    let t0 = DateTime::from_timestamp_micros(-14_831_769_600_000_000).unwrap(); // 1500-01-01
+    let cut = t0 + TimeDelta::days(60);
+    let day = TimeDelta::days(1);
+    let ending = |expires: DateTime<Utc>| {
+        let mut stored = sample_token(env, t0);
+        stored.token.expires_at = Some(expires);
+        stored
+    };
+    let revoked_before = sample_token(env, t0);
+    let expired_before = ending(t0 + day * 2);
+    let revoked_after = sample_token(env, t0);
+    let expired_after = ending(cut + day);
+    let live = sample_token(env, t0);
+    let pinned = ending(t0 + day * 3);
+    let pinning = {
+        let mut child = delegated_token(env, pinned.token.id, t0 + TimeDelta::seconds(1));
+        child.token.expires_at = Some(cut + day);
+        child
+    };
+    let parent = ending(t0 + day * 3);
+    let child = {
+        let mut child = delegated_token(env, parent.token.id, t0 + TimeDelta::seconds(1));
+        child.token.expires_at = Some(t0 + day * 2);
+        child
+    };
+    let rotated = sample_token(env, t0);
+    for stored in [
+        &revoked_before,
+        &expired_before,
+        &revoked_after,
+        &expired_after,
+        &live,
+        &pinned,
+        &pinning,
+        &parent,
+        &child,
+        &rotated,
+    ] {
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    }
+    store
+        .revoke(env, revoked_before.token.id, t0 + day)
+        .await
+        .unwrap();
+    store
+        .revoke(env, revoked_after.token.id, cut + day)
+        .await
+        .unwrap();
+    let successor = sample_token(env, t0 + day);
+    store
+        .rotate(Rotation {
+            environment: env,
+            predecessor: rotated.token.id,
+            predecessor_expires_at: t0 + day + TimeDelta::hours(1),
+            successor: successor.clone(),
+            limits: Limits::NONE,
+        })
+        .await
+        .unwrap();
+
+    let mut purged = 0;
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        assert!(calls < 100, "purge does not end");
+        match store.purge(cut, 2).await.unwrap() {
+            0 => break,
+            n => {
+                assert!(n <= 2, "a batch is at most max: {n}");
+                purged += n;
+            }
+        }
+    }
+    assert!(
+        purged >= 5,
+        "the five tokens that ended before the cut-off: {purged}"
+    );
+    for (stored, gone, what) in [
+        (&revoked_before, true, "revoked before the cut-off"),
+        (&expired_before, true, "expired before the cut-off"),
+        (&parent, true, "a creator, once its child is gone"),
+        (&child, true, "a child that ended before the cut-off"),
+        (&rotated, true, "a rotated predecessor whose grace ended"),
+        (&revoked_after, false, "revoked after the cut-off"),
+        (&expired_after, false, "expired after the cut-off"),
+        (&live, false, "a live token"),
+        (&pinned, false, "a creator whose child is still stored"),
+        (&pinning, false, "that child, which ended after the cut-off"),
+        (&successor, false, "a purged predecessor's live successor"),
+    ] {
+        let by_id = store.get(env, stored.token.id).await.unwrap();
+        let by_hash = store.find_by_hash(&stored.hash).await.unwrap();
+        assert_eq!(by_id.is_none(), gone, "purge: {what} (by id)");
+        assert_eq!(by_hash.is_none(), gone, "purge: {what} (by hash)");
+    }
+    let successor_now = store.get(env, successor.token.id).await.unwrap().unwrap();
+    assert!(successor_now.active, "the successor works on");
+    let revoked = store
+        .revoke(env, successor.token.id, cut + day * 2)
+        .await
+        .unwrap();
+    assert!(
+        revoked.cascade.is_empty(),
+        "revoking it finds no purged predecessor"
+    );
+
+    // Six tokens are left; the cap counts them, not the purged ones.
+    let cap = Limits {
+        max_total: NonZeroU32::new(7),
+        ..Limits::NONE
+    };
+    store
+        .insert(sample_token(env, cut), cap)
+        .await
+        .expect("purged tokens no longer count against the cap");
+    let err = store.insert(sample_token(env, cut), cap).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::EnvironmentFull { limit: 7, .. }),
+        "the cap counts what is left: {err:?}"
+    );
 }
 
 /// Rotation inserts the successor and sets the predecessor's expiry together, or does
@@ -721,20 +1313,20 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     let now = base_time() + TimeDelta::hours(1);
     let grace_end = now + TimeDelta::minutes(10);
     let old = sample_token(env, base_time());
-    store.insert(old.clone(), None).await.unwrap();
-    let rotation = |successor: StoredToken, max_live| Rotation {
+    store.insert(old.clone(), Limits::NONE).await.unwrap();
+    let rotation = |successor: StoredToken, limits| Rotation {
         environment: env,
         predecessor: old.token.id,
         predecessor_expires_at: grace_end,
         successor,
-        max_live,
+        limits,
     };
 
     // A successor whose hash is taken: nothing changes.
     let mut clash = sample_token(env, now);
     clash.hash = old.hash;
     let err = store
-        .rotate(rotation(clash.clone(), None))
+        .rotate(rotation(clash.clone(), Limits::NONE))
         .await
         .unwrap_err();
     assert!(
@@ -761,7 +1353,7 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     let err = store
         .rotate(Rotation {
             predecessor: sample_token(env, now).token.id,
-            ..rotation(orphan.clone(), None)
+            ..rotation(orphan.clone(), Limits::NONE)
         })
         .await
         .unwrap_err();
@@ -772,7 +1364,7 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     let err = store
         .rotate(Rotation {
             environment: new_environment(),
-            ..rotation(orphan.clone(), None)
+            ..rotation(orphan.clone(), Limits::NONE)
         })
         .await
         .unwrap_err();
@@ -809,11 +1401,11 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     let mut short = sample_token(env, base_time());
     let short_end = grace_end - TimeDelta::minutes(5);
     short.token.expires_at = Some(short_end);
-    store.insert(short.clone(), None).await.unwrap();
+    store.insert(short.clone(), Limits::NONE).await.unwrap();
     let updated = store
         .rotate(Rotation {
             predecessor: short.token.id,
-            ..rotation(sample_token(env, now), None)
+            ..rotation(sample_token(env, now), Limits::NONE)
         })
         .await
         .unwrap();
@@ -823,15 +1415,39 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
         "an earlier expiry is kept"
     );
 
+    // A successor that would be born expired is refused as the predecessor would be, and
+    // nothing changes.
+    let mut stillborn = sample_token(env, now);
+    stillborn.token.expires_at = Some(now);
+    let mut fresh = sample_token(env, base_time());
+    fresh.token.expires_at = Some(now + TimeDelta::days(1));
+    store.insert(fresh.clone(), Limits::NONE).await.unwrap();
+    let err = store
+        .rotate(Rotation {
+            predecessor: fresh.token.id,
+            ..rotation(stillborn.clone(), Limits::NONE)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotLive { id } if id == fresh.token.id),
+        "a successor born expired: {err:?}"
+    );
+    assert!(
+        store.find_by_hash(&stillborn.hash).await.unwrap().is_none()
+            && store.get(env, fresh.token.id).await.unwrap().unwrap() == fresh.token,
+        "nothing changed"
+    );
+
     // A revoked predecessor cannot be rotated, and nothing is inserted.
     let revoked = sample_token(env, base_time());
-    store.insert(revoked.clone(), None).await.unwrap();
+    store.insert(revoked.clone(), Limits::NONE).await.unwrap();
     store.revoke(env, revoked.token.id, now).await.unwrap();
     let late = sample_token(env, now);
     let err = store
         .rotate(Rotation {
             predecessor: revoked.token.id,
-            ..rotation(late.clone(), None)
+            ..rotation(late.clone(), Limits::NONE)
         })
         .await
         .unwrap_err();
@@ -848,12 +1464,12 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     // leaves it to the store's atomic step).
     let mut expired = sample_token(env, base_time());
     expired.token.expires_at = Some(now - TimeDelta::seconds(1));
-    store.insert(expired.clone(), None).await.unwrap();
+    store.insert(expired.clone(), Limits::NONE).await.unwrap();
     let after = sample_token(env, now);
     let err = store
         .rotate(Rotation {
             predecessor: expired.token.id,
-            ..rotation(after.clone(), None)
+            ..rotation(after.clone(), Limits::NONE)
         })
         .await
         .unwrap_err();
@@ -877,7 +1493,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
     let now = base_time() + TimeDelta::hours(1);
     let grace_end = now + TimeDelta::minutes(10);
     let old = sample_token(env, base_time());
-    store.insert(old.clone(), None).await.unwrap();
+    store.insert(old.clone(), Limits::NONE).await.unwrap();
     let first = sample_token(env, now);
     let rotated = store
         .rotate(Rotation {
@@ -885,7 +1501,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor: old.token.id,
             predecessor_expires_at: grace_end,
             successor: first.clone(),
-            max_live: None,
+            limits: Limits::NONE,
         })
         .await
         .unwrap();
@@ -904,7 +1520,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor: old.token.id,
             predecessor_expires_at: later + TimeDelta::minutes(1),
             successor: second.clone(),
-            max_live: None,
+            limits: Limits::NONE,
         })
         .await
         .unwrap_err();
@@ -938,7 +1554,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor: old.token.id,
             predecessor_expires_at: after_grace + TimeDelta::minutes(1),
             successor: sample_token(env, after_grace),
-            max_live: None,
+            limits: Limits::NONE,
         })
         .await
         .unwrap_err();
@@ -955,7 +1571,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor: first.token.id,
             predecessor_expires_at: later + TimeDelta::minutes(10),
             successor: third.clone(),
-            max_live: None,
+            limits: Limits::NONE,
         })
         .await
         .expect("the successor can be rotated");
@@ -967,7 +1583,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
 
     // Concurrent rotations of one token: one wins, the rest are refused.
     let contested = sample_token(env, base_time());
-    store.insert(contested.clone(), None).await.unwrap();
+    store.insert(contested.clone(), Limits::NONE).await.unwrap();
     let successors: Vec<StoredToken> = (0..16).map(|_| sample_token(env, now)).collect();
     let results = join_all(successors.iter().map(|successor| {
         store.rotate(Rotation {
@@ -975,7 +1591,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor: contested.token.id,
             predecessor_expires_at: grace_end,
             successor: successor.clone(),
-            max_live: None,
+            limits: Limits::NONE,
         })
     }))
     .await;
@@ -1008,7 +1624,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
 async fn record_last_use_never_moves_backwards(store: &dyn TokenStore) {
     let env = new_environment();
     let stored = sample_token(env, base_time());
-    store.insert(stored.clone(), None).await.unwrap();
+    store.insert(stored.clone(), Limits::NONE).await.unwrap();
     let later = base_time() + TimeDelta::microseconds(90_000_001);
     store.record_last_use(stored.token.id, later).await.unwrap();
     store
@@ -1028,14 +1644,14 @@ async fn rotate_respects_the_live_limit(store: &dyn TokenStore) {
     let now = base_time() + TimeDelta::hours(1);
     let old = sample_token(env, base_time());
     let other = sample_token(env, base_time() + TimeDelta::microseconds(1));
-    store.insert(old.clone(), None).await.unwrap();
-    store.insert(other.clone(), None).await.unwrap();
-    let rotation = |successor: StoredToken, max_live| Rotation {
+    store.insert(old.clone(), Limits::NONE).await.unwrap();
+    store.insert(other.clone(), Limits::NONE).await.unwrap();
+    let rotation = |successor: StoredToken, limits| Rotation {
         environment: env,
         predecessor: old.token.id,
         predecessor_expires_at: now + TimeDelta::minutes(10),
         successor,
-        max_live,
+        limits,
     };
 
     let refused = sample_token(env, now);
@@ -1079,7 +1695,8 @@ async fn what_the_issuer_returns_is_what_the_store_keeps(store: &dyn TokenStore)
     let creator = Creator::new(UserId::from_uuid(random_uuid()));
     let expires_at = base_time() + TimeDelta::days(90) + TimeDelta::nanoseconds(123_456_789);
     let request = IssueRequest::new(Note::new("precision").unwrap()).expires_at(expires_at);
-    let issued = issuer.issue(env, creator, request).await.unwrap();
+    let creator = Arc::new(creator);
+    let issued = issuer.issue(env, creator.clone(), request).await.unwrap();
     assert_whole_micros(&issued.token, "issue");
     let kept = store.get(env, issued.token.id).await.unwrap();
     assert_eq!(
@@ -1090,7 +1707,10 @@ async fn what_the_issuer_returns_is_what_the_store_keeps(store: &dyn TokenStore)
 
     clock.advance(TimeDelta::nanoseconds(1_000_000_321));
     let grace = core::time::Duration::from_nanos(60_000_000_555);
-    let successor = issuer.rotate(env, issued.token.id, grace).await.unwrap();
+    let successor = issuer
+        .rotate(env, creator.clone(), issued.token.id, grace)
+        .await
+        .unwrap();
     assert_whole_micros(&successor.token, "rotate's successor");
     assert_eq!(
         store.get(env, successor.token.id).await.unwrap().as_ref(),
@@ -1101,11 +1721,14 @@ async fn what_the_issuer_returns_is_what_the_store_keeps(store: &dyn TokenStore)
     assert_whole_micros(&predecessor, "the rotated predecessor");
 
     clock.advance(TimeDelta::nanoseconds(1_000_000_321));
-    let revoked = issuer.revoke(env, successor.token.id).await.unwrap();
-    assert_whole_micros(&revoked, "revoke");
+    let revoked = issuer
+        .revoke(env, creator, successor.token.id)
+        .await
+        .unwrap();
+    assert_whole_micros(&revoked.token, "revoke");
     assert_eq!(
         store.get(env, successor.token.id).await.unwrap().as_ref(),
-        Some(&revoked),
+        Some(&revoked.token),
         "get returns what revoke returned"
     );
 }
@@ -1250,12 +1873,8 @@ impl<S: TokenStore> GatedStore<S> {
 
 #[async_trait]
 impl<S: TokenStore> TokenStore for GatedStore<S> {
-    async fn insert(
-        &self,
-        token: StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
-        self.inner.insert(token, max_live).await
+    async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
+        self.inner.insert(token, limits).await
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
@@ -1291,12 +1910,25 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
+    ) -> Result<Revoked, StoreError> {
         self.inner.revoke(environment, id, at).await
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         self.inner.rotate(rotation).await
+    }
+
+    async fn descends_from(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        self.inner.descends_from(environment, id, ancestor).await
+    }
+
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.inner.purge(ended_before, max).await
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -1330,7 +1962,7 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
         // Revoke.
         let env = new_environment();
         let stored = sample_token(env, base_time());
-        wrapper.insert(stored.clone(), None).await.unwrap();
+        wrapper.insert(stored.clone(), Limits::NONE).await.unwrap();
         lookup
             .overtaken_by(&stored.hash, async {
                 wrapper
@@ -1350,7 +1982,7 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
 
         // Rotate: the predecessor's new expiry applies at once.
         let old = sample_token(env, base_time());
-        wrapper.insert(old.clone(), None).await.unwrap();
+        wrapper.insert(old.clone(), Limits::NONE).await.unwrap();
         let grace_end = base_time() + TimeDelta::minutes(10);
         lookup
             .overtaken_by(&old.hash, async {
@@ -1360,7 +1992,7 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
                         predecessor: old.token.id,
                         predecessor_expires_at: grace_end,
                         successor: sample_token(env, base_time() + TimeDelta::seconds(1)),
-                        max_live: None,
+                        limits: Limits::NONE,
                     })
                     .await
                     .unwrap();
@@ -1380,7 +2012,7 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
         let late = sample_token(env, base_time());
         lookup
             .overtaken_by(&late.hash, async {
-                wrapper.insert(late.clone(), None).await.unwrap();
+                wrapper.insert(late.clone(), Limits::NONE).await.unwrap();
             })
             .await;
         for token in lookup.everything(&late.hash).await {

@@ -62,6 +62,17 @@ pub enum Error {
         /// The first missing scope.
         scope: Scope,
     },
+    /// A token created by a token asked to act (get, revoke, rotate) on a token that is
+    /// neither itself nor one it created, directly or not: delegation narrows authority.
+    #[error(
+        "token {caller} was created by another token, so it acts only on itself and the tokens it created: token {id} is not one of them; use a token a user created"
+    )]
+    OutsideDelegation {
+        /// The calling token.
+        caller: TokenId,
+        /// The token it asked to act on.
+        id: TokenId,
+    },
     /// Requested scopes are not in the catalog, or (when a token creates a token) not held
     /// by the caller. Reference code `invalid_scopes`. The message names at most
     /// [`MAX_LISTED_SCOPES`] of each list, with a count of the rest.
@@ -88,8 +99,10 @@ pub enum Error {
         /// creates a token.
         latest: Option<DateTime<Utc>>,
     },
-    /// The store refused or failed: no such token ([`StoreError::NotFound`]), the live
-    /// limit ([`StoreError::LimitReached`], reference code `too_many_api_tokens`), a
+    /// The store refused or failed: no such token ([`StoreError::NotFound`]), a limit
+    /// ([`StoreError::LimitReached`], [`StoreError::EnvironmentFull`],
+    /// [`StoreError::TooManyDelegated`]: reference code `too_many_api_tokens`;
+    /// [`StoreError::DelegationTooDeep`]: 403), a
     /// rotation of a token that is not live or was already rotated, or an outage
     /// ([`StoreError::Unavailable`]). One name per fact: the issuer passes the store's
     /// kind on as it is.
@@ -144,11 +157,15 @@ impl Error {
         )
     }
 
-    /// True when the token is valid but not allowed: wrong environment or missing scope.
+    /// True when the token is valid but not allowed: wrong environment, missing scope,
+    /// a token outside a delegated caller's reach, or a delegation deeper than allowed.
     pub fn is_forbidden(&self) -> bool {
         matches!(
             self,
-            Error::WrongEnvironment { .. } | Error::MissingScope { .. }
+            Error::WrongEnvironment { .. }
+                | Error::MissingScope { .. }
+                | Error::OutsideDelegation { .. }
+                | Error::Store(StoreError::DelegationTooDeep { .. })
         )
     }
 }

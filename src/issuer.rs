@@ -10,7 +10,7 @@ use crate::model::{
 use crate::principal::Principal;
 use crate::scope::{Scope, ScopeCatalog};
 use crate::secret::RawToken;
-use crate::store::{Page, PageRequest, Rotation, StoreError, TokenStore};
+use crate::store::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use core::fmt;
 use core::num::NonZeroU32;
@@ -18,13 +18,24 @@ use core::time::Duration;
 use rand_core::CryptoRng;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Who asks for a token: a person, or a token creating another (delegation).
+/// Who asks: a person, or an authenticated token.
+///
+/// Authority follows from who created the caller. A person (an operator, a dashboard
+/// user) and a token a person created act on their whole environment, within the token's
+/// scopes, which the application checks per route. A token created by a token (a
+/// *delegated* token, [`Principal::created_by_token`]) acts only on itself and the tokens
+/// it created, directly or not: delegation narrows authority, so such a token can never
+/// revoke, rotate or read its creator, its siblings or anything else in the environment.
+/// The issuer checks this on [`get`](TokenIssuer::get), [`revoke`](TokenIssuer::revoke)
+/// and [`rotate`](TokenIssuer::rotate) ([`Error::OutsideDelegation`]), so every front end
+/// inherits it.
 #[derive(Clone, Debug)]
 pub enum Caller {
-    /// A person (a dashboard user); any scope in the catalog may be granted.
+    /// A person (an operator, a dashboard user): any scope in the catalog may be granted,
+    /// and any token of the environment acted on.
     User(Arc<Creator>),
-    /// An authenticated token. The new token is created for the same person, in the same
-    /// environment, with scopes that must be among the caller's.
+    /// An authenticated token. A token it issues is created for the same person, in the
+    /// same environment, with scopes that must be among the caller's.
     Token(Principal),
 }
 
@@ -99,7 +110,7 @@ enum RngSource {
 ///     .await?;
 /// assert_eq!(who.token_id(), issued.token.id);
 ///
-/// issuer.revoke(env, issued.token.id).await?;
+/// issuer.revoke(env, who, issued.token.id).await?; // the token revokes itself
 /// assert!(issuer.authenticate(secret).await.unwrap_err().is_unauthenticated());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
@@ -111,7 +122,7 @@ pub struct TokenIssuer<S> {
     catalog: ScopeCatalog,
     clock: Arc<dyn Clock>,
     rng: RngSource,
-    max_live: Option<NonZeroU32>,
+    limits: Limits,
     last_use_interval: Option<TimeDelta>,
 }
 
@@ -123,7 +134,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
             .field("hasher", &self.hasher)
             .field("catalog", &self.catalog)
             .field("clock", &self.clock)
-            .field("max_live", &self.max_live)
+            .field("limits", &self.limits)
             .field("last_use_interval", &self.last_use_interval)
             .finish_non_exhaustive()
     }
@@ -167,9 +178,28 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
-    /// At most `limit` live tokens per environment (default: no limit).
+    /// At most `limit` live tokens per environment: a shorthand for setting
+    /// [`Limits::max_live`] alone (default: no bound).
     pub fn max_live_tokens_per_environment(mut self, limit: NonZeroU32) -> Self {
-        self.issuer.max_live = Some(limit);
+        self.issuer.limits.max_live = Some(limit);
+        self
+    }
+
+    /// The bounds every issue and rotation respects, which the store checks atomically
+    /// (default [`Limits::default`]: no bound on live tokens, 100,000 tokens per
+    /// environment, delegation 8 deep, 1,000 live tokens per creating token).
+    ///
+    /// ```
+    /// use apitoken::{Limits, MemoryStore, TokenIssuer};
+    /// use core::num::NonZeroU32;
+    ///
+    /// let issuer = TokenIssuer::builder(MemoryStore::new())
+    ///     .limits(Limits { max_live: NonZeroU32::new(50), ..Limits::default() })
+    ///     .build();
+    /// assert_eq!(issuer.limits().max_live, NonZeroU32::new(50));
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.issuer.limits = limits;
         self
     }
 
@@ -222,7 +252,7 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
 
 impl<S: TokenStore> TokenIssuer<S> {
     /// An issuer with every default: Dynamic's format, unkeyed hashing, the reference
-    /// scopes, the system clock, no live-token limit.
+    /// scopes, the system clock, the default [`Limits`].
     pub fn new(store: S) -> TokenIssuer<S> {
         TokenIssuer::builder(store).build()
     }
@@ -237,7 +267,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 catalog: ScopeCatalog::reference(),
                 clock: Arc::new(SystemClock),
                 rng: RngSource::Thread,
-                max_live: None,
+                limits: Limits::default(),
                 last_use_interval: Some(TimeDelta::minutes(1)),
             },
         }
@@ -263,13 +293,20 @@ impl<S: TokenStore> TokenIssuer<S> {
         &self.catalog
     }
 
+    /// The bounds issues and rotations respect.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Issues a token in `environment` for `caller`.
     ///
     /// Fails with [`Error::InvalidScopes`] (`invalid_scopes`) when a scope is not in the
     /// catalog or, for a token caller, not among its scopes; [`Error::WrongEnvironment`]
     /// when a token caller belongs to another environment; [`Error::InvalidExpiry`] for an
-    /// expiry not in the future; [`StoreError::LimitReached`] (`too_many_api_tokens`) at the
-    /// live-token limit. Nothing is stored on failure.
+    /// expiry not in the future; [`StoreError::LimitReached`], [`StoreError::EnvironmentFull`]
+    /// and [`StoreError::TooManyDelegated`] (`too_many_api_tokens`) and
+    /// [`StoreError::DelegationTooDeep`] at the bounds of the issuer's [`Limits`]. Nothing
+    /// is stored on failure.
     ///
     /// A token caller delegates: the new token records it as
     /// [`created_by_token`](Token::created_by_token), expires no later than it (without an
@@ -303,7 +340,7 @@ impl<S: TokenStore> TokenIssuer<S> {
             now,
         );
         let token = stored.token.clone();
-        match self.store.insert(stored, self.max_live).await {
+        match self.store.insert(stored, self.limits).await {
             Ok(()) => Ok(IssuedToken { raw, token }),
             // The creating token was revoked (or expired) after it authenticated.
             Err(StoreError::NotLive { id }) if Some(id) == creator_token => Err(Error::Revoked {
@@ -462,12 +499,48 @@ impl<S: TokenStore> TokenIssuer<S> {
         Ok(principal)
     }
 
-    /// The token `id` of `environment`.
-    pub async fn get(&self, environment: EnvironmentId, id: TokenId) -> Result<Token, Error> {
+    /// The token `id` of `environment`, for `caller` (see [`Caller`]: a delegated token
+    /// reads only itself and its descendants).
+    pub async fn get(
+        &self,
+        environment: EnvironmentId,
+        caller: impl Into<Caller>,
+        id: TokenId,
+    ) -> Result<Token, Error> {
+        self.check_authority(environment, &caller.into(), id)
+            .await?;
         self.store
             .get(environment, id)
             .await?
             .ok_or(Error::Store(StoreError::NotFound { environment, id }))
+    }
+
+    /// Whether `caller` may act on token `id` of `environment`: a token of the
+    /// environment, and for a delegated token, itself or a descendant. Checked before
+    /// the token is looked up, so that an id outside a delegated token's reach is
+    /// refused whether or not it exists.
+    async fn check_authority(
+        &self,
+        environment: EnvironmentId,
+        caller: &Caller,
+        id: TokenId,
+    ) -> Result<(), Error> {
+        let Caller::Token(principal) = caller else {
+            return Ok(());
+        };
+        principal.authorize(environment, &[])?;
+        let caller_id = principal.token_id();
+        if principal.created_by_token().is_none() || caller_id == id {
+            return Ok(());
+        }
+        if self.store.descends_from(environment, id, caller_id).await? {
+            Ok(())
+        } else {
+            Err(Error::OutsideDelegation {
+                caller: caller_id,
+                id,
+            })
+        }
     }
 
     /// A page of `environment`'s tokens in creation order (never raw tokens).
@@ -501,15 +574,49 @@ impl<S: TokenStore> TokenIssuer<S> {
         Ok(tokens)
     }
 
-    /// Revokes a token: from when this returns, it never authenticates again. Revoking a
-    /// revoked token succeeds and changes nothing.
-    pub async fn revoke(&self, environment: EnvironmentId, id: TokenId) -> Result<Token, Error> {
+    /// Revokes a token for `caller` (see [`Caller`]): from when this returns, it never
+    /// authenticates again, nor does any token it created, directly or not, nor any of its
+    /// rotated predecessors still in their grace period ([`Revoked::cascade`] names them).
+    /// Revoking a revoked token succeeds and changes nothing.
+    pub async fn revoke(
+        &self,
+        environment: EnvironmentId,
+        caller: impl Into<Caller>,
+        id: TokenId,
+    ) -> Result<Revoked, Error> {
+        self.check_authority(environment, &caller.into(), id)
+            .await?;
         Ok(self.store.revoke(environment, id, self.now()).await?)
     }
 
+    /// Deletes the tokens that ended (were revoked, or expired) more than `older_than`
+    /// ago, in short batches, and returns how many. Live tokens are never deleted, nor a
+    /// token that created one still stored (it goes once they have). A deleted token
+    /// authenticates as unknown: the same 401 as a revoked one.
+    pub async fn purge(&self, older_than: Duration) -> Result<u64, Error> {
+        /// Each batch is one short transaction.
+        const BATCH: u32 = 1_000;
+        let older_than = TimeDelta::from_std(older_than).unwrap_or(TimeDelta::MAX);
+        let ended_before = whole_micros(
+            self.now()
+                .checked_sub_signed(older_than)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        );
+        let mut purged = 0_u64;
+        // A batch that deleted tokens may have freed their creators: go on until none is
+        // left.
+        loop {
+            match self.store.purge(ended_before, BATCH).await? {
+                0 => return Ok(purged),
+                n => purged += u64::from(n),
+            }
+        }
+    }
+
     /// Replaces a live token with a new one with the same note, scopes, creator and
-    /// lifetime length; the old one keeps working for `grace`, then fails as expired.
-    /// Both changes happen in one atomic store step, or neither does.
+    /// lifetime length, for `caller` (see [`Caller`]); the old one keeps working for
+    /// `grace`, then fails as expired. Both changes happen in one atomic store step, or
+    /// neither does.
     ///
     /// A token is rotated at most once: rotating it again, during its grace period or
     /// after, fails with [`StoreError::AlreadyRotated`] (409), which names the successor to
@@ -519,29 +626,33 @@ impl<S: TokenStore> TokenIssuer<S> {
     pub async fn rotate(
         &self,
         environment: EnvironmentId,
+        caller: impl Into<Caller>,
         id: TokenId,
         grace: Duration,
     ) -> Result<IssuedToken, Error> {
+        let caller = caller.into();
+        self.check_authority(environment, &caller, id).await?;
         let now = self.now();
         // Whether it is live is the store's to say, in the same step that checks whether
         // it was rotated before: a rotated token past its grace period is refused as
         // rotated, naming its successor, rather than as expired.
-        let old = self.get(environment, id).await?;
+        let old = self
+            .store
+            .get(environment, id)
+            .await?
+            .ok_or(Error::Store(StoreError::NotFound { environment, id }))?;
         let lifetime = old
             .expires_at
             .map(|at| at.signed_duration_since(old.created_at));
         let mut expires_at = lifetime.map(|d| add_saturating(now, d));
         // A delegated token's successor keeps the end it had, which its creator's expiry
-        // bounds: rotation replaces the secret, it never extends a delegation.
+        // bounds: rotation replaces the secret, it never extends a delegation. A successor
+        // that would be born expired (the predecessor is not live, or was rotated) is the
+        // store's to refuse, in the order its checks give.
         if old.created_by_token.is_some()
             && let (Some(new), Some(end)) = (expires_at, old.expires_at)
         {
             expires_at = Some(new.min(end));
-        }
-        // Only after the clock moved backwards can a lifetime be negative; a successor
-        // born expired would be useless.
-        if expires_at.is_some_and(|at| at <= now) {
-            return Err(Error::Store(StoreError::NotLive { id }));
         }
         let request = IssueRequest {
             note: old.note,
@@ -563,7 +674,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 predecessor: id,
                 predecessor_expires_at: add_saturating(now, grace),
                 successor,
-                max_live: self.max_live,
+                limits: self.limits,
             })
             .await?;
         Ok(IssuedToken { raw, token })

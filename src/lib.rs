@@ -52,8 +52,8 @@ pub use store::postgres::{PostgresStore, PostgresTimeouts};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;
 pub use store::{
-    BoxError, Cursor, DynTokenStore, Page, PageRequest, Rotation, StoreError, TokenStore,
-    UniqueKey, open_store,
+    BoxError, Cursor, DynTokenStore, InvalidCursor, Limits, Page, PageRequest, Revoked, Rotation,
+    StoreError, TokenStore, UniqueKey, open_store,
 };
 
 /// The attribute a [`TokenStore`] implementation needs (`#[apitoken::async_trait]`), so

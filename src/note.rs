@@ -68,6 +68,11 @@ impl Note {
         Note::check_stored(s).map(|trimmed| Note(Arc::from(trimmed)))
     }
 
+    /// What a store keeps in place of a deleted record's note until the place is reused.
+    pub(crate) fn placeholder() -> Note {
+        Note(Arc::from("-"))
+    }
+
     fn check_stored(s: &str) -> Result<&str, NoteError> {
         let trimmed = s.trim();
         if trimmed.is_empty() {

@@ -18,6 +18,7 @@ pub struct Principal {
     scopes: Scopes,
     expires_at: Option<DateTime<Utc>>,
     created_by: Arc<Creator>,
+    created_by_token: Option<TokenId>,
 }
 
 impl Principal {
@@ -28,6 +29,7 @@ impl Principal {
             scopes: credential.scopes,
             expires_at: credential.expires_at,
             created_by: credential.created_by,
+            created_by_token: credential.created_by_token,
         }
     }
 
@@ -54,6 +56,13 @@ impl Principal {
     /// Who created the token; tokens it creates are recorded as created by them too.
     pub fn created_by(&self) -> &Arc<Creator> {
         &self.created_by
+    }
+
+    /// The token that created this one, when a token did. Such a token is delegated: it
+    /// acts (gets, revokes, rotates) only on itself and the tokens it created, directly or
+    /// not, while a token a user created acts on its whole environment.
+    pub fn created_by_token(&self) -> Option<TokenId> {
+        self.created_by_token
     }
 
     /// Checks that this token belongs to `environment` and holds every scope in

@@ -10,7 +10,7 @@ mod sql;
 pub(crate) mod sqlite;
 
 use crate::hash::{KeyFingerprint, TokenHash};
-use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId};
+use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
@@ -104,19 +104,30 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// - **Uniqueness.** No two records share an id or a hash. [`insert`](Self::insert) and
 ///   [`rotate`](Self::rotate) fail with [`StoreError::Duplicate`] and change nothing if
 ///   either is taken, however many callers race.
-/// - **The live limit is atomic.** With `max_live = Some(n)`, `insert` counts the
-///   environment's tokens live at the new token's `created_at` and the check and the
-///   insert are one atomic step: concurrent inserts never leave more than `n` live tokens
-///   ([`StoreError::LimitReached`] otherwise). `rotate` applies the same limit but does not
-///   count the predecessor, which it is replacing.
+/// - **Limits are atomic.** [`insert`](Self::insert) checks every bound of its [`Limits`]
+///   in the same atomic step as the insert, so concurrent inserts never break one: at most
+///   `max_live` of the environment's tokens live at the new token's `created_at`
+///   ([`StoreError::LimitReached`]), at most `max_total` tokens stored in the environment,
+///   revoked and expired ones included until they are purged
+///   ([`StoreError::EnvironmentFull`]), and for a token created by a token at most
+///   `max_depth` tokens in its chain of creating tokens ([`StoreError::DelegationTooDeep`])
+///   and at most `max_per_creator` live tokens created by its creating token itself
+///   ([`StoreError::TooManyDelegated`]). `rotate` applies `max_live` without counting the
+///   predecessor, which it is replacing, and `max_total`; a successor takes its
+///   predecessor's place in the chain, so the delegation bounds do not apply to it.
 /// - **Revocation is linearizable.** Once [`revoke`](Self::revoke) has returned, every
 ///   later [`find_by_hash`](Self::find_by_hash), on any connection, sees `active = false`.
-///   Revoking again succeeds and keeps the first `revoked_at`.
+///   Revoking a revoked token changes nothing and keeps the first `revoked_at`.
 /// - **Revocation cascades, in the same step.** Revoking a token also revokes (at the
 ///   same time) every token live at that time that it created
 ///   ([`Token::created_by_token`]), directly or through tokens they created; a token
-///   created by a rotated predecessor counts as created by its successor. The predecessor
-///   itself, and tokens already expired, are left as they are.
+///   created by a rotated predecessor counts as created by its successor. Its rotated
+///   predecessors still in their grace period are revoked too (a token is often rotated
+///   because the old one leaked: revoking the new one must not leave the old one
+///   working). Tokens already expired keep their facts. [`Revoked::cascade`] names every
+///   token revoked with it. The walk only descends through live tokens (a revoked or
+///   expired token's descendants were revoked or had expired with it), so re-revoking a
+///   revoked token costs one read.
 /// - **Delegation needs a live creator.** `insert` of a token with a `created_by_token`
 ///   fails with [`StoreError::NotLive`] naming the creator, and writes nothing, unless
 ///   the creator is live in the same environment at the new token's `created_at`; the
@@ -133,8 +144,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   store's own; [`Token`] does not show it.
 /// - **Look-ups.** Unknown hashes and ids are `Ok(None)`, not errors. [`get`](Self::get)
 ///   only finds a token in its own environment.
+/// - **Lineage.** [`descends_from`](Self::descends_from) answers whether a token is
+///   another's descendant exactly as the cascade would reach it, so that a token created
+///   by a token acts only on what revoking it would revoke.
 /// - **Listing** returns an environment's tokens in creation order, `(created_at, id)`
-///   ascending, after the cursor: paging visits every token exactly once.
+///   ascending, after the cursor, keeping only those [`PageRequest`]'s filters keep:
+///   paging visits every such token exactly once. A page costs the same wherever it starts.
+/// - **Purging** ([`purge`](Self::purge)) deletes only tokens that ended (revoked, or
+///   expired) before the cut-off and that no stored token names as its creator: never a
+///   live token, never one that ended later, never a link a cascade still needs.
 /// - **Fidelity.** Every field round-trips exactly: Unicode notes, every scope,
 ///   timestamps at microsecond precision (the issuer never makes finer ones).
 /// - **Failures** are [`StoreError`]s of the right kind with the driver's error as source,
@@ -142,7 +160,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// # Writing a store
 ///
-/// Implement the eight required methods, from `insert` to `record_last_use`, with
+/// Implement the ten required methods, from `insert` to `record_last_use`, with
 /// `#[apitoken::async_trait]`; build pages with [`Page::from_overfetch`]; run
 /// `conformance::run_all` from your tests. The provided methods have correct defaults:
 /// [`prepare`](Self::prepare) and [`close`](Self::close) for a store with a schema or
@@ -151,14 +169,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// [`find_credential_now`](Self::find_credential_now) (with [`Credential`]).
 #[async_trait]
 pub trait TokenStore: Send + Sync + core::fmt::Debug {
-    /// Adds a record. Fails with `Duplicate` if its id or hash exists, with `LimitReached`
-    /// if `max_live` is set and the environment already has that many live tokens, with
-    /// `NotLive` if it has a creating token that is not live.
-    async fn insert(
-        &self,
-        token: StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError>;
+    /// Adds a record. Fails, writing nothing, with `Duplicate` if its id or hash exists,
+    /// with `NotLive` if it has a creating token that is not live, and with the error of
+    /// the first bound of `limits` it would break (see the contract).
+    async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError>;
 
     /// The record with this hash, in any environment.
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError>;
@@ -170,27 +184,47 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         id: TokenId,
     ) -> Result<Option<Token>, StoreError>;
 
-    /// A page of the environment's tokens in creation order.
+    /// A page of the environment's tokens in creation order, filtered as `page` asks.
     async fn list(&self, environment: EnvironmentId, page: PageRequest)
     -> Result<Page, StoreError>;
 
-    /// Marks a token revoked at `at` (idempotent: a second call keeps the first time),
-    /// with every live token it created, and returns the updated record; `NotFound` if
-    /// the environment has no such token.
+    /// Marks a token revoked at `at`, with every live token it created and its rotated
+    /// predecessors still live (see the contract), and returns the updated record with the
+    /// ids of the others; `NotFound` if the environment has no such token. Revoking a
+    /// revoked token changes nothing (it keeps its first `revoked_at`) and revokes nothing
+    /// else.
     async fn revoke(
         &self,
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError>;
+    ) -> Result<Revoked, StoreError>;
 
     /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
     /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
     /// predecessor does not exist in the environment, `AlreadyRotated` (with its
     /// successor) if it has been rotated before, live or not, `NotLive` if it is not live
-    /// at the successor's `created_at`, and as `insert` does otherwise. Returns the
-    /// updated predecessor.
+    /// at the successor's `created_at` or the successor would be born expired, and as
+    /// `insert` does otherwise. Returns the updated predecessor.
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError>;
+
+    /// Whether token `id` of `environment` is `ancestor` or descends from it: created by
+    /// it, directly or through tokens it created, where a rotated token's successor
+    /// stands for it (what a token's rotated predecessors created counts as its own, and
+    /// a successor descends from its predecessors' line). False for an unknown `id`.
+    async fn descends_from(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes at most `max` tokens, of any environment, that ended before `ended_before`
+    /// (revoked then, or expired then) and that no stored token names as its creating
+    /// token (those go once their descendants have: call again until it returns 0).
+    /// Returns how many it deleted. Each call is short, so that a large purge never holds
+    /// the store's locks for long.
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError>;
 
     /// Records that a token authenticated at `at`; never moves `last_used_at` backwards.
     /// Unknown ids are ignored.
@@ -243,8 +277,72 @@ pub struct Rotation {
     pub predecessor_expires_at: DateTime<Utc>,
     /// The replacement, created now.
     pub successor: StoredToken,
-    /// The environment's live-token limit.
+    /// The bounds the successor must respect (see the contract).
+    pub limits: Limits,
+}
+
+/// The bounds an [`insert`](TokenStore::insert) or a [`rotate`](TokenStore::rotate) must
+/// respect, each checked in the same atomic step as the write. `None` is no bound.
+///
+/// ```
+/// use apitoken::Limits;
+/// use core::num::NonZeroU32;
+///
+/// let strict = Limits { max_live: NonZeroU32::new(10), ..Limits::default() };
+/// assert_eq!(strict.max_total, Limits::default().max_total);
+/// assert_eq!(Limits::NONE.max_total, None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// At most this many of an environment's tokens live at once
+    /// ([`StoreError::LimitReached`]). Default: no bound.
     pub max_live: Option<NonZeroU32>,
+    /// At most this many tokens stored per environment, revoked and expired ones included
+    /// until [purged](TokenStore::purge) ([`StoreError::EnvironmentFull`]), so that one
+    /// tenant cannot grow the store without end. Default: 100,000.
+    pub max_total: Option<NonZeroU32>,
+    /// At most this many tokens in a chain of tokens creating tokens: a token a user
+    /// created is at depth 0, one it created at depth 1 ([`StoreError::DelegationTooDeep`]).
+    /// Default: 8.
+    pub max_depth: Option<NonZeroU32>,
+    /// At most this many live tokens created by one token
+    /// ([`StoreError::TooManyDelegated`]), which bounds the work of revoking it.
+    /// Default: 1,000.
+    pub max_per_creator: Option<NonZeroU32>,
+}
+
+impl Limits {
+    /// No bound at all.
+    pub const NONE: Limits = Limits {
+        max_live: None,
+        max_total: None,
+        max_depth: None,
+        max_per_creator: None,
+    };
+}
+
+impl Default for Limits {
+    /// The issuer's defaults: no live-token bound, 100,000 tokens per environment, chains
+    /// of delegation 8 deep, 1,000 live tokens per creating token.
+    fn default() -> Self {
+        Limits {
+            max_live: None,
+            max_total: NonZeroU32::new(100_000),
+            max_depth: NonZeroU32::new(8),
+            max_per_creator: NonZeroU32::new(1_000),
+        }
+    }
+}
+
+/// What [`TokenStore::revoke`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The token, as revoked.
+    pub token: Token,
+    /// The other tokens revoked in the same step: its live descendants and its rotated
+    /// predecessors still in their grace period, in no particular order. Empty when the
+    /// token was revoked already.
+    pub cascade: Vec<TokenId>,
 }
 
 /// Where a page of a listing starts: after this token in creation order.
@@ -257,6 +355,23 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// Its opaque text form, 48 hexadecimal digits (the creation time in microseconds,
+    /// then the id): what an HTTP API hands out as `nextCursor`. Parse it back with
+    /// [`str::parse`].
+    ///
+    /// ```
+    /// use apitoken::{Cursor, TokenId};
+    /// use chrono::DateTime;
+    ///
+    /// let cursor = Cursor {
+    ///     created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+    ///     id: TokenId::from_uuid(uuid::Uuid::from_u128(7)),
+    /// };
+    /// assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor));
+    /// assert!("not a cursor".parse::<Cursor>().is_err());
+    /// ```
+    pub const TEXT_LEN: usize = 48;
+
     /// The position just after `token`.
     pub fn after(token: &Token) -> Cursor {
         Cursor {
@@ -266,13 +381,69 @@ impl Cursor {
     }
 }
 
-/// Which page of a listing to read.
+impl core::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Two's complement keeps the order of times before 1970 too, not that it matters
+        // to an opaque value.
+        write!(
+            f,
+            "{:016x}{:032x}",
+            self.created_at.timestamp_micros() as u64,
+            self.id.as_uuid().as_u128()
+        )
+    }
+}
+
+/// A text that is not a [`Cursor`] this library wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a listing cursor: pass back the nextCursor of the previous page as it is, or none for the first page"
+)]
+pub struct InvalidCursor;
+
+impl core::str::FromStr for Cursor {
+    type Err = InvalidCursor;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lowercase_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if s.len() != Cursor::TEXT_LEN || !lowercase_hex(s) {
+            return Err(InvalidCursor);
+        }
+        let (time, id) = s.split_at(16);
+        let micros = u64::from_str_radix(time, 16).map_err(|_| InvalidCursor)? as i64;
+        let id = u128::from_str_radix(id, 16).map_err(|_| InvalidCursor)?;
+        let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
+        Ok(Cursor {
+            created_at,
+            id: TokenId::from_uuid(uuid::Uuid::from_u128(id)),
+        })
+    }
+}
+
+/// Which page of a listing to read, and which tokens it keeps.
+///
+/// ```
+/// use apitoken::{PageRequest, UserId};
+/// use chrono::Utc;
+///
+/// // The first 50 tokens of one user that work now.
+/// let request = PageRequest::first(50)
+///     .live_at(Utc::now())
+///     .created_by(UserId::from_uuid(uuid::Uuid::nil()));
+/// assert_eq!(request.limit, 50);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PageRequest {
     /// At most this many tokens (1 to [`PageRequest::MAX_LIMIT`]).
     pub limit: u32,
     /// Start after this position; `None` for the first page.
     pub after: Option<Cursor>,
+    /// Only tokens live at this time (active and not expired); `None` keeps revoked and
+    /// expired ones too.
+    pub live_at: Option<DateTime<Utc>>,
+    /// Only tokens created for this user ([`Token::created_by`]).
+    pub created_by: Option<UserId>,
 }
 
 impl PageRequest {
@@ -284,7 +455,34 @@ impl PageRequest {
         PageRequest {
             limit: limit.clamp(1, Self::MAX_LIMIT),
             after: None,
+            live_at: None,
+            created_by: None,
         }
+    }
+
+    /// The same, keeping only tokens live at `at`.
+    pub fn live_at(self, at: DateTime<Utc>) -> PageRequest {
+        PageRequest {
+            live_at: Some(at),
+            ..self
+        }
+    }
+
+    /// The same, keeping only tokens created for `user`.
+    pub fn created_by(self, user: UserId) -> PageRequest {
+        PageRequest {
+            created_by: Some(user),
+            ..self
+        }
+    }
+
+    /// Whether `token` passes the filters (not the position): for stores that filter
+    /// what they read.
+    pub fn keeps(&self, token: &Token) -> bool {
+        self.live_at.is_none_or(|at| token.is_live_at(at))
+            && self
+                .created_by
+                .is_none_or(|user| token.created_by.id == user)
     }
 
     /// The same size, after `cursor`.
@@ -390,6 +588,41 @@ pub enum StoreError {
         /// Its limit.
         limit: u32,
     },
+    /// The environment already holds its limit of tokens, revoked and expired ones
+    /// included; nothing was written.
+    #[error(
+        "environment {environment} already holds {limit} tokens, revoked and expired ones included: purge old ones (`apitoken purge`) or raise the limit"
+    )]
+    EnvironmentFull {
+        /// The environment.
+        environment: EnvironmentId,
+        /// Its limit.
+        limit: u32,
+    },
+    /// The creating token already has its limit of live tokens it created; nothing was
+    /// written.
+    #[error(
+        "token {creator} has already created {limit} live tokens, the most one token may: revoke one of them first"
+    )]
+    TooManyDelegated {
+        /// The environment.
+        environment: EnvironmentId,
+        /// The creating token.
+        creator: TokenId,
+        /// The limit.
+        limit: u32,
+    },
+    /// The creating token is at the deepest level of delegation allowed, so it may not
+    /// create tokens; nothing was written.
+    #[error(
+        "token {creator} is {limit} tokens deep in a chain of tokens creating tokens, the most allowed: create the token from a token higher in the chain"
+    )]
+    DelegationTooDeep {
+        /// The creating token.
+        creator: TokenId,
+        /// The deepest level allowed.
+        limit: u32,
+    },
     /// A rotation's predecessor, or a new token's creating token, is revoked or expired
     /// (or, for a creator, unknown); nothing was written.
     #[error("token {id} is revoked or expired, so it cannot be rotated: issue a new token instead")]
@@ -490,8 +723,8 @@ macro_rules! forward_store {
     ($($ty:ty),*) => {$(
         #[async_trait]
         impl<T: TokenStore + ?Sized> TokenStore for $ty {
-            async fn insert(&self, token: StoredToken, max_live: Option<NonZeroU32>) -> Result<(), StoreError> {
-                (**self).insert(token, max_live).await
+            async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
+                (**self).insert(token, limits).await
             }
             async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
                 (**self).find_by_hash(hash).await
@@ -508,11 +741,17 @@ macro_rules! forward_store {
             async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
                 (**self).list(environment, page).await
             }
-            async fn revoke(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>) -> Result<Token, StoreError> {
+            async fn revoke(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>) -> Result<Revoked, StoreError> {
                 (**self).revoke(environment, id, at).await
             }
             async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
                 (**self).rotate(rotation).await
+            }
+            async fn descends_from(&self, environment: EnvironmentId, id: TokenId, ancestor: TokenId) -> Result<bool, StoreError> {
+                (**self).descends_from(environment, id, ancestor).await
+            }
+            async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+                (**self).purge(ended_before, max).await
             }
             async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
                 (**self).record_last_use(id, at).await

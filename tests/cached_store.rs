@@ -79,8 +79,14 @@ async fn invalidating_one_token_applies_a_change_made_elsewhere_at_once() {
             .await
             .unwrap();
     }
-    s.elsewhere.revoke(env(), a.token.id).await.unwrap();
-    s.elsewhere.revoke(env(), b.token.id).await.unwrap();
+    s.elsewhere
+        .revoke(env(), support::operator(), a.token.id)
+        .await
+        .unwrap();
+    s.elsewhere
+        .revoke(env(), support::operator(), b.token.id)
+        .await
+        .unwrap();
     // The feed says: a was revoked (by id), b too (by hash).
     s.cached.store().invalidate(a.token.id);
     s.cached
@@ -161,7 +167,10 @@ async fn a_revocation_through_the_same_issuer_applies_at_once() {
         .authenticate(issued.raw.expose_secret())
         .await
         .unwrap();
-    s.cached.revoke(env(), issued.token.id).await.unwrap();
+    s.cached
+        .revoke(env(), support::operator(), issued.token.id)
+        .await
+        .unwrap();
     assert!(matches!(
         s.cached.authenticate(issued.raw.expose_secret()).await,
         Err(Error::Revoked { .. })
@@ -188,7 +197,10 @@ async fn revoking_a_creator_through_the_cache_stops_its_cached_tokens_at_once() 
             .unwrap();
     }
     let finds = s.backend.finds.load(Ordering::SeqCst);
-    s.cached.revoke(env(), parent.token.id).await.unwrap();
+    s.cached
+        .revoke(env(), support::operator(), parent.token.id)
+        .await
+        .unwrap();
     assert!(matches!(
         s.cached.authenticate(child.raw.expose_secret()).await,
         Err(Error::Revoked { .. })
@@ -222,7 +234,10 @@ async fn a_lookup_under_way_never_caches_a_token_its_creators_revocation_revoked
     let lookup = async { cache.find_by_hash(&hash).await.unwrap() };
     let revoke = async {
         gated.until_held().await;
-        issuer.revoke(env(), parent.token.id).await.unwrap();
+        issuer
+            .revoke(env(), support::operator(), parent.token.id)
+            .await
+            .unwrap();
         gated.release();
     };
     let (seen, ()) = tokio::join!(lookup, revoke);
@@ -246,7 +261,7 @@ async fn a_rotation_through_the_same_issuer_applies_at_once() {
         .unwrap();
     let new = s
         .cached
-        .rotate(env(), old.token.id, Duration::ZERO)
+        .rotate(env(), support::operator(), old.token.id, Duration::ZERO)
         .await
         .unwrap();
     assert!(matches!(
@@ -265,7 +280,10 @@ async fn a_revocation_elsewhere_applies_within_the_ttl() {
     let issued = s.cached.issue(env(), alice(), request()).await.unwrap();
     let secret = issued.raw.expose_secret();
     s.cached.authenticate(secret).await.unwrap();
-    s.elsewhere.revoke(env(), issued.token.id).await.unwrap();
+    s.elsewhere
+        .revoke(env(), support::operator(), issued.token.id)
+        .await
+        .unwrap();
     // The documented staleness: still served from the cache...
     s.clock.advance(TimeDelta::milliseconds(4_999));
     s.cached.authenticate(secret).await.unwrap();
@@ -333,7 +351,11 @@ async fn an_insert_through_the_cache_clears_a_negative_entry() {
     );
     let mut stored = conformance::sample_token(env(), conformance::base_time());
     stored.hash = hash;
-    s.cached.store().insert(stored.clone(), None).await.unwrap();
+    s.cached
+        .store()
+        .insert(stored.clone(), apitoken::Limits::NONE)
+        .await
+        .unwrap();
     assert_eq!(
         s.cached.store().find_by_hash(&hash).await.unwrap(),
         Some(stored.token)

@@ -13,9 +13,10 @@
 
 use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
-    Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, ManualClock,
-    MemoryStore, Note, PageRequest, ParsedToken, RawToken, Rotation, Scope, Scopes, StoreError,
-    StoredToken, Token, TokenFormat, TokenHash, TokenId, TokenIssuer, TokenStore, UserId,
+    Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, Limits, ManualClock,
+    MemoryStore, Note, PageRequest, ParsedToken, RawToken, Revoked, Rotation, Scope, Scopes,
+    StoreError, StoredToken, Token, TokenFormat, TokenHash, TokenId, TokenIssuer, TokenStore,
+    UserId,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -126,6 +127,11 @@ fn start() -> DateTime<Utc> {
 
 fn env(n: u128) -> EnvironmentId {
     EnvironmentId::from_uuid(Uuid::from_u128(n))
+}
+
+/// An operator, who acts on every token of an environment.
+fn operator() -> Caller {
+    Caller::from(Creator::new(UserId::from_uuid(Uuid::from_u128(0x0ae2))))
 }
 
 fn alice() -> Creator {
@@ -242,9 +248,17 @@ async fn an_issuer_with_many_tokens_shows_none_of_them() {
     }
     // Revoke and rotate some, so every kind of record is in the store.
     let first = issuer.list(env(0), PageRequest::first(10)).await.unwrap();
-    issuer.revoke(env(0), first.tokens[0].id).await.unwrap();
+    issuer
+        .revoke(env(0), operator(), first.tokens[0].id)
+        .await
+        .unwrap();
     let rotated = issuer
-        .rotate(env(0), first.tokens[1].id, Duration::from_secs(60))
+        .rotate(
+            env(0),
+            operator(),
+            first.tokens[1].id,
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     raws.push(rotated.raw.expose_secret().to_owned());
@@ -272,7 +286,7 @@ fn down() -> StoreError {
 
 #[async_trait]
 impl TokenStore for Down {
-    async fn insert(&self, _: StoredToken, _: Option<NonZeroU32>) -> Result<(), StoreError> {
+    async fn insert(&self, _: StoredToken, _: Limits) -> Result<(), StoreError> {
         Err(down())
     }
     async fn find_by_hash(&self, _: &TokenHash) -> Result<Option<Token>, StoreError> {
@@ -289,10 +303,21 @@ impl TokenStore for Down {
         _: EnvironmentId,
         _: TokenId,
         _: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
+    ) -> Result<Revoked, StoreError> {
         Err(down())
     }
     async fn rotate(&self, _: Rotation) -> Result<Token, StoreError> {
+        Err(down())
+    }
+    async fn descends_from(
+        &self,
+        _: EnvironmentId,
+        _: TokenId,
+        _: TokenId,
+    ) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn purge(&self, _: DateTime<Utc>, _: u32) -> Result<u32, StoreError> {
         Err(down())
     }
     async fn record_last_use(&self, _: TokenId, _: DateTime<Utc>) -> Result<(), StoreError> {
@@ -352,7 +377,10 @@ impl Failing {
             .await
             .unwrap();
         let revoked = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
-        issuer.revoke(env(1), revoked.token.id).await.unwrap();
+        issuer
+            .revoke(env(1), operator(), revoked.token.id)
+            .await
+            .unwrap();
         Failing {
             clock,
             issuer,
@@ -506,7 +534,12 @@ async fn record_and_store_errors_never_show_a_token() {
     let live_raw = f.live.raw.expose_secret();
     let replaced = issuer.issue(env(1), alice(), request(&[])).await.unwrap();
     let successor = issuer
-        .rotate(env(1), replaced.token.id, Duration::from_secs(600))
+        .rotate(
+            env(1),
+            operator(),
+            replaced.token.id,
+            Duration::from_secs(600),
+        )
         .await
         .unwrap();
     let broken = TokenIssuer::builder(Down).clock(clock.clone()).build();
@@ -515,19 +548,24 @@ async fn record_and_store_errors_never_show_a_token() {
         failed(
             "not found",
             issuer
-                .get(env(1), TokenId::from_uuid(Uuid::from_u128(7)))
+                .get(env(1), operator(), TokenId::from_uuid(Uuid::from_u128(7)))
                 .await,
         ),
         failed(
             "not live",
             issuer
-                .rotate(env(1), revoked.token.id, Duration::from_secs(1))
+                .rotate(env(1), operator(), revoked.token.id, Duration::from_secs(1))
                 .await,
         ),
         failed(
             "already rotated",
             issuer
-                .rotate(env(1), replaced.token.id, Duration::from_secs(600))
+                .rotate(
+                    env(1),
+                    operator(),
+                    replaced.token.id,
+                    Duration::from_secs(600),
+                )
                 .await,
         ),
         failed("store down", broken.authenticate(live_raw).await),
@@ -720,9 +758,15 @@ async fn json_shows_the_raw_token_only_in_the_issue_response() {
 
     // Every other record: never.
     let principal = issuer.authenticate(&raw).await.unwrap();
-    let token = issuer.get(env(1), issued.token.id).await.unwrap();
+    let token = issuer
+        .get(env(1), operator(), issued.token.id)
+        .await
+        .unwrap();
     let listed = issuer.list(env(1), PageRequest::first(10)).await.unwrap();
-    let revoked = issuer.revoke(env(1), issued.token.id).await.unwrap();
+    let revoked = issuer
+        .revoke(env(1), operator(), issued.token.id)
+        .await
+        .unwrap();
     let shown = [
         ("Token", serde_json::to_string(&issued.token).unwrap()),
         ("Token (get)", serde_json::to_string(&token).unwrap()),
@@ -730,7 +774,10 @@ async fn json_shows_the_raw_token_only_in_the_issue_response() {
             "Token (list)",
             serde_json::to_string(&listed.tokens).unwrap(),
         ),
-        ("Token (revoked)", serde_json::to_string(&revoked).unwrap()),
+        (
+            "Token (revoked)",
+            serde_json::to_string(&revoked.token).unwrap(),
+        ),
         ("Scopes", serde_json::to_string(principal.scopes()).unwrap()),
         (
             "Creator",
@@ -812,7 +859,12 @@ async fn refusals() -> (TokenIssuer<MemoryStore>, Vec<(&'static str, String)>) {
         .await
         .unwrap();
     issuer
-        .rotate(env(1), rotated_away.token.id, Duration::from_secs(60))
+        .rotate(
+            env(1),
+            operator(),
+            rotated_away.token.id,
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     clock.advance(TimeDelta::hours(2));

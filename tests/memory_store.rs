@@ -2,7 +2,7 @@
 #![cfg(feature = "conformance")]
 
 use apitoken::conformance::{self, base_time, new_environment, sample_token};
-use apitoken::{MemoryStore, StoreError, TokenStore};
+use apitoken::{Limits, MemoryStore, StoreError, TokenStore};
 use chrono::TimeDelta;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -31,7 +31,11 @@ async fn threads_racing_inserts_never_exceed_the_limit() {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let t = sample_token(env, base_time() + TimeDelta::microseconds(i));
-                    store.insert(t, NonZeroU32::new(3)).await
+                    let limits = Limits {
+                        max_live: NonZeroU32::new(3),
+                        ..Limits::NONE
+                    };
+                    store.insert(t, limits).await
                 })
             })
             .collect();
@@ -54,7 +58,7 @@ async fn revocation_is_seen_by_every_thread_at_once() {
     for _ in 0..50 {
         let env = new_environment();
         let t = sample_token(env, base_time());
-        store.insert(t.clone(), None).await.unwrap();
+        store.insert(t.clone(), Limits::NONE).await.unwrap();
         let revoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..3)
             .map(|_| {
@@ -86,12 +90,8 @@ struct Forgetful(MemoryStore);
 
 #[apitoken::async_trait] // the re-export: a store needs no async-trait dependency
 impl TokenStore for Forgetful {
-    async fn insert(
-        &self,
-        t: apitoken::StoredToken,
-        max: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
-        self.0.insert(t, max).await
+    async fn insert(&self, t: apitoken::StoredToken, limits: Limits) -> Result<(), StoreError> {
+        self.0.insert(t, limits).await
     }
     async fn find_by_hash(
         &self,
@@ -121,11 +121,26 @@ impl TokenStore for Forgetful {
         env: apitoken::EnvironmentId,
         id: apitoken::TokenId,
         at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<apitoken::Token, StoreError> {
+    ) -> Result<apitoken::Revoked, StoreError> {
         self.0.revoke(env, id, at).await
     }
     async fn rotate(&self, rotation: apitoken::Rotation) -> Result<apitoken::Token, StoreError> {
         self.0.rotate(rotation).await
+    }
+    async fn descends_from(
+        &self,
+        env: apitoken::EnvironmentId,
+        id: apitoken::TokenId,
+        ancestor: apitoken::TokenId,
+    ) -> Result<bool, StoreError> {
+        self.0.descends_from(env, id, ancestor).await
+    }
+    async fn purge(
+        &self,
+        ended_before: chrono::DateTime<chrono::Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        self.0.purge(ended_before, max).await
     }
     async fn record_last_use(
         &self,
@@ -154,7 +169,7 @@ async fn memory_store_answers_credentials_at_once() {
     let store = MemoryStore::new();
     let t = sample_token(new_environment(), base_time());
     assert_eq!(store.find_credential_now(&t.hash), Some(None));
-    store.insert(t.clone(), None).await.unwrap();
+    store.insert(t.clone(), Limits::NONE).await.unwrap();
     assert_eq!(
         store.find_credential_now(&t.hash),
         Some(Some(apitoken::Credential::from(&t.token)))

@@ -153,7 +153,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         a.unwrap();
         c.unwrap();
         drop(b);
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), 4);
         let issuer = TokenIssuer::new(store.clone());
         let issued = issuer
             .issue(new_environment(), alice(), request("kept"))
@@ -175,7 +175,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
                 err,
                 StoreError::SchemaTooNew {
                     found: 7,
-                    supported: 3
+                    supported: 4
                 }
             ),
             "{err:?}"
@@ -270,9 +270,9 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 1);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), 4);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), 4);
         store.prepare(hasher.fingerprint()).await.unwrap();
         assert_eq!(
             replaced_by(&store, id).await,
@@ -284,7 +284,15 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
         let who = issuer.authenticate(raw.expose_secret()).await.unwrap();
         assert_eq!(who.token_id(), id);
         assert_eq!(who.environment(), env);
-        assert_eq!(issuer.get(env, id).await.unwrap().note.as_str(), "from v1");
+        assert_eq!(
+            issuer
+                .get(env, support::operator(), id)
+                .await
+                .unwrap()
+                .note
+                .as_str(),
+            "from v1"
+        );
 
         let successor = support::rotates_once(&issuer, env, id, &raw).await;
         assert_eq!(
@@ -294,7 +302,7 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
         );
 
         // A schema from a version newer than this one is still refused.
-        sqlx::query("UPDATE apitoken_meta SET value = '4' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '5' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -303,8 +311,8 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 4,
-                    supported: 3
+                    found: 5,
+                    supported: 4
                 }
             ),
             "{err:?}"
@@ -385,7 +393,11 @@ async fn concurrent_rotations_of_one_token_are_all_or_nothing() {
             .map(|i| {
                 let issuer = if i % 2 == 0 { a.clone() } else { b.clone() };
                 let id = old.token.id;
-                tokio::spawn(async move { issuer.rotate(env, id, Duration::ZERO).await })
+                tokio::spawn(async move {
+                    issuer
+                        .rotate(env, support::operator(), id, Duration::ZERO)
+                        .await
+                })
             })
             .collect();
         let mut won = 0;
@@ -433,9 +445,11 @@ async fn concurrent_rotations_in_the_grace_period_give_one_successor() {
                 .map(|i| {
                     let issuer = issuers[i % issuers.len()].clone();
                     let id = old.token.id;
-                    tokio::spawn(
-                        async move { issuer.rotate(env, id, Duration::from_secs(600)).await },
-                    )
+                    tokio::spawn(async move {
+                        issuer
+                            .rotate(env, support::operator(), id, Duration::from_secs(600))
+                            .await
+                    })
                 })
                 .collect();
             let mut won = 0;
@@ -472,7 +486,9 @@ async fn revoke_is_seen_by_every_connection_at_once() {
             let issued = a.issue(env, alice(), request("x")).await.unwrap();
             let secret = issued.raw.expose_secret().to_owned();
             b.authenticate(&secret).await.unwrap();
-            a.revoke(env, issued.token.id).await.unwrap();
+            a.revoke(env, support::operator(), issued.token.id)
+                .await
+                .unwrap();
             let checks: Vec<_> = (0..8)
                 .map(|_| {
                     let (b, secret) = (b.clone(), secret.clone());
@@ -530,7 +546,10 @@ async fn authentication_fails_closed_and_recovers_when_the_database_comes_back()
         proxy.restore();
         issuer.authenticate(secret).await.unwrap();
         // The revocation made directly is seen through the recovered pool.
-        direct.revoke(env, issued.token.id).await.unwrap();
+        direct
+            .revoke(env, support::operator(), issued.token.id)
+            .await
+            .unwrap();
         assert!(matches!(
             issuer.authenticate(secret).await,
             Err(Error::Revoked { .. })
@@ -572,7 +591,7 @@ async fn connections_dropped_while_idle_are_replaced_without_an_error() {
                 }
                 _ => {
                     issuer
-                        .revoke(env, issued.token.id)
+                        .revoke(env, support::operator(), issued.token.id)
                         .await
                         .expect("an update recovers");
                 }
@@ -663,7 +682,7 @@ async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
         proxy.lose_reply_holding(b"COMMIT\0");
         let grace = Duration::from_secs(600);
         let new = issuer
-            .rotate(env, old.token.id, grace)
+            .rotate(env, support::operator(), old.token.id, grace)
             .await
             .expect("the commit happened: rotating succeeds");
         let page = issuer.list(env, PageRequest::first(10)).await.unwrap();
@@ -671,7 +690,7 @@ async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
         issuer.authenticate(new.raw.expose_secret()).await.unwrap();
         let in_grace = issuer.authenticate(old.raw.expose_secret()).await.unwrap();
         assert!(in_grace.expires_at().is_some(), "the grace period is set");
-        let again = issuer.rotate(env, old.token.id, grace).await;
+        let again = issuer.rotate(env, support::operator(), old.token.id, grace).await;
         assert!(
             matches!(
                 again,
@@ -766,11 +785,11 @@ async fn every_operation_recovers(
         .await
         .expect("an issue under a limit recovers");
     let successor = issuers[2]
-        .rotate(env, rotated.token.id, Duration::ZERO)
+        .rotate(env, support::operator(), rotated.token.id, Duration::ZERO)
         .await
         .expect("a rotation recovers");
     issuers[3]
-        .revoke(env, revoked.token.id)
+        .revoke(env, support::operator(), revoked.token.id)
         .await
         .expect("a revocation recovers");
 

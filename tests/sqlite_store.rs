@@ -6,8 +6,8 @@ mod support;
 
 use apitoken::conformance::{self, base_time, new_environment, sample_token};
 use apitoken::{
-    Creator, EnvironmentId, Error, IssueRequest, KeyFingerprint, Note, SqliteStore, StoreError,
-    TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
+    Creator, EnvironmentId, Error, IssueRequest, KeyFingerprint, Limits, Note, SqliteStore,
+    StoreError, TokenFormat, TokenHasher, TokenId, TokenIssuer, TokenStore, UserId,
 };
 use chrono::{TimeDelta, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
@@ -77,7 +77,7 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     assert_eq!(store.schema_version().await.unwrap(), 0);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
         .issue(new_environment(), alice(), request("kept"))
@@ -108,7 +108,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"
@@ -203,9 +203,9 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     let store = SqliteStore::open(&db.path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 1);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     store.prepare(hasher.fingerprint()).await.unwrap();
     assert_eq!(
         replaced_by(&store, id).await,
@@ -217,7 +217,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     let who = issuer.authenticate(raw.expose_secret()).await.unwrap();
     assert_eq!(who.token_id(), id);
     assert_eq!(who.environment(), env);
-    let old = issuer.get(env, id).await.unwrap();
+    let old = issuer.get(env, support::operator(), id).await.unwrap();
     assert_eq!(old.note.as_str(), "from v1");
     assert_eq!(
         old.created_at.timestamp_micros(),
@@ -232,7 +232,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     );
 
     // A database from a version newer than this one is still refused.
-    sqlx::query("UPDATE apitoken_meta SET value = '4' WHERE key = 'schema_version'")
+    sqlx::query("UPDATE apitoken_meta SET value = '5' WHERE key = 'schema_version'")
         .execute(store.pool())
         .await
         .unwrap();
@@ -241,8 +241,8 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 4,
-                supported: 3
+                found: 5,
+                supported: 4
             }
         ),
         "{err:?}"
@@ -327,7 +327,9 @@ async fn revoke_on_one_connection_is_seen_by_the_other() {
     for _ in 0..10 {
         let issued = a.issue(env, alice(), request("x")).await.unwrap();
         b.authenticate(issued.raw.expose_secret()).await.unwrap();
-        a.revoke(env, issued.token.id).await.unwrap();
+        a.revoke(env, support::operator(), issued.token.id)
+            .await
+            .unwrap();
         let err = b
             .authenticate(issued.raw.expose_secret())
             .await
@@ -346,7 +348,13 @@ async fn a_second_writer_waits_for_the_first() {
     let env = new_environment();
     let pending = tokio::spawn(async move {
         writer
-            .insert(sample_token(env, base_time()), NonZeroU32::new(10))
+            .insert(
+                sample_token(env, base_time()),
+                Limits {
+                    max_live: NonZeroU32::new(10),
+                    ..Limits::NONE
+                },
+            )
             .await
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -378,6 +386,7 @@ async fn nothing_secret_is_at_rest() {
     let mut rotated = issuer
         .rotate(
             env,
+            support::operator(),
             issuer.list(env, Default::default()).await.unwrap().tokens[0].id,
             Default::default(),
         )
@@ -470,7 +479,10 @@ async fn authentication_never_waits_for_a_writer() {
     .unwrap();
     assert_eq!(principal.token_id(), issued.token.id);
     // Reads see the buffered last use, so the issuer does not record it again.
-    let token = issuer.get(env, issued.token.id).await.unwrap();
+    let token = issuer
+        .get(env, support::operator(), issued.token.id)
+        .await
+        .unwrap();
     assert!(token.last_used_at.is_some());
     assert_eq!(last_used_on_disk(&db, issued.token.id).await, None);
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();

@@ -1,7 +1,7 @@
 //! The command line's grammar (clap derive) and turning clap's errors into one line.
 
-use crate::duration;
 use apitoken::{Alphabet, EnvironmentId, Note, Scope, TokenId, UserId};
+use apitoken_ops::duration;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -22,6 +22,7 @@ Examples:
 
   apitoken list --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d
   apitoken revoke --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d --id <TOKEN_ID>
+  apitoken purge --older-than 90d
   apitoken scan .env config/*.yaml
 
 Storage:
@@ -57,6 +58,9 @@ pub(crate) struct Cli {
 pub(crate) struct Global {
     #[command(flatten)]
     pub(crate) storage: apitoken_ops::StorageArgs,
+
+    #[command(flatten)]
+    pub(crate) cap: apitoken_ops::CapArgs,
 
     /// More scopes `issue` accepts, comma-separated
     ///
@@ -118,8 +122,26 @@ pub(crate) enum Command {
     /// none is, 2 when a file cannot be read.
     #[command(verbatim_doc_comment)]
     Scan(ScanArgs),
+    /// Delete the tokens that were revoked or expired more than --older-than ago
+    ///
+    /// Live tokens are never deleted, nor a token that created one still kept (it goes
+    /// once they have). Deleted tokens no longer count against
+    /// --max-tokens-per-environment; presented, they are refused as unknown tokens are.
+    /// Runs in short batches, so other writers are not held up.
+    #[command(verbatim_doc_comment)]
+    Purge(PurgeArgs),
     /// List the scopes `issue` accepts (the reference scopes and --extra-scopes).
     Scopes,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// How long a token must have been revoked or expired, e.g. 90d, 12w (0s: all of them)
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub(crate) older_than: Duration,
+    /// Print `{"purged": N, "endedBefore": "…"}`.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

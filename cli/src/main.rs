@@ -12,7 +12,6 @@
 
 mod args;
 mod commands;
-mod duration;
 mod failure;
 mod input;
 mod output;

@@ -12,8 +12,8 @@ pub(crate) type Issuer = TokenIssuer<DynTokenStore>;
 pub(crate) enum Access {
     /// `issue`: creates the file and the schema, or upgrades the schema.
     Create,
-    /// `revoke`, `rotate`: need an existing apitoken database (an older schema is
-    /// upgraded).
+    /// `revoke`, `rotate`, `purge`: need an existing apitoken database (an older schema
+    /// is upgraded).
     Write,
     /// `list`, `get`, `verify`: write nothing, not even last use (an operator's check is
     /// not a use), so they work on a read-only file and behind a stuck writer.
@@ -40,7 +40,11 @@ pub(crate) async fn with_issuer<T>(
         }
     }
     .map_err(Failure::usage)?;
-    let mut builder = handle.builder().scope_catalog(catalog(global));
+    let limits = global.cap.apply(apitoken::Limits::default());
+    let mut builder = handle
+        .builder()
+        .scope_catalog(catalog(global))
+        .limits(limits);
     if access == Access::Read {
         builder = builder.last_use_interval(None);
     }

@@ -13,6 +13,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod duration;
+
 use apitoken::{
     DynTokenStore, Error, HashKey, KeyFingerprint, PostgresStore, SqliteStore, StoreError,
     TokenIssuer, TokenIssuerBuilder, TokenStore,
@@ -64,6 +66,33 @@ pub struct StorageArgs {
     /// Where --db and --database-url came from; see [`StorageArgs::note_sources`].
     #[arg(skip)]
     pub sources: Sources,
+}
+
+/// The bound on tokens per environment, which the CLI and the server share so that one
+/// setting (`APITOKEN_MAX_TOKENS_PER_ENVIRONMENT`) holds for both.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct CapArgs {
+    /// At most N tokens per environment, revoked and expired ones included until they
+    /// are purged (`apitoken purge`); one more is refused (422 too_many_api_tokens). 0: no
+    /// bound
+    #[arg(
+        long,
+        global = true,
+        env = "APITOKEN_MAX_TOKENS_PER_ENVIRONMENT",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
+    pub max_tokens_per_environment: u32,
+}
+
+impl CapArgs {
+    /// `limits` with this bound.
+    pub fn apply(&self, limits: apitoken::Limits) -> apitoken::Limits {
+        apitoken::Limits {
+            max_total: core::num::NonZeroU32::new(self.max_tokens_per_environment),
+            ..limits
+        }
+    }
 }
 
 /// Where the storage options came from, so that the command line beats the environment.

@@ -10,7 +10,8 @@ use crate::store::StoreError;
 pub const UNAUTHORIZED_MESSAGE: &str = "invalid or expired API token";
 
 /// The HTTP status for `error`: 401 for every authentication failure, 403 for a wrong
-/// environment or a missing scope, 422 for the reference API's validation errors, 404 for
+/// environment, a missing scope, a token outside a delegated caller's reach or a
+/// delegation too deep, 422 for the reference API's validation errors and limits, 404 for
 /// no such token, 409 for a rotation the token's state refuses, 503 when the store is
 /// unavailable, 500 otherwise.
 ///
@@ -27,10 +28,15 @@ pub fn status(error: &Error) -> u16 {
         | Error::Unknown { .. }
         | Error::Revoked { .. }
         | Error::Expired { .. } => 401,
-        Error::WrongEnvironment { .. } | Error::MissingScope { .. } => 403,
+        Error::WrongEnvironment { .. }
+        | Error::MissingScope { .. }
+        | Error::OutsideDelegation { .. } => 403,
         Error::InvalidScopes { .. } | Error::InvalidExpiry { .. } => 422,
         Error::Store(e) => match e {
-            StoreError::LimitReached { .. } => 422,
+            StoreError::LimitReached { .. }
+            | StoreError::EnvironmentFull { .. }
+            | StoreError::TooManyDelegated { .. } => 422,
+            StoreError::DelegationTooDeep { .. } => 403,
             StoreError::NotFound { .. } => 404,
             StoreError::NotLive { .. } | StoreError::AlreadyRotated { .. } => 409,
             StoreError::Unavailable { .. } => 503,
@@ -44,7 +50,11 @@ pub fn code(error: &Error) -> Option<&'static str> {
     match error {
         Error::InvalidScopes { .. } => Some("invalid_scopes"),
         Error::InvalidExpiry { .. } => Some("invalid_expires_at"),
-        Error::Store(StoreError::LimitReached { .. }) => Some("too_many_api_tokens"),
+        Error::Store(
+            StoreError::LimitReached { .. }
+            | StoreError::EnvironmentFull { .. }
+            | StoreError::TooManyDelegated { .. },
+        ) => Some("too_many_api_tokens"),
         _ => None,
     }
 }

@@ -272,9 +272,11 @@ async fn path_environment(
         .iter()
         .find_map(|(key, value)| (key == name).then_some(value))
         .ok_or(Rejection::MissingPathParameter { name })?;
-    value.parse().map_err(|_| Rejection::InvalidPathParameter {
-        name: Cow::Borrowed(name),
-    })
+    super::canonical_uuid(value)
+        .map(EnvironmentId::from_uuid)
+        .ok_or(Rejection::InvalidPathParameter {
+            name: Cow::Borrowed(name),
+        })
 }
 
 /// The first path parameter whose percent-decoded bytes are not UTF-8.
@@ -322,7 +324,7 @@ impl fmt::Display for Rejection {
             Rejection::Token(e) => fmt::Display::fmt(e, f),
             Rejection::InvalidPathParameter { name } => write!(
                 f,
-                "the path parameter `{name}` must be a UUID such as 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d"
+                "the path parameter `{name}` must be a UUID in lower case with hyphens, such as 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d"
             ),
             Rejection::MissingPathParameter { name } => write!(
                 f,

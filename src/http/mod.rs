@@ -87,11 +87,13 @@
 mod answer;
 #[cfg(feature = "axum")]
 mod auth;
+mod path;
 #[cfg(feature = "axum")]
 mod response;
 
 pub use answer::{UNAUTHORIZED_MESSAGE, code, public_message, status};
 #[cfg(feature = "axum")]
 pub use auth::{Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth};
+pub use path::canonical_uuid;
 #[cfg(feature = "axum")]
 pub use response::{ErrorBody, ErrorReport, RETRY_AFTER_SECONDS};

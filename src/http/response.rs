@@ -148,7 +148,13 @@ fn payload(e: &Error) -> Payload<'_> {
                 },
             }
         }
-        Error::Store(StoreError::LimitReached { environment, limit }) => Payload::Limit {
+        Error::Store(
+            StoreError::LimitReached { environment, limit }
+            | StoreError::EnvironmentFull { environment, limit }
+            | StoreError::TooManyDelegated {
+                environment, limit, ..
+            },
+        ) => Payload::Limit {
             project_environment_id: *environment,
             limit: *limit,
         },

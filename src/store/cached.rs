@@ -1,6 +1,6 @@
 //! [`CachedStore`]: a verification cache in front of a remote store.
 
-use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
+use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use core::fmt;
 use core::hash::{BuildHasherDefault, Hasher};
-use core::num::NonZeroU32;
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,8 +23,9 @@ const SHARDS: usize = 16;
 ///   database on every request.
 /// - **Bounded**: at most `capacity` entries (default 100,000); when full, expired entries
 ///   are dropped first, then arbitrary ones.
-/// - **Immediate invalidation** for changes made through this cache: `insert`, `revoke`,
-///   `rotate` and `record_last_use` update or drop the entry before they return, and a
+/// - **Immediate invalidation** for changes made through this cache: `insert`, `revoke`
+///   (with every token its cascade revoked), `rotate` and `record_last_use` update or
+///   drop the entries before they return, and a
 ///   look-up that read the store before such a change and answers after it never puts
 ///   what it read into the cache (each invalidation is stamped with an epoch; a fill
 ///   older than an invalidation of its token is dropped). So revocation stays
@@ -96,9 +96,6 @@ struct Invalidations {
     ids: HashMap<TokenId, u64>,
     /// The epoch of the latest `invalidate_all`.
     all: u64,
-    /// The epoch of the latest revocation through this cache: it may have revoked any
-    /// delegated token (the cascade), so no delegated token read before it is cached.
-    delegated: u64,
 }
 
 impl Invalidations {
@@ -126,10 +123,7 @@ impl Invalidations {
     /// known) may be cached: nothing invalidated it since.
     fn fresh(&self, started: u64, hash: &TokenHash, found: Option<&Token>) -> bool {
         let newer = |at: Option<&u64>| at.is_some_and(|&at| at > started);
-        let revoked_with_creator =
-            found.is_some_and(|t| t.created_by_token.is_some()) && self.delegated > started;
         self.all <= started
-            && !revoked_with_creator
             && !newer(self.hashes.get(hash))
             && !found.is_some_and(|t| newer(self.ids.get(&t.id)))
     }
@@ -297,29 +291,6 @@ impl<S: TokenStore> CachedStore<S> {
         }
     }
 
-    /// Forgets every cached delegated token (one a token created), which a revocation may
-    /// have revoked with its creator; look-ups of delegated tokens already under way do not
-    /// fill the cache. Tokens users created stay cached.
-    fn invalidate_delegated(&self) {
-        let mut invalidations = lock_invalidations(&self.invalidations);
-        invalidations.stamp(None, None);
-        invalidations.delegated = invalidations.epoch;
-        let mut dropped = Vec::new();
-        for shard in self.shards.iter() {
-            lock(shard).entries.retain(|_, entry| match &entry.token {
-                Some(token) if token.created_by_token.is_some() => {
-                    dropped.push(token.id);
-                    false
-                }
-                _ => true,
-            });
-        }
-        let mut ids = lock_ids(&self.ids);
-        for id in dropped {
-            ids.remove(&id);
-        }
-    }
-
     /// How many entries are cached (fresh or not).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).entries.len()).sum()
@@ -427,13 +398,9 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 
 #[async_trait]
 impl<S: TokenStore> TokenStore for CachedStore<S> {
-    async fn insert(
-        &self,
-        token: StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
+    async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
         let hash = token.hash;
-        let result = self.inner.insert(token, max_live).await;
+        let result = self.inner.insert(token, limits).await;
         // A negative entry for this hash (a guess presented earlier), or a look-up of it
         // still under way, must not hide it.
         self.invalidate_hash(&hash);
@@ -486,11 +453,18 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
+    ) -> Result<Revoked, StoreError> {
         let result = self.inner.revoke(environment, id, at).await;
-        // Also after a failure: the store may have revoked it before the error.
-        self.invalidate(id);
-        self.invalidate_delegated();
+        match &result {
+            Ok(revoked) => {
+                self.invalidate(id);
+                for &id in &revoked.cascade {
+                    self.invalidate(id);
+                }
+            }
+            // The store may have revoked it, and whatever went with it, before the error.
+            Err(_) => self.invalidate_all(),
+        }
         result
     }
 
@@ -501,6 +475,22 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.invalidate(predecessor);
         self.invalidate_hash(&successor);
         result
+    }
+
+    async fn descends_from(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        self.inner.descends_from(environment, id, ancestor).await
+    }
+
+    /// Purges the inner store. Cached entries of purged tokens stay until they expire:
+    /// only tokens that ended long ago are purged, and an entry refuses them as the store
+    /// would (revoked or expired rather than unknown: the same 401).
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.inner.purge(ended_before, max).await
     }
 
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
@@ -553,8 +543,8 @@ mod tests {
 
     #[async_trait]
     impl TokenStore for Stalled {
-        async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
-            self.0.insert(t, max).await
+        async fn insert(&self, t: StoredToken, limits: Limits) -> Result<(), StoreError> {
+            self.0.insert(t, limits).await
         }
         async fn find_by_hash(&self, _: &TokenHash) -> Result<Option<Token>, StoreError> {
             core::future::pending().await
@@ -570,11 +560,22 @@ mod tests {
             e: EnvironmentId,
             id: TokenId,
             at: DateTime<Utc>,
-        ) -> Result<Token, StoreError> {
+        ) -> Result<Revoked, StoreError> {
             self.0.revoke(e, id, at).await
         }
         async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
             self.0.rotate(rotation).await
+        }
+        async fn descends_from(
+            &self,
+            e: EnvironmentId,
+            id: TokenId,
+            ancestor: TokenId,
+        ) -> Result<bool, StoreError> {
+            self.0.descends_from(e, id, ancestor).await
+        }
+        async fn purge(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+            self.0.purge(before, max).await
         }
         async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
             self.0.record_last_use(id, at).await

@@ -1,6 +1,8 @@
 //! [`MemoryStore`]: the embedded default store, in process memory.
 
-use super::{Cursor, Page, PageRequest, Rotation, StoreError, TokenStore, UniqueKey};
+use super::{
+    Cursor, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore, UniqueKey,
+};
 use crate::format::Checksum;
 use crate::hash::TokenHash;
 use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
@@ -9,7 +11,6 @@ use crate::scope::Scopes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::fmt;
-use core::num::NonZeroU32;
 use core::ops::Bound;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -66,8 +67,8 @@ struct Inner {
     creator_tokens: HashMap<Slot, TokenId>,
 }
 
-/// A record's permanent number (records are never removed): its place among the cold
-/// parts, in `ids` and in `by_env`. Below 2³¹.
+/// A record's number while it is stored: its place among the cold parts, in `ids` and in
+/// `by_env`. A purged record's slot is given to a later one. Below 2³⁰.
 type Slot = u32;
 
 /// What authentication reads, in two aligned cache lines: the hash it is compared
@@ -83,15 +84,22 @@ struct Hot {
     expires_at: Option<DateTime<Utc>>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
-    /// The slot, and `active` in the top bit.
+    /// The slot, `active` in the top bit and whether a token created it in the next.
     slot_active: u32,
 }
 
 const ACTIVE: u32 = 1 << 31;
+/// A token created it: its creator is in `Inner::creator_tokens`, which only such tokens
+/// pay a look-up in.
+const DELEGATED: u32 = 1 << 30;
 
 impl Hot {
     fn slot(&self) -> Slot {
-        self.slot_active & !ACTIVE
+        self.slot_active & !(ACTIVE | DELEGATED)
+    }
+
+    fn delegated(&self) -> bool {
+        self.slot_active & DELEGATED != 0
     }
 
     fn active(&self) -> bool {
@@ -99,14 +107,14 @@ impl Hot {
     }
 
     fn set_active(&mut self, active: bool) {
-        self.slot_active = self.slot() | if active { ACTIVE } else { 0 };
+        self.slot_active = (self.slot_active & !ACTIVE) | if active { ACTIVE } else { 0 };
     }
 
     fn is_live_at(&self, now: DateTime<Utc>) -> bool {
         self.active() && self.expires_at.is_none_or(|at| at > now)
     }
 
-    fn credential(&self) -> Credential {
+    fn credential(&self, created_by_token: Option<TokenId>) -> Credential {
         Credential {
             id: self.id,
             environment: self.environment,
@@ -116,6 +124,7 @@ impl Hot {
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
+            created_by_token,
         }
     }
 
@@ -193,6 +202,38 @@ impl Table {
         self.len += 1;
     }
 
+    /// Removes the record at `at`, shifting back the records after it that probed past
+    /// it (so every record stays reachable from its home without tombstones); tells
+    /// `cold` where every moved record is now.
+    fn remove(&mut self, at: usize, cold: &mut ColdRecords) -> Option<Hot> {
+        let removed = self.entries.get_mut(at)?.take()?;
+        self.len -= 1;
+        let mask = self.entries.len() - 1;
+        let mut hole = at;
+        let mut next = (at + 1) & mask;
+        while let Some(hot) = self.entries.get(next).and_then(Option::as_ref) {
+            let home = Table::home(&hot.hash, mask);
+            // The record may fill the hole if its home is not cyclically in (hole, next].
+            let reachable = if hole <= next {
+                home <= hole || home > next
+            } else {
+                home <= hole && home > next
+            };
+            if reachable {
+                let moved = self.entries.get_mut(next).and_then(Option::take);
+                if let Some(moved) = moved {
+                    cold.set_position(moved.slot(), hole);
+                    if let Some(entry) = self.entries.get_mut(hole) {
+                        *entry = Some(moved);
+                    }
+                }
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        Some(removed)
+    }
+
     fn place(&mut self, hot: Hot) -> usize {
         let mask = self.entries.len() - 1;
         let mut at = Table::home(&hot.hash, mask);
@@ -216,10 +257,12 @@ struct Cold {
 }
 
 /// Cold parts by slot, in fixed-size chunks: growing never moves or over-allocates them.
+/// Purged records' slots are reused first.
 #[derive(Default)]
 struct ColdRecords {
     chunks: Vec<Vec<Cold>>,
     len: usize,
+    free: Vec<Slot>,
 }
 
 const CHUNK: usize = 4096;
@@ -241,9 +284,18 @@ impl ColdRecords {
         }
     }
 
-    /// Appends a cold part; its slot, or `None` when 2³¹ − 1 are taken.
+    /// Stores a cold part in a free slot or a new one; its slot, or `None` when 2³⁰ − 1
+    /// are taken.
     fn push(&mut self, cold: Cold) -> Option<Slot> {
-        let slot = Slot::try_from(self.len).ok().filter(|s| *s < ACTIVE - 1)?;
+        if let Some(slot) = self.free.pop() {
+            if let Some(entry) = self.get_mut(slot) {
+                *entry = cold;
+            }
+            return Some(slot);
+        }
+        let slot = Slot::try_from(self.len)
+            .ok()
+            .filter(|s| *s < DELEGATED - 1)?;
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
@@ -298,50 +350,112 @@ impl Inner {
         self.token_at(self.cold.get(slot)?.position as usize)
     }
 
-    /// The slots of the tokens `root` created, directly or through tokens they created,
-    /// counting what its rotated predecessors created as its own (the walk the SQL stores
-    /// make with a recursive query). Each slot once; `root` itself is not among them.
-    fn descendants(&self, root: TokenId) -> Vec<Slot> {
-        let id_of = |slot: Slot| {
-            let cold = self.cold.get(slot)?;
-            Some(self.table.get(cold.position as usize)?.id)
-        };
-        // `seen` holds each slot found as a descendant once, so `found` has no repeats.
+    /// The id of the token in `slot`.
+    fn id_of(&self, slot: Slot) -> Option<TokenId> {
+        let cold = self.cold.get(slot)?;
+        Some(self.table.get(cold.position as usize)?.id)
+    }
+
+    /// The record in `slot`.
+    fn hot_in(&self, slot: Slot) -> Option<&Hot> {
+        self.table.get(self.cold.get(slot)?.position as usize)
+    }
+
+    /// What revoking `root` at `at` revokes besides it: the tokens live at `at` that it
+    /// created, directly or through live tokens they created, counting what its rotated
+    /// predecessors created as its own, and those predecessors, live or not (their
+    /// children may be). The walk the SQL stores make with a recursive query. Each slot
+    /// once; `root` itself is not among them.
+    fn cascade(&self, root: TokenId, at: DateTime<Utc>) -> Vec<Slot> {
         let mut found = Vec::new();
         let mut seen = HashSet::new();
-        // (token, whether it is a descendant): a predecessor of the root is walked for its
-        // children, not revoked.
-        let mut stack = vec![(root, false)];
-        while let Some((id, descendant)) = stack.pop() {
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
             if let Some(&predecessor) = self.predecessors.get(&id)
-                && let Some(predecessor_id) = id_of(predecessor)
-                && seen.insert((predecessor, descendant))
+                && let Some(predecessor_id) = self.id_of(predecessor)
+                && seen.insert(predecessor)
             {
-                if descendant {
-                    found.push(predecessor);
-                }
-                stack.push((predecessor_id, descendant));
+                found.push(predecessor);
+                stack.push(predecessor_id);
             }
             for &child in self.children.get(&id).into_iter().flatten() {
-                if let Some(child_id) = id_of(child)
-                    && seen.insert((child, true))
+                if let Some(hot) = self.hot_in(child)
+                    && hot.is_live_at(at)
+                    && seen.insert(child)
                 {
                     found.push(child);
-                    stack.push((child_id, true));
+                    stack.push(hot.id);
                 }
             }
         }
         found
     }
 
+    /// Whether `id` is `ancestor` or descends from it, along creating tokens and
+    /// successors (see [`TokenStore::descends_from`]).
+    fn descends_from(&self, environment: EnvironmentId, id: TokenId, ancestor: TokenId) -> bool {
+        let Some(at) = self.position(environment, id) else {
+            return false;
+        };
+        let mut seen = HashSet::new();
+        let mut stack = vec![at];
+        while let Some(at) = stack.pop() {
+            let Some(hot) = self.table.get(at) else {
+                continue;
+            };
+            if hot.id == ancestor {
+                return true;
+            }
+            let slot = hot.slot();
+            let creator = self.creator_tokens.get(&slot);
+            let successor = self.successors.get(&slot);
+            for next in creator.into_iter().chain(successor) {
+                if let Some(next_at) = self.position(environment, *next)
+                    && seen.insert(next_at)
+                {
+                    stack.push(next_at);
+                }
+            }
+        }
+        false
+    }
+
     fn credential(&self, hash: &TokenHash) -> Option<Credential> {
-        Some(self.table.get(self.table.find(hash)?)?.credential())
+        let hot = self.table.get(self.table.find(hash)?)?;
+        let created_by_token = if hot.delegated() {
+            self.creator_tokens.get(&hot.slot()).copied()
+        } else {
+            None
+        };
+        Some(hot.credential(created_by_token))
+    }
+
+    /// How many tokens up the chain of creating tokens `creator` is: 0 for one a user
+    /// created. Counts at most `bound + 1`.
+    fn depth(&self, environment: EnvironmentId, creator: TokenId, bound: u32) -> u32 {
+        let mut depth = 0;
+        let mut at = creator;
+        while depth <= bound {
+            let parent = self
+                .ids
+                .get(&at)
+                .filter(|_| self.position(environment, at).is_some())
+                .and_then(|slot| self.creator_tokens.get(slot));
+            match parent {
+                Some(&parent) => {
+                    depth += 1;
+                    at = parent;
+                }
+                None => break,
+            }
+        }
+        depth
     }
 
     fn check_insert(
         &self,
         new: &StoredToken,
-        max_live: Option<NonZeroU32>,
+        limits: Limits,
         replacing: Option<TokenId>,
     ) -> Result<(), StoreError> {
         if self.ids.contains_key(&new.token.id) {
@@ -352,31 +466,64 @@ impl Inner {
                 key: UniqueKey::Hash,
             });
         }
+        let environment = new.token.environment;
+        let now = new.token.created_at;
         // A rotation's successor inherits its predecessor's creator, which may have been
-        // rotated away since: its delegation was checked when the predecessor was made.
+        // rotated away since, and takes its place: its delegation was checked when the
+        // predecessor was made.
         if let Some(creator) = new.token.created_by_token.filter(|_| replacing.is_none()) {
             let live = self
-                .position(new.token.environment, creator)
+                .position(environment, creator)
                 .and_then(|at| self.table.get(at))
-                .is_some_and(|hot| hot.is_live_at(new.token.created_at));
+                .is_some_and(|hot| hot.is_live_at(now));
             if !live {
                 return Err(StoreError::NotLive { id: creator });
             }
+            if let Some(limit) = limits.max_depth
+                && self.depth(environment, creator, limit.get()) >= limit.get()
+            {
+                return Err(StoreError::DelegationTooDeep {
+                    creator,
+                    limit: limit.get(),
+                });
+            }
+            if let Some(limit) = limits.max_per_creator {
+                let live = self
+                    .children
+                    .get(&creator)
+                    .into_iter()
+                    .flatten()
+                    .filter(|&&child| self.hot_in(child).is_some_and(|hot| hot.is_live_at(now)))
+                    .count();
+                if live >= limit.get() as usize {
+                    return Err(StoreError::TooManyDelegated {
+                        environment,
+                        creator,
+                        limit: limit.get(),
+                    });
+                }
+            }
         }
-        let Some(limit) = max_live else {
-            return Ok(());
-        };
-        let environment = new.token.environment;
-        let now = new.token.created_at;
-        let live = self.by_env.get(&environment).map_or(0, |tokens| {
-            tokens
-                .values()
-                .filter_map(|slot| self.table.get(self.cold.get(*slot)?.position as usize))
-                .filter(|hot| Some(hot.id) != replacing && hot.is_live_at(now))
-                .count()
-        });
-        if live >= limit.get() as usize {
-            return Err(StoreError::LimitReached {
+        let tokens = self.by_env.get(&environment);
+        if let Some(limit) = limits.max_live {
+            let live = tokens.map_or(0, |tokens| {
+                tokens
+                    .values()
+                    .filter_map(|slot| self.hot_in(*slot))
+                    .filter(|hot| Some(hot.id) != replacing && hot.is_live_at(now))
+                    .count()
+            });
+            if live >= limit.get() as usize {
+                return Err(StoreError::LimitReached {
+                    environment,
+                    limit: limit.get(),
+                });
+            }
+        }
+        if let Some(limit) = limits.max_total
+            && tokens.map_or(0, BTreeMap::len) >= limit.get() as usize
+        {
+            return Err(StoreError::EnvironmentFull {
                 environment,
                 limit: limit.get(),
             });
@@ -396,8 +543,14 @@ impl Inner {
                 note: token.note,
             })
             .ok_or_else(|| StoreError::Backend {
-                source: "the in-memory store is full (2^31 - 1 tokens)".into(),
+                source: "the in-memory store is full (2^30 - 1 tokens)".into(),
             })?;
+        let flags = if token.active { ACTIVE } else { 0 }
+            | if token.created_by_token.is_some() {
+                DELEGATED
+            } else {
+                0
+            };
         let hot = Hot {
             hash,
             id: token.id,
@@ -407,7 +560,7 @@ impl Inner {
             expires_at: token.expires_at,
             last_used_at: token.last_used_at,
             revoked_at: token.revoked_at,
-            slot_active: slot | if token.active { ACTIVE } else { 0 },
+            slot_active: slot | flags,
         };
         self.table.insert(hot, &mut self.cold);
         self.ids.insert(token.id, slot);
@@ -424,18 +577,97 @@ impl Inner {
         );
         Ok(())
     }
+
+    /// Deletes at most `max` records that ended before `ended_before` and created no
+    /// stored token.
+    fn purge(&mut self, ended_before: DateTime<Utc>, max: u32) -> u32 {
+        let ended = |hot: &Hot| {
+            (!hot.active() && hot.revoked_at.is_some_and(|at| at < ended_before))
+                || hot.expires_at.is_some_and(|at| at < ended_before)
+        };
+        let doomed: Vec<usize> = self
+            .table
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(at, hot)| Some((at, hot.as_ref()?)))
+            .filter(|(_, hot)| ended(hot) && self.children.get(&hot.id).is_none_or(Vec::is_empty))
+            .map(|(at, _)| at)
+            .take(max as usize)
+            .collect();
+        // Removing shifts records back, so each is found again by its id.
+        let ids: Vec<(EnvironmentId, TokenId)> = doomed
+            .iter()
+            .filter_map(|&at| self.table.get(at).map(|hot| (hot.environment, hot.id)))
+            .collect();
+        let mut purged = 0;
+        for (environment, id) in ids {
+            if self.remove(environment, id) {
+                purged += 1;
+            }
+        }
+        purged
+    }
+
+    /// Removes token `id` and every reference to its slot, which a later record reuses.
+    fn remove(&mut self, environment: EnvironmentId, id: TokenId) -> bool {
+        let Some(at) = self.position(environment, id) else {
+            return false;
+        };
+        let Some(hot) = self.table.remove(at, &mut self.cold) else {
+            return false;
+        };
+        let slot = hot.slot();
+        self.ids.remove(&id);
+        if let Some(cold) = self.cold.get(slot) {
+            let cursor = Cursor {
+                created_at: cold.created_at,
+                id,
+            };
+            if let Some(tokens) = self.by_env.get_mut(&environment) {
+                tokens.remove(&cursor);
+                if tokens.is_empty() {
+                    self.by_env.remove(&environment);
+                }
+            }
+        }
+        if let Some(creator) = self.creator_tokens.remove(&slot)
+            && let Some(siblings) = self.children.get_mut(&creator)
+        {
+            siblings.retain(|&s| s != slot);
+            if siblings.is_empty() {
+                self.children.remove(&creator);
+            }
+        }
+        self.children.remove(&id);
+        // Its successor no longer walks back to it; a predecessor keeps the successor's
+        // id, so that it stays rotated.
+        if let Some(successor) = self.successors.remove(&slot)
+            && self.predecessors.get(&successor) == Some(&slot)
+        {
+            self.predecessors.remove(&successor);
+        }
+        self.predecessors.remove(&id);
+        if let Some(cold) = self.cold.get_mut(slot) {
+            // Drop the note now rather than when the slot is reused.
+            cold.note = Note::placeholder();
+        }
+        self.cold.free.push(slot);
+        true
+    }
 }
 
 /// The shared copy of `value`, which becomes the shared copy if it is the first.
 /// A rotation's checks on its predecessor, in the order the [`TokenStore`] contract gives
-/// (found, not rotated yet, live), shared by every store: `found` is the predecessor's
-/// record and its successor if it has one. `resuming` is the successor of an earlier
-/// attempt of this same rotation that may have committed: a predecessor rotated to it
-/// passes, with `true` (that attempt did the rotation).
+/// (found, not rotated yet, live, and a successor not born expired), shared by every
+/// store: `found` is the predecessor's record and its successor if it has one.
+/// `resuming` is the successor of an earlier attempt of this same rotation that may have
+/// committed: a predecessor rotated to it passes, with `true` (that attempt did the
+/// rotation).
 pub(crate) fn check_predecessor<T>(
     environment: EnvironmentId,
     predecessor: TokenId,
-    now: DateTime<Utc>,
+    successor: &Token,
     found: Option<(T, Option<TokenId>)>,
     is_live_at: impl FnOnce(&T, DateTime<Utc>) -> bool,
     resuming: Option<TokenId>,
@@ -453,7 +685,9 @@ pub(crate) fn check_predecessor<T>(
             successor: Some(replaced_by),
         });
     }
-    if !is_live_at(&old, now) {
+    // A successor born expired would be useless: only a predecessor that is not live (or
+    // a clock that moved back) leads to one, and it is refused as the predecessor is.
+    if !is_live_at(&old, successor.created_at) || !successor.is_live_at(successor.created_at) {
         return Err(StoreError::NotLive { id: predecessor });
     }
     Ok((old, false))
@@ -471,13 +705,9 @@ fn intern<T: Clone + Eq + core::hash::Hash>(set: &mut HashSet<T>, value: T) -> T
 
 #[async_trait]
 impl TokenStore for MemoryStore {
-    async fn insert(
-        &self,
-        token: StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
+    async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
         let mut inner = self.write();
-        inner.check_insert(&token, max_live, None)?;
+        inner.check_insert(&token, limits, None)?;
         inner.insert_checked(token)
     }
 
@@ -521,8 +751,9 @@ impl TokenStore for MemoryStore {
         let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
         let tokens: Vec<Token> = tokens
             .range((start, Bound::Unbounded))
-            .take(limit + 1)
             .filter_map(|(_, slot)| inner.token_in_slot(*slot))
+            .filter(|token| page.keeps(token))
+            .take(limit + 1)
             .collect();
         Ok(Page::from_overfetch(tokens, limit as u32))
     }
@@ -532,28 +763,32 @@ impl TokenStore for MemoryStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
+    ) -> Result<Revoked, StoreError> {
         let mut inner = self.write();
-        let not_found = StoreError::NotFound { environment, id };
-        let position = inner.position(environment, id).ok_or(not_found)?;
-        if let Some(hot) = inner.table.get_mut(position) {
-            hot.set_active(false);
-            hot.revoked_at.get_or_insert(at);
-        }
-        for slot in inner.descendants(id) {
-            let Some(at_position) = inner.cold.get(slot).map(|c| c.position as usize) else {
-                continue;
-            };
-            if let Some(hot) = inner.table.get_mut(at_position)
-                && hot.is_live_at(at)
-            {
+        let not_found = || StoreError::NotFound { environment, id };
+        let position = inner.position(environment, id).ok_or_else(not_found)?;
+        let was_active = inner.table.get(position).is_some_and(Hot::active);
+        let mut cascade = Vec::new();
+        if was_active {
+            if let Some(hot) = inner.table.get_mut(position) {
                 hot.set_active(false);
-                hot.revoked_at = Some(at);
+                hot.revoked_at.get_or_insert(at);
+            }
+            for slot in inner.cascade(id, at) {
+                let Some(at_position) = inner.cold.get(slot).map(|c| c.position as usize) else {
+                    continue;
+                };
+                if let Some(hot) = inner.table.get_mut(at_position)
+                    && hot.is_live_at(at)
+                {
+                    hot.set_active(false);
+                    hot.revoked_at = Some(at);
+                    cascade.push(hot.id);
+                }
             }
         }
-        inner
-            .token_at(position)
-            .ok_or(StoreError::NotFound { environment, id })
+        let token = inner.token_at(position).ok_or_else(not_found)?;
+        Ok(Revoked { token, cascade })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -562,23 +797,29 @@ impl TokenStore for MemoryStore {
             predecessor,
             predecessor_expires_at,
             successor,
-            max_live,
+            limits,
         } = rotation;
         let not_found = || StoreError::NotFound {
             environment,
             id: predecessor,
         };
         let mut inner = self.write();
-        let now = successor.token.created_at;
         let found = inner
             .position(environment, predecessor)
             .and_then(|at| inner.table.get(at))
             .map(|hot| (hot, inner.successors.get(&hot.slot()).copied()));
         let is_live_at = |hot: &&Hot, now| hot.is_live_at(now);
-        let (hot, _) = check_predecessor(environment, predecessor, now, found, is_live_at, None)?;
+        let (hot, _) = check_predecessor(
+            environment,
+            predecessor,
+            &successor.token,
+            found,
+            is_live_at,
+            None,
+        )?;
         let slot = hot.slot();
         let successor_id = successor.token.id;
-        inner.check_insert(&successor, max_live, Some(predecessor))?;
+        inner.check_insert(&successor, limits, Some(predecessor))?;
         inner.insert_checked(successor)?;
         inner.successors.insert(slot, successor_id);
         inner.predecessors.insert(successor_id, slot);
@@ -593,6 +834,19 @@ impl TokenStore for MemoryStore {
             );
         }
         inner.token_at(old).ok_or_else(not_found)
+    }
+
+    async fn descends_from(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        Ok(self.read().descends_from(environment, id, ancestor))
+    }
+
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        Ok(self.write().purge(ended_before, max))
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {

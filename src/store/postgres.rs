@@ -55,12 +55,11 @@
 //! error's [`source`](std::error::Error::source).
 
 use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
-use super::{BoxError, Page, PageRequest, Rotation, StoreError, TokenStore};
+use super::{BoxError, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use core::num::NonZeroU32;
 use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
@@ -109,6 +108,29 @@ CREATE INDEX apitoken_tokens_created_by_token ON apitoken_tokens (created_by_tok
 CREATE INDEX apitoken_tokens_replaced_by ON apitoken_tokens (replaced_by)
     WHERE replaced_by IS NOT NULL;
 ",
+    // 4: bounded work. The count of each environment's tokens (the per-environment cap is
+    // one read, not a count); an index for listing live tokens, one for listing a user's,
+    // one for purging by the time a token ended. A successor revoked before version 4 left
+    // its predecessor working for the rest of its grace period: revoke such predecessors
+    // as version 4 would have, with their successor.
+    "
+CREATE TABLE apitoken_environments (
+    environment_id uuid NOT NULL PRIMARY KEY,
+    tokens bigint NOT NULL
+);
+INSERT INTO apitoken_environments (environment_id, tokens)
+    SELECT environment_id, count(*) FROM apitoken_tokens GROUP BY environment_id;
+CREATE INDEX apitoken_tokens_live ON apitoken_tokens (environment_id, created_at, id)
+    WHERE active;
+CREATE INDEX apitoken_tokens_created_by ON apitoken_tokens
+    (environment_id, created_by_id, created_at, id);
+CREATE INDEX apitoken_tokens_ended ON apitoken_tokens ((coalesce(revoked_at, expires_at)));
+UPDATE apitoken_tokens AS p
+    SET active = false, revoked_at = s.revoked_at
+    FROM apitoken_tokens AS s
+    WHERE s.id = p.replaced_by AND NOT s.active AND s.revoked_at IS NOT NULL
+    AND p.active AND (p.expires_at IS NULL OR p.expires_at > now());
+",
 ];
 
 /// PostgreSQL's statements.
@@ -127,8 +149,23 @@ impl SqlDialect for PostgresSql {
         insert_into_tokens!(),
         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     );
+    const COUNT_ONE_MORE: &'static str = "INSERT INTO apitoken_environments (environment_id, tokens) \
+         VALUES ($1, 1) ON CONFLICT (environment_id) \
+         DO UPDATE SET tokens = apitoken_environments.tokens + 1 RETURNING tokens";
+    const COUNT_FEWER: &'static str =
+        "UPDATE apitoken_environments SET tokens = tokens - $1 WHERE environment_id = $2";
     const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = $1 AND active \
          AND (expires_at IS NULL OR expires_at > $2) AND id IS DISTINCT FROM $3";
+    const COUNT_CREATED_BY: &'static str = "SELECT count(*) FROM apitoken_tokens \
+         WHERE created_by_token = $1 AND environment_id = $2 AND active \
+         AND (expires_at IS NULL OR expires_at > $3)";
+    const DEPTH: &'static str = "WITH RECURSIVE up(id, depth) AS ( \
+         SELECT created_by_token, 1::bigint FROM apitoken_tokens \
+         WHERE environment_id = $1 AND id = $2 AND created_by_token IS NOT NULL \
+         UNION ALL SELECT t.created_by_token, up.depth + 1 FROM up \
+         JOIN apitoken_tokens t ON t.id = up.id \
+         WHERE t.environment_id = $1 AND t.created_by_token IS NOT NULL AND up.depth <= $3) \
+         SELECT coalesce(max(depth), 0)::bigint FROM up";
     const SELECT_TOKEN: &'static str = concat!(
         "SELECT ",
         token_columns!(),
@@ -144,17 +181,61 @@ impl SqlDialect for PostgresSql {
     );
     const REVOKE: &'static str = concat!(
         "UPDATE apitoken_tokens SET active = false, revoked_at = coalesce(revoked_at, $1) \
-         WHERE environment_id = $2 AND id = $3 RETURNING ",
+         WHERE environment_id = $2 AND id = $3 AND active RETURNING ",
         token_columns!()
     );
-    const REVOKE_DESCENDANTS: &'static str = "WITH RECURSIVE tree(id, cascade) AS ( \
-         SELECT id, false FROM apitoken_tokens WHERE environment_id = $2 AND id = $3 \
-         UNION SELECT t.id, CASE WHEN t.created_by_token = tree.id THEN true ELSE tree.cascade END \
-         FROM apitoken_tokens t JOIN tree \
-         ON (t.created_by_token = tree.id OR t.replaced_by = tree.id) AND t.environment_id = $2) \
+    // PostgreSQL takes one recursive term: a lateral pair of index look-ups, one per
+    // branch (an `OR` in the join would read neither index).
+    const REVOKE_CASCADE: &'static str = "WITH RECURSIVE tree(id) AS ( \
+         SELECT $3::uuid \
+         UNION SELECT n.id FROM tree CROSS JOIN LATERAL ( \
+             SELECT c.id FROM apitoken_tokens c \
+             WHERE c.created_by_token = tree.id AND c.environment_id = $2 AND c.active \
+             AND (c.expires_at IS NULL OR c.expires_at > $1) \
+             UNION ALL SELECT p.id FROM apitoken_tokens p \
+             WHERE p.replaced_by = tree.id AND p.environment_id = $2) n) \
          UPDATE apitoken_tokens SET active = false, revoked_at = $1 \
-         WHERE id IN (SELECT id FROM tree WHERE cascade) \
-         AND active AND (expires_at IS NULL OR expires_at > $1)";
+         WHERE id IN (SELECT id FROM tree) AND id <> $3 \
+         AND active AND (expires_at IS NULL OR expires_at > $1) RETURNING id";
+    const DESCENDS_FROM: &'static str = "WITH RECURSIVE up(id) AS ( \
+         SELECT id FROM apitoken_tokens WHERE environment_id = $1 AND id = $2 \
+         UNION SELECT n.id FROM up JOIN apitoken_tokens t ON t.id = up.id \
+         AND t.environment_id = $1 \
+         CROSS JOIN LATERAL (VALUES (t.created_by_token), (t.replaced_by)) n(id) \
+         WHERE n.id IS NOT NULL) \
+         SELECT EXISTS (SELECT 1 FROM up WHERE id = $3)";
+    const PURGE: &'static str = "DELETE FROM apitoken_tokens WHERE id IN ( \
+         SELECT t.id FROM apitoken_tokens t \
+         WHERE coalesce(t.revoked_at, t.expires_at) < $1 \
+         AND (NOT t.active OR t.expires_at < $1) \
+         AND NOT EXISTS (SELECT 1 FROM apitoken_tokens c WHERE c.created_by_token = t.id) \
+         LIMIT $2) RETURNING environment_id";
+    const LIST: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND (created_at, id) > ($2, $3) \
+         ORDER BY created_at, id LIMIT $4"
+    );
+    const LIST_LIVE: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND (created_at, id) > ($2, $3) \
+         AND active AND (expires_at IS NULL OR expires_at > $4) \
+         ORDER BY created_at, id LIMIT $5"
+    );
+    const LIST_CREATED_BY: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND created_by_id = $4 \
+         AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $5"
+    );
+    const LIST_LIVE_CREATED_BY: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens WHERE environment_id = $1 AND created_by_id = $5 \
+         AND (created_at, id) > ($2, $3) AND active AND (expires_at IS NULL OR expires_at > $4) \
+         ORDER BY created_at, id LIMIT $6"
+    );
     const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
          WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     const MARK_ROTATED: &'static str = concat!(
@@ -162,6 +243,11 @@ impl SqlDialect for PostgresSql {
          replaced_by = $4 WHERE environment_id = $2 AND id = $3 RETURNING ",
         token_columns!()
     );
+    // PostgreSQL's earliest `timestamptz`, 4714-11-24 BC (Julian day 0).
+    const EARLIEST: DateTime<Utc> = match chrono::NaiveDate::from_ymd_opt(-4713, 11, 24) {
+        Some(day) => day.and_time(chrono::NaiveTime::MIN).and_utc(),
+        None => DateTime::<Utc>::MIN_UTC,
+    };
 
     fn err(e: sqlx::Error) -> StoreError {
         err(e)
@@ -506,15 +592,10 @@ impl PostgresStore {
         Ok(updated)
     }
 
-    /// One attempt at an insert under a live-token limit or a creating token, in one
-    /// transaction.
-    async fn insert_checked_once(
-        &self,
-        stored: &StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
+    /// One attempt at an insert, in one transaction.
+    async fn insert_once(&self, stored: &StoredToken, limits: Limits) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        PostgresSql::insert_checked(&mut tx, stored, max_live).await?;
+        PostgresSql::insert_checked(&mut tx, stored, limits).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -524,11 +605,19 @@ impl PostgresStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Option<Token>, StoreError> {
+    ) -> Result<Option<Revoked>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let revoked = PostgresSql::revoke_in(&mut tx, environment, id, at).await?;
         tx.commit().await.map_err(err)?;
         Ok(revoked)
+    }
+
+    /// One batch of a purge, in one transaction.
+    async fn purge_once(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let purged = PostgresSql::purge_in(&mut tx, ended_before, max).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(purged)
     }
 
     /// Whether the row with `stored`'s hash is `stored` itself (same id).
@@ -549,35 +638,26 @@ impl PostgresStore {
 
 #[async_trait]
 impl TokenStore for PostgresStore {
-    async fn insert(
-        &self,
-        token: StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
-        // Retried whole when the connection breaks, even at the commit (under a limit, the
-        // retry's limit check waits for the first attempt's transaction to end).
+    async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
+        // Retried whole when the connection breaks, even at the commit (the retry's count
+        // and limit checks wait for the first attempt's transaction to end).
         let mut attempts = 0_u32;
         let inserted = self
             .retrying(|| {
                 attempts += 1;
-                async {
-                    if max_live.is_some() || token.token.created_by_token.is_some() {
-                        return self.insert_checked_once(&token, max_live).await;
-                    }
-                    let mut conn = self.pool.acquire().await.map_err(err)?;
-                    PostgresSql::insert_row(&mut conn, &token).await
-                }
+                self.insert_once(&token, limits)
             })
             .await;
         match inserted {
             // The connection broke after the server had run an earlier attempt, so the
-            // retry met that attempt's row (or, under a limit, a count that includes it).
-            // It is this token's (same id, same hash): the insert happened, once.
-            Err(StoreError::Duplicate { .. } | StoreError::LimitReached { .. })
-                if attempts > 1 && self.holds(&token).await? =>
-            {
-                Ok(())
-            }
+            // retry met that attempt's row (or a count that includes it). It is this
+            // token's (same id, same hash): the insert happened, once.
+            Err(
+                StoreError::Duplicate { .. }
+                | StoreError::LimitReached { .. }
+                | StoreError::EnvironmentFull { .. }
+                | StoreError::TooManyDelegated { .. },
+            ) if attempts > 1 && self.holds(&token).await? => Ok(()),
             other => other,
         }
     }
@@ -624,48 +704,16 @@ impl TokenStore for PostgresStore {
         environment: EnvironmentId,
         page: PageRequest,
     ) -> Result<Page, StoreError> {
-        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
-        // One row more than asked tells whether another page follows.
-        let rows = self
+        let tokens = self
             .retrying(|| async {
-                match page.after {
-                    None => {
-                        let query = concat!(
-                            "SELECT ",
-                            token_columns!(),
-                            " FROM apitoken_tokens WHERE environment_id = $1 \
-                     ORDER BY created_at, id LIMIT $2"
-                        );
-                        sqlx::query(query)
-                            .bind(environment.as_uuid())
-                            .bind(i64::from(limit) + 1)
-                            .fetch_all(&self.pool)
-                            .await
-                    }
-                    Some(after) => {
-                        let query = concat!(
-                            "SELECT ",
-                            token_columns!(),
-                            " FROM apitoken_tokens WHERE environment_id = $1 \
-                     AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4"
-                        );
-                        sqlx::query(query)
-                            .bind(environment.as_uuid())
-                            .bind(after.created_at)
-                            .bind(after.id.as_uuid())
-                            .bind(i64::from(limit) + 1)
-                            .fetch_all(&self.pool)
-                            .await
-                    }
-                }
-                .map_err(err)
+                let mut conn = self.pool.acquire().await.map_err(err)?;
+                PostgresSql::list_in(&mut conn, environment, page).await
             })
             .await?;
-        let tokens = rows
-            .into_iter()
-            .map(PostgresSql::decode)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(tokens, limit))
+        Ok(Page::from_overfetch(
+            tokens,
+            page.limit.clamp(1, PageRequest::MAX_LIMIT),
+        ))
     }
 
     async fn revoke(
@@ -673,11 +721,23 @@ impl TokenStore for PostgresStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
-        // Idempotent, so retried whole when the connection breaks, even at the commit.
-        self.retrying(|| self.revoke_once(environment, id, at))
-            .await?
-            .ok_or(StoreError::NotFound { environment, id })
+    ) -> Result<Revoked, StoreError> {
+        // A token revoked already costs one read, without the environment's lock: nothing
+        // changes.
+        let revoked = match self.get(environment, id).await? {
+            None => None,
+            Some(token) if !token.active => Some(Revoked {
+                token,
+                cascade: Vec::new(),
+            }),
+            // Idempotent, so retried whole when the connection breaks, even at the commit
+            // (a retry after a lost commit finds it revoked, and reports no cascade).
+            Some(_) => {
+                self.retrying(|| self.revoke_once(environment, id, at))
+                    .await?
+            }
+        };
+        revoked.ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -691,6 +751,26 @@ impl TokenStore for PostgresStore {
             self.rotate_once(&rotation, attempts > 1)
         })
         .await
+    }
+
+    async fn descends_from(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        self.retrying(|| async {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            PostgresSql::descends_from_in(&mut conn, environment, id, ancestor).await
+        })
+        .await
+    }
+
+    /// Retried whole when the connection breaks: a retry after a lost commit deletes the
+    /// next batch, which a purge would delete anyway (the count then leaves out the lost
+    /// one).
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.retrying(|| self.purge_once(ended_before, max)).await
     }
 
     /// Creates the schema, or upgrades it to the newest version, and binds the hash key,

@@ -3,7 +3,7 @@
 //! [`SqlDialect`], and error mapping.
 
 use super::memory::check_predecessor;
-use super::{BoxError, Rotation, StoreError, UniqueKey};
+use super::{BoxError, Limits, PageRequest, Revoked, Rotation, StoreError, UniqueKey};
 use crate::format::Checksum;
 use crate::hash::KeyFingerprint;
 use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
@@ -41,7 +41,7 @@ where
     for<'e> Option<&'e str>: Encode<'e, Self::Db>,
     for<'e> &'e [u8]: Encode<'e, Self::Db> + Type<Self::Db>,
     for<'e> bool: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
-    for<'e> i64: Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> i64: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
     for<'e> Option<Self::Time>: Encode<'e, Self::Db>,
     for<'r> &'r str: ColumnIndex<SqlRow<Self>>,
     usize: ColumnIndex<SqlRow<Self>>,
@@ -60,8 +60,19 @@ where
     const UPSERT_META: &'static str;
     /// Inserts a record: the 17 columns of [`insert_row`](Self::insert_row), in its order.
     const INSERT: &'static str;
+    /// Adds one to the count of environment (1)'s tokens, creating its row, and returns
+    /// the new count (`apitoken_environments`, which makes the per-environment cap one
+    /// indexed read instead of a count).
+    const COUNT_ONE_MORE: &'static str;
+    /// Takes (1) from the count of environment (2)'s tokens.
+    const COUNT_FEWER: &'static str;
     /// How many tokens of the environment (1) are live at (2), other than (3) (may be null).
     const COUNT_LIVE: &'static str;
+    /// How many tokens the token (1) of environment (2) created are live at (3).
+    const COUNT_CREATED_BY: &'static str;
+    /// How many creating tokens are above token (2) of environment (1), counting at most
+    /// (3) + 1: 0 for a token a user created.
+    const DEPTH: &'static str;
     /// `token_columns!()` of the token of environment (1) with id (2).
     const SELECT_TOKEN: &'static str;
     /// `token_columns!()` and `replaced_by` of the predecessor of a rotation: environment
@@ -70,16 +81,32 @@ where
     /// Sets the expiry of the token of environment (2) and id (3) to (1) unless it expires
     /// earlier, and its successor to (4); returns `token_columns!()`.
     const MARK_ROTATED: &'static str;
-    /// Revokes the token of environment (2) and id (3) at (1), keeping an earlier
-    /// revocation time; returns `token_columns!()`.
+    /// Revokes the token of environment (2) and id (3) at (1) if it is active; returns
+    /// `token_columns!()`.
     const REVOKE: &'static str;
-    /// Revokes at (1), where they are live at (1), the tokens of environment (2) that the
-    /// token with id (3) created, directly or through tokens it created, counting the
-    /// tokens its rotated predecessors created as its own: a recursive walk along
-    /// `created_by_token` (down) and `replaced_by` (to predecessors).
-    const REVOKE_DESCENDANTS: &'static str;
+    /// Revokes at (1), where they are live at (1), the tokens a revocation of token (3) of
+    /// environment (2) takes with it, and returns their ids: a recursive walk down
+    /// `created_by_token` through tokens live at (1), and back along `replaced_by` to
+    /// predecessors whatever their state, each branch on its own index.
+    const REVOKE_CASCADE: &'static str;
+    /// Whether token (3) is token (2) of environment (1) or reachable from it along
+    /// `created_by_token` and `replaced_by` (see `TokenStore::descends_from`).
+    const DESCENDS_FROM: &'static str;
+    /// Deletes at most (2) tokens that ended before (1) and created no stored token;
+    /// returns the `environment_id` of each.
+    const PURGE: &'static str;
+    /// A page of environment (1) after `(created_at, id)` = ((2), (3)), at most (4) rows.
+    const LIST: &'static str;
+    /// The same, of tokens live at (4); at most (5) rows.
+    const LIST_LIVE: &'static str;
+    /// The same as `LIST`, of tokens created for user (4); at most (5) rows.
+    const LIST_CREATED_BY: &'static str;
+    /// The same as `LIST`, of tokens live at (4) created for user (5); at most (6) rows.
+    const LIST_LIVE_CREATED_BY: &'static str;
     /// Sets the last use of the token with id (2) to (1) unless it is later already.
     const RECORD_LAST_USE: &'static str;
+    /// A time before any the engine stores: where the first page of a listing starts.
+    const EARLIEST: DateTime<Utc>;
 
     /// Maps a driver error to a [`StoreError`].
     fn err(e: sqlx::Error) -> StoreError;
@@ -93,8 +120,8 @@ where
     /// Reads `created_at`.
     fn read_created_at(row: &SqlRow<Self>) -> Result<DateTime<Utc>, StoreError>;
 
-    /// Serializes the transaction with every other limit check and rotation of the
-    /// environment, until it ends.
+    /// Serializes the transaction with every other limit check, delegated insert,
+    /// rotation and revocation of the environment, until it ends.
     async fn lock_environment(
         conn: &mut Conn<Self>,
         environment: EnvironmentId,
@@ -125,8 +152,28 @@ where
         .into_token()
     }
 
-    async fn insert_row(conn: &mut Conn<Self>, stored: &StoredToken) -> Result<(), StoreError> {
+    /// Inserts the row and counts it in its environment, failing with
+    /// [`StoreError::EnvironmentFull`] past `max_total`. Runs inside the caller's write
+    /// transaction, which a failure must roll back.
+    async fn insert_row(
+        conn: &mut Conn<Self>,
+        stored: &StoredToken,
+        max_total: Option<NonZeroU32>,
+    ) -> Result<(), StoreError> {
         let t = &stored.token;
+        let count: i64 = sqlx::query_scalar::<Self::Db, i64>(Self::COUNT_ONE_MORE)
+            .bind(*t.environment.as_uuid())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        if let Some(limit) = max_total
+            && count > i64::from(limit.get())
+        {
+            return Err(StoreError::EnvironmentFull {
+                environment: t.environment,
+                limit: limit.get(),
+            });
+        }
         sqlx::query::<Self::Db>(Self::INSERT)
             .bind(*t.id.as_uuid())
             .bind(stored.hash.as_bytes().as_slice())
@@ -154,7 +201,7 @@ where
     /// Fails with `LimitReached` when the environment has `limit` tokens live at `now`,
     /// not counting `replacing`, after [locking](Self::lock_environment) the environment.
     /// Runs inside the caller's write transaction.
-    async fn check_limit(
+    async fn check_live_limit(
         conn: &mut Conn<Self>,
         environment: EnvironmentId,
         now: DateTime<Utc>,
@@ -181,51 +228,112 @@ where
         Ok(())
     }
 
-    /// Checks the limit and, for a delegated token, that its creator is live, then
-    /// inserts. Runs inside the caller's write transaction. The creator is checked under
-    /// the environment's lock, which a revocation takes too: a token is never inserted
-    /// under a creator whose revocation (and its cascade) has committed.
+    /// For a token created by a token: that its creator is live, and the delegation
+    /// bounds. Under the environment's lock, which a revocation takes too, so a token is
+    /// never inserted under a creator whose revocation (and its cascade) has committed.
+    async fn check_creator(
+        conn: &mut Conn<Self>,
+        token: &Token,
+        creator: TokenId,
+        limits: Limits,
+    ) -> Result<(), StoreError> {
+        let environment = token.environment;
+        Self::lock_environment(conn, environment).await?;
+        let live = Self::fetch_token(conn, environment, creator)
+            .await?
+            .is_some_and(|c| c.is_live_at(token.created_at));
+        if !live {
+            return Err(StoreError::NotLive { id: creator });
+        }
+        if let Some(limit) = limits.max_depth {
+            let depth: i64 = sqlx::query_scalar::<Self::Db, i64>(Self::DEPTH)
+                .bind(*environment.as_uuid())
+                .bind(*creator.as_uuid())
+                .bind(i64::from(limit.get()))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+            if depth >= i64::from(limit.get()) {
+                return Err(StoreError::DelegationTooDeep {
+                    creator,
+                    limit: limit.get(),
+                });
+            }
+        }
+        if let Some(limit) = limits.max_per_creator {
+            let children: i64 = sqlx::query_scalar::<Self::Db, i64>(Self::COUNT_CREATED_BY)
+                .bind(*creator.as_uuid())
+                .bind(*environment.as_uuid())
+                .bind(Self::time(token.created_at))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+            if children >= i64::from(limit.get()) {
+                return Err(StoreError::TooManyDelegated {
+                    environment,
+                    creator,
+                    limit: limit.get(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the creator and the limits, then inserts, in the order of the
+    /// [`TokenStore`](super::TokenStore) contract. Runs inside the caller's write
+    /// transaction.
     async fn insert_checked(
         conn: &mut Conn<Self>,
         stored: &StoredToken,
-        max_live: Option<NonZeroU32>,
+        limits: Limits,
     ) -> Result<(), StoreError> {
         let t = &stored.token;
-        Self::check_limit(conn, t.environment, t.created_at, max_live, None).await?;
         if let Some(creator) = t.created_by_token {
-            Self::lock_environment(conn, t.environment).await?;
-            let live = Self::fetch_token(conn, t.environment, creator)
-                .await?
-                .is_some_and(|c| c.is_live_at(t.created_at));
-            if !live {
-                return Err(StoreError::NotLive { id: creator });
-            }
+            Self::check_creator(conn, t, creator, limits).await?;
         }
-        Self::insert_row(conn, stored).await
+        Self::check_live_limit(conn, t.environment, t.created_at, limits.max_live, None).await?;
+        Self::insert_row(conn, stored, limits.max_total).await
     }
 
-    /// Revokes the token and, in the same transaction, every live token it created
-    /// (see [`REVOKE_DESCENDANTS`](Self::REVOKE_DESCENDANTS)); the token as revoked, if the
-    /// environment has it. Runs inside the caller's write transaction, under the
-    /// environment's lock.
+    /// Revokes the token and, in the same transaction, what goes with it (see
+    /// [`REVOKE_CASCADE`](Self::REVOKE_CASCADE)); the token as revoked, if the environment
+    /// has it. A token revoked already is returned as it is, and nothing else changes.
+    /// Runs inside the caller's write transaction, under the environment's lock.
     async fn revoke_in(
         conn: &mut Conn<Self>,
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Option<Token>, StoreError> {
+    ) -> Result<Option<Revoked>, StoreError> {
         Self::lock_environment(conn, environment).await?;
-        let Some(revoked) = Self::revoke_on(conn, environment, id, at).await? else {
-            return Ok(None);
-        };
-        sqlx::query::<Self::Db>(Self::REVOKE_DESCENDANTS)
+        let revoked = sqlx::query::<Self::Db>(Self::REVOKE)
             .bind(Self::time(at))
             .bind(*environment.as_uuid())
             .bind(*id.as_uuid())
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?
+            .map(Self::decode)
+            .transpose()?;
+        let Some(token) = revoked else {
+            // Absent, or revoked by someone else since the caller looked.
+            let found = Self::fetch_token(conn, environment, id).await?;
+            return Ok(found.map(|token| Revoked {
+                token,
+                cascade: Vec::new(),
+            }));
+        };
+        let cascade = sqlx::query_scalar::<Self::Db, Uuid>(Self::REVOKE_CASCADE)
+            .bind(Self::time(at))
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .fetch_all(&mut *conn)
             .await
             .map_err(Self::err)?;
-        Ok(Some(revoked))
+        Ok(Some(Revoked {
+            token,
+            cascade: cascade.into_iter().map(TokenId::from_uuid).collect(),
+        }))
     }
 
     async fn fetch_token(
@@ -241,6 +349,88 @@ where
             .map_err(Self::err)?
             .map(Self::decode)
             .transpose()
+    }
+
+    /// See [`TokenStore::descends_from`](super::TokenStore::descends_from).
+    async fn descends_from_in(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar::<Self::Db, bool>(Self::DESCENDS_FROM)
+            .bind(*environment.as_uuid())
+            .bind(*id.as_uuid())
+            .bind(*ancestor.as_uuid())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)
+    }
+
+    /// A page of a listing, as [`TokenStore::list`](super::TokenStore::list) reads it.
+    async fn list_in(
+        conn: &mut Conn<Self>,
+        environment: EnvironmentId,
+        page: PageRequest,
+    ) -> Result<Vec<Token>, StoreError> {
+        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
+        let (after_time, after_id) = page.after.map_or((Self::EARLIEST, Uuid::nil()), |c| {
+            (c.created_at, *c.id.as_uuid())
+        });
+        let query = match (page.live_at, page.created_by) {
+            (None, None) => Self::LIST,
+            (Some(_), None) => Self::LIST_LIVE,
+            (None, Some(_)) => Self::LIST_CREATED_BY,
+            (Some(_), Some(_)) => Self::LIST_LIVE_CREATED_BY,
+        };
+        let mut query = sqlx::query::<Self::Db>(query)
+            .bind(*environment.as_uuid())
+            .bind(Self::time(after_time))
+            .bind(after_id);
+        if let Some(at) = page.live_at {
+            query = query.bind(Self::time(at));
+        }
+        if let Some(user) = page.created_by {
+            query = query.bind(*user.as_uuid());
+        }
+        // One row more than asked tells whether another page follows.
+        query
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?
+            .into_iter()
+            .map(Self::decode)
+            .collect()
+    }
+
+    /// One batch of [`TokenStore::purge`](super::TokenStore::purge), inside the caller's
+    /// write transaction: deletes, then counts the deleted tokens out of their
+    /// environments (in a fixed order, so that concurrent purges never deadlock).
+    async fn purge_in(
+        conn: &mut Conn<Self>,
+        ended_before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        let deleted = sqlx::query_scalar::<Self::Db, Uuid>(Self::PURGE)
+            .bind(Self::time(ended_before))
+            .bind(i64::from(max))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let mut per_environment = std::collections::BTreeMap::<Uuid, i64>::new();
+        for environment in &deleted {
+            *per_environment.entry(*environment).or_default() += 1;
+        }
+        for (environment, fewer) in per_environment {
+            sqlx::query::<Self::Db>(Self::COUNT_FEWER)
+                .bind(fewer)
+                .bind(environment)
+                .execute(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+        }
+        Ok(u32::try_from(deleted.len()).unwrap_or(u32::MAX))
     }
 
     /// The predecessor of a rotation, and its successor if it has been rotated already.
@@ -279,7 +469,7 @@ where
             predecessor,
             predecessor_expires_at,
             ref successor,
-            max_live,
+            limits,
         } = *rotation;
         let now = successor.token.created_at;
         let found = Self::fetch_predecessor(conn, environment, predecessor).await?;
@@ -287,7 +477,7 @@ where
         let (old, done) = check_predecessor(
             environment,
             predecessor,
-            now,
+            &successor.token,
             found,
             Token::is_live_at,
             resuming,
@@ -295,8 +485,8 @@ where
         if done {
             return Ok((old, false));
         }
-        Self::check_limit(conn, environment, now, max_live, Some(predecessor)).await?;
-        Self::insert_row(conn, successor).await?;
+        Self::check_live_limit(conn, environment, now, limits.max_live, Some(predecessor)).await?;
+        Self::insert_row(conn, successor, limits.max_total).await?;
         let updated = sqlx::query::<Self::Db>(Self::MARK_ROTATED)
             .bind(Self::time(predecessor_expires_at))
             .bind(*environment.as_uuid())
@@ -306,24 +496,6 @@ where
             .await
             .map_err(Self::err)?;
         Ok((Self::decode(updated)?, true))
-    }
-
-    /// The token as revoked, if the environment has it.
-    async fn revoke_on(
-        conn: &mut Conn<Self>,
-        environment: EnvironmentId,
-        id: TokenId,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Token>, StoreError> {
-        sqlx::query::<Self::Db>(Self::REVOKE)
-            .bind(Self::time(at))
-            .bind(*environment.as_uuid())
-            .bind(*id.as_uuid())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(Self::err)?
-            .map(Self::decode)
-            .transpose()
     }
 
     async fn write_last_use<'c>(

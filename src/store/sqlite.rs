@@ -37,12 +37,11 @@
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
 use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
-use super::{Page, PageRequest, Rotation, StoreError, TokenStore};
+use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use core::num::NonZeroU32;
 use core::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -95,6 +94,32 @@ CREATE INDEX apitoken_tokens_created_by_token ON apitoken_tokens (created_by_tok
     WHERE created_by_token IS NOT NULL;
 CREATE INDEX apitoken_tokens_replaced_by ON apitoken_tokens (replaced_by)
     WHERE replaced_by IS NOT NULL;
+",
+    // 4: bounded work. The count of each environment's tokens (the per-environment cap is
+    // one read, not a count); an index for listing live tokens, one for listing a user's,
+    // one for purging by the time a token ended. A successor revoked before version 4 left
+    // its predecessor working for the rest of its grace period: revoke such predecessors
+    // as version 4 would have, with their successor.
+    "
+CREATE TABLE apitoken_environments (
+    environment_id BLOB NOT NULL PRIMARY KEY CHECK (length(environment_id) = 16),
+    tokens INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO apitoken_environments (environment_id, tokens)
+    SELECT environment_id, count(*) FROM apitoken_tokens GROUP BY environment_id;
+CREATE INDEX apitoken_tokens_live ON apitoken_tokens (environment_id, created_at, id)
+    WHERE active;
+CREATE INDEX apitoken_tokens_created_by ON apitoken_tokens
+    (environment_id, created_by_id, created_at, id);
+CREATE INDEX apitoken_tokens_ended ON apitoken_tokens (coalesce(revoked_at, expires_at));
+UPDATE apitoken_tokens AS p
+    SET active = 0,
+        revoked_at = (SELECT s.revoked_at FROM apitoken_tokens s WHERE s.id = p.replaced_by)
+    WHERE p.active AND p.replaced_by IS NOT NULL
+    AND (p.expires_at IS NULL
+         OR p.expires_at > CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))
+    AND EXISTS (SELECT 1 FROM apitoken_tokens s
+                WHERE s.id = p.replaced_by AND NOT s.active AND s.revoked_at IS NOT NULL);
 ",
 ];
 
@@ -412,6 +437,12 @@ impl SqliteStore {
         self.last_use.flush().await
     }
 
+    /// A write transaction: `BEGIN IMMEDIATE` takes the database's write lock before the
+    /// first read, so a check and the write it allows are one atomic step.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(err)
+    }
+
     /// The schema version of the database (0 before the first migration).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
@@ -476,8 +507,24 @@ impl SqlDialect for SqliteSql {
         insert_into_tokens!(),
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
-    const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens WHERE environment_id = ? AND active \
-         AND (expires_at IS NULL OR expires_at > ?) AND id IS NOT ?";
+    const COUNT_ONE_MORE: &'static str = "INSERT INTO apitoken_environments (environment_id, tokens) \
+         VALUES (?1, 1) ON CONFLICT (environment_id) DO UPDATE SET tokens = tokens + 1 \
+         RETURNING tokens";
+    const COUNT_FEWER: &'static str =
+        "UPDATE apitoken_environments SET tokens = tokens - ?1 WHERE environment_id = ?2";
+    const COUNT_LIVE: &'static str = "SELECT count(*) FROM apitoken_tokens INDEXED BY apitoken_tokens_live \
+         WHERE environment_id = ?1 AND active \
+         AND (expires_at IS NULL OR expires_at > ?2) AND id IS NOT ?3";
+    const COUNT_CREATED_BY: &'static str = "SELECT count(*) FROM apitoken_tokens \
+         WHERE created_by_token = ?1 AND environment_id = ?2 AND active \
+         AND (expires_at IS NULL OR expires_at > ?3)";
+    const DEPTH: &'static str = "WITH RECURSIVE up(id, depth) AS ( \
+         SELECT created_by_token, 1 FROM apitoken_tokens \
+         WHERE environment_id = ?1 AND id = ?2 AND created_by_token IS NOT NULL \
+         UNION ALL SELECT t.created_by_token, up.depth + 1 FROM up \
+         JOIN apitoken_tokens t ON t.id = up.id \
+         WHERE t.environment_id = ?1 AND t.created_by_token IS NOT NULL AND up.depth <= ?3) \
+         SELECT coalesce(max(depth), 0) FROM up";
     const SELECT_TOKEN: &'static str = concat!(
         "SELECT ",
         token_columns!(),
@@ -492,17 +539,67 @@ impl SqlDialect for SqliteSql {
     );
     const REVOKE: &'static str = concat!(
         "UPDATE apitoken_tokens SET active = 0, revoked_at = coalesce(revoked_at, ?) \
-         WHERE environment_id = ? AND id = ? RETURNING ",
+         WHERE environment_id = ? AND id = ? AND active RETURNING ",
         token_columns!()
     );
-    const REVOKE_DESCENDANTS: &'static str = "WITH RECURSIVE tree(id, cascade) AS ( \
-         SELECT id, 0 FROM apitoken_tokens WHERE environment_id = ?2 AND id = ?3 \
-         UNION SELECT t.id, CASE WHEN t.created_by_token = tree.id THEN 1 ELSE tree.cascade END \
-         FROM apitoken_tokens t JOIN tree \
-         ON (t.created_by_token = tree.id OR t.replaced_by = tree.id) AND t.environment_id = ?2) \
+    // SQLite takes several recursive SELECTs, each joined on its own index.
+    const REVOKE_CASCADE: &'static str = "WITH RECURSIVE tree(id) AS ( \
+         SELECT ?3 \
+         UNION SELECT c.id FROM tree \
+         JOIN apitoken_tokens c INDEXED BY apitoken_tokens_created_by_token \
+         ON c.created_by_token = tree.id \
+         WHERE c.environment_id = ?2 AND c.active AND (c.expires_at IS NULL OR c.expires_at > ?1) \
+         UNION SELECT p.id FROM tree \
+         JOIN apitoken_tokens p INDEXED BY apitoken_tokens_replaced_by ON p.replaced_by = tree.id \
+         WHERE p.environment_id = ?2) \
          UPDATE apitoken_tokens SET active = 0, revoked_at = ?1 \
-         WHERE id IN (SELECT id FROM tree WHERE cascade = 1) \
-         AND active AND (expires_at IS NULL OR expires_at > ?1)";
+         WHERE id IN (SELECT id FROM tree) AND id <> ?3 \
+         AND active AND (expires_at IS NULL OR expires_at > ?1) RETURNING id";
+    const DESCENDS_FROM: &'static str = "WITH RECURSIVE up(id) AS ( \
+         SELECT id FROM apitoken_tokens WHERE environment_id = ?1 AND id = ?2 \
+         UNION SELECT t.created_by_token FROM up JOIN apitoken_tokens t ON t.id = up.id \
+         WHERE t.environment_id = ?1 AND t.created_by_token IS NOT NULL \
+         UNION SELECT t.replaced_by FROM up JOIN apitoken_tokens t ON t.id = up.id \
+         WHERE t.environment_id = ?1 AND t.replaced_by IS NOT NULL) \
+         SELECT EXISTS (SELECT 1 FROM up WHERE id = ?3)";
+    const PURGE: &'static str = "DELETE FROM apitoken_tokens WHERE id IN ( \
+         SELECT t.id FROM apitoken_tokens t INDEXED BY apitoken_tokens_ended \
+         WHERE coalesce(t.revoked_at, t.expires_at) < ?1 \
+         AND (NOT t.active OR t.expires_at < ?1) \
+         AND NOT EXISTS (SELECT 1 FROM apitoken_tokens c WHERE c.created_by_token = t.id) \
+         LIMIT ?2) RETURNING environment_id";
+    // Row values, which each index serves as a range (`(created_at, id) > (?, ?)`); an
+    // `OR` of the two cases would be read from the start of the environment every page.
+    const LIST: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens INDEXED BY apitoken_tokens_environment_created \
+         WHERE environment_id = ?1 AND (created_at, id) > (?2, ?3) \
+         ORDER BY created_at, id LIMIT ?4"
+    );
+    const LIST_LIVE: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens INDEXED BY apitoken_tokens_live \
+         WHERE environment_id = ?1 AND (created_at, id) > (?2, ?3) \
+         AND active AND (expires_at IS NULL OR expires_at > ?4) \
+         ORDER BY created_at, id LIMIT ?5"
+    );
+    const LIST_CREATED_BY: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens INDEXED BY apitoken_tokens_created_by \
+         WHERE environment_id = ?1 AND created_by_id = ?4 AND (created_at, id) > (?2, ?3) \
+         ORDER BY created_at, id LIMIT ?5"
+    );
+    const LIST_LIVE_CREATED_BY: &'static str = concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM apitoken_tokens INDEXED BY apitoken_tokens_created_by \
+         WHERE environment_id = ?1 AND created_by_id = ?5 AND (created_at, id) > (?2, ?3) \
+         AND active AND (expires_at IS NULL OR expires_at > ?4) \
+         ORDER BY created_at, id LIMIT ?6"
+    );
     const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = ?1 \
          WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)";
     const MARK_ROTATED: &'static str = concat!(
@@ -510,6 +607,7 @@ impl SqlDialect for SqliteSql {
          replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
         token_columns!()
     );
+    const EARLIEST: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
 
     fn err(e: sqlx::Error) -> StoreError {
         err(e)
@@ -558,21 +656,9 @@ fn time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreErr
 
 #[async_trait]
 impl TokenStore for SqliteStore {
-    async fn insert(
-        &self,
-        token: StoredToken,
-        max_live: Option<NonZeroU32>,
-    ) -> Result<(), StoreError> {
-        if max_live.is_none() && token.token.created_by_token.is_none() {
-            let mut conn = self.writer.acquire().await.map_err(err)?;
-            return SqliteSql::insert_row(&mut conn, &token).await;
-        }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err)?;
-        SqliteSql::insert_checked(&mut tx, &token, max_live).await?;
+    async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        SqliteSql::insert_checked(&mut tx, &token, limits).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -605,35 +691,13 @@ impl TokenStore for SqliteStore {
         environment: EnvironmentId,
         page: PageRequest,
     ) -> Result<Page, StoreError> {
-        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
-        let (after_time, after_id) = match page.after {
-            Some(c) => (micros(c.created_at), Some(*c.id.as_uuid())),
-            None => (i64::MIN, None),
-        };
-        // One row more than asked tells whether another page follows.
-        let query = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM apitoken_tokens WHERE environment_id = ? \
-             AND (created_at > ? OR (created_at = ? AND id > ?) OR ? IS NULL) \
-             ORDER BY created_at, id LIMIT ?"
-        );
-        let rows = sqlx::query(query)
-            .bind(environment.as_uuid())
-            .bind(after_time)
-            .bind(after_time)
-            .bind(after_id)
-            .bind(after_id)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-        let mut tokens = rows
-            .into_iter()
-            .map(SqliteSql::decode)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let mut tokens = SqliteSql::list_in(&mut conn, environment, page).await?;
         self.last_use.merge_all(&mut tokens);
-        Ok(Page::from_overfetch(tokens, limit))
+        Ok(Page::from_overfetch(
+            tokens,
+            page.limit.clamp(1, PageRequest::MAX_LIMIT),
+        ))
     }
 
     async fn revoke(
@@ -641,40 +705,56 @@ impl TokenStore for SqliteStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err)?;
-        let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at).await?;
-        tx.commit().await.map_err(err)?;
-        revoked
-            .map(|t| self.last_use.merge(t))
-            .ok_or(StoreError::NotFound { environment, id })
+    ) -> Result<Revoked, StoreError> {
+        // A token revoked already costs one read, without the write lock: nothing changes.
+        let found = self.get(environment, id).await?;
+        let revoked = match found {
+            None => None,
+            Some(token) if !token.active => Some(Revoked {
+                token,
+                cascade: Vec::new(),
+            }),
+            Some(_) => {
+                let mut tx = self.begin_write().await?;
+                let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at).await?;
+                tx.commit().await.map_err(err)?;
+                revoked.map(|mut revoked| {
+                    revoked.token = self.last_use.merge(revoked.token);
+                    revoked
+                })
+            }
+        };
+        revoked.ok_or(StoreError::NotFound { environment, id })
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err)?;
+        let mut tx = self.begin_write().await?;
         let (updated, _) = SqliteSql::rotate_in(&mut tx, &rotation, false).await?;
         tx.commit().await.map_err(err)?;
         Ok(self.last_use.merge(updated))
     }
 
-    /// Buffers the time and returns at once: a background task writes the buffer about
-    /// once a second (see the module docs). Outside a tokio runtime, writes it inline.
+    async fn descends_from(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        SqliteSql::descends_from_in(&mut conn, environment, id, ancestor).await
+    }
+
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let purged = SqliteSql::purge_in(&mut tx, ended_before, max).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(purged)
+    }
+
     /// Creates the schema, or upgrades it to the newest version, and binds the hash key,
     /// in one `BEGIN IMMEDIATE` transaction.
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(err)?;
+        let mut tx = self.begin_write().await?;
         SqliteSql::prepare_in(&mut tx, key).await?;
         tx.commit().await.map_err(err)
     }
@@ -693,6 +773,8 @@ impl TokenStore for SqliteStore {
         self.writer.close().await;
     }
 
+    /// Buffers the time and returns at once: a background task writes the buffer about
+    /// once a second (see the module docs). Outside a tokio runtime, writes it inline.
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         if self.last_use.read_only || matches!(*lock(&self.last_use.flusher), Flusher::Closed) {
             return Ok(());

@@ -1,10 +1,12 @@
 //! `issuer_state`: a `TokenIssuer` over a `MemoryStore`, driven by arbitrary sequences of
-//! issue, delegated issue, authenticate, authorize, revoke, rotate and clock moves,
-//! against a model of what it must hold.
+//! issue, delegated issue, authenticate, authorize, get, revoke and rotate (by the
+//! operator or by a token), purge and clock moves, against a model of what it must hold.
 //!
-//! The input is decoded with `arbitrary` into a [`Setup`] (format, hash key, live-token
-//! limit, RNG seed) and up to [`MAX_OPS`] [`Op`]s. Each operation's result is predicted by
-//! the model and checked, and after every step so are the invariants:
+//! The input is decoded with `arbitrary` into a [`Setup`] (format, hash key, limits, RNG
+//! seed) and up to [`MAX_OPS`] [`Op`]s. Each operation's result is predicted by the model
+//! and checked (a revocation's cascade token by token, the authority of a delegated
+//! caller, the order of a rotation's refusals, what a purge deletes), and after every step
+//! so are the invariants:
 //!
 //! - a revoked or expired token never authenticates (with the right error); a live one
 //!   always does, with exactly its id, environment, scopes and expiry;
@@ -13,16 +15,19 @@
 //!   `t`, live at `t` and not replaced by a rotation number at most the limit (the store
 //!   counts every token live at `t`, so it is at least this strict; a rotated token in its
 //!   grace period is not counted, as the store contract says);
+//! - no environment holds more tokens than its cap;
 //! - listing each environment (in pages) gives exactly the model's records, in creation
-//!   order, field by field, last use included.
+//!   order, field by field, last use included, and listing its live tokens gives exactly
+//!   the live ones;
+//! - a purged token is unknown.
 
 use super::block_on;
 use apitoken::REFERENCE_SCOPES;
 use apitoken::StoreError;
 use apitoken::{
-    Alphabet, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, ManualClock,
-    MemoryStore, Note, PageRequest, Principal, Scope, Scopes, Token, TokenFormat, TokenId,
-    TokenIssuer, TokenStore, UserId,
+    Alphabet, Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, Limits,
+    ManualClock, MemoryStore, Note, PageRequest, Principal, Scope, Scopes, Token, TokenFormat,
+    TokenId, TokenIssuer, TokenStore, UserId,
 };
 use arbitrary::{Arbitrary, Unstructured};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -30,7 +35,7 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -54,9 +59,17 @@ pub(crate) struct Setup {
     limit: u8,
     /// Seeds the issuer's RNG.
     seed: u64,
+    /// The cap on tokens per environment: none (0 mod 16), else 3 to 17.
+    cap: u8,
+    /// The deepest delegation: none (0 mod 4), else 1 to 3.
+    depth: u8,
+    /// The most live tokens one token creates: none (0 mod 4), else 1 to 3.
+    fan_out: u8,
 }
 
-/// One step. Indices pick modulo the number of candidates; times are in seconds.
+/// One step. Indices pick modulo the number of candidates; times are in seconds. `by`
+/// is who acts: the operator (`None`), or the token it picks, authenticated first (a
+/// step whose token does not authenticate is skipped).
 #[derive(Arbitrary, Debug)]
 pub(crate) enum Op {
     /// Issue for a person; bits 0-13 of `scopes` pick reference scopes, bit 14 one outside
@@ -83,13 +96,22 @@ pub(crate) enum Op {
     /// Authorize a token for an environment and required scopes.
     Authorize { token: u8, env: u8, required: u16 },
     /// Revoke a token, through the given environment.
-    Revoke { token: u8, env: u8 },
+    Revoke { token: u8, env: u8, by: Option<u8> },
     /// Revoke an id that was never issued.
     RevokeUnknown { env: u8, id: u64 },
     /// Rotate a token with a grace period.
-    Rotate { token: u8, env: u8, grace: u16 },
+    Rotate {
+        token: u8,
+        env: u8,
+        grace: u16,
+        by: Option<u8>,
+    },
     /// Move the clock, forwards or backwards.
     Advance { seconds: i16 },
+    /// Read a token's record.
+    Get { token: u8, env: u8, by: Option<u8> },
+    /// Delete the tokens that ended more than `older_than` seconds ago.
+    Purge { older_than: u16 },
 }
 
 /// Decodes an input the way the target does (for `cargo fuzz fmt`-style debugging).
@@ -167,8 +189,34 @@ struct World {
     clock: ManualClock,
     now: DateTime<Utc>,
     limit: usize,
+    limits: Limits,
     creator: Arc<Creator>,
     tokens: Vec<Expected>,
+    /// The raw tokens purged: they must be unknown.
+    purged: Vec<String>,
+}
+
+/// How an operation is asked for: by the operator, or by a token (delegated or not).
+enum Acting {
+    Operator,
+    Token { index: usize, principal: Principal },
+}
+
+impl Acting {
+    fn caller(&self, operator: &Arc<Creator>) -> Caller {
+        match self {
+            Acting::Operator => Caller::User(Arc::clone(operator)),
+            Acting::Token { principal, .. } => Caller::Token(principal.clone()),
+        }
+    }
+}
+
+/// `n` mod `modulus` as a limit, where 0 is none.
+fn bound(n: u8, modulus: u8, offset: u32) -> Option<NonZeroU32> {
+    match n % modulus {
+        0 => None,
+        k => NonZeroU32::new(u32::from(k) + offset),
+    }
 }
 
 fn environment(index: u8) -> EnvironmentId {
@@ -204,11 +252,17 @@ impl World {
         let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("a valid time");
         let clock = ManualClock::new(now);
         let limit = usize::from(setup.limit % 4 + 1);
+        let limits = Limits {
+            max_live: NonZeroU32::new(limit as u32),
+            max_total: bound(setup.cap, 16, 2),
+            max_depth: bound(setup.depth, 4, 0),
+            max_per_creator: bound(setup.fan_out, 4, 0),
+        };
         let mut builder = TokenIssuer::builder(MemoryStore::new())
             .format(format)
             .clock(clock.clone())
             .rng(StdRng::seed_from_u64(setup.seed))
-            .max_live_tokens_per_environment(NonZeroU32::new(limit as u32).expect("1 to 4"))
+            .limits(limits)
             .last_use_interval(Some(Duration::from_secs(60)));
         if setup.keyed {
             builder = builder.hash_key(HashKey::from_bytes([0x5a; 32]));
@@ -219,8 +273,10 @@ impl World {
             clock,
             now,
             limit,
+            limits,
             creator: Arc::new(Creator::new(UserId::from_uuid(Uuid::from_u128(7)))),
             tokens: Vec::new(),
+            purged: Vec::new(),
         }
     }
 
@@ -356,46 +412,100 @@ impl World {
                     }
                 }
             }
-            Op::Revoke { token, env } => {
+            Op::Revoke { token, env, by } => {
                 let Some(i) = self.pick(token) else {
                     return;
                 };
+                let Some(acting) = self.acting(by) else {
+                    return;
+                };
                 let env = environment(env);
-                let result = block_on(self.issuer.revoke(env, self.tokens[i].id));
-                let now = self.now;
-                if self.tokens[i].env == env {
-                    let token = result.expect("revoking a token of its environment succeeds");
-                    // Every live token it created, directly or not, goes with it.
-                    for d in self.descendants(i) {
-                        if self.tokens[d].live_at(now) {
-                            self.tokens[d].revoked_at = Some(now);
-                        }
-                    }
-                    let expected = &mut self.tokens[i];
-                    expected.revoked_at.get_or_insert(now);
-                    assert!(!token.active);
-                    assert_eq!(token.revoked_at, expected.revoked_at);
-                } else {
+                let caller = acting.caller(&self.creator);
+                let result = block_on(self.issuer.revoke(env, caller, self.tokens[i].id));
+                if self.refused_authority(&acting, i, env, result.as_ref().err()) {
+                    return;
+                }
+                if self.tokens[i].env != env {
                     assert!(
                         matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
                         "revoked through another environment: {result:?}"
                     );
+                    return;
                 }
+                let revoked = result.expect("revoking a token of its environment succeeds");
+                let now = self.now;
+                let mut expected = BTreeSet::new();
+                if self.tokens[i].revoked_at.is_none() {
+                    self.tokens[i].revoked_at = Some(now);
+                    for d in self.cascade(i) {
+                        if self.tokens[d].live_at(now) {
+                            self.tokens[d].revoked_at = Some(now);
+                            expected.insert(self.tokens[d].id);
+                        }
+                    }
+                }
+                let cascade: BTreeSet<TokenId> = revoked.cascade.iter().copied().collect();
+                assert_eq!(
+                    cascade.len(),
+                    revoked.cascade.len(),
+                    "a token twice in a cascade"
+                );
+                assert_eq!(
+                    cascade, expected,
+                    "the cascade of revoking {:?}",
+                    self.tokens[i].id
+                );
+                let expected = &self.tokens[i];
+                assert!(!revoked.token.active);
+                assert_eq!(revoked.token.revoked_at, expected.revoked_at);
             }
             Op::RevokeUnknown { env, id } => {
                 let id = TokenId::from_uuid(Uuid::from_u128(u128::from(id)));
-                let result = block_on(self.issuer.revoke(environment(env), id));
+                let operator = Arc::clone(&self.creator);
+                let result = block_on(self.issuer.revoke(environment(env), operator, id));
                 assert!(
                     matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
                     "revoked an unknown id: {result:?}"
                 );
             }
-            Op::Rotate { token, env, grace } => {
+            Op::Rotate {
+                token,
+                env,
+                grace,
+                by,
+            } => {
                 let Some(i) = self.pick(token) else {
                     return;
                 };
-                self.rotate(i, environment(env), grace);
+                let Some(acting) = self.acting(by) else {
+                    return;
+                };
+                self.rotate(i, environment(env), grace, &acting);
             }
+            Op::Get { token, env, by } => {
+                let Some(i) = self.pick(token) else {
+                    return;
+                };
+                let Some(acting) = self.acting(by) else {
+                    return;
+                };
+                let env = environment(env);
+                let caller = acting.caller(&self.creator);
+                let result = block_on(self.issuer.get(env, caller, self.tokens[i].id));
+                if self.refused_authority(&acting, i, env, result.as_ref().err()) {
+                    return;
+                }
+                if self.tokens[i].env != env {
+                    assert!(
+                        matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
+                        "read through another environment: {result:?}"
+                    );
+                    return;
+                }
+                let token = result.expect("reading a token of its environment succeeds");
+                self.check_record(&token, &self.tokens[i]);
+            }
+            Op::Purge { older_than } => self.purge(older_than),
             Op::Advance { seconds: s } => {
                 self.clock.advance(seconds(s));
                 self.now += seconds(s);
@@ -465,43 +575,87 @@ impl World {
                 matches!(result, Err(Error::InvalidExpiry { latest: got, .. }) if got == Some(latest)),
                 "a delegated token outliving its creator was accepted: {result:?}"
             );
-        } else if self.live_in(env, None) >= self.limit {
-            assert!(
-                matches!(result, Err(Error::Store(StoreError::LimitReached { limit, .. })) if limit as usize == self.limit),
-                "issued past the limit of {}: {result:?}",
-                self.limit
-            );
+        } else if let Some(refusal) = self.bounds_refuse(env, caller.as_ref()) {
+            refusal.check(&result);
         } else {
-            let issued = result.expect("a valid request within the limit is issued");
+            let issued = result.expect("a valid request within the limits is issued");
             let creator = caller.as_ref().map(Principal::token_id);
             self.record(issued, env, created_by, expires_at, creator);
         }
     }
 
-    fn rotate(&mut self, i: usize, env: EnvironmentId, grace: u16) {
+    /// Which bound of the limits an issue in `env` by `caller` breaks, in the store's
+    /// order: the creating token's depth and its live tokens, the live limit, the cap.
+    fn bounds_refuse(&self, env: EnvironmentId, caller: Option<&Principal>) -> Option<Refusal> {
+        if let Some(principal) = caller {
+            let creator = principal.token_id();
+            let parent = self.index_of(creator).expect("the caller is a known token");
+            if let Some(limit) = self.limits.max_depth
+                && self.depth(parent) >= limit.get() as usize
+            {
+                return Some(Refusal::TooDeep { creator, limit });
+            }
+            if let Some(limit) = self.limits.max_per_creator {
+                let live = self
+                    .tokens
+                    .iter()
+                    .filter(|t| t.created_by_token == Some(creator) && t.live_at(self.now))
+                    .count();
+                if live >= limit.get() as usize {
+                    return Some(Refusal::TooManyDelegated { creator, limit });
+                }
+            }
+        }
+        self.environment_refuses(env, None)
+    }
+
+    /// Whether the environment's own bounds refuse one more token (one replacing
+    /// `replacing`): the live limit, then the cap.
+    fn environment_refuses(
+        &self,
+        env: EnvironmentId,
+        replacing: Option<TokenId>,
+    ) -> Option<Refusal> {
+        if self.live_in(env, replacing) >= self.limit {
+            return Some(Refusal::Live { limit: self.limit });
+        }
+        let held = self.tokens.iter().filter(|t| t.env == env).count();
+        match self.limits.max_total {
+            Some(limit) if held >= limit.get() as usize => Some(Refusal::Full { limit }),
+            _ => None,
+        }
+    }
+
+    fn rotate(&mut self, i: usize, env: EnvironmentId, grace: u16, acting: &Acting) {
         let old_id = self.tokens[i].id;
+        let caller = acting.caller(&self.creator);
         let result = block_on(self.issuer.rotate(
             env,
+            caller,
             old_id,
             Duration::from_secs(u64::from(grace)),
         ));
+        if self.refused_authority(acting, i, env, result.as_ref().err()) {
+            return;
+        }
         let old = &self.tokens[i];
+        let now = self.now;
+        let mut expires_at = old.expires_at.map(|at| now + (at - old.created_at));
+        // A delegated token's successor keeps the end it had.
+        if old.created_by_token.is_some() {
+            expires_at = expires_at
+                .zip(old.expires_at)
+                .map(|(new, end)| new.min(end));
+        }
+        // The store's order: found, rotated before, live (and a successor that would not
+        // be born expired), then the environment's bounds.
         if old.env != env {
             assert!(
                 matches!(result, Err(Error::Store(StoreError::NotFound { .. }))),
                 "rotated through another environment: {result:?}"
             );
-        } else if old
-            .expires_at
-            .is_some_and(|at| self.now + (at - old.created_at) <= self.now)
-        {
-            // Only after the clock moved back: the successor would be born expired.
-            assert!(
-                matches!(result, Err(Error::Store(StoreError::NotLive { id })) if id == old_id),
-                "rotated into a successor born expired: {result:?}"
-            );
         } else if let Some(replaced_by) = old.replaced_by {
-            // Rotated before, live or not.
+            // Rotated before, live or not, whatever its successor would be.
             assert!(
                 matches!(
                     result,
@@ -510,27 +664,15 @@ impl World {
                 ),
                 "rotated a token a second time: {result:?}"
             );
-        } else if !old.live_at(self.now) {
+        } else if !old.live_at(now) || expires_at.is_some_and(|at| at <= now) {
             assert!(
                 matches!(result, Err(Error::Store(StoreError::NotLive { id })) if id == old_id),
-                "rotated a token that is not live: {result:?}"
+                "rotated a token that is not live (or into a successor born expired): {result:?}"
             );
-        } else if self.live_in(env, Some(old_id)) >= self.limit {
-            assert!(
-                matches!(result, Err(Error::Store(StoreError::LimitReached { .. }))),
-                "rotated past the limit of {}: {result:?}",
-                self.limit
-            );
+        } else if let Some(refusal) = self.environment_refuses(env, Some(old_id)) {
+            refusal.check(&result);
         } else {
-            let issued = result.expect("rotating a live token within the limit succeeds");
-            let now = self.now;
-            let mut expires_at = old.expires_at.map(|at| now + (at - old.created_at));
-            // A delegated token's successor keeps the end it had.
-            if old.created_by_token.is_some() {
-                expires_at = expires_at
-                    .zip(old.expires_at)
-                    .map(|(new, end)| new.min(end));
-            }
+            let issued = result.expect("rotating a live token within the limits succeeds");
             let creator = old.created_by_token;
             let created_by = Arc::clone(&old.created_by);
             let scopes = old.scopes.clone();
@@ -544,33 +686,149 @@ impl World {
         }
     }
 
-    /// The tokens `root` created, directly or through tokens they created, counting what
-    /// its rotated predecessors created as its own; not `root` itself.
-    fn descendants(&self, root: usize) -> Vec<usize> {
+    /// Who acts, per `by`: the operator, or the token it picks if that token
+    /// authenticates (else the step is skipped).
+    fn acting(&mut self, by: Option<u8>) -> Option<Acting> {
+        let Some(by) = by else {
+            return Some(Acting::Operator);
+        };
+        let index = self.pick(by)?;
+        let principal = self.authenticate_as_model_says(index)?;
+        Some(Acting::Token { index, principal })
+    }
+
+    /// Whether acting on token `target` through `env` is refused for want of authority
+    /// (after checking that it is, with the right error): a token of another environment,
+    /// or a delegated token outside its reach.
+    fn refused_authority(
+        &self,
+        acting: &Acting,
+        target: usize,
+        env: EnvironmentId,
+        error: Option<&Error>,
+    ) -> bool {
+        let Acting::Token { index, principal } = acting else {
+            return false;
+        };
+        let caller = &self.tokens[*index];
+        assert_eq!(principal.created_by_token(), caller.created_by_token);
+        if caller.env != env {
+            assert!(
+                matches!(error, Some(Error::WrongEnvironment { id, .. }) if *id == caller.id),
+                "a token acted in another environment: {error:?}"
+            );
+            return true;
+        }
+        let delegated = caller.created_by_token.is_some();
+        if delegated && *index != target && !self.descends_from(target, *index, env) {
+            assert!(
+                matches!(
+                    error,
+                    Some(Error::OutsideDelegation { caller: by, id })
+                        if *by == caller.id && *id == self.tokens[target].id
+                ),
+                "a delegated token acted outside its reach: {error:?}"
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Whether token `i`, looked for in `env`, is token `ancestor` or reaches it along
+    /// creating tokens and successors.
+    fn descends_from(&self, i: usize, ancestor: usize, env: EnvironmentId) -> bool {
+        if self.tokens[i].env != env {
+            return false;
+        }
+        let mut seen = HashSet::new();
+        let mut stack = vec![i];
+        while let Some(node) = stack.pop() {
+            if node == ancestor {
+                return true;
+            }
+            let t = &self.tokens[node];
+            for next in [t.created_by_token, t.replaced_by].into_iter().flatten() {
+                if let Some(j) = self.index_of(next)
+                    && self.tokens[j].env == env
+                    && seen.insert(j)
+                {
+                    stack.push(j);
+                }
+            }
+        }
+        false
+    }
+
+    /// How many creating tokens are above token `i`.
+    fn depth(&self, i: usize) -> usize {
+        let mut depth = 0;
+        let mut at = i;
+        while let Some(parent) = self.tokens[at]
+            .created_by_token
+            .and_then(|id| self.index_of(id))
+        {
+            depth += 1;
+            at = parent;
+        }
+        depth
+    }
+
+    fn index_of(&self, id: TokenId) -> Option<usize> {
+        self.tokens.iter().position(|t| t.id == id)
+    }
+
+    /// What revoking `root` now walks to: its predecessors, whatever their state, and the
+    /// live tokens it (or they) created, through live tokens; not `root` itself.
+    fn cascade(&self, root: usize) -> Vec<usize> {
+        let now = self.now;
         let mut found = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut stack = vec![(root, false)];
-        while let Some((node, descendant)) = stack.pop() {
+        let mut seen = HashSet::from([root]);
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
             let id = self.tokens[node].id;
             for (j, t) in self.tokens.iter().enumerate() {
-                let next = if t.replaced_by == Some(id) {
-                    Some(descendant)
-                } else if t.created_by_token == Some(id) {
-                    Some(true)
-                } else {
-                    None
-                };
-                if let Some(flag) = next
-                    && seen.insert((j, flag))
-                {
-                    if flag {
-                        found.push(j);
-                    }
-                    stack.push((j, flag));
+                let next =
+                    t.replaced_by == Some(id) || (t.created_by_token == Some(id) && t.live_at(now));
+                if next && seen.insert(j) {
+                    found.push(j);
+                    stack.push(j);
                 }
             }
         }
         found
+    }
+
+    /// Purges, and removes from the model what the store must have deleted: the tokens
+    /// that ended before the cut-off and created no token left, until none is left.
+    fn purge(&mut self, older_than: u16) {
+        let older_than = Duration::from_secs(u64::from(older_than));
+        let result = block_on(self.issuer.purge(older_than)).expect("MemoryStore never fails");
+        let cut = self.now - TimeDelta::seconds(older_than.as_secs() as i64);
+        let mut expected = 0;
+        loop {
+            let doomed: Vec<usize> = (0..self.tokens.len())
+                .filter(|&i| {
+                    let t = &self.tokens[i];
+                    let ended = t.revoked_at.is_some_and(|at| at < cut)
+                        || t.expires_at.is_some_and(|at| at < cut);
+                    ended
+                        && !self
+                            .tokens
+                            .iter()
+                            .any(|other| other.created_by_token == Some(t.id))
+                })
+                .collect();
+            if doomed.is_empty() {
+                break;
+            }
+            expected += doomed.len() as u64;
+            for i in doomed.into_iter().rev() {
+                let gone = self.tokens.remove(i);
+                assert!(!gone.live_at(self.now), "the model purged a live token");
+                self.purged.push(gone.raw);
+            }
+        }
+        assert_eq!(result, expected, "purged older than {older_than:?}");
     }
 
     /// Checks a newly issued token and adds it to the model.
@@ -677,6 +935,7 @@ impl World {
         assert_eq!(principal.scopes(), &expected.scopes);
         assert_eq!(principal.expires_at(), expected.expires_at);
         assert_eq!(principal.created_by(), &expected.created_by);
+        assert_eq!(principal.created_by_token(), expected.created_by_token);
     }
 
     fn check_invariants(&mut self) {
@@ -722,23 +981,66 @@ impl World {
                 self.tokens.iter().filter(|t| t.env == env).collect();
             expected.sort_by_key(|t| (t.created_at, t.id));
             assert_eq!(listed.len(), expected.len());
-            for (token, expected) in listed.iter().zip(expected) {
-                assert_eq!(token.id, expected.id);
+            for (token, expected) in listed.iter().zip(&expected) {
                 assert_eq!(token.environment, env);
-                assert_eq!(token.scopes, expected.scopes);
-                assert_eq!(token.created_at, expected.created_at);
-                assert_eq!(token.expires_at, expected.expires_at);
-                assert_eq!(token.revoked_at, expected.revoked_at);
-                assert_eq!(token.active, expected.revoked_at.is_none());
-                assert_eq!(token.last_used_at, expected.last_used_at);
-                assert_eq!(token.is_live_at(self.now), expected.live_at(self.now));
+                self.check_record(token, expected);
             }
+            if let Some(cap) = self.limits.max_total {
+                assert!(
+                    expected.len() <= cap.get() as usize,
+                    "{} tokens in {env}, cap {cap}",
+                    expected.len()
+                );
+            }
+
+            // Listing the live ones gives exactly those.
+            let live: Vec<TokenId> = self
+                .list_as(env, PageRequest::first(2).live_at(self.now))
+                .iter()
+                .map(|t| t.id)
+                .collect();
+            let expected_live: Vec<TokenId> = expected
+                .iter()
+                .filter(|t| t.live_at(self.now))
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(live, expected_live, "the live tokens of {env}");
+        }
+
+        // A purged token is unknown.
+        for raw in &self.purged {
+            assert!(
+                matches!(
+                    block_on(self.issuer.authenticate(raw)),
+                    Err(Error::Unknown { .. })
+                ),
+                "a purged token is still known"
+            );
         }
     }
 
+    /// A record as the store gives it back is the model's, field by field.
+    fn check_record(&self, token: &Token, expected: &Expected) {
+        assert_eq!(token.id, expected.id);
+        assert_eq!(token.environment, expected.env);
+        assert_eq!(token.scopes, expected.scopes);
+        assert_eq!(token.created_at, expected.created_at);
+        assert_eq!(token.expires_at, expected.expires_at);
+        assert_eq!(token.revoked_at, expected.revoked_at);
+        assert_eq!(token.active, expected.revoked_at.is_none());
+        assert_eq!(token.last_used_at, expected.last_used_at);
+        assert_eq!(token.created_by_token, expected.created_by_token);
+        assert_eq!(token.is_live_at(self.now), expected.live_at(self.now));
+    }
+
     fn list(&self, env: EnvironmentId) -> Vec<Token> {
+        self.list_as(env, PageRequest::first(3))
+    }
+
+    fn list_as(&self, env: EnvironmentId, first: PageRequest) -> Vec<Token> {
         let mut all = Vec::new();
-        let mut page = PageRequest::first(3);
+        let mut page = first;
+
         loop {
             let got = block_on(self.issuer.list(env, page)).expect("listing succeeds");
             all.extend(got.tokens);
@@ -747,5 +1049,46 @@ impl World {
                 None => return all,
             }
         }
+    }
+}
+
+/// A bound an issue or a rotation is refused at, as the model predicts it.
+enum Refusal {
+    TooDeep { creator: TokenId, limit: NonZeroU32 },
+    TooManyDelegated { creator: TokenId, limit: NonZeroU32 },
+    Live { limit: usize },
+    Full { limit: NonZeroU32 },
+}
+
+impl Refusal {
+    /// Checks that `result` is this refusal.
+    fn check<T: core::fmt::Debug>(&self, result: &Result<T, Error>) {
+        let ok = match (self, result) {
+            (
+                Refusal::TooDeep { creator, limit },
+                Err(Error::Store(StoreError::DelegationTooDeep {
+                    creator: c,
+                    limit: l,
+                })),
+            ) => c == creator && *l == limit.get(),
+            (
+                Refusal::TooManyDelegated { creator, limit },
+                Err(Error::Store(StoreError::TooManyDelegated {
+                    creator: c,
+                    limit: l,
+                    ..
+                })),
+            ) => c == creator && *l == limit.get(),
+            (
+                Refusal::Live { limit },
+                Err(Error::Store(StoreError::LimitReached { limit: l, .. })),
+            ) => *l as usize == *limit,
+            (
+                Refusal::Full { limit },
+                Err(Error::Store(StoreError::EnvironmentFull { limit: l, .. })),
+            ) => *l == limit.get(),
+            _ => false,
+        };
+        assert!(ok, "expected a refusal at a bound, got {result:?}");
     }
 }

@@ -3,13 +3,13 @@
 #![allow(dead_code, clippy::print_stderr)] // the skip notice must be loud
 
 use apitoken::{
-    EnvironmentId, Error, MemoryStore, Page, PageRequest, RawToken, Rotation, StoreError,
-    StoredToken, Token, TokenHash, TokenId, TokenIssuer, TokenStore,
+    Caller, Creator, EnvironmentId, Error, Limits, MemoryStore, Page, PageRequest, RawToken,
+    Revoked, Rotation, StoreError, StoredToken, Token, TokenHash, TokenId, TokenIssuer, TokenStore,
+    UserId,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,13 @@ use tokio::task::AbortHandle;
 mod postgres_url;
 #[allow(unused_imports)] // not every test file needs PostgreSQL
 pub(crate) use postgres_url::postgres_url;
+
+/// An operator: a person, who acts on every token of an environment.
+pub(crate) fn operator() -> Caller {
+    Caller::from(Creator::new(UserId::from_uuid(uuid::Uuid::from_u128(
+        0x0ae2,
+    ))))
+}
 
 /// A fresh schema name.
 pub(crate) fn unique_name(prefix: &str) -> String {
@@ -189,8 +196,8 @@ pub(crate) struct Counting {
 
 #[async_trait]
 impl TokenStore for Counting {
-    async fn insert(&self, t: StoredToken, max: Option<NonZeroU32>) -> Result<(), StoreError> {
-        self.inner.insert(t, max).await
+    async fn insert(&self, t: StoredToken, limits: Limits) -> Result<(), StoreError> {
+        self.inner.insert(t, limits).await
     }
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
         self.finds.fetch_add(1, AtomicOrdering::SeqCst);
@@ -207,11 +214,22 @@ impl TokenStore for Counting {
         env: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-    ) -> Result<Token, StoreError> {
+    ) -> Result<Revoked, StoreError> {
         self.inner.revoke(env, id, at).await
     }
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         self.inner.rotate(rotation).await
+    }
+    async fn descends_from(
+        &self,
+        env: EnvironmentId,
+        id: TokenId,
+        ancestor: TokenId,
+    ) -> Result<bool, StoreError> {
+        self.inner.descends_from(env, id, ancestor).await
+    }
+    async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.inner.purge(ended_before, max).await
     }
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.last_use_writes.fetch_add(1, AtomicOrdering::SeqCst);
@@ -230,10 +248,10 @@ pub(crate) async fn rotates_once<S: TokenStore>(
 ) -> TokenId {
     let grace = std::time::Duration::from_secs(600);
     let new = issuer
-        .rotate(env, id, grace)
+        .rotate(env, operator(), id, grace)
         .await
         .expect("a token from version 1 can be rotated");
-    let err = issuer.rotate(env, id, grace).await.unwrap_err();
+    let err = issuer.rotate(env, operator(), id, grace).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -247,6 +265,22 @@ pub(crate) async fn rotates_once<S: TokenStore>(
     issuer.authenticate(new.raw.expose_secret()).await.unwrap();
     let page = issuer.list(env, PageRequest::default()).await.unwrap();
     assert_eq!(page.tokens.len(), 2);
+    // The upgrade counted the old row in its environment: two tokens fill a cap of two.
+    let capped = TokenIssuer::builder(issuer.store())
+        .limits(Limits {
+            max_total: std::num::NonZeroU32::new(2),
+            ..Limits::NONE
+        })
+        .build();
+    let request = apitoken::IssueRequest::new(apitoken::Note::new("third").unwrap());
+    let err = capped.issue(env, operator(), request).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Store(StoreError::EnvironmentFull { limit: 2, .. })
+        ),
+        "{err:?}"
+    );
     new.token.id
 }
 

@@ -23,6 +23,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Verify(args) => verify::verify(&global, args).await,
         Command::Inspect(args) => inspect::inspect(&args),
         Command::Scan(args) => scan::scan(args),
+        Command::Purge(args) => tokens::purge(&global, args).await,
         Command::Scopes => scopes(&global),
     }
 }

@@ -1,7 +1,7 @@
-//! `issue`, `list`, `get`, `revoke` and `rotate`.
+//! `issue`, `list`, `get`, `revoke`, `rotate` and `purge`.
 
 use super::failure;
-use crate::args::{GetArgs, Global, IssueArgs, ListArgs, RevokeArgs, RotateArgs};
+use crate::args::{GetArgs, Global, IssueArgs, ListArgs, PurgeArgs, RevokeArgs, RotateArgs};
 use crate::failure::{Failure, emit, write_stdout};
 use crate::output;
 use crate::storage::{self, Access};
@@ -69,13 +69,22 @@ fn expiry(lifetime: Duration) -> Result<DateTime<Utc>, Failure> {
         .ok_or_else(|| Failure::usage("--expires-in is too long: at most 36525d"))
 }
 
+/// Who acts through the command line: the operator, a person, who acts on every token
+/// of an environment (see `apitoken::Caller`).
+fn operator() -> Creator {
+    Creator {
+        alias: Some(CLI_OPERATOR_ALIAS.to_owned()),
+        ..Creator::new(UserId::from_uuid(CLI_OPERATOR))
+    }
+}
+
 fn creator(args: &IssueArgs) -> Result<Creator, Failure> {
     let (id, default_alias) = match args.created_by {
         Some(id) => (id, None),
-        None => (
-            UserId::from_uuid(CLI_OPERATOR),
-            Some(CLI_OPERATOR_ALIAS.to_owned()),
-        ),
+        None => {
+            let operator = operator();
+            (operator.id, operator.alias)
+        }
     };
     Ok(Creator {
         id,
@@ -246,7 +255,7 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
 pub(crate) async fn get(global: &Global, args: GetArgs) -> Result<ExitCode, Failure> {
     let (token, prefix) = storage::with_issuer(global, Access::Read, async |issuer| {
         let token = issuer
-            .get(args.token.env, args.token.id)
+            .get(args.token.env, operator(), args.token.id)
             .await
             .map_err(failure)?;
         Ok((token, issuer.format().prefix().to_owned()))
@@ -284,26 +293,38 @@ fn describe(prefix: &str, t: &Token) -> String {
 }
 
 pub(crate) async fn revoke(global: &Global, args: RevokeArgs) -> Result<ExitCode, Failure> {
-    let (token, prefix) = storage::with_issuer(global, Access::Write, async |issuer| {
-        let token = issuer
-            .revoke(args.token.env, args.token.id)
+    let (revoked, prefix) = storage::with_issuer(global, Access::Write, async |issuer| {
+        let revoked = issuer
+            .revoke(args.token.env, operator(), args.token.id)
             .await
             .map_err(failure)?;
-        Ok((token, issuer.format().prefix().to_owned()))
+        Ok((revoked, issuer.format().prefix().to_owned()))
     })
     .await?;
+    let token = &revoked.token;
     if args.json {
-        emit(&pretty(&TokenOut { token: &token })?)?;
+        emit(&pretty(&RevokedOut {
+            token,
+            also_revoked: &revoked.cascade,
+        })?)?;
     } else {
         let at = token
             .revoked_at
             .map_or_else(String::new, |at| format!(" at {}", output::rfc3339(at)));
-        emit(&format!(
+        let mut text = format!(
             "revoked token {} ({}, note {:?}){at}",
             token.id,
-            output::token_name(&prefix, &token),
+            output::token_name(&prefix, token),
             token.note.as_str(),
-        ))?;
+        );
+        if !revoked.cascade.is_empty() {
+            let n = revoked.cascade.len();
+            text.push_str(&format!(
+                "\nalso revoked {n} token{} it created or replaced (tokens it created, directly or not, and its predecessors still in their grace period)",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        emit(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -312,12 +333,53 @@ pub(crate) async fn rotate(global: &Global, args: RotateArgs) -> Result<ExitCode
     require_stdout()?;
     let issued = storage::with_issuer(global, Access::Write, async |issuer| {
         issuer
-            .rotate(args.token.env, args.token.id, args.grace)
+            .rotate(args.token.env, operator(), args.token.id, args.grace)
             .await
             .map_err(failure)
     })
     .await?;
     print_issued(&issued)
+}
+
+pub(crate) async fn purge(global: &Global, args: PurgeArgs) -> Result<ExitCode, Failure> {
+    let (purged, ended_before) = storage::with_issuer(global, Access::Write, async |issuer| {
+        let ended_before = TimeDelta::from_std(args.older_than)
+            .ok()
+            .and_then(|d| issuer.now().checked_sub_signed(d));
+        let purged = issuer.purge(args.older_than).await.map_err(failure)?;
+        Ok((purged, ended_before))
+    })
+    .await?;
+    let ended_before = ended_before.map(output::rfc3339);
+    if args.json {
+        emit(&pretty(&PurgedOut {
+            purged,
+            ended_before: ended_before.as_deref(),
+        })?)?;
+    } else {
+        emit(&format!(
+            "purged {purged} token{} revoked or expired before {}",
+            if purged == 1 { "" } else { "s" },
+            ended_before.as_deref().unwrap_or("the earliest time"),
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `{"token": {...}, "alsoRevoked": [...]}`: the revoked token and what went with it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokedOut<'a> {
+    token: &'a Token,
+    also_revoked: &'a [TokenId],
+}
+
+/// `{"purged": N, "endedBefore": "…"}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgedOut<'a> {
+    purged: u64,
+    ended_before: Option<&'a str>,
 }
 
 /// `{"tokens": [...]}`, the reference's list answer.

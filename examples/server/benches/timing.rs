@@ -228,7 +228,10 @@ async fn issue_tokens(store: Box<dyn TokenStore>) -> (Tokens, Instant) {
         )
         .await
         .unwrap();
-    issuer.revoke(environment, revoked.token.id).await.unwrap();
+    issuer
+        .revoke(environment, creator.clone(), revoked.token.id)
+        .await
+        .unwrap();
     let expires_in = Duration::from_secs(2);
     let expired = issuer
         .issue(

@@ -7,17 +7,17 @@
 
 use crate::body::{MAX_BODY_BYTES, NewToken};
 use crate::openapi::{
-    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, OneToken, PostTokenFields, TokenList,
-    TokenPath, UnprocessableBody,
+    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, ListQuery, OneToken, PostTokenFields,
+    TokenList, TokenPath, UnprocessableBody,
 };
 use crate::problem::{ApiError, Problem};
 use crate::storage::Issuer;
 use apitoken::http::{
     Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth,
 };
-use apitoken::{EnvironmentId, IssuedToken, PageRequest, Principal, Scope, Token, TokenId};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use apitoken::{Cursor, EnvironmentId, IssuedToken, PageRequest, Principal, Scope, Token, TokenId};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRef, OriginalUri, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -72,11 +72,9 @@ impl Requirement for WriteOwnTokens {
 }
 
 /// The router, and the OpenAPI description it serves at `/openapi.json`.
-pub(crate) fn router(issuer: Issuer) -> Router {
+pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
     let catalog = issuer.scope_catalog().clone();
-    let state = AppState {
-        issuer: Arc::new(issuer),
-    };
+    let state = AppState { issuer };
     let tokens = OpenApiRouter::new()
         .routes(routes!(create_user_token, list_user_tokens))
         .routes(routes!(delete_user_token))
@@ -142,9 +140,14 @@ async fn no_method() -> Problem {
     )
 }
 
+/// A page of a list: `{"tokens": [...], "nextCursor": "..."}`, the cursor only when
+/// another page follows.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Listed {
     tokens: Vec<Token>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -158,15 +161,17 @@ struct TokenIdParam {
     token_id: String,
 }
 
-/// The `tokenId` of the path; a 400 for anything but a UUID (bytes that are not UTF-8
-/// included).
+/// The `tokenId` of the path; a 400 for anything but a canonical UUID (bytes that are not
+/// UTF-8 included).
 fn token_id(param: Result<Path<TokenIdParam>, PathRejection>) -> Result<TokenId, Problem> {
-    let parsed = param.ok().and_then(|Path(p)| p.token_id.parse().ok());
-    parsed.ok_or_else(|| {
+    let parsed = param
+        .ok()
+        .and_then(|Path(p)| apitoken::http::canonical_uuid(&p.token_id));
+    parsed.map(TokenId::from_uuid).ok_or_else(|| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_token_id",
-            "the path parameter `tokenId` must be a UUID such as 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d",
+            "the path parameter `tokenId` must be a UUID in lower case with hyphens, such as 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d",
         )
     })
 }
@@ -174,10 +179,102 @@ fn token_id(param: Result<Path<TokenIdParam>, PathRejection>) -> Result<TokenId,
 /// 201 with the reference JSON; the raw token must not be cached on the way.
 fn created(issued: &IssuedToken) -> Response {
     let mut response = (StatusCode::CREATED, Json(issued)).into_response();
+    no_store(&mut response);
+    response
+}
+
+/// Answers that describe tokens are never kept by a cache on the way: they hold who
+/// holds which scopes, and a stale copy would show a revoked token as live.
+fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+}
+
+/// The most tokens one page holds unless `limit` asks for fewer.
+const DEFAULT_PAGE: u32 = 100;
+
+/// Which page of a list, from the query: `limit` (1 to 1,000, default 100), `cursor` (the
+/// `nextCursor` of the page before), `state` (`live`, the default, or `all`).
+struct ListParams {
+    limit: u32,
+    cursor: Option<Cursor>,
+    all: bool,
+}
+
+impl ListParams {
+    fn from_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListParams, Problem> {
+        let bad = |message: &str| {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_query", message.to_owned()).logged()
+        };
+        let Query(query) = query.map_err(|_| {
+            bad("the query string must be `limit`, `cursor` and `state` parameters, each at most once")
+        })?;
+        let limit = match query.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=PageRequest::MAX_LIMIT).contains(n))
+                .ok_or_else(|| bad("`limit` must be a whole number from 1 to 1000"))?,
+        };
+        let cursor = match query.cursor.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse::<Cursor>().map_err(|e| bad(&e.to_string()))?),
+        };
+        let all = match query.state.as_deref() {
+            None | Some("live") => false,
+            Some("all") => true,
+            Some(_) => {
+                return Err(bad(
+                    "`state` must be `live` (tokens that work now, the default) or `all` (revoked and expired ones too)",
+                ));
+            }
+        };
+        Ok(ListParams { limit, cursor, all })
+    }
+}
+
+/// One page of `environment`'s tokens that `created_by` keeps, as seen now (`active`
+/// false once revoked or expired), with the next page's cursor in the body and in a
+/// `Link: <…>; rel="next"` header.
+async fn list_page(
+    state: &AppState,
+    environment: EnvironmentId,
+    created_by: Option<apitoken::UserId>,
+    params: ListParams,
+    uri: &OriginalUri,
+) -> Result<Response, ApiError> {
+    let now = state.issuer.now();
+    let mut request = PageRequest::first(params.limit);
+    request.after = params.cursor;
+    if !params.all {
+        request = request.live_at(now);
+    }
+    if let Some(user) = created_by {
+        request = request.created_by(user);
+    }
+    let page = state.issuer.list(environment, request).await?;
+    let next_cursor = page.next.map(|cursor| cursor.to_string());
+    let link = next_cursor.as_ref().map(|cursor| {
+        let state = if params.all { "&state=all" } else { "" };
+        format!(
+            "<{}?limit={}&cursor={cursor}{state}>; rel=\"next\"",
+            uri.path(),
+            params.limit
+        )
+    });
+    let tokens = page.tokens.into_iter().map(|t| t.as_of(now)).collect();
+    let mut response = Json(Listed {
+        tokens,
+        next_cursor,
+    })
+    .into_response();
+    no_store(&mut response);
+    if let Some(link) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 async fn issue(
@@ -199,33 +296,20 @@ async fn issue(
     Ok(created(&issued))
 }
 
-/// Every token of `environment` that `keep` keeps, oldest first, as seen now (`active`
-/// false once revoked or expired).
-async fn all_tokens(
-    state: &AppState,
-    environment: EnvironmentId,
-    keep: impl Fn(&Token) -> bool,
-) -> Result<Vec<Token>, ApiError> {
-    let tokens = state
-        .issuer
-        .list_all(environment, usize::MAX, PageRequest::MAX_LIMIT)
-        .await?;
-    let now = state.issuer.now();
-    Ok(tokens
-        .into_iter()
-        .filter(|t| keep(t))
-        .map(|t| t.as_of(now))
-        .collect())
-}
-
 async fn revoke(
     state: &AppState,
     environment: EnvironmentId,
     id: TokenId,
-    by: TokenId,
+    caller: &Principal,
 ) -> Result<StatusCode, ApiError> {
-    state.issuer.revoke(environment, id).await?;
-    tracing::info!(token_id = %id, environment = %environment, by = %by, "token revoked");
+    let revoked = state.issuer.revoke(environment, caller, id).await?;
+    tracing::info!(
+        token_id = %id,
+        environment = %environment,
+        by = %caller.token_id(),
+        cascade = revoked.cascade.len(),
+        "token revoked"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -242,10 +326,10 @@ async fn revoke(
         (status = 201, description = "The new token, with its plaintext: the only time it is revealed", body = CreatedToken),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.write`", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_note`, `invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens`", body = UnprocessableBody),
+        (status = 422, description = "`invalid_note`, `invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_user_token(
@@ -262,14 +346,19 @@ async fn create_user_token(
 
 /// List the calling dashboard user's tokens
 ///
-/// The tokens of the caller's environment created by the caller's user, oldest first,
-/// revoked and expired ones included (`active: false`); never a raw token.
+/// The tokens of the caller's environment created by the caller's user, oldest first, a
+/// page at a time (follow `nextCursor`, also in the `Link` header, until it is absent).
+/// Only tokens that work now unless `state=all`, which adds revoked and expired ones
+/// (`active: false`); never a raw token.
 #[utoipa::path(
     get,
     path = "/user/tokens",
     tag = "tokens",
+    params(ListQuery),
     responses(
-        (status = 200, description = "The tokens", body = TokenList),
+        (status = 200, description = "A page of the tokens", body = TokenList,
+            headers(("Link" = String, description = "`<…?cursor=…>; rel=\"next\"` when another page follows"))),
+        (status = 400, description = "`limit`, `cursor` or `state` is not one the server takes", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token lacks `environment.apiTokens.read`", body = ErrorBody),
     )
@@ -277,18 +366,22 @@ async fn create_user_token(
 async fn list_user_tokens(
     State(state): State<AppState>,
     auth: Result<Authorized<ReadOwnTokens>, Rejection>,
-) -> Result<Json<Listed>, ApiError> {
+    query: Result<Query<ListQuery>, QueryRejection>,
+    uri: OriginalUri,
+) -> Result<Response, ApiError> {
     let auth = auth?;
+    let params = ListParams::from_query(query)?;
     let user = auth.principal().created_by().id;
-    let tokens = all_tokens(&state, auth.environment(), |t| t.created_by.id == user).await?;
-    Ok(Json(Listed { tokens }))
+    list_page(&state, auth.environment(), Some(user), params, &uri).await
 }
 
 /// Delete (revoke) one of the calling dashboard user's tokens
 ///
 /// From the moment this returns the token is refused, and so is every token it created,
-/// directly or not. Deleting a revoked token again succeeds; another user's token, or one
-/// of another environment, is not found.
+/// directly or not, and every token it replaced in a rotation whose grace period still
+/// runs. Deleting a revoked token again succeeds; another user's token, or one of another
+/// environment, is not found. A token that another token created acts only on itself and
+/// the tokens it created (403 otherwise).
 #[utoipa::path(
     delete,
     path = "/user/tokens/{tokenId}",
@@ -296,9 +389,9 @@ async fn list_user_tokens(
     params(TokenPath),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "`tokenId` is not a UUID", body = ErrorBody),
+        (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.write`", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created", body = ErrorBody),
         (status = 404, description = "No such token of the caller's user", body = ErrorBody),
     )
 )]
@@ -310,13 +403,14 @@ async fn delete_user_token(
     let auth = auth?;
     let id = token_id(param)?;
     let environment = auth.environment();
-    let token = state.issuer.get(environment, id).await?;
-    if token.created_by.id != auth.principal().created_by().id {
+    let caller = auth.principal();
+    let token = state.issuer.get(environment, caller, id).await?;
+    if token.created_by.id != caller.created_by().id {
         return Err(
             apitoken::Error::Store(apitoken::StoreError::NotFound { environment, id }).into(),
         );
     }
-    revoke(&state, environment, id, auth.principal().token_id()).await
+    revoke(&state, environment, id, caller).await
 }
 
 /// Create a token in an environment
@@ -334,10 +428,10 @@ async fn delete_user_token(
         (status = 201, description = "The new token, with its plaintext: the only time it is revealed", body = CreatedToken),
         (status = 400, description = "The body is not a JSON object, or `environmentId` is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.write`", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_note`, `invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens`", body = UnprocessableBody),
+        (status = 422, description = "`invalid_note`, `invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_environment_token(
@@ -354,15 +448,18 @@ async fn create_environment_token(
 
 /// List an environment's tokens
 ///
-/// Oldest first, revoked and expired ones included (`active: false`); never a raw token.
+/// Oldest first, a page at a time (follow `nextCursor`, also in the `Link` header, until
+/// it is absent). Only tokens that work now unless `state=all`, which adds revoked and
+/// expired ones (`active: false`); never a raw token.
 #[utoipa::path(
     get,
     path = "/environments/{environmentId}/tokens",
     tag = "tokens",
-    params(EnvironmentPath),
+    params(EnvironmentPath, ListQuery),
     responses(
-        (status = 200, description = "The tokens", body = TokenList),
-        (status = 400, description = "`environmentId` is not a UUID", body = ErrorBody),
+        (status = 200, description = "A page of the tokens", body = TokenList,
+            headers(("Link" = String, description = "`<…?cursor=…>; rel=\"next\"` when another page follows"))),
+        (status = 400, description = "`environmentId` is not a UUID in lower case with hyphens, or `limit`, `cursor` or `state` is not one the server takes", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.read`", body = ErrorBody),
     )
@@ -370,16 +467,20 @@ async fn create_environment_token(
 async fn list_environment_tokens(
     State(state): State<AppState>,
     auth: Result<Authorized<ReadTokens>, Rejection>,
-) -> Result<Json<Listed>, ApiError> {
+    query: Result<Query<ListQuery>, QueryRejection>,
+    uri: OriginalUri,
+) -> Result<Response, ApiError> {
     let auth = auth?;
-    let tokens = all_tokens(&state, auth.environment(), |_| true).await?;
-    Ok(Json(Listed { tokens }))
+    let params = ListParams::from_query(query)?;
+    list_page(&state, auth.environment(), None, params, &uri).await
 }
 
 /// Delete (revoke) a token of an environment
 ///
 /// From the moment this returns the token is refused, and so is every token it created,
-/// directly or not. Deleting a revoked token again succeeds.
+/// directly or not, and every token it replaced in a rotation whose grace period still
+/// runs. Deleting a revoked token again succeeds. A token that another token created acts
+/// only on itself and the tokens it created (403 otherwise).
 #[utoipa::path(
     delete,
     path = "/environments/{environmentId}/tokens/{tokenId}",
@@ -387,9 +488,9 @@ async fn list_environment_tokens(
     params(EnvironmentPath, TokenPath),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "`environmentId` or `tokenId` is not a UUID", body = ErrorBody),
+        (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.write`", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created", body = ErrorBody),
         (status = 404, description = "No such token in the environment", body = ErrorBody),
     )
 )]
@@ -400,7 +501,7 @@ async fn delete_environment_token(
 ) -> Result<StatusCode, ApiError> {
     let auth = auth?;
     let id = token_id(param)?;
-    revoke(&state, auth.environment(), id, auth.principal().token_id()).await
+    revoke(&state, auth.environment(), id, auth.principal()).await
 }
 
 /// The token that makes the call
@@ -421,8 +522,10 @@ async fn introspect(
 ) -> Result<Response, ApiError> {
     let token = state
         .issuer
-        .get(principal.environment(), principal.token_id())
+        .get(principal.environment(), &principal, principal.token_id())
         .await?
         .as_of(state.issuer.now());
-    Ok(Json(One { token: &token }).into_response())
+    let mut response = Json(One { token: &token }).into_response();
+    no_store(&mut response);
+    Ok(response)
 }

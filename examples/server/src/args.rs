@@ -69,6 +69,40 @@ pub(crate) struct Args {
     #[arg(long, env = "APITOKEN_MAX_LIVE_TOKENS", value_name = "N")]
     pub(crate) max_live_tokens: Option<NonZeroU32>,
 
+    #[command(flatten)]
+    pub(crate) cap: apitoken_ops::CapArgs,
+
+    /// At most N tokens in a chain of tokens creating tokens (a token a user created is
+    /// at depth 0); a token at depth N creating one answers 403. 0: no bound
+    #[arg(
+        long,
+        env = "APITOKEN_MAX_DELEGATION_DEPTH",
+        value_name = "N",
+        default_value_t = 8
+    )]
+    pub(crate) max_delegation_depth: u32,
+
+    /// At most N live tokens created by one token; one more answers 422
+    /// too_many_api_tokens. This bounds the work of revoking a token. 0: no bound
+    #[arg(
+        long,
+        env = "APITOKEN_MAX_TOKENS_PER_TOKEN",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub(crate) max_tokens_per_token: u32,
+
+    /// Delete tokens revoked or expired longer ago than this, e.g. 90d, checked at start
+    /// and then hourly (as `apitoken purge --older-than` does); 0 never deletes any
+    #[arg(
+        long,
+        env = "APITOKEN_PURGE_AFTER",
+        value_name = "DURATION",
+        default_value = "90d",
+        value_parser = purge_after
+    )]
+    pub(crate) purge_after: Duration,
+
     /// Seconds a client has to send a request's headers, counted from connecting or, on a
     /// kept-alive connection, from the request's first byte
     #[arg(
@@ -136,6 +170,14 @@ pub(crate) struct Args {
         default_value = "info"
     )]
     pub(crate) log_level: LevelFilter,
+}
+
+/// `0` (never: zero), or a duration such as 90d.
+fn purge_after(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    apitoken_ops::duration::parse(text)
 }
 
 /// Seconds as a duration.

@@ -11,12 +11,14 @@ mod body;
 mod logging;
 mod openapi;
 mod problem;
+mod purge;
 mod serve;
 mod stall;
 mod storage;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
@@ -68,6 +70,8 @@ async fn run(args: args::Args) -> Result<(), String> {
         %address,
         storage,
         max_live_tokens = args.max_live_tokens.map(|n| n.get()),
+        max_tokens_per_environment = args.cap.max_tokens_per_environment,
+        purge_after_seconds = args.purge_after.as_secs(),
         max_connections = limits.max_connections,
         "listening"
     );
@@ -77,7 +81,13 @@ async fn run(args: args::Args) -> Result<(), String> {
     let _ = stdout.flush();
     drop(stdout);
 
+    let issuer = Arc::new(issuer);
+    let purging = (!args.purge_after.is_zero())
+        .then(|| tokio::spawn(purge::periodically(issuer.clone(), args.purge_after)));
     serve::serve(listener, api::router(issuer), limits, shutdown_signal()).await;
+    if let Some(purging) = purging {
+        purging.abort();
+    }
     handle.close().await;
     tracing::info!("stopped");
     Ok(())

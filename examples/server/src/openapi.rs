@@ -193,13 +193,35 @@ pub(crate) struct OneToken {
     token: Token,
 }
 
-/// A list of tokens, oldest first.
+/// A page of a list of tokens, oldest first.
 #[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
 pub(crate) struct TokenList {
     tokens: Vec<Token>,
+    /// Where the next page starts, when one follows: pass it back as `cursor` (the
+    /// `Link` header has the whole next URL). Absent on the last page.
+    #[schema(pattern = "^[0-9a-f]{48}$")]
+    next_cursor: Option<String>,
 }
 
-/// An error: 400, 401, 403, 404, 405, 413, 415, 500, 503.
+/// Which page of a list, as query parameters. The server reads these three and ignores
+/// the rest.
+#[derive(IntoParams, serde::Deserialize)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// At most this many tokens (1 to 1000; default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub(crate) limit: Option<String>,
+    /// The `nextCursor` of the page before, as it was given; absent for the first page.
+    #[param(value_type = Option<String>, pattern = "^[0-9a-f]{48}$")]
+    pub(crate) cursor: Option<String>,
+    /// `live` (the default): the tokens that work now; `all`: revoked and expired ones
+    /// too (`active: false`).
+    #[param(value_type = Option<String>, pattern = "^(live|all)$")]
+    pub(crate) state: Option<String>,
+}
+
+/// An error: 400, 401, 403, 404, 405, 413, 415, 431, 500, 503.
 #[derive(ToSchema)]
 pub(crate) struct ErrorBody {
     #[schema(example = "invalid or expired API token")]
@@ -218,7 +240,9 @@ pub(crate) struct UnprocessableBody {
     /// notHeld}` counts) when names were left out; `invalid_expires_at`: `expiresAt` (null
     /// when not a timestamp), the server's `now` and `latest`, the latest expiry allowed
     /// (the creating token's, when a token that expires creates one; else null); `too_many_api_tokens`:
-    /// `projectEnvironmentId` and `limit`; `invalid_note`: `maxLength`.
+    /// `projectEnvironmentId` and `limit` (of the live tokens, of all the tokens kept,
+    /// or of the live tokens the calling token created, whichever was reached);
+    /// `invalid_note`: `maxLength`.
     #[schema(value_type = Object)]
     payload: Value,
 }

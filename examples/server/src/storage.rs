@@ -2,8 +2,9 @@
 //! `apitoken_ops`), so that a token the CLI issued authenticates here.
 
 use crate::args::Args;
-use apitoken::{DynTokenStore, ScopeCatalog, TokenIssuer};
+use apitoken::{DynTokenStore, Limits, ScopeCatalog, TokenIssuer};
 pub(crate) use apitoken_ops::Handle;
+use core::num::NonZeroU32;
 
 /// The issuer every handler uses.
 pub(crate) type Issuer = TokenIssuer<DynTokenStore>;
@@ -18,10 +19,13 @@ pub(crate) async fn open(args: &Args) -> Result<(Issuer, Handle), String> {
     ));
     let handle = apitoken_ops::open(&args.storage, missing).await?;
     let catalog = ScopeCatalog::reference().extend(args.extra_scopes.iter().cloned());
-    let mut builder = handle.builder().scope_catalog(catalog);
-    if let Some(limit) = args.max_live_tokens {
-        builder = builder.max_live_tokens_per_environment(limit);
-    }
+    let limits = args.cap.apply(Limits {
+        max_live: args.max_live_tokens,
+        max_depth: NonZeroU32::new(args.max_delegation_depth),
+        max_per_creator: NonZeroU32::new(args.max_tokens_per_token),
+        ..Limits::default()
+    });
+    let builder = handle.builder().scope_catalog(catalog).limits(limits);
     let issuer = handle.issuer(builder).await?;
     Ok((issuer, handle))
 }

@@ -6,10 +6,10 @@ const EXPECTED: &str = "expected a whole number and a unit (s, m, h, d or w), su
 
 /// The longest duration accepted: 100 years (36525 days), far below where timestamps
 /// stop being writable as RFC 3339.
-pub(crate) const MAX_SECS: u64 = 36_525 * 86_400;
+pub const MAX_SECS: u64 = 36_525 * 86_400;
 
 /// Parses a duration; the error says what is expected.
-pub(crate) fn parse(s: &str) -> Result<Duration, String> {
+pub fn parse(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     if text.is_empty() {
         return Err(format!("empty duration: {EXPECTED}"));
