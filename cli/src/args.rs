@@ -97,10 +97,11 @@ pub(crate) enum Command {
     Rotate(RotateArgs),
     /// Check a token against the database: prints who it is, or exits with 1
     ///
-    /// Without --env and --scope it only authenticates (well-formed, known, not revoked,
-    /// not expired); with them, it also checks the environment and each scope. On
-    /// failure the reason (malformed, unknown, revoked, expired, wrong environment,
-    /// missing scope) goes to standard error; the token itself is never printed.
+    /// The token is read from standard input. Without --env and --scope it only
+    /// authenticates (well-formed, known, not revoked, not expired); with them, it also
+    /// checks the environment and each scope. On failure the reason (malformed, unknown,
+    /// revoked, expired, wrong environment, missing scope) goes to standard error; the
+    /// token itself is never printed.
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
     /// Check a token's format alone, without any database; exits with 1 if invalid
@@ -211,12 +212,19 @@ pub(crate) struct RotateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The token, or - to read it from standard input (the default)
+    /// - (the default): read the token from standard input
     ///
-    /// Standard input keeps the token out of the shell history. An Authorization header
-    /// value (Bearer dyn_…) is accepted too.
-    #[arg(value_name = "TOKEN|-", verbatim_doc_comment)]
+    /// An Authorization header value (Bearer dyn_…) is accepted too. A token given here
+    /// instead is refused unless --insecure-argv is given.
+    #[arg(value_name = "-|TOKEN", verbatim_doc_comment)]
     pub(crate) token: Option<String>,
+    /// Accept the token as an argument
+    ///
+    /// Other local users can read a command's arguments while it runs (ps,
+    /// /proc/PID/cmdline), and the shell history keeps them: pipe the token on standard
+    /// input instead, e.g. printf '%s' "$TOKEN" | apitoken verify -.
+    #[arg(long, verbatim_doc_comment)]
+    pub(crate) insecure_argv: bool,
     /// Also require the token to belong to this environment.
     #[arg(long, value_name = "UUID", value_parser = environment_id)]
     pub(crate) env: Option<EnvironmentId>,

@@ -190,6 +190,11 @@ impl Db {
         self.issue_in(ENV, args)
     }
 
+    /// `verify -` with `raw` on standard input, and `args`.
+    fn verify(&self, raw: &str, args: &[&str]) -> Cli {
+        self.cli(&["verify", "-"]).args(args).stdin(raw)
+    }
+
     /// The database as `apitoken::open_store` reads it.
     fn url(&self) -> String {
         match &self.store {
@@ -454,9 +459,18 @@ fn issue_verify_revoke(db: &Db) {
     assert!(token.get("expiresAt").is_none());
     assert_near(time(&token["createdAt"]), Utc::now());
 
-    // Authenticate and authorize, from an argument and from standard input.
+    // Authenticate and authorize, from an argument (with --insecure-argv) and from
+    // standard input.
     let ok = db
-        .cli(&["verify", &raw, "--env", ENV, "--scope", READ])
+        .cli(&[
+            "verify",
+            &raw,
+            "--insecure-argv",
+            "--env",
+            ENV,
+            "--scope",
+            READ,
+        ])
         .run();
     let out = ok.never_shows(&raw).success();
     assert!(
@@ -484,7 +498,7 @@ fn issue_verify_revoke(db: &Db) {
     assert_eq!(json["createdBy"]["id"], CLI_OPERATOR);
 
     // Refusals: exit 1, the category on stderr, never the token.
-    let run = db.cli(&["verify", &raw, "--env", OTHER_ENV]).run();
+    let run = db.verify(&raw, &["--env", OTHER_ENV]).run();
     run.never_shows(&raw)
         .error(1, &["verification failed (wrong environment)"]);
     let run = db
@@ -498,9 +512,9 @@ fn issue_verify_revoke(db: &Db) {
             "environment.users.write",
         ],
     );
-    let run = db.cli(&["verify", REFERENCE]).run();
+    let run = db.verify(REFERENCE, &[]).run();
     run.error(1, &["verification failed (unknown)"]);
-    let run = db.cli(&["verify", &raw[..39]]).run();
+    let run = db.verify(&raw[..39], &[]).run();
     run.error(1, &["verification failed (malformed)", "got 35"]);
 
     // Revoke, then the same token is refused.
@@ -620,8 +634,8 @@ fn rotate_with_grace(db: &Db) {
     assert_near(time(&new["expiresAt"]), Utc::now() + TimeDelta::days(30));
 
     // Both work during the grace period; the old one now expires in an hour.
-    db.cli(&["verify", &old_raw]).run().success();
-    db.cli(&["verify", &new_raw]).run().success();
+    db.verify(&old_raw, &[]).run().success();
+    db.verify(&new_raw, &[]).run().success();
     let got: Value = serde_json::from_str(
         &db.cli(&["get", "--env", ENV, "--id", &id(&old), "--json"])
             .run()
@@ -640,7 +654,7 @@ fn rotate_with_grace(db: &Db) {
             .success(),
     )
     .unwrap();
-    db.cli(&["verify", &new_raw])
+    db.verify(&new_raw, &[])
         .run()
         .never_shows(&new_raw)
         .error(1, &["verification failed (expired)"]);
@@ -687,7 +701,7 @@ fn rotate_only_once(db: &Db) {
     );
 
     // Nothing changed: the old token works through its grace period, and there are two.
-    db.cli(&["verify", &raw(&old)]).run().success();
+    db.verify(&raw(&old), &[]).run().success();
     let listed: Value =
         serde_json::from_str(&db.cli(&["list", "--env", ENV, "--json"]).run().success()).unwrap();
     assert_eq!(listed["tokens"].as_array().unwrap().len(), 2, "{listed}");
@@ -746,21 +760,16 @@ fn wrong_hash_key_is_refused(db: &Db) {
     let raw = raw(&token["token"]);
 
     // The right key, from the environment or from a file.
-    db.cli(&["verify", &raw])
+    db.verify(&raw, &[])
         .env("APITOKEN_HASH_KEY", KEY_A)
         .run()
         .success();
     let key_file = db.scratch.path().join("hash.key");
     std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
-    db.cli(&[
-        "verify",
-        &raw,
-        "--hash-key-file",
-        key_file.to_str().unwrap(),
-    ])
-    .env("APITOKEN_HASH_KEY", KEY_B)
-    .run()
-    .success();
+    db.verify(&raw, &["--hash-key-file", key_file.to_str().unwrap()])
+        .env("APITOKEN_HASH_KEY", KEY_B)
+        .run()
+        .success();
 
     // Another key, or none, is refused before anything is read.
     let line = db
@@ -775,7 +784,7 @@ fn wrong_hash_key_is_refused(db: &Db) {
                 "use the original APITOKEN_HASH_KEY",
             ],
         );
-    let run = db.cli(&["verify", &raw]).run();
+    let run = db.verify(&raw, &[]).run();
     run.never_shows(&raw).error(
         2,
         &["created with hash key fingerprint key:", "no key was given"],
@@ -831,7 +840,7 @@ fn expires_in_sets_the_expiry(db: &Db) {
     }
     // The expiry is stored: it comes back in the listing and the principal.
     let token = db.issue(&["--expires-in", "7d"]);
-    let out = db.cli(&["verify", &raw(&token), "--json"]).run().success();
+    let out = db.verify(&raw(&token), &["--json"]).run().success();
     let principal: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(principal["expiresAt"], token["expiresAt"]);
 }
@@ -873,7 +882,7 @@ fn extra_scopes_extend_the_catalog(db: &Db) {
         token["token"]["scopes"],
         serde_json::json!(["gasless.read"])
     );
-    db.cli(&["verify", &raw(&token["token"]), "--scope", "gasless.read"])
+    db.verify(&raw(&token["token"]), &["--scope", "gasless.read"])
         .run()
         .success();
 }
@@ -922,7 +931,8 @@ fn the_default_database_is_apitoken_db_in_the_working_directory() {
     assert!(!scratch.path().join("apitoken.db-wal").exists());
     let token: Value = serde_json::from_str(&out).unwrap();
     Cli::new(scratch.path())
-        .args(&["verify", &raw(&token["token"])])
+        .args(&["verify", "-"])
+        .stdin(raw(&token["token"]))
         .run()
         .success();
 }
@@ -973,7 +983,7 @@ fn a_closed_stdout_issues_nothing() {
 fn only_issue_creates_a_database() {
     let scratch = Scratch::new("missing_db");
     for args in [
-        vec!["verify", REFERENCE],
+        vec!["verify", "-"],
         vec!["list", "--env", ENV],
         vec!["get", "--env", ENV, "--id", OTHER_ENV],
         vec!["revoke", "--env", ENV, "--id", OTHER_ENV],
@@ -1084,7 +1094,7 @@ fn database_url_environment_variable_selects_postgres() {
     let token: Value = serde_json::from_str(&out).unwrap();
     assert!(!db.scratch.path().join("apitoken.db").exists());
     // Found through the command-line option too: the same database.
-    db.cli(&["verify", &raw(&token["token"])]).run().success();
+    db.verify(&raw(&token["token"]), &[]).run().success();
 }
 
 /// On PostgreSQL too, `list`, `get` and `verify` only read: they record no key fingerprint
@@ -1869,4 +1879,38 @@ fn a_full_disk_says_free_space_and_writes_nothing() {
         .success();
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["tokens"].as_array().unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets and files stay with their owner.
+
+/// `verify` refuses a token on its command line, where other local users can read it,
+/// before anything else; `--insecure-argv` accepts it.
+#[test]
+fn verify_refuses_a_token_argument_without_insecure_argv() {
+    let db = Db::sqlite("argv");
+    let token = db.issue(&[]);
+    let raw = raw(&token);
+    for args in [
+        &["verify", raw.as_str()][..],
+        &["verify", "--env", ENV, raw.as_str()][..],
+        &["verify", &format!("Bearer {raw}")][..],
+    ] {
+        db.cli(args).run().never_shows(&raw).error(
+            2,
+            &[
+                "can be read by other local users",
+                "pipe it on standard input with `-`",
+                "--insecure-argv",
+            ],
+        );
+    }
+    // Refused before the database is opened: a missing one is not the complaint.
+    let scratch = Scratch::new("argv_no_db");
+    Cli::new(scratch.path())
+        .args(&["verify", REFERENCE])
+        .run()
+        .error(2, &["--insecure-argv"]);
+    db.cli(&["verify", &raw, "--insecure-argv"]).run().success();
+    db.verify(&raw, &[]).run().success();
 }
