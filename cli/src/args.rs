@@ -33,6 +33,12 @@ Hash key:
   --hash-key-file; without one, tokens are hashed unkeyed. A database records the key's
   fingerprint when it is created and refuses to be opened with another key.
 
+Files:
+  The database (and its -wal and -shm) and the key file belong to the user that runs
+  apitoken, mode 0600: a new database is created so. A key file that others may write
+  is refused; one others may read, and such a database, get a `warning:` line with the
+  `chmod 600` that fixes it.
+
 Exit status:
   0 success; 1 verification failed, token invalid (inspect) or tokens found (scan);
   2 usage, input or storage error (one line on standard error says what to do).";

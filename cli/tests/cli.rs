@@ -327,6 +327,16 @@ impl Run {
         lines[0].to_owned()
     }
 
+    /// Asserts exit 0 and only `warning: …` lines on standard error; returns them.
+    fn warned(&self) -> Vec<String> {
+        assert_eq!(self.code, 0, "{self:#?}");
+        let warnings: Vec<String> = self.stderr.lines().map(str::to_owned).collect();
+        for line in &warnings {
+            assert!(line.starts_with("warning: "), "{self:#?}");
+        }
+        warnings
+    }
+
     /// Asserts that neither output holds the token's random part.
     fn never_shows(&self, raw: &str) -> &Run {
         let random = &raw[4..34];
@@ -340,6 +350,19 @@ impl Run {
         );
         self
     }
+}
+
+/// Writes `contents` to a new file that only its owner may read and write (mode 0600), as
+/// a key or URL file must be.
+fn write_private(path: &Path, contents: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
 }
 
 fn raw(token: &Value) -> String {
@@ -765,7 +788,7 @@ fn wrong_hash_key_is_refused(db: &Db) {
         .run()
         .success();
     let key_file = db.scratch.path().join("hash.key");
-    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
+    write_private(&key_file, &format!("{KEY_A}\n"));
     db.verify(&raw, &["--hash-key-file", key_file.to_str().unwrap()])
         .env("APITOKEN_HASH_KEY", KEY_B)
         .run()
@@ -1599,7 +1622,11 @@ fn read_only_commands_work_on_a_read_only_file() {
     };
     let root = is_root(&db.scratch);
     let dir = db.scratch.path();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    // Private to its owner, as it should be: `nobody`'s when the tests run as root.
+    if root {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     let before = snapshot(dir);
     let id = id(&issued);
@@ -1730,6 +1757,7 @@ fn a_file_without_the_schema_is_refused_and_left_unchanged() {
 /// says what to do, the file unchanged and no `-wal` or `-shm` left behind.
 #[test]
 fn damaged_files_are_named_with_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
     let db = Db::sqlite("damaged");
     for i in 0..60 {
         db.issue(&[
@@ -1759,6 +1787,11 @@ fn damaged_files_are_named_with_what_to_do() {
     }
     std::fs::write(dir.join("damaged.db"), &damaged).unwrap();
     std::fs::remove_file(path).unwrap();
+    // Private, as a token database should be: the warning for others' access is not what
+    // this test is about.
+    for name in ["notes.txt", "truncated.db", "damaged.db"] {
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let before = snapshot(dir);
     let cases: [(&str, &[&str]); 3] = [
         (
@@ -1883,6 +1916,119 @@ fn a_full_disk_says_free_space_and_writes_nothing() {
 
 // ---------------------------------------------------------------------------------------
 // Secrets and files stay with their owner.
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `issue` creates the database private (no warning); once its group or other users may
+/// read it, every command says so, naming the file and the `chmod` that fixes it.
+#[test]
+fn a_database_others_may_read_is_warned_about() {
+    let db = Db::sqlite("exposed_db");
+    let Store::Sqlite(path) = &db.store else {
+        unreachable!()
+    };
+    let token = db.issue(&[]);
+    assert_eq!(mode(path), 0o600);
+
+    chmod(path, 0o644);
+    let run = db.cli(&["list", "--env", ENV]).run();
+    assert!(run.stdout.contains(&id(&token)), "{run:#?}");
+    let warnings = run.warned();
+    let shown = path.display().to_string();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(&format!(
+            "warning: {shown} is readable by its group and other users (mode 0644)"
+        )) && w.ends_with(&format!("`chmod 600 {shown}`"))),
+        "{warnings:#?}"
+    );
+    // Its -wal and -shm, which SQLite makes with the database's mode, are named too.
+    for warning in &warnings {
+        assert!(warning.contains("chmod 600"), "{warning}");
+    }
+    let run = db.verify(&raw(&token), &[]).run();
+    assert!(!run.warned().is_empty());
+    // `issue`, which may create the file, checks an existing one too.
+    let run = db.cli(&["issue", "--env", ENV, "--note", "n"]).run();
+    assert!(run.stdout.contains("rawToken"), "{run:#?}");
+    assert!(run.warned().iter().any(|w| w.contains(&shown)), "{run:#?}");
+
+    chmod(path, 0o600);
+    db.cli(&["list", "--env", ENV]).run().success();
+}
+
+/// A hash key file its group or other users may write is refused (they could put their
+/// own key in it); one they may read is a warning, as ssh does for keys. A symbolic link
+/// is followed: the mode of the file it names counts.
+#[test]
+fn hash_key_files_others_may_write_are_refused_and_read_warned_about() {
+    let db = Db::sqlite("key_modes");
+    let key_file = db.scratch.path().join("hash.key");
+    write_private(&key_file, &format!("{KEY_A}\n"));
+    let shown = key_file.display().to_string();
+    let link = db.scratch.path().join("link.key");
+    std::os::unix::fs::symlink(&key_file, &link).unwrap();
+    let with_key = |file: &Path, args: &[&str]| {
+        db.cli(args)
+            .args(&["--hash-key-file", file.to_str().unwrap()])
+    };
+    let token = with_key(&link, &["issue", "--env", ENV, "--note", "n"])
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&token).unwrap();
+    let raw = raw(&token["token"]);
+
+    for writable in [0o620, 0o602, 0o666] {
+        chmod(&key_file, writable);
+        for file in [&key_file, &link] {
+            let line = with_key(file, &["verify", "-"])
+                .stdin(raw.as_str())
+                .run()
+                .error(
+                    2,
+                    &[
+                        "the hash key file",
+                        "is writable by",
+                        &format!("(mode {writable:04o})"),
+                        "`chmod 600 ",
+                    ],
+                );
+            assert!(line.contains(file.to_str().unwrap()), "{line}");
+            assert!(!line.contains(KEY_A), "{line}");
+        }
+    }
+
+    chmod(&key_file, 0o644);
+    let run = with_key(&key_file, &["verify", "-"])
+        .stdin(raw.as_str())
+        .run();
+    assert!(run.stdout.contains("valid"), "{run:#?}");
+    let warnings = run.warned();
+    assert_eq!(
+        warnings,
+        [format!(
+            "warning: the hash key file {shown} is readable by its group and other users (mode 0644): they can read the secret in it; make it private with `chmod 600 {shown}`"
+        )]
+    );
+    chmod(&key_file, 0o640);
+    let warnings = with_key(&link, &["list", "--env", ENV]).run().warned();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("readable by its group (mode 0640)"),
+        "{warnings:#?}"
+    );
+
+    chmod(&key_file, 0o400);
+    with_key(&link, &["list", "--env", ENV]).run().success();
+}
 
 /// `verify` refuses a token on its command line, where other local users can read it,
 /// before anything else; `--insecure-argv` accepts it.

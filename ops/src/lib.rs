@@ -6,6 +6,10 @@
 //! [`Handle::issuer`] builds the issuer with [`TokenIssuerBuilder::prepare`]. [`open`] may
 //! create a SQLite file; [`open_existing`] refuses a database without apitoken's schema,
 //! and with [`Access::Read`] writes nothing at all.
+//!
+//! Secrets stay with their owner: a key file that others may write is refused, and
+//! [`Handle::warnings`] says what others may read (the key file, the SQLite database and
+//! its `-wal` and `-shm`) and the `chmod` that fixes it.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -22,6 +26,8 @@ use clap::parser::ValueSource;
 use sqlx::sqlite::SqliteConnectOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod file_mode;
 
 /// The storage options, for `#[command(flatten)]`.
 #[derive(Clone, Debug, clap::Args)]
@@ -57,7 +63,8 @@ pub struct StorageArgs {
     /// File holding the hash key (64 hex characters)
     ///
     /// Takes precedence over the APITOKEN_HASH_KEY environment variable. Without either,
-    /// tokens are hashed unkeyed.
+    /// tokens are hashed unkeyed. Refused if its group or other users may write the file,
+    /// a warning if they may read it: `chmod 600 PATH`.
     #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
     pub hash_key_file: Option<PathBuf>,
 
@@ -128,6 +135,7 @@ pub struct Handle {
     key: Option<HashKey>,
     place: Place,
     access: Access,
+    warnings: Vec<String>,
 }
 
 /// Where the database is, for messages and logs.
@@ -181,6 +189,14 @@ impl Handle {
         self.store.close().await;
     }
 
+    /// What the operator should fix although the database opened: a hash key file, the
+    /// SQLite database or its `-wal` or `-shm` that other users may read (or write). One
+    /// line each, without a `warning: ` prefix, saying what to do; never a secret. The CLI
+    /// prints them on standard error, the server logs them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// What to log about the storage: never the URL, which may hold a password.
     pub fn describe(&self) -> String {
         match &self.place {
@@ -196,7 +212,8 @@ impl Handle {
 /// [`Handle::issuer`] then creates or upgrades the schema. The error is one line that says
 /// what to do.
 pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String> {
-    let key = hash_key(args)?;
+    let mut warnings = Vec::new();
+    let key = hash_key(args, &mut warnings)?;
     let fingerprint = KeyFingerprint::of(key.as_ref());
     let (store, place): (Arc<dyn TokenStore>, _) = match backend(args)? {
         Backend::Sqlite(path) => {
@@ -215,6 +232,7 @@ pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String
             let store = SqliteStore::open(&path)
                 .await
                 .map_err(|e| sqlite_failure(&path, &e))?;
+            warnings.extend(sqlite_exposed(&path));
             (Arc::new(store), Place::Sqlite(path))
         }
         Backend::Postgres(url) => (Arc::new(connect_postgres(&url).await?), Place::Postgres),
@@ -224,6 +242,7 @@ pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String
         key,
         place,
         access: Access::Write,
+        warnings,
     })
 }
 
@@ -248,12 +267,14 @@ pub async fn open_existing(
     access: Access,
     missing: &str,
 ) -> Result<Handle, String> {
-    let key = hash_key(args)?;
+    let mut warnings = Vec::new();
+    let key = hash_key(args, &mut warnings)?;
     let fingerprint = KeyFingerprint::of(key.as_ref());
     let (store, place): (Arc<dyn TokenStore>, _) = match backend(args)? {
         Backend::Sqlite(path) => {
             check_path(&path, &Missing::Refuse(missing.to_owned()))?;
             let store = open_existing_sqlite(&path, access, fingerprint).await?;
+            warnings.extend(sqlite_exposed(&path));
             (store, Place::Sqlite(path))
         }
         Backend::Postgres(url) => {
@@ -277,6 +298,7 @@ pub async fn open_existing(
         key,
         place,
         access,
+        warnings,
     })
 }
 
@@ -322,14 +344,11 @@ fn backend(args: &StorageArgs) -> Result<Backend, String> {
 }
 
 /// The hash key from --hash-key-file, else from APITOKEN_HASH_KEY, else none.
-fn hash_key(args: &StorageArgs) -> Result<Option<HashKey>, String> {
+fn hash_key(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<Option<HashKey>, String> {
     const HOW: &str = "generate one with `openssl rand -hex 32`";
     if let Some(path) = &args.hash_key_file {
         let shown = path.display();
-        let text = zeroize::Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| format!("cannot read the hash key file {shown}: {e}"))?,
-        );
+        let text = file_mode::read_secret(path, "the hash key file", warnings)?;
         let text = std::str::from_utf8(&text).map_err(|_| {
             format!("the hash key file {shown} is not text: it must hold 64 hex characters; {HOW}")
         })?;
@@ -474,6 +493,20 @@ async fn connect_postgres(url: &str) -> Result<PostgresStore, String> {
             cause(&e)
         ),
     })
+}
+
+/// Warnings for the SQLite database at `path` and its `-wal` and `-shm`, each that its
+/// group or other users may read or write.
+fn sqlite_exposed(path: &Path) -> Vec<String> {
+    const HOLDS: &str = "token hashes and their creators' names, e-mail addresses and notes";
+    ["", "-wal", "-shm"]
+        .into_iter()
+        .filter_map(|suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            file_mode::exposed(Path::new(&name), HOLDS)
+        })
+        .collect()
 }
 
 /// One line for a PostgreSQL failure while checking or preparing the schema.

@@ -23,5 +23,8 @@ pub(crate) async fn open(args: &Args) -> Result<(Issuer, Handle), String> {
         builder = builder.max_live_tokens_per_environment(limit);
     }
     let issuer = handle.issuer(builder).await?;
+    for warning in handle.warnings() {
+        tracing::warn!("{warning}");
+    }
     Ok((issuer, handle))
 }
