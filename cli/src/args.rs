@@ -26,7 +26,10 @@ Examples:
 
 Storage:
   SQLite file from --db or APITOKEN_DB (default ./apitoken.db); PostgreSQL when
-  --database-url or DATABASE_URL is set. The schema is created or upgraded on every run.
+  --database-url or DATABASE_URL is set, or --database-url-file or
+  APITOKEN_DATABASE_URL_FILE names a file holding the URL. The schema is created or
+  upgraded on every run. When the URL has no password, it comes from PGPASSWORD,
+  PGPASSFILE or ~/.pgpass: other local users can read a command line, not those.
 
 Hash key:
   APITOKEN_HASH_KEY (64 hex characters, e.g. from `openssl rand -hex 32`) or
@@ -34,10 +37,10 @@ Hash key:
   fingerprint when it is created and refuses to be opened with another key.
 
 Files:
-  The database (and its -wal and -shm) and the key file belong to the user that runs
-  apitoken, mode 0600: a new database is created so. A key file that others may write
-  is refused; one others may read, and such a database, get a `warning:` line with the
-  `chmod 600` that fixes it.
+  The database (and its -wal and -shm), the key file and the URL file belong to the
+  user that runs apitoken, mode 0600: a new database is created so. A key or URL file
+  that others may write is refused; one others may read, and such a database, get a
+  `warning:` line with the `chmod 600` that fixes it.
 
 Exit status:
   0 success; 1 verification failed, token invalid (inspect) or tokens found (scan);

@@ -241,6 +241,7 @@ impl Cli {
         for var in [
             "APITOKEN_DB",
             "DATABASE_URL",
+            "APITOKEN_DATABASE_URL_FILE",
             "APITOKEN_HASH_KEY",
             "APITOKEN_EXTRA_SCOPES",
         ] {
@@ -2059,4 +2060,298 @@ fn verify_refuses_a_token_argument_without_insecure_argv() {
         .error(2, &["--insecure-argv"]);
     db.cli(&["verify", &raw, "--insecure-argv"]).run().success();
     db.verify(&raw, &[]).run().success();
+}
+
+/// `--database-url-file` and `APITOKEN_DATABASE_URL_FILE` are checked before any
+/// connection: a file others may write is refused, and an empty or wrong one is named.
+#[test]
+fn a_database_url_file_is_checked_before_connecting() {
+    let scratch = Scratch::new("url_file");
+    let file = scratch.path().join("url");
+    let shown = file.display().to_string();
+    let list = |file: &Path| {
+        Cli::new(scratch.path()).args(&[
+            "list",
+            "--env",
+            ENV,
+            "--database-url-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    // An unreachable server: the advice names the file the URL came from.
+    write_private(&file, "postgres://nobody:pw@127.0.0.1:1/nowhere\n");
+    let line = list(&file).run().error(
+        2,
+        &[
+            "cannot connect to PostgreSQL",
+            &format!("check the URL in {shown}"),
+        ],
+    );
+    assert!(!line.contains("pw@") && !line.contains("nowhere"), "{line}");
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("APITOKEN_DATABASE_URL_FILE", &shown)
+        .run()
+        .error(2, &["cannot connect to PostgreSQL", &shown]);
+
+    chmod(&file, 0o622);
+    list(&file).run().error(
+        2,
+        &[
+            "the database URL file",
+            &shown,
+            "writable by",
+            "`chmod 600 ",
+        ],
+    );
+    chmod(&file, 0o600);
+    for (text, fragment) in [
+        ("\n", "is empty"),
+        ("postgres://a/b\npostgres://c/d\n", "more than one line"),
+        (
+            "mysql://root@localhost/x\n",
+            "must hold a postgres:// or postgresql:// URL",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        list(&file).run().error(2, &[&shown, fragment]);
+    }
+    list(&scratch.path().join("missing"))
+        .run()
+        .error(2, &["cannot read the database URL file"]);
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV, "--database-url", "postgres://h/db"])
+        .args(&["--database-url-file", &shown])
+        .run()
+        .error(2, &["--database-url and --database-url-file both given"]);
+    assert!(!scratch.path().join("apitoken.db").exists());
+}
+
+/// Against PostgreSQL: the URL read from a file (its trailing newline dropped) works like
+/// `--database-url`, wins over `DATABASE_URL` from the command line, and a file others may
+/// read is a warning.
+#[test]
+fn the_database_url_can_come_from_a_file() {
+    let Some(db) = Db::postgres("url_from_file") else {
+        return;
+    };
+    let Store::Postgres(pg) = &db.store else {
+        unreachable!()
+    };
+    let file = db.scratch.path().join("database-url");
+    write_private(&file, &format!("{}\n", pg.url));
+    let shown = file.display().to_string();
+    let nowhere = "postgres://nobody@127.0.0.1:1/nowhere";
+    let out = Cli::new(db.scratch.path())
+        .args(&[
+            "issue",
+            "--env",
+            ENV,
+            "--note",
+            "n",
+            "--database-url-file",
+            &shown,
+        ])
+        .env("DATABASE_URL", nowhere)
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&out).unwrap();
+    let listed = Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("APITOKEN_DATABASE_URL_FILE", &shown)
+        .run()
+        .success();
+    assert!(listed.contains(&id(&token["token"])), "{listed}");
+    // The same database as --database-url's.
+    db.verify(&raw(&token["token"]), &[]).run().success();
+
+    chmod(&file, 0o644);
+    let warnings = Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV, "--database-url-file", &shown])
+        .run()
+        .warned();
+    assert_eq!(
+        warnings,
+        [format!(
+            "warning: the database URL file {shown} is readable by its group and other users (mode 0644): they can read the secret in it; make it private with `chmod 600 {shown}`"
+        )]
+    );
+}
+
+/// A password in `--database-url` on the command line is warned about without repeating
+/// it or the URL; from `DATABASE_URL`, which other users cannot read, it is not.
+#[test]
+fn a_password_on_the_command_line_is_warned_about() {
+    let Some(db) = Db::postgres("password_on_argv") else {
+        return;
+    };
+    let Store::Postgres(pg) = &db.store else {
+        unreachable!()
+    };
+    db.issue(&[]);
+    // The test server trusts local connections: the password is not checked.
+    let with_password = pg.url.replacen("://postgres@", "://postgres:hunter2@", 1);
+    assert_ne!(with_password, pg.url, "the test URL names user postgres");
+    let run = Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV, "--database-url", &with_password])
+        .run();
+    let warnings = run.warned();
+    assert_eq!(warnings.len(), 1, "{run:#?}");
+    let warning = &warnings[0];
+    assert!(
+        warning.starts_with("warning: --database-url on the command line holds a password"),
+        "{warning}"
+    );
+    for hint in ["--database-url-file", "DATABASE_URL", "PGPASSFILE"] {
+        assert!(warning.contains(hint), "{hint} in {warning}");
+    }
+    assert!(
+        !warning.contains("hunter2") && !warning.contains(&pg.name),
+        "{warning}"
+    );
+    Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("DATABASE_URL", &with_password)
+        .run()
+        .success();
+}
+
+/// A PostgreSQL server that asks for the password in clear text, records what it is sent
+/// and refuses it: the test server trusts local connections and would never ask.
+struct PasswordCatcher {
+    port: u16,
+    passwords: std::sync::mpsc::Receiver<String>,
+}
+
+impl PasswordCatcher {
+    fn start() -> PasswordCatcher {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sent, passwords) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                if let Some(password) = catch_password(&mut stream)
+                    && sent.send(password).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        PasswordCatcher { port, passwords }
+    }
+
+    fn password(&self) -> String {
+        self.passwords
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the client sent a password")
+    }
+}
+
+/// The server's side of a startup up to the password message (protocol 3.0).
+fn catch_password(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok()?;
+    fn read_body(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).checked_sub(4)?];
+        stream.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+    // An SSLRequest or GSSENCRequest is declined with 'N'; then the startup message.
+    loop {
+        let body = read_body(stream)?;
+        if matches!(body.get(..4), Some([0x04, 0xd2, 0x16, 0x2f | 0x30])) {
+            stream.write_all(b"N").ok()?;
+            continue;
+        }
+        break;
+    }
+    // AuthenticationCleartextPassword.
+    stream.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).ok()?;
+    let mut tag = [0u8; 1];
+    stream.read_exact(&mut tag).ok()?;
+    let body = read_body(stream)?;
+    let password = String::from_utf8(body.strip_suffix(&[0])?.to_vec()).ok()?;
+    let mut fields = Vec::new();
+    for (code, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "28P01"),
+        (b'M', "password authentication failed for user \"alice\""),
+    ] {
+        fields.push(code);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut error = vec![b'E'];
+    error.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    error.extend_from_slice(&fields);
+    stream.write_all(&error).ok()?;
+    Some(password)
+}
+
+/// With no password in the URL, the password comes from `PGPASSFILE`, else from
+/// `~/.pgpass` (libpq's format, `:` escaped), as the driver reads them; a password file
+/// its group or others may read is skipped, and the refusal that follows says why.
+#[test]
+fn pgpass_files_supply_the_password_the_url_lacks() {
+    let scratch = Scratch::new("pgpass");
+    let server = PasswordCatcher::start();
+    let port = server.port;
+    let url = format!("postgres://alice@127.0.0.1:{port}/tokens");
+    let list = |vars: &[(&str, &Path)]| {
+        let mut cli =
+            Cli::new(scratch.path()).args(&["list", "--env", ENV, "--database-url", &url]);
+        cli.command
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE");
+        for (key, value) in vars {
+            cli.command.env(key, value);
+        }
+        cli.run()
+    };
+    let line = format!("127.0.0.1:{port}:tokens:alice:s3cret\\:x\n");
+
+    let named = scratch.path().join("pgpass");
+    write_private(
+        &named,
+        &format!("# other servers first\nexample.com:*:*:*:wrong\n{line}"),
+    );
+    let home = scratch.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let run = list(&[("PGPASSFILE", &named), ("HOME", &home)]);
+    run.error(
+        2,
+        &[
+            "cannot connect to PostgreSQL",
+            "password authentication failed",
+        ],
+    );
+    assert_eq!(server.password(), "s3cret:x");
+
+    write_private(&home.join(".pgpass"), &line.replace("s3cret", "from-home"));
+    list(&[("HOME", &home)]).error(2, &["password authentication failed"]);
+    assert_eq!(server.password(), "from-home:x");
+
+    chmod(&named, 0o644);
+    let shown = named.display().to_string();
+    let refused = list(&[("PGPASSFILE", &named), ("HOME", scratch.path())]).error(
+        2,
+        &[
+            "password authentication failed",
+            &format!("the password file {shown} is skipped"),
+            &format!("`chmod 600 {shown}`"),
+        ],
+    );
+    assert!(!refused.contains("s3cret"), "{refused}");
+    assert_eq!(
+        server.password(),
+        "",
+        "the skipped file's password was sent"
+    );
 }
