@@ -27,12 +27,21 @@ Examples:
 
 Storage:
   SQLite file from --db or APITOKEN_DB (default ./apitoken.db); PostgreSQL when
-  --database-url or DATABASE_URL is set. The schema is created or upgraded on every run.
+  --database-url or DATABASE_URL is set, or --database-url-file or
+  APITOKEN_DATABASE_URL_FILE names a file holding the URL. The schema is created or
+  upgraded on every run. When the URL has no password, it comes from PGPASSWORD,
+  PGPASSFILE or ~/.pgpass: other local users can read a command line, not those.
 
 Hash key:
   APITOKEN_HASH_KEY (64 hex characters, e.g. from `openssl rand -hex 32`) or
   --hash-key-file; without one, tokens are hashed unkeyed. A database records the key's
   fingerprint when it is created and refuses to be opened with another key.
+
+Files:
+  The database (and its -wal and -shm), the key file and the URL file belong to the
+  user that runs apitoken, mode 0600: a new database is created so. A key or URL file
+  that others may write is refused; one others may read, and such a database, get a
+  `warning:` line with the `chmod 600` that fixes it.
 
 Exit status:
   0 success; 1 verification failed, token invalid (inspect) or tokens found (scan);
@@ -101,10 +110,11 @@ pub(crate) enum Command {
     Rotate(RotateArgs),
     /// Check a token against the database: prints who it is, or exits with 1
     ///
-    /// Without --env and --scope it only authenticates (well-formed, known, not revoked,
-    /// not expired); with them, it also checks the environment and each scope. On
-    /// failure the reason (malformed, unknown, revoked, expired, wrong environment,
-    /// missing scope) goes to standard error; the token itself is never printed.
+    /// The token is read from standard input. Without --env and --scope it only
+    /// authenticates (well-formed, known, not revoked, not expired); with them, it also
+    /// checks the environment and each scope. On failure the reason (malformed, unknown,
+    /// revoked, expired, wrong environment, missing scope) goes to standard error; the
+    /// token itself is never printed.
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
     /// Check a token's format alone, without any database; exits with 1 if invalid
@@ -233,12 +243,19 @@ pub(crate) struct RotateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The token, or - to read it from standard input (the default)
+    /// - (the default): read the token from standard input
     ///
-    /// Standard input keeps the token out of the shell history. An Authorization header
-    /// value (Bearer dyn_…) is accepted too.
-    #[arg(value_name = "TOKEN|-", verbatim_doc_comment)]
+    /// An Authorization header value (Bearer dyn_…) is accepted too. A token given here
+    /// instead is refused unless --insecure-argv is given.
+    #[arg(value_name = "-|TOKEN", verbatim_doc_comment)]
     pub(crate) token: Option<String>,
+    /// Accept the token as an argument
+    ///
+    /// Other local users can read a command's arguments while it runs (ps,
+    /// /proc/PID/cmdline), and the shell history keeps them: pipe the token on standard
+    /// input instead, e.g. printf '%s' "$TOKEN" | apitoken verify -.
+    #[arg(long, verbatim_doc_comment)]
+    pub(crate) insecure_argv: bool,
     /// Also require the token to belong to this environment.
     #[arg(long, value_name = "UUID", value_parser = environment_id)]
     pub(crate) env: Option<EnvironmentId>,

@@ -36,6 +36,13 @@ impl Failure {
     }
 }
 
+/// Writes `warning: …` as one line on standard error: something to fix that did not stop
+/// the command.
+pub(crate) fn warn(message: &str) {
+    let line = redact_tokens(&one_line(message));
+    let _ = writeln!(io::stderr(), "warning: {line}");
+}
+
 /// Line breaks and other control characters (from a driver's message, say) become
 /// spaces, so the error stays one line and cannot drive the terminal.
 fn one_line(message: &str) -> String {

@@ -1,7 +1,7 @@
 //! Opening the database the options name (see `apitoken_ops`), and the issuer on it.
 
 use crate::args::Global;
-use crate::failure::Failure;
+use crate::failure::{Failure, warn};
 use apitoken::{DynTokenStore, ScopeCatalog, TokenIssuer};
 
 /// The issuer every store-backed command uses.
@@ -49,6 +49,10 @@ pub(crate) async fn with_issuer<T>(
         builder = builder.last_use_interval(None);
     }
     let issuer = handle.issuer(builder).await.map_err(Failure::usage)?;
+    // Only once the database is open: a failure stays the one `error:` line it was.
+    for warning in handle.warnings() {
+        warn(warning);
+    }
     let result = command(&issuer).await;
     drop(issuer);
     handle.close().await;

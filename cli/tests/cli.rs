@@ -190,6 +190,11 @@ impl Db {
         self.issue_in(ENV, args)
     }
 
+    /// `verify -` with `raw` on standard input, and `args`.
+    fn verify(&self, raw: &str, args: &[&str]) -> Cli {
+        self.cli(&["verify", "-"]).args(args).stdin(raw)
+    }
+
     /// The database as `apitoken::open_store` reads it.
     fn url(&self) -> String {
         match &self.store {
@@ -236,6 +241,7 @@ impl Cli {
         for var in [
             "APITOKEN_DB",
             "DATABASE_URL",
+            "APITOKEN_DATABASE_URL_FILE",
             "APITOKEN_HASH_KEY",
             "APITOKEN_EXTRA_SCOPES",
         ] {
@@ -322,6 +328,16 @@ impl Run {
         lines[0].to_owned()
     }
 
+    /// Asserts exit 0 and only `warning: …` lines on standard error; returns them.
+    fn warned(&self) -> Vec<String> {
+        assert_eq!(self.code, 0, "{self:#?}");
+        let warnings: Vec<String> = self.stderr.lines().map(str::to_owned).collect();
+        for line in &warnings {
+            assert!(line.starts_with("warning: "), "{self:#?}");
+        }
+        warnings
+    }
+
     /// Asserts that neither output holds the token's random part.
     fn never_shows(&self, raw: &str) -> &Run {
         let random = &raw[4..34];
@@ -335,6 +351,19 @@ impl Run {
         );
         self
     }
+}
+
+/// Writes `contents` to a new file that only its owner may read and write (mode 0600), as
+/// a key or URL file must be.
+fn write_private(path: &Path, contents: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
 }
 
 fn raw(token: &Value) -> String {
@@ -454,9 +483,18 @@ fn issue_verify_revoke(db: &Db) {
     assert!(token.get("expiresAt").is_none());
     assert_near(time(&token["createdAt"]), Utc::now());
 
-    // Authenticate and authorize, from an argument and from standard input.
+    // Authenticate and authorize, from an argument (with --insecure-argv) and from
+    // standard input.
     let ok = db
-        .cli(&["verify", &raw, "--env", ENV, "--scope", READ])
+        .cli(&[
+            "verify",
+            &raw,
+            "--insecure-argv",
+            "--env",
+            ENV,
+            "--scope",
+            READ,
+        ])
         .run();
     let out = ok.never_shows(&raw).success();
     assert!(
@@ -484,7 +522,7 @@ fn issue_verify_revoke(db: &Db) {
     assert_eq!(json["createdBy"]["id"], CLI_OPERATOR);
 
     // Refusals: exit 1, the category on stderr, never the token.
-    let run = db.cli(&["verify", &raw, "--env", OTHER_ENV]).run();
+    let run = db.verify(&raw, &["--env", OTHER_ENV]).run();
     run.never_shows(&raw)
         .error(1, &["verification failed (wrong environment)"]);
     let run = db
@@ -498,9 +536,9 @@ fn issue_verify_revoke(db: &Db) {
             "environment.users.write",
         ],
     );
-    let run = db.cli(&["verify", REFERENCE]).run();
+    let run = db.verify(REFERENCE, &[]).run();
     run.error(1, &["verification failed (unknown)"]);
-    let run = db.cli(&["verify", &raw[..39]]).run();
+    let run = db.verify(&raw[..39], &[]).run();
     run.error(1, &["verification failed (malformed)", "got 35"]);
 
     // Revoke, then the same token is refused.
@@ -620,8 +658,8 @@ fn rotate_with_grace(db: &Db) {
     assert_near(time(&new["expiresAt"]), Utc::now() + TimeDelta::days(30));
 
     // Both work during the grace period; the old one now expires in an hour.
-    db.cli(&["verify", &old_raw]).run().success();
-    db.cli(&["verify", &new_raw]).run().success();
+    db.verify(&old_raw, &[]).run().success();
+    db.verify(&new_raw, &[]).run().success();
     let got: Value = serde_json::from_str(
         &db.cli(&["get", "--env", ENV, "--id", &id(&old), "--json"])
             .run()
@@ -640,7 +678,7 @@ fn rotate_with_grace(db: &Db) {
             .success(),
     )
     .unwrap();
-    db.cli(&["verify", &new_raw])
+    db.verify(&new_raw, &[])
         .run()
         .never_shows(&new_raw)
         .error(1, &["verification failed (expired)"]);
@@ -687,7 +725,7 @@ fn rotate_only_once(db: &Db) {
     );
 
     // Nothing changed: the old token works through its grace period, and there are two.
-    db.cli(&["verify", &raw(&old)]).run().success();
+    db.verify(&raw(&old), &[]).run().success();
     let listed: Value =
         serde_json::from_str(&db.cli(&["list", "--env", ENV, "--json"]).run().success()).unwrap();
     assert_eq!(listed["tokens"].as_array().unwrap().len(), 2, "{listed}");
@@ -746,21 +784,16 @@ fn wrong_hash_key_is_refused(db: &Db) {
     let raw = raw(&token["token"]);
 
     // The right key, from the environment or from a file.
-    db.cli(&["verify", &raw])
+    db.verify(&raw, &[])
         .env("APITOKEN_HASH_KEY", KEY_A)
         .run()
         .success();
     let key_file = db.scratch.path().join("hash.key");
-    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
-    db.cli(&[
-        "verify",
-        &raw,
-        "--hash-key-file",
-        key_file.to_str().unwrap(),
-    ])
-    .env("APITOKEN_HASH_KEY", KEY_B)
-    .run()
-    .success();
+    write_private(&key_file, &format!("{KEY_A}\n"));
+    db.verify(&raw, &["--hash-key-file", key_file.to_str().unwrap()])
+        .env("APITOKEN_HASH_KEY", KEY_B)
+        .run()
+        .success();
 
     // Another key, or none, is refused before anything is read.
     let line = db
@@ -775,7 +808,7 @@ fn wrong_hash_key_is_refused(db: &Db) {
                 "use the original APITOKEN_HASH_KEY",
             ],
         );
-    let run = db.cli(&["verify", &raw]).run();
+    let run = db.verify(&raw, &[]).run();
     run.never_shows(&raw).error(
         2,
         &["created with hash key fingerprint key:", "no key was given"],
@@ -831,7 +864,7 @@ fn expires_in_sets_the_expiry(db: &Db) {
     }
     // The expiry is stored: it comes back in the listing and the principal.
     let token = db.issue(&["--expires-in", "7d"]);
-    let out = db.cli(&["verify", &raw(&token), "--json"]).run().success();
+    let out = db.verify(&raw(&token), &["--json"]).run().success();
     let principal: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(principal["expiresAt"], token["expiresAt"]);
 }
@@ -873,7 +906,7 @@ fn extra_scopes_extend_the_catalog(db: &Db) {
         token["token"]["scopes"],
         serde_json::json!(["gasless.read"])
     );
-    db.cli(&["verify", &raw(&token["token"]), "--scope", "gasless.read"])
+    db.verify(&raw(&token["token"]), &["--scope", "gasless.read"])
         .run()
         .success();
 }
@@ -922,7 +955,8 @@ fn the_default_database_is_apitoken_db_in_the_working_directory() {
     assert!(!scratch.path().join("apitoken.db-wal").exists());
     let token: Value = serde_json::from_str(&out).unwrap();
     Cli::new(scratch.path())
-        .args(&["verify", &raw(&token["token"])])
+        .args(&["verify", "-"])
+        .stdin(raw(&token["token"]))
         .run()
         .success();
 }
@@ -973,7 +1007,7 @@ fn a_closed_stdout_issues_nothing() {
 fn only_issue_creates_a_database() {
     let scratch = Scratch::new("missing_db");
     for args in [
-        vec!["verify", REFERENCE],
+        vec!["verify", "-"],
         vec!["list", "--env", ENV],
         vec!["get", "--env", ENV, "--id", OTHER_ENV],
         vec!["revoke", "--env", ENV, "--id", OTHER_ENV],
@@ -1084,7 +1118,7 @@ fn database_url_environment_variable_selects_postgres() {
     let token: Value = serde_json::from_str(&out).unwrap();
     assert!(!db.scratch.path().join("apitoken.db").exists());
     // Found through the command-line option too: the same database.
-    db.cli(&["verify", &raw(&token["token"])]).run().success();
+    db.verify(&raw(&token["token"]), &[]).run().success();
 }
 
 /// On PostgreSQL too, `list`, `get` and `verify` only read: they record no key fingerprint
@@ -1593,20 +1627,25 @@ fn read_only_commands_work_on_a_read_only_file() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     let before = snapshot(dir);
     let id = id(&issued);
-    db.cli(&["list", "--env", ENV])
-        .unprivileged(root)
-        .run()
-        .success();
-    db.cli(&["get", "--env", ENV, "--id", &id])
-        .unprivileged(root)
-        .run()
-        .success();
-    let out = db
-        .cli(&["verify", "-", "--env", ENV, "--scope", READ])
-        .stdin(raw(&issued))
-        .unprivileged(root)
-        .run()
-        .success();
+    // Every user may read this file: each command works, and says so once.
+    let works = |run: Run| {
+        let warnings = run.warned();
+        assert_eq!(warnings.len(), 1, "{run:#?}");
+        assert!(warnings[0].contains("(mode 0444)"), "{run:#?}");
+        run.stdout
+    };
+    works(db.cli(&["list", "--env", ENV]).unprivileged(root).run());
+    works(
+        db.cli(&["get", "--env", ENV, "--id", &id])
+            .unprivileged(root)
+            .run(),
+    );
+    let out = works(
+        db.cli(&["verify", "-", "--env", ENV, "--scope", READ])
+            .stdin(raw(&issued))
+            .unprivileged(root)
+            .run(),
+    );
     assert!(out.contains("valid"), "{out}");
     // Writing needs write access, and says so.
     db.cli(&["revoke", "--env", ENV, "--id", &id])
@@ -1720,6 +1759,7 @@ fn a_file_without_the_schema_is_refused_and_left_unchanged() {
 /// says what to do, the file unchanged and no `-wal` or `-shm` left behind.
 #[test]
 fn damaged_files_are_named_with_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
     let db = Db::sqlite("damaged");
     for i in 0..60 {
         db.issue(&[
@@ -1749,6 +1789,11 @@ fn damaged_files_are_named_with_what_to_do() {
     }
     std::fs::write(dir.join("damaged.db"), &damaged).unwrap();
     std::fs::remove_file(path).unwrap();
+    // Private, as a token database should be: the warning for others' access is not what
+    // this test is about.
+    for name in ["notes.txt", "truncated.db", "damaged.db"] {
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let before = snapshot(dir);
     let cases: [(&str, &[&str]); 3] = [
         (
@@ -1869,4 +1914,445 @@ fn a_full_disk_says_free_space_and_writes_nothing() {
         .success();
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["tokens"].as_array().unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets and files stay with their owner.
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `issue` creates the database private (no warning); once its group or other users may
+/// read it, every command says so, naming the file and the `chmod` that fixes it.
+#[test]
+fn a_database_others_may_read_is_warned_about() {
+    let db = Db::sqlite("exposed_db");
+    let Store::Sqlite(path) = &db.store else {
+        unreachable!()
+    };
+    let token = db.issue(&[]);
+    assert_eq!(mode(path), 0o600);
+
+    chmod(path, 0o644);
+    let run = db.cli(&["list", "--env", ENV]).run();
+    assert!(run.stdout.contains(&id(&token)), "{run:#?}");
+    let warnings = run.warned();
+    let shown = path.display().to_string();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(&format!(
+            "warning: {shown} is readable by its group and other users (mode 0644)"
+        )) && w.ends_with(&format!("`chmod 600 {shown}`"))),
+        "{warnings:#?}"
+    );
+    // Its -wal and -shm, which SQLite makes with the database's mode, are named too.
+    for warning in &warnings {
+        assert!(warning.contains("chmod 600"), "{warning}");
+    }
+    let run = db.verify(&raw(&token), &[]).run();
+    assert!(!run.warned().is_empty());
+    // `issue`, which may create the file, checks an existing one too.
+    let run = db.cli(&["issue", "--env", ENV, "--note", "n"]).run();
+    assert!(run.stdout.contains("rawToken"), "{run:#?}");
+    assert!(run.warned().iter().any(|w| w.contains(&shown)), "{run:#?}");
+
+    chmod(path, 0o600);
+    db.cli(&["list", "--env", ENV]).run().success();
+}
+
+/// A hash key file its group or other users may write is refused (they could put their
+/// own key in it); one they may read is a warning, as ssh does for keys. A symbolic link
+/// is followed: the mode of the file it names counts.
+#[test]
+fn hash_key_files_others_may_write_are_refused_and_read_warned_about() {
+    let db = Db::sqlite("key_modes");
+    let key_file = db.scratch.path().join("hash.key");
+    write_private(&key_file, &format!("{KEY_A}\n"));
+    let shown = key_file.display().to_string();
+    let link = db.scratch.path().join("link.key");
+    std::os::unix::fs::symlink(&key_file, &link).unwrap();
+    let with_key = |file: &Path, args: &[&str]| {
+        db.cli(args)
+            .args(&["--hash-key-file", file.to_str().unwrap()])
+    };
+    let token = with_key(&link, &["issue", "--env", ENV, "--note", "n"])
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&token).unwrap();
+    let raw = raw(&token["token"]);
+
+    for writable in [0o620, 0o602, 0o666] {
+        chmod(&key_file, writable);
+        for file in [&key_file, &link] {
+            let line = with_key(file, &["verify", "-"])
+                .stdin(raw.as_str())
+                .run()
+                .error(
+                    2,
+                    &[
+                        "the hash key file",
+                        "is writable by",
+                        &format!("(mode {writable:04o})"),
+                        "`chmod 600 ",
+                    ],
+                );
+            assert!(line.contains(file.to_str().unwrap()), "{line}");
+            assert!(!line.contains(KEY_A), "{line}");
+        }
+    }
+
+    chmod(&key_file, 0o644);
+    let run = with_key(&key_file, &["verify", "-"])
+        .stdin(raw.as_str())
+        .run();
+    assert!(run.stdout.contains("valid"), "{run:#?}");
+    let warnings = run.warned();
+    assert_eq!(
+        warnings,
+        [format!(
+            "warning: the hash key file {shown} is readable by its group and other users (mode 0644): they can read the secret in it; make it private with `chmod 600 {shown}`"
+        )]
+    );
+    chmod(&key_file, 0o640);
+    let warnings = with_key(&link, &["list", "--env", ENV]).run().warned();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("readable by its group (mode 0640)"),
+        "{warnings:#?}"
+    );
+
+    chmod(&key_file, 0o400);
+    with_key(&link, &["list", "--env", ENV]).run().success();
+}
+
+/// `verify` refuses a token on its command line, where other local users can read it,
+/// before anything else; `--insecure-argv` accepts it.
+#[test]
+fn verify_refuses_a_token_argument_without_insecure_argv() {
+    let db = Db::sqlite("argv");
+    let token = db.issue(&[]);
+    let raw = raw(&token);
+    for args in [
+        &["verify", raw.as_str()][..],
+        &["verify", "--env", ENV, raw.as_str()][..],
+        &["verify", &format!("Bearer {raw}")][..],
+    ] {
+        db.cli(args).run().never_shows(&raw).error(
+            2,
+            &[
+                "can be read by other local users",
+                "pipe it on standard input with `-`",
+                "--insecure-argv",
+            ],
+        );
+    }
+    // Refused before the database is opened: a missing one is not the complaint.
+    let scratch = Scratch::new("argv_no_db");
+    Cli::new(scratch.path())
+        .args(&["verify", REFERENCE])
+        .run()
+        .error(2, &["--insecure-argv"]);
+    db.cli(&["verify", &raw, "--insecure-argv"]).run().success();
+    db.verify(&raw, &[]).run().success();
+}
+
+/// `--database-url-file` and `APITOKEN_DATABASE_URL_FILE` are checked before any
+/// connection: a file others may write is refused, and an empty or wrong one is named.
+#[test]
+fn a_database_url_file_is_checked_before_connecting() {
+    let scratch = Scratch::new("url_file");
+    let file = scratch.path().join("url");
+    let shown = file.display().to_string();
+    let list = |file: &Path| {
+        Cli::new(scratch.path()).args(&[
+            "list",
+            "--env",
+            ENV,
+            "--database-url-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    // An unreachable server: the advice names the file the URL came from.
+    write_private(&file, "postgres://nobody:pw@127.0.0.1:1/nowhere\n");
+    let line = list(&file).run().error(
+        2,
+        &[
+            "cannot connect to PostgreSQL",
+            &format!("check the URL in {shown}"),
+        ],
+    );
+    assert!(!line.contains("pw@") && !line.contains("nowhere"), "{line}");
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("APITOKEN_DATABASE_URL_FILE", &shown)
+        .run()
+        .error(2, &["cannot connect to PostgreSQL", &shown]);
+
+    chmod(&file, 0o622);
+    list(&file).run().error(
+        2,
+        &[
+            "the database URL file",
+            &shown,
+            "writable by",
+            "`chmod 600 ",
+        ],
+    );
+    chmod(&file, 0o600);
+    for (text, fragment) in [
+        ("\n", "is empty"),
+        ("postgres://a/b\npostgres://c/d\n", "more than one line"),
+        (
+            "mysql://root@localhost/x\n",
+            "must hold a postgres:// or postgresql:// URL",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        list(&file).run().error(2, &[&shown, fragment]);
+    }
+    list(&scratch.path().join("missing"))
+        .run()
+        .error(2, &["cannot read the database URL file"]);
+    Cli::new(scratch.path())
+        .args(&["list", "--env", ENV, "--database-url", "postgres://h/db"])
+        .args(&["--database-url-file", &shown])
+        .run()
+        .error(2, &["--database-url and --database-url-file both given"]);
+    assert!(!scratch.path().join("apitoken.db").exists());
+}
+
+/// Against PostgreSQL: the URL read from a file (its trailing newline dropped) works like
+/// `--database-url`, wins over `DATABASE_URL` from the command line, and a file others may
+/// read is a warning.
+#[test]
+fn the_database_url_can_come_from_a_file() {
+    let Some(db) = Db::postgres("url_from_file") else {
+        return;
+    };
+    let Store::Postgres(pg) = &db.store else {
+        unreachable!()
+    };
+    let file = db.scratch.path().join("database-url");
+    write_private(&file, &format!("{}\n", pg.url));
+    let shown = file.display().to_string();
+    let nowhere = "postgres://nobody@127.0.0.1:1/nowhere";
+    let out = Cli::new(db.scratch.path())
+        .args(&[
+            "issue",
+            "--env",
+            ENV,
+            "--note",
+            "n",
+            "--database-url-file",
+            &shown,
+        ])
+        .env("DATABASE_URL", nowhere)
+        .run()
+        .success();
+    let token: Value = serde_json::from_str(&out).unwrap();
+    let listed = Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("APITOKEN_DATABASE_URL_FILE", &shown)
+        .run()
+        .success();
+    assert!(listed.contains(&id(&token["token"])), "{listed}");
+    // The same database as --database-url's.
+    db.verify(&raw(&token["token"]), &[]).run().success();
+
+    chmod(&file, 0o644);
+    let warnings = Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV, "--database-url-file", &shown])
+        .run()
+        .warned();
+    assert_eq!(
+        warnings,
+        [format!(
+            "warning: the database URL file {shown} is readable by its group and other users (mode 0644): they can read the secret in it; make it private with `chmod 600 {shown}`"
+        )]
+    );
+}
+
+/// A password in `--database-url` on the command line is warned about without repeating
+/// it or the URL; from `DATABASE_URL`, which other users cannot read, it is not.
+#[test]
+fn a_password_on_the_command_line_is_warned_about() {
+    let Some(db) = Db::postgres("password_on_argv") else {
+        return;
+    };
+    let Store::Postgres(pg) = &db.store else {
+        unreachable!()
+    };
+    db.issue(&[]);
+    // The test server trusts local connections: the password is not checked.
+    let with_password = pg.url.replacen("://postgres@", "://postgres:hunter2@", 1);
+    assert_ne!(with_password, pg.url, "the test URL names user postgres");
+    let run = Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV, "--database-url", &with_password])
+        .run();
+    let warnings = run.warned();
+    assert_eq!(warnings.len(), 1, "{run:#?}");
+    let warning = &warnings[0];
+    assert!(
+        warning.starts_with("warning: --database-url on the command line holds a password"),
+        "{warning}"
+    );
+    for hint in ["--database-url-file", "DATABASE_URL", "PGPASSFILE"] {
+        assert!(warning.contains(hint), "{hint} in {warning}");
+    }
+    assert!(
+        !warning.contains("hunter2") && !warning.contains(&pg.name),
+        "{warning}"
+    );
+    Cli::new(db.scratch.path())
+        .args(&["list", "--env", ENV])
+        .env("DATABASE_URL", &with_password)
+        .run()
+        .success();
+}
+
+/// A PostgreSQL server that asks for the password in clear text, records what it is sent
+/// and refuses it: the test server trusts local connections and would never ask.
+struct PasswordCatcher {
+    port: u16,
+    passwords: std::sync::mpsc::Receiver<String>,
+}
+
+impl PasswordCatcher {
+    fn start() -> PasswordCatcher {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sent, passwords) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                if let Some(password) = catch_password(&mut stream)
+                    && sent.send(password).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        PasswordCatcher { port, passwords }
+    }
+
+    fn password(&self) -> String {
+        self.passwords
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the client sent a password")
+    }
+}
+
+/// The server's side of a startup up to the password message (protocol 3.0).
+fn catch_password(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok()?;
+    fn read_body(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).checked_sub(4)?];
+        stream.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+    // An SSLRequest or GSSENCRequest is declined with 'N'; then the startup message.
+    loop {
+        let body = read_body(stream)?;
+        if matches!(body.get(..4), Some([0x04, 0xd2, 0x16, 0x2f | 0x30])) {
+            stream.write_all(b"N").ok()?;
+            continue;
+        }
+        break;
+    }
+    // AuthenticationCleartextPassword.
+    stream.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).ok()?;
+    let mut tag = [0u8; 1];
+    stream.read_exact(&mut tag).ok()?;
+    let body = read_body(stream)?;
+    let password = String::from_utf8(body.strip_suffix(&[0])?.to_vec()).ok()?;
+    let mut fields = Vec::new();
+    for (code, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "28P01"),
+        (b'M', "password authentication failed for user \"alice\""),
+    ] {
+        fields.push(code);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut error = vec![b'E'];
+    error.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    error.extend_from_slice(&fields);
+    stream.write_all(&error).ok()?;
+    Some(password)
+}
+
+/// With no password in the URL, the password comes from `PGPASSFILE`, else from
+/// `~/.pgpass` (libpq's format, `:` escaped), as the driver reads them; a password file
+/// its group or others may read is skipped, and the refusal that follows says why.
+#[test]
+fn pgpass_files_supply_the_password_the_url_lacks() {
+    let scratch = Scratch::new("pgpass");
+    let server = PasswordCatcher::start();
+    let port = server.port;
+    let url = format!("postgres://alice@127.0.0.1:{port}/tokens");
+    let list = |vars: &[(&str, &Path)]| {
+        let mut cli =
+            Cli::new(scratch.path()).args(&["list", "--env", ENV, "--database-url", &url]);
+        cli.command
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE");
+        for (key, value) in vars {
+            cli.command.env(key, value);
+        }
+        cli.run()
+    };
+    let line = format!("127.0.0.1:{port}:tokens:alice:s3cret\\:x\n");
+
+    let named = scratch.path().join("pgpass");
+    write_private(
+        &named,
+        &format!("# other servers first\nexample.com:*:*:*:wrong\n{line}"),
+    );
+    let home = scratch.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let run = list(&[("PGPASSFILE", &named), ("HOME", &home)]);
+    run.error(
+        2,
+        &[
+            "cannot connect to PostgreSQL",
+            "password authentication failed",
+        ],
+    );
+    assert_eq!(server.password(), "s3cret:x");
+
+    write_private(&home.join(".pgpass"), &line.replace("s3cret", "from-home"));
+    list(&[("HOME", &home)]).error(2, &["password authentication failed"]);
+    assert_eq!(server.password(), "from-home:x");
+
+    chmod(&named, 0o644);
+    let shown = named.display().to_string();
+    let refused = list(&[("PGPASSFILE", &named), ("HOME", scratch.path())]).error(
+        2,
+        &[
+            "password authentication failed",
+            &format!("the password file {shown} is skipped"),
+            &format!("`chmod 600 {shown}`"),
+        ],
+    );
+    assert!(!refused.contains("s3cret"), "{refused}");
+    assert_eq!(
+        server.password(),
+        "",
+        "the skipped file's password was sent"
+    );
 }

@@ -1,11 +1,16 @@
 //! What the `apitoken` command line and the reference server share: the storage options
-//! (`--db`/`APITOKEN_DB`, `--database-url`/`DATABASE_URL`, `--hash-key-file`/
+//! (`--db`/`APITOKEN_DB`, `--database-url`/`DATABASE_URL`,
+//! `--database-url-file`/`APITOKEN_DATABASE_URL_FILE`, `--hash-key-file`/
 //! `APITOKEN_HASH_KEY`) and opening the database they name, checked against the hash key,
 //! so that a token one of them issued authenticates in the other. What is not specific to
 //! a command line (the schema, binding and checking the hash key) is the library's:
 //! [`Handle::issuer`] builds the issuer with [`TokenIssuerBuilder::prepare`]. [`open`] may
 //! create a SQLite file; [`open_existing`] refuses a database without apitoken's schema,
 //! and with [`Access::Read`] writes nothing at all.
+//!
+//! Secrets stay with their owner: a key or URL file that others may write is refused, and
+//! [`Handle::warnings`] says what others may read (a key or URL file, the SQLite database
+//! and its `-wal` and `-shm`, a password on the command line) and the `chmod` that fixes it.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -24,6 +29,10 @@ use clap::parser::ValueSource;
 use sqlx::sqlite::SqliteConnectOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zeroize::Zeroizing;
+
+mod file_mode;
+mod postgres_url;
 
 /// The storage options, for `#[command(flatten)]`.
 #[derive(Clone, Debug, clap::Args)]
@@ -44,8 +53,11 @@ pub struct StorageArgs {
 
     /// PostgreSQL URL: selects PostgreSQL instead of SQLite
     ///
-    /// postgres://user:password@host:port/database. On the command line it wins over
-    /// APITOKEN_DB; --db on the command line wins over DATABASE_URL.
+    /// postgres://user@host:port/database. On the command line it wins over APITOKEN_DB;
+    /// --db on the command line wins over DATABASE_URL. Other local users can read a
+    /// command line (ps, /proc): keep the password in DATABASE_URL, in a file for
+    /// --database-url-file, or in PGPASSFILE (default ~/.pgpass, mode 0600), which is read
+    /// when the URL has none.
     #[arg(
         long,
         verbatim_doc_comment,
@@ -56,14 +68,30 @@ pub struct StorageArgs {
     )]
     pub database_url: Option<String>,
 
+    /// File holding the PostgreSQL URL: selects PostgreSQL, like --database-url
+    ///
+    /// Keeps a password off the command line. The URL on one line (a trailing newline is
+    /// ignored). Refused if its group or other users may write the file, a warning if
+    /// they may read it: `chmod 600 PATH`. Not with --database-url.
+    #[arg(
+        long,
+        verbatim_doc_comment,
+        global = true,
+        env = "APITOKEN_DATABASE_URL_FILE",
+        value_name = "PATH"
+    )]
+    pub database_url_file: Option<PathBuf>,
+
     /// File holding the hash key (64 hex characters)
     ///
     /// Takes precedence over the APITOKEN_HASH_KEY environment variable. Without either,
-    /// tokens are hashed unkeyed.
+    /// tokens are hashed unkeyed. Refused if its group or other users may write the file,
+    /// a warning if they may read it: `chmod 600 PATH`.
     #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
     pub hash_key_file: Option<PathBuf>,
 
-    /// Where --db and --database-url came from; see [`StorageArgs::note_sources`].
+    /// Where --db, --database-url and --database-url-file came from; see
+    /// [`StorageArgs::note_sources`].
     #[arg(skip)]
     pub sources: Sources,
 }
@@ -102,6 +130,8 @@ pub struct Sources {
     pub db: Source,
     /// Where `--database-url` came from.
     pub database_url: Source,
+    /// Where `--database-url-file` came from.
+    pub database_url_file: Source,
 }
 
 /// Where an option's value came from.
@@ -122,6 +152,7 @@ impl StorageArgs {
         self.sources = Sources {
             db: source(matches, "db"),
             database_url: source(matches, "database_url"),
+            database_url_file: source(matches, "database_url_file"),
         };
     }
 }
@@ -157,6 +188,7 @@ pub struct Handle {
     key: Option<HashKey>,
     place: Place,
     access: Access,
+    warnings: Vec<String>,
 }
 
 /// Where the database is, for messages and logs.
@@ -210,6 +242,15 @@ impl Handle {
         self.store.close().await;
     }
 
+    /// What the operator should fix although the database opened: a hash key or URL file,
+    /// the SQLite database or its `-wal` or `-shm` that other users may read (or write),
+    /// a password given on the command line. One line each, without a `warning: ` prefix,
+    /// saying what to do; never a secret. The CLI prints them on standard error, the
+    /// server logs them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// What to log about the storage: never the URL, which may hold a password.
     pub fn describe(&self) -> String {
         match &self.place {
@@ -225,9 +266,10 @@ impl Handle {
 /// [`Handle::issuer`] then creates or upgrades the schema. The error is one line that says
 /// what to do.
 pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String> {
-    let key = hash_key(args)?;
+    let mut warnings = Vec::new();
+    let key = hash_key(args, &mut warnings)?;
     let fingerprint = KeyFingerprint::of(key.as_ref());
-    let (store, place): (Arc<dyn TokenStore>, _) = match backend(args)? {
+    let (store, place): (Arc<dyn TokenStore>, _) = match backend(args, &mut warnings)? {
         Backend::Sqlite(path) => {
             check_path(&path, &missing)?;
             // A damaged file is refused by a read that changes nothing, before the WAL
@@ -244,15 +286,20 @@ pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String
             let store = SqliteStore::open(&path)
                 .await
                 .map_err(|e| sqlite_failure(&path, &e))?;
+            warnings.extend(sqlite_exposed(&path));
             (Arc::new(store), Place::Sqlite(path))
         }
-        Backend::Postgres(url) => (Arc::new(connect_postgres(&url).await?), Place::Postgres),
+        Backend::Postgres(postgres) => (
+            Arc::new(connect_postgres(&postgres, &mut warnings).await?),
+            Place::Postgres,
+        ),
     };
     Ok(Handle {
         store,
         key,
         place,
         access: Access::Write,
+        warnings,
     })
 }
 
@@ -277,16 +324,18 @@ pub async fn open_existing(
     access: Access,
     missing: &str,
 ) -> Result<Handle, String> {
-    let key = hash_key(args)?;
+    let mut warnings = Vec::new();
+    let key = hash_key(args, &mut warnings)?;
     let fingerprint = KeyFingerprint::of(key.as_ref());
-    let (store, place): (Arc<dyn TokenStore>, _) = match backend(args)? {
+    let (store, place): (Arc<dyn TokenStore>, _) = match backend(args, &mut warnings)? {
         Backend::Sqlite(path) => {
             check_path(&path, &Missing::Refuse(missing.to_owned()))?;
             let store = open_existing_sqlite(&path, access, fingerprint).await?;
+            warnings.extend(sqlite_exposed(&path));
             (store, Place::Sqlite(path))
         }
-        Backend::Postgres(url) => {
-            let store = connect_postgres(&url).await?;
+        Backend::Postgres(postgres) => {
+            let store = connect_postgres(&postgres, &mut warnings).await?;
             // Reading only: a too-new schema and a wrong key are refused here, before any
             // write.
             let version = store.check_schema(fingerprint).await;
@@ -294,7 +343,12 @@ pub async fn open_existing(
                 store.close().await;
             }
             match version {
-                Ok(0) => return Err("the PostgreSQL database has no apitoken tables; it was left unchanged: check --database-url (or DATABASE_URL), or create them with `apitoken issue`".to_owned()),
+                Ok(0) => {
+                    return Err(format!(
+                        "the PostgreSQL database has no apitoken tables; it was left unchanged: check {}, or create them with `apitoken issue`",
+                        postgres.named_by
+                    ));
+                }
                 Ok(_) => {}
                 Err(e) => return Err(postgres_failure(&e)),
             }
@@ -306,59 +360,137 @@ pub async fn open_existing(
         key,
         place,
         access,
+        warnings,
     })
 }
 
 enum Backend {
     Sqlite(PathBuf),
-    Postgres(String),
+    Postgres(Postgres),
 }
 
-fn backend(args: &StorageArgs) -> Result<Backend, String> {
-    let url = args
+/// The PostgreSQL database the options name.
+struct Postgres {
+    url: Zeroizing<String>,
+    /// The option that gave the URL, for advice: "--database-url (or DATABASE_URL)".
+    named_by: String,
+}
+
+/// The PostgreSQL URL as given, one of two ways.
+#[derive(Clone, Copy)]
+enum UrlGiven<'a> {
+    /// `--database-url`, `DATABASE_URL`.
+    Inline(&'a str),
+    /// `--database-url-file`, `APITOKEN_DATABASE_URL_FILE`.
+    File(&'a Path),
+}
+
+impl UrlGiven<'_> {
+    fn flag(self) -> &'static str {
+        match self {
+            UrlGiven::Inline(_) => "--database-url",
+            UrlGiven::File(_) => "--database-url-file",
+        }
+    }
+
+    fn env(self) -> &'static str {
+        match self {
+            UrlGiven::Inline(_) => "DATABASE_URL",
+            UrlGiven::File(_) => "APITOKEN_DATABASE_URL_FILE",
+        }
+    }
+}
+
+fn backend(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<Backend, String> {
+    let inline = args
         .database_url
         .as_deref()
         .map(str::trim)
         .filter(|u| !u.is_empty());
+    let file = args
+        .database_url_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty());
     let sources = args.sources;
-    let use_postgres = match (url, sources.db, sources.database_url) {
-        (None, _, _) => false,
-        (Some(_), Source::CommandLine, Source::CommandLine) => {
-            return Err("--db and --database-url both given: use --db for a SQLite file or --database-url for PostgreSQL, not both".to_owned());
+    // Of the two ways to give a URL, the command line beats the environment.
+    let (given, source) = match (inline, file) {
+        (None, None) => return Ok(Backend::Sqlite(args.db.clone())),
+        (Some(url), None) => (UrlGiven::Inline(url), sources.database_url),
+        (None, Some(path)) => (UrlGiven::File(path), sources.database_url_file),
+        (Some(url), Some(path)) => match (sources.database_url, sources.database_url_file) {
+            (Source::CommandLine, Source::CommandLine) => {
+                return Err("--database-url and --database-url-file both given: give the URL one way (the file keeps a password off the command line)".to_owned());
+            }
+            (Source::Environment, Source::Environment) => {
+                return Err("both DATABASE_URL and APITOKEN_DATABASE_URL_FILE are set: unset one, or choose with --database-url or --database-url-file".to_owned());
+            }
+            (_, Source::CommandLine) => (UrlGiven::File(path), Source::CommandLine),
+            (inline_source, _) => (UrlGiven::Inline(url), inline_source),
+        },
+    };
+    let (flag, env) = (given.flag(), given.env());
+    let use_postgres = match (sources.db, source) {
+        (Source::CommandLine, Source::CommandLine) => {
+            return Err(format!(
+                "--db and {flag} both given: use --db for a SQLite file or {flag} for PostgreSQL, not both"
+            ));
         }
         // The command line beats the environment.
-        (Some(_), Source::CommandLine, _) => false,
-        (Some(_), Source::Environment, Source::Environment) => {
-            return Err("both APITOKEN_DB and DATABASE_URL are set: unset one, or choose with --db or --database-url".to_owned());
+        (Source::CommandLine, _) => false,
+        (Source::Environment, Source::Environment) => {
+            return Err(format!(
+                "both APITOKEN_DB and {env} are set: unset one, or choose with --db or {flag}"
+            ));
         }
-        (Some(_), _, _) => true,
+        _ => true,
     };
-    match url {
-        Some(url) if use_postgres => {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                let name = match sources.database_url {
-                    Source::Environment => "DATABASE_URL",
-                    _ => "--database-url",
-                };
-                return Err(format!(
-                    "{name} must be a postgres:// or postgresql:// URL; for a SQLite file use --db <PATH>"
-                ));
-            }
-            Ok(Backend::Postgres(url.to_owned()))
-        }
-        _ => Ok(Backend::Sqlite(args.db.clone())),
+    if !use_postgres {
+        return Ok(Backend::Sqlite(args.db.clone()));
     }
+    let (url, named_by, named) = match given {
+        UrlGiven::Inline(url) => {
+            let named = match source {
+                Source::Environment => env.to_owned(),
+                _ => flag.to_owned(),
+            };
+            if source == Source::CommandLine && postgres_url::has_password(url) {
+                warnings.push(postgres_url::PASSWORD_ON_COMMAND_LINE.to_owned());
+            }
+            (
+                Zeroizing::new(url.to_owned()),
+                format!("{flag} (or {env})"),
+                named,
+            )
+        }
+        UrlGiven::File(path) => {
+            let url = postgres_url::read_file(path, warnings)?;
+            let url = Zeroizing::new(url.trim().to_owned());
+            let shown = path.display();
+            (
+                url,
+                format!("the URL in {shown} ({flag})"),
+                format!("the database URL file {shown}"),
+            )
+        }
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let verb = match given {
+            UrlGiven::Inline(_) => "must be",
+            UrlGiven::File(_) => "must hold",
+        };
+        return Err(format!(
+            "{named} {verb} a postgres:// or postgresql:// URL; for a SQLite file use --db <PATH>"
+        ));
+    }
+    Ok(Backend::Postgres(Postgres { url, named_by }))
 }
 
 /// The hash key from --hash-key-file, else from APITOKEN_HASH_KEY, else none.
-fn hash_key(args: &StorageArgs) -> Result<Option<HashKey>, String> {
+fn hash_key(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<Option<HashKey>, String> {
     const HOW: &str = "generate one with `openssl rand -hex 32`";
     if let Some(path) = &args.hash_key_file {
         let shown = path.display();
-        let text = zeroize::Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| format!("cannot read the hash key file {shown}: {e}"))?,
-        );
+        let text = file_mode::read_secret(path, "the hash key file", warnings)?;
         let text = std::str::from_utf8(&text).map_err(|_| {
             format!("the hash key file {shown} is not text: it must hold 64 hex characters; {HOW}")
         })?;
@@ -494,15 +626,46 @@ fn sqlite_code(e: &StoreError) -> Option<(u32, String)> {
     None
 }
 
-async fn connect_postgres(url: &str) -> Result<PostgresStore, String> {
-    PostgresStore::connect(url).await.map_err(|e| match e {
+async fn connect_postgres(
+    postgres: &Postgres,
+    warnings: &mut Vec<String>,
+) -> Result<PostgresStore, String> {
+    let skipped = postgres_url::skipped_password_files(&postgres.url);
+    match PostgresStore::connect(&postgres.url).await {
+        Ok(store) => {
+            warnings.extend(skipped);
+            Ok(store)
+        }
         // Its own message says what to check; the server is running.
-        StoreError::Tls { .. } => format!("cannot connect to PostgreSQL: {e}"),
-        e => format!(
-            "cannot connect to PostgreSQL ({}): check --database-url (or DATABASE_URL) and that the server is running",
-            cause(&e)
-        ),
-    })
+        Err(e @ StoreError::Tls { .. }) => Err(format!("cannot connect to PostgreSQL: {e}")),
+        Err(e) => {
+            let mut line = format!(
+                "cannot connect to PostgreSQL ({}): check {} and that the server is running",
+                cause(&e),
+                postgres.named_by
+            );
+            // A skipped password file is the likely cause of a refused password.
+            for skipped in skipped {
+                line.push_str("; ");
+                line.push_str(&skipped);
+            }
+            Err(line)
+        }
+    }
+}
+
+/// Warnings for the SQLite database at `path` and its `-wal` and `-shm`, each that its
+/// group or other users may read or write.
+fn sqlite_exposed(path: &Path) -> Vec<String> {
+    const HOLDS: &str = "token hashes and their creators' names, e-mail addresses and notes";
+    ["", "-wal", "-shm"]
+        .into_iter()
+        .filter_map(|suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            file_mode::exposed(Path::new(&name), HOLDS)
+        })
+        .collect()
 }
 
 /// One line for a PostgreSQL failure while checking or preparing the schema.
@@ -544,13 +707,135 @@ mod tests {
         StorageArgs {
             db: PathBuf::from("t.db"),
             database_url: url.map(str::to_owned),
+            database_url_file: None,
             hash_key_file: None,
-            sources: Sources { db, database_url },
+            sources: Sources {
+                db,
+                database_url,
+                database_url_file: Source::Unset,
+            },
         }
     }
 
     fn is_postgres(args: &StorageArgs) -> Result<bool, String> {
-        backend(args).map(|b| matches!(b, Backend::Postgres(_)))
+        backend(args, &mut Vec::new()).map(|b| matches!(b, Backend::Postgres(_)))
+    }
+
+    /// The URL chosen, or `None` for SQLite.
+    fn chosen(args: &StorageArgs) -> Result<Option<String>, String> {
+        Ok(match backend(args, &mut Vec::new())? {
+            Backend::Postgres(postgres) => Some(postgres.url.to_string()),
+            Backend::Sqlite(_) => None,
+        })
+    }
+
+    /// A scratch file of mode 0600 holding `text`, removed when dropped.
+    #[cfg(unix)]
+    struct UrlFile(PathBuf);
+
+    #[cfg(unix)]
+    impl UrlFile {
+        fn new(text: &str) -> UrlFile {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let path = std::env::temp_dir().join(format!(
+                "apitoken-ops-url-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+            UrlFile(path)
+        }
+    }
+
+    #[cfg(unix)]
+    impl Drop for UrlFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_url_file_follows_the_same_precedence() {
+        use Source::*;
+        let file = UrlFile::new("postgres://from-file/db\n");
+        let with_file = |url: Option<&str>, db: Source, inline: Source, from_file: Source| {
+            let mut args = args(url, db, inline);
+            args.database_url_file = Some(file.0.clone());
+            args.sources.database_url_file = from_file;
+            args
+        };
+        let inline = Some("postgres://inline/db");
+        let from_file = Ok(Some("postgres://from-file/db".to_owned()));
+        assert_eq!(
+            chosen(&with_file(None, Unset, Unset, CommandLine)),
+            from_file
+        );
+        assert_eq!(
+            chosen(&with_file(None, Unset, Unset, Environment)),
+            from_file
+        );
+        assert_eq!(
+            chosen(&with_file(inline, Unset, Environment, CommandLine)),
+            from_file
+        );
+        assert_eq!(
+            chosen(&with_file(inline, Unset, CommandLine, Environment)),
+            Ok(inline.map(str::to_owned))
+        );
+        let err = chosen(&with_file(inline, Unset, CommandLine, CommandLine)).unwrap_err();
+        assert!(
+            err.contains("--database-url and --database-url-file both given"),
+            "{err}"
+        );
+        let err = chosen(&with_file(inline, Unset, Environment, Environment)).unwrap_err();
+        assert!(
+            err.contains("both DATABASE_URL and APITOKEN_DATABASE_URL_FILE"),
+            "{err}"
+        );
+        let err = chosen(&with_file(None, CommandLine, Unset, CommandLine)).unwrap_err();
+        assert!(
+            err.starts_with("--db and --database-url-file both given"),
+            "{err}"
+        );
+        let err = chosen(&with_file(None, Environment, Unset, Environment)).unwrap_err();
+        assert!(
+            err.starts_with("both APITOKEN_DB and APITOKEN_DATABASE_URL_FILE"),
+            "{err}"
+        );
+
+        // A file that loses is not even read.
+        let mut args = with_file(None, CommandLine, Unset, Environment);
+        args.database_url_file = Some(PathBuf::from("/nonexistent/url"));
+        assert_eq!(chosen(&args), Ok(None));
+    }
+
+    #[test]
+    fn a_password_on_the_command_line_is_warned_about_without_repeating_it() {
+        use Source::*;
+        let url = Some("postgres://u:hunter2@h/db");
+        let mut warnings = Vec::new();
+        backend(&args(url, Unset, CommandLine), &mut warnings).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(!warnings[0].contains("hunter2") && !warnings[0].contains("://"));
+        assert!(warnings[0].contains("--database-url-file"), "{warnings:?}");
+        // The environment is the user's own; a URL without a password needs no warning.
+        let mut warnings = Vec::new();
+        backend(&args(url, Unset, Environment), &mut warnings).unwrap();
+        backend(
+            &args(Some("postgres://u@h/db"), Unset, CommandLine),
+            &mut warnings,
+        )
+        .unwrap();
+        assert_eq!(warnings, Vec::<String>::new());
     }
 
     #[test]

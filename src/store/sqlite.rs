@@ -54,6 +54,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+mod private_file;
+
 /// Schema migrations, applied in order; the schema version is how many have run. Never
 /// edit one that has shipped: append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -316,6 +318,7 @@ impl SqliteStore {
     /// Opens (creating it if missing) the database file at `path`, in WAL mode with
     /// `synchronous = FULL` and a 5-second busy timeout. Build the issuer with
     /// [`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare), which creates the schema.
+    /// On Unix a new file (and so its `-wal` and `-shm`) is private to its owner: mode 0600.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -395,6 +398,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
+        // A new database file is made private before SQLite creates it 0644.
+        private_file::create(&options);
         let pool = |connections| {
             SqlitePoolOptions::new()
                 .max_connections(connections)

@@ -12,6 +12,11 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 pub(crate) async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, Failure> {
+    if args.token.as_deref().is_some_and(|t| t != "-") && !args.insecure_argv {
+        return Err(Failure::usage(
+            "a token given as an argument can be read by other local users (ps, /proc) and stays in the shell history: pipe it on standard input with `-` (printf '%s' \"$TOKEN\" | apitoken verify -), or pass --insecure-argv to accept it anyway",
+        ));
+    }
     let input = input::token(args.token.as_deref())?;
     // A token, or an `Authorization` header value holding one.
     let token = bearer_token(&input).unwrap_or(&input);

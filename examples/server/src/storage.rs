@@ -27,5 +27,8 @@ pub(crate) async fn open(args: &Args) -> Result<(Issuer, Handle), String> {
     });
     let builder = handle.builder().scope_catalog(catalog).limits(limits);
     let issuer = handle.issuer(builder).await?;
+    for warning in handle.warnings() {
+        tracing::warn!("{warning}");
+    }
     Ok((issuer, handle))
 }
