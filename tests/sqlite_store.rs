@@ -551,3 +551,33 @@ async fn a_sqlite_url_opens_a_store_that_prepare_binds_to_the_key() {
     support::a_url_opens_a_store_bound_to_the_key(&format!("sqlite://{}", db.path.display())).await;
     assert!(db.path.exists(), "the URL names the file");
 }
+
+/// Deleting a revoked token again (six clients retrying a DELETE, say) is one read: it
+/// never takes the write lock, so it neither waits for another writer nor makes other
+/// writers wait (issue 17: re-revoking ran the whole cascade again under the lock). Here
+/// another connection holds the write lock throughout, and the re-revocation still
+/// answers, with nothing more revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_revoked_token_never_waits_for_the_write_lock() {
+    let db = TempDb::new("apitoken_rerevoke");
+    let store = open(&db).await;
+    let env = new_environment();
+    let token = sample_token(env, base_time());
+    let child = conformance::delegated_token(env, token.token.id, base_time());
+    store.insert(token.clone(), Limits::NONE).await.unwrap();
+    store.insert(child.clone(), Limits::NONE).await.unwrap();
+    let first = store.revoke(env, token.token.id, base_time()).await.unwrap();
+    assert_eq!(first.cascade, vec![child.token.id]);
+
+    let holder = open(&db).await;
+    let lock = holder.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let again = store
+        .revoke(env, token.token.id, base_time() + TimeDelta::hours(1))
+        .await
+        .expect("a re-revocation does not wait for the write lock");
+    assert_eq!(again.token, first.token, "nothing changed");
+    assert!(again.cascade.is_empty(), "nothing more revoked");
+    drop(lock);
+    holder.close().await;
+    store.close().await;
+}

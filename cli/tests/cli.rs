@@ -244,6 +244,7 @@ impl Cli {
             "APITOKEN_DATABASE_URL_FILE",
             "APITOKEN_HASH_KEY",
             "APITOKEN_EXTRA_SCOPES",
+            "APITOKEN_MAX_TOKENS_PER_ENVIRONMENT",
         ] {
             command.env_remove(var);
         }
@@ -409,6 +410,8 @@ on_every_store! {
     expires_in_sets_the_expiry,
     extra_scopes_extend_the_catalog,
     list_shows_which_token_created_which,
+    purge_deletes_tokens_that_ended,
+    an_environment_holds_a_bounded_number_of_tokens,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -452,9 +455,14 @@ fn list_shows_which_token_created_which(db: &Db) {
         .unwrap();
     assert!(line.ends_with(&id(&root)), "{got}");
 
-    db.cli(&["revoke", "--env", ENV, "--id", &id(&root)])
+    let revoked = db
+        .cli(&["revoke", "--env", ENV, "--id", &id(&root)])
         .run()
         .success();
+    assert!(
+        revoked.contains("also revoked 2 tokens it created or replaced"),
+        "{revoked}"
+    );
     for raw in [&child_raw, &grandchild_raw] {
         let run = db.cli(&["verify", "-"]).stdin(raw.as_str()).run();
         run.never_shows(raw)
@@ -462,6 +470,63 @@ fn list_shows_which_token_created_which(db: &Db) {
     }
     let table = db.cli(&["list", "--env", ENV]).run().success();
     assert!(table.contains("3 tokens: 0 active, 3 revoked"), "{table}");
+}
+
+/// `purge` deletes the tokens revoked or expired longer ago than `--older-than`, and only
+/// those; a purged token is unknown.
+fn purge_deletes_tokens_that_ended(db: &Db) {
+    let live = db.issue(&["--note", "live"]);
+    let gone = db.issue(&["--note", "revoked"]);
+    db.cli(&["revoke", "--env", ENV, "--id", &id(&gone)])
+        .run()
+        .success();
+    let none = db.cli(&["purge", "--older-than", "1d"]).run().success();
+    assert!(
+        none.starts_with("purged 0 tokens revoked or expired before "),
+        "{none}"
+    );
+    let purged = db
+        .cli(&["purge", "--older-than", "0s", "--json"])
+        .run()
+        .success();
+    let purged: Value = serde_json::from_str(&purged).unwrap();
+    assert_eq!(purged["purged"], 1, "{purged}");
+    assert!(purged["endedBefore"].is_string(), "{purged}");
+    let table = db.cli(&["list", "--env", ENV]).run().success();
+    assert!(
+        table.contains(&id(&live)) && !table.contains(&id(&gone)),
+        "{table}"
+    );
+    db.cli(&["verify", "-"])
+        .stdin(raw(&gone))
+        .run()
+        .never_shows(&raw(&gone))
+        .error(1, &["verification failed (unknown)"]);
+    db.cli(&["verify", "-"]).stdin(raw(&live)).run().success();
+}
+
+/// `--max-tokens-per-environment` (or its variable) bounds the tokens an environment keeps,
+/// revoked ones included, for the CLI as for the server.
+fn an_environment_holds_a_bounded_number_of_tokens(db: &Db) {
+    let first = db.issue(&["--note", "one"]);
+    db.cli(&["revoke", "--env", ENV, "--id", &id(&first)])
+        .run()
+        .success();
+    db.cli(&[
+        "--max-tokens-per-environment",
+        "2",
+        "issue",
+        "--env",
+        ENV,
+        "--note",
+        "two",
+    ])
+    .run()
+    .success();
+    db.cli(&["issue", "--env", ENV, "--note", "three"])
+        .env("APITOKEN_MAX_TOKENS_PER_ENVIRONMENT", "2")
+        .run()
+        .error(2, &["already holds 2 tokens", "apitoken purge"]);
 }
 
 fn issue_verify_revoke(db: &Db) {

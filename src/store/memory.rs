@@ -946,6 +946,65 @@ mod tests {
         assert_eq!(Table::default().find(&hashes[0]), None);
     }
 
+    /// Purging removes records from the open-addressed table by shifting back those that
+    /// probed past them, and only those: in one cluster of records whose homes differ
+    /// and wrap around the end of the table, with a freed slot reused, every record left
+    /// is still found, by hash and by id, and the removed ones are not.
+    #[test]
+    fn removing_keeps_every_other_record_reachable() {
+        let same = [0xff; 8];
+        // Homes 59 to 63 and 0 to 2 of a 64-entry table, interleaved.
+        let homes = [61u64, 59, 0, 63, 2, 60, 1, 62];
+        let hashes: Vec<TokenHash> = (0..40)
+            .map(|n| hash(homes[n % homes.len()].to_le_bytes(), n as u8))
+            .collect();
+        let mut inner = store_of(&hashes);
+        let env = EnvironmentId::from_uuid(uuid::Uuid::nil());
+        let id = |n: usize| TokenId::from_uuid(uuid::Uuid::from_u128(n as u128));
+        for n in (0..40).step_by(3) {
+            assert!(inner.remove(env, id(n)), "record {n} removed");
+        }
+        assert!(!inner.remove(env, id(0)), "a record is removed once");
+        for (n, h) in hashes.iter().enumerate() {
+            let found = inner.table.find(h);
+            if n % 3 == 0 {
+                assert_eq!(found, None, "removed record {n} is gone");
+                assert_eq!(inner.position(env, id(n)), None);
+            } else {
+                let at = found.expect("a record left is found");
+                assert_eq!(inner.table.get(at).map(|hot| hot.id), Some(id(n)));
+                assert_eq!(
+                    inner.position(env, id(n)),
+                    Some(at),
+                    "cold knows where it is"
+                );
+            }
+        }
+        assert_eq!(inner.table.len, 40 - 14);
+        // A new record takes a freed slot and is found like any other.
+        let reused = inner.cold.free.len();
+        let mut token = inner
+            .token_at(inner.table.find(&hashes[1]).unwrap())
+            .unwrap();
+        token.id = id(1000);
+        inner
+            .insert_checked(StoredToken {
+                token,
+                hash: hash(same, 200),
+            })
+            .unwrap();
+        assert_eq!(inner.cold.free.len(), reused - 1, "a freed slot is reused");
+        assert!(inner.position(env, id(1000)).is_some());
+        assert_eq!(
+            inner
+                .table
+                .find(&hash(same, 200))
+                .and_then(|at| inner.table.get(at))
+                .map(|h| h.id),
+            Some(id(1000))
+        );
+    }
+
     #[test]
     fn records_are_two_cache_lines() {
         assert_eq!(core::mem::size_of::<Option<Hot>>(), 128);

@@ -521,7 +521,7 @@ impl SqlDialect for SqliteSql {
          WHERE environment_id = ?1 AND active \
          AND (expires_at IS NULL OR expires_at > ?2) AND id IS NOT ?3";
     const COUNT_CREATED_BY: &'static str = "SELECT count(*) FROM apitoken_tokens \
-         WHERE created_by_token = ?1 AND environment_id = ?2 AND active \
+         INDEXED BY apitoken_tokens_created_by_token WHERE created_by_token = ?1 AND environment_id = ?2 AND active \
          AND (expires_at IS NULL OR expires_at > ?3)";
     const DEPTH: &'static str = "WITH RECURSIVE up(id, depth) AS ( \
          SELECT created_by_token, 1 FROM apitoken_tokens \
@@ -790,5 +790,86 @@ impl TokenStore for SqliteStore {
         }
         self.last_use.record(id, at);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite makes for `query`, one line per step.
+    async fn plan(store: &SqliteStore, query: &str) -> String {
+        let explain = format!("EXPLAIN QUERY PLAN {query}");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(explain))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether a plan reads `apitoken_tokens` (under any of the names the statements give
+    /// it) from end to end, rather than searching it.
+    fn scans_tokens(plan: &str) -> bool {
+        plan.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            words.next() == Some("SCAN")
+                && matches!(words.next(), Some("apitoken_tokens" | "t" | "c" | "p"))
+        })
+    }
+
+    /// Every statement whose cost must not grow with the environment (issue 17) reads a
+    /// range of an index, never the table or an index from its start: a page of a listing
+    /// wherever it starts, each branch of a revocation's walk, the lineage and depth
+    /// walks, the counts under a limit, and a purge's batch.
+    #[tokio::test]
+    async fn bounded_statements_search_their_index() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+        let range = "(environment_id=? AND (created_at,id)>(?,?))";
+        for (query, expected) in [
+            (SqliteSql::LIST, vec![format!("SEARCH apitoken_tokens USING INDEX apitoken_tokens_environment_created {range}")]),
+            (SqliteSql::LIST_LIVE, vec![format!("SEARCH apitoken_tokens USING INDEX apitoken_tokens_live {range}")]),
+            (
+                SqliteSql::LIST_CREATED_BY,
+                vec!["SEARCH apitoken_tokens USING INDEX apitoken_tokens_created_by (environment_id=? AND created_by_id=? AND (created_at,id)>(?,?))".to_owned()],
+            ),
+            (
+                SqliteSql::LIST_LIVE_CREATED_BY,
+                vec!["SEARCH apitoken_tokens USING INDEX apitoken_tokens_created_by (environment_id=? AND created_by_id=? AND (created_at,id)>(?,?))".to_owned()],
+            ),
+            (
+                SqliteSql::REVOKE_CASCADE,
+                vec![
+                    "SEARCH c USING INDEX apitoken_tokens_created_by_token (created_by_token=?)".to_owned(),
+                    "SEARCH p USING INDEX apitoken_tokens_replaced_by (replaced_by=?)".to_owned(),
+                ],
+            ),
+            (
+                SqliteSql::COUNT_LIVE,
+                vec!["SEARCH apitoken_tokens USING INDEX apitoken_tokens_live (environment_id=?)".to_owned()],
+            ),
+            (
+                SqliteSql::COUNT_CREATED_BY,
+                vec!["SEARCH apitoken_tokens USING INDEX apitoken_tokens_created_by_token (created_by_token=?)".to_owned()],
+            ),
+            (
+                SqliteSql::PURGE,
+                vec!["SEARCH t USING INDEX apitoken_tokens_ended (<expr><?)".to_owned()],
+            ),
+        ] {
+            let plan = plan(&store, query).await;
+            for step in expected {
+                assert!(plan.contains(&step), "{query}\nplan:\n{plan}\nexpected: {step}");
+            }
+            assert!(!scans_tokens(&plan), "{query} reads a whole table or index:\n{plan}");
+        }
+        for query in [SqliteSql::DESCENDS_FROM, SqliteSql::DEPTH] {
+            let plan = plan(&store, query).await;
+            assert!(!scans_tokens(&plan), "{query} reads a whole table:\n{plan}");
+        }
+        store.close().await;
     }
 }
