@@ -169,7 +169,9 @@ fn issue_memory_store(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(100_000);
-                let issuer = TokenIssuer::new(MemoryStore::new());
+                let issuer = TokenIssuer::builder(MemoryStore::new())
+                    .limits(apitoken::Limits::NONE)
+                    .build();
                 let start = Instant::now();
                 for _ in 0..n {
                     black_box(ready(issuer.issue(env(), creator.clone(), request())).unwrap());
@@ -558,7 +560,9 @@ fn two_threads(c: &mut Criterion) {
         let creator = creator.clone();
         g.bench_function(format!("issue_{threads}"), |b| {
             b.iter_custom(|iters| {
-                let issuer = TokenIssuer::new(MemoryStore::new());
+                let issuer = TokenIssuer::builder(MemoryStore::new())
+                    .limits(apitoken::Limits::NONE)
+                    .build();
                 let start = Instant::now();
                 std::thread::scope(|s| {
                     for _ in 0..threads {

@@ -54,7 +54,9 @@ static ALLOCATOR: Counting = Counting;
 /// Live heap bytes per token after issuing `n` tokens, the creator of token `i` being
 /// `creator(i)`.
 fn bytes_per_token(n: usize, creator: impl Fn(usize) -> Creator) -> f64 {
-    let issuer = TokenIssuer::new(MemoryStore::new());
+    let issuer = TokenIssuer::builder(MemoryStore::new())
+        .limits(apitoken::Limits::NONE)
+        .build();
     let env = EnvironmentId::from_uuid(Uuid::from_u128(1));
     let before = LIVE.load(Ordering::SeqCst);
     for i in 0..n {

@@ -369,6 +369,10 @@ impl Cursor {
     /// };
     /// assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor));
     /// assert!("not a cursor".parse::<Cursor>().is_err());
+    /// // Any 48 lower-case hexadecimal digits are a position, if one before or after
+    /// // every token.
+    /// assert!("f".repeat(48).parse::<Cursor>().is_ok());
+    /// assert!("7".repeat(48).parse::<Cursor>().is_ok());
     /// ```
     pub const TEXT_LEN: usize = 48;
 
@@ -412,7 +416,16 @@ impl core::str::FromStr for Cursor {
         let (time, id) = s.split_at(16);
         let micros = u64::from_str_radix(time, 16).map_err(|_| InvalidCursor)? as i64;
         let id = u128::from_str_radix(id, 16).map_err(|_| InvalidCursor)?;
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
+        // Every well-formed text is a position: one past the times a token can have is
+        // before the first or after the last of them.
+        let (earliest, latest) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+        let created_at = DateTime::from_timestamp_micros(micros).unwrap_or(
+            if micros < earliest.timestamp_micros() {
+                earliest
+            } else {
+                latest
+            },
+        );
         Ok(Cursor {
             created_at,
             id: TokenId::from_uuid(uuid::Uuid::from_u128(id)),

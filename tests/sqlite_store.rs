@@ -566,7 +566,10 @@ async fn revoking_a_revoked_token_never_waits_for_the_write_lock() {
     let child = conformance::delegated_token(env, token.token.id, base_time());
     store.insert(token.clone(), Limits::NONE).await.unwrap();
     store.insert(child.clone(), Limits::NONE).await.unwrap();
-    let first = store.revoke(env, token.token.id, base_time()).await.unwrap();
+    let first = store
+        .revoke(env, token.token.id, base_time())
+        .await
+        .unwrap();
     assert_eq!(first.cascade, vec![child.token.id]);
 
     let holder = open(&db).await;

@@ -374,9 +374,13 @@ where
         page: PageRequest,
     ) -> Result<Vec<Token>, StoreError> {
         let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT);
-        let (after_time, after_id) = page.after.map_or((Self::EARLIEST, Uuid::nil()), |c| {
-            (c.created_at, *c.id.as_uuid())
-        });
+        // A cursor before the earliest time the engine stores is the first page.
+        let (after_time, after_id) = page
+            .after
+            .filter(|c| c.created_at >= Self::EARLIEST)
+            .map_or((Self::EARLIEST, Uuid::nil()), |c| {
+                (c.created_at, *c.id.as_uuid())
+            });
         let query = match (page.live_at, page.created_by) {
             (None, None) => Self::LIST,
             (Some(_), None) => Self::LIST_LIVE,
