@@ -8,6 +8,7 @@
 mod api;
 mod args;
 mod body;
+mod clients;
 mod logging;
 mod openapi;
 mod problem;
@@ -51,6 +52,9 @@ async fn run(args: args::Args) -> Result<(), String> {
         max_connections: serve::connection_cap(
             usize::try_from(args.max_connections.get()).unwrap_or(usize::MAX),
         ),
+        max_connections_per_client: std::num::NonZeroUsize::new(
+            usize::try_from(args.max_connections_per_client).unwrap_or(usize::MAX),
+        ),
         shutdown: args::seconds(args.shutdown_timeout),
     };
     let (issuer, handle) = storage::open(&args).await?;
@@ -69,6 +73,7 @@ async fn run(args: args::Args) -> Result<(), String> {
         storage,
         max_live_tokens = args.max_live_tokens.map(|n| n.get()),
         max_connections = limits.max_connections,
+        max_connections_per_client = limits.max_connections_per_client.map(|n| n.get()),
         "listening"
     );
     // The one line on standard output, for people and for scripts that chose port 0.
