@@ -29,8 +29,8 @@ use tower_service::Service as _;
 /// the runtime's own, and the database pool (a SQLite connection holds three).
 const RESERVED_FILES: u64 = 64;
 
-/// The most bytes of request target and header fields (names and values) a request may
-/// carry: more is a 431 with the JSON error body ([`headers_fit`]).
+/// The most bytes of method, request target and header fields (names and values) a
+/// request may carry: more is a 431 with the JSON error body ([`headers_fit`]).
 pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The most header fields a request may carry, likewise.
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -301,17 +301,21 @@ async fn handle(
     response
 }
 
-/// Middleware: a request whose headers are larger than [`MAX_HEADER_BYTES`] or more than
-/// [`MAX_HEADERS`] fields is answered 431 with the JSON error body, and logged, before
-/// anything reads it.
+/// Middleware: a request whose method, target and headers are larger than
+/// [`MAX_HEADER_BYTES`], or whose headers are more than [`MAX_HEADERS`] fields, is answered
+/// 431 with the JSON error body, and logged, before anything reads it.
 pub(crate) async fn headers_fit(request: Request, next: axum::middleware::Next) -> Response {
     let headers = request.headers();
+    // hyper takes any token as a method, of any length, and no route needs a token to see
+    // one: it counts like the rest of the head.
+    let method = request.method().as_str().len();
     // The request target as sent (origin form): no copy of it is made.
     let target = request
         .uri()
         .path_and_query()
         .map_or(0, |p| p.as_str().len());
-    let bytes = target
+    let bytes = method
+        + target
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len())
@@ -322,7 +326,7 @@ pub(crate) async fn headers_fit(request: Request, next: axum::middleware::Next) 
             axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!(
-                "the request's headers are too large: at most {} KiB and {MAX_HEADERS} fields; send fewer or smaller headers (cookies, for instance)",
+                "the request's headers are too large: at most {} KiB with the method and the target, and {MAX_HEADERS} fields; send fewer or smaller headers (cookies, for instance)",
                 MAX_HEADER_BYTES / 1024
             ),
         )
