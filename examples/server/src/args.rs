@@ -37,7 +37,14 @@ SIGTERM stops the server after the requests in flight, or after --shutdown-timeo
 Slow clients:
   a connection that takes longer than --header-timeout to send a request's headers,
   --body-timeout to send its body, or --idle-timeout to send its next request is closed
-  (without an answer) and logged with its peer address and which timeout it hit.";
+  (without an answer) and logged with its peer address and which timeout it hit.
+
+Many connections:
+  past --max-connections in all, or --max-connections-per-client from one client (an IPv4
+  address or an IPv6 /64), a new connection is answered 503 with Retry-After: 1 and
+  closed. Behind a reverse proxy every connection comes from the proxy's address: raise
+  --max-connections-per-client (or set it to 0) and limit connections and request rates
+  per client at the proxy, which sees the client's own address.";
 
 /// Serves Dynamic's API-token endpoints over a SQLite file or PostgreSQL
 #[derive(Debug, Parser)]
@@ -141,6 +148,19 @@ pub(crate) struct Args {
         default_value = "1024"
     )]
     pub(crate) max_connections: NonZeroU32,
+
+    /// At most N connections open at once from one client: one IPv4 address, or one IPv6
+    /// /64 prefix (one host usually holds a whole /64); one more is answered 503 and
+    /// closed, as over --max-connections. 0: no per-client limit. Behind a reverse proxy
+    /// every connection comes from the proxy: raise this or set 0, and limit clients at
+    /// the proxy
+    #[arg(
+        long,
+        env = "APITOKEN_MAX_CONNECTIONS_PER_CLIENT",
+        value_name = "N",
+        default_value = "128"
+    )]
+    pub(crate) max_connections_per_client: u32,
 
     /// Seconds the requests in flight get to finish after SIGINT or SIGTERM; the
     /// connections still open then are cut

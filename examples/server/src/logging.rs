@@ -1,17 +1,19 @@
 //! Structured logs on standard error, with nothing secret in them.
 //!
 //! Nothing the server logs comes from a request's headers or body: a request is logged
-//! by its method, its route *template* (`/api/v0/environments/{environmentId}/tokens`,
-//! never the path or the query string as sent), its status and its duration, and a
-//! failure by the library's message, which never holds a presented token. As a second
-//! line of defence every line passes through [`apitoken::scan::redact`] on its way out,
-//! so that a well-formed token that reached a message anyway shows as `dyn_…4n3LFC`.
+//! by its method (one of the standard nine, or `OTHER`), its route *template*
+//! (`/api/v0/environments/{environmentId}/tokens`, never the path or the query string as
+//! sent), its status and its duration, and a failure by the library's message, which
+//! never holds a presented token. As a second line of defence every line passes through
+//! [`apitoken::scan::redact`] on its way out, so that a well-formed token that reached a
+//! message anyway shows as `dyn_…4n3LFC`.
 
 use crate::args::LogFormat;
 use crate::problem::ProblemKind;
 use apitoken::TokenFormat;
 use apitoken::http::ErrorReport;
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use std::io::{self, Write};
@@ -70,7 +72,7 @@ impl Write for RedactingWriter<'_> {
 /// Logs one line per request: method, route template, status, duration, and why it
 /// failed when it did.
 pub(crate) async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
+    let method = logged_method(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -103,4 +105,47 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
         None => tracing::info!(%method, route, status, micros, "request"),
     }
     response
+}
+
+/// The method as logged: the standard ones by name, any other as `OTHER`. hyper takes any
+/// token as a method, as long as the request head allows, and sending one needs no token:
+/// logged as sent, it would let anyone write what they like, at any length, to the log.
+fn logged_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_logged_by_name_and_others_as_other() {
+        for name in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(logged_method(&method), name);
+        }
+        let long = "X".repeat(100_000);
+        for other in ["FOO", "get", "PROPFIND", "OTHER", long.as_str()] {
+            let method = Method::from_bytes(other.as_bytes()).unwrap();
+            assert_eq!(
+                logged_method(&method),
+                "OTHER",
+                "{}",
+                &other[..other.len().min(16)]
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@
 mod api;
 mod args;
 mod body;
+mod clients;
 mod logging;
 mod openapi;
 mod problem;
@@ -53,6 +54,9 @@ async fn run(args: args::Args) -> Result<(), String> {
         max_connections: serve::connection_cap(
             usize::try_from(args.max_connections.get()).unwrap_or(usize::MAX),
         ),
+        max_connections_per_client: std::num::NonZeroUsize::new(
+            usize::try_from(args.max_connections_per_client).unwrap_or(usize::MAX),
+        ),
         shutdown: args::seconds(args.shutdown_timeout),
     };
     let (issuer, handle) = storage::open(&args).await?;
@@ -73,6 +77,7 @@ async fn run(args: args::Args) -> Result<(), String> {
         max_tokens_per_environment = args.cap.max_tokens_per_environment,
         purge_after_seconds = args.purge_after.as_secs(),
         max_connections = limits.max_connections,
+        max_connections_per_client = limits.max_connections_per_client.map(|n| n.get()),
         "listening"
     );
     // The one line on standard output, for people and for scripts that chose port 0.

@@ -1,8 +1,10 @@
 //! The accept loop: one hyper HTTP/1 connection per client, at most `max_connections` of
-//! them, each with a watchdog for clients that stall, and a shutdown with a deadline.
+//! them and at most `max_connections_per_client` from one client, each with a watchdog for
+//! clients that stall, and a shutdown with a deadline.
 //!
 //! `axum::serve` has none of these knobs, so this is the loop it runs inside, with them.
 
+use crate::clients::{Client, ClientSlots, Slot};
 use crate::stall::{self, Activity, Phase, Timeouts, Watched, WatchedBody};
 use axum::Router;
 use axum::extract::Request;
@@ -14,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,8 +29,8 @@ use tower_service::Service as _;
 /// the runtime's own, and the database pool (a SQLite connection holds three).
 const RESERVED_FILES: u64 = 64;
 
-/// The most bytes of request target and header fields (names and values) a request may
-/// carry: more is a 431 with the JSON error body ([`headers_fit`]).
+/// The most bytes of method, request target and header fields (names and values) a
+/// request may carry: more is a 431 with the JSON error body ([`headers_fit`]).
 pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The most header fields a request may carry, likewise.
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -38,7 +41,8 @@ pub(crate) const MAX_HEADERS: usize = 100;
 const HYPER_MAX_BUF: usize = 128 * 1024;
 const HYPER_MAX_HEADERS: usize = 200;
 
-/// What a client answered over the cap reads before the connection closes.
+/// What a client answered over the cap (or over its own) reads before the connection
+/// closes.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
 retry-after: 1\r\n\
@@ -52,6 +56,8 @@ content-length: 55\r\n\
 pub(crate) struct Limits {
     pub(crate) timeouts: Timeouts,
     pub(crate) max_connections: usize,
+    /// At most this many of them from one [`Client`]; `None`: no such limit.
+    pub(crate) max_connections_per_client: Option<NonZeroUsize>,
     pub(crate) shutdown: Duration,
 }
 
@@ -93,7 +99,9 @@ pub(crate) async fn serve(
 ) {
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let per_client = limits.max_connections_per_client.map(ClientSlots::new);
     let mut refusals = Refusals::default();
+    let mut client_refusals = Refusals::default();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -112,12 +120,30 @@ pub(crate) async fn serve(
                     report(ended);
                 }
                 if connections.len() >= limits.max_connections {
-                    refusals.refuse(&stream, peer, limits.max_connections);
+                    refusals.refuse(&stream, peer, Over::Cap(limits.max_connections));
                     continue;
                 }
+                let slot = match &per_client {
+                    None => None,
+                    Some(slots) => {
+                        let client = Client::of(peer.ip());
+                        match slots.acquire(client) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                client_refusals.refuse(
+                                    &stream,
+                                    peer,
+                                    Over::ClientCap(client, slots.limit()),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                };
                 connections.spawn(connection(
                     stream,
                     peer,
+                    slot,
                     app.clone(),
                     limits.timeouts,
                     stopping.clone(),
@@ -156,7 +182,17 @@ fn report(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Refused connections, logged at most once a second.
+/// Which cap a refused connection was over.
+#[derive(Clone, Copy, Debug)]
+enum Over {
+    /// `--max-connections`.
+    Cap(usize),
+    /// `--max-connections-per-client`, which this client holds.
+    ClientCap(Client, NonZeroUsize),
+}
+
+/// Refused connections of one kind, logged at most once a second. Each cap counts its own,
+/// so that a flood over one does not hide the other.
 #[derive(Default)]
 struct Refusals {
     since_logged: u64,
@@ -165,29 +201,41 @@ struct Refusals {
 
 impl Refusals {
     /// Answers 503 if the socket takes it at once (a fresh one does), and closes.
-    fn refuse(&mut self, stream: &TcpStream, peer: SocketAddr, cap: usize) {
+    fn refuse(&mut self, stream: &TcpStream, peer: SocketAddr, over: Over) {
         let _ = stream.try_write(OVER_CAPACITY);
         self.since_logged += 1;
         if self
             .logged_at
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
         {
-            tracing::warn!(
-                %peer,
-                max_connections = cap,
-                refused = self.since_logged,
-                "refused connections over the cap (503)"
-            );
+            let refused = self.since_logged;
+            match over {
+                Over::Cap(cap) => tracing::warn!(
+                    %peer,
+                    max_connections = cap,
+                    refused,
+                    "refused connections over the cap (503)"
+                ),
+                Over::ClientCap(client, cap) => tracing::warn!(
+                    %peer,
+                    %client,
+                    max_connections_per_client = cap.get(),
+                    refused,
+                    "refused connections over the per-client cap (503)"
+                ),
+            }
             self.since_logged = 0;
             self.logged_at = Some(Instant::now());
         }
     }
 }
 
-/// Serves one client until it closes, stalls, or the server stops.
+/// Serves one client until it closes, stalls, or the server stops. `_slot`, its client's
+/// count, is part of the task: it is given back when the task ends or is dropped.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
+    _slot: Option<Slot>,
     app: Router,
     timeouts: Timeouts,
     mut stopping: watch::Receiver<bool>,
@@ -253,17 +301,21 @@ async fn handle(
     response
 }
 
-/// Middleware: a request whose headers are larger than [`MAX_HEADER_BYTES`] or more than
-/// [`MAX_HEADERS`] fields is answered 431 with the JSON error body, and logged, before
-/// anything reads it.
+/// Middleware: a request whose method, target and headers are larger than
+/// [`MAX_HEADER_BYTES`], or whose headers are more than [`MAX_HEADERS`] fields, is answered
+/// 431 with the JSON error body, and logged, before anything reads it.
 pub(crate) async fn headers_fit(request: Request, next: axum::middleware::Next) -> Response {
     let headers = request.headers();
+    // hyper takes any token as a method, of any length, and no route needs a token to see
+    // one: it counts like the rest of the head.
+    let method = request.method().as_str().len();
     // The request target as sent (origin form): no copy of it is made.
     let target = request
         .uri()
         .path_and_query()
         .map_or(0, |p| p.as_str().len());
-    let bytes = target
+    let bytes = method
+        + target
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len())
@@ -274,7 +326,7 @@ pub(crate) async fn headers_fit(request: Request, next: axum::middleware::Next) 
             axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!(
-                "the request's headers are too large: at most {} KiB and {MAX_HEADERS} fields; send fewer or smaller headers (cookies, for instance)",
+                "the request's headers are too large: at most {} KiB with the method and the target, and {MAX_HEADERS} fields; send fewer or smaller headers (cookies, for instance)",
                 MAX_HEADER_BYTES / 1024
             ),
         )

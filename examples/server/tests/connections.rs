@@ -1,16 +1,17 @@
 //! Hostile and unlucky clients, against the real binary on a loopback port: connections
-//! that stall, more connections than the cap, and a shutdown with a client stuck
-//! mid-headers. Raw sockets, since a well-behaved HTTP client cannot stall on purpose.
+//! that stall, more connections than the cap, one client holding more than its share, and
+//! a shutdown with a client stuck mid-headers. Raw sockets, since a well-behaved HTTP
+//! client cannot stall on purpose.
 
 mod support;
 
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use support::{First, Server, TempDb, admin_scopes, alice, environment, issue_first, sqlite_store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 
@@ -188,6 +189,9 @@ async fn stalled_connections_are_closed_and_others_served() {
             "3",
             "--idle-timeout",
             "3",
+            // All 200 come from 127.0.0.1.
+            "--max-connections-per-client",
+            "0",
         ],
         &[],
     );
@@ -307,6 +311,118 @@ async fn connections_over_the_cap_are_refused_at_once() {
         sleep(Duration::from_millis(100)).await;
     }
     panic!("never served again after the others closed; last answer: {last}");
+}
+
+/// A connection to `server` from the local address `from` (any port).
+async fn connect_from(from: IpAddr, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// `GET /openapi.json` (no token needed) on a connection of its own from `from`, closed
+/// after the answer: the answer, or what was read before the server closed.
+async fn openapi_from(from: IpAddr, server: SocketAddr) -> String {
+    let (mut reader, mut writer) = connect_from(from, server).await.into_split();
+    // A refused connection may be closed before the request is written: the answer read
+    // tells.
+    let _ = writer
+        .write_all(
+            format!("GET /openapi.json HTTP/1.1\r\nhost: {server}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let read = timeout(Duration::from_secs(10), read_to_close(&mut reader))
+        .await
+        .expect("no answer within 10 s");
+    String::from_utf8_lossy(&read).into_owned()
+}
+
+/// One client (127.0.0.1) holding its limit of connections cannot take more: one more is
+/// answered 503 and closed at once (the header timeout is a minute), while another client
+/// (127.0.0.2) is served, and the first is served again once it closes its connections.
+/// Without a per-client limit the connection over it waits for its request like any
+/// other, and the test fails at its hang guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_than_its_limit() {
+    const LIMIT: usize = 5;
+    let (db, _first) = database("per_client").await;
+    let server = Server::start(
+        &[
+            "--db",
+            db.path.to_str().unwrap(),
+            "--max-connections",
+            "20",
+            "--max-connections-per-client",
+            &LIMIT.to_string(),
+            "--header-timeout",
+            "60",
+            "--idle-timeout",
+            "60",
+        ],
+        &[],
+    );
+    let (first, other) = (
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+    );
+    // Each held connection is answered once, so it is known to be accepted and counted,
+    // then kept alive without a next request.
+    let mut held = Vec::new();
+    for _ in 0..LIMIT {
+        let (mut reader, mut writer) = connect_from(first, server.addr).await.into_split();
+        writer
+            .write_all(
+                format!(
+                    "GET /openapi.json HTTP/1.1\r\nhost: {}\r\n\r\n",
+                    server.addr
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let answer = timeout(Duration::from_secs(10), read_answer(&mut reader))
+            .await
+            .expect("a connection within the limit was not answered within 10 s");
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        held.push((reader, writer));
+    }
+
+    // Nothing is sent on it: the answer comes unasked.
+    let (mut reader, _writer) = connect_from(first, server.addr).await.into_split();
+    let refused = timeout(Duration::from_secs(10), read_to_close(&mut reader))
+        .await
+        .expect("a connection over the per-client limit was kept open");
+    let refused = String::from_utf8_lossy(&refused);
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    assert!(refused.ends_with(r#"{"error":"too many open connections: try again shortly"}"#));
+    let served = openapi_from(other, server.addr).await;
+    assert!(served.starts_with("HTTP/1.1 200 "), "{served}");
+    // Neither the refusal nor the other client disturbed the connections held.
+    assert!(held.iter().all(|(reader, _)| still_open(reader)));
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("refused connections over the per-client cap"))
+        .unwrap_or_else(|| panic!("no per-client refusal logged:\n{logs}"));
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(
+        line.contains(&format!("max_connections_per_client={LIMIT}")),
+        "{line}"
+    );
+
+    drop(held);
+    // The server sees the connections close on its own time: try for a while.
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = openapi_from(first, server.addr).await;
+        if last.starts_with("HTTP/1.1 200 ") {
+            return;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never served again after closing its connections; last answer: {last}");
 }
 
 /// One answer, or what was read before the connection closed.

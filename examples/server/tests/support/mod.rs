@@ -193,6 +193,7 @@ impl Server {
             "APITOKEN_BODY_TIMEOUT",
             "APITOKEN_IDLE_TIMEOUT",
             "APITOKEN_MAX_CONNECTIONS",
+            "APITOKEN_MAX_CONNECTIONS_PER_CLIENT",
             "APITOKEN_SHUTDOWN_TIMEOUT",
         ] {
             command.env_remove(name);
