@@ -1188,9 +1188,10 @@ async fn listing_keeps_what_its_filters_say(store: &dyn TokenStore) {
 
 /// `purge` deletes tokens that ended (revoked, or expired) before the cut-off, in
 /// batches, and nothing else: never a live token, never one that ended after the
-/// cut-off, never a token another stored token names as its creator (until that one is
-/// gone), never a rotated token's live successor. A purged token is unknown by hash and
-/// by id, and no longer counts against the environment's cap.
+/// cut-off, never a token an unrevoked token names as its creator (until that one is
+/// gone; a revoked child does not keep its creator), never a rotated token's live
+/// successor. A purged token is unknown by hash and by id, and no longer counts against
+/// the environment's cap.
 ///
 /// Its times are five centuries back, so that the purge reaches no other check's tokens.
 async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore) {
@@ -1221,7 +1222,11 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         child
     };
     let rotated = sample_token(env, t0);
+    let forsaken = ending(t0 + day * 3);
+    let revoked_child = delegated_token(env, forsaken.token.id, t0 + TimeDelta::seconds(1));
     for stored in [
+        &forsaken,
+        &revoked_child,
         &revoked_before,
         &expired_before,
         &revoked_after,
@@ -1241,6 +1246,10 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         .unwrap();
     store
         .revoke(env, revoked_after.token.id, cut + day)
+        .await
+        .unwrap();
+    store
+        .revoke(env, revoked_child.token.id, cut + day)
         .await
         .unwrap();
     let successor = sample_token(env, t0 + day);
@@ -1269,8 +1278,8 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         }
     }
     assert!(
-        purged >= 5,
-        "the five tokens that ended before the cut-off: {purged}"
+        purged >= 6,
+        "the six tokens that ended before the cut-off: {purged}"
     );
     for (stored, gone, what) in [
         (&revoked_before, true, "revoked before the cut-off"),
@@ -1284,6 +1293,12 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         (&pinned, false, "a creator whose child is still stored"),
         (&pinning, false, "that child, which ended after the cut-off"),
         (&successor, false, "a purged predecessor's live successor"),
+        (&forsaken, true, "a creator whose only child is revoked"),
+        (
+            &revoked_child,
+            false,
+            "that child, revoked after the cut-off",
+        ),
     ] {
         let by_id = store.get(env, stored.token.id).await.unwrap();
         let by_hash = store.find_by_hash(&stored.hash).await.unwrap();
@@ -1301,9 +1316,9 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         "revoking it finds no purged predecessor"
     );
 
-    // Six tokens are left; the cap counts them, not the purged ones.
+    // Seven tokens are left; the cap counts them, not the purged ones.
     let cap = Limits {
-        max_total: NonZeroU32::new(7),
+        max_total: NonZeroU32::new(8),
         ..Limits::NONE
     };
     store
@@ -1312,7 +1327,7 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         .expect("purged tokens no longer count against the cap");
     let err = store.insert(sample_token(env, cut), cap).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::EnvironmentFull { limit: 7, .. }),
+        matches!(err, StoreError::EnvironmentFull { limit: 8, .. }),
         "the cap counts what is left: {err:?}"
     );
 }

@@ -1,5 +1,7 @@
 //! [`TokenIssuer`]: issue, authenticate, authorize, list, revoke and rotate tokens.
 
+mod gate;
+
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::format::TokenFormat;
@@ -124,6 +126,7 @@ pub struct TokenIssuer<S> {
     rng: RngSource,
     limits: Limits,
     last_use_interval: Option<TimeDelta>,
+    lists: gate::Gate,
 }
 
 impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
@@ -135,6 +138,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
             .field("catalog", &self.catalog)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
+            .field("lists_per_environment", &self.lists.per_environment())
             .field("last_use_interval", &self.last_use_interval)
             .finish_non_exhaustive()
     }
@@ -200,6 +204,16 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
     /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.issuer.limits = limits;
+        self
+    }
+
+    /// At most `n` of [`list`](TokenIssuer::list)'s reads of one environment at once
+    /// (default 2; `None`: no bound); more wait their turn. Paging through a large
+    /// environment with many clients at once then takes two connections and two cores at
+    /// most, whatever the number of clients, and other environments' requests are served
+    /// beside them.
+    pub fn lists_per_environment(mut self, n: Option<NonZeroU32>) -> Self {
+        self.issuer.lists = gate::Gate::new(n);
         self
     }
 
@@ -269,6 +283,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 rng: RngSource::Thread,
                 limits: Limits::default(),
                 last_use_interval: Some(TimeDelta::minutes(1)),
+                lists: gate::Gate::new(NonZeroU32::new(DEFAULT_LISTS_PER_ENVIRONMENT)),
             },
         }
     }
@@ -543,8 +558,11 @@ impl<S: TokenStore> TokenIssuer<S> {
         }
     }
 
-    /// A page of `environment`'s tokens in creation order (never raw tokens).
+    /// A page of `environment`'s tokens in creation order (never raw tokens), filtered as
+    /// `page` says. At most two pages of one environment are read at once (see
+    /// [`TokenIssuerBuilder::lists_per_environment`]); more wait their turn.
     pub async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, Error> {
+        let _turn = self.lists.enter(environment).await;
         Ok(self.store.list(environment, page).await?)
     }
 
@@ -680,6 +698,9 @@ impl<S: TokenStore> TokenIssuer<S> {
         Ok(IssuedToken { raw, token })
     }
 }
+
+/// How many of one environment's list reads run at once by default.
+const DEFAULT_LISTS_PER_ENVIRONMENT: u32 = 2;
 
 fn add_saturating(at: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
     whole_micros(

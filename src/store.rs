@@ -151,8 +151,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   ascending, after the cursor, keeping only those [`PageRequest`]'s filters keep:
 ///   paging visits every such token exactly once. A page costs the same wherever it starts.
 /// - **Purging** ([`purge`](Self::purge)) deletes only tokens that ended (revoked, or
-///   expired) before the cut-off and that no stored token names as its creator: never a
-///   live token, never one that ended later, never a link a cascade still needs.
+///   expired) before the cut-off and that no unrevoked token names as its creator: never
+///   a live token, never one that ended later, never a link a cascade or a delegated
+///   token's authority still needs (only a token that can still work needs its line).
 /// - **Fidelity.** Every field round-trips exactly: Unicode notes, every scope,
 ///   timestamps at microsecond precision (the issuer never makes finer ones).
 /// - **Failures** are [`StoreError`]s of the right kind with the driver's error as source,
@@ -220,8 +221,8 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     ) -> Result<bool, StoreError>;
 
     /// Deletes at most `max` tokens, of any environment, that ended before `ended_before`
-    /// (revoked then, or expired then) and that no stored token names as its creating
-    /// token (those go once their descendants have: call again until it returns 0).
+    /// (revoked then, or expired then) and that no unrevoked token names as its creating
+    /// token (those go once such descendants have: call again until it returns 0).
     /// Returns how many it deleted. Each call is short, so that a large purge never holds
     /// the store's locks for long.
     async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError>;

@@ -578,8 +578,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether token `id` created a token that is not revoked.
+    fn created_active(&self, id: TokenId) -> bool {
+        self.children
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .any(|&child| self.hot_in(child).is_some_and(Hot::active))
+    }
+
     /// Deletes at most `max` records that ended before `ended_before` and created no
-    /// stored token.
+    /// unrevoked token.
     fn purge(&mut self, ended_before: DateTime<Utc>, max: u32) -> u32 {
         let ended = |hot: &Hot| {
             (!hot.active() && hot.revoked_at.is_some_and(|at| at < ended_before))
@@ -591,7 +600,7 @@ impl Inner {
             .iter()
             .enumerate()
             .filter_map(|(at, hot)| Some((at, hot.as_ref()?)))
-            .filter(|(_, hot)| ended(hot) && self.children.get(&hot.id).is_none_or(Vec::is_empty))
+            .filter(|(_, hot)| ended(hot) && !self.created_active(hot.id))
             .map(|(at, _)| at)
             .take(max as usize)
             .collect();

@@ -12,11 +12,14 @@
 //!
 //! # Schema
 //!
-//! `apitoken_meta` (schema version, hash key fingerprint) and `apitoken_tokens` (`uuid`
-//! ids, the 32-byte `bytea` hash with a unique index, `timestamptz` times at microsecond
-//! precision, and `replaced_by`, the successor's id once the token has been rotated), with
-//! indexes on `(environment_id, id)` and `(environment_id, created_at,
-//! id)`. [`prepare`](TokenStore::prepare) creates or upgrades it under an advisory lock, so
+//! `apitoken_meta` (schema version, hash key fingerprint), `apitoken_tokens` (`uuid` ids,
+//! the 32-byte `bytea` hash with a unique index, `timestamptz` times at microsecond
+//! precision, `replaced_by`, the successor's id once the token has been rotated, and
+//! `created_by_token`), and `apitoken_environments` (how many tokens each environment
+//! holds, which the cap reads). Indexes serve each bounded statement with a range: listing
+//! `(environment_id, created_at, id)`, live tokens only, one user's; the revocation's
+//! walk along `created_by_token` and `replaced_by`; purging by the time a token ended.
+//! [`prepare`](TokenStore::prepare) creates or upgrades it under an advisory lock, so
 //! several processes can start at once. Tables are created in the connection's
 //! `search_path` schema; pick one with `?options=-c%20search_path%3Dmyschema` in the URL
 //! or [`PgConnectOptions::options`].
@@ -110,9 +113,13 @@ CREATE INDEX apitoken_tokens_replaced_by ON apitoken_tokens (replaced_by)
 ",
     // 4: bounded work. The count of each environment's tokens (the per-environment cap is
     // one read, not a count); an index for listing live tokens, one for listing a user's,
-    // one for purging by the time a token ended. A successor revoked before version 4 left
-    // its predecessor working for the rest of its grace period: revoke such predecessors
-    // as version 4 would have, with their successor.
+    // one for purging by the time a token ended. A revocation rewrites each token it
+    // revokes with an entry in every index (no update that changes `active` is HOT), so
+    // the index on (environment_id, id) goes (the primary key finds a token by id) and the
+    // index of creating tokens keeps only unrevoked tokens, all that the walk, the
+    // breadth bound and purging read. A successor revoked before version 4 left its predecessor
+    // working for the rest of its grace period: revoke such predecessors as version 4
+    // would have, with their successor.
     "
 CREATE TABLE apitoken_environments (
     environment_id uuid NOT NULL PRIMARY KEY,
@@ -124,6 +131,10 @@ CREATE INDEX apitoken_tokens_live ON apitoken_tokens (environment_id, created_at
     WHERE active;
 CREATE INDEX apitoken_tokens_created_by ON apitoken_tokens
     (environment_id, created_by_id, created_at, id);
+DROP INDEX apitoken_tokens_environment_id;
+DROP INDEX apitoken_tokens_created_by_token;
+CREATE INDEX apitoken_tokens_created_by_live ON apitoken_tokens (created_by_token)
+    WHERE created_by_token IS NOT NULL AND active;
 CREATE INDEX apitoken_tokens_ended ON apitoken_tokens ((coalesce(revoked_at, expires_at)));
 UPDATE apitoken_tokens AS p
     SET active = false, revoked_at = s.revoked_at
@@ -208,7 +219,8 @@ impl SqlDialect for PostgresSql {
          SELECT t.id FROM apitoken_tokens t \
          WHERE coalesce(t.revoked_at, t.expires_at) < $1 \
          AND (NOT t.active OR t.expires_at < $1) \
-         AND NOT EXISTS (SELECT 1 FROM apitoken_tokens c WHERE c.created_by_token = t.id) \
+         AND NOT EXISTS (SELECT 1 FROM apitoken_tokens c WHERE c.created_by_token = t.id \
+         AND c.active) \
          LIMIT $2) RETURNING environment_id";
     const LIST: &'static str = concat!(
         "SELECT ",

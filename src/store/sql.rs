@@ -92,7 +92,7 @@ where
     /// Whether token (3) is token (2) of environment (1) or reachable from it along
     /// `created_by_token` and `replaced_by` (see `TokenStore::descends_from`).
     const DESCENDS_FROM: &'static str;
-    /// Deletes at most (2) tokens that ended before (1) and created no stored token;
+    /// Deletes at most (2) tokens that ended before (1) and created no unrevoked token;
     /// returns the `environment_id` of each.
     const PURGE: &'static str;
     /// A page of environment (1) after `(created_at, id)` = ((2), (3)), at most (4) rows.

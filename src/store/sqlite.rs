@@ -28,11 +28,15 @@
 //!
 //! # Schema
 //!
-//! Two tables, `apitoken_meta` (schema version, hash key fingerprint) and
+//! Three tables: `apitoken_meta` (schema version, hash key fingerprint),
 //! `apitoken_tokens` (one row per token: ids as 16-byte blobs, the 32-byte hash, times as
-//! microseconds since the Unix epoch, and `replaced_by`, the successor's id once the token
-//! has been rotated), with a unique index on the hash and indexes on
-//! `(environment_id, id)` and `(environment_id, created_at, id)`. [`prepare`](TokenStore::prepare)
+//! microseconds since the Unix epoch, `replaced_by`, the successor's id once the token has
+//! been rotated, and `created_by_token`) with a unique index on the hash, and
+//! `apitoken_environments` (how many tokens each environment holds, which the cap reads).
+//! Indexes serve each bounded statement with a range (a test reads their plans): listing
+//! `(environment_id, created_at, id)`, live tokens only, one user's; the revocation's walk
+//! along `created_by_token` and `replaced_by`; purging by the time a token ended.
+//! [`prepare`](TokenStore::prepare)
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
@@ -99,9 +103,11 @@ CREATE INDEX apitoken_tokens_replaced_by ON apitoken_tokens (replaced_by)
 ",
     // 4: bounded work. The count of each environment's tokens (the per-environment cap is
     // one read, not a count); an index for listing live tokens, one for listing a user's,
-    // one for purging by the time a token ended. A successor revoked before version 4 left
-    // its predecessor working for the rest of its grace period: revoke such predecessors
-    // as version 4 would have, with their successor.
+    // one for purging by the time a token ended; the index on (environment_id, id) goes,
+    // since the primary key finds a token by id (every index is one more write per token
+    // a revocation changes). A successor revoked before version 4 left its predecessor
+    // working for the rest of its grace period: revoke such predecessors as version 4
+    // would have, with their successor.
     "
 CREATE TABLE apitoken_environments (
     environment_id BLOB NOT NULL PRIMARY KEY CHECK (length(environment_id) = 16),
@@ -113,6 +119,7 @@ CREATE INDEX apitoken_tokens_live ON apitoken_tokens (environment_id, created_at
     WHERE active;
 CREATE INDEX apitoken_tokens_created_by ON apitoken_tokens
     (environment_id, created_by_id, created_at, id);
+DROP INDEX apitoken_tokens_environment_id;
 CREATE INDEX apitoken_tokens_ended ON apitoken_tokens (coalesce(revoked_at, expires_at));
 UPDATE apitoken_tokens AS p
     SET active = 0,
@@ -571,7 +578,8 @@ impl SqlDialect for SqliteSql {
          SELECT t.id FROM apitoken_tokens t INDEXED BY apitoken_tokens_ended \
          WHERE coalesce(t.revoked_at, t.expires_at) < ?1 \
          AND (NOT t.active OR t.expires_at < ?1) \
-         AND NOT EXISTS (SELECT 1 FROM apitoken_tokens c WHERE c.created_by_token = t.id) \
+         AND NOT EXISTS (SELECT 1 FROM apitoken_tokens c WHERE c.created_by_token = t.id \
+         AND c.active) \
          LIMIT ?2) RETURNING environment_id";
     // Row values, which each index serves as a range (`(created_at, id) > (?, ?)`); an
     // `OR` of the two cases would be read from the start of the environment every page.

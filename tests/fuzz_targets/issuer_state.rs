@@ -799,7 +799,8 @@ impl World {
     }
 
     /// Purges, and removes from the model what the store must have deleted: the tokens
-    /// that ended before the cut-off and created no token left, until none is left.
+    /// that ended before the cut-off and created no unrevoked token left, until none is
+    /// left.
     fn purge(&mut self, older_than: u16) {
         let older_than = Duration::from_secs(u64::from(older_than));
         let result = block_on(self.issuer.purge(older_than)).expect("MemoryStore never fails");
@@ -812,10 +813,9 @@ impl World {
                     let ended = t.revoked_at.is_some_and(|at| at < cut)
                         || t.expires_at.is_some_and(|at| at < cut);
                     ended
-                        && !self
-                            .tokens
-                            .iter()
-                            .any(|other| other.created_by_token == Some(t.id))
+                        && !self.tokens.iter().any(|other| {
+                            other.created_by_token == Some(t.id) && other.revoked_at.is_none()
+                        })
                 })
                 .collect();
             if doomed.is_empty() {

@@ -343,7 +343,7 @@ fn shared_responses() -> Value {
         },
         "HeadersTooLarge": {
             "description": format!(
-                "The request's headers are larger than {} KiB or more than {} fields. Past the HTTP layer's own bounds (a request head over 128 KiB, over 200 fields) the connection is answered 431 without a body and closed",
+                "The request's method, target and headers together are larger than {} KiB, or it has more than {} header fields. Past the HTTP layer's own bounds (a request head over 128 KiB, over 200 fields) the connection is answered 431 without a body and closed",
                 crate::serve::MAX_HEADER_BYTES / 1024,
                 crate::serve::MAX_HEADERS
             ),

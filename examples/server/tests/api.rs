@@ -7,22 +7,18 @@ mod support;
 
 use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
-    EnvironmentId, HashKey, IssueRequest, KeyFingerprint, ManualClock, Note, PostgresStore,
-    SqliteStore, TokenFormat, TokenIssuer, TokenStore,
+    HashKey, IssueRequest, KeyFingerprint, ManualClock, Note, PostgresStore, SqliteStore,
+    TokenFormat, TokenIssuer, TokenStore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use support::{
-    First, PgSchema, Reply, Server, TempDb, admin_scopes, alice, bob, environment, issue_first,
-    other_environment, postgres_url, sqlite_store,
+    First, PgSchema, Reply, Server, TempDb, admin_scopes, alice, bob, env_tokens, environment, ids,
+    issue_first, other_environment, postgres_url, sqlite_store,
 };
 
 const READ: &str = "environment.apiTokens.read";
 const WRITE: &str = "environment.apiTokens.write";
-
-fn env_tokens(environment: EnvironmentId) -> String {
-    format!("/api/v0/environments/{environment}/tokens")
-}
 
 fn keys(object: &Value) -> BTreeSet<String> {
     object.as_object().unwrap().keys().cloned().collect()
@@ -30,15 +26,6 @@ fn keys(object: &Value) -> BTreeSet<String> {
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn ids(list: &Reply) -> Vec<String> {
-    list.json()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn assert_unauthorized(reply: Reply) {

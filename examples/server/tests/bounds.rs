@@ -9,21 +9,12 @@ mod support;
 use apitoken::{Creator, IssueRequest, ManualClock, Note, Scope, TokenIssuer};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use support::{Reply, Server, TempDb, admin_scopes, alice, environment, issue_first, sqlite_store};
+use support::{Server, TempDb, admin_scopes, alice, environment, ids, issue_first, sqlite_store};
 
 const WRITE: &str = "environment.apiTokens.write";
 
 fn env_tokens() -> String {
-    format!("/api/v0/environments/{}/tokens", environment())
-}
-
-fn ids(list: &Reply) -> Vec<String> {
-    list.json()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .collect()
+    support::env_tokens(environment())
 }
 
 /// Creates a token through the API with `caller`; its raw token and id.

@@ -83,6 +83,21 @@ impl Drop for TempDb {
     }
 }
 
+/// The path of an environment's tokens.
+pub(crate) fn env_tokens(environment: EnvironmentId) -> String {
+    format!("/api/v0/environments/{environment}/tokens")
+}
+
+/// The ids of a list answer's tokens, in order.
+pub(crate) fn ids(list: &Reply) -> Vec<String> {
+    list.json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The token scopes the first token gets: read and write tokens.
 pub(crate) fn admin_scopes() -> Vec<Scope> {
     vec![
