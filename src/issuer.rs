@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Authority follows from who created the caller. A person (an operator, a dashboard
 /// user) and a token a person created act on their whole environment, within the token's
 /// scopes, which the application checks per route. A token created by a token (a
-/// *delegated* token, [`Principal::created_by_token`]) acts only on itself and the tokens
+/// *delegated* token, [`Principal::is_delegated`]) acts only on itself and the tokens
 /// it created, directly or not: delegation narrows authority, so such a token can never
 /// revoke, rotate or read its creator, its siblings or anything else in the environment.
 /// The issuer checks this on [`get`](TokenIssuer::get), [`revoke`](TokenIssuer::revoke)
@@ -545,7 +545,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         };
         principal.authorize(environment, &[])?;
         let caller_id = principal.token_id();
-        if principal.created_by_token().is_none() || caller_id == id {
+        if !principal.is_delegated() || caller_id == id {
             return Ok(());
         }
         if self.store.descends_from(environment, id, caller_id).await? {

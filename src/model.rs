@@ -334,9 +334,10 @@ pub struct Credential {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
-    /// The token that created it, when a token did: such a token acts only on itself and
-    /// its descendants.
-    pub created_by_token: Option<TokenId>,
+    /// Whether a token created it ([`Token::created_by_token`] is set): such a token acts
+    /// only on itself and its descendants. A flag, not the creator's id, so that the
+    /// record authentication copies stays small.
+    pub delegated: bool,
 }
 
 impl From<&Token> for Credential {
@@ -350,7 +351,7 @@ impl From<&Token> for Credential {
             expires_at: token.expires_at,
             last_used_at: token.last_used_at,
             revoked_at: token.revoked_at,
-            created_by_token: token.created_by_token,
+            delegated: token.created_by_token.is_some(),
         }
     }
 }

@@ -18,7 +18,7 @@ pub struct Principal {
     scopes: Scopes,
     expires_at: Option<DateTime<Utc>>,
     created_by: Arc<Creator>,
-    created_by_token: Option<TokenId>,
+    delegated: bool,
 }
 
 impl Principal {
@@ -29,7 +29,7 @@ impl Principal {
             scopes: credential.scopes,
             expires_at: credential.expires_at,
             created_by: credential.created_by,
-            created_by_token: credential.created_by_token,
+            delegated: credential.delegated,
         }
     }
 
@@ -58,11 +58,12 @@ impl Principal {
         &self.created_by
     }
 
-    /// The token that created this one, when a token did. Such a token is delegated: it
-    /// acts (gets, revokes, rotates) only on itself and the tokens it created, directly or
-    /// not, while a token a user created acts on its whole environment.
-    pub fn created_by_token(&self) -> Option<TokenId> {
-        self.created_by_token
+    /// Whether a token created this one. Such a token is delegated: it acts (gets,
+    /// revokes, rotates) only on itself and the tokens it created, directly or not, while a
+    /// token a user created acts on its whole environment. Which token created it is its
+    /// record's [`created_by_token`](crate::Token::created_by_token).
+    pub fn is_delegated(&self) -> bool {
+        self.delegated
     }
 
     /// Checks that this token belongs to `environment` and holds every scope in

@@ -89,8 +89,8 @@ struct Hot {
 }
 
 const ACTIVE: u32 = 1 << 31;
-/// A token created it: its creator is in `Inner::creator_tokens`, which only such tokens
-/// pay a look-up in.
+/// A token created it (its creator is in `Inner::creator_tokens`): authentication reads
+/// the flag, not the map.
 const DELEGATED: u32 = 1 << 30;
 
 impl Hot {
@@ -114,7 +114,7 @@ impl Hot {
         self.active() && self.expires_at.is_none_or(|at| at > now)
     }
 
-    fn credential(&self, created_by_token: Option<TokenId>) -> Credential {
+    fn credential(&self) -> Credential {
         Credential {
             id: self.id,
             environment: self.environment,
@@ -124,7 +124,7 @@ impl Hot {
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
-            created_by_token,
+            delegated: self.delegated(),
         }
     }
 
@@ -421,13 +421,7 @@ impl Inner {
     }
 
     fn credential(&self, hash: &TokenHash) -> Option<Credential> {
-        let hot = self.table.get(self.table.find(hash)?)?;
-        let created_by_token = if hot.delegated() {
-            self.creator_tokens.get(&hot.slot()).copied()
-        } else {
-            None
-        };
-        Some(hot.credential(created_by_token))
+        Some(self.table.get(self.table.find(hash)?)?.credential())
     }
 
     /// How many tokens up the chain of creating tokens `creator` is: 0 for one a user

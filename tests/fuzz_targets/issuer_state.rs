@@ -711,7 +711,7 @@ impl World {
             return false;
         };
         let caller = &self.tokens[*index];
-        assert_eq!(principal.created_by_token(), caller.created_by_token);
+        assert_eq!(principal.is_delegated(), caller.created_by_token.is_some());
         if caller.env != env {
             assert!(
                 matches!(error, Some(Error::WrongEnvironment { id, .. }) if *id == caller.id),
@@ -935,7 +935,10 @@ impl World {
         assert_eq!(principal.scopes(), &expected.scopes);
         assert_eq!(principal.expires_at(), expected.expires_at);
         assert_eq!(principal.created_by(), &expected.created_by);
-        assert_eq!(principal.created_by_token(), expected.created_by_token);
+        assert_eq!(
+            principal.is_delegated(),
+            expected.created_by_token.is_some()
+        );
     }
 
     fn check_invariants(&mut self) {
