@@ -608,10 +608,10 @@ impl<S: TokenStore> TokenIssuer<S> {
     }
 
     /// Deletes the tokens that ended (were revoked, or expired) more than `older_than`
-    /// ago, in short batches, and returns how many. Live tokens are never deleted, nor a
-    /// token that created one still stored (it goes once they have). A deleted token
-    /// authenticates as unknown: the same 401 as a revoked one.
-    pub async fn purge(&self, older_than: Duration) -> Result<u64, Error> {
+    /// ago, in short batches, and says how many and before when. Live tokens are never
+    /// deleted, nor a token that created one not revoked (it goes once that one has). A
+    /// deleted token authenticates as unknown: the same 401 as a revoked one.
+    pub async fn purge(&self, older_than: Duration) -> Result<Purged, Error> {
         /// Each batch is one short transaction.
         const BATCH: u32 = 1_000;
         let older_than = TimeDelta::from_std(older_than).unwrap_or(TimeDelta::MAX);
@@ -620,13 +620,18 @@ impl<S: TokenStore> TokenIssuer<S> {
                 .checked_sub_signed(older_than)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC),
         );
-        let mut purged = 0_u64;
+        let mut tokens = 0_u64;
         // A batch that deleted tokens may have freed their creators: go on until none is
         // left.
         loop {
             match self.store.purge(ended_before, BATCH).await? {
-                0 => return Ok(purged),
-                n => purged += u64::from(n),
+                0 => {
+                    return Ok(Purged {
+                        tokens,
+                        ended_before,
+                    });
+                }
+                n => tokens += u64::from(n),
             }
         }
     }
@@ -697,6 +702,15 @@ impl<S: TokenStore> TokenIssuer<S> {
             .await?;
         Ok(IssuedToken { raw, token })
     }
+}
+
+/// What [`TokenIssuer::purge`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Purged {
+    /// How many tokens it deleted.
+    pub tokens: u64,
+    /// The cut-off: it deleted tokens that ended (were revoked, or expired) before this.
+    pub ended_before: DateTime<Utc>,
 }
 
 /// How many of one environment's list reads run at once by default.

@@ -36,7 +36,7 @@ pub use format::{
 pub use hash::{
     HASH_CONTEXT, HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher,
 };
-pub use issuer::{Caller, TokenIssuer, TokenIssuerBuilder, bearer_token};
+pub use issuer::{Caller, Purged, TokenIssuer, TokenIssuerBuilder, bearer_token};
 pub use model::{
     Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
     UserId,

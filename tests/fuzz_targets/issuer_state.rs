@@ -805,6 +805,7 @@ impl World {
         let older_than = Duration::from_secs(u64::from(older_than));
         let result = block_on(self.issuer.purge(older_than)).expect("MemoryStore never fails");
         let cut = self.now - TimeDelta::seconds(older_than.as_secs() as i64);
+        assert_eq!(result.ended_before, cut, "the cut-off");
         let mut expected = 0;
         loop {
             let doomed: Vec<usize> = (0..self.tokens.len())
@@ -828,7 +829,7 @@ impl World {
                 self.purged.push(gone.raw);
             }
         }
-        assert_eq!(result, expected, "purged older than {older_than:?}");
+        assert_eq!(result.tokens, expected, "purged older than {older_than:?}");
     }
 
     /// Checks a newly issued token and adds it to the model.

@@ -342,25 +342,21 @@ pub(crate) async fn rotate(global: &Global, args: RotateArgs) -> Result<ExitCode
 }
 
 pub(crate) async fn purge(global: &Global, args: PurgeArgs) -> Result<ExitCode, Failure> {
-    let (purged, ended_before) = storage::with_issuer(global, Access::Write, async |issuer| {
-        let ended_before = TimeDelta::from_std(args.older_than)
-            .ok()
-            .and_then(|d| issuer.now().checked_sub_signed(d));
-        let purged = issuer.purge(args.older_than).await.map_err(failure)?;
-        Ok((purged, ended_before))
+    let purged = storage::with_issuer(global, Access::Write, async |issuer| {
+        issuer.purge(args.older_than).await.map_err(failure)
     })
     .await?;
-    let ended_before = ended_before.map(output::rfc3339);
+    let ended_before = output::rfc3339(purged.ended_before);
     if args.json {
         emit(&pretty(&PurgedOut {
-            purged,
-            ended_before: ended_before.as_deref(),
+            purged: purged.tokens,
+            ended_before: &ended_before,
         })?)?;
     } else {
         emit(&format!(
-            "purged {purged} token{} revoked or expired before {}",
-            if purged == 1 { "" } else { "s" },
-            ended_before.as_deref().unwrap_or("the earliest time"),
+            "purged {} token{} revoked or expired before {ended_before}",
+            purged.tokens,
+            if purged.tokens == 1 { "" } else { "s" },
         ))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -379,7 +375,7 @@ struct RevokedOut<'a> {
 #[serde(rename_all = "camelCase")]
 struct PurgedOut<'a> {
     purged: u64,
-    ended_before: Option<&'a str>,
+    ended_before: &'a str,
 }
 
 /// `{"tokens": [...]}`, the reference's list answer.

@@ -17,10 +17,10 @@ pub(crate) async fn periodically(issuer: Arc<Issuer>, after: Duration) {
     loop {
         ticks.tick().await;
         match issuer.purge(after).await {
-            Ok(0) => tracing::debug!("purge: nothing to delete"),
+            Ok(purged) if purged.tokens == 0 => tracing::debug!("purge: nothing to delete"),
             Ok(purged) => tracing::info!(
-                purged,
-                older_than_seconds = after.as_secs(),
+                purged = purged.tokens,
+                ended_before = %purged.ended_before,
                 "purged tokens revoked or expired long ago"
             ),
             Err(e) => tracing::warn!("purge failed, trying again in an hour: {e}"),
