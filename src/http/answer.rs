@@ -45,9 +45,12 @@ pub fn status(error: &Error) -> u16 {
     }
 }
 
-/// The reference API's error code, which the 422 answers carry.
+/// The error code an answer carries: the reference API's on a 422 (with a payload), and
+/// `not_found` on a 404, which Dynamic's client requires (its `NotFound` model has a
+/// `code`). Other answers have none.
 pub fn code(error: &Error) -> Option<&'static str> {
     match error {
+        Error::Store(StoreError::NotFound { .. }) => Some("not_found"),
         Error::InvalidScopes { .. } => Some("invalid_scopes"),
         Error::InvalidExpiry { .. } => Some("invalid_expires_at"),
         Error::Store(
@@ -83,7 +86,10 @@ mod tests {
         let environment = EnvironmentId::from_uuid(uuid::Uuid::from_u128(1));
         let id = TokenId::from_uuid(uuid::Uuid::from_u128(2));
         let not_found = Error::from(StoreError::NotFound { environment, id });
-        assert_eq!((status(&not_found), code(&not_found)), (404, None));
+        assert_eq!(
+            (status(&not_found), code(&not_found)),
+            (404, Some("not_found"))
+        );
         assert_eq!(
             public_message(&not_found),
             format!("no token {id} in environment {environment}")

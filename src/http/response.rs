@@ -37,8 +37,8 @@ impl ErrorReport {
 }
 
 /// The body of every error answer: `{"error": message}`, plus `code` and a `payload`
-/// object on a 422, as the reference API gives them. An application that answers failures
-/// of its own can use it to keep the same shape.
+/// object on a 422, and `code` on a 404, as the reference API gives them. An application
+/// that answers failures of its own can use it to keep the same shape.
 ///
 /// ```
 /// use apitoken::http::ErrorBody;
@@ -76,6 +76,14 @@ impl<'a> ErrorBody<'a> {
 }
 
 impl<'a, P: Serialize> ErrorBody<'a, P> {
+    /// The same with a code and no payload, as a 404 has it (`not_found`).
+    pub fn with_code(self, code: &'a str) -> ErrorBody<'a, P> {
+        ErrorBody {
+            code: Some(code),
+            ..self
+        }
+    }
+
     /// The same with a code and a payload, as a 422 has them.
     pub fn with_details<Q: Serialize>(self, code: &'a str, payload: Q) -> ErrorBody<'a, Q> {
         ErrorBody {
@@ -182,7 +190,8 @@ pub const RETRY_AFTER_SECONDS: &str = "5";
 /// `{"error": …}` with [`status`](super::status) and [`public_message`](super::public_message): one identical 401
 /// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
 /// when the store is unavailable (with `Retry-After: 5`), 500 for other store failures;
-/// 422 answers add `code` and a `payload` object (`invalid_scopes` lists at most
+/// 404 answers add `"code": "not_found"`; 422 answers add `code` and a `payload` object
+/// (`invalid_scopes` lists at most
 /// [`MAX_LISTED_SCOPES`] names of each kind, and says in
 /// `omitted` how many it left out). The error itself goes along in an [`ErrorReport`]
 /// extension.
@@ -192,10 +201,12 @@ impl IntoResponse for Error {
             StatusCode::from_u16(super::status(&self)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = super::public_message(&self);
         let code = super::code(&self);
+        // Only a 422 explains itself to programs; a 404's code names the kind alone.
+        let payload = (status == StatusCode::UNPROCESSABLE_ENTITY).then(|| payload(&self));
         let body = ErrorBody {
             error: &message,
             code,
-            payload: code.map(|_| payload(&self)),
+            payload,
         };
         let mut response = body.into_response(status);
         if status == StatusCode::UNAUTHORIZED {
@@ -302,7 +313,13 @@ mod tests {
             let (status, _, body) =
                 answer(Error::Store(StoreError::NotFound { environment, id })).await;
             assert_eq!(status, 404);
-            assert!(!body.contains("code"), "{body}");
+            assert_eq!(
+                body,
+                format!(
+                    r#"{{"error":"no token {id} in environment {environment}","code":"not_found"}}"#
+                ),
+                "a 404 names its kind, as Dynamic's client requires, without a payload"
+            );
             let (status, _, body) = answer(Error::Store(StoreError::Unavailable {
                 source: "connection refused at 10.0.0.1".into(),
             }))

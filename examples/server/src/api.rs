@@ -7,8 +7,8 @@
 
 use crate::body::{MAX_BODY_BYTES, NewToken};
 use crate::openapi::{
-    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, ListQuery, OneToken, PostTokenFields,
-    TokenList, TokenPath, UnprocessableBody,
+    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, ListQuery, NotFoundBody, OneToken,
+    PostTokenFields, TokenList, TokenPath, UnprocessableBody,
 };
 use crate::problem::{ApiError, Problem};
 use crate::storage::Issuer;
@@ -124,8 +124,7 @@ fn openapi_json(openapi: Arc<str>) -> Response {
 }
 
 async fn no_route() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
+    Problem::not_found(
         "no_route",
         "no such endpoint: the token endpoints are under /api/v0 (see /openapi.json)",
     )
@@ -324,12 +323,12 @@ async fn revoke(
     request_body(content = PostTokenFields, content_type = "application/json"),
     responses(
         (status = 201, description = "The new token, with its plaintext: the only time it is revealed", body = CreatedToken),
-        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 400, description = "The body is not a JSON object, or its note is missing, empty, longer than 100 characters or holds a character or a token a note may not", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_note`, `invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
+        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_user_token(
@@ -392,7 +391,7 @@ async fn list_user_tokens(
         (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created", body = ErrorBody),
-        (status = 404, description = "No such token of the caller's user", body = ErrorBody),
+        (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
     )
 )]
 async fn delete_user_token(
@@ -426,12 +425,12 @@ async fn delete_user_token(
     request_body(content = PostTokenFields, content_type = "application/json"),
     responses(
         (status = 201, description = "The new token, with its plaintext: the only time it is revealed", body = CreatedToken),
-        (status = 400, description = "The body is not a JSON object, or `environmentId` is not a UUID", body = ErrorBody),
+        (status = 400, description = "The body is not a JSON object, its note is missing, empty, longer than 100 characters or holds a character or a token a note may not, or `environmentId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_note`, `invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
+        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_environment_token(
@@ -491,7 +490,7 @@ async fn list_environment_tokens(
         (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created", body = ErrorBody),
-        (status = 404, description = "No such token in the environment", body = ErrorBody),
+        (status = 404, description = "No such token in the environment", body = NotFoundBody),
     )
 )]
 async fn delete_environment_token(

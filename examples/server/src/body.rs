@@ -25,8 +25,12 @@ pub(crate) const MAX_REQUEST_SCOPES: usize = 64;
 /// - 415 unless the content type is `application/json` (or `application/…+json`);
 /// - 413 past [`MAX_BODY_BYTES`];
 /// - 400 for anything that is not a JSON object;
-/// - 422 `invalid_note`, `invalid_scopes` or `invalid_expires_at` for a field that is not
-///   what the reference says. Unknown fields are ignored.
+/// - 400 for a note that is not what the published contract says (required, a string of 1
+///   to 100 characters, no control or invisible characters, no token in it): Dynamic's
+///   client decodes a 400 `{"error": …}` as its `BadRequest`, and its 422 codes have no
+///   `invalid_note`;
+/// - 422 `invalid_scopes` or `invalid_expires_at` for those fields. Unknown fields are
+///   ignored.
 ///
 /// Whether the scopes are in the catalog and held by the caller is the issuer's check.
 #[derive(Debug)]
@@ -105,9 +109,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<IssueRequest, Problem> {
 }
 
 fn note(value: Option<Value>) -> Result<Note, Problem> {
-    let invalid = |message: String| {
-        Problem::unprocessable("invalid_note", message, json!({ "maxLength": 100 }))
-    };
+    // The kind names it in the log; the message repeats nothing the client sent.
+    let invalid =
+        |message: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_note", message).logged();
     match value {
         None | Some(Value::Null) => Err(invalid(
             "note is required: give 1 to 100 characters that say what the token is for".into(),
@@ -281,11 +285,11 @@ mod tests {
         assert_eq!(kind(br#"{"note": "ci""#), (400, Some("malformed_json")));
         assert_eq!(kind(b"[]"), (400, Some("malformed_json")));
         assert_eq!(kind(b""), (400, Some("malformed_json")));
-        assert_eq!(kind(br#"{}"#), (422, Some("invalid_note")));
-        assert_eq!(kind(br#"{"note": "  "}"#), (422, Some("invalid_note")));
-        assert_eq!(kind(br#"{"note": 5}"#), (422, Some("invalid_note")));
+        assert_eq!(kind(br#"{}"#), (400, Some("invalid_note")));
+        assert_eq!(kind(br#"{"note": "  "}"#), (400, Some("invalid_note")));
+        assert_eq!(kind(br#"{"note": 5}"#), (400, Some("invalid_note")));
         let long = format!(r#"{{"note": "{}"}}"#, "x".repeat(101));
-        assert_eq!(kind(long.as_bytes()), (422, Some("invalid_note")));
+        assert_eq!(kind(long.as_bytes()), (400, Some("invalid_note")));
         assert_eq!(
             kind(br#"{"note": "ci", "scopes": "a.b"}"#),
             (422, Some("invalid_scopes"))

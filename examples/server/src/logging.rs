@@ -95,7 +95,7 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let report = response.extensions().get::<ErrorReport>();
     match report.map(ErrorReport::error) {
         // A 422 message repeats what the client sent (its scopes): log the code only.
-        Some(e) if apitoken::http::code(e).is_some() => {
+        Some(e) if status == 422 => {
             tracing::info!(%method, route, status, micros, code = apitoken::http::code(e), "request");
         }
         Some(e) if status >= 500 => {

@@ -72,7 +72,7 @@ fn scope_schema(catalog: &ScopeCatalog) -> RefOr<Schema> {
 #[schema(rename_all = "camelCase")]
 pub(crate) struct PostTokenFields {
     /// Name or note to help identify this token and its use: 1 to 100 characters (as sent),
-    /// not only whitespace. Refused with 422 `invalid_note`: control characters, line and
+    /// not only whitespace. Refused with 400: a missing or empty note, a longer one, control characters, line and
     /// paragraph separators, bidirectional formatting characters, invisible (default-
     /// ignorable) characters other than the joiners and variation selectors of emoji
     /// sequences, and a well-formed API token anywhere in the note (a secret would be
@@ -221,18 +221,31 @@ pub(crate) struct ListQuery {
     pub(crate) state: Option<String>,
 }
 
-/// An error: 400, 401, 403, 404, 405, 413, 415, 431, 500, 503.
+/// An error: 400, 401, 403, 405, 413, 415, 431, 500, 503.
 #[derive(ToSchema)]
 pub(crate) struct ErrorBody {
     #[schema(example = "invalid or expired API token")]
     error: String,
 }
 
+/// No such token, or no such route: the reference's `NotFound`, whose `code` Dynamic's
+/// client requires.
+#[derive(ToSchema)]
+pub(crate) struct NotFoundBody {
+    #[schema(
+        example = "no token 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d in environment 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7e"
+    )]
+    error: String,
+    /// Always `not_found`.
+    #[schema(example = "not_found", pattern = "^not_found$")]
+    code: String,
+}
+
 /// A request that is well-formed but cannot be carried out.
 #[derive(ToSchema)]
 pub(crate) struct UnprocessableBody {
     error: String,
-    /// `invalid_scopes`, `too_many_api_tokens`, `invalid_note` or `invalid_expires_at`.
+    /// `invalid_scopes`, `too_many_api_tokens` or `invalid_expires_at`.
     #[schema(example = "invalid_scopes")]
     code: String,
     /// Details for programs, always of the same shape for a code: `invalid_scopes`:
@@ -241,8 +254,7 @@ pub(crate) struct UnprocessableBody {
     /// when not a timestamp), the server's `now` and `latest`, the latest expiry allowed
     /// (the creating token's, when a token that expires creates one; else null); `too_many_api_tokens`:
     /// `projectEnvironmentId` and `limit` (of the live tokens, of all the tokens kept,
-    /// or of the live tokens the calling token created, whichever was reached);
-    /// `invalid_note`: `maxLength`.
+    /// or of the live tokens the calling token created, whichever was reached).
     #[schema(value_type = Object)]
     payload: Value,
 }

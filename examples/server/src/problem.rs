@@ -12,9 +12,11 @@ pub(crate) struct Problem {
     /// A fixed name for the kind of failure: what the logs show.
     kind: &'static str,
     error: String,
-    /// A 422's code and payload. Boxed: a Value with ordered keys is large, and a Problem
-    /// travels in `Result`s.
-    details: Option<(&'static str, Box<serde_json::Value>)>,
+    /// The code the answer carries (a 422's, or `not_found`).
+    code: Option<&'static str>,
+    /// A 422's payload. Boxed: a Value with ordered keys is large, and a Problem travels
+    /// in `Result`s.
+    payload: Option<Box<serde_json::Value>>,
     /// Whether the log line gives the message as the reason (only for messages that
     /// repeat nothing the client sent).
     logged: bool,
@@ -32,8 +34,17 @@ impl Problem {
             status,
             kind,
             error: error.into(),
-            details: None,
+            code: None,
+            payload: None,
             logged: false,
+        }
+    }
+
+    /// A 404, with the code Dynamic's client requires.
+    pub(crate) fn not_found(kind: &'static str, error: impl Into<String>) -> Problem {
+        Problem {
+            code: Some("not_found"),
+            ..Problem::new(StatusCode::NOT_FOUND, kind, error)
         }
     }
 
@@ -56,7 +67,8 @@ impl Problem {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             kind: code,
             error: error.into(),
-            details: Some((code, Box::new(payload))),
+            code: Some(code),
+            payload: Some(Box::new(payload)),
             logged: false,
         }
     }
@@ -65,11 +77,12 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = ErrorBody::new(&self.error);
-        let mut response = match &self.details {
-            Some((code, payload)) => body
+        let mut response = match (self.code, &self.payload) {
+            (Some(code), Some(payload)) => body
                 .with_details(code, payload.as_ref())
                 .into_response(self.status),
-            None => body.into_response(self.status),
+            (Some(code), None) => body.with_code(code).into_response(self.status),
+            (None, _) => body.into_response(self.status),
         };
         let reason = self.logged.then(|| self.error.clone());
         response
