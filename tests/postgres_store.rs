@@ -703,20 +703,23 @@ async fn a_rotation_whose_commit_answer_is_lost_succeeds_once() {
 }
 
 /// The backend pids of every connection `pool` can hold (`max` of them), which all sit
-/// idle in it afterwards.
-async fn idle_backends(pool: &PgPool, max: usize) -> Vec<i32> {
+/// idle in it afterwards. Each runs `then` (if any) after giving its pid.
+async fn idle_backends(pool: &PgPool, max: usize, then: Option<&'static str>) -> Vec<i32> {
     let mut conns = Vec::new();
-    for _ in 0..max {
-        conns.push(pool.acquire().await.unwrap());
-    }
     let mut pids = Vec::new();
-    for conn in &mut conns {
+    for _ in 0..max {
+        let mut conn = pool.acquire().await.unwrap();
         pids.push(
             sqlx::query_scalar("SELECT pg_backend_pid()")
-                .fetch_one(&mut **conn)
+                .fetch_one(&mut *conn)
                 .await
                 .unwrap(),
         );
+        if let Some(statement) = then {
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+        }
+        // Held until all are open, so that the pool opens `max` of them.
+        conns.push(conn);
     }
     pids
 }
@@ -725,9 +728,12 @@ async fn idle_backends(pool: &PgPool, max: usize) -> Vec<i32> {
 const DEAD_POOL: u32 = 3;
 
 /// One store per kind of operation (a read, an issue under a limit, a rotation, a
-/// revocation), each with a pool of `DEAD_POOL` connections, all open and idle; and the
-/// backend pids of them all.
-async fn stores_with_full_pools(options: PgConnectOptions) -> (Vec<PostgresStore>, Vec<i32>) {
+/// revocation), each with a pool of `DEAD_POOL` connections, all open and idle, each of
+/// which ran `then` (if any); and the backend pids of them all.
+async fn stores_with_full_pools(
+    options: PgConnectOptions,
+    then: Option<&'static str>,
+) -> (Vec<PostgresStore>, Vec<i32>) {
     let mut stores = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..4 {
@@ -737,7 +743,7 @@ async fn stores_with_full_pools(options: PgConnectOptions) -> (Vec<PostgresStore
         )
         .await
         .unwrap();
-        pids.extend(idle_backends(store.pool(), DEAD_POOL as usize).await);
+        pids.extend(idle_backends(store.pool(), DEAD_POOL as usize, then).await);
         stores.push(store);
     }
     (stores, pids)
@@ -809,7 +815,7 @@ async fn every_operation_recovers(
     ));
     for store in stores {
         // Straight on the pool, with no retry: a dead connection handed out again fails.
-        let pids = idle_backends(store.pool(), DEAD_POOL as usize).await;
+        let pids = idle_backends(store.pool(), DEAD_POOL as usize, None).await;
         assert!(
             pids.iter().all(|pid| !dead.contains(pid)),
             "{pids:?} {dead:?}"
@@ -826,7 +832,7 @@ async fn sessions_the_server_terminated_are_replaced_without_an_error() {
     in_schema("terminated_sessions", |schema| async move {
         let admin = schema.store().await;
         let (env, tokens) = tokens_to_act_on(&admin).await;
-        let (stores, pids) = stores_with_full_pools(schema.options()).await;
+        let (stores, pids) = stores_with_full_pools(schema.options(), None).await;
         // Only this test's backends: other tests share the server. Waits (up to 5 s) until
         // each has exited.
         let terminated: Vec<bool> =
@@ -843,14 +849,17 @@ async fn sessions_the_server_terminated_are_replaced_without_an_error() {
 
 /// With `idle_session_timeout` the server ends a session idle for that long (57P05),
 /// pooled connections included: after it, the next operations succeed.
+///
+/// The timeout is set on the pooled sessions only, after each gave its pid: set for every
+/// connection, it would also end the replacements whenever a loaded machine leaves one
+/// idle for a second before the last check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_ended_by_idle_session_timeout_are_replaced_without_an_error() {
     in_schema("idle_session_timeout", |schema| async move {
         let admin = schema.store().await;
         let (env, tokens) = tokens_to_act_on(&admin).await;
         let (stores, pids) =
-            stores_with_full_pools(schema.options().options([("idle_session_timeout", "1s")]))
-                .await;
+            stores_with_full_pools(schema.options(), Some("SET idle_session_timeout = '1s'")).await;
         // The one real wait: the timeout is the server's.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         every_operation_recovers(&stores, &pids, env, &tokens).await;

@@ -2244,6 +2244,17 @@ fn the_database_url_can_come_from_a_file() {
     );
 }
 
+/// `url` with `password` in its user information (`postgres://user:password@host/db`),
+/// whatever user the test URL names.
+fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("the test URL has a scheme");
+    let (user, host) = rest
+        .split_once('@')
+        .expect("the test URL names a user (user@host)");
+    let user = user.split_once(':').map_or(user, |(user, _)| user);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
 /// A password in `--database-url` on the command line is warned about without repeating
 /// it or the URL; from `DATABASE_URL`, which other users cannot read, it is not.
 #[test]
@@ -2256,8 +2267,7 @@ fn a_password_on_the_command_line_is_warned_about() {
     };
     db.issue(&[]);
     // The test server trusts local connections: the password is not checked.
-    let with_password = pg.url.replacen("://postgres@", "://postgres:hunter2@", 1);
-    assert_ne!(with_password, pg.url, "the test URL names user postgres");
+    let with_password = with_password(&pg.url, "hunter2");
     let run = Cli::new(db.scratch.path())
         .args(&["list", "--env", ENV, "--database-url", &with_password])
         .run();
