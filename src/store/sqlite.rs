@@ -878,6 +878,19 @@ mod tests {
             let plan = plan(&store, query).await;
             assert!(!scans_tokens(&plan), "{query} reads a whole table:\n{plan}");
         }
+        // A token by its id: the primary key, not an index that starts with the environment.
+        for query in [
+            SqliteSql::SELECT_TOKEN,
+            SqliteSql::SELECT_PREDECESSOR,
+            SqliteSql::REVOKE,
+            SqliteSql::MARK_ROTATED,
+        ] {
+            let plan = plan(&store, query).await;
+            assert_eq!(
+                plan, "SEARCH apitoken_tokens USING PRIMARY KEY (id=?)",
+                "{query}"
+            );
+        }
         store.close().await;
     }
 }
