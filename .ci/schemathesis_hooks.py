@@ -1,8 +1,9 @@
 """schemathesis hooks for .ci/schemathesis.
 
 The run authenticates with one token, whose id schemathesis sees in answers and reuses:
-a DELETE of it would revoke it (and every token it created), and every later request would
-be a 401. Such a DELETE goes to a never-issued id instead (a 404, as for any other).
+a DELETE of it would revoke it (and every token it created), a rotation would end it (at
+once, or after a grace period), and every later request would be a 401. Such a DELETE or
+rotation goes to a never-issued id instead (a 404, as for any other).
 
 `expiresAt` must be in the future, which JSON Schema cannot say (the document says it in
 words, and a past instant is refused with 422 invalid_expires_at): generate date-times
@@ -47,7 +48,7 @@ def before_call(context, case, kwargs):
     parameters = case.path_parameters or {}
     token_id = parameters.get("tokenId")
     if (
-        case.method.upper() == "DELETE"
+        (case.method.upper() == "DELETE" or case.path.endswith("/rotate"))
         and isinstance(token_id, str)
         and _OWN_TOKEN_ID
         and token_id.lower() == _OWN_TOKEN_ID

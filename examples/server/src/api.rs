@@ -5,10 +5,10 @@
 //! tokens created through the API record their caller's creator, so a user's tokens are
 //! the tokens created, directly or through one another, on their behalf.
 
-use crate::body::{MAX_BODY_BYTES, NewToken};
+use crate::body::{MAX_BODY_BYTES, NewToken, Rotation};
 use crate::openapi::{
     ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, ListQuery, NotFoundBody, OneToken,
-    PostTokenFields, TokenList, TokenPath, UnprocessableBody,
+    PostTokenFields, RotateTokenFields, TokenList, TokenPath, UnprocessableBody,
 };
 use crate::problem::{ApiError, Problem};
 use crate::storage::Issuer;
@@ -77,9 +77,11 @@ pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
     let state = AppState { issuer };
     let tokens = OpenApiRouter::new()
         .routes(routes!(create_user_token, list_user_tokens))
-        .routes(routes!(delete_user_token))
+        .routes(routes!(get_user_token, delete_user_token))
+        .routes(routes!(rotate_user_token))
         .routes(routes!(create_environment_token, list_environment_tokens))
-        .routes(routes!(delete_environment_token))
+        .routes(routes!(get_environment_token, delete_environment_token))
+        .routes(routes!(rotate_environment_token))
         .routes(routes!(introspect));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, tokens)
@@ -312,6 +314,54 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `{"token": …}` as of now, never cached on the way.
+fn one(state: &AppState, token: Token) -> Response {
+    let token = token.as_of(state.issuer.now());
+    let mut response = Json(One { token: &token }).into_response();
+    no_store(&mut response);
+    response
+}
+
+/// Token `id` of `environment` if the caller may act on it and, for the `/user/tokens`
+/// routes (`user` given), the caller's user created it: any other is not found, as if it
+/// did not exist.
+async fn reachable(
+    state: &AppState,
+    environment: EnvironmentId,
+    caller: &Principal,
+    id: TokenId,
+    user: Option<apitoken::UserId>,
+) -> Result<Token, ApiError> {
+    let token = state.issuer.get(environment, caller, id).await?;
+    if user.is_some_and(|user| token.created_by.id != user) {
+        return Err(
+            apitoken::Error::Store(apitoken::StoreError::NotFound { environment, id }).into(),
+        );
+    }
+    Ok(token)
+}
+
+async fn rotate(
+    state: &AppState,
+    environment: EnvironmentId,
+    caller: &Principal,
+    id: TokenId,
+    Rotation(grace): Rotation,
+) -> Result<Response, ApiError> {
+    let mut issued = state.issuer.rotate(environment, caller, id, grace).await?;
+    issued.token = issued.token.as_of(state.issuer.now());
+    tracing::info!(
+        token_id = %issued.token.id,
+        replaces = %id,
+        environment = %environment,
+        by = %caller.token_id(),
+        grace_seconds = grace.as_secs(),
+        checksum = %issued.token.checksum,
+        "token rotated"
+    );
+    Ok(created(&issued))
+}
+
 /// Create a token for the calling dashboard user
 ///
 /// The user is the creator of the calling token; the new token belongs to the caller's
@@ -403,13 +453,80 @@ async fn delete_user_token(
     let id = token_id(param)?;
     let environment = auth.environment();
     let caller = auth.principal();
-    let token = state.issuer.get(environment, caller, id).await?;
-    if token.created_by.id != caller.created_by().id {
-        return Err(
-            apitoken::Error::Store(apitoken::StoreError::NotFound { environment, id }).into(),
-        );
-    }
+    let user = Some(caller.created_by().id);
+    reachable(&state, environment, caller, id, user).await?;
     revoke(&state, environment, id, caller).await
+}
+
+/// One of the calling dashboard user's tokens
+///
+/// The same token a list shows (`active` false once revoked or expired), never its raw
+/// token. Another user's token, or one of another environment, is not found. A token
+/// that another token created sees only itself and the tokens it created (403 otherwise).
+#[utoipa::path(
+    get,
+    path = "/user/tokens/{tokenId}",
+    tag = "tokens",
+    params(TokenPath),
+    responses(
+        (status = 200, description = "The token, without its plaintext", body = OneToken),
+        (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.read`, or was created by a token and the token asked for is neither it nor one it created", body = ErrorBody),
+        (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
+    )
+)]
+async fn get_user_token(
+    State(state): State<AppState>,
+    auth: Result<Authorized<ReadOwnTokens>, Rejection>,
+    param: Result<Path<TokenIdParam>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let id = token_id(param)?;
+    let caller = auth.principal();
+    let user = Some(caller.created_by().id);
+    let token = reachable(&state, auth.environment(), caller, id, user).await?;
+    Ok(one(&state, token))
+}
+
+/// Rotate one of the calling dashboard user's tokens
+///
+/// Issues a successor with the same note, scopes, creator and lifetime length, and
+/// answers it with its plaintext, the only time it is revealed. The replaced token keeps
+/// working for `gracePeriodSeconds` (none: it stops at once), then fails as expired. A
+/// token is rotated once: to rotate again, rotate its successor (409 otherwise, as for a
+/// revoked or expired token). Another user's token is not found; a token that another
+/// token created rotates only itself and the tokens it created (403 otherwise).
+#[utoipa::path(
+    post,
+    path = "/user/tokens/{tokenId}/rotate",
+    tag = "tokens",
+    params(TokenPath),
+    request_body(content = Option<RotateTokenFields>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The successor, with its plaintext: the only time it is revealed", body = CreatedToken),
+        (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens, the body is not a JSON object, or `gracePeriodSeconds` is not a whole number from 0 to 2592000", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created", body = ErrorBody),
+        (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
+        (status = 409, description = "The token was rotated before, or is revoked or expired", body = ErrorBody),
+        (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit", body = UnprocessableBody),
+    )
+)]
+async fn rotate_user_token(
+    State(state): State<AppState>,
+    auth: Result<Authorized<WriteOwnTokens>, Rejection>,
+    param: Result<Path<TokenIdParam>, PathRejection>,
+    body: Result<Rotation, Problem>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let id = token_id(param)?;
+    let body = body?;
+    let environment = auth.environment();
+    let caller = auth.principal();
+    let user = Some(caller.created_by().id);
+    reachable(&state, environment, caller, id, user).await?;
+    rotate(&state, environment, caller, id, body).await
 }
 
 /// Create a token in an environment
@@ -503,6 +620,71 @@ async fn delete_environment_token(
     revoke(&state, auth.environment(), id, auth.principal()).await
 }
 
+/// One token of an environment
+///
+/// The same token a list shows (`active` false once revoked or expired), never its raw
+/// token. A token that another token created sees only itself and the tokens it created
+/// (403 otherwise).
+#[utoipa::path(
+    get,
+    path = "/environments/{environmentId}/tokens/{tokenId}",
+    tag = "tokens",
+    params(EnvironmentPath, TokenPath),
+    responses(
+        (status = 200, description = "The token, without its plaintext", body = OneToken),
+        (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.read`, or was created by a token and the token asked for is neither it nor one it created", body = ErrorBody),
+        (status = 404, description = "No such token in the environment", body = NotFoundBody),
+    )
+)]
+async fn get_environment_token(
+    State(state): State<AppState>,
+    auth: Result<Authorized<ReadTokens>, Rejection>,
+    param: Result<Path<TokenIdParam>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let id = token_id(param)?;
+    let token = reachable(&state, auth.environment(), auth.principal(), id, None).await?;
+    Ok(one(&state, token))
+}
+
+/// Rotate a token of an environment
+///
+/// Issues a successor with the same note, scopes, creator and lifetime length, and
+/// answers it with its plaintext, the only time it is revealed. The replaced token keeps
+/// working for `gracePeriodSeconds` (none: it stops at once), then fails as expired. A
+/// token is rotated once: to rotate again, rotate its successor (409 otherwise, as for a
+/// revoked or expired token). A token that another token created rotates only itself and
+/// the tokens it created (403 otherwise).
+#[utoipa::path(
+    post,
+    path = "/environments/{environmentId}/tokens/{tokenId}/rotate",
+    tag = "tokens",
+    params(EnvironmentPath, TokenPath),
+    request_body(content = Option<RotateTokenFields>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The successor, with its plaintext: the only time it is revealed", body = CreatedToken),
+        (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens, the body is not a JSON object, or `gracePeriodSeconds` is not a whole number from 0 to 2592000", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created", body = ErrorBody),
+        (status = 404, description = "No such token in the environment", body = NotFoundBody),
+        (status = 409, description = "The token was rotated before, or is revoked or expired", body = ErrorBody),
+        (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit", body = UnprocessableBody),
+    )
+)]
+async fn rotate_environment_token(
+    State(state): State<AppState>,
+    auth: Result<Authorized<WriteTokens>, Rejection>,
+    param: Result<Path<TokenIdParam>, PathRejection>,
+    body: Result<Rotation, Problem>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let id = token_id(param)?;
+    let body = body?;
+    rotate(&state, auth.environment(), auth.principal(), id, body).await
+}
+
 /// The token that makes the call
 ///
 /// Any valid token may introspect itself; no scope is needed.
@@ -522,9 +704,6 @@ async fn introspect(
     let token = state
         .issuer
         .get(principal.environment(), &principal, principal.token_id())
-        .await?
-        .as_of(state.issuer.now());
-    let mut response = Json(One { token: &token }).into_response();
-    no_store(&mut response);
-    Ok(response)
+        .await?;
+    Ok(one(&state, token))
 }

@@ -1,5 +1,6 @@
-//! The body of a create request, `PostTokenFields`, read and checked field by field so
-//! that each mistake gets its own answer.
+//! The bodies of a create request, `PostTokenFields`, and of a rotation,
+//! `RotateTokenFields`, read and checked field by field so that each mistake gets its own
+//! answer.
 
 use crate::problem::Problem;
 use apitoken::MAX_LISTED_SCOPES;
@@ -12,6 +13,7 @@ use axum::http::{StatusCode, header};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use std::time::Duration;
 
 /// The largest request body accepted, in bytes.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -40,30 +42,124 @@ impl<S: Send + Sync> FromRequest<S> for NewToken {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(request.headers().get(header::CONTENT_TYPE)) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be JSON: send `Content-Type: application/json`",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the body is too large: at most {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    "the request body could not be read: send it again",
-                )
-            }
-        })?;
+        let bytes = json_bytes(request, state).await?;
         parse(&bytes).map(NewToken)
     }
+}
+
+/// The bytes of a JSON body: 415 unless the content type says JSON, then [`bytes`].
+async fn json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
+    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return Err(not_json());
+    }
+    bytes(request, state).await
+}
+
+fn not_json() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the body must be JSON: send `Content-Type: application/json`",
+    )
+}
+
+/// The body's bytes: 413 past [`MAX_BODY_BYTES`], 400 if it cannot be read.
+async fn bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
+    Bytes::from_request(request, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is too large: at most {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the request body could not be read: send it again",
+            )
+        }
+    })
+}
+
+/// The longest grace period a rotation over HTTP may give the token it replaces: 30 days.
+pub(crate) const MAX_GRACE_SECONDS: u64 = 30 * 24 * 60 * 60;
+
+/// A checked `RotateTokenFields` body, `{"gracePeriodSeconds": …}`: how long the replaced
+/// token keeps working. The body is optional: none (or an empty one, whatever its content
+/// type) or a JSON `null` means 0, the old token stops at once, as the CLI's `rotate`
+/// does.
+///
+/// - 415 for a body whose content type is not JSON, 413 past [`MAX_BODY_BYTES`];
+/// - 400 for anything that is not a JSON object, and for a `gracePeriodSeconds` that is not
+///   a whole number from 0 to [`MAX_GRACE_SECONDS`] (the published contract's bounds).
+///   Unknown fields are ignored.
+#[derive(Debug)]
+pub(crate) struct Rotation(pub(crate) Duration);
+
+impl<S: Send + Sync> FromRequest<S> for Rotation {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers().get(header::CONTENT_TYPE));
+        let bytes = bytes(request, state).await?;
+        if bytes.is_empty() {
+            Ok(Rotation(Duration::ZERO))
+        } else if !json {
+            Err(not_json())
+        } else {
+            parse_rotation(&bytes).map(Rotation)
+        }
+    }
+}
+
+/// The grace period in a rotation's body. The messages repeat nothing the client sent.
+pub(crate) fn parse_rotation(bytes: &[u8]) -> Result<Duration, Problem> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let mut fields = match value {
+        Value::Object(fields) => fields,
+        // The document's schema is the object or null, as for an absent body.
+        Value::Null => return Ok(Duration::ZERO),
+        _ => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                r#"the body must be a JSON object such as {"gracePeriodSeconds": 3600}, or absent"#,
+            ));
+        }
+    };
+    match fields.remove("gracePeriodSeconds") {
+        None | Some(Value::Null) => Ok(Duration::ZERO),
+        // A whole number written as 3600.0 is an integer to JSON Schema too.
+        Some(Value::Number(n)) => match n.as_u64().or_else(|| whole(n.as_f64())) {
+            Some(seconds) if seconds <= MAX_GRACE_SECONDS => Ok(Duration::from_secs(seconds)),
+            _ => Err(invalid_grace()),
+        },
+        Some(_) => Err(invalid_grace()),
+    }
+}
+
+fn whole(n: Option<f64>) -> Option<u64> {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    n.filter(|n| n.fract() == 0.0 && (0.0..=MAX_GRACE_SECONDS as f64).contains(n))
+        .map(|n| n as u64)
+}
+
+fn invalid_grace() -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_grace_period",
+        format!(
+            "gracePeriodSeconds must be a whole number of seconds from 0 (the old token stops at once) to {MAX_GRACE_SECONDS} (30 days)"
+        ),
+    )
+    .logged()
 }
 
 fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
@@ -308,6 +404,43 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(kind(deep.as_bytes()), (400, Some("malformed_json")));
+    }
+
+    fn grace(bytes: &[u8]) -> Result<u64, (u16, Option<&'static str>)> {
+        parse_rotation(bytes).map(|d| d.as_secs()).map_err(|p| {
+            let response = axum::response::IntoResponse::into_response(p);
+            let kind = response
+                .extensions()
+                .get::<crate::problem::ProblemKind>()
+                .map(|k| k.0);
+            (response.status().as_u16(), kind)
+        })
+    }
+
+    #[test]
+    fn a_rotation_takes_a_grace_period_within_bounds() {
+        assert_eq!(grace(br#"{}"#), Ok(0));
+        assert_eq!(grace(b"null"), Ok(0));
+        assert_eq!(grace(br#"{"gracePeriodSeconds": null, "other": 1}"#), Ok(0));
+        assert_eq!(grace(br#"{"gracePeriodSeconds": 0}"#), Ok(0));
+        assert_eq!(grace(br#"{"gracePeriodSeconds": 3600}"#), Ok(3600));
+        assert_eq!(grace(br#"{"gracePeriodSeconds": 2592000}"#), Ok(2_592_000));
+        assert_eq!(grace(br#"{"gracePeriodSeconds": 60.0}"#), Ok(60));
+        let invalid = Err((400, Some("invalid_grace_period")));
+        for bad in [
+            &br#"{"gracePeriodSeconds": 2592001}"#[..],
+            br#"{"gracePeriodSeconds": -1}"#,
+            br#"{"gracePeriodSeconds": 1.5}"#,
+            br#"{"gracePeriodSeconds": 1e300}"#,
+            br#"{"gracePeriodSeconds": "60"}"#,
+            br#"{"gracePeriodSeconds": 18446744073709551616}"#,
+        ] {
+            assert_eq!(grace(bad), invalid, "{}", String::from_utf8_lossy(bad));
+        }
+        let malformed = Err((400, Some("malformed_json")));
+        assert_eq!(grace(b"[]"), malformed);
+        assert_eq!(grace(b"60"), malformed);
+        assert_eq!(grace(br#"{"gracePeriodSeconds": "#), malformed);
     }
 
     #[test]

@@ -91,6 +91,18 @@ pub(crate) struct PostTokenFields {
     expires_at: Option<String>,
 }
 
+/// How a rotation treats the token it replaces. The body is optional: without one the old
+/// token stops at once.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub(crate) struct RotateTokenFields {
+    /// How long the replaced token keeps working, in seconds: 0 (the default) to 2592000
+    /// (30 days), and never past the replaced token's own expiry. Anything else is refused
+    /// with 400.
+    #[schema(minimum = 0, maximum = 2592000, example = 3600)]
+    grace_period_seconds: Option<u32>,
+}
+
 /// Who created a token.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]

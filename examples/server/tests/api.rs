@@ -1091,6 +1091,246 @@ async fn delegated_tokens_never_outlive_their_creator() {
     assert!(status.success(), "{logs}");
 }
 
+/// `GET …/{tokenId}` and `POST …/{tokenId}/rotate` on both families of routes: one token
+/// as the lists show it, a rotation's successor shown once, the grace period and its end,
+/// rotation once only, and the same authority as deleting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_is_read_and_rotated_by_id() {
+    const NEVER_ISSUED: &str = "00000000-0000-7000-8000-000000000000";
+    let db = TempDb::new("rotate");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let bobs = issue_first(store.clone(), None, environment(), bob(), admin_scopes()).await;
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let tokens = env_tokens(environment());
+    let me = |raw: String| {
+        let server = &server;
+        async move {
+            server
+                .call("GET", "/api/v0/tokens/me")
+                .bearer(&raw)
+                .send()
+                .await
+        }
+    };
+    let created = server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "deploys", "scopes": [READ, WRITE] }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let old_raw = created["token"]["rawToken"].as_str().unwrap().to_owned();
+    let old_id = created["token"]["id"].as_str().unwrap().to_owned();
+
+    // One token: what the list shows of it, never its raw token, never cached.
+    let reply = server
+        .call("GET", &format!("{tokens}/{old_id}"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let one = reply.json();
+    let list = server
+        .call("GET", &tokens)
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let listed = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == old_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(one, json!({ "token": listed }));
+    assert!(one["token"].get("rawToken").is_none());
+    let mine = server
+        .call("GET", &format!("/api/v0/user/tokens/{old_id}"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(mine, one);
+    // Another user's token is not found through the user routes; an unknown id anywhere.
+    for (path, bearer) in [
+        (format!("/api/v0/user/tokens/{old_id}"), &bobs.raw),
+        (format!("/api/v0/user/tokens/{NEVER_ISSUED}"), &admin.raw),
+        (format!("{tokens}/{NEVER_ISSUED}"), &admin.raw),
+    ] {
+        let body = server
+            .call("GET", &path)
+            .bearer(bearer)
+            .send()
+            .await
+            .expect(404)
+            .json();
+        assert_eq!(body["code"], "not_found", "{path}: {body}");
+    }
+    server
+        .call("GET", &format!("{tokens}/{}", old_id.to_uppercase()))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(400);
+    // Bob cannot rotate Alice's token through the user routes either.
+    server
+        .call("POST", &format!("/api/v0/user/tokens/{old_id}/rotate"))
+        .bearer(&bobs.raw)
+        .send()
+        .await
+        .expect(404);
+
+    // Rotate with an hour's grace: the successor, shown once, like the token it replaces.
+    let rotate = |id: String, bearer: String, body: Option<Value>| {
+        let server = &server;
+        let tokens = &tokens;
+        async move {
+            let call = server
+                .call("POST", &format!("{tokens}/{id}/rotate"))
+                .bearer(&bearer);
+            match body {
+                Some(body) => call.json(&body),
+                None => call,
+            }
+            .send()
+            .await
+        }
+    };
+    let reply = rotate(
+        old_id.clone(),
+        admin.raw.clone(),
+        Some(json!({ "gracePeriodSeconds": 3600 })),
+    )
+    .await
+    .expect(201);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let successor = reply.json();
+    let new_raw = successor["token"]["rawToken"].as_str().unwrap().to_owned();
+    let new_id = successor["token"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, old_id);
+    assert_ne!(new_raw, old_raw);
+    for field in ["note", "scopes", "createdBy", "createdByTokenId"] {
+        assert_eq!(
+            successor["token"][field], created["token"][field],
+            "{field}"
+        );
+    }
+    // Both work during the grace period; the old one now ends within the hour.
+    me(new_raw.clone()).await.expect(200);
+    let old_now = me(old_raw.clone()).await.expect(200).json();
+    let ends = old_now["token"]["expiresAt"].as_str().expect("an expiry");
+    let ends = chrono::DateTime::parse_from_rfc3339(ends).unwrap();
+    let hour = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    assert!(
+        ends <= hour && ends > hour - chrono::TimeDelta::minutes(5),
+        "{old_now}"
+    );
+    // A token is rotated once: again is a 409, whoever asks.
+    let again = rotate(old_id.clone(), admin.raw.clone(), None)
+        .await
+        .expect(409)
+        .json();
+    assert_eq!(keys(&again), set(&["error"]), "{again}");
+    // Deleting the successor ends the old token's grace in the same step.
+    server
+        .call("DELETE", &format!("{tokens}/{new_id}"))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    assert_unauthorized(me(old_raw.clone()).await);
+    assert_unauthorized(me(new_raw.clone()).await);
+    // A revoked token cannot be rotated.
+    rotate(new_id.clone(), admin.raw.clone(), None)
+        .await
+        .expect(409);
+
+    // Without a body the old token stops at once. A delegated token rotates itself (the
+    // user route too), never its creator, and its successor keeps its place in the tree.
+    let delegated = server
+        .call("POST", &tokens)
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "delegated", "scopes": [READ, WRITE] }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let d_raw = delegated["token"]["rawToken"].as_str().unwrap().to_owned();
+    let d_id = delegated["token"]["id"].as_str().unwrap().to_owned();
+    for (path, status) in [
+        (format!("{tokens}/{}", admin.id), 403),
+        (format!("/api/v0/user/tokens/{}", admin.id), 403),
+        (format!("{tokens}/{}/rotate", admin.id), 403),
+        (format!("/api/v0/user/tokens/{}/rotate", admin.id), 403),
+        (format!("{tokens}/{d_id}"), 200),
+    ] {
+        let method = if path.ends_with("/rotate") {
+            "POST"
+        } else {
+            "GET"
+        };
+        server
+            .call(method, &path)
+            .bearer(&d_raw)
+            .send()
+            .await
+            .expect(status);
+    }
+    let d2 = server
+        .call("POST", &format!("/api/v0/user/tokens/{d_id}/rotate"))
+        .bearer(&d_raw)
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert_unauthorized(me(d_raw.clone()).await);
+    let d2_raw = d2["token"]["rawToken"].as_str().unwrap().to_owned();
+    assert_eq!(d2["token"]["createdByTokenId"], json!(admin.id));
+    me(d2_raw.clone()).await.expect(200);
+    me(admin.raw.clone()).await.expect(200);
+
+    // The body, when there is one: JSON, an object, a grace period within bounds.
+    let d2_id = d2["token"]["id"].as_str().unwrap().to_owned();
+    let path = format!("{tokens}/{d2_id}/rotate");
+    for (body, content_type, status) in [
+        (
+            &br#"{"gracePeriodSeconds": 2592001}"#[..],
+            "application/json",
+            400,
+        ),
+        (br#"{"gracePeriodSeconds": -1}"#, "application/json", 400),
+        (br#"{"gracePeriodSeconds": "1h"}"#, "application/json", 400),
+        (b"[]", "application/json", 400),
+        (br#"{"gracePeriodSeconds": 60}"#, "text/plain", 415),
+    ] {
+        let reply = server
+            .call("POST", &path)
+            .bearer(&admin.raw)
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect(status);
+        assert_eq!(keys(&reply.json()), set(&["error"]));
+    }
+    // None of those rotated it.
+    me(d2_raw).await.expect(200);
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("token rotated"), "{logs}");
+    for raw in [&old_raw, &new_raw, &d_raw] {
+        assert!(!logs.contains(raw.as_str()), "{logs}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creation_stops_at_the_limit() {
     let db = TempDb::new("limit");
@@ -1222,10 +1462,14 @@ async fn the_openapi_description_matches_the_answers() {
         set(&[
             "POST /api/v0/user/tokens",
             "GET /api/v0/user/tokens",
+            "GET /api/v0/user/tokens/{tokenId}",
             "DELETE /api/v0/user/tokens/{tokenId}",
+            "POST /api/v0/user/tokens/{tokenId}/rotate",
             "POST /api/v0/environments/{environmentId}/tokens",
             "GET /api/v0/environments/{environmentId}/tokens",
+            "GET /api/v0/environments/{environmentId}/tokens/{tokenId}",
             "DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}",
+            "POST /api/v0/environments/{environmentId}/tokens/{tokenId}/rotate",
             "GET /api/v0/tokens/me",
         ])
     );
