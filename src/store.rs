@@ -698,8 +698,10 @@ pub enum StoreError {
         /// The fingerprint of the key given.
         given: KeyFingerprint,
     },
-    /// [`open`](crate::open_store) was given a URL it cannot open: another scheme, or one
-    /// whose cargo feature this build lacks.
+    /// [`open`](crate::open_store) or [`PostgresStore::connect`](crate::PostgresStore) was
+    /// given a URL it cannot open: another scheme, one whose cargo feature this build
+    /// lacks, or a PostgreSQL URL without `//` or that the driver cannot read. The reason
+    /// never repeats the URL's password.
     #[error("cannot open a token store from this URL: {reason}")]
     InvalidUrl {
         /// What was wrong, and what is accepted.

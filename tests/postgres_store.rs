@@ -1144,3 +1144,57 @@ async fn a_postgres_url_opens_a_store_that_prepare_binds_to_the_key() {
     })
     .await;
 }
+
+/// No error from a malformed or refused PostgreSQL URL repeats its password, whether it
+/// comes from reading the URL or from the server it names (issue 21 §5: without the `//`,
+/// the driver took `app:PASSWORD@host:port/app` for a database name, and the server's
+/// "database … does not exist" repeated it).
+#[tokio::test]
+async fn no_error_from_a_bad_url_repeats_its_password() {
+    let Some(url) = postgres_url("no_error_from_a_bad_url_repeats_its_password") else {
+        return;
+    };
+    let options = PgConnectOptions::from_str(&url).unwrap();
+    let (host, port) = (options.get_host().to_owned(), options.get_port());
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let user = options.get_username().to_owned();
+    const SECRET: &str = "pw-s3cr3t-9f2c";
+    let urls = [
+        // The role the test URL names exists: the server's answer is about the database.
+        format!("postgres:app:{SECRET}@{host}:{port}/{database}?user={user}"),
+        format!("postgres:apitoken_no_such_role:{SECRET}@{host}:{port}/{database}"),
+        format!("postgresql:apitoken_no_such_role:{SECRET}@{host}:{port}/{database}"),
+        format!("POSTGRES:apitoken_no_such_role:{SECRET}@{host}:{port}/{database}"),
+        format!("postgres:/apitoken_no_such_role:{SECRET}@{host}:{port}/{database}"),
+        format!(" postgres://apitoken_no_such_role:{SECRET}@{host}:{port}/{database}"),
+        format!("postgres://app:{SECRET}@{host}:notaport/{database}"),
+        format!("postgres://app:{SECRET}@{host}:{port}/{database}?sslmode=sometimes"),
+        format!("postgres://app:{SECRET}@[::1/{database}"),
+        format!("postgres://app:{SECRET}@{host}:1/{database}"),
+        format!("postgres://apitoken_no_such_role:{SECRET}@{host}:{port}/{database}"),
+        format!("postgres://app:{SECRET}@{host}:{port}/apitoken_no_such_database"),
+        format!("postgres://{host}:{port}/{database}?user=apitoken_no_such_role&password={SECRET}"),
+    ];
+    for url in &urls {
+        let direct = PostgresStore::connect(url).await.err();
+        let opened = apitoken::open_store(url).await.err();
+        for e in [direct, opened] {
+            let e = e.unwrap_or_else(|| panic!("{url} was accepted"));
+            let mut shown = format!("{e} {e:?}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                shown.push_str(&format!(" {inner} {inner:?}"));
+                source = inner.source();
+            }
+            assert!(!shown.contains(SECRET), "{url}: {shown}");
+        }
+    }
+    // Without the `//` it is refused before any connection, saying what to write.
+    for url in &urls[..6] {
+        let e = PostgresStore::connect(url).await.err().unwrap();
+        assert!(
+            matches!(&e, StoreError::InvalidUrl { reason } if reason.contains("postgres://")),
+            "{url}: {e:?}"
+        );
+    }
+}

@@ -638,6 +638,9 @@ async fn connect_postgres(
         }
         // Its own message says what to check; the server is running.
         Err(e @ StoreError::Tls { .. }) => Err(format!("cannot connect to PostgreSQL: {e}")),
+        Err(StoreError::InvalidUrl { reason }) => {
+            Err(format!("{reason}: correct {}", postgres.named_by))
+        }
         Err(e) => {
             let mut line = format!(
                 "cannot connect to PostgreSQL ({}): check {} and that the server is running",

@@ -308,6 +308,28 @@ impl SqlDialect for PostgresSql {
 /// The advisory lock key `prepare` takes (any fixed number; "apitoken" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6170_6974_6f6b_656e;
 
+/// What `url` asks for, if it is a `postgres://` or `postgresql://` URL.
+///
+/// A URL without the `//` (`postgres:app:secret@db/app`) is refused with
+/// [`StoreError::InvalidUrl`], which repeats none of it: the driver would read everything
+/// after the colon as a database name, and the server's "database … does not exist" would
+/// repeat the password.
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !scheme
+        .is_some_and(|s| s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql"))
+    {
+        return Err(StoreError::InvalidUrl {
+            reason: "a PostgreSQL URL starts with `postgres://` or `postgresql://`, such as postgres://app@db.example:5432/app".to_owned(),
+        });
+    }
+    // The driver's reasons name what is wrong (a port that is not a number, an unknown
+    // `sslmode`), never the password.
+    PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+        reason: format!("the PostgreSQL URL cannot be read: {e}"),
+    })
+}
+
 fn err(e: sqlx::Error) -> StoreError {
     match sql::map_error(e, Engine::Postgres) {
         StoreError::Unavailable { source } => StoreError::Unavailable {
@@ -490,9 +512,11 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects with a URL (`postgres://user:password@host:port/database?…`), with a pool
     /// of up to 10 connections, a 5-second acquire timeout, and connections tested when
-    /// released rather than before each use.
+    /// released rather than before each use. A URL that does not start with `postgres://`
+    /// or `postgresql://`, or that the driver cannot read, is refused with
+    /// [`StoreError::InvalidUrl`], whose reason never repeats the password.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(err)?;
+        let options = connect_options(url)?;
         PostgresStore::connect_with(options, PostgresStore::pool_options()).await
     }
 
