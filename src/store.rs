@@ -26,8 +26,8 @@ pub type DynTokenStore = Box<dyn TokenStore>;
 /// | URL | store | feature |
 /// |---|---|---|
 /// | `memory:` | a new, empty [`MemoryStore`](crate::MemoryStore) | always |
-/// | `sqlite://PATH`, `sqlite:PATH` (`sqlite:///abs/path` for an absolute one) | [`SqliteStore`](crate::SqliteStore), creating the file | `sqlite` |
-/// | `postgres://…`, `postgresql://…` | [`PostgresStore`](crate::PostgresStore) | `postgres` |
+/// | `sqlite://PATH`, `sqlite:PATH` (`sqlite:///abs/path` for an absolute one) | [`SqliteStore`], creating the file | `sqlite` |
+/// | `postgres://…`, `postgresql://…` | [`PostgresStore`] | `postgres` |
 ///
 /// Another scheme, or one whose feature this build lacks, is refused with
 /// [`StoreError::InvalidUrl`], which names the scheme but never the rest of the URL (it may
@@ -47,6 +47,18 @@ pub type DynTokenStore = Box<dyn TokenStore>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
+///
+// The stores of a feature this build lacks link to the documentation of every feature.
+#[cfg_attr(feature = "sqlite", doc = "[`SqliteStore`]: crate::SqliteStore")]
+#[cfg_attr(
+    not(feature = "sqlite"),
+    doc = "[`SqliteStore`]: https://docs.rs/apitoken/latest/apitoken/struct.SqliteStore.html"
+)]
+#[cfg_attr(feature = "postgres", doc = "[`PostgresStore`]: crate::PostgresStore")]
+#[cfg_attr(
+    not(feature = "postgres"),
+    doc = "[`PostgresStore`]: https://docs.rs/apitoken/latest/apitoken/struct.PostgresStore.html"
+)]
 pub async fn open_store(url: &str) -> Result<DynTokenStore, StoreError> {
     let url = url.trim();
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
@@ -698,10 +710,19 @@ pub enum StoreError {
         /// The fingerprint of the key given.
         given: KeyFingerprint,
     },
-    /// [`open`](crate::open_store) or [`PostgresStore::connect`](crate::PostgresStore) was
+    /// [`open`](crate::open_store) or [`PostgresStore::connect`] was
     /// given a URL it cannot open: another scheme, one whose cargo feature this build
     /// lacks, or a PostgreSQL URL without `//` or that the driver cannot read. The reason
     /// never repeats the URL's password.
+    ///
+    #[cfg_attr(
+        feature = "postgres",
+        doc = "[`PostgresStore::connect`]: crate::PostgresStore::connect"
+    )]
+    #[cfg_attr(
+        not(feature = "postgres"),
+        doc = "[`PostgresStore::connect`]: https://docs.rs/apitoken/latest/apitoken/struct.PostgresStore.html#method.connect"
+    )]
     #[error("cannot open a token store from this URL: {reason}")]
     InvalidUrl {
         /// What was wrong, and what is accepted.

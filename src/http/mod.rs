@@ -7,11 +7,11 @@
 //!   [`Principal`](crate::Principal): any valid token will do.
 //! - [`Authorized<R>`] also checks the environment and the scopes that the
 //!   [`Requirement`] `R` names, before the handler runs.
-//! - [`Error`](crate::Error) is an [`IntoResponse`](axum::response::IntoResponse), so a
+//! - [`Error`](crate::Error) is an [`IntoResponse`], so a
 //!   handler returns `Result<_, apitoken::Error>` and `?` gives the reference answers.
 //!
 //! The extractors find the issuer through a [`TokenAuth`], which the router's state
-//! provides with axum's [`FromRef`](axum::extract::FromRef). A state that *is* an
+//! provides with axum's [`FromRef`]. A state that *is* an
 //! `Arc<TokenIssuer<S>>` provides it already; an application state with more in it
 //! implements `FromRef<AppState> for TokenAuth` in three lines.
 //!
@@ -83,6 +83,17 @@
 //! The response carries the full error in an [`ErrorReport`] extension, for logging
 //! middleware: its message tells the four authentication failures apart and never holds
 //! a presented token.
+//!
+// The items of the feature `axum` link to themselves when it is on, and to the
+// documentation built with every feature when it is off.
+#![cfg_attr(
+    feature = "axum",
+    doc = "[`Authenticated`]: Authenticated\n[`Authorized<R>`]: Authorized\n[`Requirement`]: Requirement\n[`TokenAuth`]: TokenAuth\n[`ErrorReport`]: ErrorReport\n[`IntoResponse`]: axum::response::IntoResponse\n[`FromRef`]: axum::extract::FromRef"
+)]
+#![cfg_attr(
+    not(feature = "axum"),
+    doc = "[`Authenticated`]: https://docs.rs/apitoken/latest/apitoken/http/struct.Authenticated.html\n[`Authorized<R>`]: https://docs.rs/apitoken/latest/apitoken/http/struct.Authorized.html\n[`Requirement`]: https://docs.rs/apitoken/latest/apitoken/http/trait.Requirement.html\n[`TokenAuth`]: https://docs.rs/apitoken/latest/apitoken/http/struct.TokenAuth.html\n[`ErrorReport`]: https://docs.rs/apitoken/latest/apitoken/http/struct.ErrorReport.html\n[`IntoResponse`]: https://docs.rs/axum/0.8/axum/response/trait.IntoResponse.html\n[`FromRef`]: https://docs.rs/axum/0.8/axum/extract/trait.FromRef.html"
+)]
 
 mod answer;
 #[cfg(feature = "axum")]
