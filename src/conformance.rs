@@ -1963,6 +1963,10 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
         self.inner.prepare(key).await
     }
+
+    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.inner.check(key).await
+    }
     async fn close(&self) {
         self.inner.close().await
     }

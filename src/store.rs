@@ -254,6 +254,18 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         Ok(())
     }
 
+    /// Checks, reading only, that the store can serve an issuer that hashes with `key`: it
+    /// answers, holds the schema [`prepare`](Self::prepare) writes
+    /// ([`StoreError::NotPrepared`] for none or an older one, [`StoreError::SchemaTooNew`]
+    /// for a newer one) and is bound to `key` ([`StoreError::HashKeyMismatch`]). What a
+    /// readiness probe asks (the reference server's `/readyz`): one or two small reads,
+    /// cheap enough to ask every few seconds. The default, for a store that keeps nothing
+    /// across restarts, answers `Ok`.
+    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
+
     /// Writes what the store buffers (SQLite's last-use times) and closes its connections;
     /// the store is not used afterwards. The default does nothing.
     async fn close(&self) {}
@@ -738,6 +750,17 @@ pub enum StoreError {
         /// The newest version this library knows.
         supported: i64,
     },
+    /// The database holds no apitoken schema, or an older one than this library writes:
+    /// [`TokenStore::prepare`] has not run with this version (see [`TokenStore::check`]).
+    #[error(
+        "the database schema is version {found} and this version of apitoken needs version {current}: prepare the store (TokenIssuerBuilder::prepare, or any apitoken command that writes) to create or upgrade it"
+    )]
+    NotPrepared {
+        /// The version found, 0 for none.
+        found: i64,
+        /// The version this library writes.
+        current: i64,
+    },
     /// Any other backend failure.
     #[error("the token store failed: {source}")]
     Backend {
@@ -795,6 +818,9 @@ macro_rules! forward_store {
             }
             async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
                 (**self).prepare(key).await
+            }
+            async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+                (**self).check(key).await
             }
             async fn close(&self) {
                 (**self).close().await

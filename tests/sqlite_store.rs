@@ -114,6 +114,11 @@ async fn a_newer_schema_is_refused() {
         "{err:?}"
     );
     assert!(err.to_string().contains("upgrade apitoken"), "{err}");
+    let err = store.check(KeyFingerprint::Unkeyed).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err:?}"
+    );
 }
 
 /// The schema exactly as version 1 of this library created it (its only migration, and
@@ -202,8 +207,22 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
 
     let store = SqliteStore::open(&db.path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 1);
+    // Not ready until prepared: a readiness probe says so, reading only.
+    let unready = store.check(KeyFingerprint::Unkeyed).await.unwrap_err();
+    assert!(
+        matches!(
+            unready,
+            StoreError::NotPrepared {
+                found: 1,
+                current: 4
+            }
+        ),
+        "{unready:?}"
+    );
+    assert_eq!(store.schema_version().await.unwrap(), 1);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 4);
+    store.check(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 4);
     store.prepare(hasher.fingerprint()).await.unwrap();

@@ -497,6 +497,10 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.inner.prepare(key).await
     }
 
+    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.inner.check(key).await
+    }
+
     async fn close(&self) {
         self.inner.close().await
     }

@@ -831,6 +831,11 @@ impl TokenStore for PostgresStore {
         tx.commit().await.map_err(err)
     }
 
+    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let found = self.check_schema(key).await?;
+        sql::prepared(found, PostgresSql::MIGRATIONS)
+    }
+
     /// Closes the pool's connections.
     async fn close(&self) {
         self.pool.close().await;

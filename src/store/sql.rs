@@ -890,6 +890,16 @@ pub(crate) fn pending<'a>(
 
 /// Whether `given` must still be recorded (`true` when no key is bound), or
 /// [`StoreError::HashKeyMismatch`] when another is.
+/// [`StoreError::NotPrepared`] unless schema version `found` is the newest of `migrations`
+/// (a newer one is refused before this, as [`StoreError::SchemaTooNew`]).
+pub(crate) fn prepared(found: i64, migrations: &[&str]) -> Result<(), StoreError> {
+    let current = migrations.len() as i64;
+    if found < current {
+        return Err(StoreError::NotPrepared { found, current });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_hash_key(
     stored: Option<String>,
     given: KeyFingerprint,

@@ -772,6 +772,11 @@ impl TokenStore for SqliteStore {
         tx.commit().await.map_err(err)
     }
 
+    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let found = self.check_schema(key).await?;
+        sql::prepared(found, SqliteSql::MIGRATIONS)
+    }
+
     /// Writes the buffered last-use times, stops the background task and closes every
     /// connection (every clone's: they share them). The last connection to close folds
     /// the write-ahead log into the database file, so that the file alone holds every

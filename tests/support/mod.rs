@@ -290,11 +290,21 @@ pub(crate) async fn rotates_once<S: TokenStore>(
 pub(crate) async fn a_url_opens_a_store_bound_to_the_key(url: &str) {
     use apitoken::{CachedStore, Creator, HashKey, IssueRequest, KeyFingerprint, Note, UserId};
     let key = HashKey::from_bytes([9; 32]);
+    // A new database is not ready until prepared, and stays so: checking writes nothing.
+    let fresh = apitoken::open_store(url).await.unwrap();
+    for _ in 0..2 {
+        match fresh.check(key.fingerprint()).await {
+            Err(StoreError::NotPrepared { found: 0, current }) => assert!(current >= 4),
+            other => panic!("expected NotPrepared, got {other:?}"),
+        }
+    }
+    fresh.close().await;
     let issuer = TokenIssuer::builder(apitoken::open_store(url).await.unwrap())
         .hash_key(key.clone())
         .prepare()
         .await
         .unwrap();
+    issuer.store().check(key.fingerprint()).await.unwrap();
     let environment = EnvironmentId::from_uuid(uuid::Uuid::from_u128(rand::random()));
     let alice = Creator::new(UserId::from_uuid(uuid::Uuid::from_u128(0xa11ce)));
     let request = IssueRequest::new(Note::new("by url").unwrap());
@@ -302,6 +312,16 @@ pub(crate) async fn a_url_opens_a_store_bound_to_the_key(url: &str) {
     issuer.store().close().await;
 
     let cached = CachedStore::new(apitoken::open_store(url).await.unwrap());
+    match cached.check(KeyFingerprint::Unkeyed).await {
+        Err(StoreError::HashKeyMismatch { stored, given }) => {
+            assert_eq!(
+                (stored, given),
+                (key.fingerprint(), KeyFingerprint::Unkeyed)
+            );
+        }
+        other => panic!("expected HashKeyMismatch, got {other:?}"),
+    }
+    cached.check(key.fingerprint()).await.unwrap();
     match TokenIssuer::builder(cached).prepare().await {
         Err(Error::Store(StoreError::HashKeyMismatch { stored, given })) => {
             assert_eq!(stored, key.fingerprint());

@@ -7,10 +7,10 @@
 
 use crate::body::{MAX_BODY_BYTES, NewToken, Rotation};
 use crate::openapi::{
-    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, ListQuery, NotFoundBody, OneToken,
-    PostTokenFields, RotateTokenFields, TokenList, TokenPath, UnprocessableBody,
+    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, Health, ListQuery, NotFoundBody, OneToken,
+    PostTokenFields, RotateTokenFields, TokenList, TokenPath, UnprocessableBody, Unready,
 };
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, Problem, ProblemKind};
 use crate::storage::Issuer;
 use apitoken::http::{
     Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth,
@@ -85,6 +85,8 @@ pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
         .routes(routes!(introspect));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, tokens)
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .split_for_parts();
     let openapi: Arc<str> = match crate::openapi::document(openapi, &catalog) {
         Ok(json) => json.into(),
@@ -706,4 +708,110 @@ async fn introspect(
         .get(principal.environment(), &principal, principal.token_id())
         .await?;
     Ok(one(&state, token))
+}
+
+/// How long `/readyz` waits for the store before it answers 503: less than the usual
+/// probe timeout (Kubernetes' default is 1 s, most set a few), and far less than the
+/// pool's own acquire timeout (5 s).
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(900);
+
+/// The process is up
+///
+/// Answers as long as the process serves requests at all; never reads the store. For a
+/// liveness probe. Logged only at the `debug` level.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The process is up: `{\"status\": \"ok\"}`", body = Health),
+    )
+)]
+async fn healthz() -> Response {
+    status_answer(StatusCode::OK, "ok")
+}
+
+/// The server can serve requests now
+///
+/// Reads the store (one or two small reads, at most 0.9 s): it answers, holds the schema
+/// this server writes, and was created with this server's hash key. For a readiness
+/// probe, or a load balancer's health check. Logged only at the `debug` level when ready;
+/// when not, the full reason goes to the server's log at `error`, and the answer says
+/// only which check failed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = Health),
+        (status = 503, description = "Not ready, with the check that failed in `code`: `store_unavailable` (the store did not answer in time or cannot be reached), `schema_not_prepared` (no schema, or an older one: start the server, or run a writing CLI command, with this version), `schema_too_new` (upgrade the server), `hash_key_mismatch` (the database was created with another hash key), `store_failed` (any other failure; the log says which)", body = Unready,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again"))),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let key = state.issuer.hasher().fingerprint();
+    let checked = tokio::time::timeout(READY_WITHIN, state.issuer.store().check(key)).await;
+    let failure = match checked {
+        Ok(Ok(())) => return status_answer(StatusCode::OK, "ready"),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return unready(
+                "store_unavailable",
+                "the token store did not answer in time",
+                format!(
+                    "the token store did not answer within {} ms",
+                    READY_WITHIN.as_millis()
+                ),
+            );
+        }
+    };
+    let reason = failure.to_string();
+    match failure {
+        apitoken::StoreError::Unavailable { .. } | apitoken::StoreError::Tls { .. } => unready(
+            "store_unavailable",
+            "the token store cannot be reached",
+            reason,
+        ),
+        apitoken::StoreError::NotPrepared { .. } => unready(
+            "schema_not_prepared",
+            "the database holds no schema, or an older one than this server writes",
+            reason,
+        ),
+        apitoken::StoreError::SchemaTooNew { .. } => unready(
+            "schema_too_new",
+            "the database schema is newer than this server: upgrade the server",
+            reason,
+        ),
+        apitoken::StoreError::HashKeyMismatch { .. } => unready(
+            "hash_key_mismatch",
+            "the database was created with another hash key than this server's",
+            reason,
+        ),
+        _ => unready("store_failed", "the token store failed its check", reason),
+    }
+}
+
+/// `{"status": …}` with `status`, never cached on the way.
+fn status_answer(status: StatusCode, said: &'static str) -> Response {
+    let mut response = (status, Json(serde_json::json!({ "status": said }))).into_response();
+    no_store(&mut response);
+    response
+}
+
+/// A 503 from `/readyz`: which check failed (`code`) and a fixed sentence for the client,
+/// who needs no token to ask; the full `reason` only for the log.
+fn unready(code: &'static str, error: &'static str, reason: String) -> Response {
+    let body = serde_json::json!({ "status": "unready", "error": error, "code": code });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    no_store(&mut response);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(apitoken::http::RETRY_AFTER_SECONDS),
+    );
+    response
+        .extensions_mut()
+        .insert(ProblemKind("unready", Some(reason)));
+    response
 }

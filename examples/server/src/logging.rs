@@ -82,6 +82,11 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // Probes come every few seconds: logged when they succeed only at `debug`.
+    if matches!(route, "/healthz" | "/readyz") && status < 400 {
+        tracing::debug!(%method, route, status, micros, "request");
+        return response;
+    }
     if let Some(ProblemKind(kind, reason)) = response.extensions().get::<ProblemKind>() {
         match reason {
             Some(reason) if status >= 500 => {

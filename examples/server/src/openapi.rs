@@ -271,6 +271,30 @@ pub(crate) struct UnprocessableBody {
     payload: Value,
 }
 
+/// What `/healthz` and a ready `/readyz` answer.
+#[derive(ToSchema)]
+pub(crate) struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(pattern = "^(ok|ready)$", example = "ready")]
+    status: String,
+}
+
+/// What `/readyz` answers when the server cannot serve requests.
+#[derive(ToSchema)]
+pub(crate) struct Unready {
+    /// Always `unready`.
+    #[schema(pattern = "^unready$")]
+    status: String,
+    /// Which check failed, in words; the server's log has the full reason.
+    error: String,
+    /// `store_unavailable`, `schema_not_prepared`, `schema_too_new`, `hash_key_mismatch` or
+    /// `store_failed`.
+    #[schema(
+        pattern = "^(store_unavailable|schema_not_prepared|schema_too_new|hash_key_mismatch|store_failed)$"
+    )]
+    code: String,
+}
+
 /// The environment of the path.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path, rename_all = "camelCase")]
@@ -339,10 +363,10 @@ pub(crate) fn document(mut openapi: OpenApi, catalog: &ScopeCatalog) -> Result<S
                 continue;
             };
             let mut refer = |status: &str, name: &str| {
-                responses.insert(
-                    status.to_owned(),
-                    json!({ "$ref": format!("#/components/responses/{name}") }),
-                );
+                // `/readyz` says itself what its 503 means.
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| json!({ "$ref": format!("#/components/responses/{name}") }));
             };
             refer("405", "MethodNotAllowed");
             refer("431", "HeadersTooLarge");
@@ -420,6 +444,9 @@ fn note_pattern() -> String {
     ),
     modifiers(&BearerAuth),
     security(("bearerAuth" = [])),
-    tags((name = "tokens", description = "API tokens"))
+    tags(
+        (name = "tokens", description = "API tokens"),
+        (name = "operations", description = "Probes for the platform that runs the server; no token needed")
+    )
 )]
 pub(crate) struct ApiDoc;

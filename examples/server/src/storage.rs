@@ -30,5 +30,10 @@ pub(crate) async fn open(args: &Args) -> Result<(Issuer, Handle), String> {
     for warning in handle.warnings() {
         tracing::warn!("{warning}");
     }
+    if !issuer.hasher().fingerprint().is_keyed() {
+        tracing::warn!(
+            "no hash key: tokens are stored as unkeyed BLAKE3 hashes, which anyone holding a copy of the database can check a guessed or leaked token against; a new deployment should set APITOKEN_HASH_KEY (64 hex digits) or --hash-key-file (a database keeps the key it was created with)"
+        );
+    }
     Ok((issuer, handle))
 }

@@ -327,13 +327,118 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
         body,
         json!({ "error": "the token service is temporarily unavailable; retry later" })
     );
+    // The readiness probe says so too, without a token, naming the check only.
+    let ready = || server.call("GET", "/readyz").send();
+    let unready = ready().await.expect(503);
+    assert_eq!(
+        unready.header("retry-after"),
+        Some(apitoken::http::RETRY_AFTER_SECONDS)
+    );
+    let body = unready.json();
+    assert_eq!(body["code"], "store_unavailable", "{body}");
+    assert_eq!(body["status"], "unready", "{body}");
+    server.call("GET", "/healthz").send().await.expect(200);
     proxy.restore();
     me().await.expect(200);
+    // A pooled connection the cut broke may fail one more check.
+    let mut answered = Vec::new();
+    for _ in 0..20 {
+        let status = ready().await.status;
+        answered.push(status);
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered.last(), Some(&200), "{answered:?}");
     let (status, logs) = server.terminate();
     schema.drop().await;
     assert!(status.success(), "{logs}");
     assert!(logs.contains("status=503"), "{logs}");
     assert!(!logs.contains(&proxied), "the database URL is in the logs");
+}
+
+/// `/healthz` and `/readyz` answer without a token, stay out of the request log while
+/// they succeed, and `/readyz` names the check that fails when the database changes under
+/// the server: another hash key, a newer schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probes_say_whether_the_server_can_serve() {
+    let db = TempDb::new("probes");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let probe = |path: &'static str| server.call("GET", path).send();
+    for _ in 0..3 {
+        let health = probe("/healthz").await.expect(200);
+        assert_eq!(health.json(), json!({ "status": "ok" }));
+        assert_eq!(health.header("cache-control"), Some("no-store"));
+        let ready = probe("/readyz").await.expect(200);
+        assert_eq!(ready.json(), json!({ "status": "ready" }));
+    }
+    // Other methods are refused as anywhere else.
+    server.call("POST", "/readyz").send().await.expect(405);
+
+    // The database now says another hash key made it.
+    let other_key = HashKey::from_bytes([7; 32]).fingerprint().to_string();
+    let set_meta = |key: &'static str, value: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query("UPDATE apitoken_meta SET value = ? WHERE key = ?")
+                .bind(value)
+                .bind(key)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    set_meta("hash_key_fingerprint", other_key).await;
+    let unready = probe("/readyz").await.expect(503);
+    assert_eq!(unready.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        unready.header("retry-after"),
+        Some(apitoken::http::RETRY_AFTER_SECONDS)
+    );
+    let body = unready.json();
+    assert_eq!(keys(&body), set(&["status", "error", "code"]));
+    assert_eq!(body["status"], "unready");
+    assert_eq!(body["code"], "hash_key_mismatch", "{body}");
+    probe("/healthz").await.expect(200);
+    set_meta("hash_key_fingerprint", KeyFingerprint::Unkeyed.to_string()).await;
+    probe("/readyz").await.expect(200);
+    set_meta("schema_version", "99".to_owned()).await;
+    let body = probe("/readyz").await.expect(503).json();
+    assert_eq!(body["code"], "schema_too_new", "{body}");
+    set_meta("schema_version", "3".to_owned()).await;
+    let body = probe("/readyz").await.expect(503).json();
+    assert_eq!(body["code"], "schema_not_prepared", "{body}");
+    set_meta("schema_version", "4".to_owned()).await;
+    probe("/readyz").await.expect(200);
+    server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200);
+    store.pool().close().await;
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    // Successful probes are not in the log; failed ones are, with the full reason.
+    assert!(!logs.contains("route=\"/healthz\""), "{logs}");
+    assert!(!logs.contains("route=\"/readyz\" status=200"), "{logs}");
+    assert_eq!(
+        logs.matches("route=\"/readyz\" status=503").count(),
+        3,
+        "{logs}"
+    );
+    assert!(logs.contains("kind=\"unready\""), "{logs}");
+    assert!(
+        logs.contains("newer than this version of apitoken"),
+        "{logs}"
+    );
+    assert!(logs.contains("route=\"/api/v0/tokens/me\""), "{logs}");
+    // Started without a hash key: said once, at start.
+    assert_eq!(logs.matches("no hash key").count(), 1, "{logs}");
 }
 
 /// A server on a fresh SQLite file for the error tests: an admin token (read and write),
@@ -1471,7 +1576,22 @@ async fn the_openapi_description_matches_the_answers() {
             "DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}",
             "POST /api/v0/environments/{environmentId}/tokens/{tokenId}/rotate",
             "GET /api/v0/tokens/me",
+            "GET /healthz",
+            "GET /readyz",
         ])
+    );
+    // The probes need no token; `/readyz` says what its 503 means.
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            openapi["paths"][probe]["get"]["security"],
+            json!([{}]),
+            "{probe}"
+        );
+    }
+    assert_eq!(
+        openapi["paths"]["/readyz"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Unready"
     );
     assert_eq!(
         openapi["components"]["securitySchemes"]["bearerAuth"],
@@ -1487,8 +1607,11 @@ async fn the_openapi_description_matches_the_answers() {
     ] {
         assert!(create["responses"][status].is_object(), "no {status}");
     }
-    // Every operation documents a store outage, with Retry-After.
-    for item in openapi["paths"].as_object().unwrap().values() {
+    // Every other operation documents a store outage, with Retry-After.
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        if path == "/readyz" {
+            continue;
+        }
         for operation in item.as_object().unwrap().values() {
             assert_eq!(
                 operation["responses"]["503"]["$ref"],
