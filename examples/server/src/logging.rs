@@ -1,10 +1,11 @@
 //! Structured logs on standard error, with nothing secret in them.
 //!
-//! Nothing the server logs comes from a request's headers or body: a request is logged
-//! by its method (one of the standard nine, or `OTHER`), its route *template*
-//! (`/api/v0/environments/{environmentId}/tokens`, never the path or the query string as
-//! sent), its status and its duration, and a failure by the library's message, which
-//! never holds a presented token. As a second line of defence every line passes through
+//! Nothing the server logs comes from a request's body, and from its headers only a
+//! request id: a request is logged by its method (one of the standard nine, or `OTHER`),
+//! its route *template* (`/api/v0/environments/{environmentId}/tokens`, never the path or
+//! the query string as sent), its status and its duration, and a failure by the library's
+//! message, which never holds a presented token. Every line a request causes is in a
+//! `request` span with its id ([`RequestId`]) and the client's address. As a second line of defence every line passes through
 //! [`apitoken::scan::redact`] on its way out, so that a well-formed token that reached a
 //! message anyway shows as `dyn_…4n3LFC`.
 
@@ -13,11 +14,14 @@ use crate::problem::ProblemKind;
 use apitoken::TokenFormat;
 use apitoken::http::ErrorReport;
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tracing::Instrument as _;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -78,14 +82,86 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let route = route.as_deref().unwrap_or("(no route)");
+    let id = RequestId::of(request.headers());
+    let client = request.extensions().get::<Peer>().map(|peer| peer.0);
+    let span = tracing::info_span!(
+        "request",
+        id = id.as_str(),
+        client = client.map(tracing::field::display)
+    );
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    response.headers_mut().insert(X_REQUEST_ID, id.0);
+    span.in_scope(|| log_response(method, route, started, &response));
+    response
+}
+
+/// The header that carries a request's id, both ways.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's address, which the accept loop puts in each request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// A request's id: the client's (or its proxy's) `X-Request-Id` when it is well formed, 1
+/// to 128 characters among ASCII letters, digits and `-_.:/+=` (a UUID, a ULID, a
+/// trace id) and no token, else 32 new random hex digits. Answered in `X-Request-Id` and logged with
+/// every line the request causes, so that a client's report and the log meet.
+pub(crate) struct RequestId(HeaderValue);
+
+impl RequestId {
+    const MAX_LEN: usize = 128;
+
+    pub(crate) fn of(headers: &HeaderMap) -> RequestId {
+        let mut given = headers.get_all(X_REQUEST_ID).iter();
+        match (given.next(), given.next()) {
+            (Some(value), None) if Self::well_formed(value.as_bytes()) => RequestId(value.clone()),
+            _ => RequestId::new(),
+        }
+    }
+
+    fn new() -> RequestId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // Unique within the process at least, should the system's source ever fail.
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            bytes[..8].copy_from_slice(&n.to_be_bytes());
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes[8..].copy_from_slice(&(nanos as u64).to_be_bytes());
+        }
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Hex digits are always a valid header value.
+        RequestId(HeaderValue::from_str(&hex).unwrap_or(HeaderValue::from_static("-")))
+    }
+
+    /// Within the length and the characters, and holding no token (a client that sent
+    /// one there would find it in every log line of the request).
+    fn well_formed(id: &[u8]) -> bool {
+        (1..=Self::MAX_LEN).contains(&id.len())
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+            && core::str::from_utf8(id)
+                .is_ok_and(|id| apitoken::scan::redact(&TokenFormat::dynamic(), id) == id)
+    }
+
+    fn as_str(&self) -> &str {
+        // Checked or generated as ASCII.
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+/// The request's line, in the request's span.
+fn log_response(method: &'static str, route: &str, started: Instant, response: &Response) {
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     // Probes come every few seconds: logged when they succeed only at `debug`.
     if matches!(route, "/healthz" | "/readyz") && status < 400 {
         tracing::debug!(%method, route, status, micros, "request");
-        return response;
+        return;
     }
     if let Some(ProblemKind(kind, reason)) = response.extensions().get::<ProblemKind>() {
         match reason {
@@ -95,7 +171,7 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
             Some(reason) => tracing::info!(%method, route, status, micros, kind, reason, "request"),
             None => tracing::info!(%method, route, status, micros, kind, "request"),
         }
-        return response;
+        return;
     }
     let report = response.extensions().get::<ErrorReport>();
     match report.map(ErrorReport::error) {
@@ -109,7 +185,6 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
         Some(e) => tracing::info!(%method, route, status, micros, reason = %e, "request"),
         None => tracing::info!(%method, route, status, micros, "request"),
     }
-    response
 }
 
 /// The method as logged: the standard ones by name, any other as `OTHER`. hyper takes any

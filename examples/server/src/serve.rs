@@ -244,7 +244,7 @@ async fn connection(
     let io = TokioIo::new(Watched::new(stream, activity.clone()));
     let service = {
         let activity = activity.clone();
-        service_fn(move |request| handle(app.clone(), activity.clone(), request))
+        service_fn(move |request| handle(app.clone(), activity.clone(), peer, request))
     };
     // The watchdog keeps the time instead: hyper's header timeout would cover idling too.
     let connection = http1::Builder::new()
@@ -287,8 +287,10 @@ async fn connection(
 async fn handle(
     mut app: Router,
     activity: Arc<Activity>,
-    request: hyper::Request<Incoming>,
+    peer: SocketAddr,
+    mut request: hyper::Request<Incoming>,
 ) -> Result<Response, Infallible> {
+    request.extensions_mut().insert(crate::logging::Peer(peer));
     activity.enter(if request.body().is_end_stream() {
         Phase::Handling
     } else {

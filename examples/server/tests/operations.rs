@@ -225,3 +225,100 @@ fn refuses_a_bad_listen_address_or_database_url() {
         "{stderr}"
     );
 }
+
+/// Every answer carries `X-Request-Id`: the client's when it is well formed, a new one
+/// otherwise; every log line the request causes is in a `request` span with that id and
+/// the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_has_an_id_in_its_answer_and_its_log_lines() {
+    let db = TempDb::new("request_ids");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let server = Server::start(
+        &["--db", db.path.to_str().unwrap(), "--log-format", "json"],
+        &[],
+    );
+    let me = |id: Option<&str>| {
+        let call = server.call("GET", "/api/v0/tokens/me").bearer(&admin.raw);
+        match id {
+            Some(id) => call.header("x-request-id", id),
+            None => call,
+        }
+        .send()
+    };
+    let generated = |reply: &support::Reply| {
+        let id = reply.header("x-request-id").expect("an id").to_owned();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        id
+    };
+    let first = generated(&me(None).await.expect(200));
+    let second = generated(&me(None).await.expect(200));
+    assert_ne!(first, second);
+    let given = "0190a5c4-7d3e.7b5a:9c1d/2e3f+4a5b=6c7d_x";
+    let echoed = me(Some(given)).await.expect(200);
+    assert_eq!(echoed.header("x-request-id"), Some(given));
+    // Anything else is replaced: a space, too long, not ASCII, a token.
+    let long = "a".repeat(129);
+    for bad in ["two words", long.as_str(), "caf\u{e9}", admin.raw.as_str()] {
+        let reply = server
+            .call("GET", "/api/v0/tokens/me")
+            .bearer(&admin.raw)
+            .header("x-request-id", bad.as_bytes())
+            .send()
+            .await
+            .expect(200);
+        assert_ne!(generated(&reply), bad);
+    }
+    // Failures carry one too, and the lines the handler logs share it.
+    let refused = server
+        .call("GET", "/api/v0/tokens/me")
+        .header("x-request-id", "refused-1")
+        .send()
+        .await
+        .expect(401);
+    assert_eq!(refused.header("x-request-id"), Some("refused-1"));
+    let created = server
+        .call(
+            "POST",
+            &format!("/api/v0/environments/{}/tokens", environment()),
+        )
+        .bearer(&admin.raw)
+        .header("x-request-id", "create-1")
+        .json(&json!({ "note": "traced" }))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(created.header("x-request-id"), Some("create-1"));
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    let events: Vec<Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let in_request = |id: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["span"]["name"] == "request" && e["span"]["id"] == id)
+            .collect()
+    };
+    for id in [first.as_str(), second.as_str(), given, "refused-1"] {
+        let lines = in_request(id);
+        assert_eq!(lines.len(), 1, "{id}:\n{logs}");
+        assert_eq!(lines[0]["message"], "request");
+        let client = lines[0]["span"]["client"].as_str().unwrap();
+        assert!(client.starts_with("127.0.0.1:"), "{client}");
+    }
+    let create = in_request("create-1");
+    let messages: Vec<&str> = create
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(messages.contains(&"token created"), "{messages:?}\n{logs}");
+    assert!(messages.contains(&"request"), "{messages:?}");
+    assert!(!logs.contains(admin.raw.as_str()), "{logs}");
+}
