@@ -85,6 +85,7 @@ pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
         .routes(routes!(introspect));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, tokens)
+        .routes(routes!(crate::verify::verify))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .split_for_parts();

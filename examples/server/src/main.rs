@@ -16,6 +16,7 @@ mod purge;
 mod serve;
 mod stall;
 mod storage;
+mod verify;
 
 use std::io::Write;
 use std::process::ExitCode;

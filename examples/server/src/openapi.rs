@@ -295,6 +295,45 @@ pub(crate) struct Unready {
     code: String,
 }
 
+/// What the route behind the gateway requires, in the query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct VerifyQuery {
+    /// Scopes the token must hold, comma-separated (the parameter may also repeat).
+    #[param(value_type = String, required = false)]
+    scope: Option<String>,
+    /// The environment the token must belong to (by default, any: the token's own).
+    #[param(value_type = String, required = false, format = "uuid")]
+    environment: Option<String>,
+}
+
+/// What the route behind the gateway requires, in headers (for gateways that add headers
+/// more easily than query parameters, such as Envoy).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct VerifyHeaders {
+    /// Scopes the token must hold, separated by spaces or commas.
+    #[param(rename = "X-Required-Scopes", value_type = String, required = false)]
+    required_scopes: Option<String>,
+    /// The environment the token must belong to.
+    #[param(rename = "X-Required-Environment", value_type = String, required = false, format = "uuid")]
+    required_environment: Option<String>,
+}
+
+/// Who a verified token is.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub(crate) struct VerifiedToken {
+    #[schema(format = "uuid")]
+    token_id: String,
+    #[schema(format = "uuid")]
+    environment_id: String,
+    scopes: Vec<StoredScopeName>,
+    /// The id of the user the token acts for.
+    #[schema(format = "uuid")]
+    created_by: String,
+}
+
 /// The environment of the path.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path, rename_all = "camelCase")]
@@ -446,7 +485,8 @@ fn note_pattern() -> String {
     security(("bearerAuth" = [])),
     tags(
         (name = "tokens", description = "API tokens"),
-        (name = "operations", description = "Probes for the platform that runs the server; no token needed")
+        (name = "operations", description = "Probes for the platform that runs the server; no token needed"),
+        (name = "gateway", description = "Verification for a gateway in front of other services")
     )
 )]
 pub(crate) struct ApiDoc;

@@ -1578,6 +1578,7 @@ async fn the_openapi_description_matches_the_answers() {
             "GET /api/v0/tokens/me",
             "GET /healthz",
             "GET /readyz",
+            "GET /verify",
         ])
     );
     // The probes need no token; `/readyz` says what its 503 means.

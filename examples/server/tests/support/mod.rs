@@ -334,6 +334,17 @@ impl Drop for Server {
     }
 }
 
+/// A request to any HTTP server at `addr` (a proxy in front of the server, say).
+pub(crate) fn call_at(addr: SocketAddr, method: &str, path: &str) -> Call {
+    Call {
+        addr,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
 /// Runs the binary to completion (60 s at most), for start-up failures.
 pub(crate) fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apitoken-server"));
