@@ -34,7 +34,9 @@ pub(crate) const BASE_PATH: &str = "/api/v0";
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    issuer: Arc<Issuer>,
+    pub(crate) issuer: Arc<Issuer>,
+    /// The scope `/oauth/introspect` requires of its caller.
+    pub(crate) introspection_scope: Scope,
 }
 
 impl FromRef<AppState> for TokenAuth {
@@ -72,9 +74,12 @@ impl Requirement for WriteOwnTokens {
 }
 
 /// The router, and the OpenAPI description it serves at `/openapi.json`.
-pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
+pub(crate) fn router(issuer: Arc<Issuer>, introspection_scope: Scope) -> Router {
     let catalog = issuer.scope_catalog().clone();
-    let state = AppState { issuer };
+    let state = AppState {
+        issuer,
+        introspection_scope,
+    };
     let tokens = OpenApiRouter::new()
         .routes(routes!(create_user_token, list_user_tokens))
         .routes(routes!(get_user_token, delete_user_token))
@@ -86,6 +91,7 @@ pub(crate) fn router(issuer: Arc<Issuer>) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, tokens)
         .routes(routes!(crate::verify::verify))
+        .routes(routes!(crate::introspect::introspect))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .split_for_parts();

@@ -71,6 +71,16 @@ pub(crate) struct Args {
     )]
     pub(crate) extra_scopes: Vec<Scope>,
 
+    /// The scope a token needs to call POST /oauth/introspect (RFC 7662), which answers
+    /// for any token of the caller's environment
+    #[arg(
+        long,
+        env = "APITOKEN_INTROSPECTION_SCOPE",
+        value_name = "SCOPE",
+        default_value = "environment.apiTokens.read"
+    )]
+    pub(crate) introspection_scope: Scope,
+
     /// At most N live (active, unexpired) tokens per environment; creating one more
     /// answers 422 too_many_api_tokens. Default: no limit
     #[arg(long, env = "APITOKEN_MAX_LIVE_TOKENS", value_name = "N")]

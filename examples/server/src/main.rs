@@ -9,6 +9,7 @@ mod api;
 mod args;
 mod body;
 mod clients;
+mod introspect;
 mod logging;
 mod openapi;
 mod problem;
@@ -90,7 +91,8 @@ async fn run(args: args::Args) -> Result<(), String> {
     let issuer = Arc::new(issuer);
     let purging = (!args.purge_after.is_zero())
         .then(|| tokio::spawn(purge::periodically(issuer.clone(), args.purge_after)));
-    serve::serve(listener, api::router(issuer), limits, shutdown_signal()).await;
+    let router = api::router(issuer, args.introspection_scope.clone());
+    serve::serve(listener, router, limits, shutdown_signal()).await;
     if let Some(purging) = purging {
         purging.abort();
     }

@@ -320,6 +320,38 @@ pub(crate) struct VerifyHeaders {
     required_environment: Option<String>,
 }
 
+/// An introspection request (RFC 7662 §2.1), as a form.
+#[derive(ToSchema)]
+pub(crate) struct IntrospectionRequest {
+    /// The token to check.
+    token: String,
+    /// Ignored: there is one kind of token.
+    token_type_hint: Option<String>,
+}
+
+/// An introspection answer (RFC 7662 §2.2): `{"active": false}` alone, or every member.
+#[derive(ToSchema)]
+pub(crate) struct IntrospectionAnswer {
+    active: bool,
+    /// The token's scopes, separated by spaces.
+    scope: Option<String>,
+    /// The id of the user the token acts for.
+    #[schema(format = "uuid")]
+    sub: Option<String>,
+    /// When the token expires, in seconds since the Unix epoch; absent if never.
+    exp: Option<i64>,
+    /// When the token was created, in seconds since the Unix epoch.
+    iat: Option<i64>,
+    /// The token's id.
+    #[schema(format = "uuid")]
+    jti: Option<String>,
+    /// Always `dyn_api_token`.
+    token_type: Option<String>,
+    /// The token's environment.
+    #[schema(format = "uuid")]
+    environment_id: Option<String>,
+}
+
 /// Who a verified token is.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]

@@ -441,6 +441,162 @@ async fn the_probes_say_whether_the_server_can_serve() {
     assert_eq!(logs.matches("no hash key").count(), 1, "{logs}");
 }
 
+/// `POST /oauth/introspect` (RFC 7662): a live token of the caller's environment is
+/// active with what it is; anything else is exactly `{"active": false}`; the caller needs
+/// the introspection scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_answers_as_rfc_7662_says() {
+    let db = TempDb::new("introspect");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let reader = issue_first(
+        store.clone(),
+        None,
+        environment(),
+        bob(),
+        vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
+    )
+    .await;
+    let writer = issue_first(
+        store.clone(),
+        None,
+        environment(),
+        alice(),
+        vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_WRITE],
+    )
+    .await;
+    let elsewhere = issue_first(
+        store.clone(),
+        None,
+        other_environment(),
+        alice(),
+        admin_scopes(),
+    )
+    .await;
+    store.pool().close().await;
+    let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
+    let introspect = |caller: &str, form: String| {
+        server
+            .call("POST", "/oauth/introspect")
+            .bearer(caller)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+
+    let reply = introspect(&admin.raw, format!("token={}", reader.raw))
+        .await
+        .expect(200);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let active = reply.json();
+    assert_eq!(
+        keys(&active),
+        set(&[
+            "active",
+            "scope",
+            "sub",
+            "iat",
+            "jti",
+            "token_type",
+            "environment_id"
+        ]),
+        "{active}"
+    );
+    assert_eq!(active["active"], true);
+    assert_eq!(active["scope"], READ);
+    assert_eq!(active["sub"], bob().id.to_string());
+    assert_eq!(active["jti"], reader.id.as_str());
+    assert_eq!(active["environment_id"], environment().to_string());
+    assert_eq!(active["token_type"], "dyn_api_token");
+    let iat = active["iat"].as_i64().unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() - iat).abs() < 600,
+        "{active}"
+    );
+
+    // An expiring token has `exp`; a percent-encoded form is read as such.
+    let in_an_hour = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let expiring = server
+        .call("POST", &env_tokens(environment()))
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "for an hour", "scopes": [READ], "expiresAt": in_an_hour.to_rfc3339() }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let raw = expiring["token"]["rawToken"]
+        .as_str()
+        .unwrap()
+        .replace('_', "%5F");
+    let answer = introspect(
+        &reader.raw,
+        format!("token_type_hint=access_token&token={raw}"),
+    )
+    .await
+    .expect(200)
+    .json();
+    assert_eq!(answer["exp"], in_an_hour.timestamp(), "{answer}");
+
+    // Revoked, unknown, malformed, another environment's: exactly inactive.
+    server
+        .call(
+            "DELETE",
+            &format!("{}/{}", env_tokens(environment()), writer.id),
+        )
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    for token in [
+        writer.raw.clone(),
+        "dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC".to_owned(),
+        "not a token".to_owned(),
+        String::new(),
+        elsewhere.raw.clone(),
+    ] {
+        let answer = introspect(&admin.raw, format!("token={token}"))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(answer, json!({ "active": false }), "{token}");
+    }
+
+    // The caller: authenticated, with the introspection scope; the request: a form with a
+    // token.
+    let fresh_writer = server
+        .call("POST", &env_tokens(environment()))
+        .bearer(&admin.raw)
+        .json(&json!({ "note": "writes", "scopes": [WRITE] }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let fresh_writer = fresh_writer["token"]["rawToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    introspect(&fresh_writer, format!("token={}", reader.raw))
+        .await
+        .expect(403);
+    assert_unauthorized(introspect(&writer.raw, format!("token={}", reader.raw)).await);
+    introspect(&admin.raw, "other=1".to_owned())
+        .await
+        .expect(400);
+    server
+        .call("POST", "/oauth/introspect")
+        .bearer(&admin.raw)
+        .json(&json!({ "token": reader.raw }))
+        .send()
+        .await
+        .expect(415);
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    for raw in [&reader.raw, &elsewhere.raw, &writer.raw] {
+        assert!(!logs.contains(raw.as_str()), "{logs}");
+    }
+}
+
 /// A server on a fresh SQLite file for the error tests: an admin token (read and write),
 /// a reader (read only) and a token that expired an hour ago.
 struct ErrorFixture {
@@ -1579,6 +1735,7 @@ async fn the_openapi_description_matches_the_answers() {
             "GET /healthz",
             "GET /readyz",
             "GET /verify",
+            "POST /oauth/introspect",
         ])
     );
     // The probes need no token; `/readyz` says what its 503 means.
