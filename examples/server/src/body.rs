@@ -115,13 +115,7 @@ impl<S: Send + Sync> FromRequest<S> for Rotation {
 
 /// The grace period in a rotation's body. The messages repeat nothing the client sent.
 pub(crate) fn parse_rotation(bytes: &[u8]) -> Result<Duration, Problem> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
+    let value = json(bytes)?;
     let mut fields = match value {
         Value::Object(fields) => fields,
         // The document's schema is the object or null, as for an absent body.
@@ -177,17 +171,22 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
                 .is_some_and(|end| end.eq_ignore_ascii_case("+json")))
 }
 
-/// The request in `bytes`. The messages never repeat a value the client sent, except the
-/// scope names (which the reference's answer lists too).
-pub(crate) fn parse(bytes: &[u8]) -> Result<IssueRequest, Problem> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        // serde_json's messages give only a position and what was expected.
+/// The JSON value in `bytes`; a 400 `malformed_json` otherwise (serde_json's messages give
+/// only a position and what was expected).
+fn json(bytes: &[u8]) -> Result<Value, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
             format!("the body is not valid JSON: {e}"),
         )
-    })?;
+    })
+}
+
+/// The request in `bytes`. The messages never repeat a value the client sent, except the
+/// scope names (which the reference's answer lists too).
+pub(crate) fn parse(bytes: &[u8]) -> Result<IssueRequest, Problem> {
+    let value = json(bytes)?;
     let Value::Object(mut fields) = value else {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -357,18 +356,18 @@ fn expires_at(fields: &mut Map<String, Value>) -> Result<Option<DateTime<Utc>>, 
 mod tests {
     use super::*;
 
+    /// A problem's status and kind, as the answer and the log show them.
+    fn answer(p: Problem) -> (u16, Option<&'static str>) {
+        let response = axum::response::IntoResponse::into_response(p);
+        let kind = response
+            .extensions()
+            .get::<crate::problem::ProblemKind>()
+            .map(|k| k.0);
+        (response.status().as_u16(), kind)
+    }
+
     fn kind(bytes: &[u8]) -> (u16, Option<&'static str>) {
-        match parse(bytes) {
-            Ok(_) => (200, None),
-            Err(p) => {
-                let response = axum::response::IntoResponse::into_response(p);
-                let kind = response
-                    .extensions()
-                    .get::<crate::problem::ProblemKind>()
-                    .map(|k| k.0);
-                (response.status().as_u16(), kind)
-            }
-        }
+        parse(bytes).map_or_else(answer, |_| (200, None))
     }
 
     #[test]
@@ -407,14 +406,7 @@ mod tests {
     }
 
     fn grace(bytes: &[u8]) -> Result<u64, (u16, Option<&'static str>)> {
-        parse_rotation(bytes).map(|d| d.as_secs()).map_err(|p| {
-            let response = axum::response::IntoResponse::into_response(p);
-            let kind = response
-                .extensions()
-                .get::<crate::problem::ProblemKind>()
-                .map(|k| k.0);
-            (response.status().as_u16(), kind)
-        })
+        parse_rotation(bytes).map(|d| d.as_secs()).map_err(answer)
     }
 
     #[test]

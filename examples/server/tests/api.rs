@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use support::{
     First, PgSchema, Reply, Server, TempDb, admin_scopes, alice, bob, env_tokens, environment, ids,
-    issue_first, other_environment, postgres_url, sqlite_store,
+    issue_first, issue_reader, other_environment, postgres_url, sqlite_store,
 };
 
 const READ: &str = "environment.apiTokens.read";
@@ -449,14 +449,7 @@ async fn introspection_answers_as_rfc_7662_says() {
     let db = TempDb::new("introspect");
     let store = sqlite_store(&db.path, None).await;
     let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-    let reader = issue_first(
-        store.clone(),
-        None,
-        environment(),
-        bob(),
-        vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
-    )
-    .await;
+    let reader = issue_reader(store.clone(), bob()).await;
     let writer = issue_first(
         store.clone(),
         None,
@@ -614,14 +607,7 @@ impl ErrorFixture {
         let db = TempDb::new(name);
         let store = sqlite_store(&db.path, None).await;
         let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-        let reader = issue_first(
-            store.clone(),
-            None,
-            environment(),
-            alice(),
-            vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
-        )
-        .await;
+        let reader = issue_reader(store.clone(), alice()).await;
         let expired = issue_expired(&store).await;
         store.pool().close().await;
         let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
     Server, TempDb, admin_scopes, alice, call_at, env_tokens, environment, issue_first,
-    sqlite_store,
+    issue_reader, sqlite_store,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -222,14 +222,7 @@ async fn nginx_lets_through_only_what_verify_accepts() {
     let db = TempDb::new("gateway");
     let store = sqlite_store(&db.path, None).await;
     let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-    let reader = issue_first(
-        store.clone(),
-        None,
-        environment(),
-        alice(),
-        vec![apitoken::Scope::ENVIRONMENT_API_TOKENS_READ],
-    )
-    .await;
+    let reader = issue_reader(store.clone(), alice()).await;
     store.pool().close().await;
     let server = Server::start(&["--db", db.path.to_str().unwrap()], &[]);
     let upstream = upstream().await;

@@ -134,6 +134,19 @@ pub(crate) async fn issue_first(
     }
 }
 
+/// A token of `environment()` that only reads tokens, for `creator`, issued as the CLI
+/// issues (no hash key).
+pub(crate) async fn issue_reader(store: impl TokenStore + 'static, creator: Creator) -> First {
+    issue_first(
+        store,
+        None,
+        environment(),
+        creator,
+        vec![Scope::ENVIRONMENT_API_TOKENS_READ],
+    )
+    .await
+}
+
 /// Opens (creating) a SQLite file, migrated and bound to `key`'s fingerprint.
 pub(crate) async fn sqlite_store(path: &Path, key: Option<&HashKey>) -> SqliteStore {
     let store = SqliteStore::open(path).await.unwrap();
