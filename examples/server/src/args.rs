@@ -59,6 +59,12 @@ pub(crate) struct Args {
     )]
     pub(crate) listen: String,
 
+    /// Serve GET /metrics (Prometheus text format) on this address, e.g. 127.0.0.1:9090;
+    /// by default no metrics are served. Keep it reachable by the monitoring system only:
+    /// the counters tell apart the authentication failures that clients all see as one 401
+    #[arg(long, env = "APITOKEN_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub(crate) metrics_listen: Option<String>,
+
     #[command(flatten)]
     pub(crate) storage: apitoken_ops::StorageArgs,
 

@@ -10,6 +10,7 @@
 //! message anyway shows as `dyn_…4n3LFC`.
 
 use crate::args::LogFormat;
+use crate::metrics::METRICS;
 use crate::problem::ProblemKind;
 use apitoken::TokenFormat;
 use apitoken::http::ErrorReport;
@@ -157,7 +158,12 @@ impl RequestId {
 /// The request's line, in the request's span.
 fn log_response(method: &'static str, route: &str, started: Instant, response: &Response) {
     let status = response.status().as_u16();
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let took = started.elapsed();
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    METRICS.request(route, status, took);
+    if let Some(report) = response.extensions().get::<ErrorReport>() {
+        METRICS.error(report.error());
+    }
     // Probes come every few seconds: logged when they succeed only at `debug`.
     if matches!(route, "/healthz" | "/readyz") && status < 400 {
         tracing::debug!(%method, route, status, micros, "request");

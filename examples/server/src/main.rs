@@ -11,6 +11,7 @@ mod body;
 mod clients;
 mod introspect;
 mod logging;
+mod metrics;
 mod openapi;
 mod problem;
 mod purge;
@@ -72,6 +73,17 @@ async fn run(args: args::Args) -> Result<(), String> {
     let address = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address listened on: {e}"))?;
+    if let Some(metrics_listen) = &args.metrics_listen {
+        let metrics = TcpListener::bind(metrics_listen).await.map_err(|e| {
+            format!(
+                "cannot listen on {metrics_listen} for metrics ({e}): choose another address with --metrics-listen (or APITOKEN_METRICS_LISTEN)"
+            )
+        })?;
+        if let Ok(at) = metrics.local_addr() {
+            tracing::info!(address = %at, "metrics at /metrics");
+        }
+        tokio::spawn(metrics::serve(metrics));
+    }
     tracing::info!(
         %address,
         storage,

@@ -5,6 +5,7 @@
 //! `axum::serve` has none of these knobs, so this is the loop it runs inside, with them.
 
 use crate::clients::{Client, ClientSlots, Slot};
+use crate::metrics::METRICS;
 use crate::stall::{self, Activity, Phase, Timeouts, Watched, WatchedBody};
 use axum::Router;
 use axum::extract::Request;
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -203,6 +205,7 @@ impl Refusals {
     /// Answers 503 if the socket takes it at once (a fresh one does), and closes.
     fn refuse(&mut self, stream: &TcpStream, peer: SocketAddr, over: Over) {
         let _ = stream.try_write(OVER_CAPACITY);
+        METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
         self.since_logged += 1;
         if self
             .logged_at
@@ -240,6 +243,7 @@ async fn connection(
     timeouts: Timeouts,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let _open = OpenConnection::new();
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched::new(stream, activity.clone()));
     let service = {
@@ -265,6 +269,7 @@ async fn connection(
                 return;
             }
             stall = &mut watchdog => {
+                METRICS.connections_stalled.fetch_add(1, Ordering::Relaxed);
                 // The client's doing, like a 4xx: info, as request lines are.
                 tracing::info!(
                     %peer,
@@ -280,6 +285,22 @@ async fn connection(
                 connection.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> OpenConnection {
+        METRICS.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        METRICS.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

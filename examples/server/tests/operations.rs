@@ -5,7 +5,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::{
-    Server, TempDb, admin_scopes, alice, environment, issue_first, run_to_exit, sqlite_store,
+    Server, TempDb, admin_scopes, alice, call_at, environment, issue_first, issue_reader,
+    run_to_exit, sqlite_store,
 };
 
 /// Every 8-character window of the part after the prefix (random characters and
@@ -321,4 +322,83 @@ async fn every_request_has_an_id_in_its_answer_and_its_log_lines() {
     assert!(messages.contains(&"token created"), "{messages:?}\n{logs}");
     assert!(messages.contains(&"request"), "{messages:?}");
     assert!(!logs.contains(admin.raw.as_str()), "{logs}");
+}
+
+/// `--metrics-listen` serves `/metrics` in the Prometheus text format on its own address,
+/// with the authentication failures by kind that the API's one 401 hides; the API's own
+/// address does not serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_refused_tokens_on_their_own_address() {
+    let db = TempDb::new("metrics");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    let reader = issue_reader(store.clone(), alice()).await;
+    store.pool().close().await;
+    let server = Server::start(
+        &[
+            "--db",
+            db.path.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let me = |token: &str| server.call("GET", "/api/v0/tokens/me").bearer(token).send();
+    me(&admin.raw).await.expect(200);
+    me(&admin.raw).await.expect(200);
+    server
+        .call(
+            "DELETE",
+            &format!(
+                "/api/v0/environments/{}/tokens/{}",
+                environment(),
+                reader.id
+            ),
+        )
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(204);
+    me(&reader.raw).await.expect(401);
+    me("dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC")
+        .await
+        .expect(401);
+    server.call("GET", "/metrics").send().await.expect(404);
+
+    let logs = server.logs();
+    let address: std::net::SocketAddr = logs
+        .lines()
+        .find(|line| line.contains("metrics at /metrics"))
+        .and_then(|line| line.split("address=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{logs}"))
+        .parse()
+        .unwrap();
+    let reply = call_at(address, "GET", "/metrics").send().await.expect(200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = reply.text();
+    for line in [
+        "apitoken_http_requests_total{route=\"/api/v0/tokens/me\",status=\"200\"} 2",
+        "apitoken_http_requests_total{route=\"/api/v0/tokens/me\",status=\"401\"} 2",
+        "apitoken_authentication_failures_total{kind=\"revoked\"} 1",
+        "apitoken_authentication_failures_total{kind=\"unknown\"} 1",
+        "apitoken_authentication_failures_total{kind=\"expired\"} 0",
+        "apitoken_store_errors_total{kind=\"unavailable\"} 0",
+        "apitoken_http_request_duration_seconds_count{route=\"/api/v0/tokens/me\"} 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+    let open: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("apitoken_connections_open "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(open <= 2, "{text}");
+    assert!(!text.contains(&admin.raw) && !text.contains(&reader.raw));
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
 }

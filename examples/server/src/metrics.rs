@@ -1,0 +1,265 @@
+//! `/metrics` in the Prometheus text format (0.0.4), on an address of its own
+//! (`--metrics-listen`), never on the API's: its counters tell the four kinds of
+//! authentication failure apart, which the API's uniform 401 hides from clients on
+//! purpose, so it belongs on a port that only the monitoring system reaches.
+//!
+//! Kept with a few atomics and two small maps under a lock (routes and statuses are
+//! bounded sets), without a metrics crate: the server is the only writer and reader.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// One route's latencies.
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Everything `/metrics` reports, since the process started.
+pub(crate) struct Metrics {
+    /// (route template, status) → requests.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Authentication failures by kind: malformed, unknown, revoked, expired.
+    auth_failures: [AtomicU64; 4],
+    /// Store failures answered 503 (unavailable) and 500 (any other).
+    store_unavailable: AtomicU64,
+    store_failed: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_stalled: AtomicU64,
+}
+
+/// The process's metrics.
+pub(crate) static METRICS: Metrics = Metrics {
+    requests: Mutex::new(BTreeMap::new()),
+    latency: Mutex::new(BTreeMap::new()),
+    auth_failures: [const { AtomicU64::new(0) }; 4],
+    store_unavailable: AtomicU64::new(0),
+    store_failed: AtomicU64::new(0),
+    connections_open: AtomicU64::new(0),
+    connections_refused: AtomicU64::new(0),
+    connections_stalled: AtomicU64::new(0),
+};
+
+const AUTH_KINDS: [&str; 4] = ["malformed", "unknown", "revoked", "expired"];
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Metrics {
+    /// A request answered: its route template, status and time.
+    pub(crate) fn request(&self, route: &str, status: u16, took: Duration) {
+        *lock(&self.requests)
+            .entry((route.to_owned(), status))
+            .or_default() += 1;
+        let seconds = took.as_secs_f64();
+        let mut latency = lock(&self.latency);
+        let histogram = latency.entry(route.to_owned()).or_default();
+        for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+
+    /// What the library's error says about authentication and the store.
+    pub(crate) fn error(&self, error: &apitoken::Error) {
+        let kind = match error {
+            apitoken::Error::Malformed(_) => Some(0),
+            apitoken::Error::Unknown { .. } => Some(1),
+            apitoken::Error::Revoked { .. } => Some(2),
+            apitoken::Error::Expired { .. } => Some(3),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.auth_failures[kind].fetch_add(1, Ordering::Relaxed);
+        }
+        match apitoken::http::status(error) {
+            503 => self.store_unavailable.fetch_add(1, Ordering::Relaxed),
+            500 => self.store_failed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// The text format.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP apitoken_http_requests_total Requests answered, by route template and status."
+        );
+        let _ = writeln!(out, "# TYPE apitoken_http_requests_total counter");
+        for ((route, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "apitoken_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP apitoken_http_request_duration_seconds Time to answer, by route template."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE apitoken_http_request_duration_seconds histogram"
+        );
+        for (route, h) in lock(&self.latency).iter() {
+            let route = escape(route);
+            for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
+                let _ = writeln!(
+                    out,
+                    "apitoken_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "apitoken_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "apitoken_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "apitoken_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP apitoken_authentication_failures_total Refused tokens, by why (every kind is the same 401 to clients)."
+        );
+        let _ = writeln!(out, "# TYPE apitoken_authentication_failures_total counter");
+        for (kind, n) in AUTH_KINDS.iter().zip(&self.auth_failures) {
+            let _ = writeln!(
+                out,
+                "apitoken_authentication_failures_total{{kind=\"{kind}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP apitoken_store_errors_total Requests the token store failed: unavailable (503) or failed (500)."
+        );
+        let _ = writeln!(out, "# TYPE apitoken_store_errors_total counter");
+        for (kind, n) in [
+            ("unavailable", &self.store_unavailable),
+            ("failed", &self.store_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "apitoken_store_errors_total{{kind=\"{kind}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        for (name, kind, help, value) in [
+            (
+                "apitoken_connections_open",
+                "gauge",
+                "Client connections open now.",
+                &self.connections_open,
+            ),
+            (
+                "apitoken_connections_refused_total",
+                "counter",
+                "Connections refused over --max-connections or --max-connections-per-client.",
+                &self.connections_refused,
+            ),
+            (
+                "apitoken_connections_stalled_total",
+                "counter",
+                "Connections closed because the client stalled.",
+                &self.connections_stalled,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+/// A label value as the text format writes it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `/metrics` on `listener` until the process ends.
+pub(crate) async fn serve(listener: tokio::net::TcpListener) {
+    use axum::http::header;
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                METRICS.render(),
+            )
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("the metrics listener stopped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_holds_what_was_recorded() {
+        let metrics = Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            latency: Mutex::new(BTreeMap::new()),
+            auth_failures: [const { AtomicU64::new(0) }; 4],
+            store_unavailable: AtomicU64::new(0),
+            store_failed: AtomicU64::new(0),
+            connections_open: AtomicU64::new(3),
+            connections_refused: AtomicU64::new(0),
+            connections_stalled: AtomicU64::new(0),
+        };
+        metrics.request("/api/v0/tokens/me", 200, Duration::from_micros(700));
+        metrics.request("/api/v0/tokens/me", 401, Duration::from_millis(30));
+        let text = metrics.render();
+        for line in [
+            "apitoken_http_requests_total{route=\"/api/v0/tokens/me\",status=\"200\"} 1",
+            "apitoken_http_requests_total{route=\"/api/v0/tokens/me\",status=\"401\"} 1",
+            "apitoken_http_request_duration_seconds_bucket{route=\"/api/v0/tokens/me\",le=\"0.0005\"} 0",
+            "apitoken_http_request_duration_seconds_bucket{route=\"/api/v0/tokens/me\",le=\"0.001\"} 1",
+            "apitoken_http_request_duration_seconds_bucket{route=\"/api/v0/tokens/me\",le=\"0.05\"} 2",
+            "apitoken_http_request_duration_seconds_bucket{route=\"/api/v0/tokens/me\",le=\"+Inf\"} 2",
+            "apitoken_http_request_duration_seconds_count{route=\"/api/v0/tokens/me\"} 2",
+            "apitoken_authentication_failures_total{kind=\"revoked\"} 0",
+            "apitoken_connections_open 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
