@@ -154,7 +154,7 @@ pub(crate) async fn sqlite_store(path: &Path, key: Option<&HashKey>) -> SqliteSt
     store
 }
 
-#[path = "../../../../tests/support/postgres_url.rs"]
+#[path = "../../../tests/support/postgres_url.rs"]
 mod postgres_url;
 #[allow(unused_imports)] // not every test file needs PostgreSQL
 pub(crate) use postgres_url::postgres_url;

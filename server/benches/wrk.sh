@@ -8,15 +8,15 @@
 # requests per second and of the p50 and p99 latency, and the ratio of its throughput to
 # /healthz's.
 #
-#   bash examples/server/benches/wrk.sh                 # 3 rounds of 10 s per endpoint
-#   ROUNDS=5 SECONDS_EACH=20 CONNECTIONS=64 bash examples/server/benches/wrk.sh
-#   STORES=sqlite bash examples/server/benches/wrk.sh
+#   bash server/benches/wrk.sh                 # 3 rounds of 10 s per endpoint
+#   ROUNDS=5 SECONDS_EACH=20 CONNECTIONS=64 bash server/benches/wrk.sh
+#   STORES=sqlite bash server/benches/wrk.sh
 #
 # On a 2-core machine wrk and the server share the cores: the figures are the whole
 # machine's, not the server's alone. The server logs at warn (a request line per
 # request at info would measure the terminal or the file behind it).
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../.."
 
 rounds="${ROUNDS:-3}"
 seconds="${SECONDS_EACH:-10}"
