@@ -186,16 +186,18 @@ fn token_id(param: Result<Path<TokenIdParam>, PathRejection>) -> Result<TokenId,
     })
 }
 
-/// 201 with the reference JSON; the raw token must not be cached on the way.
-fn created(issued: &IssuedToken) -> Response {
-    let mut response = (StatusCode::CREATED, Json(issued)).into_response();
+/// 201 with the reference JSON, the record as of now; the raw token must not be cached on
+/// the way.
+fn created(state: &AppState, mut issued: IssuedToken) -> Response {
+    issued.token = issued.token.as_of(state.issuer.now());
+    let mut response = (StatusCode::CREATED, Json(&issued)).into_response();
     no_store(&mut response);
     response
 }
 
 /// Answers that describe tokens are never kept by a cache on the way: they hold who
 /// holds which scopes, and a stale copy would show a revoked token as live.
-fn no_store(response: &mut Response) {
+pub(crate) fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -294,8 +296,7 @@ async fn issue(
     NewToken(request): NewToken,
 ) -> Result<Response, ApiError> {
     let by = caller.token_id();
-    let mut issued = state.issuer.issue(environment, caller, request).await?;
-    issued.token = issued.token.as_of(state.issuer.now());
+    let issued = state.issuer.issue(environment, caller, request).await?;
     tracing::info!(
         token_id = %issued.token.id,
         environment = %environment,
@@ -303,7 +304,7 @@ async fn issue(
         checksum = %issued.token.checksum,
         "token created"
     );
-    Ok(created(&issued))
+    Ok(created(state, issued))
 }
 
 async fn revoke(
@@ -357,8 +358,7 @@ async fn rotate(
     id: TokenId,
     Rotation(grace): Rotation,
 ) -> Result<Response, ApiError> {
-    let mut issued = state.issuer.rotate(environment, caller, id, grace).await?;
-    issued.token = issued.token.as_of(state.issuer.now());
+    let issued = state.issuer.rotate(environment, caller, id, grace).await?;
     tracing::info!(
         token_id = %issued.token.id,
         replaces = %id,
@@ -368,7 +368,7 @@ async fn rotate(
         checksum = %issued.token.checksum,
         "token rotated"
     );
-    Ok(created(&issued))
+    Ok(created(state, issued))
 }
 
 /// Create a token for the calling dashboard user
@@ -736,7 +736,7 @@ const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(900);
     )
 )]
 async fn healthz() -> Response {
-    status_answer(StatusCode::OK, "ok")
+    status_answer("ok")
 }
 
 /// The server can serve requests now
@@ -761,7 +761,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let key = state.issuer.hasher().fingerprint();
     let checked = tokio::time::timeout(READY_WITHIN, state.issuer.store().check(key)).await;
     let failure = match checked {
-        Ok(Ok(())) => return status_answer(StatusCode::OK, "ready"),
+        Ok(Ok(())) => return status_answer("ready"),
         Ok(Err(e)) => e,
         Err(_) => {
             return unready(
@@ -800,9 +800,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `{"status": …}` with `status`, never cached on the way.
-fn status_answer(status: StatusCode, said: &'static str) -> Response {
-    let mut response = (status, Json(serde_json::json!({ "status": said }))).into_response();
+/// 200 `{"status": …}`, never cached on the way.
+fn status_answer(said: &'static str) -> Response {
+    let mut response = Json(serde_json::json!({ "status": said })).into_response();
     no_store(&mut response);
     response
 }

@@ -8,6 +8,7 @@ use apitoken::MAX_NOTE_CHARS;
 use apitoken::MAX_SCOPE_LEN;
 use apitoken::{IssueRequest, Note, Scope, Scopes};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -65,21 +66,26 @@ fn not_json() -> Problem {
 
 /// The body's bytes: 413 past [`MAX_BODY_BYTES`], 400 if it cannot be read.
 async fn bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
-    Bytes::from_request(request, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body is too large: at most {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                "the request body could not be read: send it again",
-            )
-        }
-    })
+    Bytes::from_request(request, state)
+        .await
+        .map_err(unreadable)
+}
+
+/// Why a body could not be read: 413 past [`MAX_BODY_BYTES`], 400 otherwise.
+pub(crate) fn unreadable(e: BytesRejection) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is too large: at most {MAX_BODY_BYTES} bytes"),
+        )
+    } else {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read: send it again",
+        )
+    }
 }
 
 /// The longest grace period a rotation over HTTP may give the token it replaces: 30 days.

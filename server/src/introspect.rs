@@ -17,7 +17,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -126,24 +126,7 @@ pub(crate) async fn introspect(
         )
         .into());
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "the body is too large: at most {} bytes",
-                    crate::body::MAX_BODY_BYTES
-                ),
-            )
-        } else {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                "the request body could not be read: send it again",
-            )
-        }
-    })?;
+    let body = body.map_err(crate::body::unreadable)?;
     let token = token_field(&body).ok_or_else(|| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -169,9 +152,7 @@ pub(crate) async fn introspect(
         Err(e) => return Err(e.into()),
     };
     let mut response = Json(answer).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::api::no_store(&mut response);
     Ok(response)
 }
 

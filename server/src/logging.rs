@@ -5,9 +5,9 @@
 //! its route *template* (`/api/v0/environments/{environmentId}/tokens`, never the path or
 //! the query string as sent), its status and its duration, and a failure by the library's
 //! message, which never holds a presented token. Every line a request causes is in a
-//! `request` span with its id ([`RequestId`]) and the client's address. As a second line of defence every line passes through
-//! [`apitoken::scan::redact`] on its way out, so that a well-formed token that reached a
-//! message anyway shows as `dyn_…4n3LFC`.
+//! `request` span with its id ([`RequestId`]) and the client's address. As a second line
+//! of defence every line passes through [`apitoken::scan::redact`] on its way out, so that
+//! a well-formed token that reached a message anyway shows as `dyn_…4n3LFC`.
 
 use crate::args::LogFormat;
 use crate::metrics::METRICS;
@@ -98,7 +98,7 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
 }
 
 /// The header that carries a request's id, both ways.
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The client's address, which the accept loop puts in each request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -106,14 +106,14 @@ pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// A request's id: the client's (or its proxy's) `X-Request-Id` when it is well formed, 1
 /// to 128 characters among ASCII letters, digits and `-_.:/+=` (a UUID, a ULID, a
-/// trace id) and no token, else 32 new random hex digits. Answered in `X-Request-Id` and logged with
-/// every line the request causes, so that a client's report and the log meet.
+/// trace id) and no token, else 32 new random hex digits. Answered in `X-Request-Id` and
+/// logged with every line the request causes, so that a client's report and the log meet.
 pub(crate) struct RequestId(HeaderValue);
 
 impl RequestId {
     const MAX_LEN: usize = 128;
 
-    pub(crate) fn of(headers: &HeaderMap) -> RequestId {
+    fn of(headers: &HeaderMap) -> RequestId {
         let mut given = headers.get_all(X_REQUEST_ID).iter();
         match (given.next(), given.next()) {
             (Some(value), None) if Self::well_formed(value.as_bytes()) => RequestId(value.clone()),
@@ -127,11 +127,7 @@ impl RequestId {
         if getrandom::fill(&mut bytes).is_err() {
             // Unique within the process at least, should the system's source ever fail.
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            bytes[..8].copy_from_slice(&n.to_be_bytes());
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            bytes[8..].copy_from_slice(&(nanos as u64).to_be_bytes());
+            bytes[8..].copy_from_slice(&n.to_be_bytes());
         }
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         // Hex digits are always a valid header value.
@@ -160,9 +156,13 @@ fn log_response(method: &'static str, route: &str, started: Instant, response: &
     let status = response.status().as_u16();
     let took = started.elapsed();
     let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let report = response
+        .extensions()
+        .get::<ErrorReport>()
+        .map(ErrorReport::error);
     METRICS.request(route, status, took);
-    if let Some(report) = response.extensions().get::<ErrorReport>() {
-        METRICS.error(report.error());
+    if let Some(e) = report {
+        METRICS.error(e);
     }
     // Probes come every few seconds: logged when they succeed only at `debug`.
     if matches!(route, "/healthz" | "/readyz") && status < 400 {
@@ -179,8 +179,7 @@ fn log_response(method: &'static str, route: &str, started: Instant, response: &
         }
         return;
     }
-    let report = response.extensions().get::<ErrorReport>();
-    match report.map(ErrorReport::error) {
+    match report {
         // A 422 message repeats what the client sent (its scopes): log the code only.
         Some(e) if status == 422 => {
             tracing::info!(%method, route, status, micros, code = apitoken::http::code(e), "request");

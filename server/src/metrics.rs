@@ -41,16 +41,7 @@ pub(crate) struct Metrics {
 }
 
 /// The process's metrics.
-pub(crate) static METRICS: Metrics = Metrics {
-    requests: Mutex::new(BTreeMap::new()),
-    latency: Mutex::new(BTreeMap::new()),
-    auth_failures: [const { AtomicU64::new(0) }; 4],
-    store_unavailable: AtomicU64::new(0),
-    store_failed: AtomicU64::new(0),
-    connections_open: AtomicU64::new(0),
-    connections_refused: AtomicU64::new(0),
-    connections_stalled: AtomicU64::new(0),
-};
+pub(crate) static METRICS: Metrics = Metrics::new();
 
 const AUTH_KINDS: [&str; 4] = ["malformed", "unknown", "revoked", "expired"];
 
@@ -61,6 +52,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
+    /// All zero.
+    const fn new() -> Metrics {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            latency: Mutex::new(BTreeMap::new()),
+            auth_failures: [const { AtomicU64::new(0) }; 4],
+            store_unavailable: AtomicU64::new(0),
+            store_failed: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_stalled: AtomicU64::new(0),
+        }
+    }
+
     /// A request answered: its route template, status and time.
     pub(crate) fn request(&self, route: &str, status: u16, took: Duration) {
         *lock(&self.requests)
@@ -234,16 +239,8 @@ mod tests {
 
     #[test]
     fn the_text_format_holds_what_was_recorded() {
-        let metrics = Metrics {
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
-            auth_failures: [const { AtomicU64::new(0) }; 4],
-            store_unavailable: AtomicU64::new(0),
-            store_failed: AtomicU64::new(0),
-            connections_open: AtomicU64::new(3),
-            connections_refused: AtomicU64::new(0),
-            connections_stalled: AtomicU64::new(0),
-        };
+        let metrics = Metrics::new();
+        metrics.connections_open.store(3, Ordering::Relaxed);
         metrics.request("/api/v0/tokens/me", 200, Duration::from_micros(700));
         metrics.request("/api/v0/tokens/me", 401, Duration::from_millis(30));
         let text = metrics.render();

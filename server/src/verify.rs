@@ -14,7 +14,7 @@ use crate::problem::{ApiError, Problem};
 use apitoken::http::Authenticated;
 use apitoken::{EnvironmentId, Scope};
 use axum::Json;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -175,8 +175,8 @@ pub(crate) async fn verify(
         scopes,
     };
     let mut response = Json(&verified).into_response();
+    crate::api::no_store(&mut response);
     let answer = response.headers_mut();
-    answer.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in [
         (TOKEN_ID, verified.token_id.clone()),
         (ENVIRONMENT_ID, verified.environment_id.clone()),
