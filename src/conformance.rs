@@ -4,14 +4,16 @@
 //! party's) runs the same checks from its own tests:
 //!
 //! ```
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let store = apitoken::MemoryStore::new();
 //! apitoken::conformance::run_all(&store).await;
 //! # });
 //! ```
 //!
 //! Each check works in fresh random environments, so the checks can share one store (and
-//! one database) and run in parallel with other tests. A failed check panics with a
+//! one database) and run in parallel with other tests; the exception is the event log's
+//! pruning check, which prunes every event dated before 2001-01-02. The checks of the
+//! event log and its feed need a tokio runtime with time enabled. A failed check panics with a
 //! message naming the broken rule, like `assert!`.
 //!
 //! A store that wraps another (a cache, a router) runs one more check, which needs to
@@ -19,7 +21,7 @@
 //! the inner store behind a [`GatedStore`] and call [`racing_lookups_never_undo_a_change`].
 //!
 //! ```
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use apitoken::conformance::{self, GatedStore};
 //! use apitoken::{CachedStore, MemoryStore};
 //! use std::sync::Arc;
@@ -48,6 +50,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::clock::ManualClock;
+use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage};
 use crate::format::TokenFormat;
 use crate::hash::{KeyFingerprint, TokenHash, TokenHasher};
 use crate::issuer::TokenIssuer;
@@ -66,6 +69,7 @@ use core::fmt;
 use core::future::poll_fn;
 use core::num::NonZeroU32;
 use core::task::{Poll, Waker};
+use core::time::Duration;
 use futures_util::future::join_all;
 use rand_core::Rng;
 use std::collections::HashSet;
@@ -107,6 +111,16 @@ pub async fn run_all(store: &dyn TokenStore) {
     delegation_is_bounded_in_depth_and_breadth(store).await;
     listing_keeps_what_its_filters_say(store).await;
     purge_deletes_only_what_ended_before_the_cut_off(store).await;
+    events::run_all(store).await;
+}
+
+mod events;
+
+/// The operator the checks act as.
+fn by() -> Actor {
+    Actor::User(UserId::from_uuid(Uuid::from_u128(
+        0x0190_a5c4_7d3e_7b5a_9c1d_0000_0000_0001,
+    )))
 }
 
 /// A fresh environment no other check uses.
@@ -249,7 +263,7 @@ async fn get_is_scoped_to_environment(store: &dyn TokenStore) {
     store.insert(stored.clone(), Limits::NONE).await.unwrap();
     assert!(store.get(other, stored.token.id).await.unwrap().is_none());
     let err = store
-        .revoke(other, stored.token.id, base_time())
+        .revoke(other, stored.token.id, base_time(), by())
         .await
         .unwrap_err();
     assert!(
@@ -331,12 +345,12 @@ async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), Limits::NONE).await.unwrap();
     let at = base_time() + TimeDelta::microseconds(1_500_001);
-    let revoked = store.revoke(env, stored.token.id, at).await.unwrap();
+    let revoked = store.revoke(env, stored.token.id, at, by()).await.unwrap();
     assert!(!revoked.token.active);
     assert_eq!(revoked.token.revoked_at, Some(at));
     assert!(revoked.cascade.is_empty(), "nothing else was revoked");
     let again = store
-        .revoke(env, stored.token.id, at + TimeDelta::hours(1))
+        .revoke(env, stored.token.id, at + TimeDelta::hours(1), by())
         .await
         .unwrap();
     assert_eq!(
@@ -348,7 +362,10 @@ async fn revoke_is_idempotent_and_recorded(store: &dyn TokenStore) {
         revoked.token
     );
     let ghost = sample_token(env, base_time());
-    let err = store.revoke(env, ghost.token.id, at).await.unwrap_err();
+    let err = store
+        .revoke(env, ghost.token.id, at, by())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StoreError::NotFound { .. }),
         "revoke unknown: {err:?}"
@@ -363,7 +380,10 @@ async fn revoked_token_is_never_found_active(store: &dyn TokenStore) {
     store.insert(stored.clone(), Limits::NONE).await.unwrap();
     // Look-ups racing the revoke may see either state...
     let racing = join_all((0..8).map(|_| store.find_by_hash(&stored.hash)));
-    let (revoked, _) = futures_util::join!(store.revoke(env, stored.token.id, base_time()), racing);
+    let (revoked, _) = futures_util::join!(
+        store.revoke(env, stored.token.id, base_time(), by()),
+        racing
+    );
     revoked.unwrap();
     // ...but none after it has returned.
     for found in join_all((0..16).map(|_| store.find_by_hash(&stored.hash))).await {
@@ -407,7 +427,7 @@ async fn live_limit_is_enforced(store: &dyn TokenStore) {
     let revoked = sample_token(env, base_time());
     store.insert(revoked.clone(), Limits::NONE).await.unwrap();
     store
-        .revoke(env, revoked.token.id, base_time())
+        .revoke(env, revoked.token.id, base_time(), by())
         .await
         .unwrap();
     for i in 0..3 {
@@ -601,7 +621,7 @@ async fn revoking_a_token_revokes_what_it_created(store: &dyn TokenStore) {
     );
 
     let at = t0 + TimeDelta::minutes(1);
-    let revoked = store.revoke(env, a.token.id, at).await.unwrap();
+    let revoked = store.revoke(env, a.token.id, at, by()).await.unwrap();
     assert_eq!(
         revoked.token.id, a.token.id,
         "revoke returns the token revoked"
@@ -628,7 +648,7 @@ async fn revoking_a_token_revokes_what_it_created(store: &dyn TokenStore) {
     for stored in [&parent, &one, &two] {
         store.insert(stored.clone(), Limits::NONE).await.unwrap();
     }
-    store.revoke(env, one.token.id, at).await.unwrap();
+    store.revoke(env, one.token.id, at, by()).await.unwrap();
     assert_revoked(store, &one, Some(at), "the revoked child").await;
     assert_revoked(store, &parent, None, "its creator").await;
     assert_revoked(store, &two, None, "its sibling").await;
@@ -645,7 +665,7 @@ async fn a_revoked_creator_creates_nothing(store: &dyn TokenStore) {
     store.insert(creator.clone(), Limits::NONE).await.unwrap();
     store.insert(expiring.clone(), Limits::NONE).await.unwrap();
     store
-        .revoke(env, creator.token.id, t0 + TimeDelta::seconds(1))
+        .revoke(env, creator.token.id, t0 + TimeDelta::seconds(1), by())
         .await
         .unwrap();
     let unknown = sample_token(env, t0).token.id;
@@ -699,6 +719,7 @@ async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
             predecessor_expires_at: rotated_at + TimeDelta::minutes(10),
             successor: new.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap();
@@ -719,12 +740,13 @@ async fn a_rotated_creators_tokens_are_its_successors(store: &dyn TokenStore) {
             predecessor_expires_at: child_rotated_at,
             successor: child_successor.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap();
 
     let at = rotated_at + TimeDelta::minutes(1);
-    let revoked = store.revoke(env, new.token.id, at).await.unwrap();
+    let revoked = store.revoke(env, new.token.id, at, by()).await.unwrap();
     assert_revoked(store, &new, Some(at), "the successor").await;
     assert_revoked(
         store,
@@ -776,6 +798,7 @@ async fn revoking_a_successor_ends_its_predecessors_grace(store: &dyn TokenStore
         predecessor_expires_at: grace_end,
         successor: successor.clone(),
         limits: Limits::NONE,
+        actor: by(),
     };
     // first -> second -> third, each rotation with a day of grace; `over` rotated to
     // `after_over` with a grace period that is over by the revocation.
@@ -805,7 +828,7 @@ async fn revoking_a_successor_ends_its_predecessors_grace(store: &dyn TokenStore
 
     // Revoking a predecessor leaves its successor working.
     let at = t0 + TimeDelta::hours(3);
-    let revoked = store.revoke(env, over.token.id, at).await.unwrap();
+    let revoked = store.revoke(env, over.token.id, at, by()).await.unwrap();
     assert!(
         revoked.cascade.is_empty(),
         "a predecessor takes nothing with it"
@@ -818,7 +841,7 @@ async fn revoking_a_successor_ends_its_predecessors_grace(store: &dyn TokenStore
     )
     .await;
 
-    let revoked = store.revoke(env, third.token.id, at).await.unwrap();
+    let revoked = store.revoke(env, third.token.id, at, by()).await.unwrap();
     assert_revoked(store, &third, Some(at), "the revoked token").await;
     assert_revoked(
         store,
@@ -834,7 +857,10 @@ async fn revoking_a_successor_ends_its_predecessors_grace(store: &dyn TokenStore
     expected.sort();
     assert_eq!(cascade, expected, "the cascade names both predecessors");
 
-    let revoked = store.revoke(env, after_over.token.id, at).await.unwrap();
+    let revoked = store
+        .revoke(env, after_over.token.id, at, by())
+        .await
+        .unwrap();
     assert!(
         revoked.cascade.is_empty(),
         "a predecessor past its grace period is not revoked again: {:?}",
@@ -871,6 +897,7 @@ async fn descends_from_follows_creators_and_successors(store: &dyn TokenStore) {
             predecessor_expires_at: t0 + TimeDelta::hours(1),
             successor: b2.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap();
@@ -943,7 +970,7 @@ async fn the_environment_cap_counts_every_token(store: &dyn TokenStore) {
         store.insert(stored.clone(), total(3)).await.unwrap();
     }
     store
-        .revoke(env, revoked.token.id, base_time())
+        .revoke(env, revoked.token.id, base_time(), by())
         .await
         .unwrap();
     let refused = sample_token(env, now);
@@ -964,6 +991,7 @@ async fn the_environment_cap_counts_every_token(store: &dyn TokenStore) {
             predecessor_expires_at: now,
             successor: successor.clone(),
             limits: total(3),
+            actor: by(),
         })
         .await
         .unwrap_err();
@@ -1035,6 +1063,7 @@ async fn delegation_is_bounded_in_depth_and_breadth(store: &dyn TokenStore) {
             predecessor_expires_at: t0 + TimeDelta::seconds(1),
             successor: c2.clone(),
             limits: depth,
+            actor: by(),
         })
         .await
         .expect("a successor takes its predecessor's place in the chain");
@@ -1074,10 +1103,11 @@ async fn delegation_is_bounded_in_depth_and_breadth(store: &dyn TokenStore) {
             predecessor_expires_at: later,
             successor: delegated_token(env, parent.token.id, later),
             limits: breadth,
+            actor: by(),
         })
         .await
         .expect("rotating one of them is not creating one more");
-    store.revoke(env, one.token.id, later).await.unwrap();
+    store.revoke(env, one.token.id, later, by()).await.unwrap();
     let after = t0 + TimeDelta::seconds(3);
     store
         .insert(delegated_token(env, parent.token.id, after), breadth)
@@ -1128,7 +1158,7 @@ async fn listing_keeps_what_its_filters_say(store: &dyn TokenStore) {
         }
         store.insert(stored.clone(), Limits::NONE).await.unwrap();
         if i % 5 == 0 {
-            store.revoke(env, stored.token.id, now).await.unwrap();
+            store.revoke(env, stored.token.id, now, by()).await.unwrap();
         }
         all.push(store.get(env, stored.token.id).await.unwrap().unwrap());
     }
@@ -1241,15 +1271,15 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
         store.insert(stored.clone(), Limits::NONE).await.unwrap();
     }
     store
-        .revoke(env, revoked_before.token.id, t0 + day)
+        .revoke(env, revoked_before.token.id, t0 + day, by())
         .await
         .unwrap();
     store
-        .revoke(env, revoked_after.token.id, cut + day)
+        .revoke(env, revoked_after.token.id, cut + day, by())
         .await
         .unwrap();
     store
-        .revoke(env, revoked_child.token.id, cut + day)
+        .revoke(env, revoked_child.token.id, cut + day, by())
         .await
         .unwrap();
     let successor = sample_token(env, t0 + day);
@@ -1260,6 +1290,7 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
             predecessor_expires_at: t0 + day + TimeDelta::hours(1),
             successor: successor.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap();
@@ -1308,7 +1339,7 @@ async fn purge_deletes_only_what_ended_before_the_cut_off(store: &dyn TokenStore
     let successor_now = store.get(env, successor.token.id).await.unwrap().unwrap();
     assert!(successor_now.active, "the successor works on");
     let revoked = store
-        .revoke(env, successor.token.id, cut + day * 2)
+        .revoke(env, successor.token.id, cut + day * 2, by())
         .await
         .unwrap();
     assert!(
@@ -1346,6 +1377,7 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
         predecessor_expires_at: grace_end,
         successor,
         limits,
+        actor: by(),
     };
 
     // A successor whose hash is taken: nothing changes.
@@ -1468,7 +1500,10 @@ async fn rotate_is_all_or_nothing(store: &dyn TokenStore) {
     // A revoked predecessor cannot be rotated, and nothing is inserted.
     let revoked = sample_token(env, base_time());
     store.insert(revoked.clone(), Limits::NONE).await.unwrap();
-    store.revoke(env, revoked.token.id, now).await.unwrap();
+    store
+        .revoke(env, revoked.token.id, now, by())
+        .await
+        .unwrap();
     let late = sample_token(env, now);
     let err = store
         .rotate(Rotation {
@@ -1528,6 +1563,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor_expires_at: grace_end,
             successor: first.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap();
@@ -1547,6 +1583,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor_expires_at: later + TimeDelta::minutes(1),
             successor: second.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap_err();
@@ -1581,6 +1618,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor_expires_at: after_grace + TimeDelta::minutes(1),
             successor: sample_token(env, after_grace),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .unwrap_err();
@@ -1598,6 +1636,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor_expires_at: later + TimeDelta::minutes(10),
             successor: third.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
         .await
         .expect("the successor can be rotated");
@@ -1618,6 +1657,7 @@ async fn rotate_happens_once_per_token(store: &dyn TokenStore) {
             predecessor_expires_at: grace_end,
             successor: successor.clone(),
             limits: Limits::NONE,
+            actor: by(),
         })
     }))
     .await;
@@ -1678,6 +1718,7 @@ async fn rotate_respects_the_live_limit(store: &dyn TokenStore) {
         predecessor_expires_at: now + TimeDelta::minutes(10),
         successor,
         limits,
+        actor: by(),
     };
 
     let refused = sample_token(env, now);
@@ -1936,8 +1977,9 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError> {
-        self.inner.revoke(environment, id, at).await
+        self.inner.revoke(environment, id, at, by).await
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -1970,6 +2012,27 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
     async fn close(&self) {
         self.inner.close().await
     }
+
+    async fn events_since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        self.inner.events_since(environment, after, limit).await
+    }
+
+    async fn event_head(&self) -> Result<EventCursor, StoreError> {
+        self.inner.event_head().await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.inner.prune_events(before, max).await
+    }
+
+    fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+        self.inner.watch(after)
+    }
 }
 
 /// For a store `wrapper` built around `gated`: a look-up that read the inner store before
@@ -1996,7 +2059,7 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
         lookup
             .overtaken_by(&stored.hash, async {
                 wrapper
-                    .revoke(env, stored.token.id, base_time())
+                    .revoke(env, stored.token.id, base_time(), by())
                     .await
                     .unwrap();
             })
@@ -2023,6 +2086,7 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
                         predecessor_expires_at: grace_end,
                         successor: sample_token(env, base_time() + TimeDelta::seconds(1)),
                         limits: Limits::NONE,
+                        actor: by(),
                     })
                     .await
                     .unwrap();
@@ -2051,6 +2115,103 @@ pub async fn racing_lookups_never_undo_a_change<S: TokenStore>(
                 "a look-up that began before insert returned hid the new token (held: {})",
                 lookup.held()
             );
+        }
+    }
+}
+
+/// For a cache `wrapper` built around `gated` that follows `gated`'s feed through
+/// `apply` (as [`CachedStore::apply`](crate::CachedStore::apply)): a look-up that read the
+/// inner store before a change made *elsewhere* (straight in `gated`) and answers after
+/// the change's event was applied never makes the wrapper show the old state afterwards,
+/// for a revocation (and the token its cascade took) and a rotation.
+pub async fn racing_lookups_never_undo_an_event<S: TokenStore>(
+    gated: &GatedStore<S>,
+    wrapper: &dyn TokenStore,
+    apply: &(dyn Fn(&FeedMessage) + Sync),
+) {
+    for held_credential in [false, true] {
+        let lookup = Lookup {
+            gated,
+            wrapper,
+            credential: held_credential,
+        };
+        let env = new_environment();
+        let mut feed = gated.watch(gated.event_head().await.unwrap()).unwrap();
+
+        // Revoke a creator elsewhere: its delegated token goes with it.
+        let creator = sample_token(env, base_time());
+        let delegated = delegated_token(env, creator.token.id, base_time());
+        for stored in [&creator, &delegated] {
+            gated.insert(stored.clone(), Limits::NONE).await.unwrap();
+        }
+        // The creator is cached; the delegated token's look-up is the one held.
+        wrapper.find_by_hash(&creator.hash).await.unwrap();
+        lookup
+            .overtaken_by(&delegated.hash, async {
+                gated
+                    .revoke(env, creator.token.id, base_time(), by())
+                    .await
+                    .unwrap();
+                apply_through(&mut feed, delegated.token.id, apply).await;
+            })
+            .await;
+        for stored in [&creator, &delegated] {
+            for token in lookup.everything(&stored.hash).await {
+                assert!(
+                    !token.expect("revoked token still known").active,
+                    "a look-up that began before a revocation's event was applied made a \
+                     token active again (held: {})",
+                    lookup.held()
+                );
+            }
+        }
+
+        // Rotate elsewhere: the predecessor's new expiry applies once its event has.
+        let old = sample_token(env, base_time());
+        gated.insert(old.clone(), Limits::NONE).await.unwrap();
+        let grace_end = base_time() + TimeDelta::minutes(10);
+        lookup
+            .overtaken_by(&old.hash, async {
+                gated
+                    .rotate(Rotation {
+                        environment: env,
+                        predecessor: old.token.id,
+                        predecessor_expires_at: grace_end,
+                        successor: sample_token(env, base_time() + TimeDelta::seconds(1)),
+                        limits: Limits::NONE,
+                        actor: by(),
+                    })
+                    .await
+                    .unwrap();
+                apply_through(&mut feed, old.token.id, apply).await;
+            })
+            .await;
+        for token in lookup.everything(&old.hash).await {
+            assert_eq!(
+                token.expect("rotated token still known").expires_at,
+                Some(grace_end),
+                "a look-up that began before a rotation's event was applied restored the \
+                 old expiry (held: {})",
+                lookup.held()
+            );
+        }
+    }
+}
+
+/// Pulls `feed`, applying each message, until the event of `token` has been applied.
+async fn apply_through(
+    feed: &mut ChangeFeed,
+    token: TokenId,
+    apply: &(dyn Fn(&FeedMessage) + Sync),
+) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("events: the feed yielded nothing for 30 s")
+            .expect("events: the feed ended");
+        apply(&message);
+        if matches!(&message, FeedMessage::Event(e) if e.token == token) {
+            return;
         }
     }
 }

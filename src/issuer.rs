@@ -4,6 +4,7 @@ mod gate;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::event::Actor;
 use crate::format::TokenFormat;
 use crate::hash::{HashKey, TokenHasher};
 use crate::model::{
@@ -46,6 +47,14 @@ impl Caller {
         match self {
             Caller::User(creator) => creator,
             Caller::Token(principal) => principal.created_by(),
+        }
+    }
+
+    /// Who acts, as the event log records it.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Caller::User(creator) => Actor::User(creator.id),
+            Caller::Token(principal) => Actor::Token(principal.token_id()),
         }
     }
 
@@ -127,6 +136,7 @@ pub struct TokenIssuer<S> {
     limits: Limits,
     last_use_interval: Option<TimeDelta>,
     lists: gate::Gate,
+    event_retention: TimeDelta,
 }
 
 impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
@@ -225,6 +235,14 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
+    /// How long [`purge`](TokenIssuer::purge) keeps events in the store's event log
+    /// (default 30 days): older ones are deleted, and a reader whose cursor they were
+    /// after is told to resynchronise ([`StoreError::EventsPruned`]).
+    pub fn event_retention(mut self, retention: Duration) -> Self {
+        self.issuer.event_retention = TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX);
+        self
+    }
+
     /// The configured issuer, on a store that is ready as it is: [`MemoryStore`](crate::MemoryStore),
     /// or a database [`prepare`](Self::prepare) has made ready before. Nothing checks the
     /// hash key here; for SQLite and PostgreSQL use [`prepare`](Self::prepare).
@@ -284,6 +302,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 limits: Limits::default(),
                 last_use_interval: Some(TimeDelta::minutes(1)),
                 lists: gate::Gate::new(NonZeroU32::new(DEFAULT_LISTS_PER_ENVIRONMENT)),
+                event_retention: TimeDelta::days(30),
             },
         }
     }
@@ -602,15 +621,20 @@ impl<S: TokenStore> TokenIssuer<S> {
         caller: impl Into<Caller>,
         id: TokenId,
     ) -> Result<Revoked, Error> {
-        self.check_authority(environment, &caller.into(), id)
-            .await?;
-        Ok(self.store.revoke(environment, id, self.now()).await?)
+        let caller = caller.into();
+        self.check_authority(environment, &caller, id).await?;
+        Ok(self
+            .store
+            .revoke(environment, id, self.now(), caller.actor())
+            .await?)
     }
 
     /// Deletes the tokens that ended (were revoked, or expired) more than `older_than`
     /// ago, in short batches, and says how many and before when. Live tokens are never
     /// deleted, nor a token that created one not revoked (it goes once that one has). A
-    /// deleted token authenticates as unknown: the same 401 as a revoked one.
+    /// deleted token authenticates as unknown: the same 401 as a revoked one. Then deletes
+    /// the events older than the [event retention](TokenIssuerBuilder::event_retention)
+    /// from the store's log.
     pub async fn purge(&self, older_than: Duration) -> Result<Purged, Error> {
         /// Each batch is one short transaction.
         const BATCH: u32 = 1_000;
@@ -625,15 +649,26 @@ impl<S: TokenStore> TokenIssuer<S> {
         // left.
         loop {
             match self.store.purge(ended_before, BATCH).await? {
-                0 => {
-                    return Ok(Purged {
-                        tokens,
-                        ended_before,
-                    });
-                }
+                0 => break,
                 n => tokens += u64::from(n),
             }
         }
+        let events_before = self
+            .now()
+            .checked_sub_signed(self.event_retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut events = 0_u64;
+        loop {
+            match self.store.prune_events(events_before, BATCH).await? {
+                0 => break,
+                n => events += u64::from(n),
+            }
+        }
+        Ok(Purged {
+            tokens,
+            ended_before,
+            events,
+        })
     }
 
     /// Replaces a live token with a new one with the same note, scopes, creator and
@@ -698,6 +733,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 predecessor_expires_at: add_saturating(now, grace),
                 successor,
                 limits: self.limits,
+                actor: caller.actor(),
             })
             .await?;
         Ok(IssuedToken { raw, token })
@@ -711,6 +747,8 @@ pub struct Purged {
     pub tokens: u64,
     /// The cut-off: it deleted tokens that ended (were revoked, or expired) before this.
     pub ended_before: DateTime<Utc>,
+    /// How many events it deleted from the store's log (older than the retention).
+    pub events: u64,
 }
 
 /// How many of one environment's list reads run at once by default.

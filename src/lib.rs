@@ -10,6 +10,7 @@ mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+mod event;
 mod format;
 mod hash;
 pub mod http;
@@ -28,6 +29,10 @@ mod wire;
 // answers, text scanning and the conformance suite in their modules.
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, MAX_LISTED_SCOPES};
+pub use event::{
+    Actor, ChangeFeed, Event, EventCursor, EventKind, EventPage, FeedMessage, FeedSource,
+    InvalidEventCursor, PollingSource,
+};
 pub use format::{
     Alphabet, CHECKSUM_LEN, Checksum, FormatConfigError, FormatError, InvalidChecksum,
     MAX_PREFIX_LEN, MAX_RANDOM_LEN, MAX_TOKEN_LEN, MIN_RANDOM_LEN, ParsedToken, Prefix,

@@ -9,6 +9,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
+use crate::event::{Actor, ChangeFeed, EventCursor, EventPage};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use async_trait::async_trait;
@@ -170,6 +171,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   timestamps at microsecond precision (the issuer never makes finer ones).
 /// - **Failures** are [`StoreError`]s of the right kind with the driver's error as source,
 ///   never panics; [`StoreError::Unavailable`] when the backend cannot be reached.
+/// - **The event log** (a store that keeps one). Every change appends its
+///   [`Event`](crate::Event)s in the same atomic step: `insert` one `Issued`; `revoke` one
+///   `Revoked` for the token (cause `None`) and one for each token of its cascade (cause:
+///   the token revoked), none when it was revoked already; `rotate` `Issued` for the
+///   successor, then `Rotated` for the predecessor. A change that fails writes none.
+///   Sequence numbers grow in commit order: once a reader has seen event `n`, no event
+///   below `n` can appear later, so reading "after the last one seen" never skips one
+///   (on a database where transactions commit out of order, the store serializes its
+///   appends). [`events_since`](Self::events_since) never skips pruned events silently.
 ///
 /// # Writing a store
 ///
@@ -180,6 +190,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// connections, and two speed hooks that only an in-memory store gains from,
 /// [`find_credential`](Self::find_credential) and
 /// [`find_credential_now`](Self::find_credential_now) (with [`Credential`]).
+///
+/// A store without an event log works everywhere a store does, but has no audit trail,
+/// and a [`CachedStore`](crate::CachedStore) in front of it cannot learn of changes made
+/// by other processes: it serves a token revoked elsewhere until the entry's TTL runs
+/// out. To keep a log, append the events above in each change's transaction, implement
+/// [`events_since`](Self::events_since), [`event_head`](Self::event_head) and
+/// [`prune_events`](Self::prune_events), and [`watch`](Self::watch) with a
+/// [`ChangeFeed`] over a [`FeedSource`](crate::FeedSource)
+/// ([`PollingSource`](crate::PollingSource) when the database has no notifications);
+/// `conformance::run_all` then checks the log too.
 #[async_trait]
 pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Adds a record. Fails, writing nothing, with `Duplicate` if its id or hash exists,
@@ -205,12 +225,13 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// predecessors still live (see the contract), and returns the updated record with the
     /// ids of the others; `NotFound` if the environment has no such token. Revoking a
     /// revoked token changes nothing (it keeps its first `revoked_at`) and revokes nothing
-    /// else.
+    /// else. `by` is who revoked it, for the event log.
     async fn revoke(
         &self,
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError>;
 
     /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
@@ -289,6 +310,46 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         let _ = hash;
         None
     }
+
+    // The event log: a store need not keep one; the defaults say it keeps none.
+
+    /// Up to `limit` events (1 to 1,000) after `after` in sequence order, of one
+    /// environment or of all: the audit trail, and what a [`ChangeFeed`] reads. Fails with
+    /// [`StoreError::EventsPruned`] when events after `after` were pruned (the reader must
+    /// resynchronise), never skipping them silently. The default fails with
+    /// [`StoreError::NoEventLog`].
+    async fn events_since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        let _ = (environment, after, limit);
+        Err(StoreError::NoEventLog)
+    }
+
+    /// The position after the newest event: where a reader that wants only what happens
+    /// from now on starts. The default fails with [`StoreError::NoEventLog`].
+    async fn event_head(&self) -> Result<EventCursor, StoreError> {
+        Err(StoreError::NoEventLog)
+    }
+
+    /// Deletes at most `max` events older than `before`, oldest first, and returns how
+    /// many; a reader whose cursor they were after is then told
+    /// ([`StoreError::EventsPruned`]). The default, for a store without a log, deletes
+    /// nothing.
+    async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        let _ = (before, max);
+        Ok(0)
+    }
+
+    /// A feed of the events after `after` (see [`ChangeFeed`]), woken by the store's
+    /// notifications where it has them. Needs a tokio runtime when pulled. The default
+    /// fails with [`StoreError::NoEventLog`].
+    fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+        let _ = after;
+        Err(StoreError::NoEventLog)
+    }
 }
 
 /// What [`TokenStore::rotate`] does in one step.
@@ -304,6 +365,8 @@ pub struct Rotation {
     pub successor: StoredToken,
     /// The bounds the successor must respect (see the contract).
     pub limits: Limits,
+    /// Who rotated it, for the event log.
+    pub actor: Actor,
 }
 
 /// The bounds an [`insert`](TokenStore::insert) or a [`rotate`](TokenStore::rotate) must
@@ -761,6 +824,23 @@ pub enum StoreError {
         /// The version this library writes.
         current: i64,
     },
+    /// The store keeps no event log (a store written without one), so it has no audit
+    /// trail or change feed.
+    #[error(
+        "this token store keeps no event log, so it has no audit trail or change feed: use SQLite, PostgreSQL or the in-memory store, or add a log to the store (see \"Writing a store\" in the TokenStore docs)"
+    )]
+    NoEventLog,
+    /// Events after the cursor were pruned before they were read (the log keeps them for
+    /// a set time): what was derived from the log may be stale.
+    #[error(
+        "the events after {after} were pruned before they were read (the log now starts after {resumed}): resynchronise, dropping what you derived from the log, then read on from {resumed}"
+    )]
+    EventsPruned {
+        /// The cursor given.
+        after: EventCursor,
+        /// The oldest position the log still holds.
+        resumed: EventCursor,
+    },
     /// Any other backend failure.
     #[error("the token store failed: {source}")]
     Backend {
@@ -801,8 +881,8 @@ macro_rules! forward_store {
             async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
                 (**self).list(environment, page).await
             }
-            async fn revoke(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>) -> Result<Revoked, StoreError> {
-                (**self).revoke(environment, id, at).await
+            async fn revoke(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>, by: Actor) -> Result<Revoked, StoreError> {
+                (**self).revoke(environment, id, at, by).await
             }
             async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
                 (**self).rotate(rotation).await
@@ -824,6 +904,18 @@ macro_rules! forward_store {
             }
             async fn close(&self) {
                 (**self).close().await
+            }
+            async fn events_since(&self, environment: Option<EnvironmentId>, after: EventCursor, limit: u32) -> Result<EventPage, StoreError> {
+                (**self).events_since(environment, after, limit).await
+            }
+            async fn event_head(&self) -> Result<EventCursor, StoreError> {
+                (**self).event_head().await
+            }
+            async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+                (**self).prune_events(before, max).await
+            }
+            fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+                (**self).watch(after)
             }
         }
     )*};

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::Counting;
+
 use uuid::Uuid;
 
 mod support;
@@ -67,6 +68,208 @@ async fn a_lookup_overtaken_by_a_change_never_fills_the_cache_with_the_old_state
 }
 
 #[tokio::test]
+async fn a_lookup_overtaken_by_an_event_never_fills_the_cache_with_the_old_state() {
+    let gated = Arc::new(GatedStore::new(MemoryStore::new()));
+    let cache = CachedStore::new(gated.clone()).coherent();
+    conformance::racing_lookups_never_undo_an_event(&gated, &cache, &|m| cache.apply(m)).await;
+}
+
+#[tokio::test]
+async fn a_coherent_cache_passes_the_conformance_suite() {
+    conformance::run_all(&CachedStore::new(MemoryStore::new()).coherent()).await;
+}
+
+/// A delegated token issued by `creator`, through `issuer`.
+async fn delegated(
+    issuer: &TokenIssuer<CachedStore<Arc<Counting>>>,
+    creator: &apitoken::IssuedToken,
+) -> apitoken::IssuedToken {
+    let principal = issuer
+        .authenticate(creator.raw.expose_secret())
+        .await
+        .unwrap();
+    issuer.issue(env(), principal, request()).await.unwrap()
+}
+
+/// The defect found from outside: invalidating a creator revoked elsewhere left the
+/// tokens it created, revoked in the same step, authenticating from the cache.
+#[tokio::test]
+async fn invalidating_a_creator_revoked_elsewhere_stops_what_it_created() {
+    let s = setup();
+    let creator = s.cached.issue(env(), alice(), request()).await.unwrap();
+    let child = delegated(&s.cached, &creator).await;
+    let grandchild = delegated(&s.cached, &child).await;
+    let bystander = s.cached.issue(env(), alice(), request()).await.unwrap();
+    for issued in [&creator, &child, &grandchild, &bystander] {
+        s.cached
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+    }
+    s.elsewhere
+        .revoke(env(), support::operator(), creator.token.id)
+        .await
+        .unwrap();
+    s.cached.store().invalidate(creator.token.id);
+    for issued in [&creator, &child, &grandchild] {
+        assert!(
+            matches!(
+                s.cached.authenticate(issued.raw.expose_secret()).await,
+                Err(Error::Revoked { .. })
+            ),
+            "a token the creator's revocation took still authenticates from the cache"
+        );
+    }
+    // A user's token without an expiry cannot have been reached: it stays cached.
+    let reads = s.backend.finds.load(Ordering::SeqCst);
+    s.cached
+        .authenticate(bystander.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(s.backend.finds.load(Ordering::SeqCst), reads);
+}
+
+/// A coherent cache over the setup's store, and a feed of that store read with the
+/// same clock, pulled by hand so that the test decides when messages apply.
+fn coherent(
+    s: &Setup,
+) -> (
+    TokenIssuer<CachedStore<Arc<Counting>>>,
+    apitoken::ChangeFeed,
+) {
+    let cache = CachedStore::new(s.backend.clone())
+        .coherent()
+        .staleness_bound(Duration::from_secs(1))
+        .clock(s.clock.clone());
+    let feed = s
+        .backend
+        .watch(apitoken::EventCursor::START)
+        .unwrap()
+        .clock(s.clock.clone());
+    (
+        TokenIssuer::builder(cache).clock(s.clock.clone()).build(),
+        feed,
+    )
+}
+
+/// Applies the feed's messages until it has caught up.
+async fn catch_up(cache: &CachedStore<Arc<Counting>>, feed: &mut apitoken::ChangeFeed) {
+    loop {
+        let message = feed.next().await.unwrap();
+        cache.apply(&message);
+        if matches!(message, apitoken::FeedMessage::CaughtUp { .. }) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_coherent_cache_refuses_a_token_revoked_elsewhere_once_its_event_applies() {
+    let s = setup();
+    let (cached, mut feed) = coherent(&s);
+    let creator = cached.issue(env(), alice(), request()).await.unwrap();
+    let child = delegated(&cached, &creator).await;
+    catch_up(cached.store(), &mut feed).await;
+    for issued in [&creator, &child] {
+        cached
+            .authenticate(issued.raw.expose_secret())
+            .await
+            .unwrap();
+    }
+    // Long after the bound, a feed that keeps catching up vouches for the entries: no
+    // store read.
+    let reads = s.backend.finds.load(Ordering::SeqCst);
+    s.clock.advance(TimeDelta::seconds(30));
+    catch_up(cached.store(), &mut feed).await;
+    cached
+        .authenticate(creator.raw.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.backend.finds.load(Ordering::SeqCst),
+        reads,
+        "served from the cache"
+    );
+
+    s.elsewhere
+        .revoke(env(), support::operator(), creator.token.id)
+        .await
+        .unwrap();
+    catch_up(cached.store(), &mut feed).await;
+    for issued in [&creator, &child] {
+        assert!(
+            matches!(
+                cached.authenticate(issued.raw.expose_secret()).await,
+                Err(Error::Revoked { .. })
+            ),
+            "the revocation's events reached the cache: every token it took is refused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_coherent_cache_whose_feed_is_silent_serves_nothing_older_than_the_bound() {
+    let s = setup();
+    let (cached, mut feed) = coherent(&s);
+    let issued = cached.issue(env(), alice(), request()).await.unwrap();
+    let secret = issued.raw.expose_secret();
+    catch_up(cached.store(), &mut feed).await;
+    cached.authenticate(secret).await.unwrap();
+    s.elsewhere
+        .revoke(env(), support::operator(), issued.token.id)
+        .await
+        .unwrap();
+    // The feed is cut off: nothing more is applied. Within the bound the entry is
+    // served...
+    s.clock.advance(TimeDelta::milliseconds(1_000));
+    cached.authenticate(secret).await.unwrap();
+    // ...past it, the cache reads the store again and finds the revocation.
+    s.clock.advance(TimeDelta::milliseconds(1));
+    assert!(matches!(
+        cached.authenticate(secret).await,
+        Err(Error::Revoked { .. })
+    ));
+    assert!(
+        cached.store().synced_until().is_some(),
+        "the feed had caught up once"
+    );
+}
+
+#[tokio::test]
+async fn a_coherent_cache_trusts_nothing_old_before_its_feed_first_catches_up() {
+    let s = setup();
+    let (cached, _feed) = coherent(&s);
+    let issued = cached.issue(env(), alice(), request()).await.unwrap();
+    let secret = issued.raw.expose_secret();
+    cached.authenticate(secret).await.unwrap();
+    let reads = s.backend.finds.load(Ordering::SeqCst);
+    s.clock.advance(TimeDelta::milliseconds(1_001));
+    cached.authenticate(secret).await.unwrap();
+    assert_eq!(
+        s.backend.finds.load(Ordering::SeqCst),
+        reads + 1,
+        "an entry older than the bound, with no feed to vouch for it, is read again"
+    );
+}
+
+#[tokio::test]
+async fn missed_events_drop_every_entry() {
+    let s = setup();
+    let (cached, _feed) = coherent(&s);
+    let issued = cached.issue(env(), alice(), request()).await.unwrap();
+    cached
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    assert!(!cached.store().is_empty());
+    cached.store().apply(&apitoken::FeedMessage::Missed {
+        after: apitoken::EventCursor::START,
+        resumed: apitoken::EventCursor::after(10),
+    });
+    assert!(cached.store().is_empty());
+}
+
+#[tokio::test]
 async fn invalidating_one_token_applies_a_change_made_elsewhere_at_once() {
     let s = setup();
     let (a, b) = (
@@ -114,7 +317,12 @@ async fn invalidating_a_token_stops_a_lookup_under_way_from_filling_the_cache() 
         // Another instance revokes it and tells this one.
         gated
             .inner()
-            .revoke(env(), issued.token.id, conformance::base_time())
+            .revoke(
+                env(),
+                issued.token.id,
+                conformance::base_time(),
+                apitoken::Actor::User(apitoken::UserId::from_uuid(uuid::Uuid::nil())),
+            )
             .await
             .unwrap();
         cache.invalidate(issued.token.id);

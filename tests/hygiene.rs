@@ -13,10 +13,10 @@
 
 use apitoken::http::UNAUTHORIZED_MESSAGE;
 use apitoken::{
-    Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, Limits, ManualClock,
-    MemoryStore, Note, PageRequest, ParsedToken, RawToken, Revoked, Rotation, Scope, Scopes,
-    StoreError, StoredToken, Token, TokenFormat, TokenHash, TokenId, TokenIssuer, TokenStore,
-    UserId,
+    Actor, Caller, Creator, EnvironmentId, Error, HashKey, IssueRequest, IssuedToken, Limits,
+    ManualClock, MemoryStore, Note, PageRequest, ParsedToken, RawToken, Revoked, Rotation, Scope,
+    Scopes, StoreError, StoredToken, Token, TokenFormat, TokenHash, TokenId, TokenIssuer,
+    TokenStore, UserId,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -303,6 +303,7 @@ impl TokenStore for Down {
         _: EnvironmentId,
         _: TokenId,
         _: DateTime<Utc>,
+        _: Actor,
     ) -> Result<Revoked, StoreError> {
         Err(down())
     }

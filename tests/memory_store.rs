@@ -76,7 +76,15 @@ async fn revocation_is_seen_by_every_thread_at_once() {
                 })
             })
             .collect();
-        store.revoke(env, t.token.id, base_time()).await.unwrap();
+        store
+            .revoke(
+                env,
+                t.token.id,
+                base_time(),
+                apitoken::Actor::User(apitoken::UserId::from_uuid(uuid::Uuid::nil())),
+            )
+            .await
+            .unwrap();
         revoked.store(true, std::sync::atomic::Ordering::SeqCst);
         for r in readers {
             r.await.unwrap();
@@ -121,8 +129,9 @@ impl TokenStore for Forgetful {
         env: apitoken::EnvironmentId,
         id: apitoken::TokenId,
         at: chrono::DateTime<chrono::Utc>,
+        by: apitoken::Actor,
     ) -> Result<apitoken::Revoked, StoreError> {
-        self.0.revoke(env, id, at).await
+        self.0.revoke(env, id, at, by).await
     }
     async fn rotate(&self, rotation: apitoken::Rotation) -> Result<apitoken::Token, StoreError> {
         self.0.rotate(rotation).await

@@ -77,7 +77,7 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     assert_eq!(store.schema_version().await.unwrap(), 0);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
         .issue(new_environment(), alice(), request("kept"))
@@ -108,7 +108,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"
@@ -214,17 +214,17 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
             unready,
             StoreError::NotPrepared {
                 found: 1,
-                current: 4
+                current: 5
             }
         ),
         "{unready:?}"
     );
     assert_eq!(store.schema_version().await.unwrap(), 1);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     store.check(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     store.prepare(hasher.fingerprint()).await.unwrap();
     assert_eq!(
         replaced_by(&store, id).await,
@@ -251,7 +251,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     );
 
     // A database from a version newer than this one is still refused.
-    sqlx::query("UPDATE apitoken_meta SET value = '5' WHERE key = 'schema_version'")
+    sqlx::query("UPDATE apitoken_meta SET value = '6' WHERE key = 'schema_version'")
         .execute(store.pool())
         .await
         .unwrap();
@@ -260,8 +260,8 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 5,
-                supported: 4
+                found: 6,
+                supported: 5
             }
         ),
         "{err:?}"
@@ -586,7 +586,12 @@ async fn revoking_a_revoked_token_never_waits_for_the_write_lock() {
     store.insert(token.clone(), Limits::NONE).await.unwrap();
     store.insert(child.clone(), Limits::NONE).await.unwrap();
     let first = store
-        .revoke(env, token.token.id, base_time())
+        .revoke(
+            env,
+            token.token.id,
+            base_time(),
+            apitoken::Actor::User(apitoken::UserId::from_uuid(uuid::Uuid::nil())),
+        )
         .await
         .unwrap();
     assert_eq!(first.cascade, vec![child.token.id]);
@@ -594,7 +599,12 @@ async fn revoking_a_revoked_token_never_waits_for_the_write_lock() {
     let holder = open(&db).await;
     let lock = holder.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
     let again = store
-        .revoke(env, token.token.id, base_time() + TimeDelta::hours(1))
+        .revoke(
+            env,
+            token.token.id,
+            base_time() + TimeDelta::hours(1),
+            apitoken::Actor::User(apitoken::UserId::from_uuid(uuid::Uuid::nil())),
+        )
         .await
         .expect("a re-revocation does not wait for the write lock");
     assert_eq!(again.token, first.token, "nothing changed");

@@ -2,6 +2,7 @@
 
 use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
 use crate::clock::{Clock, SystemClock};
+use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use core::fmt;
 use core::hash::{BuildHasherDefault, Hasher};
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 const SHARDS: usize = 16;
@@ -17,7 +19,7 @@ const SHARDS: usize = 16;
 /// Caches [`find_by_hash`](TokenStore::find_by_hash) in front of a remote store, so that
 /// most authentications cost no round trip.
 ///
-/// - **Positive entries** (known tokens) live for `ttl` (default 5 s).
+/// - **Positive entries** (known tokens) live for `ttl` (default 5 s; 60 s when coherent).
 /// - **Negative entries** (well-formed tokens the store does not know) live for
 ///   `negative_ttl` (default 1 s), so a client retrying a wrong token does not reach the
 ///   database on every request.
@@ -32,17 +34,27 @@ const SHARDS: usize = 16;
 ///   linearizable through the cache, and after `rotate` returns the predecessor's
 ///   shortened expiry applies at once.
 ///
-/// # Staleness for other processes
+/// # Changes made by other processes
 ///
-/// A change made by *another* process (or directly in the database) is seen here at the
-/// latest when the entry expires: a token revoked elsewhere keeps authenticating for up
-/// to `ttl`, and a token issued elsewhere may be reported unknown for up to
-/// `negative_ttl` (only if it was presented before it existed). Cached records carry
-/// their expiry, which the issuer checks against the clock on every request; a change to
-/// the expiry made elsewhere (a rotation's grace period) applies within `ttl` too. Choose
-/// `ttl` as the longest time a revocation elsewhere may take to apply; to apply one at
-/// once (e.g. on a pub/sub message), call [`CachedStore::invalidate`] with the token's
-/// id, [`CachedStore::invalidate_hash`], or [`CachedStore::invalidate_all`].
+/// A [coherent](CachedStore::coherent) cache follows the store's event log
+/// ([`CachedStore::follow`]): each change any process makes drops the entries of the
+/// tokens it changed as soon as its event arrives, and an entry is served only while the
+/// cache can prove it fresh (read, or vouched for by the feed, within the
+/// [staleness bound](CachedStore::staleness_bound), 1 s by default). That is the mode for
+/// several processes over one database; `docs/RELIABILITY.md` gives the measured
+/// propagation times.
+///
+/// Without a feed, a change made by *another* process (or directly in the database) is
+/// seen here at the latest when the entry expires: a token revoked elsewhere keeps
+/// authenticating for up to `ttl`. Cached records carry their expiry, which the issuer
+/// checks against the clock on every request; a change to the expiry made elsewhere (a
+/// rotation's grace period) applies within `ttl` too. Choose `ttl` as the longest time a
+/// revocation elsewhere may take to apply; to apply one at once (e.g. on a pub/sub
+/// message), call [`CachedStore::invalidate`] with the token's id,
+/// [`CachedStore::invalidate_hash`], or [`CachedStore::invalidate_all`].
+///
+/// Either way, a token issued elsewhere may be reported unknown for up to `negative_ttl`
+/// if it was presented before it existed (events name tokens, never hashes).
 ///
 /// ```
 /// use apitoken::{CachedStore, MemoryStore, TokenIssuer};
@@ -66,6 +78,13 @@ pub struct CachedStore<S> {
     negative_ttl: TimeDelta,
     capacity_per_shard: usize,
     clock: Arc<dyn Clock>,
+    /// Coherent: entries are served only while provably fresh (see `coherent`).
+    coherent: bool,
+    /// How old, in microseconds, what a coherent cache serves may be.
+    staleness_micros: i64,
+    /// Until when, by the clock in microseconds, the feed has applied every change:
+    /// `i64::MIN` before it first caught up.
+    synced_micros: AtomicI64,
 }
 
 #[derive(Default)]
@@ -76,6 +95,8 @@ struct Shard {
 struct Entry {
     token: Option<Token>,
     fresh_until: DateTime<Utc>,
+    /// When the look-up that read it began, in microseconds.
+    read_micros: i64,
 }
 
 /// The invalidations that look-ups still in flight might not have seen.
@@ -184,6 +205,7 @@ impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
             .field("ttl", &self.ttl)
             .field("negative_ttl", &self.negative_ttl)
             .field("capacity", &(self.capacity_per_shard * SHARDS))
+            .field("coherent", &self.coherent)
             .finish_non_exhaustive()
     }
 }
@@ -204,6 +226,101 @@ impl<S: TokenStore> CachedStore<S> {
             negative_ttl: TimeDelta::seconds(1),
             capacity_per_shard: 100_000 / SHARDS,
             clock: Arc::new(SystemClock),
+            coherent: false,
+            staleness_micros: 1_000_000,
+            synced_micros: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Makes the cache coherent across processes, for a store with an event log: it
+    /// serves an entry only while it can prove the entry fresh, that is, read from the
+    /// store at most the [staleness bound](Self::staleness_bound) ago (default 1 s), or
+    /// not changed since by any event up to a time within that bound, as the feed it
+    /// follows ([`follow`](Self::follow) or [`apply`](Self::apply)) reports. Each event
+    /// drops the entry of its token at once. Sets the TTL to 60 s (change it after).
+    ///
+    /// So a token revoked by any process stops authenticating here as soon as its event
+    /// arrives (a few milliseconds on PostgreSQL), and at the latest after the bound when
+    /// the feed is interrupted: the cache then re-reads the store instead of trusting old
+    /// entries. While the store is down, that means authentication fails after the bound
+    /// rather than accepting tokens no one can check.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use apitoken::{CachedStore, MemoryStore, TokenIssuer, TokenStore};
+    /// use std::sync::Arc;
+    ///
+    /// let store = MemoryStore::new();
+    /// let head = store.event_head().await?;
+    /// let cache = CachedStore::new(store).coherent();
+    /// let feed = cache.watch(head)?;
+    /// let issuer = Arc::new(TokenIssuer::new(cache));
+    /// let follower = issuer.clone();
+    /// tokio::spawn(async move { follower.store().follow(feed).await });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn coherent(self) -> Self {
+        CachedStore {
+            coherent: true,
+            ttl: TimeDelta::seconds(60),
+            ..self
+        }
+    }
+
+    /// How old what a [coherent](Self::coherent) cache serves may be when its feed cannot
+    /// vouch for it (default 1 s): the longest a revocation elsewhere can take to apply
+    /// here while the feed is interrupted.
+    pub fn staleness_bound(self, bound: Duration) -> Self {
+        CachedStore {
+            staleness_micros: i64::try_from(bound.as_micros()).unwrap_or(i64::MAX),
+            ..self
+        }
+    }
+
+    /// Applies a feed's message (for an application that reads the feed itself, to log
+    /// it, say): an event drops its token's entry, `CaughtUp` vouches for every entry up
+    /// to its time, `Missed` drops everything, `Interrupted` changes nothing (entries age
+    /// past the bound). The feed must read the same clock as the cache
+    /// ([`ChangeFeed::clock`]).
+    pub fn apply(&self, message: &FeedMessage) {
+        match message {
+            FeedMessage::Event(event) => self.forget(event.token),
+            FeedMessage::CaughtUp { as_of, .. } => {
+                self.synced_micros
+                    .fetch_max(as_of.timestamp_micros(), Ordering::Release);
+            }
+            FeedMessage::Missed { .. } => self.invalidate_all(),
+            _ => {}
+        }
+    }
+
+    /// Follows `feed` for ever, [applying](Self::apply) each message, with the feed
+    /// reading the cache's clock: spawn it beside the application, on a
+    /// [coherent](Self::coherent) cache (on another, events still drop entries, but
+    /// nothing bounds their age when the feed stops).
+    pub async fn follow(&self, feed: ChangeFeed) {
+        let mut feed = feed.shared_clock(self.clock.clone());
+        while let Some(message) = feed.next().await {
+            self.apply(&message);
+        }
+    }
+
+    /// Until when the feed has applied every change, as its last `CaughtUp` said; `None`
+    /// before the first. A coherent cache whose feed is healthy is never more than the
+    /// poll interval behind.
+    pub fn synced_until(&self) -> Option<DateTime<Utc>> {
+        match self.synced_micros.load(Ordering::Acquire) {
+            i64::MIN => None,
+            micros => DateTime::from_timestamp_micros(micros),
+        }
+    }
+
+    /// Whether an entry read at `read_micros` may be served at `now`.
+    fn provably_fresh(&self, read_micros: i64, now: DateTime<Utc>) -> bool {
+        !self.coherent || {
+            let vouched = read_micros.max(self.synced_micros.load(Ordering::Acquire));
+            vouched >= now.timestamp_micros().saturating_sub(self.staleness_micros)
         }
     }
 
@@ -256,9 +373,18 @@ impl<S: TokenStore> CachedStore<S> {
         lock_ids(&self.ids).clear();
     }
 
-    /// Forgets what is cached about token `id`, so that its next look-up goes to the
-    /// store, and look-ups of it already under way do not fill the cache. Call it when the
-    /// token changed elsewhere (another process revoked or rotated it).
+    /// Forgets what is cached about token `id` and about every token its revocation may
+    /// have taken with it, so that their next look-ups go to the store, and look-ups
+    /// already under way do not fill the cache. Call it when the token changed elsewhere
+    /// (another process revoked or rotated it) and the cache follows no feed.
+    ///
+    /// A revocation also revokes the tokens the token created and its rotated
+    /// predecessors, which the cache cannot tell apart from others without the store: so
+    /// this drops, besides `id`, every cached token created by a token and every cached
+    /// token with an expiry (a rotated predecessor has one), and keeps only user-created
+    /// tokens without an expiry. (A predecessor cached before it was rotated elsewhere
+    /// has no expiry yet: invalidate it when it is rotated.) A [coherent](Self::coherent)
+    /// cache needs none of this: the feed names each token revoked.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -272,6 +398,32 @@ impl<S: TokenStore> CachedStore<S> {
     /// # });
     /// ```
     pub fn invalidate(&self, id: TokenId) {
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        invalidations.stamp(None, Some(id));
+        // Any look-up in flight may be of a token the cascade reached.
+        invalidations.all = invalidations.epoch;
+        let reached = |token: &Token| {
+            token.id == id || token.created_by_token.is_some() || token.expires_at.is_some()
+        };
+        let mut gone = Vec::new();
+        for shard in self.shards.iter() {
+            lock(shard).entries.retain(|_, entry| match &entry.token {
+                Some(token) if reached(token) => {
+                    gone.push(token.id);
+                    false
+                }
+                _ => true,
+            });
+        }
+        let mut ids = lock_ids(&self.ids);
+        for id in gone {
+            ids.remove(&id);
+        }
+    }
+
+    /// Forgets what is cached about token `id` alone (an event names every token it
+    /// changed), stamping the invalidation so that look-ups in flight do not fill.
+    fn forget(&self, id: TokenId) {
         let mut invalidations = lock_invalidations(&self.invalidations);
         let hash = lock_ids(&self.ids).remove(&id);
         invalidations.stamp(hash, Some(id));
@@ -361,7 +513,15 @@ impl<S: TokenStore> CachedStore<S> {
         let fresh_until = now
             .checked_add_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        shard.entries.insert(hash, Entry { token, fresh_until });
+        let read_micros = now.timestamp_micros();
+        shard.entries.insert(
+            hash,
+            Entry {
+                token,
+                fresh_until,
+                read_micros,
+            },
+        );
         let mut ids = lock_ids(&self.ids);
         for gone in evicted {
             ids.remove(&gone);
@@ -411,6 +571,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let now = self.clock.now();
         if let Some(entry) = lock(self.shard(hash)).entries.get(hash)
             && entry.fresh_until > now
+            && self.provably_fresh(entry.read_micros, now)
         {
             return Ok(entry.token.clone());
         }
@@ -429,7 +590,8 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let now = self.clock.now();
         let shard = lock(self.shard(hash));
         let entry = shard.entries.get(hash)?;
-        (entry.fresh_until > now).then(|| entry.token.as_ref().map(Credential::from))
+        (entry.fresh_until > now && self.provably_fresh(entry.read_micros, now))
+            .then(|| entry.token.as_ref().map(Credential::from))
     }
 
     async fn get(
@@ -453,13 +615,14 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError> {
-        let result = self.inner.revoke(environment, id, at).await;
+        let result = self.inner.revoke(environment, id, at, by).await;
         match &result {
             Ok(revoked) => {
-                self.invalidate(id);
+                self.forget(id);
                 for &id in &revoked.cascade {
-                    self.invalidate(id);
+                    self.forget(id);
                 }
             }
             // The store may have revoked it, and whatever went with it, before the error.
@@ -472,7 +635,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let predecessor = rotation.predecessor;
         let successor = rotation.successor.hash;
         let result = self.inner.rotate(rotation).await;
-        self.invalidate(predecessor);
+        self.forget(predecessor);
         self.invalidate_hash(&successor);
         result
     }
@@ -503,6 +666,27 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
 
     async fn close(&self) {
         self.inner.close().await
+    }
+
+    async fn events_since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        self.inner.events_since(environment, after, limit).await
+    }
+
+    async fn event_head(&self) -> Result<EventCursor, StoreError> {
+        self.inner.event_head().await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.inner.prune_events(before, max).await
+    }
+
+    fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+        self.inner.watch(after)
     }
 
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -564,8 +748,9 @@ mod tests {
             e: EnvironmentId,
             id: TokenId,
             at: DateTime<Utc>,
+            by: Actor,
         ) -> Result<Revoked, StoreError> {
-            self.0.revoke(e, id, at).await
+            self.0.revoke(e, id, at, by).await
         }
         async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
             self.0.rotate(rotation).await

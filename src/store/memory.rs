@@ -3,6 +3,7 @@
 use super::{
     Cursor, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore, UniqueKey,
 };
+use crate::event::{Actor, ChangeFeed, Event, EventBatch, EventCursor, EventPage, FeedSource};
 use crate::format::Checksum;
 use crate::hash::TokenHash;
 use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
@@ -12,9 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::fmt;
 use core::ops::Bound;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Keeps tokens in memory: for tests, single-process services and as the reference
 /// implementation of the [`TokenStore`] contract. Nothing survives the process.
@@ -27,6 +28,9 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// millions of tokens is one memory access (two adjacent cache lines). The note, checksum,
 /// creation time and whether the token was rotated live apart.
 ///
+/// Its event log keeps the newest [`MemoryStore::LOG_CAPACITY`] events (and fewer once
+/// [pruned](TokenStore::prune_events)); a reader further behind is told it missed some.
+///
 /// ```
 /// use apitoken::{MemoryStore, TokenIssuer};
 ///
@@ -35,6 +39,108 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[derive(Default)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
+    /// Apart from the records, so that a feed can hold it; appended to only under the
+    /// records' write lock, so sequence order is the order of the changes.
+    log: Arc<Log>,
+}
+
+/// The event log, and the signal its feeds wait on.
+struct Log {
+    events: Mutex<LogEvents>,
+    /// Changed by every append: each feed's receiver sees a change made since its last
+    /// wait, so none is missed.
+    grown: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            events: Mutex::default(),
+            grown: tokio::sync::watch::Sender::new(()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct LogEvents {
+    events: VecDeque<Event>,
+    /// The newest sequence number given.
+    last: u64,
+    /// Every event up to this one may be gone.
+    pruned_through: u64,
+}
+
+impl Log {
+    fn lock(&self) -> MutexGuard<'_, LogEvents> {
+        // Each update leaves the queue consistent.
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn append(&self, batch: &EventBatch<'_>) {
+        if batch.tokens.is_empty() {
+            return;
+        }
+        {
+            let mut log = self.lock();
+            let first = log.last + 1;
+            log.last += batch.tokens.len() as u64;
+            let events: Vec<Event> = batch.numbered(first).collect();
+            log.events.extend(events);
+            while log.events.len() > MemoryStore::LOG_CAPACITY {
+                if let Some(gone) = log.events.pop_front() {
+                    log.pruned_through = gone.sequence;
+                }
+            }
+        }
+        self.grown.send_replace(());
+    }
+
+    fn since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        let log = self.lock();
+        if after.sequence() < log.pruned_through {
+            return Err(StoreError::EventsPruned {
+                after,
+                resumed: EventCursor::after(log.pruned_through),
+            });
+        }
+        let skip = log
+            .events
+            .partition_point(|e| e.sequence <= after.sequence());
+        let events = log
+            .events
+            .iter()
+            .skip(skip)
+            .filter(|e| environment.is_none_or(|env| e.environment == env))
+            .take(limit.clamp(1, 1000) as usize)
+            .cloned()
+            .collect();
+        Ok(EventPage::new(events, after))
+    }
+}
+
+/// A memory store's feed: woken by its appends.
+struct MemoryFeed {
+    log: Arc<Log>,
+    grown: tokio::sync::watch::Receiver<()>,
+}
+
+#[async_trait]
+impl FeedSource for MemoryFeed {
+    async fn read(&mut self, after: EventCursor, limit: u32) -> Result<EventPage, StoreError> {
+        self.log.since(None, after, limit)
+    }
+
+    async fn wait(&mut self) -> Result<(), StoreError> {
+        // At least once a second, so that a follower can tell the feed is alive.
+        let grown = self.grown.changed();
+        let _ = tokio::time::timeout(core::time::Duration::from_secs(1), grown).await;
+        Ok(())
+    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -306,6 +412,9 @@ impl ColdRecords {
 }
 
 impl MemoryStore {
+    /// The most events its log keeps.
+    pub const LOG_CAPACITY: usize = 100_000;
+
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
@@ -711,7 +820,14 @@ impl TokenStore for MemoryStore {
     async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
         let mut inner = self.write();
         inner.check_insert(&token, limits, None)?;
-        inner.insert_checked(token)
+        let id = [token.token.id];
+        let batch = EventBatch {
+            tokens: &id,
+            ..EventBatch::issue(&token.token)
+        };
+        inner.insert_checked(token)?;
+        self.log.append(&batch);
+        Ok(())
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
@@ -766,6 +882,7 @@ impl TokenStore for MemoryStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError> {
         let mut inner = self.write();
         let not_found = || StoreError::NotFound { environment, id };
@@ -791,6 +908,11 @@ impl TokenStore for MemoryStore {
             }
         }
         let token = inner.token_at(position).ok_or_else(not_found)?;
+        if was_active {
+            for batch in EventBatch::revocation(at, environment, by, &id, &cascade) {
+                self.log.append(&batch);
+            }
+        }
         Ok(Revoked { token, cascade })
     }
 
@@ -801,6 +923,7 @@ impl TokenStore for MemoryStore {
             predecessor_expires_at,
             successor,
             limits,
+            actor,
         } = rotation;
         let not_found = || StoreError::NotFound {
             environment,
@@ -822,6 +945,7 @@ impl TokenStore for MemoryStore {
         )?;
         let slot = hot.slot();
         let successor_id = successor.token.id;
+        let at = successor.token.created_at;
         inner.check_insert(&successor, limits, Some(predecessor))?;
         inner.insert_checked(successor)?;
         inner.successors.insert(slot, successor_id);
@@ -835,6 +959,9 @@ impl TokenStore for MemoryStore {
                 hot.expires_at
                     .map_or(predecessor_expires_at, |at| at.min(predecessor_expires_at)),
             );
+        }
+        for batch in EventBatch::rotation(at, environment, actor, &predecessor, &successor_id) {
+            self.log.append(&batch);
         }
         inner.token_at(old).ok_or_else(not_found)
     }
@@ -867,157 +994,39 @@ impl TokenStore for MemoryStore {
         }
         Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hash(first: [u8; 8], rest: u8) -> TokenHash {
-        let mut bytes = [rest; 32];
-        bytes[..8].copy_from_slice(&first);
-        TokenHash::from_bytes(bytes)
+    async fn events_since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        self.log.since(environment, after, limit)
     }
 
-    fn store_of(hashes: &[TokenHash]) -> Inner {
-        let mut inner = Inner::default();
-        for (n, h) in hashes.iter().enumerate() {
-            let mut token = Token::new(
-                TokenId::from_uuid(uuid::Uuid::from_u128(n as u128)),
-                EnvironmentId::from_uuid(uuid::Uuid::nil()),
-                crate::format::TokenFormat::dynamic()
-                    .generate(&mut rand::rng())
-                    .checksum(),
-                Arc::new(Creator::new(crate::model::UserId::from_uuid(
-                    uuid::Uuid::nil(),
-                ))),
-                DateTime::UNIX_EPOCH,
-                crate::model::IssueRequest::new(Note::new(&format!("token {n}")).unwrap()),
-                None,
-            );
-            token.active = n % 3 != 0;
-            inner
-                .insert_checked(StoredToken { token, hash: *h })
-                .unwrap();
-        }
-        inner
+    async fn event_head(&self) -> Result<EventCursor, StoreError> {
+        Ok(EventCursor::after(self.log.lock().last))
     }
 
-    fn assert_all_found(inner: &Inner, hashes: &[TokenHash]) {
-        for (n, h) in hashes.iter().enumerate() {
-            let at = inner.table.find(h).expect("every inserted hash is found");
-            let token = inner.token_at(at).unwrap();
-            assert_eq!(
-                token.id,
-                TokenId::from_uuid(uuid::Uuid::from_u128(n as u128))
-            );
-            assert_eq!(token.active, n % 3 != 0);
-            assert_eq!(token.note.as_str(), format!("token {n}"));
-            let env = EnvironmentId::from_uuid(uuid::Uuid::nil());
-            assert_eq!(
-                inner.position(env, token.id),
-                Some(at),
-                "cold knows where it is"
-            );
-        }
-    }
-
-    /// Hashes that share their first 8 bytes (so their home position) are told apart by
-    /// the full comparison; probing wraps around the end of the table.
-    #[test]
-    fn colliding_prefixes_and_wrap_around_are_found() {
-        let same = [0xff; 8];
-        let hashes: Vec<TokenHash> = (0..40).map(|n| hash(same, n)).collect();
-        let inner = store_of(&hashes);
-        assert_all_found(&inner, &hashes);
-        assert_eq!(inner.table.find(&hash(same, 200)), None);
-        assert_eq!(inner.table.find(&hash([0; 8], 1)), None);
-    }
-
-    /// Growing moves records; every one is still found, by hash and by id, with its
-    /// cold part, and the table stays at most 80% full.
-    #[test]
-    fn growing_keeps_every_record_reachable() {
-        let hashes: Vec<TokenHash> = (0..(2 * CHUNK as u64 + 3))
-            .map(|n| hash(n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes(), n as u8))
-            .collect();
-        let inner = store_of(&hashes);
-        assert!(inner.table.entries.len().is_power_of_two());
-        assert!(inner.table.len * 5 <= inner.table.entries.len() * 4);
-        assert_eq!(inner.cold.chunks.len(), 3);
-        assert_all_found(&inner, &hashes);
-        assert_eq!(Table::default().find(&hashes[0]), None);
-    }
-
-    /// Purging removes records from the open-addressed table by shifting back those that
-    /// probed past them, and only those: in one cluster of records whose homes differ
-    /// and wrap around the end of the table, with a freed slot reused, every record left
-    /// is still found, by hash and by id, and the removed ones are not.
-    #[test]
-    fn removing_keeps_every_other_record_reachable() {
-        let same = [0xff; 8];
-        // Homes 59 to 63 and 0 to 2 of a 64-entry table, interleaved.
-        let homes = [61u64, 59, 0, 63, 2, 60, 1, 62];
-        let hashes: Vec<TokenHash> = (0..40)
-            .map(|n| hash(homes[n % homes.len()].to_le_bytes(), n as u8))
-            .collect();
-        let mut inner = store_of(&hashes);
-        let env = EnvironmentId::from_uuid(uuid::Uuid::nil());
-        let id = |n: usize| TokenId::from_uuid(uuid::Uuid::from_u128(n as u128));
-        for n in (0..40).step_by(3) {
-            assert!(inner.remove(env, id(n)), "record {n} removed");
-        }
-        assert!(!inner.remove(env, id(0)), "a record is removed once");
-        for (n, h) in hashes.iter().enumerate() {
-            let found = inner.table.find(h);
-            if n % 3 == 0 {
-                assert_eq!(found, None, "removed record {n} is gone");
-                assert_eq!(inner.position(env, id(n)), None);
-            } else {
-                let at = found.expect("a record left is found");
-                assert_eq!(inner.table.get(at).map(|hot| hot.id), Some(id(n)));
-                assert_eq!(
-                    inner.position(env, id(n)),
-                    Some(at),
-                    "cold knows where it is"
-                );
+    async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        let mut log = self.log.lock();
+        let mut pruned = 0;
+        let mut through = log.pruned_through;
+        log.events.retain(|e| {
+            let prune = pruned < max && e.at < before;
+            if prune {
+                pruned += 1;
+                through = through.max(e.sequence);
             }
-        }
-        assert_eq!(inner.table.len, 40 - 14);
-        // A new record takes a freed slot and is found like any other.
-        let reused = inner.cold.free.len();
-        let mut token = inner
-            .token_at(inner.table.find(&hashes[1]).unwrap())
-            .unwrap();
-        token.id = id(1000);
-        inner
-            .insert_checked(StoredToken {
-                token,
-                hash: hash(same, 200),
-            })
-            .unwrap();
-        assert_eq!(inner.cold.free.len(), reused - 1, "a freed slot is reused");
-        assert!(inner.position(env, id(1000)).is_some());
-        assert_eq!(
-            inner
-                .table
-                .find(&hash(same, 200))
-                .and_then(|at| inner.table.get(at))
-                .map(|h| h.id),
-            Some(id(1000))
-        );
+            !prune
+        });
+        log.pruned_through = through;
+        Ok(pruned)
     }
 
-    #[test]
-    fn records_are_two_cache_lines() {
-        assert_eq!(core::mem::size_of::<Option<Hot>>(), 128);
-        assert_eq!(core::mem::align_of::<Hot>(), 64);
-    }
-
-    /// Rotation costs the cold part nothing: a successor lives in a side map that only
-    /// rotated tokens pay for.
-    #[test]
-    fn cold_parts_stay_forty_bytes() {
-        assert_eq!(core::mem::size_of::<Cold>(), 40);
+    fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+        let log = self.log.clone();
+        let grown = log.grown.subscribe();
+        Ok(ChangeFeed::new(MemoryFeed { log, grown }, after))
     }
 }

@@ -53,12 +53,35 @@
 //! the stalled transaction after `idle_in_transaction_session_timeout` (10 s by default)
 //! of silence, which frees the lock.
 //!
+//! # The event log and its feed
+//!
+//! Every change appends its events in its own transaction, as its last statement:
+//! `apitoken_event_log`'s one row hands out the sequence numbers and stays locked until
+//! the transaction ends, so events commit in sequence order (a reader that goes on "after
+//! the last one seen" cannot skip one that commits late), at the cost of serializing the
+//! end of every write, which holds the lock for the append and the commit. The same
+//! transaction sends `NOTIFY apitoken_events`, delivered when it commits.
+//!
+//! [`watch`](TokenStore::watch)'s feed holds one pooled connection that `LISTEN`s; a
+//! notification only wakes it, and it then reads the log from its cursor, as it also does
+//! every poll interval (1 s; [`PostgresStore::feed_poll_interval`]) whatever arrives. When
+//! that connection breaks, the feed reports [`FeedMessage::Interrupted`], connects and
+//! `LISTEN`s again, then reads what it missed. What breaks it: a pooler in transaction
+//! mode (PgBouncer's `pool_mode = transaction` drops `LISTEN`; give the feed a direct or
+//! session-mode URL), a read replica (`LISTEN` fails there; the feed then only polls and
+//! reports each failure), and the server's notification queue (8 GB) filling while a
+//! listener does not read, after which `NOTIFY` fails and with it every write: each feed
+//! reads its notifications as they come.
+//!
+//! [`FeedMessage::Interrupted`]: crate::FeedMessage::Interrupted
+//!
 //! Errors the server sends read as its message and SQLSTATE (`relation "x" does not
 //! exist (SQLSTATE 42P01)`); the driver's error, with every field the server sent, is the
 //! error's [`source`](std::error::Error::source).
 
-use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
+use super::sql::{self, Engine, SqlDialect, event_columns, insert_into_tokens, token_columns};
 use super::{BoxError, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
+use crate::event::{Actor, ChangeFeed, EventBatch, EventCursor, EventPage, FeedSource};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
@@ -141,6 +164,29 @@ UPDATE apitoken_tokens AS p
     FROM apitoken_tokens AS s
     WHERE s.id = p.replaced_by AND NOT s.active AND s.revoked_at IS NOT NULL
     AND p.active AND (p.expires_at IS NULL OR p.expires_at > now());
+",
+    // 5: the event log (see `TokenStore::events_since`). `apitoken_event_log` is one row:
+    // the last sequence number given, whose row lock serializes appends so that they
+    // commit in sequence order, and how far the log was pruned.
+    "
+CREATE TABLE apitoken_events (
+    sequence bigint NOT NULL PRIMARY KEY,
+    at timestamptz NOT NULL,
+    environment_id uuid NOT NULL,
+    token_id uuid NOT NULL,
+    kind text NOT NULL,
+    actor_kind text NOT NULL,
+    actor_id uuid NOT NULL,
+    other_id uuid
+);
+CREATE INDEX apitoken_events_environment ON apitoken_events (environment_id, sequence);
+CREATE INDEX apitoken_events_at ON apitoken_events (at);
+CREATE TABLE apitoken_event_log (
+    one boolean NOT NULL PRIMARY KEY DEFAULT true CHECK (one),
+    last_sequence bigint NOT NULL,
+    pruned_through bigint NOT NULL
+);
+INSERT INTO apitoken_event_log (one, last_sequence, pruned_through) VALUES (true, 0, 0);
 ",
 ];
 
@@ -267,6 +313,26 @@ impl SqlDialect for PostgresSql {
          replaced_by = $4 WHERE id = $3 AND environment_id IS NOT DISTINCT FROM $2 RETURNING ",
         token_columns!()
     );
+    const RESERVE_EVENTS: &'static str = "UPDATE apitoken_event_log \
+         SET last_sequence = last_sequence + $1 RETURNING last_sequence";
+    const SELECT_EVENTS: &'static str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM apitoken_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+    );
+    const SELECT_ENVIRONMENT_EVENTS: &'static str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM apitoken_events WHERE environment_id = $1 AND sequence > $2 \
+         ORDER BY sequence LIMIT $3"
+    );
+    const SELECT_EVENT_LOG: &'static str =
+        "SELECT last_sequence, pruned_through FROM apitoken_event_log";
+    const PRUNE_EVENTS: &'static str = "DELETE FROM apitoken_events WHERE sequence IN ( \
+         SELECT sequence FROM apitoken_events WHERE at < $1 ORDER BY sequence LIMIT $2) \
+         RETURNING sequence";
+    const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
+         SET pruned_through = greatest(pruned_through, $1)";
     // PostgreSQL's earliest `timestamptz`, 4714-11-24 BC (Julian day 0).
     const EARLIEST: DateTime<Utc> = match chrono::NaiveDate::from_ymd_opt(-4713, 11, 24) {
         Some(day) => day.and_time(chrono::NaiveTime::MIN).and_utc(),
@@ -289,6 +355,42 @@ impl SqlDialect for PostgresSql {
         row.try_get("created_at").map_err(err)
     }
 
+    async fn insert_events(
+        conn: &mut PgConnection,
+        batch: &EventBatch<'_>,
+        first: i64,
+    ) -> Result<(), StoreError> {
+        let tokens: Vec<uuid::Uuid> = batch.tokens.iter().map(|t| *t.as_uuid()).collect();
+        sqlx::query(concat!(
+            "INSERT INTO apitoken_events (",
+            event_columns!(),
+            ") SELECT $1 + n - 1, $2, $3, t, $4, $5, $6, $7 \
+             FROM unnest($8::uuid[]) WITH ORDINALITY AS e(t, n)"
+        ))
+        .bind(first)
+        .bind(batch.at)
+        .bind(batch.environment.as_uuid())
+        .bind(batch.kind.name())
+        .bind(batch.actor.kind())
+        .bind(batch.actor.id())
+        .bind(batch.kind.other().map(|t| *t.as_uuid()))
+        .bind(tokens)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn notify_events(conn: &mut PgConnection, last: i64) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     /// A transaction-scoped advisory lock on the environment, so concurrent issuers on
     /// any number of connections and processes serialize per environment.
     async fn lock_environment(
@@ -302,6 +404,57 @@ impl SqlDialect for PostgresSql {
             .await
             .map_err(err)?;
         Ok(())
+    }
+}
+
+/// The channel appends notify and feeds listen on.
+const EVENTS_CHANNEL: &str = "apitoken_events";
+
+/// A feed's source: a `LISTEN`ing connection that wakes it, and the pool it reads with.
+struct PostgresFeed {
+    pool: PgPool,
+    listener: Option<sqlx::postgres::PgListener>,
+    poll: Duration,
+}
+
+#[async_trait]
+impl FeedSource for PostgresFeed {
+    async fn read(&mut self, after: EventCursor, limit: u32) -> Result<EventPage, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        PostgresSql::events_in(&mut conn, None, after, limit).await
+    }
+
+    async fn wait(&mut self) -> Result<(), StoreError> {
+        let Some(listener) = self.listener.as_mut() else {
+            // LISTEN first, then (on return) read what was missed.
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+                .await
+                .map_err(err)?;
+            listener.eager_reconnect(false);
+            listener.ignore_pool_close_event(false);
+            listener.listen(EVENTS_CHANNEL).await.map_err(err)?;
+            self.listener = Some(listener);
+            return Ok(());
+        };
+        let notified = tokio::time::timeout(self.poll, listener.try_recv()).await;
+        match notified {
+            // The poll interval passed, or a notification came: read.
+            Err(_) | Ok(Ok(Some(_))) => {
+                // Notifications that came meanwhile are read by the same read.
+                while listener.next_buffered().is_some() {}
+                Ok(())
+            }
+            Ok(Ok(None)) => {
+                self.listener = None;
+                Err(StoreError::Unavailable {
+                    source: "the connection that listens for events was lost".into(),
+                })
+            }
+            Ok(Err(e)) => {
+                self.listener = None;
+                Err(err(e))
+            }
+        }
     }
 }
 
@@ -507,6 +660,7 @@ fn millis(d: Duration) -> u128 {
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    feed_poll: Duration,
 }
 
 impl PostgresStore {
@@ -559,7 +713,20 @@ impl PostgresStore {
     /// Uses an existing pool. Make its connections with [`PostgresTimeouts::apply`]: without
     /// it, one stalled client can block others for as long as it stays stalled.
     pub fn from_pool(pool: PgPool) -> PostgresStore {
-        PostgresStore { pool }
+        PostgresStore {
+            pool,
+            feed_poll: Duration::from_secs(1),
+        }
+    }
+
+    /// How often a feed from [`watch`](TokenStore::watch) reads the log when no
+    /// notification wakes it (default 1 s): the longest an event can take to reach a
+    /// feed whose notifications are lost without its knowing.
+    pub fn feed_poll_interval(self, interval: Duration) -> PostgresStore {
+        PostgresStore {
+            feed_poll: interval,
+            ..self
+        }
     }
 
     /// The connection pool.
@@ -653,9 +820,10 @@ impl PostgresStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Option<Revoked>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let revoked = PostgresSql::revoke_in(&mut tx, environment, id, at).await?;
+        let revoked = PostgresSql::revoke_in(&mut tx, environment, id, at, by).await?;
         tx.commit().await.map_err(err)?;
         Ok(revoked)
     }
@@ -769,6 +937,7 @@ impl TokenStore for PostgresStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError> {
         // A token revoked already costs one read, without the environment's lock: nothing
         // changes.
@@ -781,7 +950,7 @@ impl TokenStore for PostgresStore {
             // Idempotent, so retried whole when the connection breaks, even at the commit
             // (a retry after a lost commit finds it revoked, and reports no cascade).
             Some(_) => {
-                self.retrying(|| self.revoke_once(environment, id, at))
+                self.retrying(|| self.revoke_once(environment, id, at, by))
                     .await?
             }
         };
@@ -845,6 +1014,47 @@ impl TokenStore for PostgresStore {
         self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at))
             .await?;
         Ok(())
+    }
+
+    async fn events_since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        self.retrying(|| async {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            PostgresSql::events_in(&mut conn, environment, after, limit).await
+        })
+        .await
+    }
+
+    async fn event_head(&self) -> Result<EventCursor, StoreError> {
+        self.retrying(|| async {
+            let mut conn = self.pool.acquire().await.map_err(err)?;
+            let (last, _) = PostgresSql::event_log(&mut conn).await?;
+            Ok(EventCursor::after(last))
+        })
+        .await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        self.retrying(|| async {
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            let pruned = PostgresSql::prune_events_in(&mut tx, before, max).await?;
+            tx.commit().await.map_err(err)?;
+            Ok(pruned)
+        })
+        .await
+    }
+
+    fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+        let source = PostgresFeed {
+            pool: self.pool.clone(),
+            listener: None,
+            poll: self.feed_poll,
+        };
+        Ok(ChangeFeed::new(source, after))
     }
 }
 
@@ -1064,6 +1274,159 @@ mod tests {
                 "{name} reads the whole table:\n{plan}"
             );
         }
+
+        store.close().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+
+    /// A stored token of `environment` created now, by a user.
+    fn stored(environment: EnvironmentId) -> StoredToken {
+        let raw = crate::format::TokenFormat::dynamic().generate(&mut rand::rng());
+        let now = Utc::now();
+        let token = Token::new(
+            TokenId::generate(now, &mut rand::rng()),
+            environment,
+            raw.checksum(),
+            std::sync::Arc::new(crate::model::Creator::new(crate::model::UserId::from_uuid(
+                random_uuid(),
+            ))),
+            now,
+            crate::model::IssueRequest::new(crate::note::Note::new("trap").unwrap()),
+            None,
+        );
+        StoredToken {
+            hash: crate::hash::TokenHasher::unkeyed().hash(raw.expose_secret()),
+            token,
+        }
+    }
+
+    /// Waits until a session of `pool`'s database waits for a lock.
+    async fn until_a_session_waits_for_a_lock(admin: &PgPool, schema: &str) {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
+            )
+            .bind(schema)
+            .fetch_one(admin)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The sequence trap: a transaction that took a lower sequence number commits after
+    /// one that took a higher number. A reader that goes on "after the last number seen"
+    /// skips the lower one for good, as a plain `bigserial` log shows below; the store's
+    /// log cannot be read that way wrongly, because the second append waits for the first
+    /// transaction to end, so numbers commit in order.
+    #[tokio::test]
+    async fn a_reader_after_the_last_sequence_seen_never_skips_an_event() {
+        let Some(url) = super::test_postgres_url::postgres_url(
+            "store::postgres::tests::a_reader_after_the_last_sequence_seen_never_skips_an_event",
+        ) else {
+            return;
+        };
+        let schema = format!("apitoken_trap_{}", random_uuid().simple());
+        let admin = PgPool::connect(&url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let store = PostgresStore::connect_with(options, PostgresStore::pool_options())
+            .await
+            .unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+        let pool = store.pool().clone();
+
+        // The trap is real: with numbers from a sequence, the lower one commits last and
+        // the reader skips it.
+        sqlx::raw_sql("CREATE TABLE naive_log (sequence bigserial PRIMARY KEY, what text)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut first = pool.begin().await.unwrap();
+        let low: i64 =
+            sqlx::query_scalar("INSERT INTO naive_log (what) VALUES ('first') RETURNING sequence")
+                .fetch_one(&mut *first)
+                .await
+                .unwrap();
+        let high: i64 =
+            sqlx::query_scalar("INSERT INTO naive_log (what) VALUES ('second') RETURNING sequence")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(low < high);
+        let naive_read = |after: i64| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT sequence FROM naive_log WHERE sequence > $1 ORDER BY sequence",
+                )
+                .bind(after)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        let mut seen = naive_read(0).await;
+        first.commit().await.unwrap();
+        let last = *seen.last().unwrap();
+        seen.extend(naive_read(last).await);
+        assert_eq!(
+            seen,
+            vec![high],
+            "with a plain sequence the reader skips the event that committed late"
+        );
+
+        // The store's log: the first change holds its transaction open after appending.
+        // (In two environments, so that only the log's lock keeps them apart.)
+        let start = store.event_head().await.unwrap();
+        let a = stored(EnvironmentId::from_uuid(random_uuid()));
+        let b = stored(EnvironmentId::from_uuid(random_uuid()));
+        let mut first = pool.begin().await.unwrap();
+        PostgresSql::insert_checked(&mut first, &a, Limits::NONE)
+            .await
+            .unwrap();
+        let second = tokio::spawn({
+            let store = PostgresStore::from_pool(pool.clone());
+            let b = b.clone();
+            async move { store.insert(b, Limits::NONE).await }
+        });
+        // The second change has run up to its append and waits there.
+        until_a_session_waits_for_a_lock(&admin, "apitoken_event_log").await;
+        let mut seen = store.events_since(None, start, 100).await.unwrap();
+        assert!(
+            seen.events.is_empty(),
+            "nothing is readable while the lower number is uncommitted: {:?}",
+            seen.events
+        );
+        first.commit().await.unwrap();
+        second.await.unwrap().unwrap();
+        let mut after = seen.next;
+        loop {
+            let page = store.events_since(None, after, 100).await.unwrap();
+            if page.events.is_empty() {
+                break;
+            }
+            after = page.next;
+            seen.events.extend(page.events);
+        }
+        let tokens: Vec<TokenId> = seen.events.iter().map(|e| e.token).collect();
+        assert_eq!(
+            tokens,
+            vec![a.token.id, b.token.id],
+            "the reader sees both events, in commit order"
+        );
 
         store.close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))

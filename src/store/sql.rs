@@ -4,6 +4,7 @@
 
 use super::memory::check_predecessor;
 use super::{BoxError, Limits, PageRequest, Revoked, Rotation, StoreError, UniqueKey};
+use crate::event::{Actor, Event, EventBatch, EventCursor, EventKind, EventPage};
 use crate::format::Checksum;
 use crate::hash::KeyFingerprint;
 use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
@@ -107,6 +108,30 @@ where
     const RECORD_LAST_USE: &'static str;
     /// A time before any the engine stores: where the first page of a listing starts.
     const EARLIEST: DateTime<Utc>;
+    /// Takes (1) sequence numbers for events: adds them to the log's last one and returns
+    /// the new last one. The log's one row stays locked until the transaction ends, so
+    /// appends commit in the order of their sequence numbers.
+    const RESERVE_EVENTS: &'static str;
+    /// `event_columns!()` of the events after sequence (1), at most (2), in order.
+    const SELECT_EVENTS: &'static str;
+    /// The same, of environment (1) after (2), at most (3).
+    const SELECT_ENVIRONMENT_EVENTS: &'static str;
+    /// The log's `last_sequence` and `pruned_through`.
+    const SELECT_EVENT_LOG: &'static str;
+    /// Deletes at most (2) of the oldest events older than (1); returns their sequences.
+    const PRUNE_EVENTS: &'static str;
+    /// Raises `pruned_through` to (1).
+    const MARK_PRUNED: &'static str;
+
+    /// Writes `batch`'s events numbered from `first`, inside the caller's transaction.
+    async fn insert_events(
+        conn: &mut Conn<Self>,
+        batch: &EventBatch<'_>,
+        first: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Tells listeners, when the transaction commits, that the log grew to `last`.
+    async fn notify_events(conn: &mut Conn<Self>, last: i64) -> Result<(), StoreError>;
 
     /// Maps a driver error to a [`StoreError`].
     fn err(e: sqlx::Error) -> StoreError;
@@ -279,6 +304,130 @@ where
         Ok(())
     }
 
+    /// Appends the events of `batches`, numbered in order, inside the caller's
+    /// transaction: the last statement a change runs before it commits, so that the log's
+    /// lock is held for as short a time as possible.
+    async fn append_events(
+        conn: &mut Conn<Self>,
+        batches: &[EventBatch<'_>],
+    ) -> Result<(), StoreError> {
+        let count: usize = batches.iter().map(|b| b.tokens.len()).sum();
+        if count == 0 {
+            return Ok(());
+        }
+        let last = sqlx::query_scalar::<Self::Db, i64>(Self::RESERVE_EVENTS)
+            .bind(count as i64)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let mut first = last - count as i64 + 1;
+        for batch in batches.iter().filter(|b| !b.tokens.is_empty()) {
+            Self::insert_events(conn, batch, first).await?;
+            first += batch.tokens.len() as i64;
+        }
+        Self::notify_events(conn, last).await
+    }
+
+    /// Up to `limit` events after `after`, of `environment` or of all; fails with
+    /// `EventsPruned` when some after `after` may be gone.
+    async fn events_in(
+        conn: &mut Conn<Self>,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        let after_sequence = i64::try_from(after.sequence()).unwrap_or(i64::MAX);
+        let limit = i64::from(limit.clamp(1, 1000));
+        let query = match environment {
+            Some(environment) => sqlx::query::<Self::Db>(Self::SELECT_ENVIRONMENT_EVENTS)
+                .bind(*environment.as_uuid()),
+            None => sqlx::query::<Self::Db>(Self::SELECT_EVENTS),
+        };
+        let rows = query
+            .bind(after_sequence)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let events = rows
+            .into_iter()
+            .map(Self::decode_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Read after the events: a prune that committed between the two reads is seen
+        // (at worst a reader is sent to resynchronise once too often), never missed.
+        let (_, pruned_through) = Self::event_log(conn).await?;
+        if after.sequence() < pruned_through {
+            return Err(StoreError::EventsPruned {
+                after,
+                resumed: EventCursor::after(pruned_through),
+            });
+        }
+        Ok(EventPage::new(events, after))
+    }
+
+    /// The log's last sequence number and how far it was pruned.
+    async fn event_log(conn: &mut Conn<Self>) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query::<Self::Db>(Self::SELECT_EVENT_LOG)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let read = |column: usize| -> Result<u64, StoreError> {
+            let value: i64 = row.try_get(column).map_err(Self::err)?;
+            u64::try_from(value).map_err(|e| StoreError::Corrupt {
+                message: format!("the event log's position is negative: {value}"),
+                source: Some(Box::new(e)),
+            })
+        };
+        Ok((read(0)?, read(1)?))
+    }
+
+    /// Deletes at most `max` events older than `before`, inside the caller's transaction.
+    async fn prune_events_in(
+        conn: &mut Conn<Self>,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        let pruned = sqlx::query_scalar::<Self::Db, i64>(Self::PRUNE_EVENTS)
+            .bind(Self::time(before))
+            .bind(i64::from(max))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        if let Some(&through) = pruned.iter().max() {
+            sqlx::query::<Self::Db>(Self::MARK_PRUNED)
+                .bind(through)
+                .execute(&mut *conn)
+                .await
+                .map_err(Self::err)?;
+        }
+        Ok(pruned.len() as u32)
+    }
+
+    /// Decodes a row of `event_columns!()`.
+    fn decode_event(row: SqlRow<Self>) -> Result<Event, StoreError> {
+        let sequence: i64 = row.try_get("sequence").map_err(Self::err)?;
+        let corrupt = |what: &str| StoreError::Corrupt {
+            message: format!("event {sequence}: invalid {what}"),
+            source: None,
+        };
+        let at = Self::read_time(&row, "at")?.ok_or_else(|| corrupt("time"))?;
+        let environment: Uuid = row.try_get("environment_id").map_err(Self::err)?;
+        let token: Uuid = row.try_get("token_id").map_err(Self::err)?;
+        let kind: String = row.try_get("kind").map_err(Self::err)?;
+        let actor_kind: String = row.try_get("actor_kind").map_err(Self::err)?;
+        let actor_id: Uuid = row.try_get("actor_id").map_err(Self::err)?;
+        let other: Option<Uuid> = row.try_get("other_id").map_err(Self::err)?;
+        Ok(Event {
+            sequence: u64::try_from(sequence).map_err(|_| corrupt("sequence"))?,
+            at,
+            environment: EnvironmentId::from_uuid(environment),
+            token: TokenId::from_uuid(token),
+            kind: EventKind::from_parts(&kind, other.map(TokenId::from_uuid))
+                .ok_or_else(|| corrupt("kind"))?,
+            actor: Actor::from_parts(&actor_kind, actor_id).ok_or_else(|| corrupt("actor"))?,
+        })
+    }
+
     /// Checks the creator and the limits, then inserts, in the order of the
     /// [`TokenStore`](super::TokenStore) contract. Runs inside the caller's write
     /// transaction.
@@ -292,7 +441,8 @@ where
             Self::check_creator(conn, t, creator, limits).await?;
         }
         Self::check_live_limit(conn, t.environment, t.created_at, limits.max_live, None).await?;
-        Self::insert_row(conn, stored, limits.max_total).await
+        Self::insert_row(conn, stored, limits.max_total).await?;
+        Self::append_events(conn, &[EventBatch::issue(t)]).await
     }
 
     /// Revokes the token and, in the same transaction, what goes with it (see
@@ -304,6 +454,7 @@ where
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Option<Revoked>, StoreError> {
         Self::lock_environment(conn, environment).await?;
         let revoked = sqlx::query::<Self::Db>(Self::REVOKE)
@@ -330,10 +481,10 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(Self::err)?;
-        Ok(Some(Revoked {
-            token,
-            cascade: cascade.into_iter().map(TokenId::from_uuid).collect(),
-        }))
+        let cascade: Vec<TokenId> = cascade.into_iter().map(TokenId::from_uuid).collect();
+        let events = EventBatch::revocation(at, environment, by, &id, &cascade);
+        Self::append_events(conn, &events).await?;
+        Ok(Some(Revoked { token, cascade }))
     }
 
     async fn fetch_token(
@@ -474,6 +625,7 @@ where
             predecessor_expires_at,
             ref successor,
             limits,
+            actor,
         } = *rotation;
         let now = successor.token.created_at;
         let found = Self::fetch_predecessor(conn, environment, predecessor).await?;
@@ -499,6 +651,9 @@ where
             .fetch_one(&mut *conn)
             .await
             .map_err(Self::err)?;
+        let events =
+            EventBatch::rotation(now, environment, actor, &predecessor, &successor.token.id);
+        Self::append_events(conn, &events).await?;
         Ok((Self::decode(updated)?, true))
     }
 
@@ -605,6 +760,14 @@ macro_rules! token_columns {
     };
 }
 pub(crate) use token_columns;
+
+/// The columns of an event, in this order, as a literal for `concat!`.
+macro_rules! event_columns {
+    () => {
+        "sequence, at, environment_id, token_id, kind, actor_kind, actor_id, other_id"
+    };
+}
+pub(crate) use event_columns;
 
 /// `INSERT INTO apitoken_tokens (…) VALUES ` naming the columns in the order
 /// [`SqlDialect::insert_row`] binds them, as a literal for `concat!`: each engine adds

@@ -40,8 +40,9 @@
 //! creates or upgrades it; [`SqliteStore::check_schema`] checks it by reading only, on a
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
-use super::sql::{self, Engine, SqlDialect, insert_into_tokens, token_columns};
+use super::sql::{self, Engine, SqlDialect, event_columns, insert_into_tokens, token_columns};
 use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
+use crate::event::{Actor, ChangeFeed, EventBatch, EventCursor, EventPage, PollingSource};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
@@ -130,6 +131,28 @@ UPDATE apitoken_tokens AS p
     AND EXISTS (SELECT 1 FROM apitoken_tokens s
                 WHERE s.id = p.replaced_by AND NOT s.active AND s.revoked_at IS NOT NULL);
 ",
+    // 5: the event log (see `TokenStore::events_since`): the events, and one row with the
+    // last sequence number given and how far the log was pruned.
+    "
+CREATE TABLE apitoken_events (
+    sequence INTEGER NOT NULL PRIMARY KEY,
+    at INTEGER NOT NULL,
+    environment_id BLOB NOT NULL CHECK (length(environment_id) = 16),
+    token_id BLOB NOT NULL CHECK (length(token_id) = 16),
+    kind TEXT NOT NULL,
+    actor_kind TEXT NOT NULL,
+    actor_id BLOB NOT NULL CHECK (length(actor_id) = 16),
+    other_id BLOB CHECK (length(other_id) = 16)
+);
+CREATE INDEX apitoken_events_environment ON apitoken_events (environment_id, sequence);
+CREATE INDEX apitoken_events_at ON apitoken_events (at);
+CREATE TABLE apitoken_event_log (
+    one INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+    last_sequence INTEGER NOT NULL,
+    pruned_through INTEGER NOT NULL
+);
+INSERT INTO apitoken_event_log (one, last_sequence, pruned_through) VALUES (1, 0, 0);
+",
 ];
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -173,7 +196,14 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Last-use times not yet written, shared by every clone.
     last_use: Arc<LastUse>,
+    /// Woken by this process's writes, so that its own feeds need not wait for a poll.
+    written: Arc<tokio::sync::watch::Sender<()>>,
+    /// How often a feed reads the log (other processes' writes wake nothing here).
+    feed_poll: Duration,
 }
+
+/// How often a feed reads the log by default.
+const FEED_POLL: Duration = Duration::from_millis(200);
 
 /// How often buffered last-use times are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -385,6 +415,8 @@ impl SqliteStore {
             writer: pool.clone(),
             last_use: LastUse::new(pool.clone(), true),
             pool,
+            written: Arc::new(tokio::sync::watch::Sender::new(())),
+            feed_poll: FEED_POLL,
         })
     }
 
@@ -424,6 +456,8 @@ impl SqliteStore {
             pool: readers,
             last_use: LastUse::new(writer.clone(), false),
             writer,
+            written: Arc::new(tokio::sync::watch::Sender::new(())),
+            feed_poll: FEED_POLL,
         })
     }
 
@@ -434,6 +468,20 @@ impl SqliteStore {
             writer: pool.clone(),
             last_use: LastUse::new(pool.clone(), false),
             pool,
+            written: Arc::new(tokio::sync::watch::Sender::new(())),
+            feed_poll: FEED_POLL,
+        }
+    }
+
+    /// How often a feed from [`watch`](TokenStore::watch) reads the log (default 200 ms):
+    /// SQLite has no notifications between processes, so a change another process makes
+    /// reaches this one's feeds within this interval (this process's own changes wake
+    /// them at once). Each read is one indexed query that finds nothing when nothing
+    /// changed.
+    pub fn feed_poll_interval(self, interval: Duration) -> SqliteStore {
+        SqliteStore {
+            feed_poll: interval,
+            ..self
         }
     }
 
@@ -621,6 +669,69 @@ impl SqlDialect for SqliteSql {
         token_columns!()
     );
     const EARLIEST: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
+    const RESERVE_EVENTS: &'static str = "UPDATE apitoken_event_log \
+         SET last_sequence = last_sequence + ?1 RETURNING last_sequence";
+    const SELECT_EVENTS: &'static str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM apitoken_events WHERE sequence > ?1 ORDER BY sequence LIMIT ?2"
+    );
+    const SELECT_ENVIRONMENT_EVENTS: &'static str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM apitoken_events WHERE environment_id = ?1 AND sequence > ?2 \
+         ORDER BY sequence LIMIT ?3"
+    );
+    const SELECT_EVENT_LOG: &'static str =
+        "SELECT last_sequence, pruned_through FROM apitoken_event_log";
+    const PRUNE_EVENTS: &'static str = "DELETE FROM apitoken_events WHERE sequence IN ( \
+         SELECT sequence FROM apitoken_events WHERE at < ?1 ORDER BY sequence LIMIT ?2) \
+         RETURNING sequence";
+    const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
+         SET pruned_through = max(pruned_through, ?1)";
+
+    /// One statement whatever the number of tokens (a revocation's cascade may name
+    /// thousands): the ids go in as one JSON array of hexadecimal strings.
+    async fn insert_events(
+        conn: &mut SqliteConnection,
+        batch: &EventBatch<'_>,
+        first: i64,
+    ) -> Result<(), StoreError> {
+        let mut ids = String::with_capacity(2 + batch.tokens.len() * 35);
+        ids.push('[');
+        for (i, token) in batch.tokens.iter().enumerate() {
+            if i > 0 {
+                ids.push(',');
+            }
+            ids.push('"');
+            ids.push_str(&token.as_uuid().simple().to_string());
+            ids.push('"');
+        }
+        ids.push(']');
+        sqlx::query(concat!(
+            "INSERT INTO apitoken_events (",
+            event_columns!(),
+            ") SELECT ?1 + key, ?2, ?3, unhex(value), ?4, ?5, ?6, ?7 FROM json_each(?8)"
+        ))
+        .bind(first)
+        .bind(micros(batch.at))
+        .bind(batch.environment.as_uuid())
+        .bind(batch.kind.name())
+        .bind(batch.actor.kind())
+        .bind(batch.actor.id())
+        .bind(batch.kind.other().map(|t| *t.as_uuid()))
+        .bind(ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// Nothing to send: other processes poll, and this one's feeds are woken by the
+    /// store once the transaction commits.
+    async fn notify_events(_: &mut SqliteConnection, _: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     fn err(e: sqlx::Error) -> StoreError {
         err(e)
@@ -672,7 +783,9 @@ impl TokenStore for SqliteStore {
     async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         SqliteSql::insert_checked(&mut tx, &token, limits).await?;
-        tx.commit().await.map_err(err)
+        tx.commit().await.map_err(err)?;
+        self.written.send_replace(());
+        Ok(())
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Token>, StoreError> {
@@ -718,6 +831,7 @@ impl TokenStore for SqliteStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError> {
         // A token revoked already costs one read, without the write lock: nothing changes.
         let found = self.get(environment, id).await?;
@@ -729,8 +843,9 @@ impl TokenStore for SqliteStore {
             }),
             Some(_) => {
                 let mut tx = self.begin_write().await?;
-                let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at).await?;
+                let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at, by).await?;
                 tx.commit().await.map_err(err)?;
+                self.written.send_replace(());
                 revoked.map(|mut revoked| {
                     revoked.token = self.last_use.merge(revoked.token);
                     revoked
@@ -744,6 +859,7 @@ impl TokenStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         let (updated, _) = SqliteSql::rotate_in(&mut tx, &rotation, false).await?;
         tx.commit().await.map_err(err)?;
+        self.written.send_replace(());
         Ok(self.last_use.merge(updated))
     }
 
@@ -803,6 +919,38 @@ impl TokenStore for SqliteStore {
         }
         self.last_use.record(id, at);
         Ok(())
+    }
+
+    async fn events_since(
+        &self,
+        environment: Option<EnvironmentId>,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        // One read transaction, so that the events and the pruning mark are one snapshot.
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let page = SqliteSql::events_in(&mut tx, environment, after, limit).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(page)
+    }
+
+    async fn event_head(&self) -> Result<EventCursor, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let (last, _) = SqliteSql::event_log(&mut conn).await?;
+        Ok(EventCursor::after(last))
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let pruned = SqliteSql::prune_events_in(&mut tx, before, max).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(pruned)
+    }
+
+    fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
+        let source =
+            PollingSource::new(self.clone(), self.feed_poll).waking_on(self.written.subscribe());
+        Ok(ChangeFeed::new(source, after))
     }
 }
 

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::print_stderr)] // the skip notice must be loud
 
 use apitoken::{
-    Caller, Creator, EnvironmentId, Error, Limits, MemoryStore, Page, PageRequest, RawToken,
+    Actor, Caller, Creator, EnvironmentId, Error, Limits, MemoryStore, Page, PageRequest, RawToken,
     Revoked, Rotation, StoreError, StoredToken, Token, TokenHash, TokenId, TokenIssuer, TokenStore,
     UserId,
 };
@@ -214,8 +214,9 @@ impl TokenStore for Counting {
         env: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
+        by: Actor,
     ) -> Result<Revoked, StoreError> {
-        self.inner.revoke(env, id, at).await
+        self.inner.revoke(env, id, at, by).await
     }
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         self.inner.rotate(rotation).await
@@ -234,6 +235,20 @@ impl TokenStore for Counting {
     async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.last_use_writes.fetch_add(1, AtomicOrdering::SeqCst);
         self.inner.record_last_use(id, at).await
+    }
+    async fn events_since(
+        &self,
+        env: Option<EnvironmentId>,
+        after: apitoken::EventCursor,
+        limit: u32,
+    ) -> Result<apitoken::EventPage, StoreError> {
+        self.inner.events_since(env, after, limit).await
+    }
+    async fn event_head(&self) -> Result<apitoken::EventCursor, StoreError> {
+        self.inner.event_head().await
+    }
+    fn watch(&self, after: apitoken::EventCursor) -> Result<apitoken::ChangeFeed, StoreError> {
+        self.inner.watch(after)
     }
 }
 
