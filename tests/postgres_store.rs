@@ -1198,3 +1198,83 @@ async fn no_error_from_a_bad_url_repeats_its_password() {
         );
     }
 }
+
+/// The change feed survives its listening connection being killed: it says it was
+/// interrupted, listens again, reads what was committed meanwhile, and goes on. The poll
+/// interval is an hour, so every event here arrives through `LISTEN` or the catch-up that
+/// follows a reconnection.
+#[tokio::test]
+async fn the_feed_reads_what_it_missed_after_its_listener_is_killed() {
+    in_schema(
+        "the_feed_reads_what_it_missed_after_its_listener_is_killed",
+        |schema| async move {
+            let name = schema.name.clone();
+            let store = PostgresStore::connect_with(
+                schema.options().application_name(&name),
+                PostgresStore::pool_options(),
+            )
+            .await
+            .unwrap()
+            .feed_poll_interval(Duration::from_secs(3600));
+            store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+            let issuer = TokenIssuer::new(store.clone());
+            let env = new_environment();
+            let mut feed = store.watch(store.event_head().await.unwrap()).unwrap();
+            // Listening once it has caught up the first time.
+            while !matches!(
+                next_message(&mut feed).await,
+                apitoken::FeedMessage::CaughtUp { .. }
+            ) {}
+
+            let first = issuer.issue(env, alice(), request("1")).await.unwrap();
+            loop {
+                match next_message(&mut feed).await {
+                    apitoken::FeedMessage::Event(e) if e.token == first.token.id => break,
+                    apitoken::FeedMessage::Event(_) | apitoken::FeedMessage::CaughtUp { .. } => {}
+                    other => panic!("an undisturbed feed reports {other:?}"),
+                }
+            }
+
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+            )
+            .bind(&name)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(killed, vec![true], "one listening connection, killed");
+            let meanwhile = issuer.issue(env, alice(), request("2")).await.unwrap();
+
+            let mut interrupted = false;
+            loop {
+                match next_message(&mut feed).await {
+                    apitoken::FeedMessage::Interrupted { .. } => interrupted = true,
+                    apitoken::FeedMessage::Event(e) if e.token == meanwhile.token.id => break,
+                    _ => {}
+                }
+            }
+            assert!(interrupted, "the feed said it was interrupted");
+
+            // Listening again: a new change arrives without waiting for a poll.
+            let after = issuer.issue(env, alice(), request("3")).await.unwrap();
+            loop {
+                if let apitoken::FeedMessage::Event(e) = next_message(&mut feed).await
+                    && e.token == after.token.id
+                {
+                    break;
+                }
+            }
+            store.close().await;
+        },
+    )
+    .await;
+}
+
+/// The feed's next message; a feed that yields nothing for 30 s fails the test.
+async fn next_message(feed: &mut apitoken::ChangeFeed) -> apitoken::FeedMessage {
+    tokio::time::timeout(Duration::from_secs(30), feed.next())
+        .await
+        .expect("the feed is stuck")
+        .expect("the feed ended")
+}

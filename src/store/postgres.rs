@@ -426,8 +426,13 @@ impl FeedSource for PostgresFeed {
 
     async fn wait(&mut self) -> Result<(), StoreError> {
         let Some(listener) = self.listener.as_mut() else {
-            // LISTEN first, then (on return) read what was missed.
-            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            // LISTEN first, then (on return) read what was missed. The connection is the
+            // feed's own, outside the store's pool: closing the store must not wait for a
+            // feed that nobody pulls.
+            let own = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with((*self.pool.connect_options()).clone());
+            let mut listener = sqlx::postgres::PgListener::connect_with(&own)
                 .await
                 .map_err(err)?;
             listener.eager_reconnect(false);
@@ -699,7 +704,12 @@ impl PostgresStore {
         pool: PgPoolOptions,
         timeouts: PostgresTimeouts,
     ) -> Result<PostgresStore, StoreError> {
-        let options = timeouts.apply(options.application_name("apitoken"));
+        // Named for pg_stat_activity, unless the application named its connections.
+        let options = match options.get_application_name() {
+            Some(_) => options,
+            None => options.application_name("apitoken"),
+        };
+        let options = timeouts.apply(options);
         // One direct connection first: when the server is unreachable, this reports why
         // (refused, unknown host, bad password) at once, where the pool would only say
         // that it timed out.
