@@ -1,6 +1,6 @@
 //! The command line's grammar (clap derive) and turning clap's errors into one line.
 
-use apitoken::{Alphabet, EnvironmentId, Note, Scope, TokenId, UserId};
+use apitoken::{Alphabet, EnvironmentId, EventCursor, Note, Scope, TokenId, UserId};
 use apitoken_ops::duration;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
@@ -24,6 +24,11 @@ Examples:
   apitoken revoke --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d --id <TOKEN_ID>
   apitoken purge --older-than 90d
   apitoken scan .env config/*.yaml
+
+  # Who did what to which token, oldest first; then every change as it happens, one
+  # JSON object per line.
+  apitoken events --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d
+  apitoken events --follow --json --after 1200
 
 Storage:
   SQLite file from --db or APITOKEN_DB (default ./apitoken.db); PostgreSQL when
@@ -140,8 +145,49 @@ pub(crate) enum Command {
     /// Runs in short batches, so other writers are not held up.
     #[command(verbatim_doc_comment)]
     Purge(PurgeArgs),
+    /// Print the audit trail: who did what to which token, oldest first
+    ///
+    /// Each token issued, revoked, rotated or reported leaked, and by which user or token:
+    /// from the start of the log or from --after, to its end; with --follow, then every
+    /// change as it happens, until Ctrl-C or SIGTERM. A revocation that took other tokens
+    /// with it prints one event for each, with `cause` naming the token revoked; a
+    /// rotation names its `successor`. `apitoken purge` deletes events older than 30 days.
+    #[command(verbatim_doc_comment)]
+    Events(EventsArgs),
     /// List the scopes `issue` accepts (the reference scopes and --extra-scopes).
     Scopes,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Only this environment's events.
+    #[arg(long, value_name = "UUID", value_parser = environment_id)]
+    pub(crate) env: Option<EnvironmentId>,
+    /// Start after the event with this sequence number (default 0: from the first)
+    ///
+    /// To continue where an earlier run stopped, give the last sequence number it
+    /// printed (the table run says it on standard error: `next cursor: N`).
+    #[arg(long, value_name = "CURSOR", verbatim_doc_comment,
+          default_value_t = EventCursor::START,
+          value_parser = clap::value_parser!(EventCursor))]
+    pub(crate) after: EventCursor,
+    /// Then print each new event as it happens, until Ctrl-C or SIGTERM (exit 0)
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// Print each event as one JSON object per line (JSON lines)
+    ///
+    /// {"sequence", "at", "environmentId", "tokenId", "kind", "actorType", "actorId"},
+    /// and "cause" (the token whose revocation took this one along) or "successor" (a
+    /// rotated token's replacement). Standard output then holds nothing else.
+    #[arg(long, verbatim_doc_comment)]
+    pub(crate) json: bool,
+    /// Stop after N events (with --follow too).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+    /// Events fetched per database query.
+    #[arg(long, value_name = "N", default_value_t = 1000, hide = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) page_size: u32,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The `apitoken` command line: issue, list, revoke, rotate and verify API tokens kept in
-//! a SQLite file or a PostgreSQL database, and check or find tokens in text.
+//! a SQLite file or a PostgreSQL database, read or follow their audit trail, and check or
+//! find tokens in text.
 //!
 //! Exit codes: 0 success; 1 a token was rejected (`verify`, `inspect`) or found (`scan`);
 //! 2 anything else, with one `error: …` line on standard error that says what to do.

@@ -32,6 +32,12 @@ pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// A time to the second in RFC 3339 (UTC, `Z`): always 20 characters, so that a table
+/// printed row by row stays aligned.
+pub(crate) fn second(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// Scopes comma-separated, or `none`.
 pub(crate) fn scopes(scopes: &Scopes) -> String {
     if scopes.is_empty() {
@@ -83,19 +89,28 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
     for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            let pad = width.saturating_sub(cell.chars().count());
-            line.extend(std::iter::repeat_n(' ', pad));
-        }
-        out.push_str(line.trim_end());
+        out.push_str(&table_line(row, &widths));
         out.push('\n');
     }
     out
+}
+
+/// One line of a table: each cell padded to its column's width (a wider cell pushes the
+/// rest right), two spaces between columns, no trailing spaces and no newline. For a
+/// table printed as its rows arrive, with widths fixed in advance.
+pub(crate) fn table_line(row: &[impl AsRef<str>], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+        let cell = cell.as_ref();
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(cell);
+        let pad = width.saturating_sub(cell.chars().count());
+        line.extend(std::iter::repeat_n(' ', pad));
+    }
+    line.truncate(line.trim_end().len());
+    line
 }
 
 /// `label  value` lines with the values aligned.

@@ -15,8 +15,8 @@ pub(crate) enum Access {
     /// `revoke`, `rotate`, `purge`: need an existing apitoken database (an older schema
     /// is upgraded).
     Write,
-    /// `list`, `get`, `verify`: write nothing, not even last use (an operator's check is
-    /// not a use), so they work on a read-only file and behind a stuck writer.
+    /// `list`, `get`, `verify`, `events`: write nothing, not even last use (an operator's
+    /// check is not a use), so they work on a read-only file and behind a stuck writer.
     Read,
 }
 

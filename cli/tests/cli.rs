@@ -412,6 +412,9 @@ on_every_store! {
     list_shows_which_token_created_which,
     purge_deletes_tokens_that_ended,
     an_environment_holds_a_bounded_number_of_tokens,
+    events_tell_who_did_what,
+    pruned_events_say_where_to_go_on,
+    follow_prints_changes_as_they_happen,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -977,6 +980,383 @@ fn extra_scopes_extend_the_catalog(db: &Db) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The audit trail: `events`.
+
+/// `events --json` with `args`: the events, one JSON object per line, and nothing on
+/// standard error.
+fn events(db: &Db, args: &[&str]) -> Vec<Value> {
+    let out = db.cli(&["events", "--json"]).args(args).run().success();
+    out.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+fn sequences(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect()
+}
+
+/// An event as `events --json` prints it, without its time.
+fn event(
+    sequence: u64,
+    env: &str,
+    token: &str,
+    kind: &str,
+    actor: (&str, &str),
+    other: Option<(&str, &str)>,
+) -> Value {
+    let mut event = serde_json::json!({
+        "sequence": sequence,
+        "environmentId": env,
+        "tokenId": token,
+        "kind": kind,
+        "actorType": actor.0,
+        "actorId": actor.1,
+    });
+    if let Some((key, id)) = other {
+        event[key] = Value::from(id);
+    }
+    event
+}
+
+/// `events` tells who issued, rotated and revoked which token, oldest first: a delegated
+/// token's issue by its creating token, a rotation with its successor, a cascaded
+/// revocation with its cause; `--env`, `--after` and `--limit` select, and paging goes on
+/// to the end.
+fn events_tell_who_did_what(db: &Db) {
+    let issued = db.issue(&["--note", "root"]);
+    let root = id(&issued);
+    let (_, child) = db.delegate(&raw(&issued), "child");
+    let other = id(&db.issue_in(OTHER_ENV, &["--note", "other"]));
+    let out = db
+        .cli(&["rotate", "--env", OTHER_ENV, "--id", &other])
+        .run()
+        .success();
+    let successor: Value = serde_json::from_str(&out).unwrap();
+    let successor = id(&successor["token"]);
+    db.cli(&["revoke", "--env", ENV, "--id", &root])
+        .run()
+        .success();
+
+    let operator = ("user", CLI_OPERATOR);
+    let expected = vec![
+        event(1, ENV, &root, "issued", operator, None),
+        event(2, ENV, &child, "issued", ("token", &root), None),
+        event(3, OTHER_ENV, &other, "issued", operator, None),
+        event(4, OTHER_ENV, &successor, "issued", operator, None),
+        event(
+            5,
+            OTHER_ENV,
+            &other,
+            "rotated",
+            operator,
+            Some(("successor", &successor)),
+        ),
+        event(6, ENV, &root, "revoked", operator, None),
+        event(7, ENV, &child, "revoked", operator, Some(("cause", &root))),
+    ];
+    let mut all = events(db, &[]);
+    for event in &mut all {
+        assert_near(time(&event["at"]), Utc::now());
+        event.as_object_mut().unwrap().remove("at");
+    }
+    assert_eq!(all, expected);
+
+    assert_eq!(sequences(&events(db, &["--env", ENV])), [1, 2, 6, 7]);
+    assert_eq!(sequences(&events(db, &["--env", OTHER_ENV])), [3, 4, 5]);
+    assert_eq!(sequences(&events(db, &["--after", "5"])), [6, 7]);
+    assert_eq!(
+        sequences(&events(db, &["--after", "2", "--limit", "2"])),
+        [3, 4]
+    );
+    assert_eq!(
+        sequences(&events(db, &["--env", ENV, "--after", "2"])),
+        [6, 7]
+    );
+    // Small pages: each read goes on where the last one stopped, to the end.
+    assert_eq!(
+        sequences(&events(db, &["--page-size", "2"])),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        sequences(&events(
+            db,
+            &[
+                "--page-size",
+                "1",
+                "--env",
+                ENV,
+                "--after",
+                "1",
+                "--limit",
+                "2"
+            ]
+        )),
+        [2, 6]
+    );
+    assert!(events(db, &["--after", "7"]).is_empty());
+    db.cli(&["events", "--after", "8"])
+        .run()
+        .error(2, &["--after 8", "newest event is 7"]);
+
+    // The table: one row per event, and where to go on from on standard error.
+    let run = db.cli(&["events", "--after", "1"]).run();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(
+        run.stderr, "note: next cursor: 7 (to go on from here: --after 7)\n",
+        "{run:#?}"
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "SEQUENCE",
+            "AT",
+            "ENVIRONMENT",
+            "TOKEN",
+            "EVENT",
+            "BY",
+            "DETAIL"
+        ],
+        "{run:#?}"
+    );
+    let row = |sequence: u64| -> Vec<&str> {
+        let row = lines[1..]
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(&sequence.to_string()))
+            .unwrap_or_else(|| panic!("no row {sequence}: {run:#?}"));
+        row.split_whitespace().skip(2).collect()
+    };
+    assert_eq!(lines.len(), 7, "{run:#?}");
+    assert_eq!(row(2), [ENV, &child, "issued", "token", &root]);
+    assert_eq!(
+        row(5),
+        [
+            OTHER_ENV,
+            &other,
+            "rotated",
+            "user",
+            CLI_OPERATOR,
+            "successor",
+            &successor
+        ]
+    );
+    assert_eq!(row(6), [ENV, &root, "revoked", "user", CLI_OPERATOR]);
+    assert_eq!(
+        row(7),
+        [ENV, &child, "revoked", "user", CLI_OPERATOR, "cause", &root]
+    );
+    // The time column: RFC 3339 in UTC.
+    let at = lines[1].split_whitespace().nth(1).unwrap();
+    assert_near(time(&Value::from(at)), Utc::now());
+    assert!(at.ends_with('Z'), "{at}");
+
+    let run = db.cli(&["events", "--env", ENV, "--after", "7"]).run();
+    assert_eq!(
+        run.stdout,
+        format!("no events after 7 in environment {ENV}\n")
+    );
+}
+
+/// Events pruned before they were read: a one-off read says so and where to go on from;
+/// a follower says so on standard error and goes on.
+fn pruned_events_say_where_to_go_on(db: &Db) {
+    for note in ["one", "two", "three"] {
+        db.issue(&["--note", note]);
+    }
+    let pruned = block_on(async {
+        use apitoken::TokenStore;
+        let store = apitoken::open_store(&db.url()).await.unwrap();
+        let pruned = store
+            .prune_events(Utc::now() + TimeDelta::days(1), 2)
+            .await
+            .unwrap();
+        store.close().await;
+        pruned
+    });
+    assert_eq!(pruned, 2);
+    db.cli(&["events", "--json"]).run().error(
+        2,
+        &["the events after 0 were pruned", "rerun with `--after 2`"],
+    );
+    db.cli(&["events", "--after", "1"])
+        .run()
+        .error(2, &["the events after 1 were pruned", "`--after 2`"]);
+    assert_eq!(sequences(&events(db, &["--after", "2"])), [3]);
+
+    let mut follower = Follower::spawn(db.cli(&["events", "--json", "--follow"]));
+    let line: Value = serde_json::from_str(&follower.line()).unwrap();
+    assert_eq!(line["sequence"], 3);
+    let run = follower.terminate();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr
+            .starts_with("warning: the events after 0 were pruned before they were read"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("going on after 2"), "{run:#?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+}
+
+/// `events --follow` prints what the log holds, then each change another process makes,
+/// as it is made (of its environment only, with --env); SIGTERM ends it with exit 0 and,
+/// for a table, the cursor to go on from.
+fn follow_prints_changes_as_they_happen(db: &Db) {
+    let root = id(&db.issue(&["--note", "root"]));
+    let other = id(&db.issue_in(OTHER_ENV, &["--note", "other"]));
+
+    let mut json = Follower::spawn(db.cli(&["events", "--follow", "--json", "--env", ENV]));
+    let mut table = Follower::spawn(db.cli(&["events", "--follow"]));
+    let first: Value = serde_json::from_str(&json.line()).unwrap();
+    assert_eq!(first["sequence"], 1);
+    assert_eq!(first["tokenId"], root.as_str());
+    assert!(table.line().starts_with("SEQUENCE"));
+    assert!(table.line().starts_with("1 "));
+    assert!(table.line().starts_with("2 "));
+
+    // Another environment's change, then this one's: the follower of ENV, which prints
+    // in sequence order, shows the second and never the first.
+    db.cli(&["revoke", "--env", OTHER_ENV, "--id", &other])
+        .run()
+        .success();
+    db.cli(&["revoke", "--env", ENV, "--id", &root])
+        .run()
+        .success();
+    let next: Value = serde_json::from_str(&json.line()).unwrap();
+    assert_eq!(next["sequence"], 4, "{next}");
+    assert_eq!(next["kind"], "revoked");
+    assert_eq!(next["tokenId"], root.as_str());
+    assert_eq!(next["actorId"], CLI_OPERATOR);
+    let row = table.line();
+    assert!(row.starts_with("3 ") && row.contains(&other), "{row}");
+    let row = table.line();
+    assert!(row.starts_with("4 ") && row.contains(&root), "{row}");
+
+    let run = json.terminate();
+    assert_eq!(
+        (run.code, run.stdout.as_str(), run.stderr.as_str()),
+        (0, "", "")
+    );
+    let run = table.terminate();
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.stdout, "", "{run:#?}");
+    assert_eq!(
+        run.stderr,
+        "note: next cursor: 4 (to go on from here: --after 4)\n"
+    );
+
+    // --limit ends a follow too.
+    let run = db
+        .cli(&[
+            "events", "--follow", "--json", "--after", "1", "--limit", "2",
+        ])
+        .run();
+    assert_eq!(sequences(&parse_lines(&run.success())), [2, 3]);
+}
+
+fn parse_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A malformed `--after` is a usage error: exit 2, one line, what a cursor is.
+#[test]
+fn events_refuse_a_malformed_cursor() {
+    let scratch = Scratch::new("events_cursor");
+    for after in ["x", "+5", "-1", "1.5", "", "99999999999999999999999"] {
+        let arg = format!("--after={after}");
+        Cli::new(scratch.path())
+            .args(&["events", &arg])
+            .run()
+            .error(
+                2,
+                &[
+                    "--after <CURSOR>",
+                    "not an event cursor",
+                    "a whole number, 0 for the start",
+                    "apitoken events --help",
+                ],
+            );
+    }
+}
+
+/// A running `events --follow`: its standard output line by line, as it comes.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn spawn(cli: Cli) -> Follower {
+        let mut command = cli.command;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run apitoken");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        // The channel closes when standard output does, at the exit.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                if send.send(line.expect("stdout is UTF-8")).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The next line; fails the test if none comes within a minute (a hang guard only:
+    /// the line is normally there well within a second).
+    fn line(&mut self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a line from the follower within 60 s")
+    }
+
+    /// Sends SIGTERM and waits for the exit (failing the test if it takes a minute: a
+    /// hang guard); `stdout` holds what came after the last line read.
+    fn terminate(mut self) -> Run {
+        let mut stderr = self.child.stderr.take().unwrap();
+        let (send, closed) = std::sync::mpsc::channel();
+        // Standard error closes at the exit.
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            let _ = send.send(text);
+        });
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let stderr = closed
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the follower exits within 60 s of SIGTERM");
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.lines.iter().collect();
+        Run {
+            code: status.code().expect("exited, not killed by the signal"),
+            stdout: rest.iter().map(|l| format!("{l}\n")).collect(),
+            stderr,
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no follower running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Storage selection and the default database.
 
 #[test]
@@ -1217,6 +1597,7 @@ fn read_only_commands_never_write_to_postgres() {
         .run()
         .success();
     db.cli(&["verify", "-"]).stdin(raw(&token)).run().success();
+    db.cli(&["events", "--json"]).run().success();
     assert_eq!(
         meta("SELECT key, value FROM apitoken_meta ORDER BY key"),
         before,
@@ -1224,7 +1605,7 @@ fn read_only_commands_never_write_to_postgres() {
     );
 
     meta("UPDATE apitoken_meta SET value = '99' WHERE key = 'schema_version' RETURNING key, value");
-    for args in [&["list", "--env", ENV][..], &["verify", "-"][..]] {
+    for args in [&["list", "--env", ENV][..], &["verify", "-"], &["events"]] {
         db.cli(args)
             .stdin(raw(&token))
             .run()
@@ -1676,8 +2057,8 @@ impl Cli {
     }
 }
 
-/// `list`, `get` and `verify` read a database whose file and directory this user cannot
-/// write, and change nothing: no schema write, no last use, no `-wal` or `-shm` left.
+/// `list`, `get`, `verify` and `events` read a database whose file and directory this
+/// user cannot write, and change nothing: no schema write, no last use, no `-wal` or `-shm` left.
 #[test]
 fn read_only_commands_work_on_a_read_only_file() {
     use std::os::unix::fs::PermissionsExt;
@@ -1712,6 +2093,8 @@ fn read_only_commands_work_on_a_read_only_file() {
             .run(),
     );
     assert!(out.contains("valid"), "{out}");
+    let out = works(db.cli(&["events", "--json"]).unprivileged(root).run());
+    assert!(out.contains(r#""kind":"issued""#), "{out}");
     // Writing needs write access, and says so.
     db.cli(&["revoke", "--env", ENV, "--id", &id])
         .unprivileged(root)

@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+mod events;
 mod inspect;
 mod scan;
 mod tokens;
@@ -25,6 +26,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Scan(args) => scan::scan(args),
         Command::Purge(args) => tokens::purge(&global, args).await,
         Command::Scopes => scopes(&global),
+        Command::Events(args) => events::events(&global, args).await,
     }
 }
 
