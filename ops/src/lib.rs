@@ -201,7 +201,19 @@ impl Handle {
     /// A builder on the store with the hash key the options give; configure the rest, then
     /// pass it to [`Handle::issuer`].
     pub fn builder(&self) -> TokenIssuerBuilder<DynTokenStore> {
-        let store: DynTokenStore = Box::new(Arc::clone(&self.store));
+        let store: DynTokenStore = Box::new(self.store());
+        self.builder_on(store)
+    }
+
+    /// The database's store, shared, for a layer in front of it (the server's cache):
+    /// build the issuer over that layer with [`Handle::builder_on`].
+    pub fn store(&self) -> Arc<dyn TokenStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// A builder like [`Handle::builder`] (the same hash key) on `store`, which must
+    /// reach this database: [`Handle::store`] behind a layer of the caller's.
+    pub fn builder_on<S: TokenStore>(&self, store: S) -> TokenIssuerBuilder<S> {
         let builder = TokenIssuer::builder(store);
         match &self.key {
             Some(key) => builder.hash_key(key.clone()),

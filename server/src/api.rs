@@ -7,15 +7,19 @@
 
 use crate::body::{MAX_BODY_BYTES, NewToken, Rotation};
 use crate::openapi::{
-    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, Health, ListQuery, NotFoundBody, OneToken,
-    PostTokenFields, RotateTokenFields, TokenList, TokenPath, UnprocessableBody, Unready,
+    ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, EventList, EventsPrunedBody, EventsQuery,
+    Health, ListQuery, NotFoundBody, OneToken, PostTokenFields, RotateTokenFields, TokenList,
+    TokenPath, UnprocessableBody, Unready,
 };
 use crate::problem::{ApiError, Problem, ProblemKind};
 use crate::storage::Issuer;
 use apitoken::http::{
     Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth,
 };
-use apitoken::{Cursor, EnvironmentId, IssuedToken, PageRequest, Principal, Scope, Token, TokenId};
+use apitoken::{
+    Cursor, EnvironmentId, Event, EventCursor, IssuedToken, PageRequest, Principal, Scope,
+    StoreError, Token, TokenId, TokenStore as _,
+};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, OriginalUri, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -85,6 +89,7 @@ pub(crate) fn router(issuer: Arc<Issuer>, introspection_scope: Scope) -> Router 
         .routes(routes!(get_user_token, delete_user_token))
         .routes(routes!(rotate_user_token))
         .routes(routes!(create_environment_token, list_environment_tokens))
+        .routes(routes!(list_environment_events))
         .routes(routes!(get_environment_token, delete_environment_token))
         .routes(routes!(rotate_environment_token))
         .routes(routes!(introspect));
@@ -598,6 +603,135 @@ async fn list_environment_tokens(
     let auth = auth?;
     let params = ListParams::from_query(query)?;
     list_page(&state, auth.environment(), None, params, &uri).await
+}
+
+/// The most events one answer holds unless `limit` asks for fewer.
+const DEFAULT_EVENTS: u32 = 100;
+
+/// The most events one answer holds: what `TokenStore::events_since` reads at once.
+const MAX_EVENTS: u32 = 1000;
+
+/// The largest `after` taken: JSON numbers are exact up to 2^53 − 1 in every client
+/// (JavaScript's among them), and no log comes near it, so the document can say exactly
+/// what is accepted.
+const MAX_AFTER: u64 = (1 << 53) - 1;
+
+/// Which events, from the query: `after` (a sequence number, default 0) and `limit` (1 to
+/// 1,000, default 100).
+struct EventParams {
+    after: EventCursor,
+    limit: u32,
+}
+
+impl EventParams {
+    fn from_query(
+        query: Result<Query<EventsQuery>, QueryRejection>,
+    ) -> Result<EventParams, Problem> {
+        let bad = |message: &str| {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_query", message.to_owned()).logged()
+        };
+        let Query(query) = query.map_err(|_| {
+            bad("the query string must be `after` and `limit` parameters, each at most once")
+        })?;
+        let limit = match query.limit.as_deref() {
+            None => DEFAULT_EVENTS,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_EVENTS).contains(n))
+                .ok_or_else(|| bad("`limit` must be a whole number from 1 to 1000"))?,
+        };
+        let after = match query.after.as_deref() {
+            None => EventCursor::START,
+            Some(text) => text
+                .parse::<EventCursor>()
+                .ok()
+                .filter(|cursor| cursor.sequence() <= MAX_AFTER)
+                .ok_or_else(|| {
+                    bad("`after` must be the sequence number of the last event read, a whole number from 0 (the start of the log) to 9007199254740991: pass back the `nextCursor` of the answer before")
+                })?,
+        };
+        Ok(EventParams { after, limit })
+    }
+}
+
+/// A page of events: `{"events": [...], "nextCursor": "..."}`, the cursor always.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Events {
+    events: Vec<Event>,
+    next_cursor: String,
+}
+
+/// An environment's event log
+///
+/// What happened to the environment's tokens, oldest first: each creation, each
+/// revocation (one event per token it took, with the `cause` for those that went with
+/// another) and each rotation (with its `successor`), when, and who did it. Answers at
+/// most `limit` events after `after`; pass `nextCursor` back as `after` for the next ones
+/// (it is there even when no event is, so a client polls with it and sees every change
+/// once, in order). Events older than the log's retention (30 days) are pruned when the
+/// server purges (`--purge-after`): a cursor from before them is a 410 that says where to
+/// resume.
+#[utoipa::path(
+    get,
+    path = "/environments/{environmentId}/tokens/events",
+    tag = "tokens",
+    params(EnvironmentPath, EventsQuery),
+    responses(
+        (status = 200, description = "The events after `after`, with the cursor to read on from", body = EventList),
+        (status = 400, description = "`environmentId` is not a UUID in lower case with hyphens, or `after` or `limit` is not one the server takes", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.read`", body = ErrorBody),
+        (status = 410, description = "`events_pruned`: events after `after` were pruned before they were read, so what was derived from them may be stale. Resynchronise (list the tokens with `state=all`), then read on with `payload.resumeAfter` as `after`", body = EventsPrunedBody),
+        (status = 501, description = "The server's token store keeps no event log (SQLite and PostgreSQL always do): asking again will not help", body = ErrorBody),
+    )
+)]
+async fn list_environment_events(
+    State(state): State<AppState>,
+    auth: Result<Authorized<ReadTokens>, Rejection>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let params = EventParams::from_query(query)?;
+    let read = state
+        .issuer
+        .store()
+        .events_since(Some(auth.environment()), params.after, params.limit)
+        .await;
+    let page = match read {
+        Ok(page) => page,
+        Err(StoreError::EventsPruned { after, resumed }) => {
+            return Err(Problem::detailed(
+                StatusCode::GONE,
+                "events_pruned",
+                format!(
+                    "the events after {after} were pruned before they were read (the log keeps them for a set time): what you derived from them may be stale; resynchronise (list the tokens with state=all), then read on with after={resumed}"
+                ),
+                serde_json::json!({ "resumeAfter": resumed.to_string() }),
+            )
+            .logged()
+            .into());
+        }
+        // 501, not 503: the store will not gain a log by waiting, so a retry cannot help.
+        Err(StoreError::NoEventLog) => {
+            return Err(Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "no_event_log",
+                "this server's token store keeps no event log: run the server over SQLite or PostgreSQL, which keep one",
+            )
+            .logged()
+            .into());
+        }
+        Err(e) => return Err(apitoken::Error::Store(e).into()),
+    };
+    let mut response = Json(Events {
+        events: page.events,
+        next_cursor: page.next.to_string(),
+    })
+    .into_response();
+    no_store(&mut response);
+    Ok(response)
 }
 
 /// Delete (revoke) a token of an environment

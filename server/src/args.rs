@@ -1,6 +1,7 @@
 //! The command line (clap derive), with the environment variables the `apitoken` CLI reads.
 
 use apitoken::Scope;
+use clap::builder::FalseyValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -13,6 +14,7 @@ Endpoints (base path /api/v0; the OpenAPI 3.1 description is at /openapi.json):
   DELETE /api/v0/user/tokens/{tokenId}                           revoke one (204)
   POST   /api/v0/environments/{environmentId}/tokens             create a token (201)
   GET    /api/v0/environments/{environmentId}/tokens             list the environment's tokens
+  GET    /api/v0/environments/{environmentId}/tokens/events      its event log (?after=N&limit=M)
   DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}   revoke one (204)
   GET    /api/v0/tokens/me                                       the calling token
 
@@ -33,6 +35,14 @@ Hash key:
 The address actually bound is printed on standard output (`listening on http://…`, useful
 with --listen 127.0.0.1:0); logs go to standard error and never hold a token. SIGINT or
 SIGTERM stops the server after the requests in flight, or after --shutdown-timeout.
+
+Cache:
+  authentication reads through a cache (--cache-ttl, default 60 s) that follows the
+  database's event log: a token revoked through this server stops at once, one revoked
+  elsewhere as soon as its event arrives (milliseconds on PostgreSQL, within 200 ms on
+  SQLite). While the feed is interrupted, cached tokens are trusted for at most
+  --cache-staleness-ms (default 1000), then read again. Several servers may share one
+  database. --no-cache (APITOKEN_NO_CACHE=1) reads the store on every request.
 
 Slow clients:
   a connection that takes longer than --header-timeout to send a request's headers,
@@ -125,6 +135,36 @@ pub(crate) struct Args {
         value_parser = purge_after
     )]
     pub(crate) purge_after: Duration,
+
+    /// Read the store on every authentication instead of caching. By default the server
+    /// caches what authentication reads and follows the database's event log, so that a
+    /// token revoked by any process (another server, the CLI) stops working here as soon
+    /// as its event arrives
+    #[arg(long, env = "APITOKEN_NO_CACHE", value_parser = FalseyValueParser::new())]
+    pub(crate) no_cache: bool,
+
+    /// Seconds a cached token is kept before it is read again from the store, however
+    /// healthy the event feed (revocations apply sooner: see --cache-staleness-ms)
+    #[arg(
+        long,
+        env = "APITOKEN_CACHE_TTL",
+        value_name = "SECONDS",
+        default_value = "60"
+    )]
+    pub(crate) cache_ttl: NonZeroU32,
+
+    /// Milliseconds a cached token is trusted without the event feed vouching for it:
+    /// the longest a revocation made elsewhere takes to apply here while the feed is
+    /// interrupted (the database unreachable, say). Below the feed's poll interval (1 s
+    /// on PostgreSQL, 200 ms on SQLite) cached tokens also go stale between polls, and
+    /// are read again
+    #[arg(
+        long,
+        env = "APITOKEN_CACHE_STALENESS_MS",
+        value_name = "MILLISECONDS",
+        default_value = "1000"
+    )]
+    pub(crate) cache_staleness_ms: NonZeroU32,
 
     /// Seconds a client has to send a request's headers, counted from connecting or, on a
     /// kept-alive connection, from the request's first byte

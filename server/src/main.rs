@@ -9,6 +9,7 @@ mod api;
 mod args;
 mod body;
 mod clients;
+mod feed;
 mod introspect;
 mod logging;
 mod metrics;
@@ -62,8 +63,21 @@ async fn run(args: args::Args) -> Result<(), String> {
         ),
         shutdown: args::seconds(args.shutdown_timeout),
     };
-    let (issuer, handle) = storage::open(&args).await?;
+    let storage::Opened {
+        issuer,
+        handle,
+        feed,
+    } = storage::open(&args).await?;
     let storage = handle.describe();
+    let cached = feed.is_some();
+    // Following before serving: no change made from here on is missed.
+    let following = feed.map(|following| {
+        tokio::spawn(feed::follow(
+            following.cache,
+            following.feed,
+            following.staleness,
+        ))
+    });
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| {
         format!(
             "cannot listen on {} ({e}): choose another address with --listen (or APITOKEN_LISTEN), e.g. 127.0.0.1:8081",
@@ -92,6 +106,8 @@ async fn run(args: args::Args) -> Result<(), String> {
         purge_after_seconds = args.purge_after.as_secs(),
         max_connections = limits.max_connections,
         max_connections_per_client = limits.max_connections_per_client.map(|n| n.get()),
+        cache_ttl_seconds = cached.then_some(args.cache_ttl.get()),
+        cache_staleness_ms = cached.then_some(args.cache_staleness_ms.get()),
         "listening"
     );
     // The one line on standard output, for people and for scripts that chose port 0.
@@ -107,6 +123,11 @@ async fn run(args: args::Args) -> Result<(), String> {
     serve::serve(listener, router, limits, shutdown_signal()).await;
     if let Some(purging) = purging {
         purging.abort();
+    }
+    // Stopped before the store closes, which its next read would take for an
+    // interruption (and log).
+    if let Some(following) = following {
+        following.abort();
     }
     handle.close().await;
     tracing::info!("stopped");

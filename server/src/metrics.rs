@@ -6,10 +6,11 @@
 //! Kept with a few atomics and two small maps under a lock (routes and statuses are
 //! bounded sets), without a metrics crate: the server is the only writer and reader.
 
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
@@ -38,6 +39,14 @@ pub(crate) struct Metrics {
     pub(crate) connections_open: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
     pub(crate) connections_stalled: AtomicU64,
+    /// Whether a change feed keeps a cache coherent (the feed's metrics are shown only
+    /// then).
+    feed_followed: AtomicBool,
+    /// When, in microseconds since the epoch, the feed last caught up (when it started,
+    /// before it first did).
+    feed_synced_micros: AtomicI64,
+    feed_interruptions: AtomicU64,
+    feed_missed: AtomicU64,
 }
 
 /// The process's metrics.
@@ -63,7 +72,34 @@ impl Metrics {
             connections_open: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_stalled: AtomicU64::new(0),
+            feed_followed: AtomicBool::new(false),
+            feed_synced_micros: AtomicI64::new(0),
+            feed_interruptions: AtomicU64::new(0),
+            feed_missed: AtomicU64::new(0),
         }
+    }
+
+    /// A change feed started following the event log at `at`.
+    pub(crate) fn feed_started(&self, at: DateTime<Utc>) {
+        self.feed_synced_micros
+            .store(at.timestamp_micros(), Ordering::Relaxed);
+        self.feed_followed.store(true, Ordering::Relaxed);
+    }
+
+    /// The feed caught up with every change committed before `as_of`.
+    pub(crate) fn feed_caught_up(&self, as_of: DateTime<Utc>) {
+        self.feed_synced_micros
+            .fetch_max(as_of.timestamp_micros(), Ordering::Relaxed);
+    }
+
+    /// The feed lost touch with the store (once per interruption).
+    pub(crate) fn feed_interrupted(&self) {
+        self.feed_interruptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events were pruned before the feed read them.
+    pub(crate) fn feed_missed(&self) {
+        self.feed_missed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request answered: its route template, status and time.
@@ -102,8 +138,13 @@ impl Metrics {
         };
     }
 
-    /// The text format.
+    /// The text format, as of now.
     pub(crate) fn render(&self) -> String {
+        self.render_at(DateTime::from(std::time::SystemTime::now()))
+    }
+
+    /// The text format, with the feed's lag as of `now`.
+    fn render_at(&self, now: DateTime<Utc>) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -200,6 +241,32 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        if self.feed_followed.load(Ordering::Relaxed) {
+            let synced = self.feed_synced_micros.load(Ordering::Relaxed);
+            let lag = now.timestamp_micros().saturating_sub(synced).max(0) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "# HELP apitoken_event_feed_lag_seconds Seconds since the change feed last caught up with the event log (since it started, before it first did): about the poll interval while it is healthy; past --cache-staleness-ms the cache reads the store again."
+            );
+            let _ = writeln!(out, "# TYPE apitoken_event_feed_lag_seconds gauge");
+            let _ = writeln!(out, "apitoken_event_feed_lag_seconds {lag}");
+            for (name, help, value) in [
+                (
+                    "apitoken_event_feed_interruptions_total",
+                    "Times the change feed lost touch with the store.",
+                    &self.feed_interruptions,
+                ),
+                (
+                    "apitoken_event_feed_missed_total",
+                    "Times events were pruned before the change feed read them (each dropped the cache).",
+                    &self.feed_missed,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            }
+        }
         out
     }
 }
@@ -258,5 +325,34 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_feed_is_shown_once_followed_with_its_lag() {
+        let metrics = Metrics::new();
+        assert!(
+            !metrics.render().contains("event_feed"),
+            "no feed, no lines"
+        );
+        let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        metrics.feed_started(start);
+        let text = metrics.render_at(start + chrono::TimeDelta::milliseconds(2500));
+        assert!(
+            text.lines()
+                .any(|l| l == "apitoken_event_feed_lag_seconds 2.5"),
+            "{text}"
+        );
+        metrics.feed_caught_up(start + chrono::TimeDelta::seconds(2));
+        // An older CaughtUp (of another read) never moves it back.
+        metrics.feed_caught_up(start + chrono::TimeDelta::seconds(1));
+        metrics.feed_interrupted();
+        let text = metrics.render_at(start + chrono::TimeDelta::milliseconds(2500));
+        for line in [
+            "apitoken_event_feed_lag_seconds 0.5",
+            "apitoken_event_feed_interruptions_total 1",
+            "apitoken_event_feed_missed_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 }

@@ -233,7 +233,110 @@ pub(crate) struct ListQuery {
     pub(crate) state: Option<String>,
 }
 
-/// An error: 400, 401, 403, 405, 413, 415, 431, 500, 503.
+/// Which events, as query parameters. The server reads these two and ignores the rest.
+#[derive(IntoParams, serde::Deserialize)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// The sequence number of the last event read: the `nextCursor` of the answer before;
+    /// 0 (the default) for the start of the log.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_u64)]
+    pub(crate) after: Option<String>,
+    /// At most this many events (1 to 1000; default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub(crate) limit: Option<String>,
+}
+
+/// What happened to a token.
+#[derive(ToSchema)]
+#[schema(as = EventKind, rename_all = "lowercase")]
+pub(crate) enum EventKindName {
+    /// Created (by a create request, or as a rotation's successor).
+    Issued,
+    /// Revoked: by the actor (no `cause`), or along with the token `cause`.
+    Revoked,
+    /// Rotated: `successor` replaces it.
+    Rotated,
+    /// Reported leaked.
+    Leaked,
+}
+
+/// Who made a change.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum ActorType {
+    /// A person (an operator, a dashboard user): `actorId` is the user's id.
+    User,
+    /// A token: `actorId` is the token's id.
+    Token,
+}
+
+/// One change to one token, as the event log keeps it. A change that touches several
+/// tokens (a revocation and its cascade, a rotation) is one event per token, with
+/// consecutive sequence numbers.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub(crate) struct Event {
+    /// Its place in the log: the whole store's, growing in commit order (so an
+    /// environment's events skip numbers).
+    #[schema(minimum = 1, example = 42)]
+    sequence: u64,
+    /// When the change happened.
+    #[schema(format = DateTime)]
+    at: String,
+    /// The token's environment.
+    #[schema(format = "uuid")]
+    environment_id: String,
+    /// The token changed.
+    #[schema(format = "uuid")]
+    token_id: String,
+    kind: EventKindName,
+    actor_type: ActorType,
+    /// Who made the change: for an issued token its creator (the creating token for one a
+    /// token created); for a revocation that came with another's, whoever revoked that
+    /// one.
+    #[schema(format = "uuid")]
+    actor_id: String,
+    /// For a revocation that came with another's: the token whose revocation took this
+    /// one (a token it descends from, or its successor). Absent otherwise.
+    #[schema(format = "uuid", nullable = false)]
+    cause: Option<String>,
+    /// For a rotation: the token that replaces this one. Absent otherwise.
+    #[schema(format = "uuid", nullable = false)]
+    successor: Option<String>,
+}
+
+/// A page of an environment's event log, oldest first.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub(crate) struct EventList {
+    events: Vec<Event>,
+    /// Where the next read starts: pass it back as `after`. After the last event here, or
+    /// the `after` given when there was none; always present, so a client polls with it.
+    #[schema(pattern = "^[0-9]+$", example = "42")]
+    next_cursor: String,
+}
+
+/// The events after the cursor were pruned before they were read.
+#[derive(ToSchema)]
+pub(crate) struct EventsPrunedBody {
+    error: String,
+    /// Always `events_pruned`.
+    #[schema(pattern = "^events_pruned$", example = "events_pruned")]
+    code: String,
+    payload: ResumeAfter,
+}
+
+/// Where to read on after events were pruned.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub(crate) struct ResumeAfter {
+    /// Where the log now starts: resynchronise (list the tokens with `state=all`), then
+    /// read on with this as `after`.
+    #[schema(pattern = "^[0-9]+$", example = "97")]
+    resume_after: String,
+}
+
+/// An error: 400, 401, 403, 405, 413, 415, 431, 500, 501, 503.
 #[derive(ToSchema)]
 pub(crate) struct ErrorBody {
     #[schema(example = "invalid or expired API token")]

@@ -63,8 +63,19 @@ impl Problem {
         error: impl Into<String>,
         payload: serde_json::Value,
     ) -> Problem {
+        Problem::detailed(StatusCode::UNPROCESSABLE_ENTITY, code, error, payload)
+    }
+
+    /// `status` with `code` (also the kind) and `payload`, in the shape of a 422: for an
+    /// answer a program acts on (a 410's cursor to resume from).
+    pub(crate) fn detailed(
+        status: StatusCode,
+        code: &'static str,
+        error: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Problem {
         Problem {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
+            status,
             kind: code,
             error: error.into(),
             code: Some(code),

@@ -1714,6 +1714,7 @@ async fn the_openapi_description_matches_the_answers() {
             "POST /api/v0/user/tokens/{tokenId}/rotate",
             "POST /api/v0/environments/{environmentId}/tokens",
             "GET /api/v0/environments/{environmentId}/tokens",
+            "GET /api/v0/environments/{environmentId}/tokens/events",
             "GET /api/v0/environments/{environmentId}/tokens/{tokenId}",
             "DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}",
             "POST /api/v0/environments/{environmentId}/tokens/{tokenId}/rotate",
@@ -1840,6 +1841,45 @@ async fn the_openapi_description_matches_the_answers() {
     for token in list["tokens"].as_array().unwrap() {
         conforms(&openapi, "Token", token);
     }
+    // The event log: the bootstrap token's creation and the one above, one of them by a
+    // token.
+    let events = server
+        .call("GET", &format!("{}/events", env_tokens(environment())))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    conforms(&openapi, "EventList", &events);
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(2),
+        "{events}"
+    );
+    for event in events["events"].as_array().unwrap() {
+        conforms(&openapi, "Event", event);
+        for (field, name) in [("kind", "EventKind"), ("actorType", "ActorType")] {
+            let allowed = schemas[name]["enum"].as_array().unwrap();
+            assert!(allowed.contains(&event[field]), "{field}: {event}");
+        }
+    }
+    // Never null: absent when it does not apply.
+    for field in ["cause", "successor"] {
+        assert_eq!(
+            schemas["Event"]["properties"][field]["type"], "string",
+            "{field}"
+        );
+    }
+    let log = &openapi["paths"]["/api/v0/environments/{environmentId}/tokens/events"]["get"];
+    for status in [
+        "200", "400", "401", "403", "405", "410", "431", "501", "503",
+    ] {
+        assert!(log["responses"][status].is_object(), "no {status}");
+    }
+    assert_eq!(
+        log["responses"]["410"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/EventsPrunedBody"
+    );
     let me = server
         .call("GET", "/api/v0/tokens/me")
         .bearer(&admin.raw)

@@ -223,6 +223,10 @@ impl Server {
             "APITOKEN_MAX_CONNECTIONS",
             "APITOKEN_MAX_CONNECTIONS_PER_CLIENT",
             "APITOKEN_SHUTDOWN_TIMEOUT",
+            "APITOKEN_METRICS_LISTEN",
+            "APITOKEN_NO_CACHE",
+            "APITOKEN_CACHE_TTL",
+            "APITOKEN_CACHE_STALENESS_MS",
         ] {
             command.env_remove(name);
         }
