@@ -28,7 +28,9 @@
 //!   (`pg_terminate_backend`) every `APITOKEN_PROPAGATION_KILL_MS` (default 2,000);
 //! - `sqlite-api`: one SQLite file, revoked through the API (the servers poll the file).
 //!
-//! `APITOKEN_PROPAGATION_REVOCATIONS` tokens per scenario (default 1,000). PostgreSQL is
+//! `APITOKEN_PROPAGATION_REVOCATIONS` tokens per scenario (default 1,000). With SQLite a
+//! random pause of up to `APITOKEN_PROPAGATION_JITTER_MS` (default 250) comes before each
+//! revocation, so that revocations do not fall in step with the servers' polls. PostgreSQL is
 //! `APITOKEN_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), in a
 //! schema of its own, dropped at the end. On a 2-core machine the servers, the database,
 //! the load and the probers share the cores: the times are the whole machine's.
@@ -292,16 +294,12 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        if !log.trim().is_empty() {
-            eprintln!("server log ({}):\n{}", self.addr, tail(&log, 20));
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        if !errors.is_empty() {
+            eprintln!("server {} logged errors:\n{}", self.addr, errors.join("\n"));
         }
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 struct Client(SendRequest<Empty<Bytes>>);
@@ -425,6 +423,13 @@ async fn measure(database: &Database, how: How, cli: &PathBuf) -> Result {
         // Every cache holds it.
         for prober in probers.iter_mut() {
             assert_eq!(prober.status("GET", "/api/v0/tokens/me", raw).await, 200);
+        }
+        // SQLite's servers poll the file: revoking right after the last poll would measure
+        // a whole interval every time, so revocations fall at random points of it.
+        if let Database::Sqlite(_) = database {
+            let jitter = setting("APITOKEN_PROPAGATION_JITTER_MS", 250);
+            let pause = rand::random_range(0..=jitter);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         let started = Instant::now();
         match how {

@@ -136,9 +136,10 @@ impl FeedSource for MemoryFeed {
     }
 
     async fn wait(&mut self) -> Result<(), StoreError> {
-        // At least once a second, so that a follower can tell the feed is alive.
+        // At least four times a second, so that a coherent cache (bound 1 s) can tell
+        // the feed is alive.
         let grown = self.grown.changed();
-        let _ = tokio::time::timeout(core::time::Duration::from_secs(1), grown).await;
+        let _ = tokio::time::timeout(core::time::Duration::from_millis(250), grown).await;
         Ok(())
     }
 }

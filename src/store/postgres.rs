@@ -62,10 +62,10 @@
 //! end of every write, which holds the lock for the append and the commit. The same
 //! transaction sends `NOTIFY apitoken_events`, delivered when it commits.
 //!
-//! [`watch`](TokenStore::watch)'s feed holds one pooled connection that `LISTEN`s; a
+//! [`watch`](TokenStore::watch)'s feed holds a connection of its own that `LISTEN`s; a
 //! notification only wakes it, and it then reads the log from its cursor, as it also does
-//! every poll interval (1 s; [`PostgresStore::feed_poll_interval`]) whatever arrives. When
-//! that connection breaks, the feed reports [`FeedMessage::Interrupted`], connects and
+//! every poll interval whatever arrives (500 ms, half a coherent cache's default staleness
+//! bound; [`PostgresStore::feed_poll_interval`]). When that connection breaks, the feed reports [`FeedMessage::Interrupted`], connects and
 //! `LISTEN`s again, then reads what it missed. What breaks it: a pooler in transaction
 //! mode (PgBouncer's `pool_mode = transaction` drops `LISTEN`; give the feed a direct or
 //! session-mode URL), a read replica (`LISTEN` fails there; the feed then only polls and
@@ -725,12 +725,12 @@ impl PostgresStore {
     pub fn from_pool(pool: PgPool) -> PostgresStore {
         PostgresStore {
             pool,
-            feed_poll: Duration::from_secs(1),
+            feed_poll: Duration::from_millis(500),
         }
     }
 
     /// How often a feed from [`watch`](TokenStore::watch) reads the log when no
-    /// notification wakes it (default 1 s): the longest an event can take to reach a
+    /// notification wakes it (default 500 ms): the longest an event can take to reach a
     /// feed whose notifications are lost without its knowing.
     pub fn feed_poll_interval(self, interval: Duration) -> PostgresStore {
         PostgresStore {
