@@ -10,13 +10,15 @@
 //! ```
 //!
 //! Operations: `generate`, `issue_without_store`, `issue` (into a `MemoryStore`), `live`,
-//! `unknown`, `wrong_prefix`, `bad_checksum` (authenticate), `parse_bad_checksum`. Under
+//! `unknown`, `wrong_prefix`, `bad_checksum` (authenticate), `parse_bad_checksum`,
+//! `cached_live` (authenticate, a hit of a `CachedStore` in front of a `MemoryStore`) and
+//! `coherent_live` (the same hit of a coherent one whose feed has caught up). Under
 //! `cargo bench` (no operation given) it runs each once and says how to use it.
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use apitoken::{
-    Creator, EnvironmentId, IssueRequest, MemoryStore, Note, Scope, Scopes, TokenFormat,
-    TokenHasher, TokenIssuer, UserId,
+    CachedStore, Creator, EnvironmentId, EventCursor, FeedMessage, IssueRequest, MemoryStore, Note,
+    Scope, Scopes, TokenFormat, TokenHasher, TokenIssuer, UserId,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use uuid::Uuid;
 mod common;
 use common::{REFERENCE, ready};
 
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 10] = [
     "generate",
     "issue_without_store",
     "issue",
@@ -34,6 +36,8 @@ const OPERATIONS: [&str; 8] = [
     "wrong_prefix",
     "bad_checksum",
     "parse_bad_checksum",
+    "cached_live",
+    "coherent_live",
 ];
 
 fn main() {
@@ -67,6 +71,20 @@ fn main() {
     let format = TokenFormat::dynamic();
     let hasher = TokenHasher::unkeyed();
     let now = chrono::Utc::now();
+    // The same token through a cache, plain and coherent, each filled once.
+    let cached = TokenIssuer::builder(CachedStore::new(issuer.store()))
+        .last_use_interval(None)
+        .build();
+    ready(cached.authenticate(&live)).unwrap();
+    let coherent = TokenIssuer::builder(CachedStore::new(issuer.store()).coherent())
+        .last_use_interval(None)
+        .build();
+    // A feed that has caught up to well after the loop vouches for every entry.
+    coherent.store().apply(&FeedMessage::CaughtUp {
+        as_of: now + chrono::TimeDelta::days(1),
+        cursor: EventCursor::START,
+    });
+    ready(coherent.authenticate(&live)).unwrap();
     for op in operations {
         for _ in 0..n {
             match op {
@@ -92,6 +110,12 @@ fn main() {
                 )),
                 "parse_bad_checksum" => drop(black_box(
                     format.parse(black_box(&bad_checksum)).unwrap_err(),
+                )),
+                "cached_live" => drop(black_box(
+                    ready(cached.authenticate(black_box(&live))).unwrap(),
+                )),
+                "coherent_live" => drop(black_box(
+                    ready(coherent.authenticate(black_box(&live))).unwrap(),
                 )),
                 _ => unreachable!("checked above"),
             }

@@ -252,6 +252,56 @@ async fn a_coherent_cache_trusts_nothing_old_before_its_feed_first_catches_up() 
     );
 }
 
+/// What `GET /tokens/me` does after authenticating: a coherent cache answers the record
+/// from the entry authentication filled, and from the store again once an event dropped
+/// it; a cache that is not coherent always reads the store.
+#[tokio::test]
+async fn a_coherent_cache_answers_get_from_a_fresh_entry() {
+    let s = setup();
+    let (cached, mut feed) = coherent(&s);
+    let issued = cached.issue(env(), alice(), request()).await.unwrap();
+    catch_up(cached.store(), &mut feed).await;
+    let principal = cached
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap();
+    let gets = s.backend.gets.load(Ordering::SeqCst);
+    let token = cached
+        .get(env(), principal.clone(), issued.token.id)
+        .await
+        .unwrap();
+    let stored = s.backend.inner.get(env(), issued.token.id).await.unwrap();
+    assert_eq!(Some(token), stored, "the cached record is the store's");
+    assert_eq!(s.backend.gets.load(Ordering::SeqCst), gets, "no store read");
+
+    s.elsewhere
+        .revoke(env(), support::operator(), issued.token.id)
+        .await
+        .unwrap();
+    catch_up(cached.store(), &mut feed).await;
+    let token = cached
+        .get(env(), support::operator(), issued.token.id)
+        .await
+        .unwrap();
+    assert!(
+        !token.active,
+        "after the event, the record comes from the store"
+    );
+    assert_eq!(s.backend.gets.load(Ordering::SeqCst), gets + 1);
+
+    // Not coherent: always the store.
+    s.cached
+        .authenticate(issued.raw.expose_secret())
+        .await
+        .unwrap_err();
+    let gets = s.backend.gets.load(Ordering::SeqCst);
+    s.cached
+        .get(env(), support::operator(), issued.token.id)
+        .await
+        .unwrap();
+    assert_eq!(s.backend.gets.load(Ordering::SeqCst), gets + 1);
+}
+
 #[tokio::test]
 async fn missed_events_drop_every_entry() {
     let s = setup();

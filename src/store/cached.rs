@@ -316,6 +316,23 @@ impl<S: TokenStore> CachedStore<S> {
         }
     }
 
+    /// The record of token `id` of `environment` when a coherent cache holds it fresh.
+    fn fresh_record(&self, environment: EnvironmentId, id: TokenId) -> Option<Token> {
+        if !self.coherent {
+            return None;
+        }
+        let hash = *lock_ids(&self.ids).get(&id)?;
+        let now = self.clock.now();
+        let shard = lock(self.shard(&hash));
+        let entry = shard.entries.get(&hash)?;
+        let token = entry.token.as_ref()?;
+        (token.id == id
+            && token.environment == environment
+            && entry.fresh_until > now
+            && self.provably_fresh(entry.read_micros, now))
+        .then(|| token.clone())
+    }
+
     /// Whether an entry read at `read_micros` may be served at `now`.
     fn provably_fresh(&self, read_micros: i64, now: DateTime<Utc>) -> bool {
         !self.coherent || {
@@ -594,11 +611,19 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             .then(|| entry.token.as_ref().map(Credential::from))
     }
 
+    /// A coherent cache answers from a fresh entry when it holds the token (what
+    /// `GET /tokens/me` reads right after authenticating); otherwise, and always when not
+    /// coherent, it reads the store. A record served so may show a last use older than
+    /// one another process recorded (last uses are not events); every other field is as
+    /// fresh as authentication's.
     async fn get(
         &self,
         environment: EnvironmentId,
         id: TokenId,
     ) -> Result<Option<Token>, StoreError> {
+        if let Some(token) = self.fresh_record(environment, id) {
+            return Ok(Some(token));
+        }
         self.inner.get(environment, id).await
     }
 

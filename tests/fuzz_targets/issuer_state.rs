@@ -29,6 +29,7 @@ use apitoken::{
     ManualClock, MemoryStore, Note, PageRequest, Principal, Scope, Scopes, Token, TokenFormat,
     TokenId, TokenIssuer, TokenStore, UserId,
 };
+use apitoken::{EventCursor, EventKind};
 use arbitrary::{Arbitrary, Unstructured};
 use chrono::{DateTime, TimeDelta, Utc};
 use core::num::NonZeroU32;
@@ -194,6 +195,10 @@ struct World {
     tokens: Vec<Expected>,
     /// The raw tokens purged: they must be unknown.
     purged: Vec<String>,
+    /// The events the store must have appended since `events_read`: token, kind, and the
+    /// other token the kind names.
+    events_due: Vec<(TokenId, EventKind)>,
+    events_read: EventCursor,
 }
 
 /// How an operation is asked for: by the operator, or by a token (delegated or not).
@@ -277,6 +282,8 @@ impl World {
             creator: Arc::new(Creator::new(UserId::from_uuid(Uuid::from_u128(7)))),
             tokens: Vec::new(),
             purged: Vec::new(),
+            events_due: Vec::new(),
+            events_read: EventCursor::START,
         }
     }
 
@@ -436,6 +443,15 @@ impl World {
                 let now = self.now;
                 let mut expected = BTreeSet::new();
                 if self.tokens[i].revoked_at.is_none() {
+                    let root = self.tokens[i].id;
+                    self.events_due
+                        .push((root, EventKind::Revoked { cause: None }));
+                    self.events_due.extend(
+                        revoked
+                            .cascade
+                            .iter()
+                            .map(|&id| (id, EventKind::Revoked { cause: Some(root) })),
+                    );
                     self.tokens[i].revoked_at = Some(now);
                     for d in self.cascade(i) {
                         if self.tokens[d].live_at(now) {
@@ -682,7 +698,10 @@ impl World {
             let grace_end = now + TimeDelta::seconds(i64::from(grace));
             old.expires_at = Some(old.expires_at.map_or(grace_end, |at| at.min(grace_end)));
             old.replaced_by = Some(issued.token.id);
+            let successor = issued.token.id;
             self.record(issued, env, created_by, expires_at, creator);
+            self.events_due
+                .push((old_id, EventKind::Rotated { successor }));
         }
     }
 
@@ -855,6 +874,7 @@ impl World {
             self.tokens.iter().all(|t| t.raw != raw && t.id != token.id),
             "a token or id was issued twice"
         );
+        self.events_due.push((token.id, EventKind::Issued));
         self.tokens.push(Expected {
             raw,
             id: token.id,
@@ -943,6 +963,36 @@ impl World {
     }
 
     fn check_invariants(&mut self) {
+        // The event log holds what each change appended, in order, and nothing else.
+        let mut appended = Vec::new();
+        loop {
+            let page = match block_on(self.issuer.store().events_since(
+                None,
+                self.events_read,
+                1000,
+            )) {
+                Ok(page) => page,
+                // Purged past (only after 30 days of fuzzed time): start again from the head.
+                Err(StoreError::EventsPruned { resumed, .. }) => {
+                    self.events_read = resumed;
+                    self.events_due.clear();
+                    appended.clear();
+                    continue;
+                }
+                Err(e) => panic!("the event log failed: {e}"),
+            };
+            if page.events.is_empty() {
+                break;
+            }
+            self.events_read = page.next;
+            appended.extend(page.events.into_iter().map(|e| (e.token, e.kind)));
+        }
+        assert_eq!(
+            appended,
+            core::mem::take(&mut self.events_due),
+            "the event log is not what the changes appended"
+        );
+
         // Authentication agrees with the model, token by token.
         for i in 0..self.tokens.len() {
             self.authenticate_as_model_says(i);

@@ -191,6 +191,7 @@ impl Drop for Proxy {
 pub(crate) struct Counting {
     pub(crate) inner: MemoryStore,
     pub(crate) finds: AtomicUsize,
+    pub(crate) gets: AtomicUsize,
     pub(crate) last_use_writes: AtomicUsize,
 }
 
@@ -204,6 +205,7 @@ impl TokenStore for Counting {
         self.inner.find_by_hash(hash).await
     }
     async fn get(&self, env: EnvironmentId, id: TokenId) -> Result<Option<Token>, StoreError> {
+        self.gets.fetch_add(1, AtomicOrdering::SeqCst);
         self.inner.get(env, id).await
     }
     async fn list(&self, env: EnvironmentId, page: PageRequest) -> Result<Page, StoreError> {
