@@ -313,7 +313,8 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
     let (_, upstream) = support::via(&schema.url, "127.0.0.1:1".parse().unwrap());
     let proxy = support::Proxy::start(upstream).await;
     let (proxied, _) = support::via(&schema.url, proxy.addr);
-    let server = Server::start(&["--database-url", proxied.as_str()], &[]);
+    // Uncached, every request reads the store; the cached server is below.
+    let server = Server::start(&["--database-url", proxied.as_str(), "--no-cache"], &[]);
     let me = || {
         server
             .call("GET", "/api/v0/tokens/me")
@@ -356,6 +357,77 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
     assert!(status.success(), "{logs}");
     assert!(logs.contains("status=503"), "{logs}");
     assert!(!logs.contains(&proxied), "the database URL is in the logs");
+}
+
+/// With the cache (the default), a database that stops answering is no reason to accept
+/// tokens no one can check: once the staleness bound has passed, authentication goes to
+/// the store and fails with 503, and recovers with the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_server_fails_closed_once_the_store_is_unreachable_past_the_bound() {
+    let Some(url) =
+        postgres_url("a_cached_server_fails_closed_once_the_store_is_unreachable_past_the_bound")
+    else {
+        return;
+    };
+    let schema = PgSchema::create(&url).await;
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+    let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let (_, upstream) = support::via(&schema.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = support::Proxy::start(upstream).await;
+    let (proxied, _) = support::via(&schema.url, proxy.addr);
+    let server = Server::start(
+        &[
+            "--database-url",
+            proxied.as_str(),
+            "--cache-staleness-ms",
+            "200",
+        ],
+        &[],
+    );
+    let me = || {
+        server
+            .call("GET", "/api/v0/tokens/me")
+            .bearer(&first.raw)
+            .send()
+    };
+    me().await.expect(200);
+    proxy.cut();
+    // Served from the cache at most for the bound, then refused: wait for the 503 (the
+    // timeout only guards against a hang).
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let reply = me().await;
+            if reply.status == 503 {
+                return reply;
+            }
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a cached server kept answering 200 with its database unreachable");
+    assert_eq!(
+        refused.json(),
+        json!({ "error": "the token service is temporarily unavailable; retry later" })
+    );
+    proxy.restore();
+    let recovered = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if me().await.status == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        recovered.is_ok(),
+        "the server did not recover with the database"
+    );
+    drop(server);
+    schema.drop().await;
 }
 
 /// `/healthz` and `/readyz` answer without a token, stay out of the request log while
