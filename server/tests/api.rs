@@ -304,15 +304,8 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
     let Some(url) = postgres_url("an_unreachable_store_is_a_503_and_recovers") else {
         return;
     };
-    let schema = PgSchema::create(&url).await;
-    let store = PostgresStore::connect(&schema.url).await.unwrap();
-    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-    store.pool().close().await;
     // The server reaches PostgreSQL through a proxy that the test can cut.
-    let (_, upstream) = support::via(&schema.url, "127.0.0.1:1".parse().unwrap());
-    let proxy = support::Proxy::start(upstream).await;
-    let (proxied, _) = support::via(&schema.url, proxy.addr);
+    let (schema, first, proxy, proxied) = behind_a_proxy(&url).await;
     // Uncached, every request reads the store; the cached server is below.
     let server = Server::start(&["--database-url", proxied.as_str(), "--no-cache"], &[]);
     let me = || {
@@ -359,6 +352,20 @@ async fn an_unreachable_store_is_a_503_and_recovers() {
     assert!(!logs.contains(&proxied), "the database URL is in the logs");
 }
 
+/// A new schema with an admin token, and a proxy to PostgreSQL the test can cut: the URL
+/// through it.
+async fn behind_a_proxy(url: &str) -> (PgSchema, support::First, support::Proxy, String) {
+    let schema = PgSchema::create(url).await;
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+    let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let (_, upstream) = support::via(&schema.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = support::Proxy::start(upstream).await;
+    let (proxied, _) = support::via(&schema.url, proxy.addr);
+    (schema, first, proxy, proxied)
+}
+
 /// With the cache (the default), a database that stops answering is no reason to accept
 /// tokens no one can check: once the staleness bound has passed, authentication goes to
 /// the store and fails with 503, and recovers with the database.
@@ -369,14 +376,7 @@ async fn a_cached_server_fails_closed_once_the_store_is_unreachable_past_the_bou
     else {
         return;
     };
-    let schema = PgSchema::create(&url).await;
-    let store = PostgresStore::connect(&schema.url).await.unwrap();
-    store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    let first = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
-    store.pool().close().await;
-    let (_, upstream) = support::via(&schema.url, "127.0.0.1:1".parse().unwrap());
-    let proxy = support::Proxy::start(upstream).await;
-    let (proxied, _) = support::via(&schema.url, proxy.addr);
+    let (schema, first, proxy, proxied) = behind_a_proxy(&url).await;
     let server = Server::start(
         &[
             "--database-url",

@@ -1135,19 +1135,7 @@ mod tests {
         ) else {
             return;
         };
-        let schema = format!("apitoken_plans_{}", random_uuid().simple());
-        let admin = PgPool::connect(&url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(&url)
-            .unwrap()
-            .options([("search_path", schema.as_str())]);
-        let store = PostgresStore::connect_with(options, PostgresStore::pool_options())
-            .await
-            .unwrap();
-        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+        let (admin, schema, store) = in_new_schema(&url, "apitoken_plans").await;
         let pool = store.pool();
 
         // An environment the statistics know: 20,000 tokens of 100 users, half of them
@@ -1292,6 +1280,25 @@ mod tests {
             .unwrap();
     }
 
+    /// A prepared store in a new schema named after `prefix`, with a pool outside it (to
+    /// drop it at the end) and the schema's name.
+    async fn in_new_schema(url: &str, prefix: &str) -> (PgPool, String, PostgresStore) {
+        let schema = format!("{prefix}_{}", random_uuid().simple());
+        let admin = PgPool::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = PgConnectOptions::from_str(url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let store = PostgresStore::connect_with(options, PostgresStore::pool_options())
+            .await
+            .unwrap();
+        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+        (admin, schema, store)
+    }
+
     /// A stored token of `environment` created now, by a user.
     fn stored(environment: EnvironmentId) -> StoredToken {
         let raw = crate::format::TokenFormat::dynamic().generate(&mut rand::rng());
@@ -1343,19 +1350,7 @@ mod tests {
         ) else {
             return;
         };
-        let schema = format!("apitoken_trap_{}", random_uuid().simple());
-        let admin = PgPool::connect(&url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(&url)
-            .unwrap()
-            .options([("search_path", schema.as_str())]);
-        let store = PostgresStore::connect_with(options, PostgresStore::pool_options())
-            .await
-            .unwrap();
-        store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
+        let (admin, schema, store) = in_new_schema(&url, "apitoken_trap").await;
         let pool = store.pool().clone();
 
         // The trap is real: with numbers from a sequence, the lower one commits last and
