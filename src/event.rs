@@ -462,7 +462,7 @@ impl<S: TokenStore + 'static> FeedSource for PollingSource<S> {
 /// let issuer = TokenIssuer::new(store.clone());
 /// let me = Creator::new(UserId::from_uuid(Uuid::nil()));
 /// let env = apitoken::EnvironmentId::from_uuid(Uuid::nil());
-/// let issued = issuer.issue(env, me, IssueRequest::new(Note::new("ci")?, Default::default())).await?;
+/// let issued = issuer.issue(env, me, IssueRequest::new(Note::new("ci")?)).await?;
 /// loop {
 ///     if let Some(FeedMessage::Event(event)) = feed.next().await {
 ///         assert_eq!(event.token, issued.token.id);
