@@ -55,7 +55,7 @@ fn request() -> IssueRequest {
 /// crate's checksum via `format!`, SHA-256 as a hex string, a `HashMap<String, _>`.
 mod handrolled {
     use rand::distr::{Alphanumeric, SampleString};
-    use sha2::{Digest, Sha256};
+    use sha2_010::{Digest, Sha256};
 
     pub(crate) fn generate_and_hash() -> (String, String) {
         let random = Alphanumeric.sample_string(&mut rand::rng(), 30);
@@ -88,8 +88,8 @@ mod handrolled {
     }
 }
 
-type Pak = prefixed_api_key::PrefixedApiKeyController<rand08::rngs::ThreadRng, sha2::Sha256>;
-type PakOs = prefixed_api_key::PrefixedApiKeyController<rand08::rngs::OsRng, sha2::Sha256>;
+type Pak = prefixed_api_key::PrefixedApiKeyController<rand08::rngs::ThreadRng, sha2_010::Sha256>;
+type PakOs = prefixed_api_key::PrefixedApiKeyController<rand08::rngs::OsRng, sha2_010::Sha256>;
 
 fn pak() -> Pak {
     Pak::configure()

@@ -15,6 +15,8 @@ mod format;
 mod hash;
 pub mod http;
 mod issuer;
+#[cfg(feature = "serde")]
+pub mod leak;
 mod model;
 mod note;
 mod principal;
@@ -26,7 +28,7 @@ mod store;
 mod wire;
 
 // Every item has one path: the domain, the issuer and the stores at the root; the HTTP
-// answers, text scanning and the conformance suite in their modules.
+// answers, text scanning, leak intake and the conformance suite in their modules.
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, MAX_LISTED_SCOPES};
 pub use event::{
