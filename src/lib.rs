@@ -15,7 +15,7 @@ mod format;
 mod hash;
 pub mod http;
 mod issuer;
-#[cfg(feature = "serde")]
+#[cfg(feature = "leak")]
 pub mod leak;
 mod model;
 mod note;

@@ -66,13 +66,13 @@ assert_not_impl!(ParsedToken<'static>: serde::Serialize);
 assert_not_impl!(HashKey: serde::Serialize);
 #[cfg(feature = "serde")]
 assert_not_impl!(StoredToken: serde::Serialize);
-#[cfg(feature = "serde")]
+#[cfg(feature = "leak")]
 assert_not_impl!(apitoken::leak::LeakedToken: std::fmt::Display);
-#[cfg(feature = "serde")]
+#[cfg(feature = "leak")]
 assert_not_impl!(apitoken::leak::LeakedToken: Clone);
-#[cfg(feature = "serde")]
+#[cfg(feature = "leak")]
 assert_not_impl!(apitoken::leak::LeakedToken: serde::Serialize);
-#[cfg(feature = "serde")]
+#[cfg(feature = "leak")]
 assert_not_impl!(apitoken::leak::Match: serde::Serialize);
 
 // ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! verify, and any change to a body, a signature or the key refuses them; key lists and
 //! report bodies are read as documented, with their limits; and nothing read from a
 //! partner's request panics, whatever the input.
-#![cfg(feature = "serde")]
+#![cfg(feature = "leak")]
 // Tests unwrap, index and panic freely: a panic is a failure report.
 #![allow(
     clippy::unwrap_used,
