@@ -256,6 +256,22 @@ pub(crate) struct EventBatch<'a> {
 }
 
 impl<'a> EventBatch<'a> {
+    fn of(
+        at: DateTime<Utc>,
+        environment: EnvironmentId,
+        actor: Actor,
+        kind: EventKind,
+        tokens: &'a [TokenId],
+    ) -> EventBatch<'a> {
+        EventBatch {
+            at,
+            environment,
+            kind,
+            actor,
+            tokens,
+        }
+    }
+
     /// What inserting `token` writes: its `Issued`, by its creating token when a token
     /// created it, else by the user it was created for.
     pub(crate) fn issue(token: &'a Token) -> EventBatch<'a> {
@@ -279,13 +295,7 @@ impl<'a> EventBatch<'a> {
         root: &'a TokenId,
         cascade: &'a [TokenId],
     ) -> [EventBatch<'a>; 2] {
-        let batch = |kind, tokens| EventBatch {
-            at,
-            environment,
-            kind,
-            actor,
-            tokens,
-        };
+        let batch = |kind, tokens| EventBatch::of(at, environment, actor, kind, tokens);
         [
             batch(
                 EventKind::Revoked { cause: None },
@@ -304,13 +314,7 @@ impl<'a> EventBatch<'a> {
         predecessor: &'a TokenId,
         successor: &'a TokenId,
     ) -> [EventBatch<'a>; 2] {
-        let batch = |kind, tokens| EventBatch {
-            at,
-            environment,
-            kind,
-            actor,
-            tokens,
-        };
+        let batch = |kind, tokens| EventBatch::of(at, environment, actor, kind, tokens);
         [
             batch(EventKind::Issued, core::slice::from_ref(successor)),
             batch(

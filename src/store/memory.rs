@@ -84,8 +84,7 @@ impl Log {
             let mut log = self.lock();
             let first = log.last + 1;
             log.last += batch.tokens.len() as u64;
-            let events: Vec<Event> = batch.numbered(first).collect();
-            log.events.extend(events);
+            log.events.extend(batch.numbered(first));
             while log.events.len() > MemoryStore::LOG_CAPACITY {
                 if let Some(gone) = log.events.pop_front() {
                     log.pruned_through = gone.sequence;

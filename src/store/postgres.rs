@@ -313,8 +313,6 @@ impl SqlDialect for PostgresSql {
          replaced_by = $4 WHERE id = $3 AND environment_id IS NOT DISTINCT FROM $2 RETURNING ",
         token_columns!()
     );
-    const RESERVE_EVENTS: &'static str = "UPDATE apitoken_event_log \
-         SET last_sequence = last_sequence + $1 RETURNING last_sequence";
     const SELECT_EVENTS: &'static str = concat!(
         "SELECT ",
         event_columns!(),
@@ -355,19 +353,22 @@ impl SqlDialect for PostgresSql {
         row.try_get("created_at").map_err(err)
     }
 
-    async fn insert_events(
+    /// One statement, one round trip: the numbers are taken, the events written and the
+    /// notification queued together, so the log's lock is held from here to the commit.
+    async fn append_batch(
         conn: &mut PgConnection,
         batch: &EventBatch<'_>,
-        first: i64,
     ) -> Result<(), StoreError> {
         let tokens: Vec<uuid::Uuid> = batch.tokens.iter().map(|t| *t.as_uuid()).collect();
         sqlx::query(concat!(
-            "INSERT INTO apitoken_events (",
+            "WITH reserved AS (UPDATE apitoken_event_log \
+             SET last_sequence = last_sequence + cardinality($7::uuid[]) RETURNING last_sequence), \
+             appended AS (INSERT INTO apitoken_events (",
             event_columns!(),
-            ") SELECT $1 + n - 1, $2, $3, t, $4, $5, $6, $7 \
-             FROM unnest($8::uuid[]) WITH ORDINALITY AS e(t, n)"
+            ") SELECT r.last_sequence - cardinality($7::uuid[]) + e.n, $1, $2, e.t, $3, $4, $5, $6 \
+             FROM reserved r, unnest($7::uuid[]) WITH ORDINALITY AS e(t, n)) \
+             SELECT pg_notify($8, last_sequence::text) FROM reserved"
         ))
-        .bind(first)
         .bind(batch.at)
         .bind(batch.environment.as_uuid())
         .bind(batch.kind.name())
@@ -375,19 +376,10 @@ impl SqlDialect for PostgresSql {
         .bind(batch.actor.id())
         .bind(batch.kind.other().map(|t| *t.as_uuid()))
         .bind(tokens)
+        .bind(EVENTS_CHANNEL)
         .execute(&mut *conn)
         .await
         .map_err(err)?;
-        Ok(())
-    }
-
-    async fn notify_events(conn: &mut PgConnection, last: i64) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(last.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(err)?;
         Ok(())
     }
 

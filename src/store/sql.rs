@@ -108,10 +108,6 @@ where
     const RECORD_LAST_USE: &'static str;
     /// A time before any the engine stores: where the first page of a listing starts.
     const EARLIEST: DateTime<Utc>;
-    /// Takes (1) sequence numbers for events: adds them to the log's last one and returns
-    /// the new last one. The log's one row stays locked until the transaction ends, so
-    /// appends commit in the order of their sequence numbers.
-    const RESERVE_EVENTS: &'static str;
     /// `event_columns!()` of the events after sequence (1), at most (2), in order.
     const SELECT_EVENTS: &'static str;
     /// The same, of environment (1) after (2), at most (3).
@@ -123,15 +119,11 @@ where
     /// Raises `pruned_through` to (1).
     const MARK_PRUNED: &'static str;
 
-    /// Writes `batch`'s events numbered from `first`, inside the caller's transaction.
-    async fn insert_events(
-        conn: &mut Conn<Self>,
-        batch: &EventBatch<'_>,
-        first: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Tells listeners, when the transaction commits, that the log grew to `last`.
-    async fn notify_events(conn: &mut Conn<Self>, last: i64) -> Result<(), StoreError>;
+    /// Numbers and writes the events of `batch` (at least one token), inside the caller's
+    /// transaction, and tells listeners once it commits, where the engine has them. The
+    /// numbers come from `apitoken_event_log`'s one row, which stays locked until the
+    /// transaction ends, so appends commit in the order of their sequence numbers.
+    async fn append_batch(conn: &mut Conn<Self>, batch: &EventBatch<'_>) -> Result<(), StoreError>;
 
     /// Maps a driver error to a [`StoreError`].
     fn err(e: sqlx::Error) -> StoreError;
@@ -311,21 +303,10 @@ where
         conn: &mut Conn<Self>,
         batches: &[EventBatch<'_>],
     ) -> Result<(), StoreError> {
-        let count: usize = batches.iter().map(|b| b.tokens.len()).sum();
-        if count == 0 {
-            return Ok(());
-        }
-        let last = sqlx::query_scalar::<Self::Db, i64>(Self::RESERVE_EVENTS)
-            .bind(count as i64)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(Self::err)?;
-        let mut first = last - count as i64 + 1;
         for batch in batches.iter().filter(|b| !b.tokens.is_empty()) {
-            Self::insert_events(conn, batch, first).await?;
-            first += batch.tokens.len() as i64;
+            Self::append_batch(conn, batch).await?;
         }
-        Self::notify_events(conn, last).await
+        Ok(())
     }
 
     /// Up to `limit` events after `after`, of `environment` or of all; fails with

@@ -47,6 +47,7 @@ use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use core::fmt::Write as _;
 use core::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -669,8 +670,6 @@ impl SqlDialect for SqliteSql {
         token_columns!()
     );
     const EARLIEST: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
-    const RESERVE_EVENTS: &'static str = "UPDATE apitoken_event_log \
-         SET last_sequence = last_sequence + ?1 RETURNING last_sequence";
     const SELECT_EVENTS: &'static str = concat!(
         "SELECT ",
         event_columns!(),
@@ -690,22 +689,30 @@ impl SqlDialect for SqliteSql {
     const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
          SET pruned_through = max(pruned_through, ?1)";
 
-    /// One statement whatever the number of tokens (a revocation's cascade may name
-    /// thousands): the ids go in as one JSON array of hexadecimal strings.
-    async fn insert_events(
+    /// Two statements whatever the number of tokens (a revocation's cascade may name
+    /// thousands): the numbers, then the events, whose ids go in as one JSON array of
+    /// hexadecimal strings. Nothing to notify: other processes poll, and this one's feeds
+    /// are woken by the store once the transaction commits.
+    async fn append_batch(
         conn: &mut SqliteConnection,
         batch: &EventBatch<'_>,
-        first: i64,
     ) -> Result<(), StoreError> {
+        let count = batch.tokens.len() as i64;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE apitoken_event_log SET last_sequence = last_sequence + ?1 \
+             RETURNING last_sequence",
+        )
+        .bind(count)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
         let mut ids = String::with_capacity(2 + batch.tokens.len() * 35);
         ids.push('[');
         for (i, token) in batch.tokens.iter().enumerate() {
             if i > 0 {
                 ids.push(',');
             }
-            ids.push('"');
-            ids.push_str(&token.as_uuid().simple().to_string());
-            ids.push('"');
+            let _ = write!(ids, "\"{}\"", token.as_uuid().simple());
         }
         ids.push(']');
         sqlx::query(concat!(
@@ -713,7 +720,7 @@ impl SqlDialect for SqliteSql {
             event_columns!(),
             ") SELECT ?1 + key, ?2, ?3, unhex(value), ?4, ?5, ?6, ?7 FROM json_each(?8)"
         ))
-        .bind(first)
+        .bind(last - count + 1)
         .bind(micros(batch.at))
         .bind(batch.environment.as_uuid())
         .bind(batch.kind.name())
@@ -724,12 +731,6 @@ impl SqlDialect for SqliteSql {
         .execute(&mut *conn)
         .await
         .map_err(err)?;
-        Ok(())
-    }
-
-    /// Nothing to send: other processes poll, and this one's feeds are woken by the
-    /// store once the transaction commits.
-    async fn notify_events(_: &mut SqliteConnection, _: i64) -> Result<(), StoreError> {
         Ok(())
     }
 
