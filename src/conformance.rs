@@ -50,7 +50,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::clock::ManualClock;
-use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage};
+use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
 use crate::format::TokenFormat;
 use crate::hash::{KeyFingerprint, TokenHash, TokenHasher};
 use crate::issuer::TokenIssuer;
@@ -1982,6 +1982,16 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
         self.inner.revoke(environment, id, at, by).await
     }
 
+    async fn revoke_leaked(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        leak: &LeakDetails,
+    ) -> Result<Revoked, StoreError> {
+        self.inner.revoke_leaked(environment, id, at, leak).await
+    }
+
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         self.inner.rotate(rotation).await
     }
@@ -2028,6 +2038,14 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
 
     async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
         self.inner.prune_events(before, max).await
+    }
+
+    async fn forget_leak_details(
+        &self,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        self.inner.forget_leak_details(before, max).await
     }
 
     fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {

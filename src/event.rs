@@ -81,30 +81,38 @@ pub enum Actor {
     User(UserId),
     /// An authenticated token.
     Token(TokenId),
+    /// Whoever reported a token leaked: a secret-scanning partner, someone who found it
+    /// and used the public revocation endpoint, or an operator's `apitoken scan
+    /// --revoke`. The event's [`Event::leak`] says which; there is no id.
+    Reporter,
 }
 
 impl Actor {
-    /// `"user"` or `"token"`.
+    /// `"user"`, `"token"` or `"reporter"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Actor::User(_) => "user",
             Actor::Token(_) => "token",
+            Actor::Reporter => "reporter",
         }
     }
 
-    /// The user's or the token's id.
-    pub fn id(&self) -> uuid::Uuid {
+    /// The user's or the token's id; `None` for a [`Reporter`](Actor::Reporter).
+    pub fn id(&self) -> Option<uuid::Uuid> {
         match self {
-            Actor::User(user) => *user.as_uuid(),
-            Actor::Token(token) => *token.as_uuid(),
+            Actor::User(user) => Some(*user.as_uuid()),
+            Actor::Token(token) => Some(*token.as_uuid()),
+            Actor::Reporter => None,
         }
     }
 
-    /// The actor of this kind (`"user"`, `"token"`) and id; `None` for another kind.
-    pub fn from_parts(kind: &str, id: uuid::Uuid) -> Option<Actor> {
+    /// The actor of this kind (`"user"`, `"token"`, `"reporter"`) and id (ignored for a
+    /// reporter); `None` for another kind, or a user or token without an id.
+    pub fn from_parts(kind: &str, id: Option<uuid::Uuid>) -> Option<Actor> {
         match kind {
-            "user" => Some(Actor::User(UserId::from_uuid(id))),
-            "token" => Some(Actor::Token(TokenId::from_uuid(id))),
+            "user" => id.map(|id| Actor::User(UserId::from_uuid(id))),
+            "token" => id.map(|id| Actor::Token(TokenId::from_uuid(id))),
+            "reporter" => Some(Actor::Reporter),
             _ => None,
         }
     }
@@ -112,7 +120,10 @@ impl Actor {
 
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind(), self.id())
+        match self.id() {
+            Some(id) => write!(f, "{} {id}", self.kind()),
+            None => f.write_str(self.kind()),
+        }
     }
 }
 
@@ -134,7 +145,10 @@ pub enum EventKind {
         /// Its replacement.
         successor: TokenId,
     },
-    /// It was reported leaked (a secret-scanning partner found it in public).
+    /// It was revoked because it was reported leaked (a secret-scanning partner found it
+    /// in public, or someone submitted it for revocation): a revocation, by an
+    /// [`Actor::Reporter`], whose [`Event::leak`] says who reported it and where it was
+    /// found. What it took with it follows as `Revoked` events caused by it.
     Leaked,
 }
 
@@ -147,6 +161,11 @@ impl EventKind {
             EventKind::Rotated { .. } => "rotated",
             EventKind::Leaked => "leaked",
         }
+    }
+
+    /// Whether the token stopped authenticating for good here: `Revoked` or `Leaked`.
+    pub fn revokes(&self) -> bool {
+        matches!(self, EventKind::Revoked { .. } | EventKind::Leaked)
     }
 
     /// The other token it names: the cause of a revocation, the successor of a rotation.
@@ -190,6 +209,8 @@ pub struct Event {
     /// Who did it. For an issued token, its creator (the creating token for a delegated
     /// one); for a cascaded revocation, whoever revoked its cause.
     pub actor: Actor,
+    /// For a [`Leaked`](EventKind::Leaked) event, the report; `None` for the others.
+    pub leak: Option<LeakDetails>,
 }
 
 impl Event {
@@ -203,7 +224,10 @@ impl Event {
 impl serde::Serialize for Event {
     /// One flat JSON object, as the audit trail is printed and served:
     /// `{"sequence", "at", "environmentId", "tokenId", "kind", "actorType", "actorId"}`,
-    /// with `"cause"` for a cascaded revocation and `"successor"` for a rotation.
+    /// with `"cause"` for a cascaded revocation and `"successor"` for a rotation;
+    /// `"actorId"` is `null` for a reporter, and a leak adds `"reporter"` and, until they
+    /// are [forgotten](crate::TokenIssuerBuilder::leak_retention), `"leakSource"`,
+    /// `"leakUrl"` and `"leakType"`.
     fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
@@ -222,8 +246,157 @@ impl serde::Serialize for Event {
             EventKind::Rotated { successor } => map.serialize_entry("successor", &successor)?,
             _ => {}
         }
+        if let Some(leak) = &self.leak {
+            map.serialize_entry("reporter", leak.reporter.name())?;
+            for (name, value) in [
+                ("leakSource", &leak.source),
+                ("leakUrl", &leak.url),
+                ("leakType", &leak.token_type),
+            ] {
+                if let Some(value) = value {
+                    map.serialize_entry(name, value)?;
+                }
+            }
+        }
         map.end()
     }
+}
+
+/// Who reported a leak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeakReporter {
+    /// GitHub's secret scanning (its partner program).
+    GitHub,
+    /// GitLab's secret detection: GitLab.com's partner intake, or a self-managed
+    /// instance's token revocation API.
+    GitLab,
+    /// Someone who found it and submitted it to the public revocation endpoint.
+    Public,
+    /// An operator, for instance with `apitoken scan --revoke`.
+    Operator,
+}
+
+impl LeakReporter {
+    /// `"github"`, `"gitlab"`, `"public"` or `"operator"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeakReporter::GitHub => "github",
+            LeakReporter::GitLab => "gitlab",
+            LeakReporter::Public => "public",
+            LeakReporter::Operator => "operator",
+        }
+    }
+
+    /// The reporter named `name` (see [`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<LeakReporter> {
+        [
+            LeakReporter::GitHub,
+            LeakReporter::GitLab,
+            LeakReporter::Public,
+            LeakReporter::Operator,
+        ]
+        .into_iter()
+        .find(|reporter| reporter.name() == name)
+    }
+}
+
+impl fmt::Display for LeakReporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What is known of a leak: who reported it and, as the reporter said, where the token
+/// was found. Kept with the revocation in the event log ([`Event::leak`]); `source`,
+/// `url` and `token_type` are the partner's data, which GitHub's agreement allows to keep
+/// for 30 days: [`TokenIssuer::purge`](crate::TokenIssuer::purge) forgets them after the
+/// [leak retention](crate::TokenIssuerBuilder::leak_retention) and keeps the reporter.
+///
+/// Never the token itself. Values are cut (at a character boundary) to
+/// [`MAX_SOURCE_LEN`](Self::MAX_SOURCE_LEN) and [`MAX_URL_LEN`](Self::MAX_URL_LEN)
+/// bytes; empty ones are `None`.
+///
+/// ```
+/// use apitoken::{LeakDetails, LeakReporter};
+///
+/// let leak = LeakDetails::new(LeakReporter::GitHub)
+///     .with_source("Commit")
+///     .with_url("https://github.com/octo/app/blob/1a2b/config.env")
+///     .with_token_type("dynamic_environment_api_token");
+/// assert_eq!(leak.reporter, LeakReporter::GitHub);
+/// assert_eq!(leak.source.as_deref(), Some("Commit"));
+/// assert_eq!(LeakDetails::new(LeakReporter::Public).with_url("").url, None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct LeakDetails {
+    /// Who reported it.
+    pub reporter: LeakReporter,
+    /// Where the reporter found it, in its words (GitHub's `source`: `Commit`,
+    /// `Issue_comment`, …).
+    pub source: Option<String>,
+    /// Where it was found: the partner's URL, or a file and line.
+    pub url: Option<String>,
+    /// The reporter's name for the token's type.
+    pub token_type: Option<String>,
+}
+
+impl LeakDetails {
+    /// The longest `source` and `token_type` kept, in bytes.
+    pub const MAX_SOURCE_LEN: usize = 256;
+    /// The longest `url` kept, in bytes.
+    pub const MAX_URL_LEN: usize = 8_192;
+
+    /// A leak reported by `reporter`, with nothing known of where.
+    pub fn new(reporter: LeakReporter) -> LeakDetails {
+        LeakDetails {
+            reporter,
+            source: None,
+            url: None,
+            token_type: None,
+        }
+    }
+
+    /// Where the reporter found it, in its words.
+    pub fn with_source(mut self, source: impl Into<String>) -> LeakDetails {
+        self.source = bounded(source.into(), Self::MAX_SOURCE_LEN);
+        self
+    }
+
+    /// Where it was found: a URL, or a file and line.
+    pub fn with_url(mut self, url: impl Into<String>) -> LeakDetails {
+        self.url = bounded(url.into(), Self::MAX_URL_LEN);
+        self
+    }
+
+    /// The reporter's name for the token's type.
+    pub fn with_token_type(mut self, token_type: impl Into<String>) -> LeakDetails {
+        self.token_type = bounded(token_type.into(), Self::MAX_SOURCE_LEN);
+        self
+    }
+
+    /// The same, without what the reporter said (what the retention keeps).
+    pub fn forgotten(&self) -> LeakDetails {
+        LeakDetails::new(self.reporter)
+    }
+
+    /// Whether the reporter's data (source, URL, type) is still here.
+    pub fn has_reporter_data(&self) -> bool {
+        self.source.is_some() || self.url.is_some() || self.token_type.is_some()
+    }
+}
+
+/// `value` cut to at most `max` bytes at a character boundary; `None` when empty.
+fn bounded(mut value: String, max: usize) -> Option<String> {
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    (!value.is_empty()).then_some(value)
 }
 
 /// A page of the event log.
@@ -253,6 +426,8 @@ pub(crate) struct EventBatch<'a> {
     pub(crate) kind: EventKind,
     pub(crate) actor: Actor,
     pub(crate) tokens: &'a [TokenId],
+    /// The report, for a `Leaked` batch.
+    pub(crate) leak: Option<&'a LeakDetails>,
 }
 
 impl<'a> EventBatch<'a> {
@@ -269,6 +444,7 @@ impl<'a> EventBatch<'a> {
             kind,
             actor,
             tokens,
+            leak: None,
         }
     }
 
@@ -284,23 +460,32 @@ impl<'a> EventBatch<'a> {
             kind: EventKind::Issued,
             actor,
             tokens: core::slice::from_ref(&token.id),
+            leak: None,
         }
     }
 
-    /// What revoking `root` writes: its `Revoked`, then its cascade's, caused by it.
+    /// What revoking `root` writes: its `Revoked` (`Leaked`, by the reporter, when
+    /// `leak` is the report), then its cascade's, caused by it.
     pub(crate) fn revocation(
         at: DateTime<Utc>,
         environment: EnvironmentId,
-        actor: Actor,
+        by: Revoker<'a>,
         root: &'a TokenId,
         cascade: &'a [TokenId],
     ) -> [EventBatch<'a>; 2] {
-        let batch = |kind, tokens| EventBatch::of(at, environment, actor, kind, tokens);
-        [
-            batch(
+        let batch = |kind, tokens| EventBatch::of(at, environment, by.actor(), kind, tokens);
+        let first = match by {
+            Revoker::Actor(_) => batch(
                 EventKind::Revoked { cause: None },
                 core::slice::from_ref(root),
             ),
+            Revoker::Leak(leak) => EventBatch {
+                leak: Some(leak),
+                ..batch(EventKind::Leaked, core::slice::from_ref(root))
+            },
+        };
+        [
+            first,
             batch(EventKind::Revoked { cause: Some(*root) }, cascade),
         ]
     }
@@ -338,7 +523,25 @@ impl<'a> EventBatch<'a> {
                 token,
                 kind: self.kind,
                 actor: self.actor,
+                leak: self.leak.cloned(),
             })
+    }
+}
+
+/// Who revokes, as the stores' revocation takes it: an actor, or a leak report.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Revoker<'a> {
+    Actor(Actor),
+    Leak(&'a LeakDetails),
+}
+
+impl Revoker<'_> {
+    /// The actor its events name.
+    pub(crate) fn actor(self) -> Actor {
+        match self {
+            Revoker::Actor(actor) => actor,
+            Revoker::Leak(_) => Actor::Reporter,
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! [`TokenIssuer`]: issue, authenticate, authorize, list, revoke and rotate tokens.
 
 mod gate;
+mod leaked;
+
+pub use leaked::LeakOutcome;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
@@ -137,6 +140,7 @@ pub struct TokenIssuer<S> {
     last_use_interval: Option<TimeDelta>,
     lists: gate::Gate,
     event_retention: TimeDelta,
+    leak_retention: TimeDelta,
 }
 
 impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
@@ -243,6 +247,16 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
+    /// How long [`purge`](TokenIssuer::purge) keeps what a reporter said of a leak
+    /// (default 30 days, what GitHub's partner agreement allows): the source, URL and
+    /// token type of [`LeakDetails`](crate::LeakDetails) in `Leaked` events older than
+    /// this are forgotten; the event, its reporter and the revocation stay (for the
+    /// [event retention](Self::event_retention)).
+    pub fn leak_retention(mut self, retention: Duration) -> Self {
+        self.issuer.leak_retention = TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX);
+        self
+    }
+
     /// The configured issuer, on a store that is ready as it is: [`MemoryStore`](crate::MemoryStore),
     /// or a database [`prepare`](Self::prepare) has made ready before. Nothing checks the
     /// hash key here; for SQLite and PostgreSQL use [`prepare`](Self::prepare).
@@ -303,6 +317,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 last_use_interval: Some(TimeDelta::minutes(1)),
                 lists: gate::Gate::new(NonZeroU32::new(DEFAULT_LISTS_PER_ENVIRONMENT)),
                 event_retention: TimeDelta::days(30),
+                leak_retention: TimeDelta::days(30),
             },
         }
     }
@@ -634,7 +649,8 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// deleted, nor a token that created one not revoked (it goes once that one has). A
     /// deleted token authenticates as unknown: the same 401 as a revoked one. Then deletes
     /// the events older than the [event retention](TokenIssuerBuilder::event_retention)
-    /// from the store's log.
+    /// from the store's log, and forgets what reporters said of leaks older than the
+    /// [leak retention](TokenIssuerBuilder::leak_retention).
     pub async fn purge(&self, older_than: Duration) -> Result<Purged, Error> {
         /// Each batch is one short transaction.
         const BATCH: u32 = 1_000;
@@ -664,10 +680,22 @@ impl<S: TokenStore> TokenIssuer<S> {
                 n => events += u64::from(n),
             }
         }
+        let leaks_before = self
+            .now()
+            .checked_sub_signed(self.leak_retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut leak_details = 0_u64;
+        loop {
+            match self.store.forget_leak_details(leaks_before, BATCH).await? {
+                0 => break,
+                n => leak_details += u64::from(n),
+            }
+        }
         Ok(Purged {
             tokens,
             ended_before,
             events,
+            leak_details,
         })
     }
 
@@ -749,6 +777,9 @@ pub struct Purged {
     pub ended_before: DateTime<Utc>,
     /// How many events it deleted from the store's log (older than the retention).
     pub events: u64,
+    /// Of how many leaks it forgot what the reporter said (older than the
+    /// [leak retention](TokenIssuerBuilder::leak_retention)).
+    pub leak_details: u64,
 }
 
 /// How many of one environment's list reads run at once by default.

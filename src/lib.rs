@@ -33,7 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, MAX_LISTED_SCOPES};
 pub use event::{
     Actor, ChangeFeed, Event, EventCursor, EventKind, EventPage, FeedMessage, FeedSource,
-    InvalidEventCursor, PollingSource,
+    InvalidEventCursor, LeakDetails, LeakReporter, PollingSource,
 };
 pub use format::{
     Alphabet, CHECKSUM_LEN, Checksum, FormatConfigError, FormatError, InvalidChecksum,
@@ -43,7 +43,7 @@ pub use format::{
 pub use hash::{
     HASH_CONTEXT, HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher,
 };
-pub use issuer::{Caller, Purged, TokenIssuer, TokenIssuerBuilder, bearer_token};
+pub use issuer::{Caller, LeakOutcome, Purged, TokenIssuer, TokenIssuerBuilder, bearer_token};
 pub use model::{
     Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
     UserId,

@@ -9,7 +9,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
-use crate::event::{Actor, ChangeFeed, EventCursor, EventPage};
+use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, LeakDetails};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use async_trait::async_trait;
@@ -234,6 +234,24 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         by: Actor,
     ) -> Result<Revoked, StoreError>;
 
+    /// Revokes a token reported leaked, as [`revoke`](Self::revoke) does, with the same
+    /// cascade: the token's own event is [`EventKind::Leaked`](crate::EventKind::Leaked),
+    /// by [`Actor::Reporter`], holding `leak`; its cascade's are `Revoked`, caused by it.
+    /// A token revoked already changes nothing and logs nothing, so a report sent twice
+    /// changes nothing the second time.
+    ///
+    /// The default, for a store that keeps no event log, revokes it as the reporter.
+    async fn revoke_leaked(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        leak: &LeakDetails,
+    ) -> Result<Revoked, StoreError> {
+        let _ = leak;
+        self.revoke(environment, id, at, Actor::Reporter).await
+    }
+
     /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
     /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
     /// predecessor does not exist in the environment, `AlreadyRotated` (with its
@@ -339,6 +357,19 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// ([`StoreError::EventsPruned`]). The default, for a store without a log, deletes
     /// nothing.
     async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+        let _ = (before, max);
+        Ok(0)
+    }
+
+    /// Forgets what reporters said of at most `max` leaks logged before `before` (the
+    /// [`LeakDetails`] source, URL and token type of `Leaked` events; the event and its
+    /// reporter stay), oldest first, and returns how many. The default, for a store
+    /// without a log, forgets nothing.
+    async fn forget_leak_details(
+        &self,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
         let _ = (before, max);
         Ok(0)
     }
@@ -884,6 +915,9 @@ macro_rules! forward_store {
             async fn revoke(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>, by: Actor) -> Result<Revoked, StoreError> {
                 (**self).revoke(environment, id, at, by).await
             }
+            async fn revoke_leaked(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>, leak: &LeakDetails) -> Result<Revoked, StoreError> {
+                (**self).revoke_leaked(environment, id, at, leak).await
+            }
             async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
                 (**self).rotate(rotation).await
             }
@@ -913,6 +947,9 @@ macro_rules! forward_store {
             }
             async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
                 (**self).prune_events(before, max).await
+            }
+            async fn forget_leak_details(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
+                (**self).forget_leak_details(before, max).await
             }
             fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {
                 (**self).watch(after)

@@ -3,7 +3,7 @@
 //! everywhere ([`StoreError::NoEventLog`]).
 
 use super::{base_time, by, delegated_token, limit, new_environment, sample_token};
-use crate::event::{Actor, Event, EventCursor, EventKind, FeedMessage};
+use crate::event::{Actor, Event, EventCursor, EventKind, FeedMessage, LeakDetails, LeakReporter};
 use crate::model::{EnvironmentId, TokenId};
 use crate::store::{Limits, Rotation, StoreError, TokenStore};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -25,6 +25,7 @@ pub(super) async fn run_all(store: &dyn TokenStore) {
     reading_pages_in_sequence_order(store).await;
     a_reader_behind_the_pruned_events_is_told(store).await;
     the_feed_follows_the_log(store).await;
+    a_leak_is_logged_with_its_report(store).await;
 }
 
 async fn no_log_says_so(store: &dyn TokenStore) {
@@ -44,8 +45,16 @@ async fn no_log_says_so(store: &dyn TokenStore) {
 /// Every event of `environment` (checks run in fresh environments, so these are the
 /// check's own).
 async fn events_of(store: &dyn TokenStore, environment: EnvironmentId) -> Vec<Event> {
+    events_after(store, environment, EventCursor::START).await
+}
+
+/// Every event of `environment` after `after`.
+async fn events_after(
+    store: &dyn TokenStore,
+    environment: EnvironmentId,
+    mut after: EventCursor,
+) -> Vec<Event> {
     let mut events = Vec::new();
-    let mut after = EventCursor::START;
     loop {
         let page = store
             .events_since(Some(environment), after, 1000)
@@ -461,4 +470,127 @@ async fn next_event_of(feed: &mut crate::event::ChangeFeed, environment: Environ
             return event;
         }
     }
+}
+
+/// `revoke_leaked` revokes as `revoke` does, logging the token's event as `Leaked`, by the
+/// reporter, holding the report (kept exactly), and its cascade's as `Revoked` caused by
+/// it; reported again, nothing. `forget_leak_details` empties what the reporter said of
+/// leaks older than its cut-off, keeping the event and the reporter, and leaves newer
+/// ones alone.
+async fn a_leak_is_logged_with_its_report(store: &dyn TokenStore) {
+    // After the pruning check's events, before every other check's.
+    let t0 = ancient() + TimeDelta::days(10);
+    let env = new_environment();
+    // The pruning check has pruned the log's start.
+    let start = store.event_head().await.unwrap();
+    let a = sample_token(env, t0);
+    let b = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(1));
+    let later = sample_token(env, t0 + TimeDelta::seconds(2));
+    for stored in [&a, &b, &later] {
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    }
+    let leak = LeakDetails::new(LeakReporter::GitHub)
+        .with_source("Commit")
+        .with_url(format!(
+            "https://github.com/octo/app/blob/f\u{f8}o/.env#L3?{}",
+            "x".repeat(LeakDetails::MAX_URL_LEN)
+        ))
+        .with_token_type("dynamic_environment_api_token");
+    assert_eq!(
+        leak.url.as_ref().map(String::len),
+        Some(LeakDetails::MAX_URL_LEN)
+    );
+
+    let at = t0 + TimeDelta::seconds(10);
+    let revoked = store
+        .revoke_leaked(env, a.token.id, at, &leak)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            revoked.token.active,
+            revoked.token.revoked_at,
+            revoked.cascade.clone()
+        ),
+        (false, Some(at), vec![b.token.id]),
+        "events: revoke_leaked revokes the token and its cascade as revoke does"
+    );
+    let events = events_after(store, env, start).await.split_off(3);
+    assert_eq!(
+        summary(&events),
+        vec![
+            (a.token.id, EventKind::Leaked, Actor::Reporter),
+            (
+                b.token.id,
+                EventKind::Revoked {
+                    cause: Some(a.token.id)
+                },
+                Actor::Reporter
+            ),
+        ],
+        "events: a leak appends Leaked for the token, by the reporter, then Revoked for \
+         its cascade, caused by it"
+    );
+    assert_eq!(
+        events[0].leak.as_ref(),
+        Some(&leak),
+        "events: the Leaked event keeps the report exactly"
+    );
+    assert_eq!(
+        events[1].leak, None,
+        "events: only the Leaked event holds the report"
+    );
+
+    let again = store
+        .revoke_leaked(env, a.token.id, at + TimeDelta::seconds(1), &leak)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.token.revoked_at, again.cascade.len()),
+        (Some(at), 0),
+        "events: a leak reported again changes nothing"
+    );
+    assert_eq!(
+        events_after(store, env, start).await.len(),
+        5,
+        "events: a leak reported again appends nothing"
+    );
+    let unknown = TokenId::from_uuid(uuid::Uuid::from_u128(0x1eac));
+    assert!(
+        matches!(
+            store.revoke_leaked(env, unknown, at, &leak).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "events: revoke_leaked of an unknown token is NotFound"
+    );
+
+    let newer_leak = LeakDetails::new(LeakReporter::Public).with_url("https://example.com/x");
+    store
+        .revoke_leaked(env, later.token.id, t0 + TimeDelta::days(2), &newer_leak)
+        .await
+        .unwrap();
+    let forgotten = store
+        .forget_leak_details(t0 + TimeDelta::days(1), 1000)
+        .await
+        .unwrap();
+    assert!(
+        forgotten >= 1,
+        "events: forget_leak_details says how many it emptied"
+    );
+    let events = events_after(store, env, start).await;
+    assert_eq!(
+        events[3].leak,
+        Some(LeakDetails::new(LeakReporter::GitHub)),
+        "events: forgetting a leak's details keeps its event and reporter, nothing else"
+    );
+    assert_eq!(
+        (events[3].token, events[3].kind, events[3].at),
+        (a.token.id, EventKind::Leaked, at),
+        "events: forgetting a leak's details keeps its event"
+    );
+    assert_eq!(
+        events[5].leak.as_ref(),
+        Some(&newer_leak),
+        "events: forget_leak_details leaves leaks newer than its cut-off alone"
+    );
 }

@@ -2,7 +2,7 @@
 
 use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
 use crate::clock::{Clock, SystemClock};
-use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage};
+use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
@@ -314,6 +314,25 @@ impl<S: TokenStore> CachedStore<S> {
             i64::MIN => None,
             micros => DateTime::from_timestamp_micros(micros),
         }
+    }
+
+    /// Drops what a revocation of `id` changed, and passes its result on.
+    fn revoked(
+        &self,
+        id: TokenId,
+        result: Result<Revoked, StoreError>,
+    ) -> Result<Revoked, StoreError> {
+        match &result {
+            Ok(revoked) => {
+                self.forget(id);
+                for &id in &revoked.cascade {
+                    self.forget(id);
+                }
+            }
+            // The store may have revoked it, and whatever went with it, before the error.
+            Err(_) => self.invalidate_all(),
+        }
+        result
     }
 
     /// The record of token `id` of `environment` when a coherent cache holds it fresh.
@@ -643,17 +662,18 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         by: Actor,
     ) -> Result<Revoked, StoreError> {
         let result = self.inner.revoke(environment, id, at, by).await;
-        match &result {
-            Ok(revoked) => {
-                self.forget(id);
-                for &id in &revoked.cascade {
-                    self.forget(id);
-                }
-            }
-            // The store may have revoked it, and whatever went with it, before the error.
-            Err(_) => self.invalidate_all(),
-        }
-        result
+        self.revoked(id, result)
+    }
+
+    async fn revoke_leaked(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        leak: &LeakDetails,
+    ) -> Result<Revoked, StoreError> {
+        let result = self.inner.revoke_leaked(environment, id, at, leak).await;
+        self.revoked(id, result)
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -708,6 +728,14 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
 
     async fn prune_events(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
         self.inner.prune_events(before, max).await
+    }
+
+    async fn forget_leak_details(
+        &self,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        self.inner.forget_leak_details(before, max).await
     }
 
     fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {

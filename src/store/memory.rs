@@ -3,7 +3,9 @@
 use super::{
     Cursor, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore, UniqueKey,
 };
-use crate::event::{Actor, ChangeFeed, Event, EventBatch, EventCursor, EventPage, FeedSource};
+use crate::event::{
+    Actor, ChangeFeed, Event, EventBatch, EventCursor, EventPage, FeedSource, LeakDetails, Revoker,
+};
 use crate::format::Checksum;
 use crate::hash::TokenHash;
 use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
@@ -815,15 +817,62 @@ fn intern<T: Clone + Eq + core::hash::Hash>(set: &mut HashSet<T>, value: T) -> T
     }
 }
 
+impl MemoryStore {
+    /// [`TokenStore::revoke`], by an actor or for a leak.
+    fn revoke_by(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        by: Revoker<'_>,
+    ) -> Result<Revoked, StoreError> {
+        let mut inner = self.write();
+        let not_found = || StoreError::NotFound { environment, id };
+        let position = inner.position(environment, id).ok_or_else(not_found)?;
+        let was_active = inner.table.get(position).is_some_and(Hot::active);
+        let mut cascade = Vec::new();
+        if was_active {
+            if let Some(hot) = inner.table.get_mut(position) {
+                hot.set_active(false);
+                hot.revoked_at.get_or_insert(at);
+            }
+            for slot in inner.cascade(id, at) {
+                let Some(at_position) = inner.cold.get(slot).map(|c| c.position as usize) else {
+                    continue;
+                };
+                if let Some(hot) = inner.table.get_mut(at_position)
+                    && hot.is_live_at(at)
+                {
+                    hot.set_active(false);
+                    hot.revoked_at = Some(at);
+                    cascade.push(hot.id);
+                }
+            }
+        }
+        let token = inner.token_at(position).ok_or_else(not_found)?;
+        if was_active {
+            for batch in EventBatch::revocation(at, environment, by, &id, &cascade) {
+                self.log.append(&batch);
+            }
+        }
+        Ok(Revoked { token, cascade })
+    }
+}
+
 #[async_trait]
 impl TokenStore for MemoryStore {
     async fn insert(&self, token: StoredToken, limits: Limits) -> Result<(), StoreError> {
         let mut inner = self.write();
         inner.check_insert(&token, limits, None)?;
         let id = [token.token.id];
+        let issued = EventBatch::issue(&token.token);
         let batch = EventBatch {
+            at: issued.at,
+            environment: issued.environment,
+            kind: issued.kind,
+            actor: issued.actor,
             tokens: &id,
-            ..EventBatch::issue(&token.token)
+            leak: None,
         };
         inner.insert_checked(token)?;
         self.log.append(&batch);
@@ -884,36 +933,17 @@ impl TokenStore for MemoryStore {
         at: DateTime<Utc>,
         by: Actor,
     ) -> Result<Revoked, StoreError> {
-        let mut inner = self.write();
-        let not_found = || StoreError::NotFound { environment, id };
-        let position = inner.position(environment, id).ok_or_else(not_found)?;
-        let was_active = inner.table.get(position).is_some_and(Hot::active);
-        let mut cascade = Vec::new();
-        if was_active {
-            if let Some(hot) = inner.table.get_mut(position) {
-                hot.set_active(false);
-                hot.revoked_at.get_or_insert(at);
-            }
-            for slot in inner.cascade(id, at) {
-                let Some(at_position) = inner.cold.get(slot).map(|c| c.position as usize) else {
-                    continue;
-                };
-                if let Some(hot) = inner.table.get_mut(at_position)
-                    && hot.is_live_at(at)
-                {
-                    hot.set_active(false);
-                    hot.revoked_at = Some(at);
-                    cascade.push(hot.id);
-                }
-            }
-        }
-        let token = inner.token_at(position).ok_or_else(not_found)?;
-        if was_active {
-            for batch in EventBatch::revocation(at, environment, by, &id, &cascade) {
-                self.log.append(&batch);
-            }
-        }
-        Ok(Revoked { token, cascade })
+        self.revoke_by(environment, id, at, Revoker::Actor(by))
+    }
+
+    async fn revoke_leaked(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        leak: &LeakDetails,
+    ) -> Result<Revoked, StoreError> {
+        self.revoke_by(environment, id, at, Revoker::Leak(leak))
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -1022,6 +1052,28 @@ impl TokenStore for MemoryStore {
         });
         log.pruned_through = through;
         Ok(pruned)
+    }
+
+    async fn forget_leak_details(
+        &self,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        let mut log = self.log.lock();
+        let mut forgotten = 0;
+        for event in log.events.iter_mut() {
+            if forgotten >= max {
+                break;
+            }
+            if event.at >= before {
+                continue;
+            }
+            if let Some(leak) = event.leak.as_mut().filter(|leak| leak.has_reporter_data()) {
+                *leak = leak.forgotten();
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 
     fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {

@@ -81,7 +81,9 @@
 
 use super::sql::{self, Engine, SqlDialect, event_columns, insert_into_tokens, token_columns};
 use super::{BoxError, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
-use crate::event::{Actor, ChangeFeed, EventBatch, EventCursor, EventPage, FeedSource};
+use crate::event::{
+    Actor, ChangeFeed, EventBatch, EventCursor, EventPage, FeedSource, LeakDetails, Revoker,
+};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
@@ -187,6 +189,17 @@ CREATE TABLE apitoken_event_log (
     pruned_through bigint NOT NULL
 );
 INSERT INTO apitoken_event_log (one, last_sequence, pruned_through) VALUES (true, 0, 0);
+",
+    // 6: what is known of a leak, kept with its event (`Leaked`): the reporter, and the
+    // reporter's data (source, URL, type), which is forgotten after the leak retention;
+    // the partial index finds what is left to forget.
+    "
+ALTER TABLE apitoken_events ADD COLUMN leak_reporter text;
+ALTER TABLE apitoken_events ADD COLUMN leak_source text;
+ALTER TABLE apitoken_events ADD COLUMN leak_url text;
+ALTER TABLE apitoken_events ADD COLUMN leak_type text;
+CREATE INDEX apitoken_events_leak_details ON apitoken_events (at, sequence)
+    WHERE leak_source IS NOT NULL OR leak_url IS NOT NULL OR leak_type IS NOT NULL;
 ",
 ];
 
@@ -329,6 +342,11 @@ impl SqlDialect for PostgresSql {
     const PRUNE_EVENTS: &'static str = "DELETE FROM apitoken_events WHERE sequence IN ( \
          SELECT sequence FROM apitoken_events WHERE at < $1 ORDER BY sequence LIMIT $2) \
          RETURNING sequence";
+    const FORGET_LEAK_DETAILS: &'static str = "UPDATE apitoken_events \
+         SET leak_source = NULL, leak_url = NULL, leak_type = NULL WHERE sequence IN ( \
+         SELECT sequence FROM apitoken_events WHERE at < $1 AND (leak_source IS NOT NULL \
+         OR leak_url IS NOT NULL OR leak_type IS NOT NULL) ORDER BY at, sequence LIMIT $2) \
+         RETURNING sequence";
     const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
          SET pruned_through = greatest(pruned_through, $1)";
     // PostgreSQL's earliest `timestamptz`, 4714-11-24 BC (Julian day 0).
@@ -365,18 +383,22 @@ impl SqlDialect for PostgresSql {
              SET last_sequence = last_sequence + cardinality($7::uuid[]) RETURNING last_sequence), \
              appended AS (INSERT INTO apitoken_events (",
             event_columns!(),
-            ") SELECT r.last_sequence - cardinality($7::uuid[]) + e.n, $1, $2, e.t, $3, $4, $5, $6 \
-             FROM reserved r, unnest($7::uuid[]) WITH ORDINALITY AS e(t, n)) \
+            ") SELECT r.last_sequence - cardinality($7::uuid[]) + e.n, $1, $2, e.t, $3, $4, $5, $6, \
+             $9, $10, $11, $12 FROM reserved r, unnest($7::uuid[]) WITH ORDINALITY AS e(t, n)) \
              SELECT pg_notify($8, last_sequence::text) FROM reserved"
         ))
         .bind(batch.at)
         .bind(batch.environment.as_uuid())
         .bind(batch.kind.name())
         .bind(batch.actor.kind())
-        .bind(batch.actor.id())
+        .bind(batch.actor.id().unwrap_or_default())
         .bind(batch.kind.other().map(|t| *t.as_uuid()))
         .bind(tokens)
         .bind(EVENTS_CHANNEL)
+        .bind(batch.leak.map(|leak| leak.reporter.name()))
+        .bind(batch.leak.and_then(|leak| leak.source.as_deref()))
+        .bind(batch.leak.and_then(|leak| leak.url.as_deref()))
+        .bind(batch.leak.and_then(|leak| leak.token_type.as_deref()))
         .execute(&mut *conn)
         .await
         .map_err(err)?;
@@ -822,12 +844,38 @@ impl PostgresStore {
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-        by: Actor,
+        by: Revoker<'_>,
     ) -> Result<Option<Revoked>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let revoked = PostgresSql::revoke_in(&mut tx, environment, id, at, by).await?;
         tx.commit().await.map_err(err)?;
         Ok(revoked)
+    }
+
+    /// [`TokenStore::revoke`], by an actor or for a leak.
+    async fn revoke_by(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        by: Revoker<'_>,
+    ) -> Result<Revoked, StoreError> {
+        // A token revoked already costs one read, without the environment's lock: nothing
+        // changes.
+        let revoked = match self.get(environment, id).await? {
+            None => None,
+            Some(token) if !token.active => Some(Revoked {
+                token,
+                cascade: Vec::new(),
+            }),
+            // Idempotent, so retried whole when the connection breaks, even at the commit
+            // (a retry after a lost commit finds it revoked, and reports no cascade).
+            Some(_) => {
+                self.retrying(|| self.revoke_once(environment, id, at, by))
+                    .await?
+            }
+        };
+        revoked.ok_or(StoreError::NotFound { environment, id })
     }
 
     /// One batch of a purge, in one transaction.
@@ -941,22 +989,19 @@ impl TokenStore for PostgresStore {
         at: DateTime<Utc>,
         by: Actor,
     ) -> Result<Revoked, StoreError> {
-        // A token revoked already costs one read, without the environment's lock: nothing
-        // changes.
-        let revoked = match self.get(environment, id).await? {
-            None => None,
-            Some(token) if !token.active => Some(Revoked {
-                token,
-                cascade: Vec::new(),
-            }),
-            // Idempotent, so retried whole when the connection breaks, even at the commit
-            // (a retry after a lost commit finds it revoked, and reports no cascade).
-            Some(_) => {
-                self.retrying(|| self.revoke_once(environment, id, at, by))
-                    .await?
-            }
-        };
-        revoked.ok_or(StoreError::NotFound { environment, id })
+        self.revoke_by(environment, id, at, Revoker::Actor(by))
+            .await
+    }
+
+    async fn revoke_leaked(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        leak: &LeakDetails,
+    ) -> Result<Revoked, StoreError> {
+        self.revoke_by(environment, id, at, Revoker::Leak(leak))
+            .await
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -1046,6 +1091,21 @@ impl TokenStore for PostgresStore {
             let pruned = PostgresSql::prune_events_in(&mut tx, before, max).await?;
             tx.commit().await.map_err(err)?;
             Ok(pruned)
+        })
+        .await
+    }
+
+    async fn forget_leak_details(
+        &self,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        // Idempotent: a retry after a lost commit forgets the next batch, if any.
+        self.retrying(|| async {
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            let forgotten = PostgresSql::forget_leak_details_in(&mut tx, before, max).await?;
+            tx.commit().await.map_err(err)?;
+            Ok(forgotten)
         })
         .await
     }

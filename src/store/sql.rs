@@ -4,7 +4,9 @@
 
 use super::memory::check_predecessor;
 use super::{BoxError, Limits, PageRequest, Revoked, Rotation, StoreError, UniqueKey};
-use crate::event::{Actor, Event, EventBatch, EventCursor, EventKind, EventPage};
+use crate::event::{
+    Actor, Event, EventBatch, EventCursor, EventKind, EventPage, LeakDetails, LeakReporter, Revoker,
+};
 use crate::format::Checksum;
 use crate::hash::KeyFingerprint;
 use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
@@ -118,6 +120,9 @@ where
     const PRUNE_EVENTS: &'static str;
     /// Raises `pruned_through` to (1).
     const MARK_PRUNED: &'static str;
+    /// Empties the reporter's data (source, URL, type) of at most (2) of the oldest leak
+    /// events older than (1) that still hold some; returns their sequences.
+    const FORGET_LEAK_DETAILS: &'static str;
 
     /// Numbers and writes the events of `batch` (at least one token), inside the caller's
     /// transaction, and tells listeners once it commits, where the engine has them. The
@@ -362,6 +367,21 @@ where
         Ok((read(0)?, read(1)?))
     }
 
+    /// See [`TokenStore::forget_leak_details`](super::TokenStore::forget_leak_details).
+    async fn forget_leak_details_in(
+        conn: &mut Conn<Self>,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        let forgotten = sqlx::query_scalar::<Self::Db, i64>(Self::FORGET_LEAK_DETAILS)
+            .bind(Self::time(before))
+            .bind(i64::from(max))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(forgotten.len() as u32)
+    }
+
     /// Deletes at most `max` events older than `before`, inside the caller's transaction.
     async fn prune_events_in(
         conn: &mut Conn<Self>,
@@ -398,6 +418,22 @@ where
         let actor_kind: String = row.try_get("actor_kind").map_err(Self::err)?;
         let actor_id: Uuid = row.try_get("actor_id").map_err(Self::err)?;
         let other: Option<Uuid> = row.try_get("other_id").map_err(Self::err)?;
+        let reporter: Option<String> = row.try_get("leak_reporter").map_err(Self::err)?;
+        let leak = match reporter {
+            None => None,
+            Some(reporter) => {
+                let text = |column: &str| -> Result<Option<String>, StoreError> {
+                    row.try_get(column).map_err(Self::err)
+                };
+                let reporter =
+                    LeakReporter::from_name(&reporter).ok_or_else(|| corrupt("reporter"))?;
+                let mut leak = LeakDetails::new(reporter);
+                leak.source = text("leak_source")?;
+                leak.url = text("leak_url")?;
+                leak.token_type = text("leak_type")?;
+                Some(leak)
+            }
+        };
         Ok(Event {
             sequence: u64::try_from(sequence).map_err(|_| corrupt("sequence"))?,
             at,
@@ -405,7 +441,9 @@ where
             token: TokenId::from_uuid(token),
             kind: EventKind::from_parts(&kind, other.map(TokenId::from_uuid))
                 .ok_or_else(|| corrupt("kind"))?,
-            actor: Actor::from_parts(&actor_kind, actor_id).ok_or_else(|| corrupt("actor"))?,
+            actor: Actor::from_parts(&actor_kind, Some(actor_id))
+                .ok_or_else(|| corrupt("actor"))?,
+            leak,
         })
     }
 
@@ -435,7 +473,7 @@ where
         environment: EnvironmentId,
         id: TokenId,
         at: DateTime<Utc>,
-        by: Actor,
+        by: Revoker<'_>,
     ) -> Result<Option<Revoked>, StoreError> {
         Self::lock_environment(conn, environment).await?;
         let revoked = sqlx::query::<Self::Db>(Self::REVOKE)
@@ -745,7 +783,8 @@ pub(crate) use token_columns;
 /// The columns of an event, in this order, as a literal for `concat!`.
 macro_rules! event_columns {
     () => {
-        "sequence, at, environment_id, token_id, kind, actor_kind, actor_id, other_id"
+        "sequence, at, environment_id, token_id, kind, actor_kind, actor_id, other_id, \
+         leak_reporter, leak_source, leak_url, leak_type"
     };
 }
 pub(crate) use event_columns;

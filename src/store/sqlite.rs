@@ -42,7 +42,9 @@
 
 use super::sql::{self, Engine, SqlDialect, event_columns, insert_into_tokens, token_columns};
 use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
-use crate::event::{Actor, ChangeFeed, EventBatch, EventCursor, EventPage, PollingSource};
+use crate::event::{
+    Actor, ChangeFeed, EventBatch, EventCursor, EventPage, LeakDetails, PollingSource, Revoker,
+};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
@@ -153,6 +155,17 @@ CREATE TABLE apitoken_event_log (
     pruned_through INTEGER NOT NULL
 );
 INSERT INTO apitoken_event_log (one, last_sequence, pruned_through) VALUES (1, 0, 0);
+",
+    // 6: what is known of a leak, kept with its event (`Leaked`): the reporter, and the
+    // reporter's data (source, URL, type), which is forgotten after the leak retention;
+    // the partial index finds what is left to forget.
+    "
+ALTER TABLE apitoken_events ADD COLUMN leak_reporter TEXT;
+ALTER TABLE apitoken_events ADD COLUMN leak_source TEXT;
+ALTER TABLE apitoken_events ADD COLUMN leak_url TEXT;
+ALTER TABLE apitoken_events ADD COLUMN leak_type TEXT;
+CREATE INDEX apitoken_events_leak_details ON apitoken_events (at, sequence)
+    WHERE leak_source IS NOT NULL OR leak_url IS NOT NULL OR leak_type IS NOT NULL;
 ",
 ];
 
@@ -498,6 +511,36 @@ impl SqliteStore {
         self.last_use.flush().await
     }
 
+    /// [`TokenStore::revoke`], by an actor or for a leak.
+    async fn revoke_by(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        by: Revoker<'_>,
+    ) -> Result<Revoked, StoreError> {
+        // A token revoked already costs one read, without the write lock: nothing changes.
+        let found = self.get(environment, id).await?;
+        let revoked = match found {
+            None => None,
+            Some(token) if !token.active => Some(Revoked {
+                token,
+                cascade: Vec::new(),
+            }),
+            Some(_) => {
+                let mut tx = self.begin_write().await?;
+                let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at, by).await?;
+                tx.commit().await.map_err(err)?;
+                self.written.send_replace(());
+                revoked.map(|mut revoked| {
+                    revoked.token = self.last_use.merge(revoked.token);
+                    revoked
+                })
+            }
+        };
+        revoked.ok_or(StoreError::NotFound { environment, id })
+    }
+
     /// A write transaction: `BEGIN IMMEDIATE` takes the database's write lock before the
     /// first read, so a check and the write it allows are one atomic step.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
@@ -686,6 +729,11 @@ impl SqlDialect for SqliteSql {
     const PRUNE_EVENTS: &'static str = "DELETE FROM apitoken_events WHERE sequence IN ( \
          SELECT sequence FROM apitoken_events WHERE at < ?1 ORDER BY sequence LIMIT ?2) \
          RETURNING sequence";
+    const FORGET_LEAK_DETAILS: &'static str = "UPDATE apitoken_events \
+         SET leak_source = NULL, leak_url = NULL, leak_type = NULL WHERE sequence IN ( \
+         SELECT sequence FROM apitoken_events WHERE at < ?1 AND (leak_source IS NOT NULL \
+         OR leak_url IS NOT NULL OR leak_type IS NOT NULL) ORDER BY at, sequence LIMIT ?2) \
+         RETURNING sequence";
     const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
          SET pruned_through = max(pruned_through, ?1)";
 
@@ -718,16 +766,21 @@ impl SqlDialect for SqliteSql {
         sqlx::query(concat!(
             "INSERT INTO apitoken_events (",
             event_columns!(),
-            ") SELECT ?1 + key, ?2, ?3, unhex(value), ?4, ?5, ?6, ?7 FROM json_each(?8)"
+            ") SELECT ?1 + key, ?2, ?3, unhex(value), ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12 \
+             FROM json_each(?8)"
         ))
         .bind(last - count + 1)
         .bind(micros(batch.at))
         .bind(batch.environment.as_uuid())
         .bind(batch.kind.name())
         .bind(batch.actor.kind())
-        .bind(batch.actor.id())
+        .bind(batch.actor.id().unwrap_or_default())
         .bind(batch.kind.other().map(|t| *t.as_uuid()))
         .bind(ids)
+        .bind(batch.leak.map(|leak| leak.reporter.name()))
+        .bind(batch.leak.and_then(|leak| leak.source.as_deref()))
+        .bind(batch.leak.and_then(|leak| leak.url.as_deref()))
+        .bind(batch.leak.and_then(|leak| leak.token_type.as_deref()))
         .execute(&mut *conn)
         .await
         .map_err(err)?;
@@ -834,26 +887,19 @@ impl TokenStore for SqliteStore {
         at: DateTime<Utc>,
         by: Actor,
     ) -> Result<Revoked, StoreError> {
-        // A token revoked already costs one read, without the write lock: nothing changes.
-        let found = self.get(environment, id).await?;
-        let revoked = match found {
-            None => None,
-            Some(token) if !token.active => Some(Revoked {
-                token,
-                cascade: Vec::new(),
-            }),
-            Some(_) => {
-                let mut tx = self.begin_write().await?;
-                let revoked = SqliteSql::revoke_in(&mut tx, environment, id, at, by).await?;
-                tx.commit().await.map_err(err)?;
-                self.written.send_replace(());
-                revoked.map(|mut revoked| {
-                    revoked.token = self.last_use.merge(revoked.token);
-                    revoked
-                })
-            }
-        };
-        revoked.ok_or(StoreError::NotFound { environment, id })
+        self.revoke_by(environment, id, at, Revoker::Actor(by))
+            .await
+    }
+
+    async fn revoke_leaked(
+        &self,
+        environment: EnvironmentId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        leak: &LeakDetails,
+    ) -> Result<Revoked, StoreError> {
+        self.revoke_by(environment, id, at, Revoker::Leak(leak))
+            .await
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
@@ -946,6 +992,17 @@ impl TokenStore for SqliteStore {
         let pruned = SqliteSql::prune_events_in(&mut tx, before, max).await?;
         tx.commit().await.map_err(err)?;
         Ok(pruned)
+    }
+
+    async fn forget_leak_details(
+        &self,
+        before: DateTime<Utc>,
+        max: u32,
+    ) -> Result<u32, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let forgotten = SqliteSql::forget_leak_details_in(&mut tx, before, max).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(forgotten)
     }
 
     fn watch(&self, after: EventCursor) -> Result<ChangeFeed, StoreError> {

@@ -1,0 +1,133 @@
+//! The leak path: [`TokenIssuer::revoke_leaked`].
+
+use super::TokenIssuer;
+use crate::error::Error;
+use crate::event::LeakDetails;
+use crate::model::Token;
+use crate::store::{Revoked, TokenStore};
+
+/// What [`TokenIssuer::revoke_leaked`] found, and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeakOutcome {
+    /// Ours and live: revoked now, with what it took with it
+    /// ([`Revoked::cascade`]: the tokens it created, its rotated predecessors).
+    Revoked(Revoked),
+    /// Ours, and revoked before: nothing changed.
+    AlreadyRevoked(Token),
+    /// Ours, and expired (a rotated predecessor past its grace period, say): it no longer
+    /// authenticates, so nothing changed.
+    Expired(Token),
+    /// In this issuer's format, checksum included, but no store holds it: never issued
+    /// here, or purged since it ended.
+    Unknown,
+    /// Not in this issuer's format (another prefix, a wrong checksum, not a token).
+    NotOurs,
+}
+
+impl LeakOutcome {
+    /// `"revoked"`, `"already_revoked"`, `"expired"`, `"unknown"` or `"not_ours"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LeakOutcome::Revoked(_) => "revoked",
+            LeakOutcome::AlreadyRevoked(_) => "already_revoked",
+            LeakOutcome::Expired(_) => "expired",
+            LeakOutcome::Unknown => "unknown",
+            LeakOutcome::NotOurs => "not_ours",
+        }
+    }
+
+    /// Whether the string was one of this issuer's tokens, revoked now or before (or
+    /// expired): what GitHub's feedback calls a `true_positive`.
+    pub fn is_ours(&self) -> bool {
+        self.token().is_some()
+    }
+
+    /// The token, when it was ours (as revoked, for [`Revoked`](Self::Revoked)).
+    pub fn token(&self) -> Option<&Token> {
+        match self {
+            LeakOutcome::Revoked(revoked) => Some(&revoked.token),
+            LeakOutcome::AlreadyRevoked(token) | LeakOutcome::Expired(token) => Some(token),
+            LeakOutcome::Unknown | LeakOutcome::NotOurs => None,
+        }
+    }
+}
+
+impl<S: TokenStore> TokenIssuer<S> {
+    /// Revokes a token reported leaked: `reported` is the string a secret-scanning partner
+    /// (or anyone) found, `leak` who reported it and where it was found.
+    ///
+    /// The string is read as a token of this issuer's format; one that is not
+    /// ([`LeakOutcome::NotOurs`]) or that no store holds ([`LeakOutcome::Unknown`]) changes
+    /// nothing. A live one is revoked with everything a revocation takes with it, in any
+    /// environment, as one event `Leaked` holding `leak` (the cascade's events are
+    /// `Revoked`, caused by it), so every cache following the event log drops it. A
+    /// token revoked or expired already changes nothing: the same report twice changes
+    /// nothing the second time. No caller authority is checked: whoever holds a token may
+    /// have it revoked, which is what a leak report proves.
+    ///
+    /// Nothing here logs or keeps the reported string.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use apitoken::{
+    ///     Creator, EnvironmentId, IssueRequest, LeakDetails, LeakOutcome, LeakReporter,
+    ///     MemoryStore, Note, TokenIssuer, UserId,
+    /// };
+    /// use uuid::Uuid;
+    ///
+    /// let issuer = TokenIssuer::new(MemoryStore::new());
+    /// let env = EnvironmentId::from_uuid(Uuid::nil());
+    /// let me = Creator::new(UserId::from_uuid(Uuid::nil()));
+    /// let issued = issuer.issue(env, me, IssueRequest::new(Note::new("CI")?)).await?;
+    ///
+    /// let leak = LeakDetails::new(LeakReporter::GitHub)
+    ///     .with_source("Commit")
+    ///     .with_url("https://github.com/octo/app/blob/1a2b/.env");
+    /// let secret = issued.raw.expose_secret();
+    /// let outcome = issuer.revoke_leaked(secret, &leak).await?;
+    /// assert!(matches!(outcome, LeakOutcome::Revoked(_)));
+    /// assert!(issuer.authenticate(secret).await.is_err());
+    ///
+    /// // The same report again changes nothing; strings that are not ours are told apart.
+    /// let again = issuer.revoke_leaked(secret, &leak).await?;
+    /// assert!(matches!(again, LeakOutcome::AlreadyRevoked(_)));
+    /// assert_eq!(issuer.revoke_leaked("ghp_not_ours", &leak).await?, LeakOutcome::NotOurs);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only the store's ([`Error::Store`]); the string itself is never an error.
+    pub async fn revoke_leaked(
+        &self,
+        reported: &str,
+        leak: &LeakDetails,
+    ) -> Result<LeakOutcome, Error> {
+        let Ok(parsed) = self.format.parse(reported) else {
+            return Ok(LeakOutcome::NotOurs);
+        };
+        let hash = self.hasher.hash(parsed.expose_secret());
+        let Some(token) = self.store.find_by_hash(&hash).await? else {
+            return Ok(LeakOutcome::Unknown);
+        };
+        if !token.active {
+            return Ok(LeakOutcome::AlreadyRevoked(token));
+        }
+        let now = self.now();
+        if !token.is_live_at(now) {
+            return Ok(LeakOutcome::Expired(token));
+        }
+        let revoked = self
+            .store
+            .revoke_leaked(token.environment, token.id, now, leak)
+            .await?;
+        // Revoked by someone else since it was read: the store changed nothing.
+        Ok(if revoked.token.revoked_at == Some(now) {
+            LeakOutcome::Revoked(revoked)
+        } else {
+            LeakOutcome::AlreadyRevoked(revoked.token)
+        })
+    }
+}
