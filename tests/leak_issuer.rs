@@ -73,7 +73,11 @@ impl Setup {
             .await
             .unwrap();
         self.issuer
-            .issue(creator.token.environment, Caller::Token(principal), request(note))
+            .issue(
+                creator.token.environment,
+                Caller::Token(principal),
+                request(note),
+            )
             .await
             .unwrap()
     }
@@ -155,7 +159,12 @@ async fn a_live_token_is_revoked_with_its_cascade_and_logged_as_leaked() {
                 Actor::Reporter,
                 Some(github())
             ),
-            (root.token.id, EventKind::Leaked, Actor::Reporter, Some(github())),
+            (
+                root.token.id,
+                EventKind::Leaked,
+                Actor::Reporter,
+                Some(github())
+            ),
             (
                 sibling.token.id,
                 EventKind::Revoked {
@@ -195,9 +204,17 @@ async fn the_same_report_twice_changes_nothing_the_second_time() {
     let LeakOutcome::AlreadyRevoked(record) = &second else {
         panic!("reported again, it is already revoked: {second:?}");
     };
-    assert_eq!(record.revoked_at, Some(start()), "the first revocation's time stays");
+    assert_eq!(
+        record.revoked_at,
+        Some(start()),
+        "the first revocation's time stays"
+    );
     assert!(second.is_ours());
-    assert_eq!(s.events().await, events, "nothing is logged the second time");
+    assert_eq!(
+        s.events().await,
+        events,
+        "nothing is logged the second time"
+    );
 
     // Revoked by its owner before the report: the same answer.
     let revoked = s.issue(env(1), "revoked by its owner").await;
@@ -210,7 +227,10 @@ async fn the_same_report_twice_changes_nothing_the_second_time() {
         .revoke_leaked(revoked.raw.expose_secret(), &github())
         .await
         .unwrap();
-    assert!(matches!(outcome, LeakOutcome::AlreadyRevoked(_)), "{outcome:?}");
+    assert!(
+        matches!(outcome, LeakOutcome::AlreadyRevoked(_)),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -252,7 +272,10 @@ async fn strings_that_are_not_our_live_tokens_change_nothing() {
     let other = TokenIssuer::builder(MemoryStore::new())
         .hash_key(HashKey::from_hex(&"ab".repeat(32)).unwrap())
         .build();
-    let foreign = other.issue(env(1), alice(), request("foreign")).await.unwrap();
+    let foreign = other
+        .issue(env(1), alice(), request("foreign"))
+        .await
+        .unwrap();
     assert_eq!(
         s.issuer
             .revoke_leaked(foreign.raw.expose_secret(), &github())
@@ -323,14 +346,20 @@ async fn purge_forgets_what_the_reporter_said_after_the_leak_retention() {
         .await
         .unwrap();
     clock.advance(TimeDelta::days(6));
-    let recent = issuer.issue(env(1), alice(), request("recent")).await.unwrap();
+    let recent = issuer
+        .issue(env(1), alice(), request("recent"))
+        .await
+        .unwrap();
     issuer
         .revoke_leaked(recent.raw.expose_secret(), &github())
         .await
         .unwrap();
     clock.advance(TimeDelta::days(2));
 
-    let purged = issuer.purge(Duration::from_secs(365 * 86_400)).await.unwrap();
+    let purged = issuer
+        .purge(Duration::from_secs(365 * 86_400))
+        .await
+        .unwrap();
     assert_eq!(purged.leak_details, 1, "{purged:?}");
     assert_eq!(purged.events, 0);
     let leaks: Vec<_> = store
@@ -349,7 +378,10 @@ async fn purge_forgets_what_the_reporter_said_after_the_leak_retention() {
         ],
         "the old leak keeps its reporter only; the recent one keeps everything"
     );
-    let again = issuer.purge(Duration::from_secs(365 * 86_400)).await.unwrap();
+    let again = issuer
+        .purge(Duration::from_secs(365 * 86_400))
+        .await
+        .unwrap();
     assert_eq!(again.leak_details, 0);
 }
 

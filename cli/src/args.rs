@@ -25,6 +25,9 @@ Examples:
   apitoken purge --older-than 90d
   apitoken scan .env config/*.yaml
 
+  # A token leaked: revoke every live token in these files (and what it created).
+  apitoken scan --revoke leaked.log
+
   # Who did what to which token, oldest first; then every change as it happens, one
   # JSON object per line.
   apitoken events --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d
@@ -49,7 +52,8 @@ Files:
   `warning:` line with the `chmod 600` that fixes it.
 
 Exit status:
-  0 success; 1 verification failed, token invalid (inspect) or tokens found (scan);
+  0 success; 1 verification failed, token invalid (inspect), tokens found (scan) or
+  live tokens found and revoked (scan --revoke);
   2 usage, input or storage error (one line on standard error says what to do).";
 
 /// Issue, verify and revoke API tokens in a SQLite or PostgreSQL database
@@ -366,6 +370,14 @@ pub(crate) struct ScanArgs {
     pub(crate) files: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) format: FormatArgs,
+    /// Revoke every live token found in the database (with what it created), as leaked,
+    /// the file and line kept as where it was found; then print what each one was and a
+    /// summary. Exit 1 when a live token was found.
+    #[arg(long)]
+    pub(crate) revoke: bool,
+    /// With --revoke, print the outcome as JSON.
+    #[arg(long, requires = "revoke")]
+    pub(crate) json: bool,
 }
 
 const UUID_EXAMPLE: &str = "0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d";

@@ -415,6 +415,7 @@ on_every_store! {
     events_tell_who_did_what,
     pruned_events_say_where_to_go_on,
     follow_prints_changes_as_they_happen,
+    scan_revoke_revokes_the_live_tokens_found,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -981,6 +982,125 @@ fn extra_scopes_extend_the_catalog(db: &Db) {
 
 // ---------------------------------------------------------------------------------------
 // The audit trail: `events`.
+
+/// `scan --revoke` revokes the live tokens it finds (and what they created) as leaked,
+/// with the file and line as where, says what each one was without showing it, and
+/// exits 1 when a live one was found; run again, it changes nothing and exits 0.
+fn scan_revoke_revokes_the_live_tokens_found(db: &Db) {
+    let live = db.issue(&["--note", "live", "--scope", READ]);
+    let (child_raw, child_id) = db.delegate(&raw(&live), "child");
+    let revoked = db.issue(&["--note", "revoked"]);
+    db.cli(&["revoke", "--env", ENV, "--id", &id(&revoked)])
+        .run()
+        .success();
+    let bystander = db.issue(&["--note", "not in the file"]);
+    // Well formed in the other digit order: a token of someone else's format.
+    let random = &REFERENCE[4..34];
+    let foreign = format!(
+        "dyn_{random}{}",
+        Checksum::compute(random.as_bytes(), Alphabet::GitHub)
+    );
+    assert_ne!(foreign, REFERENCE);
+    let file = db.scratch.path().join("leak.log");
+    std::fs::write(
+        &file,
+        format!(
+            "start\nTOKEN={}\n{}\n# {REFERENCE}\n{foreign}\n",
+            raw(&live),
+            raw(&revoked)
+        ),
+    )
+    .unwrap();
+    let name = file.to_str().unwrap();
+
+    let run = db.cli(&["scan", "--revoke", name]).run();
+    assert_eq!(run.code, 1, "a live token was found: {run:#?}");
+    assert_eq!(run.stderr, "", "{run:#?}");
+    for shown in [raw(&live), raw(&revoked), foreign.clone()] {
+        run.never_shows(&shown);
+    }
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let checksum = |token: &Value| token["checksum"].as_str().unwrap().to_owned();
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "{name}:2:7: {} revoked now (token {}), with 1 token it created or replaced",
+                checksum(&live),
+                id(&live)
+            ),
+            format!(
+                "{name}:3:1: {} already revoked (token {})",
+                checksum(&revoked),
+                id(&revoked)
+            ),
+            format!("{name}:4:3: 4n3LFC unknown: well formed, but not in this database"),
+            format!(
+                "{name}:5:1: {} not ours: not in this database's token format",
+                &foreign[34..]
+            ),
+            "found 4: 1 revoked now, 1 already revoked, 0 expired, 1 unknown, 1 not ours"
+                .to_owned(),
+        ]
+    );
+    for dead in [raw(&live), child_raw] {
+        assert_eq!(db.verify(&dead, &["--env", ENV]).run().code, 1);
+    }
+    db.verify(&raw(&bystander), &["--env", ENV]).run().success();
+
+    // The revocation is a `leaked` event, by the reporter, naming the file and line; the
+    // child's is caused by it.
+    let leaked: Vec<Value> = events(db, &["--env", ENV])
+        .into_iter()
+        .filter(|e| e["kind"] == "leaked" || e["cause"] == id(&live).as_str())
+        .collect();
+    assert_eq!(leaked.len(), 2, "{leaked:#?}");
+    assert_eq!(leaked[0]["tokenId"], id(&live).as_str());
+    assert_eq!(leaked[0]["actorType"], "reporter");
+    assert_eq!(leaked[0]["actorId"], Value::Null);
+    assert_eq!(leaked[0]["reporter"], "operator");
+    assert_eq!(leaked[0]["leakUrl"], format!("{name}:2").as_str());
+    assert_eq!(leaked[1]["tokenId"], child_id.as_str());
+    assert_eq!(leaked[1]["kind"], "revoked");
+
+    // Again: nothing changes, nothing live is found.
+    let before = events(db, &[]).len();
+    let run = db.cli(&["scan", "--revoke", "--json", name]).run();
+    let out = run.success();
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &json["found"],
+            &json["revoked"],
+            &json["alreadyRevoked"],
+            &json["unknown"],
+            &json["notOurs"]
+        ),
+        (
+            &Value::from(4),
+            &Value::from(0),
+            &Value::from(2),
+            &Value::from(1),
+            &Value::from(1)
+        ),
+        "{json:#}"
+    );
+    assert_eq!(json["tokens"][0]["outcome"], "already_revoked");
+    assert_eq!(json["tokens"][0]["line"], 2);
+    assert_eq!(events(db, &[]).len(), before, "nothing was logged");
+
+    // Nothing found: exit 0, and a clean file never needs the database.
+    let clean = db.scratch.path().join("clean.txt");
+    std::fs::write(&clean, "nothing\n").unwrap();
+    let out = db
+        .cli(&["scan", "--revoke", clean.to_str().unwrap()])
+        .run()
+        .success();
+    assert_eq!(
+        out.trim_end(),
+        "found 0: 0 revoked now, 0 already revoked, 0 expired, 0 unknown, 0 not ours"
+    );
+}
 
 /// `events --json` with `args`: the events, one JSON object per line, and nothing on
 /// standard error.

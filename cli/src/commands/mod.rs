@@ -23,6 +23,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Rotate(args) => tokens::rotate(&global, args).await,
         Command::Verify(args) => verify::verify(&global, args).await,
         Command::Inspect(args) => inspect::inspect(&args),
+        Command::Scan(args) if args.revoke => scan::scan_and_revoke(&global, args).await,
         Command::Scan(args) => scan::scan(args),
         Command::Purge(args) => tokens::purge(&global, args).await,
         Command::Scopes => scopes(&global),
