@@ -445,6 +445,41 @@ def issuer_state() -> dict:
     )
     return seeds
 
+# The one token the leak_report target's issuer issues (StdRng::seed_from_u64(ISSUER_SEED)
+# in tests/fuzz_targets/leak_report.rs).
+LEAK_ISSUED = "dyn_4Vh1NQCv1hWtg59zqj1zREvaQSQ3Ae25Jh07"
+
+# Vector A of ../shared/reference/secret-scanning.md (GitHub's documentation).
+VECTOR_A_SIGNATURE = b"MEQCIQDaMKqrGnE27S0kgMrEK0eYBmyG0LeZismAEz/BgZyt7AIfXt9fErtRS4XaeSt/AO1RtBY66YcAdjxji410VQV4xg=="
+VECTOR_A_BODY = b'[{"source":"commit","token":"some_token","type":"some_type","url":"https://example.com/base-repo-url/"}]'
+
+
+def leak_report() -> dict:
+    """The first line is the signature header, the rest the body."""
+
+    def report(*matches: dict) -> bytes:
+        return json.dumps(list(matches), separators=(",", ":")).encode()
+
+    ours = {"token": LEAK_ISSUED, "type": "dynamic_api_token", "url": "https://github.com/o/r/blob/x/.env", "source": "Commit"}
+    key_a = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEYAGMWO8XgCamYKMJS6jc/qgvSlAd\n"
+        "AjPuDPRcXU22YxgBrz+zoN19MzuRyW87qEt9/AmtoNP5GrobzUvQSyJFVw==\n"
+        "-----END PUBLIC KEY-----\n"
+    )
+    return {
+        "vector-a": VECTOR_A_SIGNATURE + b"\n" + VECTOR_A_BODY,
+        "vector-a-flipped": VECTOR_A_SIGNATURE + b"\n" + VECTOR_A_BODY.replace(b"some_token", b"some_tokem"),
+        "ours-twice": b"\n" + report(ours, ours, {"token": REFERENCE, "type": "t"}),
+        "gitlab": b"x\n" + report({"token": LEAK_ISSUED, "type": "t", "url": ""}, {"token": "glpat-x", "type": "t", "url": None}),
+        "escapes": b"\n" + b'[{"token":"dyn_4Vh1NQCv1hWtg59zqj1zREvaQSQ3Ae25Jh0\\u0037","type":"\\ud83d\\ude00","extra":{"a":[1,{"b":null}]}}]',
+        "empty": b"\n[]",
+        "not-array": b"\n" + b'{"token":"x","type":"t"}',
+        "number-token": b"\n" + b'[{"token":7,"type":"t"}]',
+        "deep": b"\n" + b'[{"token":"x","type":"t","skip":' + b"[" * 200 + b"]" * 200 + b"}]",
+        "key-list": json.dumps({"public_keys": [{"key_identifier": "a", "key": key_a, "is_current": True}]}).encode(),
+    }
+
 
 def main() -> None:
     write("parse_token", parse_token())
@@ -452,6 +487,7 @@ def main() -> None:
     write("json", json_seeds())
     write("scan_redact", scan_redact())
     write("issuer_state", issuer_state())
+    write("leak_report", leak_report())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ export RUSTC_BOOTSTRAP=1
 
 seconds="${SECONDS_PER_TARGET:-600}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(parse_token note_scope json scan_redact issuer_state)
+[ ${#targets[@]} -gt 0 ] || targets=(parse_token note_scope json scan_redact issuer_state leak_report)
 
 # Inputs longer than these add nothing (tokens are at most 87 bytes, an issuer_state input
 # holds at most 64 operations) and only make the corpora bigger.
@@ -23,6 +23,7 @@ max_len() {
     parse_token) echo 256 ;;
     note_scope) echo 512 ;;
     issuer_state) echo 1024 ;;
+    leak_report) echo 4096 ;;
     *) echo 2048 ;;
   esac
 }

@@ -4,7 +4,8 @@
 //!
 //! A missing or empty corpus directory fails, so a broken layout cannot pass silently.
 //! `cargo test --all-features --test fuzz_replay -- --nocapture` shows the counts.
-#![cfg(feature = "serde")]
+// The leak_report target reads partner reports (feature `leak`).
+#![cfg(all(feature = "serde", feature = "leak"))]
 
 #[path = "fuzz_targets/mod.rs"]
 mod fuzz_targets;
@@ -100,6 +101,11 @@ fn replay_scan_redact() {
 #[test]
 fn replay_issuer_state() {
     replay("issuer_state");
+}
+
+#[test]
+fn replay_leak_report() {
+    replay("leak_report");
 }
 
 /// The targets here, the fuzz binaries and the corpus directories name the same set, so

@@ -10,6 +10,7 @@
 
 mod issuer_state;
 mod json;
+mod leak_report;
 mod note_scope;
 mod parse_token;
 mod reference;
@@ -22,6 +23,7 @@ use core::task::{Context, Poll, Waker};
 
 pub(crate) use issuer_state::issuer_state;
 pub(crate) use json::json;
+pub(crate) use leak_report::leak_report;
 pub(crate) use note_scope::note_scope;
 pub(crate) use parse_token::parse_token;
 pub(crate) use scan_redact::scan_redact;
@@ -30,12 +32,13 @@ pub(crate) use scan_redact::scan_redact;
 pub(crate) type Target = fn(&[u8]);
 
 /// Every target by name: the name is its directory under `fuzz/corpus/`.
-pub(crate) const TARGETS: [(&str, Target); 5] = [
+pub(crate) const TARGETS: [(&str, Target); 6] = [
     ("parse_token", parse_token),
     ("note_scope", note_scope),
     ("json", json),
     ("scan_redact", scan_redact),
     ("issuer_state", issuer_state),
+    ("leak_report", leak_report),
 ];
 
 /// The formats every token-shaped target runs under: the two presets, the longest
