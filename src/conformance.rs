@@ -1992,6 +1992,14 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
         self.inner.revoke_leaked(environment, id, at, leak).await
     }
 
+    async fn revoke_leaked_many(
+        &self,
+        leaks: &[(EnvironmentId, TokenId, &LeakDetails)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<Revoked>>, StoreError> {
+        self.inner.revoke_leaked_many(leaks, at).await
+    }
+
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         self.inner.rotate(rotation).await
     }

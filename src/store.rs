@@ -252,6 +252,31 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
         self.revoke(environment, id, at, Actor::Reporter).await
     }
 
+    /// Revokes several tokens reported leaked (each as [`revoke_leaked`](Self::revoke_leaked)
+    /// does, with its own report, all at `at`), in as few transactions as the store
+    /// likes: one report may name a thousand tokens, and a transaction each would make
+    /// it wait on a thousand commits. Answers one entry per item, in order: the token as
+    /// revoked (a token revoked already, or named twice, is returned as it is, and
+    /// changes nothing), or `None` if its environment has no such token. On an error,
+    /// items of transactions committed before it stay revoked.
+    ///
+    /// The default revokes them one at a time.
+    async fn revoke_leaked_many(
+        &self,
+        leaks: &[(EnvironmentId, TokenId, &LeakDetails)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<Revoked>>, StoreError> {
+        let mut revoked = Vec::with_capacity(leaks.len());
+        for &(environment, id, leak) in leaks {
+            revoked.push(match self.revoke_leaked(environment, id, at, leak).await {
+                Ok(done) => Some(done),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(revoked)
+    }
+
     /// Inserts `rotation.successor`, sets the predecessor's expiry and marks the
     /// predecessor rotated, atomically. Fails, changing nothing, with `NotFound` if the
     /// predecessor does not exist in the environment, `AlreadyRotated` (with its
@@ -917,6 +942,9 @@ macro_rules! forward_store {
             }
             async fn revoke_leaked(&self, environment: EnvironmentId, id: TokenId, at: DateTime<Utc>, leak: &LeakDetails) -> Result<Revoked, StoreError> {
                 (**self).revoke_leaked(environment, id, at, leak).await
+            }
+            async fn revoke_leaked_many(&self, leaks: &[(EnvironmentId, TokenId, &LeakDetails)], at: DateTime<Utc>) -> Result<Vec<Option<Revoked>>, StoreError> {
+                (**self).revoke_leaked_many(leaks, at).await
             }
             async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
                 (**self).rotate(rotation).await

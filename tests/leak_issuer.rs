@@ -410,3 +410,69 @@ fn leak_details_are_bounded_and_never_empty_strings() {
     }
     assert_eq!(LeakReporter::from_name("GitHub"), None);
 }
+
+#[tokio::test]
+async fn a_report_is_answered_in_order_and_a_token_named_twice_is_revoked_once() {
+    let s = setup();
+    let live = s.issue(env(1), "live").await;
+    let child = s.delegate(&live, "child").await;
+    let revoked = s.issue(env(1), "revoked").await;
+    s.issuer
+        .revoke(env(1), Caller::User(Arc::new(alice())), revoked.token.id)
+        .await
+        .unwrap();
+    let elsewhere = s.issue(env(2), "elsewhere").await;
+    let head = s.store.event_head().await.unwrap();
+    let (first, second) = (
+        github(),
+        LeakDetails::new(LeakReporter::GitHub).with_url("https://github.com/second"),
+    );
+    let reports = [
+        (live.raw.expose_secret(), &first),
+        ("not a token", &first),
+        (revoked.raw.expose_secret(), &first),
+        (live.raw.expose_secret(), &second),
+        (elsewhere.raw.expose_secret(), &second),
+    ];
+    let outcomes = s.issuer.revoke_leaks(reports).await.unwrap();
+    let names: Vec<_> = outcomes.iter().map(LeakOutcome::name).collect();
+    assert_eq!(
+        names,
+        [
+            "revoked",
+            "not_ours",
+            "already_revoked",
+            "already_revoked",
+            "revoked"
+        ]
+    );
+    let LeakOutcome::Revoked(done) = &outcomes[0] else {
+        unreachable!()
+    };
+    assert_eq!(done.cascade, vec![child.token.id]);
+    let logged: Vec<_> = s
+        .store
+        .events_since(None, head, 100)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| (e.token, e.kind, e.leak))
+        .collect();
+    assert_eq!(
+        logged,
+        vec![
+            (live.token.id, EventKind::Leaked, Some(first.clone())),
+            (
+                child.token.id,
+                EventKind::Revoked {
+                    cause: Some(live.token.id)
+                },
+                None
+            ),
+            (elsewhere.token.id, EventKind::Leaked, Some(second.clone())),
+        ],
+        "each live token is revoked and logged once, with the report that named it first"
+    );
+    assert!(s.issuer.revoke_leaks([]).await.unwrap().is_empty());
+}

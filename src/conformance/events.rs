@@ -26,6 +26,7 @@ pub(super) async fn run_all(store: &dyn TokenStore) {
     a_reader_behind_the_pruned_events_is_told(store).await;
     the_feed_follows_the_log(store).await;
     a_leak_is_logged_with_its_report(store).await;
+    a_report_revokes_its_tokens_together(store).await;
 }
 
 async fn no_log_says_so(store: &dyn TokenStore) {
@@ -592,5 +593,112 @@ async fn a_leak_is_logged_with_its_report(store: &dyn TokenStore) {
         events[5].leak.as_ref(),
         Some(&newer_leak),
         "events: forget_leak_details leaves leaks newer than its cut-off alone"
+    );
+}
+
+/// `revoke_leaked_many` answers, in order, what `revoke_leaked` would for each item: live
+/// tokens revoked with their cascades, across environments and across the store's
+/// transactions (more than a hundred items), a revoked one as it is, an unknown one
+/// `None`, one named twice revoked once; each live token's event is `Leaked` with its own
+/// report.
+async fn a_report_revokes_its_tokens_together(store: &dyn TokenStore) {
+    let t0 = ancient() + TimeDelta::days(20);
+    let start = store.event_head().await.unwrap();
+    let (env, other_env, big_env) = (new_environment(), new_environment(), new_environment());
+    let a = sample_token(env, t0);
+    let b = delegated_token(env, a.token.id, t0 + TimeDelta::seconds(1));
+    let c = sample_token(env, t0 + TimeDelta::seconds(2));
+    let d = sample_token(env, t0 + TimeDelta::seconds(3));
+    let e = sample_token(other_env, t0);
+    for stored in [&a, &b, &c, &d, &e] {
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    }
+    let earlier = t0 + TimeDelta::seconds(5);
+    store.revoke(env, d.token.id, earlier, by()).await.unwrap();
+    let many: Vec<_> = (0..150)
+        .map(|i| sample_token(big_env, t0 + TimeDelta::milliseconds(i)))
+        .collect();
+    for stored in &many {
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    }
+    let report = |n: usize| {
+        LeakDetails::new(LeakReporter::GitLab).with_url(format!("https://gitlab.example/{n}"))
+    };
+    let (one, two, three) = (report(1), report(2), report(3));
+    let unknown = TokenId::from_uuid(uuid::Uuid::from_u128(0x0001_eac2));
+    let at = t0 + TimeDelta::seconds(10);
+    let mut leaks = vec![
+        (env, a.token.id, &one),
+        (other_env, e.token.id, &two),
+        (env, d.token.id, &one),
+        (env, unknown, &one),
+        (env, a.token.id, &one),
+        (env, c.token.id, &three),
+    ];
+    leaks.extend(many.iter().map(|stored| (big_env, stored.token.id, &three)));
+    let revoked = store.revoke_leaked_many(&leaks, at).await.unwrap();
+    assert_eq!(revoked.len(), leaks.len(), "events: one answer per item");
+    let summary: Vec<_> = revoked
+        .iter()
+        .take(6)
+        .map(|r| {
+            r.as_ref()
+                .map(|r| (r.token.id, r.token.revoked_at, r.cascade.clone()))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            Some((a.token.id, Some(at), vec![b.token.id])),
+            Some((e.token.id, Some(at), vec![])),
+            Some((d.token.id, Some(earlier), vec![])),
+            None,
+            Some((a.token.id, Some(at), vec![])),
+            Some((c.token.id, Some(at), vec![])),
+        ],
+        "events: revoke_leaked_many answers, in order, each item as revoke_leaked would \
+         (revoked with its cascade, a revoked one as it is, an unknown one None, one named \
+         twice revoked once)"
+    );
+    assert!(
+        revoked[6..].iter().zip(&many).all(|(r, stored)| r
+            .as_ref()
+            .is_some_and(|r| r.token.id == stored.token.id && r.token.revoked_at == Some(at))),
+        "events: revoke_leaked_many revokes every item, however many"
+    );
+    let leaked: Vec<_> = [env, other_env]
+        .into_iter()
+        .map(|environment| async move { events_after(store, environment, start).await })
+        .collect();
+    let mut events = Vec::new();
+    for read in leaked {
+        events.extend(read.await);
+    }
+    let leaks_logged: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind.revokes() && e.at == at)
+        .map(|e| (e.token, e.kind, e.leak.clone()))
+        .collect();
+    assert_eq!(
+        leaks_logged,
+        vec![
+            (a.token.id, EventKind::Leaked, Some(one.clone())),
+            (
+                b.token.id,
+                EventKind::Revoked {
+                    cause: Some(a.token.id)
+                },
+                None
+            ),
+            (c.token.id, EventKind::Leaked, Some(three.clone())),
+            (e.token.id, EventKind::Leaked, Some(two.clone())),
+        ],
+        "events: each live token is logged once, as Leaked with its own report"
+    );
+    let big = events_after(store, big_env, start).await;
+    assert_eq!(
+        big.iter().filter(|e| e.kind == EventKind::Leaked).count(),
+        many.len(),
+        "events: every token of a large report is logged once"
     );
 }

@@ -3,8 +3,9 @@
 use super::TokenIssuer;
 use crate::error::Error;
 use crate::event::LeakDetails;
-use crate::model::Token;
+use crate::model::{EnvironmentId, Token, TokenId};
 use crate::store::{Revoked, TokenStore};
+use std::collections::HashMap;
 
 /// What [`TokenIssuer::revoke_leaked`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,29 +106,82 @@ impl<S: TokenStore> TokenIssuer<S> {
         reported: &str,
         leak: &LeakDetails,
     ) -> Result<LeakOutcome, Error> {
-        let Ok(parsed) = self.format.parse(reported) else {
-            return Ok(LeakOutcome::NotOurs);
-        };
-        let hash = self.hasher.hash(parsed.expose_secret());
-        let Some(token) = self.store.find_by_hash(&hash).await? else {
-            return Ok(LeakOutcome::Unknown);
-        };
-        if !token.active {
-            return Ok(LeakOutcome::AlreadyRevoked(token));
+        let mut outcomes = self.revoke_leaks([(reported, leak)]).await?;
+        // One report, one outcome.
+        Ok(outcomes.pop().unwrap_or(LeakOutcome::NotOurs))
+    }
+
+    /// [`revoke_leaked`](Self::revoke_leaked) for every string of a report, each with its
+    /// own [`LeakDetails`]: one outcome per string, in order. The live tokens are revoked
+    /// together ([`TokenStore::revoke_leaked_many`]: on SQLite and PostgreSQL, a
+    /// transaction per hundred tokens), so that a report of a thousand matches waits on
+    /// ten commits, not a thousand. A token named twice is revoked once: the second
+    /// naming answers [`LeakOutcome::AlreadyRevoked`].
+    ///
+    /// # Errors
+    ///
+    /// Only the store's ([`Error::Store`]). Tokens revoked before the error stay revoked;
+    /// the same report again finds them already revoked and goes on with the others.
+    pub async fn revoke_leaks<'a>(
+        &self,
+        reports: impl IntoIterator<Item = (&'a str, &'a LeakDetails)>,
+    ) -> Result<Vec<LeakOutcome>, Error> {
+        /// What is known of a string before the revocations.
+        enum Found {
+            Known(LeakOutcome),
+            /// Live: its entry in the batch, and whether an earlier string named it too.
+            Live {
+                entry: usize,
+                again: bool,
+            },
         }
         let now = self.now();
-        if !token.is_live_at(now) {
-            return Ok(LeakOutcome::Expired(token));
+        let mut found = Vec::new();
+        let mut batch: Vec<(EnvironmentId, TokenId, &LeakDetails)> = Vec::new();
+        let mut entries: HashMap<TokenId, usize> = HashMap::new();
+        for (reported, leak) in reports {
+            let Ok(parsed) = self.format.parse(reported) else {
+                found.push(Found::Known(LeakOutcome::NotOurs));
+                continue;
+            };
+            let hash = self.hasher.hash(parsed.expose_secret());
+            found.push(match self.store.find_by_hash(&hash).await? {
+                None => Found::Known(LeakOutcome::Unknown),
+                Some(token) if !token.active => Found::Known(LeakOutcome::AlreadyRevoked(token)),
+                Some(token) if !token.is_live_at(now) => Found::Known(LeakOutcome::Expired(token)),
+                Some(token) => match entries.get(&token.id) {
+                    Some(&entry) => Found::Live { entry, again: true },
+                    None => {
+                        entries.insert(token.id, batch.len());
+                        batch.push((token.environment, token.id, leak));
+                        Found::Live {
+                            entry: batch.len() - 1,
+                            again: false,
+                        }
+                    }
+                },
+            });
         }
-        let revoked = self
-            .store
-            .revoke_leaked(token.environment, token.id, now, leak)
-            .await?;
-        // Revoked by someone else since it was read: the store changed nothing.
-        Ok(if revoked.token.revoked_at == Some(now) {
-            LeakOutcome::Revoked(revoked)
+        let revoked = if batch.is_empty() {
+            Vec::new()
         } else {
-            LeakOutcome::AlreadyRevoked(revoked.token)
-        })
+            self.store.revoke_leaked_many(&batch, now).await?
+        };
+        Ok(found
+            .into_iter()
+            .map(|found| match found {
+                Found::Known(outcome) => outcome,
+                Found::Live { entry, again } => match revoked.get(entry) {
+                    // Gone (purged) since it was found.
+                    None | Some(None) => LeakOutcome::Unknown,
+                    Some(Some(done)) if !again && done.token.revoked_at == Some(now) => {
+                        LeakOutcome::Revoked(done.clone())
+                    }
+                    // Named before in this report, or revoked by someone else since it
+                    // was found: nothing changed for it.
+                    Some(Some(done)) => LeakOutcome::AlreadyRevoked(done.token.clone()),
+                },
+            })
+            .collect())
     }
 }

@@ -676,6 +676,27 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.revoked(id, result)
     }
 
+    async fn revoke_leaked_many(
+        &self,
+        leaks: &[(EnvironmentId, TokenId, &LeakDetails)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<Revoked>>, StoreError> {
+        let result = self.inner.revoke_leaked_many(leaks, at).await;
+        match &result {
+            Ok(revoked) => {
+                for done in revoked.iter().flatten() {
+                    self.forget(done.token.id);
+                    for &id in &done.cascade {
+                        self.forget(id);
+                    }
+                }
+            }
+            // Some may have been revoked, with what went with them, before the error.
+            Err(_) => self.invalidate_all(),
+        }
+        result
+    }
+
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         let predecessor = rotation.predecessor;
         let successor = rotation.successor.hash;

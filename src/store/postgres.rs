@@ -1004,6 +1004,28 @@ impl TokenStore for PostgresStore {
             .await
     }
 
+    async fn revoke_leaked_many(
+        &self,
+        leaks: &[(EnvironmentId, TokenId, &LeakDetails)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<Revoked>>, StoreError> {
+        let mut all = Vec::with_capacity(leaks.len());
+        for chunk in leaks.chunks(sql::LEAKS_PER_TRANSACTION) {
+            // Idempotent, so retried whole when the connection breaks (a retry after a
+            // lost commit finds them revoked, and reports no cascade).
+            let revoked = self
+                .retrying(|| async {
+                    let mut tx = self.pool.begin().await.map_err(err)?;
+                    let revoked = PostgresSql::revoke_leaked_in(&mut tx, chunk, at).await?;
+                    tx.commit().await.map_err(err)?;
+                    Ok(revoked)
+                })
+                .await?;
+            all.extend(revoked);
+        }
+        Ok(all)
+    }
+
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         // The whole transaction is retried when its connection breaks, even at the commit,
         // whose answer may have been lost after the server committed: the retry locks the

@@ -506,6 +506,29 @@ where
         Ok(Some(Revoked { token, cascade }))
     }
 
+    /// Revokes each of `leaks` as [`revoke_in`](Self::revoke_in) does, for its report,
+    /// inside the caller's write transaction. Every environment's lock is taken first, in
+    /// one order, so that a transaction holding the event log's lock (taken by the first
+    /// append) never waits for an environment's, and two batches never wait for each
+    /// other's.
+    async fn revoke_leaked_in(
+        conn: &mut Conn<Self>,
+        leaks: &[(EnvironmentId, TokenId, &LeakDetails)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<Revoked>>, StoreError> {
+        let mut environments: Vec<EnvironmentId> = leaks.iter().map(|leak| leak.0).collect();
+        environments.sort_unstable();
+        environments.dedup();
+        for environment in environments {
+            Self::lock_environment(conn, environment).await?;
+        }
+        let mut revoked = Vec::with_capacity(leaks.len());
+        for &(environment, id, leak) in leaks {
+            revoked.push(Self::revoke_in(conn, environment, id, at, Revoker::Leak(leak)).await?);
+        }
+        Ok(revoked)
+    }
+
     async fn fetch_token(
         conn: &mut Conn<Self>,
         environment: EnvironmentId,
@@ -781,6 +804,10 @@ macro_rules! token_columns {
 pub(crate) use token_columns;
 
 /// The columns of an event, in this order, as a literal for `concat!`.
+/// How many leaked tokens one transaction of `revoke_leaked_many` revokes: few commits for
+/// a large report, and no lock held for long.
+pub(crate) const LEAKS_PER_TRANSACTION: usize = 100;
+
 macro_rules! event_columns {
     () => {
         "sequence, at, environment_id, token_id, kind, actor_kind, actor_id, other_id, \

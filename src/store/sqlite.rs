@@ -902,6 +902,27 @@ impl TokenStore for SqliteStore {
             .await
     }
 
+    async fn revoke_leaked_many(
+        &self,
+        leaks: &[(EnvironmentId, TokenId, &LeakDetails)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<Revoked>>, StoreError> {
+        let mut all = Vec::with_capacity(leaks.len());
+        for chunk in leaks.chunks(sql::LEAKS_PER_TRANSACTION) {
+            let mut tx = self.begin_write().await?;
+            let revoked = SqliteSql::revoke_leaked_in(&mut tx, chunk, at).await?;
+            tx.commit().await.map_err(err)?;
+            self.written.send_replace(());
+            all.extend(revoked.into_iter().map(|revoked| {
+                revoked.map(|mut revoked| {
+                    revoked.token = self.last_use.merge(revoked.token);
+                    revoked
+                })
+            }));
+        }
+        Ok(all)
+    }
+
     async fn rotate(&self, rotation: Rotation) -> Result<Token, StoreError> {
         let mut tx = self.begin_write().await?;
         let (updated, _) = SqliteSql::rotate_in(&mut tx, &rotation, false).await?;
