@@ -644,7 +644,11 @@ async fn a_server_that_never_answers_times_out() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let err = keys.key(&id("a")).await.unwrap_err();
+    // Bounded here too, so that a source without a timeout fails rather than hangs.
+    let err = tokio::time::timeout(Duration::from_secs(30), keys.key(&id("a")))
+        .await
+        .expect("the source's timeout never fired")
+        .unwrap_err();
     unavailable_saying(&err, &["no complete answer within 200ms"]);
 }
 
