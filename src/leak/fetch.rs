@@ -350,7 +350,8 @@ impl FetchedKeysBuilder {
 
     /// The least time between two fetches caused by unknown key identifiers (default one
     /// minute, what the [`KeySource`] contract asks). Partners rate-limit their key
-    /// endpoints, and anyone can send a report naming a made-up key.
+    /// endpoints, and anyone can send a report naming a made-up key: a shorter interval
+    /// lets such reports cause as many more fetches.
     pub fn min_refetch_interval(mut self, interval: Duration) -> Self {
         self.min_refetch_interval = interval;
         self
