@@ -22,6 +22,8 @@
 //!
 //! This module is pure: it neither fetches keys nor revokes tokens. It needs the feature
 //! `leak` (not a default one: the signature check's crates add about 30 s to a build).
+//! The feature `leak-fetch` adds `FetchedKeys`, a [`KeySource`] that fetches the partner's
+//! key list over HTTPS (with `reqwest`), and keeps it as the [`KeySource`] contract says.
 //!
 //! ```
 //! use apitoken::leak::{KeyList, Report, VerifyError, verify};
@@ -52,11 +54,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "leak-fetch")]
+mod fetch;
 mod key;
 mod report;
 mod source;
 mod verify;
 
+#[cfg(feature = "leak-fetch")]
+pub use fetch::{
+    FetchConfigError, FetchedKeys, FetchedKeysBuilder, GITHUB_KEYS_URL, MAX_KEY_LIST_BYTES,
+};
 pub use key::{InvalidKeyId, KeyId, KeyList, KeyListError, MAX_KEY_ID_LEN, ReportKey};
 pub use report::{
     LeakedToken, MAX_MATCHES, MAX_REPORT_BYTES, Match, Report, ReportError, ReportField,
