@@ -20,8 +20,14 @@
 //!    expects an answer within 15 seconds.
 //! 5. Optionally, tell GitHub what you found, with [`LeakedToken::feedback_hash`].
 //!
-//! This module is pure: it neither fetches keys nor revokes tokens. It needs the feature
-//! `leak` (not a default one: the signature check's crates add about 30 s to a build).
+//! Step 4 is [`TokenIssuer::revoke_leaks`](crate::TokenIssuer::revoke_leaks): give it each
+//! match's token with a [`LeakDetails`](crate::LeakDetails) built from the match (reporter,
+//! source, URL, type), and it revokes the live ones, logs each as a `Leaked` event and
+//! says what each string was, which is the feedback GitHub asks for.
+//!
+//! The rest of this module is pure: it neither fetches keys nor revokes tokens. It needs
+//! the feature `leak` (not a default one: the signature check's crates add about 30 s to a
+//! build).
 //! The feature `leak-fetch` adds `FetchedKeys`, a [`KeySource`] that fetches the partner's
 //! key list over HTTPS (with `reqwest`), and keeps it as the [`KeySource`] contract says.
 //!
