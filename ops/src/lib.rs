@@ -497,6 +497,32 @@ fn backend(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<Backend, St
     Ok(Backend::Postgres(Postgres { url, named_by }))
 }
 
+/// Reads a file that holds a secret other than the hash key or the database URL (the
+/// server's partner tokens, say), with the same rules: refused when group or others may
+/// write it, a warning in the second value when they may read it. `what` names it in
+/// messages ("the GitLab revocation token file"). Surrounding whitespace (a trailing
+/// newline) is not part of the secret; an empty file is refused.
+///
+/// # Errors
+///
+/// One line that says what to do: the file cannot be read, others may write it, it is
+/// larger than 64 KiB, not UTF-8, or empty.
+pub fn read_secret_file(
+    path: &Path,
+    what: &str,
+) -> Result<(Zeroizing<String>, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    let bytes = file_mode::read_secret(path, what, &mut warnings)?;
+    let shown = path.display();
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("{what} {shown} is not UTF-8 text: put the secret alone in it"))?
+        .trim();
+    if text.is_empty() {
+        return Err(format!("{what} {shown} is empty: put the secret in it"));
+    }
+    Ok((Zeroizing::new(text.to_owned()), warnings))
+}
+
 /// The hash key from --hash-key-file, else from APITOKEN_HASH_KEY, else none.
 fn hash_key(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<Option<HashKey>, String> {
     const HOW: &str = "generate one with `openssl rand -hex 32`";

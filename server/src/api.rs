@@ -41,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) issuer: Arc<Issuer>,
     /// The scope `/oauth/introspect` requires of its caller.
     pub(crate) introspection_scope: Scope,
+    /// The leak routes' partners, keys and queue.
+    pub(crate) leak: Arc<crate::leak::Intake>,
 }
 
 impl FromRef<AppState> for TokenAuth {
@@ -78,12 +80,28 @@ impl Requirement for WriteOwnTokens {
 }
 
 /// The router, and the OpenAPI description it serves at `/openapi.json`.
-pub(crate) fn router(issuer: Arc<Issuer>, introspection_scope: Scope) -> Router {
+pub(crate) fn router(
+    issuer: Arc<Issuer>,
+    introspection_scope: Scope,
+    leak: Arc<crate::leak::Intake>,
+) -> Router {
     let catalog = issuer.scope_catalog().clone();
     let state = AppState {
         issuer,
         introspection_scope,
+        leak,
     };
+    // The partners' reports are larger than any other body (1 MiB); the public one holds
+    // up to 1,000 tokens.
+    let reports = OpenApiRouter::new()
+        .routes(routes!(crate::leak::github_report))
+        .routes(routes!(crate::leak::gitlab_report))
+        .routes(routes!(crate::leak::revoke_tokens))
+        .routes(routes!(crate::leak::revocable_token_types))
+        .layer(DefaultBodyLimit::max(apitoken::leak::MAX_REPORT_BYTES));
+    let public = OpenApiRouter::new()
+        .routes(routes!(crate::leak::public_revoke))
+        .layer(DefaultBodyLimit::max(crate::leak::MAX_PUBLIC_BODY_BYTES));
     let tokens = OpenApiRouter::new()
         .routes(routes!(create_user_token, list_user_tokens))
         .routes(routes!(get_user_token, delete_user_token))
@@ -99,6 +117,8 @@ pub(crate) fn router(issuer: Arc<Issuer>, introspection_scope: Scope) -> Router 
         .routes(routes!(crate::introspect::introspect))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .merge(reports)
+        .merge(public)
         .split_for_parts();
     let openapi: Arc<str> = match crate::openapi::document(openapi, &catalog) {
         Ok(json) => json.into(),

@@ -4,6 +4,7 @@ use apitoken::Scope;
 use clap::builder::FalseyValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
@@ -17,9 +18,12 @@ Endpoints (base path /api/v0; the OpenAPI 3.1 description is at /openapi.json):
   GET    /api/v0/environments/{environmentId}/tokens/events      its event log (?after=N&limit=M)
   DELETE /api/v0/environments/{environmentId}/tokens/{tokenId}   revoke one (204)
   GET    /api/v0/tokens/me                                       the calling token
+  POST   /api/v0/credentials/revoke                              report leaked tokens (anyone)
+  POST   /secret-scanning/github, /secret-scanning/gitlab        partners' signed leak reports
+  GET    /v1/revocable_token_types, POST /v1/revoke_tokens       GitLab's Token Revocation API
 
-Every call needs `Authorization: Bearer dyn_…`. Issue the first token with the CLI into
-the same database, e.g.
+Every /api/v0 call but the public report needs `Authorization: Bearer dyn_…`. Issue the
+first token with the CLI into the same database, e.g.
   apitoken issue --env 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d --note bootstrap \\
       --scope environment.apiTokens.read --scope environment.apiTokens.write
 
@@ -48,6 +52,13 @@ Slow clients:
   a connection that takes longer than --header-timeout to send a request's headers,
   --body-timeout to send its body, or --idle-timeout to send its next request is closed
   (without an answer) and logged with its peer address and which timeout it hit.
+
+Leaked tokens (the README's section When a token leaks says more):
+  a reported token that is live is revoked with everything it created, as a `leaked`
+  event naming the reporter and where it was found. GitHub's reports are taken by
+  default (--github-keys-url); GitLab's once --gitlab-keys-url is set; a self-managed
+  GitLab's once --gitlab-revocation-token-file is. The public endpoint answers 202
+  whatever the tokens were, rate-limited per client (--public-revoke-per-minute).
 
 Many connections:
   past --max-connections in all, or --max-connections-per-client from one client (an IPv4
@@ -126,7 +137,8 @@ pub(crate) struct Args {
     pub(crate) max_tokens_per_token: u32,
 
     /// Delete tokens revoked or expired longer ago than this, e.g. 90d, checked at start
-    /// and then hourly (as `apitoken purge --older-than` does); 0 never deletes any
+    /// and then hourly (as `apitoken purge --older-than` does); 0 never deletes any (the
+    /// event log and leak reports are still pruned after their retention)
     #[arg(
         long,
         env = "APITOKEN_PURGE_AFTER",
@@ -135,6 +147,89 @@ pub(crate) struct Args {
         value_parser = purge_after
     )]
     pub(crate) purge_after: Duration,
+
+    /// Where GitHub's secret-scanning keys are listed, for POST /secret-scanning/github
+    /// (fetched at start-up, then again only for an unknown key, at most once a minute).
+    /// An empty value turns the route off (404)
+    #[arg(
+        long,
+        env = "APITOKEN_GITHUB_KEYS_URL",
+        value_name = "URL",
+        default_value = apitoken::leak::GITHUB_KEYS_URL
+    )]
+    pub(crate) github_keys_url: String,
+
+    /// A file holding a GitHub token sent with the key list requests (GitHub's API allows
+    /// more requests with one); none is needed
+    #[arg(long, env = "APITOKEN_GITHUB_TOKEN_FILE", value_name = "PATH")]
+    pub(crate) github_token_file: Option<PathBuf>,
+
+    /// Where GitLab's secret-detection keys are listed (the URL GitLab gives its
+    /// partners), for POST /secret-scanning/gitlab; until it is set that route answers 404
+    #[arg(long, env = "APITOKEN_GITLAB_KEYS_URL", value_name = "URL")]
+    pub(crate) gitlab_keys_url: Option<String>,
+
+    /// A file (mode 0600) holding the token a self-managed GitLab presents to the Token
+    /// Revocation API (GET /v1/revocable_token_types, POST /v1/revoke_tokens); until it is
+    /// set those routes answer 404
+    #[arg(
+        long,
+        env = "APITOKEN_GITLAB_REVOCATION_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub(crate) gitlab_revocation_token_file: Option<PathBuf>,
+
+    /// The token type GET /v1/revocable_token_types names, and POST /v1/revoke_tokens
+    /// takes (entries of other types are ignored)
+    #[arg(
+        long,
+        env = "APITOKEN_GITLAB_TOKEN_TYPE",
+        value_name = "NAME",
+        default_value = "dyn_api_token"
+    )]
+    pub(crate) gitlab_token_type: String,
+
+    /// Reports POST /api/v0/credentials/revoke takes from one client (an IPv4 address, an
+    /// IPv6 /64) a minute, after a burst of --public-revoke-burst; 0 turns the route off
+    /// (404). Behind a reverse proxy every request comes from the proxy: limit it there
+    #[arg(
+        long,
+        env = "APITOKEN_PUBLIC_REVOKE_PER_MINUTE",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub(crate) public_revoke_per_minute: u32,
+
+    /// Reports a client may send to POST /api/v0/credentials/revoke at once before
+    /// --public-revoke-per-minute applies
+    #[arg(
+        long,
+        env = "APITOKEN_PUBLIC_REVOKE_BURST",
+        value_name = "N",
+        default_value = "10"
+    )]
+    pub(crate) public_revoke_burst: NonZeroU32,
+
+    /// Milliseconds a partner's report may take before it is answered anyway (202; the
+    /// revocations go on): GitHub's agreement asks for an answer within 15 s
+    #[arg(
+        long,
+        env = "APITOKEN_LEAK_DEADLINE_MS",
+        value_name = "MILLISECONDS",
+        default_value = "10000"
+    )]
+    pub(crate) leak_deadline_ms: NonZeroU32,
+
+    /// Forget the source, URL and type of reported leaks after this long, e.g. 30d (the
+    /// `leaked` event itself stays for the event log's retention); purged with the tokens
+    #[arg(
+        long,
+        env = "APITOKEN_LEAK_RETENTION",
+        value_name = "DURATION",
+        default_value = "30d",
+        value_parser = apitoken_ops::duration::parse
+    )]
+    pub(crate) leak_retention: Duration,
 
     /// Read the store on every authentication instead of caching. By default the server
     /// caches what authentication reads and follows the database's event log, so that a

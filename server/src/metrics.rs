@@ -47,6 +47,10 @@ pub(crate) struct Metrics {
     feed_synced_micros: AtomicI64,
     feed_interruptions: AtomicU64,
     feed_missed: AtomicU64,
+    /// (reporter, what became of the report) → reports.
+    leak_reports: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// (reporter, outcome) → reported tokens.
+    leaked_tokens: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// The process's metrics.
@@ -76,6 +80,8 @@ impl Metrics {
             feed_synced_micros: AtomicI64::new(0),
             feed_interruptions: AtomicU64::new(0),
             feed_missed: AtomicU64::new(0),
+            leak_reports: Mutex::new(BTreeMap::new()),
+            leaked_tokens: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -100,6 +106,20 @@ impl Metrics {
     /// Events were pruned before the feed read them.
     pub(crate) fn feed_missed(&self) {
         self.feed_missed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A leak report from `reporter` was `what` (taken, unsigned, bad_signature, …).
+    pub(crate) fn leak_report(&self, reporter: &'static str, what: &'static str) {
+        *lock(&self.leak_reports)
+            .entry((reporter, what))
+            .or_default() += 1;
+    }
+
+    /// A token `reporter` reported turned out `outcome` (`LeakOutcome::name`).
+    pub(crate) fn leaked_token(&self, reporter: &'static str, outcome: &'static str) {
+        *lock(&self.leaked_tokens)
+            .entry((reporter, outcome))
+            .or_default() += 1;
     }
 
     /// A request answered: its route template, status and time.
@@ -265,6 +285,33 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} counter");
                 let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            }
+        }
+        for (name, help, label, counts) in [
+            (
+                "apitoken_leak_reports_total",
+                "Leak reports by reporter and what became of them: taken, unsigned, bad_signature, invalid, keys_unavailable, store_failed, deadline (answered before the work ended), rate_limited, queue_full.",
+                "result",
+                &self.leak_reports,
+            ),
+            (
+                "apitoken_leaked_tokens_total",
+                "Tokens reported leaked, by reporter and outcome: revoked, already_revoked, expired, unknown, not_ours.",
+                "outcome",
+                &self.leaked_tokens,
+            ),
+        ] {
+            let counts = lock(counts);
+            if counts.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for ((reporter, what), n) in counts.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{reporter=\"{reporter}\",{label}=\"{what}\"}} {n}"
+                );
             }
         }
         out

@@ -10,7 +10,7 @@ use apitoken::ScopeCatalog;
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
 use utoipa::{IntoParams, Modify, PartialSchema, ToSchema};
 
@@ -268,6 +268,22 @@ pub(crate) enum ActorType {
     User,
     /// A token: `actorId` is the token's id.
     Token,
+    /// Whoever reported a leak (`reporter` says who): `actorId` is null.
+    Reporter,
+}
+
+/// Who reported a leak.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum Reporter {
+    /// GitHub secret scanning.
+    Github,
+    /// GitLab secret detection, or a self-managed GitLab.
+    Gitlab,
+    /// Anyone, through `POST /api/v0/credentials/revoke`.
+    Public,
+    /// An operator (`apitoken scan --revoke`).
+    Operator,
 }
 
 /// One change to one token, as the event log keeps it. A change that touches several
@@ -293,9 +309,9 @@ pub(crate) struct Event {
     actor_type: ActorType,
     /// Who made the change: for an issued token its creator (the creating token for one a
     /// token created); for a revocation that came with another's, whoever revoked that
-    /// one.
+    /// one; null for a reporter.
     #[schema(format = "uuid")]
-    actor_id: String,
+    actor_id: Option<String>,
     /// For a revocation that came with another's: the token whose revocation took this
     /// one (a token it descends from, or its successor). Absent otherwise.
     #[schema(format = "uuid", nullable = false)]
@@ -303,6 +319,20 @@ pub(crate) struct Event {
     /// For a rotation: the token that replaces this one. Absent otherwise.
     #[schema(format = "uuid", nullable = false)]
     successor: Option<String>,
+    /// For a `leaked` event, and a revocation that came with one: who reported the leak.
+    #[schema(nullable = false)]
+    reporter: Option<Reporter>,
+    /// What the reporter said the token was found in (GitHub's `commit`, say); forgotten
+    /// after the leak retention (`--leak-retention`, 30 days).
+    #[schema(nullable = false, max_length = 256)]
+    leak_source: Option<String>,
+    /// Where the reporter found it (a URL, or a file and line); forgotten after the leak
+    /// retention.
+    #[schema(nullable = false, max_length = 8192)]
+    leak_url: Option<String>,
+    /// The reporter's name for the kind of token; forgotten after the leak retention.
+    #[schema(nullable = false, max_length = 256)]
+    leak_type: Option<String>,
 }
 
 /// A page of an environment's event log, oldest first.
@@ -423,6 +453,105 @@ pub(crate) struct VerifyHeaders {
     required_environment: Option<String>,
 }
 
+/// The signature of a GitHub secret-scanning report.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct GitHubSignature {
+    /// The identifier of the key in GitHub's key list (`--github-keys-url`) that signed
+    /// the body.
+    #[param(rename = "Github-Public-Key-Identifier")]
+    key_identifier: String,
+    /// The signature: standard base64 of an ASN.1 DER ECDSA P-256 / SHA-256 signature over
+    /// the raw body bytes.
+    #[param(rename = "Github-Public-Key-Signature")]
+    signature: String,
+}
+
+/// The signature of a GitLab secret-detection report.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct GitLabSignature {
+    /// The identifier of the key in GitLab's key list (`--gitlab-keys-url`) that signed
+    /// the body.
+    #[param(rename = "Gitlab-Public-Key-Identifier")]
+    key_identifier: String,
+    /// The signature: standard base64 of an ASN.1 DER ECDSA P-256 / SHA-256 signature over
+    /// the raw body bytes.
+    #[param(rename = "Gitlab-Public-Key-Signature")]
+    signature: String,
+}
+
+/// One token a partner found.
+#[derive(ToSchema)]
+pub(crate) struct PartnerMatch {
+    /// The string found: ours, someone else's, or nothing at all.
+    #[schema(min_length = 1, max_length = 1024)]
+    token: String,
+    /// The partner's name for the kind of token (the pattern registered with it).
+    #[schema(max_length = 256)]
+    r#type: String,
+    /// Where it was found (may be empty).
+    #[schema(max_length = 8192)]
+    url: Option<String>,
+    /// What it was found in (GitHub's `commit`, `content`, `issue_comment`, …; GitLab
+    /// sends none).
+    #[schema(max_length = 256)]
+    source: Option<String>,
+}
+
+/// What became of one match, as GitHub's feedback asks.
+#[derive(ToSchema)]
+pub(crate) struct LeakFeedback {
+    /// The hex (lower-case) SHA-256 of the token as reported: never the token itself.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    token_hash: String,
+    /// The match's `type`.
+    token_type: String,
+    label: LeakLabel,
+}
+
+/// `true_positive` for a token of ours (revoked now, revoked or expired before);
+/// `false_positive` otherwise.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub(crate) enum LeakLabel {
+    TruePositive,
+    FalsePositive,
+}
+
+/// The token types GitLab may send to `POST /v1/revoke_tokens`.
+#[derive(ToSchema)]
+pub(crate) struct RevocableTokenTypes {
+    types: Vec<String>,
+}
+
+/// One token a self-managed GitLab found.
+#[derive(ToSchema)]
+pub(crate) struct GitLabRevocation {
+    /// The token type (one of `GET /v1/revocable_token_types`; others are ignored).
+    r#type: String,
+    /// The string found.
+    token: String,
+    /// Where it was found.
+    location: Option<String>,
+}
+
+/// Tokens someone found.
+#[derive(ToSchema)]
+pub(crate) struct CredentialsRevocation {
+    /// The tokens, as found (`dyn_…`): at most 1,000.
+    #[schema(max_items = 1000)]
+    credentials: Vec<String>,
+}
+
+/// Taken: the same answer whatever the tokens were.
+#[derive(ToSchema)]
+pub(crate) struct CredentialsAccepted {
+    /// How many strings were taken (as many as sent).
+    #[schema(minimum = 0, maximum = 1000)]
+    accepted: u32,
+}
+
 /// An introspection request (RFC 7662 §2.1), as a form.
 #[derive(ToSchema)]
 pub(crate) struct IntrospectionRequest {
@@ -504,6 +633,13 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "gitlabRevocationToken",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "The token in --gitlab-revocation-token-file, alone or after `Bearer `.",
+            ))),
+        );
     }
 }
 
@@ -572,7 +708,7 @@ fn shared_responses() -> Value {
             "content": error,
         },
         "Unavailable": {
-            "description": "The token store is unavailable (e.g. the database cannot be reached): retry after the number of seconds in `Retry-After`",
+            "description": "The token store is unavailable (e.g. the database cannot be reached); for a leak report, also the partner's key list, or a full queue of public reports: retry after the number of seconds in `Retry-After`",
             "headers": { "Retry-After": {
                 "schema": { "type": "integer", "minimum": 0 },
                 "description": format!("Seconds to wait before retrying ({})", apitoken::http::RETRY_AFTER_SECONDS),
@@ -621,7 +757,8 @@ fn note_pattern() -> String {
     tags(
         (name = "tokens", description = "API tokens"),
         (name = "operations", description = "Probes for the platform that runs the server; no token needed"),
-        (name = "gateway", description = "Verification for a gateway in front of other services")
+        (name = "gateway", description = "Verification for a gateway in front of other services"),
+        (name = "leaks", description = "Leaked tokens reported and revoked: secret-scanning partners' signed reports, GitLab's Token Revocation API, and anyone who found one")
     )
 )]
 pub(crate) struct ApiDoc;

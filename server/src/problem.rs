@@ -110,6 +110,8 @@ pub(crate) enum ApiError {
     Token(apitoken::Error),
     /// The server's.
     Problem(Problem),
+    /// An answer made already (a problem with headers of its own, such as `Retry-After`).
+    Response(Response),
 }
 
 impl From<apitoken::Error> for ApiError {
@@ -157,6 +159,7 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Token(e) => e.into_response(),
             ApiError::Problem(p) => p.into_response(),
+            ApiError::Response(r) => r,
         }
     }
 }

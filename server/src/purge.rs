@@ -1,4 +1,5 @@
-//! Deleting tokens that ended long ago, on a schedule: what `apitoken purge` does by hand.
+//! Deleting tokens that ended long ago, old events, and what reporters said of old leaks,
+//! on a schedule: what `apitoken purge` does by hand.
 
 use crate::storage::Issuer;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::time::Duration;
 /// gone.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// Purges at once, then every [`EVERY`], the tokens that ended more than `after` ago.
+/// Purges at once, then every [`EVERY`], the tokens that ended more than `after` ago
+/// (none for `Duration::MAX`), and the events and leak details past their retention.
 /// A failure (the database is down, say) is logged and tried again at the next round.
 pub(crate) async fn periodically(issuer: Arc<Issuer>, after: Duration) {
     let mut ticks = tokio::time::interval(EVERY);
@@ -17,11 +19,15 @@ pub(crate) async fn periodically(issuer: Arc<Issuer>, after: Duration) {
     loop {
         ticks.tick().await;
         match issuer.purge(after).await {
-            Ok(purged) if purged.tokens == 0 => tracing::debug!("purge: nothing to delete"),
+            Ok(purged) if purged.tokens == 0 && purged.events == 0 && purged.leak_details == 0 => {
+                tracing::debug!("purge: nothing to delete");
+            }
             Ok(purged) => tracing::info!(
                 purged = purged.tokens,
                 ended_before = %purged.ended_before,
-                "purged tokens revoked or expired long ago"
+                events = purged.events,
+                leak_details = purged.leak_details,
+                "purged tokens revoked or expired long ago, events past their retention and what reporters said of old leaks"
             ),
             Err(e) => tracing::warn!("purge failed, trying again in an hour: {e}"),
         }

@@ -51,7 +51,10 @@ pub(crate) async fn open(args: &Args) -> Result<Opened, String> {
         ..Limits::default()
     });
     let configure = |builder: TokenIssuerBuilder<DynTokenStore>| {
-        builder.scope_catalog(catalog.clone()).limits(limits)
+        builder
+            .scope_catalog(catalog.clone())
+            .limits(limits)
+            .leak_retention(args.leak_retention)
     };
     let (issuer, feed) = if args.no_cache {
         (handle.issuer(configure(handle.builder())).await?, None)

@@ -1795,6 +1795,11 @@ async fn the_openapi_description_matches_the_answers() {
             "GET /readyz",
             "GET /verify",
             "POST /oauth/introspect",
+            "POST /api/v0/credentials/revoke",
+            "POST /secret-scanning/github",
+            "POST /secret-scanning/gitlab",
+            "GET /v1/revocable_token_types",
+            "POST /v1/revoke_tokens",
         ])
     );
     // The probes need no token; `/readyz` says what its 503 means.

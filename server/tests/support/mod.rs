@@ -227,6 +227,11 @@ impl Server {
             "APITOKEN_NO_CACHE",
             "APITOKEN_CACHE_TTL",
             "APITOKEN_CACHE_STALENESS_MS",
+            "APITOKEN_GITHUB_KEYS_URL",
+            "APITOKEN_GITHUB_TOKEN_FILE",
+            "APITOKEN_GITLAB_KEYS_URL",
+            "APITOKEN_GITLAB_REVOCATION_TOKEN_FILE",
+            "APITOKEN_PUBLIC_REVOKE_PER_MINUTE",
         ] {
             command.env_remove(name);
         }
