@@ -88,6 +88,7 @@ use uuid::Uuid;
 pub async fn run_all(store: &dyn TokenStore) {
     insert_find_and_get(store).await;
     unknown_ids_and_hashes_are_none(store).await;
+    many_hashes_are_found_at_once(store).await;
     duplicates_are_rejected(store).await;
     get_is_scoped_to_environment(store).await;
     fields_round_trip(store).await;
@@ -206,6 +207,53 @@ async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
         .record_last_use(ghost.token.id, base_time())
         .await
         .expect("record_last_use ignores unknown ids");
+}
+
+/// `find_many_by_hash` answers what `find_by_hash` answers for each hash, in order, one
+/// entry per hash (duplicates and misses included), across environments and past one
+/// query's worth of hashes; revoked records are found as revoked.
+async fn many_hashes_are_found_at_once(store: &dyn TokenStore) {
+    assert!(
+        store.find_many_by_hash(&[]).await.unwrap().is_empty(),
+        "no hashes, no answers"
+    );
+    let (env, elsewhere) = (new_environment(), new_environment());
+    let mut hashes = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..600_u32 {
+        let at = base_time() + TimeDelta::microseconds(i64::from(i));
+        let stored = sample_token(if i % 2 == 0 { env } else { elsewhere }, at);
+        if i % 3 == 0 {
+            // Never stored: a miss.
+            hashes.push(stored.hash);
+            expected.push(None);
+            continue;
+        }
+        store.insert(stored.clone(), Limits::NONE).await.unwrap();
+        let mut token = stored.token.clone();
+        if i % 5 == 0 {
+            token = store
+                .revoke(token.environment, token.id, at, by())
+                .await
+                .unwrap()
+                .token;
+        }
+        hashes.push(stored.hash);
+        expected.push(Some(token));
+    }
+    // A hash named twice is answered twice.
+    hashes.push(hashes[1]);
+    expected.push(expected[1].clone());
+    let found = store.find_many_by_hash(&hashes).await.unwrap();
+    assert_eq!(found.len(), hashes.len(), "one answer per hash");
+    for (i, (found, expected)) in found.iter().zip(&expected).enumerate() {
+        assert_eq!(found, expected, "find_many_by_hash, hash {i}");
+        assert_eq!(
+            found,
+            &store.find_by_hash(&hashes[i]).await.unwrap(),
+            "find_many_by_hash agrees with find_by_hash, hash {i}"
+        );
+    }
 }
 
 /// A second record with the same id or the same hash is refused, and nothing of it is
@@ -1948,6 +1996,13 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
         let found = self.inner.find_by_hash(hash).await;
         self.maybe_hold(hash).await;
         found
+    }
+
+    async fn find_many_by_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        self.inner.find_many_by_hash(hashes).await
     }
 
     async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {

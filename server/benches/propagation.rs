@@ -35,9 +35,12 @@
 //! schema of its own, dropped at the end. On a 2-core machine the servers, the database,
 //! the load and the probers share the cores: the times are the whole machine's.
 
+#[path = "support/database.rs"]
+mod database;
+use database::Database;
+
 use apitoken::{
-    Creator, EnvironmentId, IssueRequest, Note, PostgresStore, Scope, SqliteStore, TokenHasher,
-    TokenIssuer, TokenStore, UserId,
+    Creator, EnvironmentId, IssueRequest, Note, Scope, TokenIssuer, TokenStore, UserId,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -115,85 +118,6 @@ fn build_cli() -> PathBuf {
     assert!(status.success(), "building the CLI failed");
     let server = PathBuf::from(env!("CARGO_BIN_EXE_apitoken-server"));
     server.with_file_name("apitoken")
-}
-
-enum Database {
-    Sqlite(PathBuf),
-    Postgres {
-        admin: PostgresStore,
-        schema: String,
-        url: String,
-    },
-}
-
-fn unique() -> String {
-    format!(
-        "apitoken_propagation_{}_{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    )
-}
-
-impl Database {
-    async fn postgres() -> Database {
-        let base = std::env::var("APITOKEN_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let admin = PostgresStore::connect(&base)
-            .await
-            .expect("connect to PostgreSQL");
-        let schema = unique();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-        Database::Postgres { admin, schema, url }
-    }
-
-    async fn sqlite() -> Database {
-        Database::Sqlite(std::env::temp_dir().join(format!("{}.db", unique())))
-    }
-
-    async fn store(&self) -> Box<dyn TokenStore> {
-        let store: Box<dyn TokenStore> = match self {
-            Database::Sqlite(path) => Box::new(SqliteStore::open(path).await.unwrap()),
-            Database::Postgres { url, .. } => Box::new(PostgresStore::connect(url).await.unwrap()),
-        };
-        store
-            .prepare(TokenHasher::unkeyed().fingerprint())
-            .await
-            .unwrap();
-        store
-    }
-
-    fn args(&self) -> Vec<String> {
-        match self {
-            Database::Sqlite(path) => vec!["--db".to_owned(), path.display().to_string()],
-            Database::Postgres { url, .. } => vec!["--database-url".to_owned(), url.clone()],
-        }
-    }
-
-    async fn remove(self) {
-        match self {
-            Database::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }
-            Database::Postgres { admin, schema, .. } => {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                    .execute(admin.pool())
-                    .await
-                    .unwrap();
-                admin.pool().close().await;
-            }
-        }
-    }
 }
 
 /// The tokens of a run: an admin that revokes through the API, one the load sends, and

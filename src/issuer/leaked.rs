@@ -136,16 +136,26 @@ impl<S: TokenStore> TokenIssuer<S> {
             },
         }
         let now = self.now();
-        let mut found = Vec::new();
+        // Ours (parsed, hashed) or not, then every hash looked up at once.
+        let mut parsed: Vec<Option<(usize, &LeakDetails)>> = Vec::new();
+        let mut hashes = Vec::new();
+        for (reported, leak) in reports {
+            parsed.push(self.format.parse(reported).ok().map(|token| {
+                hashes.push(self.hasher.hash(token.expose_secret()));
+                (hashes.len() - 1, leak)
+            }));
+        }
+        let mut looked_up = self.store.find_many_by_hash(&hashes).await?;
+        let mut found = Vec::with_capacity(parsed.len());
         let mut batch: Vec<(EnvironmentId, TokenId, &LeakDetails)> = Vec::new();
         let mut entries: HashMap<TokenId, usize> = HashMap::new();
-        for (reported, leak) in reports {
-            let Ok(parsed) = self.format.parse(reported) else {
+        for reported in parsed {
+            let Some((at, leak)) = reported else {
                 found.push(Found::Known(LeakOutcome::NotOurs));
                 continue;
             };
-            let hash = self.hasher.hash(parsed.expose_secret());
-            found.push(match self.store.find_by_hash(&hash).await? {
+            let token = looked_up.get_mut(at).and_then(Option::take);
+            found.push(match token {
                 None => Found::Known(LeakOutcome::Unknown),
                 Some(token) if !token.active => Found::Known(LeakOutcome::AlreadyRevoked(token)),
                 Some(token) if !token.is_live_at(now) => Found::Known(LeakOutcome::Expired(token)),

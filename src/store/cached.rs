@@ -614,6 +614,15 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.fill(hash, now).await
     }
 
+    /// Read from the store, not the cache: the leak path, its one caller, acts on what
+    /// it finds, and a cached entry may be up to the staleness bound behind.
+    async fn find_many_by_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        self.inner.find_many_by_hash(hashes).await
+    }
+
     async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
         if let Some(found) = self.find_credential_now(hash) {
             return Ok(found);

@@ -884,6 +884,17 @@ impl TokenStore for MemoryStore {
         Ok(inner.table.find(hash).and_then(|at| inner.token_at(at)))
     }
 
+    async fn find_many_by_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        let inner = self.read();
+        Ok(hashes
+            .iter()
+            .map(|hash| inner.table.find(hash).and_then(|at| inner.token_at(at)))
+            .collect())
+    }
+
     async fn find_credential(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
         Ok(self.read().credential(hash))
     }

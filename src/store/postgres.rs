@@ -91,6 +91,7 @@ use chrono::{DateTime, Utc};
 use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
@@ -951,6 +952,36 @@ impl TokenStore for PostgresStore {
         let found: bool = row.try_get("found").map_err(err)?;
         let token = PostgresSql::decode(row)?;
         Ok(found.then_some(token))
+    }
+
+    async fn find_many_by_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        const QUERY: &str = concat!(
+            "SELECT hash, ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE hash = ANY($1)"
+        );
+        let wanted: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
+        let rows = self
+            .retrying(|| async {
+                sqlx::query(QUERY)
+                    .bind(&wanted)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        let mut found: HashMap<[u8; 32], Token> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let hash: Vec<u8> = row.try_get("hash").map_err(err)?;
+            let token = PostgresSql::decode(row)?;
+            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                found.insert(hash, token);
+            }
+        }
+        Ok(sql::in_order(hashes, &found))
     }
 
     async fn get(

@@ -803,6 +803,21 @@ macro_rules! token_columns {
 }
 pub(crate) use token_columns;
 
+/// How many hashes one query of `find_many_by_hash` reads on SQLite (its default limit
+/// of bound parameters is 32,766; fewer keeps each statement small).
+pub(crate) const HASHES_PER_QUERY: usize = 250;
+
+/// Puts each found token back in the order of `hashes`: one entry per hash.
+pub(crate) fn in_order(
+    hashes: &[crate::hash::TokenHash],
+    found: &std::collections::HashMap<[u8; 32], Token>,
+) -> Vec<Option<Token>> {
+    hashes
+        .iter()
+        .map(|hash| found.get(hash.as_bytes()).cloned())
+        .collect()
+}
+
 /// The columns of an event, in this order, as a literal for `concat!`.
 /// How many leaked tokens one transaction of `revoke_leaked_many` revokes: few commits for
 /// a large report, and no lock held for long.

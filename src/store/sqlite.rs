@@ -856,6 +856,37 @@ impl TokenStore for SqliteStore {
         Ok(found.then_some(token))
     }
 
+    async fn find_many_by_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        let mut found: HashMap<[u8; 32], Token> = HashMap::with_capacity(hashes.len());
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        for chunk in hashes.chunks(sql::HASHES_PER_QUERY) {
+            let mut query = String::from(concat!(
+                "SELECT hash, ",
+                token_columns!(),
+                " FROM apitoken_tokens WHERE hash IN ("
+            ));
+            for i in 0..chunk.len() {
+                query.push_str(if i == 0 { "?" } else { ", ?" });
+            }
+            query.push(')');
+            let mut select = sqlx::query(sqlx::AssertSqlSafe(query));
+            for hash in chunk {
+                select = select.bind(hash.as_bytes().as_slice());
+            }
+            for row in select.fetch_all(&mut *conn).await.map_err(err)? {
+                let hash: Vec<u8> = row.try_get("hash").map_err(err)?;
+                let token = self.last_use.merge(SqliteSql::decode(row)?);
+                if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                    found.insert(hash, token);
+                }
+            }
+        }
+        Ok(sql::in_order(hashes, &found))
+    }
+
     async fn get(
         &self,
         environment: EnvironmentId,
