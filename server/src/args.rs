@@ -36,8 +36,8 @@ Hash key:
   APITOKEN_HASH_KEY (64 hex characters) or --hash-key-file, as for the CLI; the database
   refuses any key other than the one it was created with.
 
-The address actually bound is printed on standard output (`listening on http://…`, useful
-with --listen 127.0.0.1:0); logs go to standard error and never hold a token. SIGINT or
+The address actually bound is printed on standard output (`listening on http://…`, or
+https:// with --tls-cert; useful with --listen 127.0.0.1:0); logs go to standard error and never hold a token. SIGINT or
 SIGTERM stops the server after the requests in flight, or after --shutdown-timeout.
 
 Cache:
@@ -85,6 +85,17 @@ pub(crate) struct Args {
     /// the counters tell apart the authentication failures that clients all see as one 401
     #[arg(long, env = "APITOKEN_METRICS_LISTEN", value_name = "ADDRESS")]
     pub(crate) metrics_listen: Option<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first), with
+    /// --tls-key; read again on SIGHUP (connections already open keep theirs). Without
+    /// it, plain HTTP, for a reverse proxy in front that holds the certificate
+    #[arg(long, env = "APITOKEN_TLS_CERT", value_name = "PATH")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); refused when group or
+    /// others may write it
+    #[arg(long, env = "APITOKEN_TLS_KEY", value_name = "PATH")]
+    pub(crate) tls_key: Option<PathBuf>,
 
     #[command(flatten)]
     pub(crate) storage: apitoken_ops::StorageArgs,

@@ -20,6 +20,7 @@ mod purge;
 mod serve;
 mod stall;
 mod storage;
+mod tls;
 mod verify;
 
 use std::io::Write;
@@ -63,6 +64,16 @@ async fn run(args: args::Args) -> Result<(), String> {
             usize::try_from(args.max_connections_per_client).unwrap_or(usize::MAX),
         ),
         shutdown: args::seconds(args.shutdown_timeout),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--tls-cert and --tls-key go together: give both (PEM files) for HTTPS, or neither for plain HTTP"
+                    .to_owned(),
+            );
+        }
     };
     let storage::Opened {
         issuer,
@@ -113,7 +124,8 @@ async fn run(args: args::Args) -> Result<(), String> {
     );
     // The one line on standard output, for people and for scripts that chose port 0.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on http://{address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let _ = writeln!(stdout, "listening on {scheme}://{address}");
     let _ = stdout.flush();
     drop(stdout);
 
@@ -129,7 +141,13 @@ async fn run(args: args::Args) -> Result<(), String> {
     let revoking =
         public_queue.map(|queue| tokio::spawn(leak::revoke_public(issuer.clone(), queue)));
     let router = api::router(issuer, args.introspection_scope.clone(), Arc::new(intake));
-    serve::serve(listener, router, limits, shutdown_signal()).await;
+    let reloading = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls::reload_on_sighup(tls)));
+    serve::serve(listener, router, limits, tls, shutdown_signal()).await;
+    if let Some(reloading) = reloading {
+        reloading.abort();
+    }
     purging.abort();
     if let Some(revoking) = revoking {
         revoking.abort();

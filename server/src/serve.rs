@@ -1,12 +1,13 @@
-//! The accept loop: one hyper HTTP/1 connection per client, at most `max_connections` of
-//! them and at most `max_connections_per_client` from one client, each with a watchdog for
-//! clients that stall, and a shutdown with a deadline.
+//! The accept loop: one hyper HTTP/1 connection per client (over TLS with `--tls-cert`),
+//! at most `max_connections` of them and at most `max_connections_per_client` from one
+//! client, each with a watchdog for clients that stall, and a shutdown with a deadline.
 //!
 //! `axum::serve` has none of these knobs, so this is the loop it runs inside, with them.
 
 use crate::clients::{Client, ClientSlots, Slot};
 use crate::metrics::METRICS;
 use crate::stall::{self, Activity, Phase, Timeouts, Watched, WatchedBody};
+use crate::tls::Tls;
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
@@ -97,6 +98,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     signal: impl Future<Output = ()>,
 ) {
     let (stop, stopping) = watch::channel(false);
@@ -148,6 +150,7 @@ pub(crate) async fn serve(
                     slot,
                     app.clone(),
                     limits.timeouts,
+                    tls.clone(),
                     stopping.clone(),
                 ));
             }
@@ -233,19 +236,71 @@ impl Refusals {
     }
 }
 
-/// Serves one client until it closes, stalls, or the server stops. `_slot`, its client's
-/// count, is part of the task: it is given back when the task ends or is dropped.
+/// Serves one client until it closes, stalls, or the server stops: over TLS when `tls`
+/// is set, after a handshake that must end within the header timeout. `_slot`, its
+/// client's count, is part of the task: it is given back when the task ends or is
+/// dropped.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     _slot: Option<Slot>,
     app: Router,
     timeouts: Timeouts,
-    mut stopping: watch::Receiver<bool>,
+    tls: Option<Arc<Tls>>,
+    stopping: watch::Receiver<bool>,
 ) {
     let _open = OpenConnection::new();
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let watched = Watched::new(stream, activity.clone());
+    let Some(tls) = tls else {
+        return http(
+            TokioIo::new(watched),
+            peer,
+            app,
+            timeouts,
+            activity,
+            stopping,
+        )
+        .await;
+    };
+    match tokio::time::timeout(timeouts.header, tls.acceptor().accept(watched)).await {
+        Ok(Ok(stream)) => {
+            http(
+                TokioIo::new(stream),
+                peer,
+                app,
+                timeouts,
+                activity,
+                stopping,
+            )
+            .await;
+        }
+        // A scanner, a plain-HTTP client, a client that does not trust the certificate:
+        // the client's doing, and frequent.
+        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => {
+            METRICS.connections_stalled.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                %peer,
+                timeout = "header",
+                seconds = timeouts.header.as_secs(),
+                "closed a connection that stalled in its TLS handshake"
+            );
+        }
+    }
+}
+
+/// HTTP/1 over `io` until the client closes, stalls, or the server stops.
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    timeouts: Timeouts,
+    activity: Arc<Activity>,
+    mut stopping: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = {
         let activity = activity.clone();
         service_fn(move |request| handle(app.clone(), activity.clone(), peer, request))

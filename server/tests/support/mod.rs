@@ -232,6 +232,8 @@ impl Server {
             "APITOKEN_GITLAB_KEYS_URL",
             "APITOKEN_GITLAB_REVOCATION_TOKEN_FILE",
             "APITOKEN_PUBLIC_REVOKE_PER_MINUTE",
+            "APITOKEN_TLS_CERT",
+            "APITOKEN_TLS_KEY",
         ] {
             command.env_remove(name);
         }
@@ -284,6 +286,7 @@ impl Server {
             });
         let addr = line
             .strip_prefix("listening on http://")
+            .or_else(|| line.strip_prefix("listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         server.addr = addr.parse().unwrap();
         server
@@ -310,11 +313,16 @@ impl Server {
 
     /// Sends SIGTERM.
     pub(crate) fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, …).
+    pub(crate) fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
+        assert!(sent.success(), "kill -{name} failed");
     }
 
     /// Waits for the server to exit (failing after `within`); returns its status and its
