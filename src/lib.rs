@@ -52,7 +52,7 @@ pub use note::{MAX_NOTE_CHARS, Note, NoteError};
 pub use principal::Principal;
 pub use scope::{MAX_SCOPE_LEN, REFERENCE_SCOPES, Scope, ScopeCatalog, ScopeError, Scopes};
 pub use secret::RawToken;
-pub use store::cached::CachedStore;
+pub use store::cached::{CacheStats, CachedStore};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresStore, PostgresTimeouts};

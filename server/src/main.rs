@@ -83,6 +83,9 @@ async fn run(args: args::Args) -> Result<(), String> {
     let storage = handle.describe();
     let cached = feed.is_some();
     // Following before serving: no change made from here on is missed.
+    if let Some(following) = &feed {
+        metrics::METRICS.cache(following.cache.clone());
+    }
     let following = feed.map(|following| {
         tokio::spawn(feed::follow(
             following.cache,

@@ -47,6 +47,8 @@ pub(crate) struct Metrics {
     feed_synced_micros: AtomicI64,
     feed_interruptions: AtomicU64,
     feed_missed: AtomicU64,
+    /// The cache authentication reads through, once there is one.
+    cache: std::sync::OnceLock<std::sync::Arc<crate::feed::Cache>>,
     /// (reporter, what became of the report) → reports.
     leak_reports: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// (reporter, outcome) → reported tokens.
@@ -80,6 +82,7 @@ impl Metrics {
             feed_synced_micros: AtomicI64::new(0),
             feed_interruptions: AtomicU64::new(0),
             feed_missed: AtomicU64::new(0),
+            cache: std::sync::OnceLock::new(),
             leak_reports: Mutex::new(BTreeMap::new()),
             leaked_tokens: Mutex::new(BTreeMap::new()),
         }
@@ -106,6 +109,11 @@ impl Metrics {
     /// Events were pruned before the feed read them.
     pub(crate) fn feed_missed(&self) {
         self.feed_missed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reports `cache`'s hits and misses from now on.
+    pub(crate) fn cache(&self, cache: std::sync::Arc<crate::feed::Cache>) {
+        let _ = self.cache.set(cache);
     }
 
     /// A leak report from `reporter` was `what` (taken, unsigned, bad_signature, …).
@@ -286,6 +294,24 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
             }
+        }
+        if let Some(cache) = self.cache.get() {
+            let stats = cache.stats();
+            let _ = writeln!(
+                out,
+                "# HELP apitoken_cache_lookups_total Token look-ups by hash (authentication) answered from the cache (hit) or by reading the store (miss)."
+            );
+            let _ = writeln!(out, "# TYPE apitoken_cache_lookups_total counter");
+            let _ = writeln!(
+                out,
+                "apitoken_cache_lookups_total{{result=\"hit\"}} {}",
+                stats.hits
+            );
+            let _ = writeln!(
+                out,
+                "apitoken_cache_lookups_total{{result=\"miss\"}} {}",
+                stats.misses
+            );
         }
         for (name, help, label, counts) in [
             (

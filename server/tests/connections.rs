@@ -401,7 +401,17 @@ async fn one_client_cannot_hold_more_than_its_limit() {
     assert!(served.starts_with("HTTP/1.1 200 "), "{served}");
     // Neither the refusal nor the other client disturbed the connections held.
     assert!(held.iter().all(|(reader, _)| still_open(reader)));
-    let logs = server.logs();
+    // The refusal is logged after it is sent: wait for the line rather than race it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = server.logs();
+        if logs.contains("refused connections over the per-client cap")
+            || std::time::Instant::now() > deadline
+        {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let line = logs
         .lines()
         .find(|l| l.contains("refused connections over the per-client cap"))

@@ -398,6 +398,18 @@ async fn metrics_count_requests_and_refused_tokens_on_their_own_address() {
         .parse()
         .unwrap();
     assert!(open <= 2, "{text}");
+    // Authentication read through the cache: the admin's first request filled it, its
+    // next ones were answered from it; the revoked and the unknown token were read.
+    let lookups = |result: &str| -> u64 {
+        let prefix = format!("apitoken_cache_lookups_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no cache {result}s in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(lookups("hit") >= 2, "{text}");
+    assert!(lookups("miss") >= 3, "{text}");
     assert!(!text.contains(&admin.raw) && !text.contains(&reader.raw));
     let (status, logs) = server.terminate();
     assert!(status.success(), "{logs}");

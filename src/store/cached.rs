@@ -11,7 +11,7 @@ use core::fmt;
 use core::hash::{BuildHasherDefault, Hasher};
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 const SHARDS: usize = 16;
@@ -85,6 +85,21 @@ pub struct CachedStore<S> {
     /// Until when, by the clock in microseconds, the feed has applied every change:
     /// `i64::MIN` before it first caught up.
     synced_micros: AtomicI64,
+    /// Look-ups by hash answered from an entry, and those that read the store.
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How a [`CachedStore`] has answered look-ups by hash (what authentication does) since
+/// it was made: from an entry (`hits`), or by reading the store (`misses`; a look-up that
+/// joined one already under way counts as a miss too). For a hit ratio in metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Answered from a cached entry, positive or negative.
+    pub hits: u64,
+    /// Answered by reading the store.
+    pub misses: u64,
 }
 
 #[derive(Default)]
@@ -229,6 +244,8 @@ impl<S: TokenStore> CachedStore<S> {
             coherent: false,
             staleness_micros: 1_000_000,
             synced_micros: AtomicI64::new(i64::MIN),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -313,6 +330,29 @@ impl<S: TokenStore> CachedStore<S> {
         match self.synced_micros.load(Ordering::Acquire) {
             i64::MIN => None,
             micros => DateTime::from_timestamp_micros(micros),
+        }
+    }
+
+    /// How look-ups by hash were answered since the cache was made: a hit ratio for
+    /// metrics.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use apitoken::{CachedStore, MemoryStore, TokenHasher, TokenStore};
+    ///
+    /// let cache = CachedStore::new(MemoryStore::new());
+    /// let hash = TokenHasher::unkeyed().hash("dyn_never_issued");
+    /// cache.find_by_hash(&hash).await?; // read from the store: a miss
+    /// cache.find_by_hash(&hash).await?; // the negative entry: a hit
+    /// let stats = cache.stats();
+    /// assert_eq!((stats.hits, stats.misses), (1, 1));
+    /// # Ok::<(), apitoken::StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
         }
     }
 
@@ -500,6 +540,7 @@ impl<S: TokenStore> CachedStore<S> {
         hash: &TokenHash,
         now: DateTime<Utc>,
     ) -> Result<Option<Token>, StoreError> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let mut ticket = Ticket::take(&self.invalidations);
         let found = self.inner.find_by_hash(hash).await;
         let mut invalidations = lock_invalidations(&self.invalidations);
@@ -609,6 +650,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             && entry.fresh_until > now
             && self.provably_fresh(entry.read_micros, now)
         {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(entry.token.clone());
         }
         self.fill(hash, now).await
@@ -635,8 +677,12 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         let now = self.clock.now();
         let shard = lock(self.shard(hash));
         let entry = shard.entries.get(hash)?;
-        (entry.fresh_until > now && self.provably_fresh(entry.read_micros, now))
-            .then(|| entry.token.as_ref().map(Credential::from))
+        let found = (entry.fresh_until > now && self.provably_fresh(entry.read_micros, now))
+            .then(|| entry.token.as_ref().map(Credential::from));
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
     }
 
     /// A coherent cache answers from a fresh entry when it holds the token (what
