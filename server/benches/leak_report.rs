@@ -20,28 +20,26 @@
 
 #[path = "support/database.rs"]
 mod database;
+#[path = "../tests/support/partner.rs"]
+mod partner;
 
 use apitoken::{
     Creator, EnvironmentId, EventCursor, EventKind, IssueRequest, MemoryStore, Note, TokenIssuer,
     TokenStore, UserId,
 };
-use base64ct::{Base64, Encoding};
 use bytes::Bytes;
 use database::Database;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use p256::ecdsa::SigningKey;
-use p256::ecdsa::signature::Signer;
+use partner::{KEY_ID, KeyServer, Partner};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MATCHES: usize = 1_000;
-const KEY_ID: &str = "bench";
 
 fn main() {
     let rounds = std::env::var("APITOKEN_BENCH_ROUNDS")
@@ -56,33 +54,27 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let signing = SigningKey::from_slice(&[0x5e; 32]).unwrap();
-        let keys = serve_key_list(&signing).await;
+        let partner = Partner::generate();
+        let keys = KeyServer::start(partner.key_list()).await;
         for store in stores.split(',').map(str::trim) {
             let database = match store {
                 "sqlite" => Database::sqlite().await,
                 "postgres" => Database::postgres().await,
                 other => panic!("unknown store {other:?}: sqlite or postgres"),
             };
-            bench(store, &database, &signing, keys, rounds).await;
+            bench(store, &database, &partner, &keys.url(), rounds).await;
             database.remove().await;
         }
     });
 }
 
-async fn bench(
-    name: &str,
-    database: &Database,
-    signing: &SigningKey,
-    keys: SocketAddr,
-    rounds: usize,
-) {
+async fn bench(name: &str, database: &Database, partner: &Partner, keys_url: &str, rounds: usize) {
     let store = database.store().await;
     let issuer = TokenIssuer::builder(store).build();
     let mut args = database.args();
     args.extend([
         "--github-keys-url".to_owned(),
-        format!("http://{keys}/keys"),
+        keys_url.to_owned(),
         "--log-level".to_owned(),
         "warn".to_owned(),
     ]);
@@ -97,15 +89,10 @@ async fn bench(
                 .collect(),
         )
         .to_string();
-        let signature: p256::ecdsa::Signature = signing.sign(body.as_bytes());
+        let signature = partner.sign(body.as_bytes());
         let head = issuer.store().event_head().await.unwrap();
         let started = Instant::now();
-        let (status, answer) = post(
-            server.addr,
-            body,
-            Base64::encode_string(signature.to_der().as_bytes()),
-        )
-        .await;
+        let (status, answer) = post(server.addr, body, signature).await;
         times.push(started.elapsed());
         check(&issuer, status, &answer, head).await;
     }
@@ -193,52 +180,6 @@ async fn check<S: TokenStore>(
         after = page.next;
     }
     assert_eq!(leaked, MATCHES / 2, "every live token revoked exactly once");
-}
-
-/// Serves the key list of `signing`'s public key at any path, until the process ends.
-async fn serve_key_list(signing: &SigningKey) -> SocketAddr {
-    // The SubjectPublicKeyInfo header every P-256 key shares, then the point.
-    const SPKI_HEADER: [u8; 26] = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
-    let mut der = SPKI_HEADER.to_vec();
-    der.extend_from_slice(signing.verifying_key().to_sec1_point(false).as_bytes());
-    let b64 = Base64::encode_string(&der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|line| std::str::from_utf8(line).unwrap())
-        .collect();
-    let pem = format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        lines.join("\n")
-    );
-    let list = json!({"public_keys": [{"key_identifier": KEY_ID, "key": pem, "is_current": true}]})
-        .to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let list = list.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0_u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{list}",
-                    list.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    addr
 }
 
 /// Posts a signed report; the status and the whole answer.

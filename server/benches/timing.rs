@@ -43,9 +43,13 @@
 //! `--log-level error` to see what logging costs). The servers log at their default level
 //! to a temporary file, as a deployed server writes to a file or a pipe.
 
+#[path = "support/database.rs"]
+mod database;
+use database::Database;
+
 use apitoken::{
-    Creator, EnvironmentId, IssueRequest, Note, PostgresStore, Scope, Scopes, SqliteStore,
-    TokenFormat, TokenHasher, TokenIssuer, TokenStore, UserId,
+    Creator, EnvironmentId, IssueRequest, Note, Scope, Scopes, TokenFormat, TokenIssuer,
+    TokenStore, UserId,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -112,90 +116,16 @@ impl Tokens {
     }
 }
 
-/// Where the server's records live.
-enum Database {
-    Sqlite(PathBuf),
-    Postgres {
-        admin: PostgresStore,
-        schema: String,
-        url: String,
-    },
-}
-
-impl Database {
-    async fn create() -> (Database, Box<dyn TokenStore>) {
-        let fingerprint = TokenHasher::unkeyed().fingerprint();
-        let unique = format!(
-            "apitoken_timing_{}_{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
-        match std::env::var("APITOKEN_TIMING_STORE").as_deref() {
-            Ok("postgres") => {
-                let base = std::env::var("APITOKEN_TEST_POSTGRES_URL")
-                    .ok()
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-                let admin = PostgresStore::connect(&base)
-                    .await
-                    .expect("connect to PostgreSQL");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {unique}")))
-                    .execute(admin.pool())
-                    .await
-                    .unwrap();
-                let separator = if base.contains('?') { '&' } else { '?' };
-                let url = format!("{base}{separator}options=-c%20search_path%3D{unique}");
-                let store = PostgresStore::connect(&url).await.unwrap();
-                store.prepare(fingerprint).await.unwrap();
-                let database = Database::Postgres {
-                    admin,
-                    schema: unique,
-                    url,
-                };
-                (database, Box::new(store))
-            }
-            Ok("sqlite") | Err(_) => {
-                let path = std::env::temp_dir().join(format!("{unique}.db"));
-                let store = SqliteStore::open(&path).await.unwrap();
-                store.prepare(fingerprint).await.unwrap();
-                (Database::Sqlite(path), Box::new(store))
-            }
-            Ok(other) => panic!("APITOKEN_TIMING_STORE={other}: expected sqlite or postgres"),
-        }
-    }
-
-    fn args(&self) -> Vec<String> {
-        match self {
-            Database::Sqlite(path) => vec!["--db".to_owned(), path.display().to_string()],
-            Database::Postgres { url, .. } => vec!["--database-url".to_owned(), url.clone()],
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            Database::Sqlite(_) => "SQLite file",
-            Database::Postgres { .. } => "PostgreSQL",
-        }
-    }
-
-    async fn remove(self) {
-        match self {
-            Database::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }
-            Database::Postgres { admin, schema, .. } => {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                    .execute(admin.pool())
-                    .await
-                    .unwrap();
-                admin.pool().close().await;
-            }
-        }
-    }
+/// The database of the run: `APITOKEN_TIMING_STORE` (sqlite, the default, or postgres),
+/// and a store on it.
+async fn create_database() -> (Database, Box<dyn TokenStore>) {
+    let database = match std::env::var("APITOKEN_TIMING_STORE").as_deref() {
+        Ok("postgres") => Database::postgres().await,
+        Ok("sqlite") | Err(_) => Database::sqlite().await,
+        Ok(other) => panic!("APITOKEN_TIMING_STORE={other}: expected sqlite or postgres"),
+    };
+    let store = database.store().await;
+    (database, store)
 }
 
 /// Issues the tokens: the revoked and expired ones for real, the unknown one into nothing.
@@ -441,7 +371,7 @@ fn main() {
 }
 
 async fn run(rounds: usize, per_server: usize) {
-    let (database, store) = Database::create().await;
+    let (database, store) = create_database().await;
     let (tokens, expired_after) = issue_tokens(store).await;
     let mut servers = vec![Server::start(
         "current",

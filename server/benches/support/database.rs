@@ -59,6 +59,14 @@ impl Database {
         store
     }
 
+    /// What it is, for a report.
+    pub(crate) fn describe(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "SQLite file",
+            Database::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
     pub(crate) fn args(&self) -> Vec<String> {
         match self {
             Database::Sqlite(path) => vec!["--db".to_owned(), path.display().to_string()],

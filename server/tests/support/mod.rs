@@ -154,6 +154,8 @@ pub(crate) async fn sqlite_store(path: &Path, key: Option<&HashKey>) -> SqliteSt
     store
 }
 
+pub(crate) mod partner;
+
 #[path = "../../../tests/support/postgres_url.rs"]
 mod postgres_url;
 #[allow(unused_imports)] // not every test file needs PostgreSQL
