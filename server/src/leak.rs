@@ -819,17 +819,25 @@ pub(crate) async fn public_revoke(
 pub(crate) struct RateLimiter {
     per_minute: u32,
     burst: u32,
-    /// Client → (allowance left, as of when). Its hasher is the standard library's
-    /// randomly keyed one: clients choose their addresses.
-    buckets: Mutex<HashMap<Client, (f64, Instant)>>,
+    /// Client → (allowance left, as of when), and when full allowances were last
+    /// forgotten. Its hasher is the standard library's randomly keyed one: clients choose
+    /// their addresses.
+    buckets: Mutex<(Buckets, Option<Instant>)>,
 }
+
+/// Each client's allowance left, and as of when.
+type Buckets = HashMap<Client, (f64, Instant)>;
+
+/// How often, at most, a full rate limiter looks for clients to forget: each look reads
+/// every entry, and new clients must not be able to make every request pay for one.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl RateLimiter {
     pub(crate) fn new(per_minute: u32, burst: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
             burst: burst.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new((HashMap::new(), None)),
         }
     }
 
@@ -841,10 +849,14 @@ impl RateLimiter {
         let refilled = |(left, at): (f64, Instant)| {
             (left + now.saturating_duration_since(at).as_secs_f64() * rate).min(burst)
         };
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (buckets, swept) = &mut *guard;
         if buckets.len() >= MAX_RATE_CLIENTS && !buckets.contains_key(&client) {
-            // A full allowance is what an absent client has: forget those.
-            buckets.retain(|_, bucket| refilled(*bucket) < burst);
+            if swept.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY) {
+                // A full allowance is what an absent client has: forget those.
+                buckets.retain(|_, bucket| refilled(*bucket) < burst);
+                *swept = Some(now);
+            }
             if buckets.len() >= MAX_RATE_CLIENTS {
                 return Err(Duration::from_secs(60));
             }
@@ -907,6 +919,27 @@ mod tests {
             assert_eq!(limiter.take(client(1), later), Ok(()));
         }
         assert!(limiter.take(client(1), later).is_err());
+    }
+
+    #[test]
+    fn a_full_limiter_refuses_new_clients_until_others_refill() {
+        let limiter = RateLimiter::new(60, 1);
+        let start = Instant::now();
+        let v6 = |n: u64| {
+            Client::of(IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                u128::from(n) << 64,
+            )))
+        };
+        for n in 0..MAX_RATE_CLIENTS as u64 {
+            assert_eq!(limiter.take(v6(n), start), Ok(()));
+        }
+        // Full, and every client's allowance spent: a new one waits.
+        assert!(limiter.take(client(1), start).is_err());
+        // A second later the allowances have refilled and are forgotten at once.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(limiter.take(client(1), later), Ok(()));
+        let (buckets, _) = &*limiter.buckets.lock().unwrap();
+        assert_eq!(buckets.len(), 1);
     }
 
     #[test]
