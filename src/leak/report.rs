@@ -39,8 +39,14 @@ impl Report {
         if body.len() > MAX_REPORT_BYTES {
             return Err(ReportError::TooLarge { len: body.len() });
         }
+        // JSON is UTF-8 (RFC 8259 §8.1). Checked whole and first: reading from a slice,
+        // serde_json skips the strings of ignored fields without checking them.
+        let body = core::str::from_utf8(body).map_err(|e| {
+            let (line, column) = position(body, e.valid_up_to());
+            ReportError::Malformed { line, column }
+        })?;
         let mut failure = None;
-        let mut de = serde_json::Deserializer::from_slice(body);
+        let mut de = serde_json::Deserializer::from_str(body);
         let read = (&mut de)
             .deserialize_seq(Matches {
                 failure: &mut failure,
@@ -66,6 +72,20 @@ impl Report {
     pub fn into_matches(self) -> Vec<Match> {
         self.matches
     }
+}
+
+/// The line and column, counted from 1, of byte `at` of `body` (columns in bytes, as
+/// serde_json counts them).
+fn position(body: &[u8], at: usize) -> (usize, usize) {
+    let before = body.get(..at).unwrap_or(body);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |nl| nl + 1)
+        + 1;
+    (line, column)
 }
 
 /// Reads the array, checking each match as it arrives, so that reading stops at the first
