@@ -405,6 +405,22 @@ fn report_unreadable(e: BytesRejection) -> Problem {
     }
 }
 
+/// The body as text: JSON is UTF-8, in the fields a route ignores too (serde_json skips
+/// those unchecked when it reads bytes).
+fn utf8(body: &[u8]) -> Result<&str, Problem> {
+    std::str::from_utf8(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!(
+                "the body is not JSON: byte {} is not UTF-8",
+                e.valid_up_to()
+            ),
+        )
+        .logged()
+    })
+}
+
 fn no_intake() -> Problem {
     Problem::not_found(
         "no_leak_intake",
@@ -548,7 +564,7 @@ pub(crate) async fn revoke_tokens(
 ) -> Result<Response, ApiError> {
     let api = revocation_api(&state, &headers)?;
     let body = body.map_err(report_unreadable)?;
-    let entries: Vec<Revocation> = serde_json::from_slice(&body).map_err(|e| {
+    let entries: Vec<Revocation> = serde_json::from_str(utf8(&body)?).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_revocation",
@@ -777,7 +793,7 @@ pub(crate) async fn public_revoke(
             crate::body::unreadable(e)
         }
     })?;
-    let Credentials { credentials } = serde_json::from_slice(&body).map_err(|e| {
+    let Credentials { credentials } = serde_json::from_str(utf8(&body)?).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_credentials",

@@ -552,7 +552,12 @@ async fn a_self_managed_gitlab_revokes_through_the_revocation_api() {
         .send()
         .await
         .expect(204);
-    for bad in [&b"{}"[..], b"[{\"type\": 1}]", b"nope"] {
+    for bad in [
+        &b"{}"[..],
+        b"[{\"type\": 1}]",
+        b"nope",
+        b"[{\"type\": \"t\", \"token\": \"x\", \"other\": \"\xff\"}]",
+    ] {
         revoke(bad.to_vec(), "gl-revocation-s3cret")
             .send()
             .await
@@ -635,6 +640,13 @@ async fn anyone_may_report_a_token_and_learns_nothing_from_the_answer() {
             .header("content-type", content_type)
             .body(body.to_vec())
     };
+    call(
+        b"{\"credentials\": [], \"x\": \"\xff\"}",
+        "application/json",
+    )
+    .send()
+    .await
+    .expect(400);
     call(br#"{"credentials": [1]}"#, "application/json")
         .send()
         .await
