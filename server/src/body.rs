@@ -73,11 +73,17 @@ async fn bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Pro
 
 /// Why a body could not be read: 413 past [`MAX_BODY_BYTES`], 400 otherwise.
 pub(crate) fn unreadable(e: BytesRejection) -> Problem {
+    unreadable_within(e, MAX_BODY_BYTES)
+}
+
+/// Why a body could not be read on a route whose limit is `limit` bytes (set with its
+/// own `DefaultBodyLimit`): 413 past it, 400 otherwise.
+pub(crate) fn unreadable_within(e: BytesRejection, limit: usize) -> Problem {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the body is too large: at most {MAX_BODY_BYTES} bytes"),
+            format!("the body is too large: at most {limit} bytes"),
         )
     } else {
         Problem::new(

@@ -61,7 +61,7 @@ pub(crate) struct Partner {
 
 impl Partner {
     /// GitHub, with its headers, over `keys`.
-    pub(crate) fn github(keys: Arc<dyn KeySource>) -> Partner {
+    fn github(keys: Arc<dyn KeySource>) -> Partner {
         Partner {
             reporter: LeakReporter::GitHub,
             keys,
@@ -71,7 +71,7 @@ impl Partner {
     }
 
     /// GitLab, with its headers, over `keys`.
-    pub(crate) fn gitlab(keys: Arc<dyn KeySource>) -> Partner {
+    fn gitlab(keys: Arc<dyn KeySource>) -> Partner {
         Partner {
             reporter: LeakReporter::GitLab,
             keys,
@@ -91,7 +91,7 @@ pub(crate) struct RevocationApi {
 }
 
 impl RevocationApi {
-    pub(crate) fn new(token: &str, token_type: String) -> RevocationApi {
+    fn new(token: &str, token_type: String) -> RevocationApi {
         RevocationApi {
             token: blake3::hash(token.as_bytes()),
             token_type,
@@ -114,17 +114,90 @@ impl RevocationApi {
 
 /// Everything the leak routes share; a route whose part is `None` answers 404.
 pub(crate) struct Intake {
-    pub(crate) github: Option<Partner>,
-    pub(crate) gitlab: Option<Partner>,
-    pub(crate) revocation_api: Option<RevocationApi>,
-    pub(crate) public: Option<PublicIntake>,
+    github: Option<Partner>,
+    gitlab: Option<Partner>,
+    revocation_api: Option<RevocationApi>,
+    public: Option<PublicIntake>,
     /// How long a partner's report may take before it is answered anyway.
-    pub(crate) deadline: Duration,
+    deadline: Duration,
+}
+
+/// The leak routes as the options configure them, and the public endpoint's queue (to
+/// spawn [`revoke_public`] on). The partners' key lists are fetched in the
+/// background.
+pub(crate) fn intake(args: &crate::args::Args) -> Result<(Intake, Option<PublicQueue>), String> {
+    let secret = |path: &std::path::Path, what: &str| {
+        let (secret, warnings) = apitoken_ops::read_secret_file(path, what)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok::<_, String>(secret)
+    };
+    let github = if args.github_keys_url.trim().is_empty() {
+        None
+    } else {
+        let token = match &args.github_token_file {
+            Some(path) => Some(secret(path, "the GitHub token file")?),
+            None => None,
+        };
+        let keys = fetched_keys(
+            "GitHub",
+            args.github_keys_url.trim(),
+            token.as_deref().map(String::as_str),
+        )
+        .map_err(|e| {
+            format!(
+                "{e}: correct --github-keys-url, or set it empty to take no reports from GitHub"
+            )
+        })?;
+        tokio::spawn(prefetch("github", keys.clone()));
+        Some(Partner::github(keys))
+    };
+    let gitlab = match args.gitlab_keys_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => {
+            let keys = fetched_keys("GitLab", url, None)
+                .map_err(|e| format!("{e}: correct --gitlab-keys-url"))?;
+            tokio::spawn(prefetch("gitlab", keys.clone()));
+            Some(Partner::gitlab(keys))
+        }
+    };
+    let revocation_api = match &args.gitlab_revocation_token_file {
+        None => None,
+        Some(path) => {
+            let token = secret(path, "the GitLab revocation token file")?;
+            Some(RevocationApi::new(&token, args.gitlab_token_type.clone()))
+        }
+    };
+    let (public, queue) = match args.public_revoke_per_minute {
+        0 => (None, None),
+        per_minute => {
+            let (public, queue) = PublicIntake::new(per_minute, args.public_revoke_burst.get());
+            (Some(public), Some(queue))
+        }
+    };
+    tracing::info!(
+        github = github.is_some(),
+        gitlab = gitlab.is_some(),
+        gitlab_revocation_api = revocation_api.is_some(),
+        public_revoke_per_minute = args.public_revoke_per_minute,
+        "leak intake"
+    );
+    Ok((
+        Intake {
+            github,
+            gitlab,
+            revocation_api,
+            public,
+            deadline: std::time::Duration::from_millis(u64::from(args.leak_deadline_ms.get())),
+        },
+        queue,
+    ))
 }
 
 /// Builds a fetching key source for `url`; `bearer` authenticates to the partner's API
 /// (GitHub's rate limits are higher with a token).
-pub(crate) fn fetched_keys(
+fn fetched_keys(
     partner: &str,
     url: &str,
     bearer: Option<&str>,
@@ -142,7 +215,7 @@ pub(crate) fn fetched_keys(
 
 /// Fetches a partner's key list once at start-up, in the background (a report then finds
 /// the keys known), and logs how it went; a report with an unknown key fetches again.
-pub(crate) async fn prefetch(partner: &'static str, keys: Arc<FetchedKeys>) {
+async fn prefetch(partner: &'static str, keys: Arc<FetchedKeys>) {
     match keys.refresh().await {
         Ok(()) => tracing::info!(
             partner,
@@ -202,8 +275,7 @@ pub(crate) async fn github_report(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let intake = state.leak.clone();
-    partner_report(&state, intake.github.as_ref(), &headers, body).await
+    partner_report(&state, state.leak.github.as_ref(), &headers, body).await
 }
 
 /// Report a leak (GitLab secret detection)
@@ -234,8 +306,7 @@ pub(crate) async fn gitlab_report(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let intake = state.leak.clone();
-    partner_report(&state, intake.gitlab.as_ref(), &headers, body).await
+    partner_report(&state, state.leak.gitlab.as_ref(), &headers, body).await
 }
 
 async fn partner_report(
@@ -266,7 +337,7 @@ async fn partner_report(
         .logged()
         .into());
     };
-    let body = body.map_err(report_unreadable)?;
+    let body = body.map_err(|e| crate::body::unreadable_within(e, MAX_REPORT_BYTES))?;
     match verify_with(&*partner.keys, key_id, signature, &body).await {
         Ok(()) => {}
         Err(VerifyError::KeySource(e)) => {
@@ -308,18 +379,16 @@ async fn partner_report(
         .map(|m| details_of(partner.reporter, m))
         .collect();
     let issuer = state.issuer.clone();
+    let by = partner.reporter;
     // Spawned: the revocations finish even if the answer goes out at the deadline, or the
     // partner hangs up.
     let work = tokio::spawn(async move {
-        // Collected first: an iterator of closures held across the await would not be Send
-        // for every lifetime.
-        let reported: Vec<(&str, &LeakDetails)> = matches
+        let reported = matches
             .iter()
             .zip(&details)
             .map(|(m, d)| (m.token().expose_secret(), d))
             .collect();
-        let outcomes = issuer.revoke_leaks(reported).await?;
-        count(reporter, &outcomes);
+        let outcomes = revoke(&issuer, by, reported).await?;
         let feedback: Vec<Feedback> = matches
             .iter()
             .zip(&outcomes)
@@ -333,7 +402,7 @@ async fn partner_report(
                 },
             })
             .collect();
-        Ok::<_, apitoken::Error>((feedback, outcomes))
+        Ok::<_, apitoken::Error>(feedback)
     });
     let done = match tokio::time::timeout(state.leak.deadline, work).await {
         Ok(done) => done,
@@ -349,7 +418,7 @@ async fn partner_report(
             return Ok(response);
         }
     };
-    let (feedback, outcomes) = match done {
+    let feedback = match done {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             METRICS.leak_report(reporter, "store_failed");
@@ -373,7 +442,6 @@ async fn partner_report(
         }
     };
     METRICS.leak_report(reporter, "taken");
-    log_outcomes(reporter, &outcomes);
     let mut response = Json(feedback).into_response();
     no_store(&mut response);
     Ok(response)
@@ -389,20 +457,6 @@ fn details_of(reporter: LeakReporter, m: &Match) -> LeakDetails {
         details = details.with_url(url);
     }
     details
-}
-
-/// 413 past [`MAX_REPORT_BYTES`], 400 for a body that could not be read.
-fn report_unreadable(e: BytesRejection) -> Problem {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "report_too_large",
-            format!("a report is at most {MAX_REPORT_BYTES} bytes"),
-        )
-        .logged()
-    } else {
-        crate::body::unreadable(e)
-    }
 }
 
 /// The body as text: JSON is UTF-8, in the fields a route ignores too (serde_json skips
@@ -428,63 +482,41 @@ fn no_intake() -> Problem {
     )
 }
 
-/// A 503 or 429 with `Retry-After`.
-fn retry_later(status: StatusCode, kind: &'static str, message: &str) -> RetryLater {
-    RetryLater(Problem::new(status, kind, message).logged())
+/// A 503 or 429 with `Retry-After`, as the library answers a store outage.
+fn retry_later(status: StatusCode, kind: &'static str, message: &str) -> Problem {
+    Problem::new(status, kind, message)
+        .logged()
+        .retry_after(HeaderValue::from_static(
+            apitoken::http::RETRY_AFTER_SECONDS,
+        ))
 }
 
-/// A problem answered with `Retry-After`, as the library answers a store outage.
-struct RetryLater(Problem);
-
-impl IntoResponse for RetryLater {
-    fn into_response(self) -> Response {
-        let mut response = self.0.into_response();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static(apitoken::http::RETRY_AFTER_SECONDS),
-        );
-        response
-    }
-}
-
-impl From<RetryLater> for ApiError {
-    fn from(r: RetryLater) -> Self {
-        ApiError::Response(r.into_response())
-    }
-}
-
-fn count(reporter: &'static str, outcomes: &[LeakOutcome]) {
-    for outcome in outcomes {
+/// What every leak route does with a report: [`revoke_leaks`](apitoken::TokenIssuer::revoke_leaks),
+/// then each outcome counted in the metrics and one log line with how many of each
+/// (never a token). `reported` is collected by the caller: an iterator of closures held
+/// across the await would not be `Send` for every lifetime.
+async fn revoke(
+    issuer: &crate::storage::Issuer,
+    reporter: LeakReporter,
+    reported: Vec<(&str, &LeakDetails)>,
+) -> Result<Vec<LeakOutcome>, apitoken::Error> {
+    let outcomes = issuer.revoke_leaks(reported).await?;
+    let reporter = reporter.name();
+    for outcome in &outcomes {
         METRICS.leaked_token(reporter, outcome.name());
     }
-}
-
-/// One log line per report: how many of each outcome (never a token).
-fn log_outcomes(reporter: &'static str, outcomes: &[LeakOutcome]) {
-    let mut tally = [0_usize; 5];
-    for outcome in outcomes {
-        let slot = match outcome {
-            LeakOutcome::Revoked(_) => 0,
-            LeakOutcome::AlreadyRevoked(_) => 1,
-            LeakOutcome::Expired(_) => 2,
-            LeakOutcome::Unknown => 3,
-            _ => 4,
-        };
-        if let Some(n) = tally.get_mut(slot) {
-            *n += 1;
-        }
-    }
-    let [revoked, already_revoked, expired, unknown, not_ours] = tally;
+    let count = |name: &str| outcomes.iter().filter(|o| o.name() == name).count();
     tracing::info!(
         reporter,
         found = outcomes.len(),
-        revoked,
-        already_revoked,
-        expired,
-        unknown,
-        not_ours,
+        revoked = count("revoked"),
+        already_revoked = count("already_revoked"),
+        expired = count("expired"),
+        unknown = count("unknown"),
+        not_ours = count("not_ours"),
         "leak report taken"
     );
+    Ok(outcomes)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -563,7 +595,7 @@ pub(crate) async fn revoke_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let api = revocation_api(&state, &headers)?;
-    let body = body.map_err(report_unreadable)?;
+    let body = body.map_err(|e| crate::body::unreadable_within(e, MAX_REPORT_BYTES))?;
     let entries: Vec<Revocation> = serde_json::from_str(utf8(&body)?).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -603,14 +635,12 @@ pub(crate) async fn revoke_tokens(
     let work = tokio::spawn(async move {
         let tokens: Vec<Zeroizing<String>> =
             ours.into_iter().map(|e| Zeroizing::new(e.token)).collect();
-        let reported: Vec<(&str, &LeakDetails)> = tokens
+        let reported = tokens
             .iter()
             .zip(&details)
             .map(|(t, d)| (t.as_str(), d))
             .collect();
-        let outcomes = issuer.revoke_leaks(reported).await?;
-        count("gitlab", &outcomes);
-        log_outcomes("gitlab", &outcomes);
+        revoke(&issuer, LeakReporter::GitLab, reported).await?;
         Ok::<_, apitoken::Error>(())
     });
     match tokio::time::timeout(state.leak.deadline, work).await {
@@ -669,7 +699,7 @@ pub(crate) struct PublicIntake {
 
 impl PublicIntake {
     /// The endpoint, and the queue's receiving end for [`revoke_public`].
-    pub(crate) fn new(per_minute: u32, burst: u32) -> (PublicIntake, PublicQueue) {
+    fn new(per_minute: u32, burst: u32) -> (PublicIntake, PublicQueue) {
         let (queue, received) = mpsc::channel(PUBLIC_QUEUE);
         (
             PublicIntake {
@@ -689,14 +719,9 @@ pub(crate) async fn revoke_public(issuer: Arc<crate::storage::Issuer>, mut recei
     while let Some(batch) = received.recv().await {
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=4 {
-            let reported: Vec<(&str, &LeakDetails)> =
-                batch.iter().map(|t| (t.as_str(), &details)).collect();
-            match issuer.revoke_leaks(reported).await {
-                Ok(outcomes) => {
-                    count("public", &outcomes);
-                    log_outcomes("public", &outcomes);
-                    break;
-                }
+            let reported = batch.iter().map(|t| (t.as_str(), &details)).collect();
+            match revoke(&issuer, LeakReporter::Public, reported).await {
+                Ok(_) => break,
                 Err(e) if attempt < 4 => {
                     tracing::warn!(
                         tokens = batch.len(),
@@ -765,34 +790,19 @@ pub(crate) async fn public_revoke(
         && let Err(wait) = public.limiter.take(Client::of(peer.0.ip()), Instant::now())
     {
         METRICS.leak_report("public", "rate_limited");
-        let mut response = Problem::new(
+        let seconds = wait.as_secs().max(1);
+        return Err(Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!(
-                "too many reports from this address: send the next one in {} s",
-                wait.as_secs().max(1)
-            ),
+            format!("too many reports from this address: send the next one in {seconds} s"),
         )
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return Ok(response);
+        .retry_after(HeaderValue::from(seconds))
+        .into());
     }
     if !crate::body::is_json(headers.get(header::CONTENT_TYPE)) {
         return Err(crate::body::not_json().into());
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body is at most {MAX_PUBLIC_BODY_BYTES} bytes: send at most {MAX_MATCHES} tokens a request"),
-            )
-        } else {
-            crate::body::unreadable(e)
-        }
-    })?;
+    let body = body.map_err(|e| crate::body::unreadable_within(e, MAX_PUBLIC_BODY_BYTES))?;
     let Credentials { credentials } = serde_json::from_str(utf8(&body)?).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,

@@ -140,7 +140,7 @@ async fn run(args: args::Args) -> Result<(), String> {
         args.purge_after
     };
     let purging = tokio::spawn(purge::periodically(issuer.clone(), purge_after));
-    let (intake, public_queue) = leak_intake(&args)?;
+    let (intake, public_queue) = leak::intake(&args)?;
     let revoking =
         public_queue.map(|queue| tokio::spawn(leak::revoke_public(issuer.clone(), queue)));
     let router = api::router(issuer, args.introspection_scope.clone(), Arc::new(intake));
@@ -163,83 +163,6 @@ async fn run(args: args::Args) -> Result<(), String> {
     handle.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The leak routes as the options configure them, and the public endpoint's queue (to
-/// spawn [`leak::revoke_public`] on). The partners' key lists are fetched in the
-/// background.
-fn leak_intake(args: &args::Args) -> Result<(leak::Intake, Option<leak::PublicQueue>), String> {
-    let secret = |path: &std::path::Path, what: &str| {
-        let (secret, warnings) = apitoken_ops::read_secret_file(path, what)?;
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
-        Ok::<_, String>(secret)
-    };
-    let github = if args.github_keys_url.trim().is_empty() {
-        None
-    } else {
-        let token = match &args.github_token_file {
-            Some(path) => Some(secret(path, "the GitHub token file")?),
-            None => None,
-        };
-        let keys = leak::fetched_keys(
-            "GitHub",
-            args.github_keys_url.trim(),
-            token.as_deref().map(String::as_str),
-        )
-        .map_err(|e| {
-            format!(
-                "{e}: correct --github-keys-url, or set it empty to take no reports from GitHub"
-            )
-        })?;
-        tokio::spawn(leak::prefetch("github", keys.clone()));
-        Some(leak::Partner::github(keys))
-    };
-    let gitlab = match args.gitlab_keys_url.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(url) => {
-            let keys = leak::fetched_keys("GitLab", url, None)
-                .map_err(|e| format!("{e}: correct --gitlab-keys-url"))?;
-            tokio::spawn(leak::prefetch("gitlab", keys.clone()));
-            Some(leak::Partner::gitlab(keys))
-        }
-    };
-    let revocation_api = match &args.gitlab_revocation_token_file {
-        None => None,
-        Some(path) => {
-            let token = secret(path, "the GitLab revocation token file")?;
-            Some(leak::RevocationApi::new(
-                &token,
-                args.gitlab_token_type.clone(),
-            ))
-        }
-    };
-    let (public, queue) = match args.public_revoke_per_minute {
-        0 => (None, None),
-        per_minute => {
-            let (public, queue) =
-                leak::PublicIntake::new(per_minute, args.public_revoke_burst.get());
-            (Some(public), Some(queue))
-        }
-    };
-    tracing::info!(
-        github = github.is_some(),
-        gitlab = gitlab.is_some(),
-        gitlab_revocation_api = revocation_api.is_some(),
-        public_revoke_per_minute = args.public_revoke_per_minute,
-        "leak intake"
-    );
-    Ok((
-        leak::Intake {
-            github,
-            gitlab,
-            revocation_api,
-            public,
-            deadline: std::time::Duration::from_millis(u64::from(args.leak_deadline_ms.get())),
-        },
-        queue,
-    ))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM; requests in flight then get until

@@ -2,7 +2,7 @@
 //! the library's [`ErrorBody`]: `{"error": …}`, plus `code` and `payload` for a 422.
 
 use apitoken::http::ErrorBody;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// A failure of the request itself: its body, its content type, a path id.
@@ -20,6 +20,8 @@ pub(crate) struct Problem {
     /// Whether the log line gives the message as the reason (only for messages that
     /// repeat nothing the client sent).
     logged: bool,
+    /// Seconds to wait before asking again, for a 429 or 503.
+    retry_after: Option<HeaderValue>,
 }
 
 /// The kind of a [`Problem`], in the response's extensions for the request log (fixed
@@ -37,6 +39,7 @@ impl Problem {
             code: None,
             payload: None,
             logged: false,
+            retry_after: None,
         }
     }
 
@@ -81,6 +84,15 @@ impl Problem {
             code: Some(code),
             payload: Some(Box::new(payload)),
             logged: false,
+            retry_after: None,
+        }
+    }
+
+    /// The same, answered with `Retry-After: seconds`.
+    pub(crate) fn retry_after(self, seconds: HeaderValue) -> Problem {
+        Problem {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 }
@@ -95,6 +107,9 @@ impl IntoResponse for Problem {
             (Some(code), None) => body.with_code(code).into_response(self.status),
             (None, _) => body.into_response(self.status),
         };
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
         let reason = self.logged.then(|| self.error.clone());
         response
             .extensions_mut()
@@ -110,8 +125,6 @@ pub(crate) enum ApiError {
     Token(apitoken::Error),
     /// The server's.
     Problem(Problem),
-    /// An answer made already (a problem with headers of its own, such as `Retry-After`).
-    Response(Response),
 }
 
 impl From<apitoken::Error> for ApiError {
@@ -159,7 +172,6 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Token(e) => e.into_response(),
             ApiError::Problem(p) => p.into_response(),
-            ApiError::Response(r) => r,
         }
     }
 }

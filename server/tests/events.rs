@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::create_token as create;
+
 use apitoken::{KeyFingerprint, PostgresStore, TokenStore};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -19,28 +21,6 @@ const WRITE: &str = "environment.apiTokens.write";
 
 fn events_path(environment: apitoken::EnvironmentId) -> String {
     format!("{}/events", env_tokens(environment))
-}
-
-/// `POST` a token into `environment` with `caller`: its raw token and id.
-async fn create(
-    server: &Server,
-    caller: &str,
-    environment: apitoken::EnvironmentId,
-    note: &str,
-    scopes: &[&str],
-) -> First {
-    let created = server
-        .call("POST", &env_tokens(environment))
-        .bearer(caller)
-        .json(&json!({ "note": note, "scopes": scopes }))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    First {
-        raw: created["token"]["rawToken"].as_str().unwrap().to_owned(),
-        id: created["token"]["id"].as_str().unwrap().to_owned(),
-    }
 }
 
 /// One page of `environment`'s events after `query` (`?after=…&limit=…`, or empty).

@@ -23,29 +23,13 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::{
-    First, PgSchema, Reply, Server, TempDb, admin_scopes, alice, env_tokens, environment,
-    issue_first, postgres_url, run_to_exit, sqlite_store,
+    First, PgSchema, Reply, Server, TempDb, admin_scopes, alice, create_token, env_tokens,
+    environment, issue_first, postgres_url, run_to_exit, sqlite_store,
 };
 
 const READ: &str = "environment.apiTokens.read";
 const WRITE: &str = "environment.apiTokens.write";
 const REPORT_URL: &str = "https://github.com/octo/leaky/blob/abc123/config.env#L3";
-
-/// `POST` a token into `environment()` with `caller`.
-async fn create(server: &Server, caller: &str, note: &str, scopes: &[&str]) -> First {
-    let created = server
-        .call("POST", &env_tokens(environment()))
-        .bearer(caller)
-        .json(&json!({ "note": note, "scopes": scopes }))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    First {
-        raw: created["token"]["rawToken"].as_str().unwrap().to_owned(),
-        id: created["token"]["id"].as_str().unwrap().to_owned(),
-    }
-}
 
 /// A well-formed token of our format that no database holds.
 async fn never_issued() -> String {
@@ -118,9 +102,16 @@ async fn post_report(
 
 /// The whole GitHub scenario on a server whose database holds `admin` only.
 async fn github_report(server: &Server, admin: &First, keys: &KeyServer, partner: &Partner) {
-    let leaked = create(server, &admin.raw, "leaked", &[READ, WRITE]).await;
-    let child = create(server, &leaked.raw, "made by the leaked one", &[READ]).await;
-    let revoked = create(server, &admin.raw, "revoked before", &[READ]).await;
+    let leaked = create_token(server, &admin.raw, environment(), "leaked", &[READ, WRITE]).await;
+    let child = create_token(
+        server,
+        &leaked.raw,
+        environment(),
+        "made by the leaked one",
+        &[READ],
+    )
+    .await;
+    let revoked = create_token(server, &admin.raw, environment(), "revoked before", &[READ]).await;
     server
         .call(
             "DELETE",
@@ -290,7 +281,7 @@ async fn github_report(server: &Server, admin: &First, keys: &KeyServer, partner
     assert_eq!(events(server, admin).await.len(), after.len());
 
     // Hostile bodies, signed: a clear 4xx, nothing revoked.
-    let victim = create(server, &admin.raw, "victim", &[READ]).await;
+    let victim = create_token(server, &admin.raw, environment(), "victim", &[READ]).await;
     let many: Vec<Value> = (0..1001)
         .map(|_| json!({"token": victim.raw, "type": "t", "url": ""}))
         .collect();
@@ -409,7 +400,7 @@ async fn gitlab_reports_need_their_key_list_and_are_taken_with_it() {
 
     let url = keys.url();
     let server = sqlite_server(&db, &["--gitlab-keys-url", &url]);
-    let leaked = create(&server, &admin.raw, "leaked", &[READ]).await;
+    let leaked = create_token(&server, &admin.raw, environment(), "leaked", &[READ]).await;
     let body = json!([{"token": leaked.raw, "type": "dyn", "url": "https://gitlab.com/g/p/-/blob/main/.env"}])
         .to_string();
     // GitHub's headers on GitLab's route are no signature.
@@ -522,8 +513,8 @@ async fn a_self_managed_gitlab_revokes_through_the_revocation_api() {
         .json();
     assert_eq!(types, json!({"types": ["dyn_api_token"]}));
 
-    let leaked = create(&server, &admin.raw, "leaked", &[READ]).await;
-    let spared = create(&server, &admin.raw, "other type", &[READ]).await;
+    let leaked = create_token(&server, &admin.raw, environment(), "leaked", &[READ]).await;
+    let spared = create_token(&server, &admin.raw, environment(), "other type", &[READ]).await;
     let revoke = |body: Vec<u8>, authorization: &'static str| {
         server
             .call("POST", "/v1/revoke_tokens")
@@ -605,7 +596,7 @@ async fn anyone_may_report_a_token_and_learns_nothing_from_the_answer() {
             "2",
         ],
     );
-    let leaked = create(&server, &admin.raw, "leaked", &[READ]).await;
+    let leaked = create_token(&server, &admin.raw, environment(), "leaked", &[READ]).await;
     let unknown = never_issued().await;
     let post = |credentials: Value| {
         server
@@ -699,7 +690,7 @@ async fn the_metrics_count_reports_and_outcomes() {
             &metrics_listen,
         ],
     );
-    let leaked = create(&server, &admin.raw, "leaked", &[READ]).await;
+    let leaked = create_token(&server, &admin.raw, environment(), "leaked", &[READ]).await;
     let body = json!([
         {"token": leaked.raw, "type": "t", "url": ""},
         {"token": "not ours", "type": "t", "url": ""},

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -152,6 +152,28 @@ pub(crate) async fn sqlite_store(path: &Path, key: Option<&HashKey>) -> SqliteSt
     let store = SqliteStore::open(path).await.unwrap();
     store.prepare(KeyFingerprint::of(key)).await.unwrap();
     store
+}
+
+/// `POST` a token into `environment` with `caller`: its raw token and id.
+pub(crate) async fn create_token(
+    server: &Server,
+    caller: &str,
+    environment: apitoken::EnvironmentId,
+    note: &str,
+    scopes: &[&str],
+) -> First {
+    let created = server
+        .call("POST", &env_tokens(environment))
+        .bearer(caller)
+        .json(&json!({ "note": note, "scopes": scopes }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    First {
+        raw: created["token"]["rawToken"].as_str().unwrap().to_owned(),
+        id: created["token"]["id"].as_str().unwrap().to_owned(),
+    }
 }
 
 pub(crate) mod partner;
