@@ -2,6 +2,19 @@
 
 use apitoken::{Creator, Scopes, Token};
 use chrono::{DateTime, SecondsFormat, Utc};
+use unicode_width::UnicodeWidthStr as _;
+
+// The layout is ours (about 40 lines); the widths are `unicode-width`'s: a note may hold
+// CJK or emoji, two columns wide each, which counting characters misaligned. A table
+// crate renders a whole table at once, where `events --follow` prints rows as they
+// arrive under a header printed first. Measured with `cargo tree`: comfy-table 8.0.1
+// brings 16 crates with its default features (crossterm, parking_lot, rustix, …) and 3
+// without (itself, unicode-segmentation, unicode-width), for the same two-space layout.
+
+/// How many terminal columns `text` takes.
+fn width(text: &str) -> usize {
+    text.width()
+}
 
 /// A token as people name it: prefix, ellipsis, checksum (`dyn_…4n3LFC`).
 pub(crate) fn token_name(prefix: &str, token: &Token) -> String {
@@ -68,22 +81,31 @@ pub(crate) fn creator(creator: &Creator) -> String {
     }
 }
 
-/// Cuts `text` to at most `max` characters, marking the cut with `…`.
+/// Cuts `text` to at most `max` terminal columns, marking the cut with `…`.
 pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    if width(text) <= max {
         return text.to_owned();
     }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = width(c.encode_utf8(&mut [0; 4]));
+        if used + w + 1 > max {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
     out.push('…');
     out
 }
 
-/// Columns padded to their widest cell (counted in characters), separated by two spaces.
+/// Columns padded to their widest cell (in terminal columns), separated by two spaces.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
     for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+        for (widest, cell) in widths.iter_mut().zip(row) {
+            *widest = (*widest).max(width(cell));
         }
     }
     let mut out = String::new();
@@ -100,13 +122,13 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// table printed as its rows arrive, with widths fixed in advance.
 pub(crate) fn table_line(row: &[impl AsRef<str>], widths: &[usize]) -> String {
     let mut line = String::new();
-    for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+    for (i, (cell, column)) in row.iter().zip(widths).enumerate() {
         let cell = cell.as_ref();
         if i > 0 {
             line.push_str("  ");
         }
         line.push_str(cell);
-        let pad = width.saturating_sub(cell.chars().count());
+        let pad = column.saturating_sub(width(cell));
         line.extend(std::iter::repeat_n(' ', pad));
     }
     line.truncate(line.trim_end().len());
@@ -115,15 +137,15 @@ pub(crate) fn table_line(row: &[impl AsRef<str>], widths: &[usize]) -> String {
 
 /// `label  value` lines with the values aligned.
 pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
-    let width = pairs
+    let widest = pairs
         .iter()
-        .map(|(label, _)| label.chars().count())
+        .map(|(label, _)| width(label))
         .max()
         .unwrap_or(0);
     let mut out = String::new();
     for (label, value) in pairs {
         out.push_str(label);
-        out.extend(std::iter::repeat_n(' ', width - label.chars().count() + 2));
+        out.extend(std::iter::repeat_n(' ', widest - width(label) + 2));
         out.push_str(value);
         out.push('\n');
     }
@@ -135,12 +157,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tables_align_on_characters() {
+    fn tables_align_on_terminal_columns() {
+        // The key and each ideograph take two columns, é one.
         let rows = vec![
             vec!["é🔑".to_owned(), "x".to_owned()],
             vec!["abcd".to_owned(), "yy".to_owned()],
+            vec!["日本".to_owned(), "z".to_owned()],
         ];
-        assert_eq!(table(&["A", "B"], &rows), "A     B\né🔑    x\nabcd  yy\n");
+        assert_eq!(
+            table(&["A", "B"], &rows),
+            "A     B\né🔑   x\nabcd  yy\n日本  z\n"
+        );
     }
 
     #[test]
@@ -148,5 +175,6 @@ mod tests {
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abcd", 4), "abcd");
         assert_eq!(truncate("ééééé", 3), "éé…");
+        assert_eq!(truncate("日本語テキスト", 6), "日本…");
     }
 }

@@ -1,3 +1,7 @@
+//! **Internal**: published only because `apitoken-cli` (`cargo install apitoken-cli`)
+//! needs it from crates.io. Its API follows the CLI's needs and may change in any
+//! release; applications depend on `apitoken`.
+//!
 //! What the `apitoken` command line and the reference server share: the storage options
 //! (`--db`/`APITOKEN_DB`, `--database-url`/`DATABASE_URL`,
 //! `--database-url-file`/`APITOKEN_DATABASE_URL_FILE`, `--hash-key-file`/
