@@ -623,7 +623,10 @@ impl<S: TokenStore + 'static> PollingSource<S> {
 
     /// Also wakes when `wake` changes (the store's own writes, in this process): a
     /// change since the last wait wakes the next one at once, so none is missed.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "sqlite-unbundled")),
+        allow(dead_code)
+    )]
     pub(crate) fn waking_on(self, wake: tokio::sync::watch::Receiver<()>) -> PollingSource<S> {
         PollingSource {
             wake: Some(wake),

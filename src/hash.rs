@@ -84,25 +84,13 @@ impl fmt::Debug for HashKey {
     }
 }
 
-/// Writes the bytes `hex` spells (two digits each) into `out`; false, with `out` partly
-/// written, when a digit is not hexadecimal. `hex` is twice as long as `out`.
+/// Writes the bytes `hex` spells (two digits each, either case) into `out`; false, with
+/// `out` partly written, when a digit is not hexadecimal or the lengths do not match.
+/// RustCrypto's `base16ct`, whose decoding takes the same time whatever the digits: a
+/// hash key is a secret, and a table or a `match` per digit branches on it.
 fn decode_hex(hex: &[u8], out: &mut [u8]) -> bool {
-    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
-            return false;
-        };
-        *byte = hi << 4 | lo;
-    }
-    true
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    let len = out.len();
+    base16ct::mixed::decode(hex, out).is_ok_and(|written| written.len() == len)
 }
 
 /// A hash key that could not be read.
@@ -164,7 +152,7 @@ impl fmt::Display for KeyFingerprint {
             KeyFingerprint::Unkeyed => f.write_str("unkeyed"),
             KeyFingerprint::Keyed(bytes) => {
                 f.write_str("key:")?;
-                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+                f.write_str(&base16ct::lower::encode_string(bytes))
             }
         }
     }
@@ -278,7 +266,7 @@ impl TokenHash {
 
     /// 64 lower-case hex characters.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        base16ct::lower::encode_string(&self.0)
     }
 }
 

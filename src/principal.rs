@@ -69,6 +69,19 @@ impl Principal {
     /// Checks that this token belongs to `environment` and holds every scope in
     /// `required`. Allocates nothing unless it fails.
     pub fn authorize(&self, environment: EnvironmentId, required: &[Scope]) -> Result<(), Error> {
+        let authorized = self.check(environment, required);
+        match &authorized {
+            Ok(()) => {
+                tracing::debug!(token_id = %self.token_id(), environment = %environment, "authorized")
+            }
+            Err(error) => {
+                tracing::debug!(token_id = %self.token_id(), environment = %environment, %error, "not authorized")
+            }
+        }
+        authorized
+    }
+
+    fn check(&self, environment: EnvironmentId, required: &[Scope]) -> Result<(), Error> {
         if self.environment() != environment {
             return Err(Error::WrongEnvironment {
                 id: self.token_id(),

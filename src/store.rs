@@ -4,9 +4,9 @@ pub(crate) mod cached;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "sqlite-unbundled", feature = "postgres"))]
 mod sql;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
 pub(crate) mod sqlite;
 
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, LeakDetails};
@@ -50,9 +50,12 @@ pub type DynTokenStore = Box<dyn TokenStore>;
 /// ```
 ///
 // The stores of a feature this build lacks link to the documentation of every feature.
-#[cfg_attr(feature = "sqlite", doc = "[`SqliteStore`]: crate::SqliteStore")]
 #[cfg_attr(
-    not(feature = "sqlite"),
+    any(feature = "sqlite", feature = "sqlite-unbundled"),
+    doc = "[`SqliteStore`]: crate::SqliteStore"
+)]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "sqlite-unbundled")),
     doc = "[`SqliteStore`]: https://docs.rs/apitoken/latest/apitoken/struct.SqliteStore.html"
 )]
 #[cfg_attr(feature = "postgres", doc = "[`PostgresStore`]: crate::PostgresStore")]
@@ -69,11 +72,11 @@ pub async fn open_store(url: &str) -> Result<DynTokenStore, StoreError> {
             Ok(Box::new(memory::MemoryStore::new()))
         }
         "memory" => invalid("a memory store takes no path: use `memory:`".to_owned()),
-        #[cfg(feature = "sqlite")]
+        #[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
         "sqlite" => Ok(Box::new(sqlite::SqliteStore::connect(url).await?)),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Box::new(postgres::PostgresStore::connect(url).await?)),
-        #[cfg(not(feature = "sqlite"))]
+        #[cfg(not(any(feature = "sqlite", feature = "sqlite-unbundled")))]
         "sqlite" => invalid(
             "this build of apitoken has no SQLite support: enable the cargo feature `sqlite`"
                 .to_owned(),

@@ -1,7 +1,7 @@
 //! A SQLite database the library creates is private to its owner (mode 0600), and so are
 //! the `-wal` and `-shm` files SQLite makes beside it, whatever the umask; an existing
 //! file keeps its mode and its contents.
-#![cfg(all(unix, feature = "sqlite"))]
+#![cfg(all(unix, any(feature = "sqlite", feature = "sqlite-unbundled")))]
 
 use apitoken::{
     Creator, EnvironmentId, IssueRequest, Note, SqliteStore, TokenIssuer, TokenStore, UserId,

@@ -1,6 +1,9 @@
 //! `SqliteStore` on temporary files: the conformance suite, migrations, durability
 //! settings, two writers at once, and nothing secret at rest.
-#![cfg(all(feature = "sqlite", feature = "conformance"))]
+#![cfg(all(
+    any(feature = "sqlite", feature = "sqlite-unbundled"),
+    feature = "conformance"
+))]
 
 mod support;
 

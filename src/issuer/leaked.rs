@@ -4,6 +4,7 @@ use super::TokenIssuer;
 use crate::error::Error;
 use crate::event::LeakDetails;
 use crate::model::{EnvironmentId, Token, TokenId};
+use crate::observe;
 use crate::store::{Revoked, TokenStore};
 use std::collections::HashMap;
 
@@ -145,7 +146,8 @@ impl<S: TokenStore> TokenIssuer<S> {
                 (hashes.len() - 1, leak)
             }));
         }
-        let mut looked_up = self.store.find_many_by_hash(&hashes).await?;
+        let mut looked_up =
+            observe::store_call("find_many_by_hash", self.store.find_many_by_hash(&hashes)).await?;
         let mut found = Vec::with_capacity(parsed.len());
         let mut batch: Vec<(EnvironmentId, TokenId, &LeakDetails)> = Vec::new();
         let mut entries: HashMap<TokenId, usize> = HashMap::new();
@@ -175,9 +177,13 @@ impl<S: TokenStore> TokenIssuer<S> {
         let revoked = if batch.is_empty() {
             Vec::new()
         } else {
-            self.store.revoke_leaked_many(&batch, now).await?
+            observe::store_call(
+                "revoke_leaked_many",
+                self.store.revoke_leaked_many(&batch, now),
+            )
+            .await?
         };
-        Ok(found
+        let outcomes: Vec<LeakOutcome> = found
             .into_iter()
             .map(|found| match found {
                 Found::Known(outcome) => outcome,
@@ -192,6 +198,27 @@ impl<S: TokenStore> TokenIssuer<S> {
                     Some(Some(done)) => LeakOutcome::AlreadyRevoked(done.token.clone()),
                 },
             })
-            .collect())
+            .collect();
+        for outcome in &outcomes {
+            if let LeakOutcome::Revoked(done) = outcome {
+                observe::count_changes("leaked", 1);
+                observe::count_changes("revoked", 1 + done.cascade.len() as u64);
+                tracing::info!(
+                    token_id = %done.token.id,
+                    environment = %done.token.environment,
+                    cascade = done.cascade.len(),
+                    "leaked token revoked"
+                );
+            }
+        }
+        tracing::info!(
+            reported = outcomes.len(),
+            revoked = outcomes
+                .iter()
+                .filter(|o| matches!(o, LeakOutcome::Revoked(_)))
+                .count(),
+            "leak report handled"
+        );
+        Ok(outcomes)
     }
 }

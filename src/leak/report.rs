@@ -1,7 +1,6 @@
 //! Reading a report: [`Report`], [`Match`], [`LeakedToken`].
 
 use core::fmt;
-use core::fmt::Write as _;
 use serde::Deserializer as _;
 use serde::de::{self, Deserialize, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
@@ -234,12 +233,7 @@ impl LeakedToken {
     /// # Ok::<(), apitoken::leak::ReportError>(())
     /// ```
     pub fn feedback_hash(&self) -> String {
-        let mut hex = String::with_capacity(64);
-        for byte in Sha256::digest(self.0.as_bytes()) {
-            // Writing to a String cannot fail.
-            let _ = write!(hex, "{byte:02x}");
-        }
-        hex
+        base16ct::lower::encode_string(&Sha256::digest(self.0.as_bytes()))
     }
 }
 

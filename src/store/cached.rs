@@ -5,6 +5,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
+use crate::observe;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use core::fmt;
@@ -307,8 +308,13 @@ impl<S: TokenStore> CachedStore<S> {
                 self.synced_micros
                     .fetch_max(as_of.timestamp_micros(), Ordering::Release);
             }
-            FeedMessage::Missed { .. } => self.invalidate_all(),
-            _ => {}
+            FeedMessage::Missed { .. } => {
+                tracing::warn!("change feed missed events; cache emptied");
+                self.invalidate_all();
+            }
+            FeedMessage::Interrupted { reason } => {
+                tracing::warn!(%reason, "change feed interrupted; entries age past the staleness bound");
+            }
         }
     }
 
@@ -370,7 +376,10 @@ impl<S: TokenStore> CachedStore<S> {
                 }
             }
             // The store may have revoked it, and whatever went with it, before the error.
-            Err(_) => self.invalidate_all(),
+            Err(error) => {
+                tracing::warn!(token_id = %id, %error, "revocation failed; cache emptied");
+                self.invalidate_all();
+            }
         }
         result
     }
@@ -440,6 +449,7 @@ impl<S: TokenStore> CachedStore<S> {
     /// Forgets every entry, so the next look-ups go to the store (look-ups already
     /// under way do not fill the cache).
     pub fn invalidate_all(&self) {
+        observe::count_cache("invalidation");
         let mut invalidations = lock_invalidations(&self.invalidations);
         invalidations.stamp(None, None);
         invalidations.all = invalidations.epoch;
@@ -474,6 +484,7 @@ impl<S: TokenStore> CachedStore<S> {
     /// # });
     /// ```
     pub fn invalidate(&self, id: TokenId) {
+        observe::count_cache("invalidation");
         let mut invalidations = lock_invalidations(&self.invalidations);
         invalidations.stamp(None, Some(id));
         // Any look-up in flight may be of a token the cascade reached.
@@ -500,6 +511,7 @@ impl<S: TokenStore> CachedStore<S> {
     /// Forgets what is cached about token `id` alone (an event names every token it
     /// changed), stamping the invalidation so that look-ups in flight do not fill.
     fn forget(&self, id: TokenId) {
+        observe::count_cache("invalidation");
         let mut invalidations = lock_invalidations(&self.invalidations);
         let hash = lock_ids(&self.ids).remove(&id);
         invalidations.stamp(hash, Some(id));
@@ -511,6 +523,7 @@ impl<S: TokenStore> CachedStore<S> {
     /// Forgets what is cached about the token with this hash (a known token or a
     /// remembered unknown one), like [`invalidate`](Self::invalidate).
     pub fn invalidate_hash(&self, hash: &TokenHash) {
+        observe::count_cache("invalidation");
         let mut invalidations = lock_invalidations(&self.invalidations);
         let id = self.drop_entry(hash);
         invalidations.stamp(Some(*hash), id);
@@ -541,6 +554,7 @@ impl<S: TokenStore> CachedStore<S> {
         now: DateTime<Utc>,
     ) -> Result<Option<Token>, StoreError> {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        observe::count_cache("miss");
         let mut ticket = Ticket::take(&self.invalidations);
         let found = self.inner.find_by_hash(hash).await;
         let mut invalidations = lock_invalidations(&self.invalidations);
@@ -651,6 +665,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             && self.provably_fresh(entry.read_micros, now)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            observe::count_cache("hit");
             return Ok(entry.token.clone());
         }
         self.fill(hash, now).await
@@ -681,6 +696,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             .then(|| entry.token.as_ref().map(Credential::from));
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            observe::count_cache("hit");
         }
         found
     }
@@ -747,7 +763,10 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
                 }
             }
             // Some may have been revoked, with what went with them, before the error.
-            Err(_) => self.invalidate_all(),
+            Err(error) => {
+                tracing::warn!(%error, "leak revocation failed; cache emptied");
+                self.invalidate_all();
+            }
         }
         result
     }

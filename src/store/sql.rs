@@ -856,7 +856,7 @@ pub(crate) use insert_into_tokens;
 
 /// The decoy's columns as SQLite literals, in `token_columns!` order (ids are 16-byte
 /// blobs, times integer microseconds).
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
 macro_rules! sqlite_decoy_columns {
     () => {
         "X'0190a5c47d3e7b5a9c1d000000000000', X'0190a5c47d3e7b5a9c1d000000000001', '000000', \
@@ -866,7 +866,7 @@ macro_rules! sqlite_decoy_columns {
          NULL, NULL, NULL, NULL"
     };
 }
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
 pub(crate) use sqlite_decoy_columns;
 
 /// The decoy's columns as PostgreSQL literals, in `token_columns!` order.
@@ -989,7 +989,10 @@ pub(crate) fn scopes_column(scopes: &Scopes) -> String {
 /// Which SQL engine an error comes from: their error codes differ.
 #[derive(Clone, Copy)]
 pub(crate) enum Engine {
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "sqlite-unbundled")),
+        allow(dead_code)
+    )]
     Sqlite,
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres,

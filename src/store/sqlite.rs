@@ -49,7 +49,6 @@ use crate::hash::{KeyFingerprint, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use core::fmt::Write as _;
 use core::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -350,6 +349,28 @@ impl Drop for LastUse {
     }
 }
 
+/// The oldest SQLite this store runs on (`RETURNING` came in 3.35.0). The bundled one
+/// (feature `sqlite`) is always newer; a system one (`sqlite-unbundled`) may not be.
+const OLDEST_SQLITE: (u32, u32) = (3, 35);
+
+/// Refuses a SQLite older than [`OLDEST_SQLITE`], saying what to do.
+fn check_sqlite_version(version: &str) -> Result<(), StoreError> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found >= OLDEST_SQLITE {
+        return Ok(());
+    }
+    Err(StoreError::Backend {
+        source: format!(
+            "SQLite {version} is older than {}.{}.0, the oldest this store runs on: link a \
+             newer system SQLite, or build with the feature `sqlite` (SQLite compiled in) \
+             instead of `sqlite-unbundled`",
+            OLDEST_SQLITE.0, OLDEST_SQLITE.1
+        )
+        .into(),
+    })
+}
+
 async fn flush_periodically(last_use: Weak<LastUse>) {
     let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
     // A flush that waited out a busy writer is not followed by a burst of catch-up ones.
@@ -361,7 +382,9 @@ async fn flush_periodically(last_use: Weak<LastUse>) {
             return;
         };
         // Bookkeeping only: a failed flush keeps its entries for the next tick.
-        let _ = last_use.flush().await;
+        if let Err(error) = last_use.flush().await {
+            tracing::warn!(%error, "last-use times not written; kept for the next flush");
+        }
     }
 }
 
@@ -754,20 +777,19 @@ impl SqlDialect for SqliteSql {
         .fetch_one(&mut *conn)
         .await
         .map_err(err)?;
-        let mut ids = String::with_capacity(2 + batch.tokens.len() * 35);
-        ids.push('[');
-        for (i, token) in batch.tokens.iter().enumerate() {
-            if i > 0 {
-                ids.push(',');
-            }
-            let _ = write!(ids, "\"{}\"", token.as_uuid().simple());
+        // The ids as one blob of 16 bytes each, cut apart by a counter: no `unhex`
+        // (SQLite 3.41) or JSON, so that a system SQLite from 3.35 on runs it.
+        let mut ids = Vec::with_capacity(batch.tokens.len() * 16);
+        for token in batch.tokens {
+            ids.extend_from_slice(token.as_uuid().as_bytes());
         }
-        ids.push(']');
         sqlx::query(concat!(
-            "INSERT INTO apitoken_events (",
+            "WITH RECURSIVE n(i) AS (SELECT 0 WHERE length(?8) >= 16 \
+             UNION ALL SELECT i + 1 FROM n WHERE (i + 2) * 16 <= length(?8)) \
+             INSERT INTO apitoken_events (",
             event_columns!(),
-            ") SELECT ?1 + key, ?2, ?3, unhex(value), ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12 \
-             FROM json_each(?8)"
+            ") SELECT ?1 + i, ?2, ?3, substr(?8, 1 + 16 * i, 16), ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12 \
+             FROM n"
         ))
         .bind(last - count + 1)
         .bind(micros(batch.at))
@@ -982,6 +1004,11 @@ impl TokenStore for SqliteStore {
     /// Creates the schema, or upgrades it to the newest version, and binds the hash key,
     /// in one `BEGIN IMMEDIATE` transaction.
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(err)?;
+        check_sqlite_version(&version)?;
         let mut tx = self.begin_write().await?;
         SqliteSql::prepare_in(&mut tx, key).await?;
         tx.commit().await.map_err(err)
@@ -999,8 +1026,10 @@ impl TokenStore for SqliteStore {
     /// lost (bookkeeping only).
     async fn close(&self) {
         self.last_use.stop();
-        if !self.last_use.read_only {
-            let _ = self.last_use.flush().await;
+        if !self.last_use.read_only
+            && let Err(error) = self.last_use.flush().await
+        {
+            tracing::warn!(%error, "last-use times lost at close (bookkeeping only)");
         }
         self.pool.close().await;
         self.writer.close().await;
@@ -1067,6 +1096,21 @@ impl TokenStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sqlite_older_than_3_35_is_refused_with_what_to_do() {
+        for old in ["3.34.1", "3.8.2", "2.8.17"] {
+            let refused = check_sqlite_version(old).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("SQLite {old} is older than 3.35.0")),
+                "{refused}"
+            );
+            assert!(refused.contains("feature `sqlite`"), "{refused}");
+        }
+        for new in ["3.35.0", "3.40.1", "3.51.2", "4.0.0"] {
+            assert!(check_sqlite_version(new).is_ok(), "{new}");
+        }
+    }
 
     /// The plan SQLite makes for `query`, one line per step.
     async fn plan(store: &SqliteStore, query: &str) -> String {
