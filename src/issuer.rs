@@ -509,10 +509,10 @@ impl<S: TokenStore> TokenIssuer<S> {
         // one state machine: wrapping the body in a future of its own (`Instrumented`)
         // cost 310 instructions per call in memory copies (callgrind,
         // `benches/instructions.rs`), 17 % of a cache hit, and building the answer
-        // before logging it cost 30 to 60 more. So the `apitoken.authenticate` span
-        // covers the store calls, the only awaits (boxed: every call moves the whole
-        // future, and a hit too would pay for a bigger one); an answer from memory is one
-        // event.
+        // before logging it cost 30 to 60 more. So `apitoken.authenticate` is a span
+        // around the store calls only, the parent of their `apitoken.store` spans (made
+        // when `debug` is on, see `observe::store_call`), and an answer from memory is
+        // one event.
         //
         // Parsed inline (a helper function returning both measured slower on the reject
         // path); only the hash and the checksum are used past this point.
