@@ -480,6 +480,11 @@ fn malformed_reports_are_refused_with_their_kind() {
         br#"[{"token":"t","type":"k"}] []"#,
         br#"[{"token":"t","type":"k"},]"#,
         b"[{\"token\":\"\xff\",\"type\":\"k\"}]",
+        // A match is an object, not its fields in an array (serde's derive reads both;
+        // found by fuzz/leak_report).
+        br#"[["t","k"]]"#,
+        br#"[["dyn_aGLjTe3TUN40vSE75sTtgUx9AjIe0q4n3LFC","k","https://x","s"]]"#,
+        br#"[{"token":"t","type":"k"},["t","k"]]"#,
     ];
     for body in malformed {
         let err = Report::from_json(body).unwrap_err();

@@ -102,7 +102,7 @@ impl<'de> Visitor<'de> for Matches<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Match>, A::Error> {
         let mut matches = Vec::new();
-        while let Some(wire) = seq.next_element::<WireMatch>()? {
+        while let Some(ObjectMatch(wire)) = seq.next_element::<ObjectMatch>()? {
             let index = matches.len();
             let checked = if index == MAX_MATCHES {
                 Err(ReportError::TooManyMatches)
@@ -132,6 +132,35 @@ struct WireMatch {
     url: Option<String>,
     #[serde(default)]
     source: Option<String>,
+}
+
+/// A match read only from a JSON object. serde's derive also reads a struct from an
+/// array of its fields in order (`[["dyn_…", "type"]]` was a report of one match), which
+/// no partner sends and the documented format does not allow.
+struct ObjectMatch(WireMatch);
+
+impl<'de> Deserialize<'de> for ObjectMatch {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<ObjectMatch, D::Error> {
+        WireMatch::deserialize(MapOnly(d)).map(ObjectMatch)
+    }
+}
+
+/// A deserializer that reads whatever is asked of it as a map, so that anything but an
+/// object is the inner deserializer's "invalid type" error.
+struct MapOnly<D>(D);
+
+impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
 }
 
 fn leaked_token<'de, D: de::Deserializer<'de>>(d: D) -> Result<LeakedToken, D::Error> {
