@@ -44,6 +44,16 @@ impl Report {
             let (line, column) = position(body, e.valid_up_to());
             ReportError::Malformed { line, column }
         })?;
+        // Then read whole as JSON, keeping nothing: serde_json checks less in what a typed
+        // read skips (an unpaired `\ud800` escape in an ignored field passed), and a body
+        // is a report only if it is JSON throughout.
+        let mut check = serde_json::Deserializer::from_str(body);
+        Checked::deserialize(&mut check)
+            .and_then(|Checked| check.end())
+            .map_err(|err| ReportError::Malformed {
+                line: err.line(),
+                column: err.column(),
+            })?;
         let mut failure = None;
         let mut de = serde_json::Deserializer::from_str(body);
         let read = (&mut de)
@@ -132,6 +142,60 @@ struct WireMatch {
     url: Option<String>,
     #[serde(default)]
     source: Option<String>,
+}
+
+/// Any JSON value, read in full and dropped: every string is parsed (escapes, surrogate
+/// pairs), where serde_json's skipping of ignored values only looks for their end.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 /// A match read only from a JSON object. serde's derive also reads a struct from an

@@ -108,11 +108,10 @@ fn check_report(body: &[u8], report: &Report) {
         assert_ne!(m.url(), Some(""), "an empty url is None");
         assert_ne!(m.source(), Some(""), "an empty source is None");
     }
-    // serde_json reads ignored fields into values, recursing: past its depth limit (which
-    // the report reader does not need for ignored fields) there is nothing to compare.
+    // The reader reads the body whole as JSON first (ignored fields too, to their depth
+    // limit), so whatever it accepts, serde_json reads.
     let value = match serde_json::from_slice::<Value>(body) {
         Ok(value) => value,
-        Err(e) if e.to_string().contains("recursion limit") => return,
         Err(e) => panic!("the report reader accepted what serde_json refuses: {e}"),
     };
     let Value::Array(items) = value else {
