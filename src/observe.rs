@@ -26,6 +26,7 @@
 
 use crate::{EnvironmentId, Error, StoreError, Token, TokenId};
 use core::pin::Pin;
+use core::task::{Context, Poll};
 
 /// Logs (`debug`) and counts an accepted authentication: the token's id and environment.
 #[inline(always)]
@@ -217,14 +218,11 @@ where
 {
     type Output = Result<T, StoreError>;
 
-    fn poll(
-        mut self: core::pin::Pin<&mut Self>,
-        cx: &mut core::task::Context<'_>,
-    ) -> core::task::Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let result = {
             let _entered = this.span.enter();
-            core::task::ready!(core::pin::Pin::new(&mut this.call).poll(cx))
+            core::task::ready!(Pin::new(&mut this.call).poll(cx))
         };
         let op = this.op;
         #[cfg(feature = "metrics")]
@@ -233,7 +231,7 @@ where
         if let Err(error) = &result {
             failed(op, error);
         }
-        core::task::Poll::Ready(result)
+        Poll::Ready(result)
     }
 }
 

@@ -7,7 +7,6 @@
 mod support;
 
 use apitoken::{KeyFingerprint, PostgresStore, SqliteStore, TokenStore};
-use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{
     First, PgSchema, Server, TempDb, admin_scopes, alice, call_at, env_tokens, environment,
@@ -97,18 +96,7 @@ async fn logged(server: &Server, text: &str) {
 
 /// `POST` a token with `caller`: its raw token and id.
 async fn create(server: &Server, caller: &str, scopes: &[&str]) -> First {
-    let created = server
-        .call("POST", &env_tokens(environment()))
-        .bearer(caller)
-        .json(&json!({ "note": "cached", "scopes": scopes }))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    First {
-        raw: created["token"]["rawToken"].as_str().unwrap().to_owned(),
-        id: created["token"]["id"].as_str().unwrap().to_owned(),
-    }
+    support::create_token(server, caller, environment(), "cached", scopes).await
 }
 
 /// Three servers over one database: `writer` (all defaults) makes the changes,
