@@ -153,7 +153,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         a.unwrap();
         c.unwrap();
         drop(b);
-        assert_eq!(store.schema_version().await.unwrap(), 6);
+        assert_eq!(store.schema_version().await.unwrap(), 7);
         let issuer = TokenIssuer::new(store.clone());
         let issued = issuer
             .issue(new_environment(), alice(), request("kept"))
@@ -165,7 +165,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             .await
             .unwrap();
 
-        sqlx::query("UPDATE apitoken_meta SET value = '7' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '8' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -174,8 +174,8 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
@@ -223,9 +223,10 @@ async fn replaced_by(store: &PostgresStore, id: TokenId) -> Option<Uuid> {
         .unwrap()
 }
 
-/// A schema written by version 1 (schema version 1, one token, the hash key bound) is
-/// migrated to version 2 in place: its token still authenticates, can be rotated once,
-/// and not twice.
+/// A schema written by version 1 (schema version 1, a live token and one revoked 100 days
+/// ago in another environment, the hash key bound) is migrated in place: its token still
+/// authenticates, can be rotated once, and not twice; the revoked one is found by purging
+/// (schema 7 records revocations apart, and copies the old ones).
 #[tokio::test]
 async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
     in_schema("version_1_upgrade", |schema| async move {
@@ -261,6 +262,20 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .execute(&mut *tx)
             .await
             .unwrap();
+            sqlx::query(
+                "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
+                 created_at, active, note, scopes, revoked_at) \
+                 VALUES ($1, $2, $3, 'abcdef', $4, $5, false, 'revoked', '', $6)",
+            )
+            .bind(Uuid::from_u128(0x5eed))
+            .bind([7u8; 32].as_slice())
+            .bind(new_environment().as_uuid())
+            .bind(Uuid::from_u128(0xa11ce))
+            .bind(Utc::now() - TimeDelta::days(101))
+            .bind(Utc::now() - TimeDelta::days(100))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
             tx.commit().await.unwrap();
             pool.close().await;
         }
@@ -270,9 +285,9 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 1);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 6);
+        assert_eq!(store.schema_version().await.unwrap(), 7);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 6);
+        assert_eq!(store.schema_version().await.unwrap(), 7);
         store.prepare(hasher.fingerprint()).await.unwrap();
         assert_eq!(
             replaced_by(&store, id).await,
@@ -301,8 +316,25 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             "the old row names its successor"
         );
 
+        let purged = issuer
+            .purge(Duration::from_secs(90 * 86_400))
+            .await
+            .unwrap();
+        assert_eq!(purged.tokens, 1, "the token revoked 100 days ago");
+        let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM apitoken_tokens ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert!(!left.contains(&Uuid::from_u128(0x5eed)), "{left:?}");
+        assert_eq!(left.len(), 2, "the v1 token and its successor stay");
+        let revocations: i64 = sqlx::query_scalar("SELECT count(*) FROM apitoken_revocations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(revocations, 0, "the purged token's revocation went with it");
+
         // A schema from a version newer than this one is still refused.
-        sqlx::query("UPDATE apitoken_meta SET value = '7' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '8' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -311,8 +343,8 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
