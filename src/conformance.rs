@@ -1186,7 +1186,8 @@ async fn delegation_is_bounded_in_depth_and_breadth(store: &dyn TokenStore) {
 
 /// Listing keeps what its filters say, and paging through a filtered listing visits
 /// each kept token once, in creation order: live tokens only (revoked and expired ones
-/// left out), one user's tokens only, and both.
+/// left out), live tokens used (or created) after a time only, one user's tokens only,
+/// and combinations.
 async fn listing_keeps_what_its_filters_say(store: &dyn TokenStore) {
     let env = new_environment();
     let users = [
@@ -1208,11 +1209,30 @@ async fn listing_keeps_what_its_filters_say(store: &dyn TokenStore) {
         if i % 5 == 0 {
             store.revoke(env, stored.token.id, now, by()).await.unwrap();
         }
+        if i % 4 == 1 {
+            store
+                .record_last_use(stored.token.id, now - TimeDelta::minutes(i))
+                .await
+                .unwrap();
+        }
         all.push(store.get(env, stored.token.id).await.unwrap().unwrap());
     }
     all.sort_by_key(Cursor::after);
+    // Created within the first 7 s; some used since.
+    let idle_cut = base_time() + TimeDelta::seconds(3);
     let requests = [
         ("live", PageRequest::first(1).live_at(now)),
+        (
+            "live and used after a time",
+            PageRequest::first(1).live_at(now).used_after(idle_cut),
+        ),
+        (
+            "one user's live and used after a time",
+            PageRequest::first(1)
+                .live_at(now)
+                .created_by(users[0])
+                .used_after(idle_cut),
+        ),
         ("one user's", PageRequest::first(1).created_by(users[0])),
         (
             "one user's live",

@@ -2,6 +2,7 @@
 
 use crate::format::{Checksum, FormatError};
 use crate::model::{EnvironmentId, TokenId};
+use crate::policy::PolicyError;
 use crate::scope::Scope;
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -87,18 +88,26 @@ pub enum Error {
         /// Scopes the calling token does not hold (no privilege escalation).
         not_held: Vec<Scope>,
     },
-    /// The requested expiry is not in the future, or (when a token creates a token) later
-    /// than the creating token's own expiry. Reference code `invalid_expires_at`.
+    /// The requested expiry is not in the future; or later than allowed: than the
+    /// creating token's own expiry (when a token creates a token), or than the
+    /// environment's maximum lifetime ([`LifetimePolicy`](crate::LifetimePolicy)); or
+    /// absent where the environment's policy requires one. Reference code
+    /// `invalid_expires_at`.
     #[error("{}", expiry_message(*.expires_at, *.now, *.latest))]
     InvalidExpiry {
-        /// The requested expiry.
-        expires_at: DateTime<Utc>,
+        /// The requested expiry; `None` when none was asked for and one is required.
+        expires_at: Option<DateTime<Utc>>,
         /// The issuer's current time.
         now: DateTime<Utc>,
-        /// The latest expiry allowed: the creating token's, when a token that expires
-        /// creates a token.
+        /// The latest expiry allowed, when bounded: the earlier of the creating token's
+        /// expiry and the environment's maximum lifetime from now.
         latest: Option<DateTime<Utc>>,
     },
+    /// The issuer's configuration does not hold together (from
+    /// [`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare)): fix the
+    /// configuration.
+    #[error("invalid lifetime policy: {0}")]
+    InvalidPolicy(#[from] PolicyError),
     /// The store refused or failed: no such token ([`StoreError::NotFound`]), a limit
     /// ([`StoreError::LimitReached`], [`StoreError::EnvironmentFull`],
     /// [`StoreError::TooManyDelegated`]: reference code `too_many_api_tokens`;
@@ -111,17 +120,21 @@ pub enum Error {
 }
 
 fn expiry_message(
-    expires_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     latest: Option<DateTime<Utc>>,
 ) -> String {
-    match latest {
-        Some(latest) if expires_at > now => format!(
-            "expiresAt {expires_at} is later than the creating token's own expiry {latest}: give {latest} or earlier, or none to expire with it"
+    match (expires_at, latest) {
+        (None, Some(latest)) => format!(
+            "expiresAt is required here: give a time after {now} and no later than {latest}"
         ),
-        _ => format!(
-            "expiresAt {expires_at} is not in the future (now is {now}): give a later time or none"
+        (None, None) => format!("expiresAt is required here: give a time after {now}"),
+        (Some(expires_at), Some(latest)) if expires_at > now => format!(
+            "expiresAt {expires_at} is later than allowed (the creating token's own expiry, or the environment's maximum lifetime from now): give {latest} or earlier"
         ),
+        (Some(expires_at), _) => {
+            format!("expiresAt {expires_at} is not in the future (now is {now}): give a later time")
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::model::{
     Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
 };
 use crate::observe;
+use crate::policy::{LifetimePolicy, PolicyError};
 use crate::principal::Principal;
 use crate::scope::{Scope, ScopeCatalog};
 use crate::secret::RawToken;
@@ -23,6 +24,7 @@ use core::fmt;
 use core::num::NonZeroU32;
 use core::time::Duration;
 use rand_core::CryptoRng;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::Instrument as _;
 
@@ -143,6 +145,12 @@ pub struct TokenIssuer<S> {
     lists: gate::Gate,
     event_retention: TimeDelta,
     leak_retention: TimeDelta,
+    /// Every environment's lifetime policy but those in `lifetimes`.
+    lifetime: LifetimePolicy,
+    /// Per-environment lifetime policies, replacing `lifetime` for theirs.
+    lifetimes: HashMap<EnvironmentId, LifetimePolicy>,
+    /// Whether any policy has an idle expiry: authentication reads no policy otherwise.
+    idle_expiry: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
@@ -156,6 +164,8 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
             .field("limits", &self.limits)
             .field("lists_per_environment", &self.lists.per_environment())
             .field("last_use_interval", &self.last_use_interval)
+            .field("lifetime", &self.lifetime)
+            .field("lifetimes", &self.lifetimes)
             .finish_non_exhaustive()
     }
 }
@@ -234,7 +244,8 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
     }
 
     /// Records a token's last use at most once per `interval` (default one minute);
-    /// `None` never records it.
+    /// `None` never records it. An idle expiry must span at least ten intervals (see
+    /// [`LifetimePolicy::validate`]).
     pub fn last_use_interval(mut self, interval: Option<Duration>) -> Self {
         self.issuer.last_use_interval =
             interval.map(|d| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX));
@@ -259,11 +270,70 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
+    /// The lifetime policy of every environment that has none of its own (default:
+    /// [`LifetimePolicy::default`], no restriction).
+    ///
+    /// ```
+    /// use apitoken::{EnvironmentId, LifetimePolicy, MemoryStore, TokenIssuer};
+    /// use std::time::Duration;
+    /// use uuid::Uuid;
+    ///
+    /// const DAY: Duration = Duration::from_secs(86_400);
+    /// let strict = EnvironmentId::from_uuid(Uuid::from_u128(1));
+    /// let issuer = TokenIssuer::builder(MemoryStore::new())
+    ///     .lifetime_policy(LifetimePolicy::default().max_lifetime(90 * DAY))
+    ///     .environment_lifetime_policy(strict, LifetimePolicy::default()
+    ///         .max_lifetime(7 * DAY)
+    ///         .idle_expiry(DAY))
+    ///     .try_build()?;
+    /// assert_eq!(issuer.lifetime_policy(strict).max_lifetime_limit(), Some(7 * DAY));
+    /// let other = EnvironmentId::from_uuid(Uuid::from_u128(2));
+    /// assert_eq!(issuer.lifetime_policy(other).max_lifetime_limit(), Some(90 * DAY));
+    /// # Ok::<(), apitoken::PolicyError>(())
+    /// ```
+    pub fn lifetime_policy(mut self, policy: LifetimePolicy) -> Self {
+        self.issuer.lifetime = policy;
+        self
+    }
+
+    /// The lifetime policy of `environment`, replacing the
+    /// [default one](Self::lifetime_policy) for it (a tenant's own terms, say). Set as many
+    /// as there are environments with terms of their own; the issuer looks one up per
+    /// issue, rotation and listing, and per authentication when some policy has an idle
+    /// expiry.
+    pub fn environment_lifetime_policy(
+        mut self,
+        environment: EnvironmentId,
+        policy: LifetimePolicy,
+    ) -> Self {
+        self.issuer.lifetimes.insert(environment, policy);
+        self
+    }
+
     /// The configured issuer, on a store that is ready as it is: [`MemoryStore`](crate::MemoryStore),
     /// or a database [`prepare`](Self::prepare) has made ready before. Nothing checks the
     /// hash key here; for SQLite and PostgreSQL use [`prepare`](Self::prepare).
-    pub fn build(self) -> TokenIssuer<S> {
+    ///
+    /// Nor are the lifetime policies checked: [`try_build`](Self::try_build) and
+    /// [`prepare`](Self::prepare) refuse one that fails [`LifetimePolicy::validate`]. Here
+    /// it applies as given, which refuses more, never less (a zero maximum lifetime
+    /// refuses every issue; a short idle expiry ends tokens early).
+    pub fn build(mut self) -> TokenIssuer<S> {
+        let idle_expiry = self
+            .issuer
+            .policies()
+            .any(|p| p.idle_expiry_limit().is_some());
+        self.issuer.idle_expiry = idle_expiry;
         self.issuer
+    }
+
+    /// The configured issuer, as [`build`](Self::build) makes it, once every lifetime
+    /// policy passes [`LifetimePolicy::validate`] with the configured
+    /// [last-use interval](Self::last_use_interval).
+    pub fn try_build(self) -> Result<TokenIssuer<S>, PolicyError> {
+        let issuer = self.build();
+        issuer.validate_policies()?;
+        Ok(issuer)
     }
 
     /// The configured issuer, after making its store ready
@@ -291,8 +361,11 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    ///
+    /// Every lifetime policy is checked first, as [`try_build`](Self::try_build) does
+    /// ([`Error::InvalidPolicy`]).
     pub async fn prepare(self) -> Result<TokenIssuer<S>, Error> {
-        let issuer = self.issuer;
+        let issuer = self.try_build()?;
         issuer.store.prepare(issuer.hasher.fingerprint()).await?;
         Ok(issuer)
     }
@@ -320,6 +393,9 @@ impl<S: TokenStore> TokenIssuer<S> {
                 lists: gate::Gate::new(NonZeroU32::new(DEFAULT_LISTS_PER_ENVIRONMENT)),
                 event_retention: TimeDelta::days(30),
                 leak_retention: TimeDelta::days(30),
+                lifetime: LifetimePolicy::default(),
+                lifetimes: HashMap::new(),
+                idle_expiry: false,
             },
         }
     }
@@ -349,6 +425,49 @@ impl<S: TokenStore> TokenIssuer<S> {
         self.limits
     }
 
+    /// The lifetime policy of `environment`: its own, or the default one.
+    pub fn lifetime_policy(&self, environment: EnvironmentId) -> &LifetimePolicy {
+        if self.lifetimes.is_empty() {
+            return &self.lifetime;
+        }
+        self.lifetimes.get(&environment).unwrap_or(&self.lifetime)
+    }
+
+    fn policies(&self) -> impl Iterator<Item = &LifetimePolicy> {
+        core::iter::once(&self.lifetime).chain(self.lifetimes.values())
+    }
+
+    fn validate_policies(&self) -> Result<(), PolicyError> {
+        let interval = self.last_use_interval.and_then(|d| d.to_std().ok());
+        self.policies().try_for_each(|p| p.validate(interval))
+    }
+
+    /// `token` as an answer shows it at `now` under its environment's lifetime policy:
+    /// [`with_idle_expiry`](Self::with_idle_expiry), then [`Token::as_of`] (`active`
+    /// false once revoked, expired or idle). Build answers from records with this rather
+    /// than [`Token::as_of`] alone.
+    #[must_use]
+    pub fn as_of(&self, token: Token, now: DateTime<Utc>) -> Token {
+        self.with_idle_expiry(token, now).as_of(now)
+    }
+
+    /// The record, with `expires_at` brought forward to when the token went idle if its
+    /// environment's idle expiry ended it by `now` (a token that is not revoked, unused
+    /// since then): an idle token then reads as expired, with the instant it expired,
+    /// exactly as authentication refuses it. A token still in use keeps its own
+    /// `expires_at`: the idle end moves with every use, so it is not shown.
+    #[must_use]
+    pub fn with_idle_expiry(&self, mut token: Token, now: DateTime<Utc>) -> Token {
+        if token.active
+            && let Some(end) = self.lifetime_policy(token.environment).idle_end(&token)
+            && end <= now
+            && token.expires_at.is_none_or(|at| end < at)
+        {
+            token.expires_at = Some(end);
+        }
+        token
+    }
+
     /// Issues a token in `environment` for `caller`.
     ///
     /// Fails with [`Error::InvalidScopes`] (`invalid_scopes`) when a scope is not in the
@@ -358,6 +477,11 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// and [`StoreError::TooManyDelegated`] (`too_many_api_tokens`) and
     /// [`StoreError::DelegationTooDeep`] at the bounds of the issuer's [`Limits`]. Nothing
     /// is stored on failure.
+    ///
+    /// The environment's [`LifetimePolicy`] bounds the expiry: with a maximum lifetime, an
+    /// expiry later than now plus the maximum, or none, fails with
+    /// [`Error::InvalidExpiry`] naming the latest allowed instant; where an expiry is
+    /// required, none fails the same way.
     ///
     /// A token caller delegates: the new token records it as
     /// [`created_by_token`](Token::created_by_token), expires no later than it (without an
@@ -442,12 +566,23 @@ impl<S: TokenStore> TokenIssuer<S> {
         if !unknown.is_empty() || !not_held.is_empty() {
             return Err(Error::InvalidScopes { unknown, not_held });
         }
-        let latest = caller.token().and_then(Principal::expires_at);
-        if let Some(expires_at) = request.expires_at
-            && (expires_at <= now || latest.is_some_and(|latest| expires_at > latest))
-        {
+        let policy = self.lifetime_policy(environment);
+        let latest = match (
+            caller.token().and_then(Principal::expires_at),
+            policy.latest_expiry(now).map(whole_micros),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let refused = match request.expires_at {
+            None => policy.requires_expiry(),
+            Some(expires_at) => {
+                expires_at <= now || latest.is_some_and(|latest| expires_at > latest)
+            }
+        };
+        if refused {
             return Err(Error::InvalidExpiry {
-                expires_at,
+                expires_at: request.expires_at,
                 now,
                 latest,
             });
@@ -549,7 +684,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         }
         // The clock is read only when an answer depends on it: it costs as much as the
         // format check (about 40 ns on a VM).
-        if token.expires_at.is_none() && self.last_use_interval.is_none() {
+        if token.expires_at.is_none() && self.last_use_interval.is_none() && !self.idle_expiry {
             observe::accepted(token.id, token.environment);
             return Ok(Principal::from_credential(token));
         }
@@ -561,6 +696,19 @@ impl<S: TokenStore> TokenIssuer<S> {
             return Err(Error::Expired {
                 id: token.id,
                 expired_at,
+            });
+        }
+        // Idle: judged from the recorded last use, and nothing written.
+        if self.idle_expiry
+            && let Some(idle_end) = self
+                .lifetime_policy(token.environment)
+                .idle_end_of(token.id, token.last_used_at)
+            && idle_end <= now
+        {
+            observe::refused("expired", Some(token.id));
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at: idle_end,
             });
         }
         if let Some(interval) = self.last_use_interval
@@ -670,7 +818,25 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// A page of `environment`'s tokens in creation order (never raw tokens), filtered as
     /// `page` says. At most two pages of one environment are read at once (see
     /// [`TokenIssuerBuilder::lists_per_environment`]); more wait their turn.
-    pub async fn list(&self, environment: EnvironmentId, page: PageRequest) -> Result<Page, Error> {
+    ///
+    /// A live-only page ([`PageRequest::live_at`]) also leaves out the tokens the
+    /// environment's idle expiry has ended ([`PageRequest::used_after`]). The records are
+    /// as stored: see [`as_of`](Self::as_of) for an answer.
+    pub async fn list(
+        &self,
+        environment: EnvironmentId,
+        mut page: PageRequest,
+    ) -> Result<Page, Error> {
+        if let (Some(at), Some(idle)) = (
+            page.live_at,
+            self.lifetime_policy(environment).idle_expiry_limit(),
+        ) {
+            let after = TimeDelta::from_std(idle)
+                .ok()
+                .and_then(|idle| at.checked_sub_signed(idle))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            page.used_after = Some(page.used_after.map_or(after, |given| given.max(after)));
+        }
         let _turn = self.lists.enter(environment).await;
         let page = observe::store_call("list", self.store.list(environment, page)).await?;
         tracing::debug!(environment = %environment, tokens = page.tokens.len(), "page listed");
@@ -679,8 +845,8 @@ impl<S: TokenStore> TokenIssuer<S> {
 
     /// Up to `max` of `environment`'s tokens in creation order, read [`list`](Self::list)
     /// page by page, each of at most `page_size` tokens (clamped as
-    /// [`PageRequest::first`] does). The records are as stored: see [`Token::as_of`] for
-    /// an answer.
+    /// [`PageRequest::first`] does). The records are as stored: see
+    /// [`as_of`](Self::as_of) for an answer.
     pub async fn list_all(
         &self,
         environment: EnvironmentId,
@@ -822,6 +988,14 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// rotate instead, and changes nothing. A revoked or expired token that was never
     /// rotated fails with [`StoreError::NotLive`] (409). So a token never has two live
     /// successors, and of concurrent rotations of one token exactly one succeeds.
+    ///
+    /// The environment's [`LifetimePolicy`] bounds the successor as it bounds an issue,
+    /// but a rotation is not refused for it where it can comply: with a maximum lifetime,
+    /// the successor's expiry is capped at now plus the maximum (a token from before the
+    /// policy, or that never expires, gets a successor that does), so rotating is how a
+    /// client moves onto the policy. Where an expiry is required without a maximum, a
+    /// token that never expires has no compliant successor: rotating it fails with
+    /// [`Error::InvalidExpiry`] (`invalid_expires_at`); issue a new token with an expiry.
     pub async fn rotate(
         &self,
         environment: EnvironmentId,
@@ -863,6 +1037,16 @@ impl<S: TokenStore> TokenIssuer<S> {
             && let (Some(new), Some(end)) = (expires_at, old.expires_at)
         {
             expires_at = Some(new.min(end));
+        }
+        let policy = self.lifetime_policy(environment);
+        if let Some(latest) = policy.latest_expiry(now).map(whole_micros) {
+            expires_at = Some(expires_at.map_or(latest, |at| at.min(latest)));
+        } else if expires_at.is_none() && policy.requires_expiry() {
+            return Err(Error::InvalidExpiry {
+                expires_at: None,
+                now,
+                latest: None,
+            });
         }
         let request = IssueRequest {
             note: old.note,

@@ -127,6 +127,7 @@ pub mod leak;
 mod model;
 mod note;
 mod observe;
+mod policy;
 mod principal;
 pub mod scan;
 mod scope;
@@ -157,6 +158,7 @@ pub use model::{
     UserId,
 };
 pub use note::{MAX_NOTE_CHARS, Note, NoteError};
+pub use policy::{LifetimePolicy, PolicyError};
 pub use principal::Principal;
 pub use scope::{MAX_SCOPE_LEN, REFERENCE_SCOPES, Scope, ScopeCatalog, ScopeError, Scopes};
 pub use secret::RawToken;

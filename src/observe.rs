@@ -108,6 +108,7 @@ pub(crate) fn error_kind(error: &Error) -> &'static str {
         Error::OutsideDelegation { .. } => "outside_delegation",
         Error::InvalidScopes { .. } => "invalid_scopes",
         Error::InvalidExpiry { .. } => "invalid_expiry",
+        Error::InvalidPolicy(_) => "invalid_policy",
         Error::Store(error) => store_error_kind(error),
     }
 }

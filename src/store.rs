@@ -620,6 +620,11 @@ pub struct PageRequest {
     /// Only tokens live at this time (active and not expired); `None` keeps revoked and
     /// expired ones too.
     pub live_at: Option<DateTime<Utc>>,
+    /// With [`live_at`](Self::live_at) only: also leave out tokens last used (or, never
+    /// used, created) at or before this time, which an idle expiry has ended
+    /// ([`LifetimePolicy::idle_expiry`](crate::LifetimePolicy::idle_expiry)). The issuer
+    /// sets it from the environment's policy in [`TokenIssuer::list`](crate::TokenIssuer::list).
+    pub used_after: Option<DateTime<Utc>>,
     /// Only tokens created for this user ([`Token::created_by`]).
     pub created_by: Option<UserId>,
 }
@@ -634,6 +639,7 @@ impl PageRequest {
             limit: limit.clamp(1, Self::MAX_LIMIT),
             after: None,
             live_at: None,
+            used_after: None,
             created_by: None,
         }
     }
@@ -642,6 +648,15 @@ impl PageRequest {
     pub fn live_at(self, at: DateTime<Utc>) -> PageRequest {
         PageRequest {
             live_at: Some(at),
+            ..self
+        }
+    }
+
+    /// The same, with [`live_at`](Self::live_at), leaving out tokens last used (or, never
+    /// used, created) at or before `at`.
+    pub fn used_after(self, at: DateTime<Utc>) -> PageRequest {
+        PageRequest {
+            used_after: Some(at),
             ..self
         }
     }
@@ -657,10 +672,17 @@ impl PageRequest {
     /// Whether `token` passes the filters (not the position): for stores that filter
     /// what they read.
     pub fn keeps(&self, token: &Token) -> bool {
-        self.live_at.is_none_or(|at| token.is_live_at(at))
-            && self
-                .created_by
-                .is_none_or(|user| token.created_by.id == user)
+        self.live_at.is_none_or(|at| {
+            token.is_live_at(at)
+                && self.used_after.is_none_or(|after| {
+                    token
+                        .last_used_at
+                        .map_or(token.created_at, |used| used.max(token.created_at))
+                        > after
+                })
+        }) && self
+            .created_by
+            .is_none_or(|user| token.created_by.id == user)
     }
 
     /// The same size, after `cursor`.

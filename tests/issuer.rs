@@ -354,7 +354,7 @@ async fn delegated_tokens_expire_no_later_than_their_creator() {
             Error::InvalidExpiry {
                 expires_at, latest, ..
             } => {
-                assert_eq!(*expires_at, later);
+                assert_eq!(*expires_at, Some(later));
                 assert_eq!(*latest, Some(end));
             }
             other => panic!("expected InvalidExpiry, got {other:?}"),

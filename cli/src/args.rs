@@ -80,6 +80,9 @@ pub(crate) struct Global {
     #[command(flatten)]
     pub(crate) cap: apitoken_ops::CapArgs,
 
+    #[command(flatten)]
+    pub(crate) lifetime: apitoken_ops::LifetimeArgs,
+
     /// More scopes `issue` accepts, comma-separated
     ///
     /// Added to the 14 reference scopes: your application's own vocabulary, e.g.

@@ -44,7 +44,9 @@ pub(crate) async fn with_issuer<T>(
     let mut builder = handle
         .builder()
         .scope_catalog(catalog(global))
-        .limits(limits);
+        .limits(limits)
+        .last_use_interval(Some(apitoken_ops::LAST_USE_INTERVAL))
+        .lifetime_policy(global.lifetime.policy());
     if access == Access::Read {
         builder = builder.last_use_interval(None);
     }

@@ -245,6 +245,9 @@ impl Cli {
             "APITOKEN_HASH_KEY",
             "APITOKEN_EXTRA_SCOPES",
             "APITOKEN_MAX_TOKENS_PER_ENVIRONMENT",
+            "APITOKEN_MAX_LIFETIME",
+            "APITOKEN_REQUIRE_EXPIRY",
+            "APITOKEN_IDLE_EXPIRY",
         ] {
             command.env_remove(var);
         }
@@ -416,6 +419,7 @@ on_every_store! {
     pruned_events_say_where_to_go_on,
     follow_prints_changes_as_they_happen,
     scan_revoke_revokes_the_live_tokens_found,
+    lifetime_policy_flags,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -936,6 +940,121 @@ fn expires_in_sets_the_expiry(db: &Db) {
     let out = db.verify(&raw(&token), &["--json"]).run().success();
     let principal: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(principal["expiresAt"], token["expiresAt"]);
+}
+
+/// `--max-lifetime`, `--require-expiry` (or their variables) bound `issue` and
+/// `rotate`; `--idle-expiry` makes `verify` refuse, and `list` and `get` show as expired,
+/// a token unused for that long (issued here with the library at a clock 40 days back).
+fn lifetime_policy_flags(db: &Db) {
+    let never = db.issue(&["--note", "never expires"]);
+    db.cli(&[
+        "issue",
+        "--env",
+        ENV,
+        "--note",
+        "n",
+        "--max-lifetime",
+        "90d",
+    ])
+    .run()
+    .error(2, &["--max-lifetime", "--expires-in"]);
+    db.cli(&[
+        "issue",
+        "--env",
+        ENV,
+        "--note",
+        "n",
+        "--max-lifetime",
+        "90d",
+    ])
+    .args(&["--expires-in", "91d"])
+    .run()
+    .error(2, &["--expires-in is longer than --max-lifetime"]);
+    db.cli(&["issue", "--env", ENV, "--note", "n"])
+        .env("APITOKEN_REQUIRE_EXPIRY", "1")
+        .run()
+        .error(2, &["--require-expiry", "--expires-in"]);
+    let bounded = db.issue(&["--max-lifetime", "90d", "--expires-in", "90d"]);
+    let expires = time(&bounded["expiresAt"]);
+    assert!(expires <= Utc::now() + TimeDelta::days(90), "{bounded}");
+    assert_near(expires, Utc::now() + TimeDelta::days(90));
+    // A rotation's successor is capped at the maximum.
+    let out = db
+        .cli(&[
+            "rotate",
+            "--env",
+            ENV,
+            "--id",
+            &id(&never),
+            "--max-lifetime",
+            "30d",
+        ])
+        .run()
+        .success();
+    let successor: Value = serde_json::from_str(&out).unwrap();
+    assert_near(
+        time(&successor["token"]["expiresAt"]),
+        Utc::now() + TimeDelta::days(30),
+    );
+    // An idle expiry shorter than ten last-use intervals is refused by the parser.
+    db.cli(&["list", "--env", ENV, "--idle-expiry", "5m"])
+        .run()
+        .error(2, &["at least 10m"]);
+
+    let created = Utc::now() - TimeDelta::days(40);
+    let (idle_raw, idle_id) = block_on(async {
+        let store = apitoken::open_store(&db.url()).await.unwrap();
+        let issuer = apitoken::TokenIssuer::builder(store)
+            .clock(apitoken::ManualClock::new(created))
+            .prepare()
+            .await
+            .unwrap();
+        let env: apitoken::EnvironmentId = ENV.parse().unwrap();
+        let creator = apitoken::Creator::new(apitoken::UserId::from_uuid(uuid::Uuid::nil()));
+        let request = apitoken::IssueRequest::new(apitoken::Note::new("idle").unwrap());
+        let issued = issuer.issue(env, creator, request).await.unwrap();
+        apitoken::TokenStore::close(issuer.store()).await;
+        (
+            issued.raw.expose_secret().to_owned(),
+            issued.token.id.to_string(),
+        )
+    });
+    db.verify(&idle_raw, &[]).run().success();
+    db.verify(&idle_raw, &["--idle-expiry", "30d"])
+        .run()
+        .error(1, &["verification failed (expired)"]);
+    let out = db
+        .cli(&["list", "--env", ENV, "--json", "--idle-expiry", "30d"])
+        .run()
+        .success();
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let shown = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == idle_id.as_str())
+        .unwrap()
+        .clone();
+    let went_idle = time(&shown["createdAt"]) + TimeDelta::days(30);
+    assert_eq!(time(&shown["expiresAt"]), went_idle, "{shown}");
+    let out = db
+        .cli(&[
+            "get",
+            "--env",
+            ENV,
+            "--id",
+            &idle_id,
+            "--idle-expiry",
+            "30d",
+        ])
+        .run()
+        .success();
+    assert!(out.contains("status") && out.contains("expired"), "{out}");
+    let out = db
+        .cli(&["get", "--env", ENV, "--id", &idle_id])
+        .run()
+        .success();
+    assert!(!out.contains("expired"), "{out}");
 }
 
 fn extra_scopes_extend_the_catalog(db: &Db) {

@@ -127,6 +127,87 @@ impl CapArgs {
     }
 }
 
+/// The lifetime policy (`--max-lifetime`, `--require-expiry`, `--idle-expiry`), which the
+/// CLI and the server share so that one setting holds for both. It applies to every
+/// environment of the database.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct LifetimeArgs {
+    /// Longest lifetime a token may be given, e.g. 90d: an issue asking for a later expiry,
+    /// or for none, is refused (422 invalid_expires_at, naming the latest allowed
+    /// instant); a rotation's successor expires at most this long after the rotation
+    #[arg(
+        long,
+        global = true,
+        env = "APITOKEN_MAX_LIFETIME",
+        value_name = "DURATION",
+        value_parser = positive_duration
+    )]
+    pub max_lifetime: Option<std::time::Duration>,
+
+    /// Refuse to issue a token without an expiry (422 invalid_expires_at); implied by
+    /// --max-lifetime
+    #[arg(
+        long,
+        global = true,
+        env = "APITOKEN_REQUIRE_EXPIRY",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub require_expiry: bool,
+
+    /// A token unused for this long, e.g. 30d, stops working (401, as an expired one) and
+    /// is listed as expired since then; at least 10m, as last use is recorded at most once
+    /// a minute (a token may go idle up to a minute early)
+    #[arg(
+        long,
+        global = true,
+        env = "APITOKEN_IDLE_EXPIRY",
+        value_name = "DURATION",
+        value_parser = idle_expiry
+    )]
+    pub idle_expiry: Option<std::time::Duration>,
+}
+
+impl LifetimeArgs {
+    /// The policy these options describe.
+    pub fn policy(&self) -> apitoken::LifetimePolicy {
+        let mut policy = apitoken::LifetimePolicy::default().require_expiry(self.require_expiry);
+        if let Some(max) = self.max_lifetime {
+            policy = policy.max_lifetime(max);
+        }
+        if let Some(idle) = self.idle_expiry {
+            policy = policy.idle_expiry(idle);
+        }
+        policy
+    }
+}
+
+/// How often the CLI and the server record a token's last use at most: the library's
+/// default.
+pub const LAST_USE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A duration of at least a second.
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = duration::parse(text)?;
+    if duration.is_zero() {
+        return Err("must be at least 1s; leave the option out for no bound".to_owned());
+    }
+    Ok(duration)
+}
+
+/// An idle expiry: long enough for how often last use is recorded.
+fn idle_expiry(text: &str) -> Result<std::time::Duration, String> {
+    let duration = positive_duration(text)?;
+    apitoken::LifetimePolicy::default()
+        .idle_expiry(duration)
+        .validate(Some(LAST_USE_INTERVAL))
+        .map_err(|_| {
+            format!(
+                "{text} is too short: at least 10m, as last use is recorded at most once a minute"
+            )
+        })?;
+    Ok(duration)
+}
+
 /// Where the storage options came from, so that the command line beats the environment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sources {
@@ -234,7 +315,9 @@ impl Handle {
         builder: TokenIssuerBuilder<DynTokenStore>,
     ) -> Result<TokenIssuer<DynTokenStore>, String> {
         if self.access == Access::Read {
-            return Ok(builder.build());
+            return builder
+                .try_build()
+                .map_err(|e| format!("invalid lifetime policy: {e}"));
         }
         match builder.prepare().await {
             Ok(issuer) => Ok(issuer),

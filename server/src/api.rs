@@ -214,7 +214,7 @@ fn token_id(param: Result<Path<TokenIdParam>, PathRejection>) -> Result<TokenId,
 /// 201 with the reference JSON, the record as of now; the raw token must not be cached on
 /// the way.
 fn created(state: &AppState, mut issued: IssuedToken) -> Response {
-    issued.token = issued.token.as_of(state.issuer.now());
+    issued.token = state.issuer.as_of(issued.token, state.issuer.now());
     let mut response = (StatusCode::CREATED, Json(&issued)).into_response();
     no_store(&mut response);
     response
@@ -301,7 +301,11 @@ async fn list_page(
             params.limit
         )
     });
-    let tokens = page.tokens.into_iter().map(|t| t.as_of(now)).collect();
+    let tokens = page
+        .tokens
+        .into_iter()
+        .map(|t| state.issuer.as_of(t, now))
+        .collect();
     let mut response = Json(Listed {
         tokens,
         next_cursor,
@@ -351,7 +355,7 @@ async fn revoke(
 
 /// `{"token": …}` as of now, never cached on the way.
 fn one(state: &AppState, token: Token) -> Response {
-    let token = token.as_of(state.issuer.now());
+    let token = state.issuer.as_of(token, state.issuer.now());
     let mut response = Json(One { token: &token }).into_response();
     no_store(&mut response);
     response
@@ -412,7 +416,7 @@ async fn rotate(
         (status = 403, description = "The token lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
+        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` (not in the future; later than the calling token's expiry or than now plus the maximum lifetime, `--max-lifetime`; or absent where an expiry is required: the payload's `latest` is the latest allowed instant) or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_user_token(
@@ -544,7 +548,7 @@ async fn get_user_token(
         (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created", body = ErrorBody),
         (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
         (status = 409, description = "The token was rotated before, or is revoked or expired", body = ErrorBody),
-        (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit", body = UnprocessableBody),
+        (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit; `invalid_expires_at` (`expiresAt` and `latest` null): the server requires an expiry (`--require-expiry`) without a maximum lifetime and the token never expires, so no successor complies: issue a new token with an expiry. Under `--max-lifetime` the successor's expiry is capped at now plus the maximum instead", body = UnprocessableBody),
     )
 )]
 async fn rotate_user_token(
@@ -581,7 +585,7 @@ async fn rotate_user_token(
         (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
+        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` (not in the future; later than the calling token's expiry or than now plus the maximum lifetime, `--max-lifetime`; or absent where an expiry is required: the payload's `latest` is the latest allowed instant) or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_environment_token(
@@ -833,7 +837,7 @@ async fn get_environment_token(
         (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created", body = ErrorBody),
         (status = 404, description = "No such token in the environment", body = NotFoundBody),
         (status = 409, description = "The token was rotated before, or is revoked or expired", body = ErrorBody),
-        (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit", body = UnprocessableBody),
+        (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit; `invalid_expires_at` (`expiresAt` and `latest` null): the server requires an expiry (`--require-expiry`) without a maximum lifetime and the token never expires, so no successor complies: issue a new token with an expiry. Under `--max-lifetime` the successor's expiry is capped at now plus the maximum instead", body = UnprocessableBody),
     )
 )]
 async fn rotate_environment_token(

@@ -53,6 +53,13 @@ Slow clients:
   --body-timeout to send its body, or --idle-timeout to send its next request is closed
   (without an answer) and logged with its peer address and which timeout it hit.
 
+Lifetime policy (every environment; the CLI reads the same variables):
+  --max-lifetime 90d refuses a token asking for a later expiry or none (422
+  invalid_expires_at, with the latest allowed instant in its payload); a rotation's
+  successor expires within it. --require-expiry refuses one without an expiry.
+  --idle-expiry 30d: a token unused that long answers 401 like an expired one and is
+  listed as expired (active false, expiresAt when it went idle).
+
 Leaked tokens (the README's section When a token leaks says more):
   a reported token that is live is revoked with everything it created, as a `leaked`
   event naming the reporter and where it was found. GitHub's reports are taken by
@@ -126,6 +133,9 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     pub(crate) cap: apitoken_ops::CapArgs,
+
+    #[command(flatten)]
+    pub(crate) lifetime: apitoken_ops::LifetimeArgs,
 
     /// At most N tokens in a chain of tokens creating tokens (a token a user created is
     /// at depth 0); a token at depth N creating one answers 403. 0: no bound

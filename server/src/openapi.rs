@@ -86,7 +86,9 @@ pub(crate) struct PostTokenFields {
     scopes: Option<Vec<ScopeName>>,
     /// When the token stops working (an extension of the reference); absent or null means
     /// never. Must be in the future: a past or present instant is refused with 422
-    /// `invalid_expires_at`.
+    /// `invalid_expires_at`. Under the server's lifetime policy (`--max-lifetime`,
+    /// `--require-expiry`) a later instant than allowed, or none, is refused the same way,
+    /// with the latest allowed instant in the payload's `latest`.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
@@ -139,14 +141,16 @@ pub(crate) struct TokenWithRaw {
     #[schema(format = DateTime)]
     created_at: String,
     /// Whether the token can be used at the time of the answer: false once it is revoked
-    /// or expired. Only active tokens can be used.
+    /// or expired, or unused for longer than the server's idle expiry (`--idle-expiry`).
+    /// Only active tokens can be used.
     active: Option<bool>,
     note: Option<String>,
     #[schema(format = "uuid")]
     project_environment_id: Option<String>,
     project_environment: Option<ProjectEnvironment>,
     scopes: Option<Vec<StoredScopeName>>,
-    /// When the token stops working, if ever (an extension of the reference).
+    /// When the token stops working, if ever (an extension of the reference). A token the
+    /// idle expiry ended shows the instant it went idle here, with `active` false.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
     /// When the token last authenticated, recorded at most once a minute (an extension).
@@ -174,15 +178,22 @@ pub(crate) struct Token {
     #[schema(format = DateTime)]
     created_at: String,
     /// Whether the token can be used at the time of the answer: false once it is revoked
-    /// or expired. Only active tokens can be used.
+    /// or expired, or unused for longer than the server's idle expiry (`--idle-expiry`).
+    /// Only active tokens can be used.
     active: Option<bool>,
     note: Option<String>,
     #[schema(format = "uuid")]
     project_environment_id: Option<String>,
     project_environment: Option<ProjectEnvironment>,
     scopes: Option<Vec<StoredScopeName>>,
+    /// When the token stops working, if ever (an extension of the reference). A token the
+    /// idle expiry (`--idle-expiry`) ended shows the instant it went idle here, with
+    /// `active` false; a token in use shows its own expiry (the idle end moves with each
+    /// use).
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// When the token last authenticated, recorded at most once a minute (an extension);
+    /// an idle expiry counts from it (from `createdAt` when absent).
     #[schema(format = DateTime)]
     last_used_at: Option<String>,
     #[schema(format = DateTime)]
@@ -228,7 +239,7 @@ pub(crate) struct ListQuery {
     #[param(value_type = Option<String>, pattern = "^[0-9a-f]{48}$")]
     pub(crate) cursor: Option<String>,
     /// `live` (the default): the tokens that work now; `all`: revoked and expired ones
-    /// too (`active: false`).
+    /// too, idle-expired ones included (`active: false`).
     #[param(value_type = Option<String>, pattern = "^(live|all)$")]
     pub(crate) state: Option<String>,
 }
@@ -395,9 +406,11 @@ pub(crate) struct UnprocessableBody {
     code: String,
     /// Details for programs, always of the same shape for a code: `invalid_scopes`:
     /// `unknown` and `notHeld` (at most 10 names each), then `omitted` (`{unknown,
-    /// notHeld}` counts) when names were left out; `invalid_expires_at`: `expiresAt` (null
-    /// when not a timestamp), the server's `now` and `latest`, the latest expiry allowed
-    /// (the creating token's, when a token that expires creates one; else null); `too_many_api_tokens`:
+    /// notHeld}` counts) when names were left out; `invalid_expires_at`: `expiresAt` (the
+    /// requested expiry; null when none was given and the lifetime policy requires one, or
+    /// for a rotation's successor), the server's `now` and `latest`, the latest expiry
+    /// allowed (the earlier of the creating token's, when a token that expires creates
+    /// one, and now plus the maximum lifetime, `--max-lifetime`; else null); `too_many_api_tokens`:
     /// `projectEnvironmentId` and `limit` (of the live tokens, of all the tokens kept,
     /// or of the live tokens the calling token created, whichever was reached).
     #[schema(value_type = Object)]

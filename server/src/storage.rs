@@ -55,6 +55,8 @@ pub(crate) async fn open(args: &Args) -> Result<Opened, String> {
             .scope_catalog(catalog.clone())
             .limits(limits)
             .leak_retention(args.leak_retention)
+            .last_use_interval(Some(apitoken_ops::LAST_USE_INTERVAL))
+            .lifetime_policy(args.lifetime.policy())
     };
     let (issuer, feed) = if args.no_cache {
         (handle.issuer(configure(handle.builder())).await?, None)

@@ -42,6 +42,7 @@ pub fn status(error: &Error) -> u16 {
             StoreError::Unavailable { .. } => 503,
             _ => 500,
         },
+        Error::InvalidPolicy(_) => 500,
     }
 }
 

@@ -118,12 +118,14 @@ enum Payload<'a> {
     },
     #[serde(rename_all = "camelCase")]
     Expiry {
-        #[serde(with = "rfc3339")]
-        expires_at: DateTime<Utc>,
+        /// The requested expiry, `null` when none was given and one is required.
+        #[serde(with = "rfc3339::option")]
+        expires_at: Option<DateTime<Utc>>,
         #[serde(with = "rfc3339")]
         now: DateTime<Utc>,
-        /// The creating token's expiry when it bounds this one, else `null`: the key is
-        /// always there, so the payload has one shape.
+        /// The latest expiry allowed when one is (the creating token's expiry, the
+        /// environment's maximum lifetime from now, whichever is earlier), else `null`:
+        /// the keys are always there, so the payload has one shape.
         #[serde(with = "rfc3339::option")]
         latest: Option<DateTime<Utc>>,
     },

@@ -353,6 +353,7 @@ impl SqlDialect for PostgresSql {
         token_columns!(),
         " FROM apitoken_tokens WHERE environment_id = $1 AND (created_at, id) > ($2, $3) \
          AND active AND (expires_at IS NULL OR expires_at > $4) \
+         AND ($6::timestamptz IS NULL OR coalesce(last_used_at, created_at) > $6) \
          ORDER BY created_at, id LIMIT $5"
     );
     const LIST_CREATED_BY: &'static str = concat!(
@@ -366,6 +367,7 @@ impl SqlDialect for PostgresSql {
         token_columns!(),
         " FROM apitoken_tokens WHERE environment_id = $1 AND created_by_id = $5 \
          AND (created_at, id) > ($2, $3) AND active AND (expires_at IS NULL OR expires_at > $4) \
+         AND ($7::timestamptz IS NULL OR coalesce(last_used_at, created_at) > $7) \
          ORDER BY created_at, id LIMIT $6"
     );
     const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
@@ -1407,6 +1409,7 @@ mod tests {
                     Arg::Id(Uuid::nil()),
                     at,
                     Arg::Int(100),
+                    at,
                 ],
                 &["apitoken_tokens_environment_created"],
             ),

@@ -591,8 +591,12 @@ where
             query = query.bind(*user.as_uuid());
         }
         // One row more than asked tells whether another page follows.
+        query = query.bind(i64::from(limit) + 1);
+        // Bound last (numbered after the limit in the statements), with live ones only.
+        if page.live_at.is_some() {
+            query = query.bind(page.used_after.map(Self::time));
+        }
         query
-            .bind(i64::from(limit) + 1)
             .fetch_all(&mut *conn)
             .await
             .map_err(Self::err)?

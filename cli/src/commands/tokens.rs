@@ -36,6 +36,24 @@ pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, 
             "--expires-in must be at least 1s; leave it out for a token that never expires",
         ));
     }
+    let policy = global.lifetime.policy();
+    if args.expires_in.is_none() && policy.requires_expiry() {
+        return Err(Failure::usage(match policy.max_lifetime_limit() {
+            Some(_) => {
+                "--max-lifetime requires an expiry: give --expires-in, at most the maximum lifetime"
+            }
+            None => "--require-expiry requires an expiry: give --expires-in, e.g. --expires-in 90d",
+        }));
+    }
+    if let (Some(asked), Some(max)) = (args.expires_in, policy.max_lifetime_limit())
+        && asked > max
+    {
+        return Err(Failure::usage(format!(
+            "--expires-in is longer than --max-lifetime ({}s > {}s): give --expires-in of at most the maximum lifetime",
+            asked.as_secs(),
+            max.as_secs()
+        )));
+    }
     let creator = creator(&args)?;
     require_stdout()?;
     let mut request =
@@ -43,7 +61,7 @@ pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, 
     let issued = storage::with_issuer(global, Access::Create, async move |issuer| {
         // Measured from when the database is ready, as close as possible to the issue.
         if let Some(lifetime) = args.expires_in {
-            request = request.expires_at(expiry(lifetime)?);
+            request = request.expires_at(expiry(lifetime, policy.max_lifetime_limit())?);
         }
         issuer
             .issue(args.env, creator, request)
@@ -54,9 +72,15 @@ pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, 
     print_issued(&issued)
 }
 
-/// Now plus `lifetime`, rounded up to a whole second (never shorter than asked).
-fn expiry(lifetime: Duration) -> Result<DateTime<Utc>, Failure> {
+/// Now plus `lifetime`, rounded up to a whole second (never shorter than asked), but
+/// never past now plus `max` (the rounding must not make a lifetime of exactly the
+/// maximum too long).
+fn expiry(lifetime: Duration, max: Option<Duration>) -> Result<DateTime<Utc>, Failure> {
     let now = Utc::now();
+    let latest = max
+        .and_then(|max| TimeDelta::from_std(max).ok())
+        .and_then(|max| now.checked_add_signed(max))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let second = now.trunc_subsecs(0);
     let start = if second < now {
         second + TimeDelta::seconds(1)
@@ -66,6 +90,7 @@ fn expiry(lifetime: Duration) -> Result<DateTime<Utc>, Failure> {
     TimeDelta::from_std(lifetime)
         .ok()
         .and_then(|d| start.checked_add_signed(d))
+        .map(|at| at.min(latest))
         .ok_or_else(|| Failure::usage("--expires-in is too long: at most 36525d"))
 }
 
@@ -175,10 +200,14 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
         .limit
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let (tokens, prefix) = storage::with_issuer(global, Access::Read, async |issuer| {
+        let now = issuer.now();
         let tokens = issuer
             .list_all(args.env, limit, args.page_size)
             .await
-            .map_err(failure)?;
+            .map_err(failure)?
+            .into_iter()
+            .map(|t| issuer.with_idle_expiry(t, now))
+            .collect::<Vec<_>>();
         Ok((tokens, issuer.format().prefix().to_owned()))
     })
     .await?;
@@ -258,6 +287,7 @@ pub(crate) async fn get(global: &Global, args: GetArgs) -> Result<ExitCode, Fail
             .get(args.token.env, operator(), args.token.id)
             .await
             .map_err(failure)?;
+        let token = issuer.with_idle_expiry(token, issuer.now());
         Ok((token, issuer.format().prefix().to_owned()))
     })
     .await?;

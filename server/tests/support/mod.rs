@@ -258,6 +258,9 @@ impl Server {
             "APITOKEN_PUBLIC_REVOKE_PER_MINUTE",
             "APITOKEN_TLS_CERT",
             "APITOKEN_TLS_KEY",
+            "APITOKEN_MAX_LIFETIME",
+            "APITOKEN_REQUIRE_EXPIRY",
+            "APITOKEN_IDLE_EXPIRY",
         ] {
             command.env_remove(name);
         }
