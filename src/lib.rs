@@ -149,7 +149,9 @@ pub use format::{
     TokenFormat, UnknownAlphabet,
 };
 pub use hash::{
-    HASH_CONTEXT, HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher,
+    Candidates, HASH_CONTEXT, HashKey, HashKeyError, HashKeyring, InvalidFingerprint,
+    KeyFingerprint, KeyringError, KeyringFingerprints, MAX_RETIRED_KEYS, RetiredKey, TokenHash,
+    TokenHasher,
 };
 pub use issuer::{Caller, LeakOutcome, Purged, TokenIssuer, TokenIssuerBuilder, bearer_token};
 pub use model::{
@@ -167,8 +169,8 @@ pub use store::postgres::{PostgresStore, PostgresTimeouts};
 #[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
 pub use store::sqlite::SqliteStore;
 pub use store::{
-    BoxError, Cursor, DynTokenStore, InvalidCursor, Limits, Page, PageRequest, Revoked, Rotation,
-    StoreError, TokenStore, UniqueKey, open_store,
+    BoxError, Cursor, DynTokenStore, InvalidCursor, KeyUsage, Limits, Page, PageRequest, Rehash,
+    Retired, Revoked, Rotation, StoreError, TokenStore, UniqueKey, open_store,
 };
 
 /// The attribute a [`TokenStore`] implementation needs (`#[apitoken::async_trait]`), so

@@ -153,7 +153,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         a.unwrap();
         c.unwrap();
         drop(b);
-        assert_eq!(store.schema_version().await.unwrap(), 6);
+        assert_eq!(store.schema_version().await.unwrap(), 7);
         let issuer = TokenIssuer::new(store.clone());
         let issued = issuer
             .issue(new_environment(), alice(), request("kept"))
@@ -165,7 +165,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             .await
             .unwrap();
 
-        sqlx::query("UPDATE apitoken_meta SET value = '7' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '8' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -174,8 +174,8 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
@@ -270,9 +270,9 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 1);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 6);
+        assert_eq!(store.schema_version().await.unwrap(), 7);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 6);
+        assert_eq!(store.schema_version().await.unwrap(), 7);
         store.prepare(hasher.fingerprint()).await.unwrap();
         assert_eq!(
             replaced_by(&store, id).await,
@@ -302,7 +302,7 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
         );
 
         // A schema from a version newer than this one is still refused.
-        sqlx::query("UPDATE apitoken_meta SET value = '7' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '8' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -311,8 +311,8 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
