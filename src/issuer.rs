@@ -142,6 +142,7 @@ pub struct TokenIssuer<S> {
     rng: RngSource,
     limits: Limits,
     last_use_interval: Option<TimeDelta>,
+    rehash_on_use: bool,
     lists: gate::Gate,
     event_retention: TimeDelta,
     leak_retention: TimeDelta,
@@ -158,6 +159,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
             .field("limits", &self.limits)
             .field("lists_per_environment", &self.lists.per_environment())
             .field("last_use_interval", &self.last_use_interval)
+            .field("rehash_on_use", &self.rehash_on_use)
             .finish_non_exhaustive()
     }
 }
@@ -267,6 +269,15 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
+    /// Whether a token found under a retired key of the [`keyring`](Self::keyring) is
+    /// rehashed to the current key when it authenticates (default true). Turn it off for
+    /// an issuer that must write nothing when it authenticates (a read-only check, as the
+    /// CLI's `verify`), with [`last_use_interval`](Self::last_use_interval) `None`.
+    pub fn rehash_on_use(mut self, rehash: bool) -> Self {
+        self.issuer.rehash_on_use = rehash;
+        self
+    }
+
     /// How long [`purge`](TokenIssuer::purge) keeps events in the store's event log
     /// (default 30 days): older ones are deleted, and a reader whose cursor they were
     /// after is told to resynchronise ([`StoreError::EventsPruned`]).
@@ -348,6 +359,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 rng: RngSource::Thread,
                 limits: Limits::default(),
                 last_use_interval: Some(TimeDelta::minutes(1)),
+                rehash_on_use: true,
                 lists: gate::Gate::new(NonZeroU32::new(DEFAULT_LISTS_PER_ENVIRONMENT)),
                 event_retention: TimeDelta::days(30),
                 leak_retention: TimeDelta::days(30),
@@ -679,6 +691,7 @@ impl<S: TokenStore> TokenIssuer<S> {
             .is_none_or(|last| now.signed_duration_since(last) >= interval);
         if due
             && index > 0
+            && self.rehash_on_use
             && let (Some(&from), Some(&to), Some(from_key)) = (
                 candidates.get(index),
                 candidates.first(),

@@ -1419,12 +1419,12 @@ mod tests {
         let known = random_uuid();
         sqlx::query(
             "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-             created_at, active, note, scopes, created_by_token, replaced_by) \
+             created_at, active, note, scopes, created_by_token, replaced_by, hash_key) \
              SELECT md5('k' || i)::uuid, sha256(('k' || i)::bytea), $1, 'abcdef', \
              md5('user' || i % 100)::uuid, \
              now() - interval '1 day' + i * interval '1 ms', i % 10 <> 0, '', '', \
              CASE WHEN i % 2 = 0 THEN md5('k' || (i - 1))::uuid END, \
-             CASE WHEN i % 100 = 0 THEN md5('k' || (i + 1))::uuid END \
+             CASE WHEN i % 100 = 0 THEN md5('k' || (i + 1))::uuid END, 'unkeyed' \
              FROM generate_series(1, 20000) i",
         )
         .bind(known)
@@ -1441,9 +1441,9 @@ mod tests {
         let [root, child, successor] = [random_uuid(), random_uuid(), random_uuid()];
         sqlx::query(
             "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-             created_at, active, note, scopes, created_by_token, replaced_by) \
+             created_at, active, note, scopes, created_by_token, replaced_by, hash_key) \
              SELECT id, sha256(id::text::bytea), $1, 'abcdef', $2, now(), true, '', '', \
-             creator, successor FROM (VALUES ($3::uuid, NULL::uuid, $5::uuid), \
+             creator, successor, 'unkeyed' FROM (VALUES ($3::uuid, NULL::uuid, $5::uuid), \
              ($4, $3, NULL), ($5, NULL, NULL)) t(id, creator, successor)",
         )
         .bind(fresh)
