@@ -44,7 +44,9 @@
 //! variants for your logs and one 401 for clients ([`http::status`],
 //! [`http::public_message`]). A database store is built with
 //! [`TokenIssuerBuilder::prepare`], which creates or upgrades its schema and binds it to
-//! your [`HashKey`].
+//! your [`HashKey`]. To replace the key without revoking tokens, give the issuer a
+//! [`HashKeyring`]: the new key current, the old one retired, until
+//! [`TokenIssuer::hash_key_usage`] says no live token needs it.
 //!
 //! # Map
 //!
@@ -53,7 +55,7 @@
 //! | [`TokenIssuer`], [`TokenIssuerBuilder`] | issue, authenticate, authorize, list, get, revoke, rotate, purge, revoke leaks |
 //! | [`Token`], [`IssueRequest`], [`Scope`], [`Note`], [`Principal`], [`Caller`] | the domain: records, requests, who acts |
 //! | [`TokenFormat`], [`ParsedToken`], [`RawToken`] | the token format: generation, parsing, the checksum |
-//! | [`HashKey`], [`TokenHasher`], [`TokenHash`] | hashing at rest, keyed or not |
+//! | [`HashKey`], [`TokenHasher`], [`TokenHash`], [`HashKeyring`] | hashing at rest, keyed or not; replacing the key |
 //! | [`TokenStore`], [`MemoryStore`], [`CachedStore`], [`open_store`] | storage: the trait, the stores, a cache that stays coherent across a fleet |
 //! | [`Event`], [`ChangeFeed`] | the event log: the audit trail and the feed caches follow |
 //! | [`http`] | status codes and public messages for errors; with `axum`, extractors |
