@@ -463,7 +463,7 @@ impl HashKeyring {
 
     /// The hash of `token` under each key tried at `now` (every key when `now` is
     /// `None`), current first: one BLAKE3 each. Entry `i` of the answer is the hash under
-    /// [`candidate_key`](Self::candidate_key)`(i, now)`.
+    /// the key [`Candidates::key`]`(i)` names.
     pub fn candidates(
         &self,
         token: &[u8],
