@@ -10,12 +10,16 @@
 //! through `CachedStore`) with the peers' verification (prefixed-api-key both among 1M
 //! stored keys and alone, against a hash already in hand); `reject_malformed`; `scope_check`;
 //! `json`; `two_threads` (issue and authenticate on 1 and 2 threads, same code); `floor`
-//! (the primitives: random bytes, CRC-32, BLAKE3, a 1M hash-map look-up).
+//! (the primitives: random bytes, CRC-32, BLAKE3, a 1M hash-map look-up); `keyring`
+//! (authentication with a ring of 1 and of 4 keys: a hit under the current key, a hit
+//! under a retired key, a miss; a `MemoryStore` of 10,000 tokens, and with the `sqlite`
+//! feature the same on an in-memory SQLite database).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use apitoken::{
-    CachedStore, Creator, EnvironmentId, IssueRequest, IssuedToken, MemoryStore, Note, Principal,
-    Scope, Scopes, TokenFormat, TokenHasher, TokenIssuer, UserId,
+    CachedStore, Creator, EnvironmentId, HashKey, HashKeyring, IssueRequest, IssuedToken,
+    MemoryStore, Note, Principal, Scope, Scopes, TokenFormat, TokenHasher, TokenIssuer, TokenStore,
+    UserId,
 };
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -585,6 +589,132 @@ fn two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// Issuers of a ring of one key and of four over one store, and tokens: `current` issued
+/// under the four-key ring's current key, `retired` under the key both rings share (the
+/// one-key ring's only key, the four-key ring's first retired one), `unknown` never issued.
+struct Rings<S> {
+    one: TokenIssuer<S>,
+    four: TokenIssuer<S>,
+    current: Vec<String>,
+    retired: Vec<String>,
+    unknown: String,
+}
+
+const RING_TOKENS: usize = 10_000;
+
+/// `issue` issues a token with the issuer given and returns its raw text.
+fn rings<S: TokenStore + Clone>(store: S, issue: impl Fn(&TokenIssuer<S>) -> String) -> Rings<S> {
+    let key = |byte: u8| TokenHasher::keyed(HashKey::from_bytes([byte; 32]));
+    // Neither rehashes nor records last use: each iteration reads, as a hit would after
+    // its first use (the rehash is one write per token, once).
+    let builder = |ring: HashKeyring| {
+        TokenIssuer::builder(store.clone())
+            .keyring(ring)
+            .last_use_interval(None)
+            .rehash_on_use(false)
+    };
+    let one = builder(HashKeyring::new(key(1))).build();
+    let mut four = HashKeyring::new(key(2));
+    for byte in [1, 3, 4] {
+        four = four.with_retired(key(byte), None).unwrap();
+    }
+    let four = builder(four).build();
+    let retired = (0..RING_TOKENS).map(|_| issue(&one)).collect();
+    let current = (0..RING_TOKENS).map(|_| issue(&four)).collect();
+    let unknown = TokenFormat::dynamic().generate(&mut rand::rng());
+    Rings {
+        one,
+        four,
+        current,
+        retired,
+        unknown: unknown.expose_secret().to_owned(),
+    }
+}
+
+fn bench_rings<S: TokenStore>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    store: &str,
+    r: &Rings<S>,
+) {
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % RING_TOKENS;
+        i
+    };
+    g.bench_function(format!("{store}_ring1_current_hit"), |b| {
+        b.iter(|| ready(r.one.authenticate(&r.retired[next()])).unwrap())
+    });
+    g.bench_function(format!("{store}_ring1_miss"), |b| {
+        b.iter(|| ready(r.one.authenticate(black_box(&r.unknown))).unwrap_err())
+    });
+    g.bench_function(format!("{store}_ring4_current_hit"), |b| {
+        b.iter(|| ready(r.four.authenticate(&r.current[next()])).unwrap())
+    });
+    g.bench_function(format!("{store}_ring4_retired_hit"), |b| {
+        b.iter(|| ready(r.four.authenticate(&r.retired[next()])).unwrap())
+    });
+    g.bench_function(format!("{store}_ring4_miss"), |b| {
+        b.iter(|| ready(r.four.authenticate(black_box(&r.unknown))).unwrap_err())
+    });
+}
+
+fn keyring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("keyring");
+    g.throughput(Throughput::Elements(1));
+    let memory = rings(Arc::new(MemoryStore::new()), |issuer| {
+        let issued = ready(issuer.issue(env(), creator(), request())).unwrap();
+        issued.raw.expose_secret().to_owned()
+    });
+    bench_rings(&mut g, "memory", &memory);
+    drop(memory);
+    #[cfg(feature = "sqlite")]
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = runtime.block_on(async {
+            let store = apitoken::SqliteStore::connect("sqlite::memory:")
+                .await
+                .unwrap();
+            store
+                .prepare(apitoken::KeyFingerprint::Unkeyed)
+                .await
+                .unwrap();
+            Arc::new(store)
+        });
+        let _entered = runtime.enter();
+        let sqlite = rings(store, |issuer| {
+            let issued = runtime
+                .block_on(issuer.issue(env(), creator(), request()))
+                .unwrap();
+            issued.raw.expose_secret().to_owned()
+        });
+        let mut i = 0;
+        let mut next = || {
+            i = (i + 1) % RING_TOKENS;
+            i
+        };
+        let on = |f| runtime.block_on(f);
+        g.bench_function("sqlite_ring1_current_hit", |b| {
+            b.iter(|| on(sqlite.one.authenticate(&sqlite.retired[next()])).unwrap())
+        });
+        g.bench_function("sqlite_ring1_miss", |b| {
+            b.iter(|| on(sqlite.one.authenticate(black_box(&sqlite.unknown))).unwrap_err())
+        });
+        g.bench_function("sqlite_ring4_current_hit", |b| {
+            b.iter(|| on(sqlite.four.authenticate(&sqlite.current[next()])).unwrap())
+        });
+        g.bench_function("sqlite_ring4_retired_hit", |b| {
+            b.iter(|| on(sqlite.four.authenticate(&sqlite.retired[next()])).unwrap())
+        });
+        g.bench_function("sqlite_ring4_miss", |b| {
+            b.iter(|| on(sqlite.four.authenticate(black_box(&sqlite.unknown))).unwrap_err())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -592,6 +722,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
     targets = floor, generate, issue_without_store, issue_memory_store, reject_malformed, scope_check,
-        json, two_threads, authenticate_1m
+        json, two_threads, authenticate_1m, keyring
 }
 criterion_main!(benches);

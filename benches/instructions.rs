@@ -12,13 +12,16 @@
 //! Operations: `generate`, `issue_without_store`, `issue` (into a `MemoryStore`), `live`,
 //! `unknown`, `wrong_prefix`, `bad_checksum` (authenticate), `parse_bad_checksum`,
 //! `cached_live` (authenticate, a hit of a `CachedStore` in front of a `MemoryStore`) and
-//! `coherent_live` (the same hit of a coherent one whose feed has caught up). Under
+//! `coherent_live` (the same hit of a coherent one whose feed has caught up),
+//! `ring4_current`, `ring4_retired`, `ring4_unknown` (authenticate with a keyring of 4 keys:
+//! a token of the current key, one of the first retired key, an unknown one; neither
+//! rehashed nor its last use recorded). Under
 //! `cargo bench` (no operation given) it runs each once and says how to use it.
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use apitoken::{
-    CachedStore, Creator, EnvironmentId, EventCursor, FeedMessage, IssueRequest, MemoryStore, Note,
-    Scope, Scopes, TokenFormat, TokenHasher, TokenIssuer, UserId,
+    CachedStore, Creator, EnvironmentId, EventCursor, FeedMessage, HashKey, HashKeyring,
+    IssueRequest, MemoryStore, Note, Scope, Scopes, TokenFormat, TokenHasher, TokenIssuer, UserId,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use uuid::Uuid;
 mod common;
 use common::{REFERENCE, ready};
 
-const OPERATIONS: [&str; 10] = [
+const OPERATIONS: [&str; 13] = [
     "generate",
     "issue_without_store",
     "issue",
@@ -38,6 +41,9 @@ const OPERATIONS: [&str; 10] = [
     "parse_bad_checksum",
     "cached_live",
     "coherent_live",
+    "ring4_current",
+    "ring4_retired",
+    "ring4_unknown",
 ];
 
 fn main() {
@@ -85,6 +91,20 @@ fn main() {
         cursor: EventCursor::START,
     });
     ready(coherent.authenticate(&live)).unwrap();
+    // A ring of 4 over the same store: `live` (unkeyed) is under its first retired key.
+    let key = |byte: u8| TokenHasher::keyed(HashKey::from_bytes([byte; 32]));
+    let ring = HashKeyring::new(key(2))
+        .with_retired(TokenHasher::unkeyed(), None)
+        .and_then(|ring| ring.with_retired(key(3), None))
+        .and_then(|ring| ring.with_retired(key(4), None))
+        .unwrap();
+    let ring4 = TokenIssuer::builder(issuer.store())
+        .keyring(ring)
+        .last_use_interval(None)
+        .rehash_on_use(false)
+        .build();
+    let current = ready(ring4.issue(env, creator.clone(), request())).unwrap();
+    let current = current.raw.expose_secret().to_owned();
     for op in operations {
         for _ in 0..n {
             match op {
@@ -116,6 +136,15 @@ fn main() {
                 )),
                 "coherent_live" => drop(black_box(
                     ready(coherent.authenticate(black_box(&live))).unwrap(),
+                )),
+                "ring4_current" => drop(black_box(
+                    ready(ring4.authenticate(black_box(&current))).unwrap(),
+                )),
+                "ring4_retired" => drop(black_box(
+                    ready(ring4.authenticate(black_box(&live))).unwrap(),
+                )),
+                "ring4_unknown" => drop(black_box(
+                    ready(ring4.authenticate(black_box(&unknown))).unwrap_err(),
                 )),
                 _ => unreachable!("checked above"),
             }

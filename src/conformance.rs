@@ -52,7 +52,7 @@
 use crate::clock::ManualClock;
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
 use crate::format::TokenFormat;
-use crate::hash::{KeyFingerprint, TokenHash, TokenHasher};
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash, TokenHasher};
 use crate::issuer::TokenIssuer;
 use crate::model::{
     Creator, Credential, EnvironmentId, IssueRequest, StoredToken, Token, TokenId, UserId,
@@ -61,7 +61,8 @@ use crate::note::Note;
 use crate::scope::{REFERENCE_SCOPES, Scope, Scopes};
 use crate::store::memory::MemoryStore;
 use crate::store::{
-    Cursor, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore, UniqueKey,
+    Cursor, KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError,
+    TokenStore, UniqueKey,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
@@ -113,9 +114,11 @@ pub async fn run_all(store: &dyn TokenStore) {
     listing_keeps_what_its_filters_say(store).await;
     purge_deletes_only_what_ended_before_the_cut_off(store).await;
     events::run_all(store).await;
+    keyring::run_all(store).await;
 }
 
 mod events;
+mod keyring;
 
 /// The operator the checks act as.
 fn by() -> Actor {
@@ -156,6 +159,7 @@ pub fn sample_token(environment: EnvironmentId, created_at: DateTime<Utc>) -> St
     );
     StoredToken {
         hash: TokenHasher::unkeyed().hash(raw.expose_secret()),
+        hash_key: KeyFingerprint::Unkeyed,
         token,
     }
 }
@@ -2102,6 +2106,43 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
     async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
         self.inner.check(key).await
     }
+
+    async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.inner.prepare_keyring(keys).await
+    }
+
+    async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.inner.check_keyring(keys).await
+    }
+
+    async fn find_by_any_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        let found = self.inner.find_by_any_hash(hashes).await;
+        if let Some(first) = hashes.first() {
+            self.maybe_hold(first).await;
+        }
+        found
+    }
+
+    async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        self.inner.rehash(rehash).await
+    }
+
+    async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+        self.inner.hash_key_usage(at).await
+    }
+
+    async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        revoke_remaining: Option<Actor>,
+    ) -> Result<Retired, StoreError> {
+        self.inner.retire_hash_key(key, at, revoke_remaining).await
+    }
+
     async fn close(&self) {
         self.inner.close().await
     }

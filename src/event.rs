@@ -150,22 +150,38 @@ pub enum EventKind {
     /// [`Actor::Reporter`], whose [`Event::leak`] says who reported it and where it was
     /// found. What it took with it follows as `Revoked` events caused by it.
     Leaked,
+    /// It was revoked because the hash key its hash was made with was retired while it
+    /// was still live (`apitoken keys retire --revoke-remaining`,
+    /// [`TokenStore::retire_hash_key`](crate::TokenStore::retire_hash_key)). What it took
+    /// with it follows as `Revoked` events caused by it.
+    KeyRetired,
+    /// It was used while its hash was made with a retired key, and its hash was remade with
+    /// the current key ([`TokenStore::rehash`](crate::TokenStore::rehash)): nothing else
+    /// about it changed. The actor is the token itself.
+    Rehashed,
 }
 
 impl EventKind {
-    /// `"issued"`, `"revoked"`, `"rotated"` or `"leaked"`.
+    /// `"issued"`, `"revoked"`, `"rotated"`, `"leaked"`, `"key_retired"` or
+    /// `"rehashed"`.
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::Issued => "issued",
             EventKind::Revoked { .. } => "revoked",
             EventKind::Rotated { .. } => "rotated",
             EventKind::Leaked => "leaked",
+            EventKind::KeyRetired => "key_retired",
+            EventKind::Rehashed => "rehashed",
         }
     }
 
-    /// Whether the token stopped authenticating for good here: `Revoked` or `Leaked`.
+    /// Whether the token stopped authenticating for good here: `Revoked`, `Leaked` or
+    /// `KeyRetired`.
     pub fn revokes(&self) -> bool {
-        matches!(self, EventKind::Revoked { .. } | EventKind::Leaked)
+        matches!(
+            self,
+            EventKind::Revoked { .. } | EventKind::Leaked | EventKind::KeyRetired
+        )
     }
 
     /// The other token it names: the cause of a revocation, the successor of a rotation.
@@ -173,7 +189,9 @@ impl EventKind {
         match *self {
             EventKind::Revoked { cause } => cause,
             EventKind::Rotated { successor } => Some(successor),
-            EventKind::Issued | EventKind::Leaked => None,
+            EventKind::Issued | EventKind::Leaked | EventKind::KeyRetired | EventKind::Rehashed => {
+                None
+            }
         }
     }
 
@@ -186,6 +204,8 @@ impl EventKind {
             "revoked" => Some(EventKind::Revoked { cause: other }),
             "rotated" => other.map(|successor| EventKind::Rotated { successor }),
             "leaked" => Some(EventKind::Leaked),
+            "key_retired" => Some(EventKind::KeyRetired),
+            "rehashed" => Some(EventKind::Rehashed),
             _ => None,
         }
     }
@@ -483,11 +503,27 @@ impl<'a> EventBatch<'a> {
                 leak: Some(leak),
                 ..batch(EventKind::Leaked, core::slice::from_ref(root))
             },
+            Revoker::KeyRetired(_) => batch(EventKind::KeyRetired, core::slice::from_ref(root)),
         };
         [
             first,
             batch(EventKind::Revoked { cause: Some(*root) }, cascade),
         ]
+    }
+
+    /// What rehashing token `id` writes: its `Rehashed`, by itself.
+    pub(crate) fn rehash(
+        at: DateTime<Utc>,
+        environment: EnvironmentId,
+        id: &'a TokenId,
+    ) -> EventBatch<'a> {
+        EventBatch::of(
+            at,
+            environment,
+            Actor::Token(*id),
+            EventKind::Rehashed,
+            core::slice::from_ref(id),
+        )
     }
 
     /// What a rotation writes: the successor's `Issued`, then the predecessor's
@@ -533,13 +569,15 @@ impl<'a> EventBatch<'a> {
 pub(crate) enum Revoker<'a> {
     Actor(Actor),
     Leak(&'a LeakDetails),
+    /// The actor retired the hash key that hashed the token.
+    KeyRetired(Actor),
 }
 
 impl Revoker<'_> {
     /// The actor its events name.
     pub(crate) fn actor(self) -> Actor {
         match self {
-            Revoker::Actor(actor) => actor,
+            Revoker::Actor(actor) | Revoker::KeyRetired(actor) => actor,
             Revoker::Leak(_) => Actor::Reporter,
         }
     }

@@ -186,6 +186,8 @@ impl core::str::FromStr for KeyFingerprint {
 #[derive(Clone, Debug)]
 pub struct TokenHasher {
     key: Option<HashKey>,
+    /// The key's fingerprint, derived once: the issuer records it with every token.
+    fingerprint: KeyFingerprint,
 }
 
 impl Default for TokenHasher {
@@ -197,18 +199,24 @@ impl Default for TokenHasher {
 impl TokenHasher {
     /// BLAKE3 in key-derivation mode with [`HASH_CONTEXT`].
     pub fn unkeyed() -> TokenHasher {
-        TokenHasher { key: None }
+        TokenHasher {
+            key: None,
+            fingerprint: KeyFingerprint::Unkeyed,
+        }
     }
 
     /// BLAKE3 keyed with the server's secret.
     pub fn keyed(key: HashKey) -> TokenHasher {
-        TokenHasher { key: Some(key) }
+        TokenHasher {
+            fingerprint: key.fingerprint(),
+            key: Some(key),
+        }
     }
 
     /// The public name of the hashing configuration, which a database records so that it
     /// is never read with another key.
     pub fn fingerprint(&self) -> KeyFingerprint {
-        KeyFingerprint::of(self.key.as_ref())
+        self.fingerprint
     }
 
     /// The hash of a whole token (prefix included).
@@ -295,5 +303,281 @@ impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hex = self.to_hex();
         write!(f, "TokenHash({}…)", hex.get(..8).unwrap_or_default())
+    }
+}
+
+/// The most retired keys a [`HashKeyring`] holds besides its current key: each one is one
+/// more BLAKE3 per authentication, and one more candidate in the store's look-up.
+pub const MAX_RETIRED_KEYS: usize = 3;
+
+/// The hash keys an issuer knows: one current key, which hashes every new token, and up to
+/// [`MAX_RETIRED_KEYS`] retired ones, which still find the tokens they hashed until those
+/// are rehashed to the current key (on use), expire, or are revoked. So a key can be
+/// replaced without revoking every token: add a new current key, keep the old one
+/// retired, and retire it for good once no live token needs it (`apitoken keys status`).
+///
+/// The unkeyed hash may be a retired entry, so that a deployment that started without a
+/// key can start keying. A ring of one key is exactly a [`TokenHasher`].
+///
+/// ```
+/// use apitoken::{HashKey, HashKeyring, TokenHasher};
+///
+/// let new = HashKey::from_hex(&"cd".repeat(32))?;
+/// let ring = HashKeyring::new(TokenHasher::keyed(new))
+///     .with_retired(TokenHasher::unkeyed(), None)?;
+/// assert_eq!(ring.len(), 2);
+/// let candidates = ring.candidates(b"dyn_example", None);
+/// assert_eq!(candidates.len(), 2);
+/// assert_eq!(candidates[0], ring.current().hash("dyn_example"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct HashKeyring {
+    current: TokenHasher,
+    retired: Vec<RetiredKey>,
+}
+
+/// A retired entry of a [`HashKeyring`]: a hasher, and the last day (UTC) it is tried.
+#[derive(Clone, Debug)]
+pub struct RetiredKey {
+    hasher: TokenHasher,
+    until: Option<chrono::NaiveDate>,
+    /// The first instant it is no longer tried: midnight after `until`.
+    ends_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RetiredKey {
+    /// Its hasher.
+    pub fn hasher(&self) -> &TokenHasher {
+        &self.hasher
+    }
+
+    /// The last day (UTC) it is tried, if it has one.
+    pub fn until(&self) -> Option<chrono::NaiveDate> {
+        self.until
+    }
+
+    /// Whether it is still tried at `now` (always, without an end date; `now` `None`
+    /// means "do not look at end dates").
+    fn tried_at(&self, now: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+        match (self.ends_at, now) {
+            (Some(ends_at), Some(now)) => now < ends_at,
+            _ => true,
+        }
+    }
+}
+
+/// A keyring that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// More than [`MAX_RETIRED_KEYS`] retired keys.
+    #[error(
+        "a hash keyring holds at most {MAX_RETIRED_KEYS} retired keys besides the current one: retire one for good (`apitoken keys retire FINGERPRINT`) and drop it from the keyring first"
+    )]
+    TooManyRetired,
+    /// The same key twice (by fingerprint).
+    #[error("the hash key {0} is in the keyring twice: keep one line for it")]
+    Duplicate(KeyFingerprint),
+}
+
+impl HashKeyring {
+    /// A ring of one key: exactly `current`.
+    pub fn new(current: TokenHasher) -> HashKeyring {
+        HashKeyring {
+            current,
+            retired: Vec::new(),
+        }
+    }
+
+    /// The same ring with `hasher` retired: still tried on authentication, after the
+    /// current key and the keys retired before it, through the day `until` (UTC) when
+    /// given. Fails past [`MAX_RETIRED_KEYS`], or when the ring has the key already.
+    pub fn with_retired(
+        mut self,
+        hasher: TokenHasher,
+        until: Option<chrono::NaiveDate>,
+    ) -> Result<HashKeyring, KeyringError> {
+        let fingerprint = hasher.fingerprint();
+        if self.fingerprints().contains(fingerprint) {
+            return Err(KeyringError::Duplicate(fingerprint));
+        }
+        if self.retired.len() >= MAX_RETIRED_KEYS {
+            return Err(KeyringError::TooManyRetired);
+        }
+        let ends_at = until
+            .and_then(|day| day.succ_opt())
+            .and_then(|day| day.and_hms_opt(0, 0, 0))
+            .map(|midnight| midnight.and_utc());
+        self.retired.push(RetiredKey {
+            hasher,
+            until,
+            ends_at,
+        });
+        Ok(self)
+    }
+
+    /// The key every new token is hashed with.
+    pub fn current(&self) -> &TokenHasher {
+        &self.current
+    }
+
+    /// The retired keys, in the order they are tried.
+    pub fn retired(&self) -> &[RetiredKey] {
+        &self.retired
+    }
+
+    /// How many keys: 1 and the retired ones.
+    pub fn len(&self) -> usize {
+        1 + self.retired.len()
+    }
+
+    /// Never: a ring has its current key.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether a retired key has an end date (authentication then reads the clock).
+    pub fn has_end_dates(&self) -> bool {
+        self.retired.iter().any(|key| key.until.is_some())
+    }
+
+    /// The fingerprints, current first: what a store is prepared with.
+    pub fn fingerprints(&self) -> KeyringFingerprints {
+        KeyringFingerprints {
+            current: self.current.fingerprint(),
+            retired: self
+                .retired
+                .iter()
+                .map(|k| k.hasher.fingerprint())
+                .collect(),
+        }
+    }
+
+    /// The hasher of the key with this fingerprint, if the ring has it.
+    pub fn hasher_of(&self, fingerprint: KeyFingerprint) -> Option<&TokenHasher> {
+        core::iter::once(&self.current)
+            .chain(self.retired.iter().map(|k| &k.hasher))
+            .find(|h| h.fingerprint() == fingerprint)
+    }
+
+    /// The hash of `token` under each key tried at `now` (every key when `now` is
+    /// `None`), current first: one BLAKE3 each. Entry `i` of the answer is the hash under
+    /// the key [`Candidates::key`]`(i)` names.
+    pub fn candidates(
+        &self,
+        token: &[u8],
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Candidates {
+        let mut candidates = Candidates {
+            hashes: [TokenHash([0; 32]); 1 + MAX_RETIRED_KEYS],
+            keys: [KeyFingerprint::Unkeyed; 1 + MAX_RETIRED_KEYS],
+            len: 0,
+        };
+        let tried = core::iter::once(&self.current).chain(
+            self.retired
+                .iter()
+                .filter(|k| k.tried_at(now))
+                .map(|k| &k.hasher),
+        );
+        for (i, hasher) in tried.enumerate().take(1 + MAX_RETIRED_KEYS) {
+            if let (Some(hash), Some(key)) =
+                (candidates.hashes.get_mut(i), candidates.keys.get_mut(i))
+            {
+                *hash = hasher.hash_bytes(token);
+                *key = hasher.fingerprint();
+                candidates.len = i + 1;
+            }
+        }
+        candidates
+    }
+}
+
+impl From<TokenHasher> for HashKeyring {
+    fn from(current: TokenHasher) -> Self {
+        HashKeyring::new(current)
+    }
+}
+
+/// The hashes of one token under each key of a [`HashKeyring`], current first, without
+/// allocating: what authentication looks up in one store call. Derefs to the hashes.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidates {
+    hashes: [TokenHash; 1 + MAX_RETIRED_KEYS],
+    keys: [KeyFingerprint; 1 + MAX_RETIRED_KEYS],
+    len: usize,
+}
+
+impl Candidates {
+    /// The hashes, current key first.
+    pub fn hashes(&self) -> &[TokenHash] {
+        self.hashes.get(..self.len).unwrap_or_default()
+    }
+
+    /// The fingerprint of the key that made hash `i`.
+    pub fn key(&self, i: usize) -> Option<KeyFingerprint> {
+        self.keys.get(..self.len)?.get(i).copied()
+    }
+}
+
+impl core::ops::Deref for Candidates {
+    type Target = [TokenHash];
+
+    fn deref(&self) -> &[TokenHash] {
+        self.hashes()
+    }
+}
+
+/// The public side of a [`HashKeyring`]: its keys' fingerprints, current first. What a
+/// store is [prepared](crate::TokenStore::prepare_keyring) with: it records the current
+/// key as one it holds rows for, and refuses a ring that lacks a key its rows need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyringFingerprints {
+    current: KeyFingerprint,
+    retired: Vec<KeyFingerprint>,
+}
+
+impl KeyringFingerprints {
+    /// A ring of one key.
+    pub fn single(current: KeyFingerprint) -> KeyringFingerprints {
+        KeyringFingerprints {
+            current,
+            retired: Vec::new(),
+        }
+    }
+
+    /// The same ring with `fingerprint` retired too (for a store's tests; an issuer's
+    /// ring comes from its [`HashKeyring`]).
+    pub fn with_retired(mut self, fingerprint: KeyFingerprint) -> KeyringFingerprints {
+        if !self.contains(fingerprint) {
+            self.retired.push(fingerprint);
+        }
+        self
+    }
+
+    /// The current key's fingerprint.
+    pub fn current(&self) -> KeyFingerprint {
+        self.current
+    }
+
+    /// The retired keys' fingerprints.
+    pub fn retired(&self) -> &[KeyFingerprint] {
+        &self.retired
+    }
+
+    /// Whether the ring has the key of this fingerprint, current or retired.
+    pub fn contains(&self, fingerprint: KeyFingerprint) -> bool {
+        self.current == fingerprint || self.retired.contains(&fingerprint)
+    }
+
+    /// Whether the ring holds only its current key.
+    pub fn is_single(&self) -> bool {
+        self.retired.is_empty()
+    }
+}
+
+impl From<KeyFingerprint> for KeyringFingerprints {
+    fn from(current: KeyFingerprint) -> Self {
+        KeyringFingerprints::single(current)
     }
 }

@@ -9,7 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::event::Actor;
 use crate::format::TokenFormat;
-use crate::hash::{HashKey, TokenHash, TokenHasher};
+use crate::hash::{Candidates, HashKey, HashKeyring, KeyFingerprint, TokenHash, TokenHasher};
 use crate::model::{
     Creator, Credential, EnvironmentId, IssueRequest, IssuedToken, StoredToken, Token, TokenId,
 };
@@ -18,7 +18,9 @@ use crate::policy::{LifetimePolicy, PolicyError};
 use crate::principal::Principal;
 use crate::scope::{Scope, ScopeCatalog};
 use crate::secret::RawToken;
-use crate::store::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
+use crate::store::{
+    KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError, TokenStore,
+};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use core::fmt;
 use core::num::NonZeroU32;
@@ -136,12 +138,13 @@ enum RngSource {
 pub struct TokenIssuer<S> {
     store: S,
     format: TokenFormat,
-    hasher: TokenHasher,
+    keyring: HashKeyring,
     catalog: ScopeCatalog,
     clock: Arc<dyn Clock>,
     rng: RngSource,
     limits: Limits,
     last_use_interval: Option<TimeDelta>,
+    rehash_on_use: bool,
     lists: gate::Gate,
     event_retention: TimeDelta,
     leak_retention: TimeDelta,
@@ -158,12 +161,13 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
         f.debug_struct("TokenIssuer")
             .field("store", &self.store)
             .field("format", &self.format)
-            .field("hasher", &self.hasher)
+            .field("keyring", &self.keyring)
             .field("catalog", &self.catalog)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
             .field("lists_per_environment", &self.lists.per_environment())
             .field("last_use_interval", &self.last_use_interval)
+            .field("rehash_on_use", &self.rehash_on_use)
             .field("lifetime", &self.lifetime)
             .field("lifetimes", &self.lifetimes)
             .finish_non_exhaustive()
@@ -182,10 +186,34 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
         self
     }
 
-    /// Keys the at-rest hash with a server secret (default: unkeyed, derive-key mode).
-    /// Changing it later makes every stored token unknown.
+    /// Keys the at-rest hash with a server secret (default: unkeyed, derive-key mode): a
+    /// keyring of this one key. Changing it later makes every stored token unknown; to
+    /// replace a key, keep the old one in a [`keyring`](Self::keyring) as a retired key.
     pub fn hash_key(mut self, key: HashKey) -> Self {
-        self.issuer.hasher = TokenHasher::keyed(key);
+        self.issuer.keyring = HashKeyring::new(TokenHasher::keyed(key));
+        self
+    }
+
+    /// The hash keys (default: unkeyed alone): new tokens are hashed with the current key,
+    /// and tokens hashed with a retired key still authenticate, in the same one store
+    /// look-up, and are rehashed to the current key when used (at most once per
+    /// [last-use interval](Self::last_use_interval) while the store refuses). A ring of
+    /// one key is exactly [`hash_key`](Self::hash_key), or the unkeyed default.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use apitoken::{HashKey, HashKeyring, MemoryStore, TokenHasher, TokenIssuer};
+    ///
+    /// let new = HashKey::from_hex(&"cd".repeat(32))?;
+    /// let ring = HashKeyring::new(TokenHasher::keyed(new))
+    ///     .with_retired(TokenHasher::unkeyed(), None)?;
+    /// let issuer = TokenIssuer::builder(MemoryStore::new()).keyring(ring).prepare().await?;
+    /// assert_eq!(issuer.keyring().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn keyring(mut self, keyring: HashKeyring) -> Self {
+        self.issuer.keyring = keyring;
         self
     }
 
@@ -249,6 +277,15 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
     pub fn last_use_interval(mut self, interval: Option<Duration>) -> Self {
         self.issuer.last_use_interval =
             interval.map(|d| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX));
+        self
+    }
+
+    /// Whether a token found under a retired key of the [`keyring`](Self::keyring) is
+    /// rehashed to the current key when it authenticates (default true). Turn it off for
+    /// an issuer that must write nothing when it authenticates (a read-only check, as the
+    /// CLI's `verify`), with [`last_use_interval`](Self::last_use_interval) `None`.
+    pub fn rehash_on_use(mut self, rehash: bool) -> Self {
+        self.issuer.rehash_on_use = rehash;
         self
     }
 
@@ -337,10 +374,12 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
     }
 
     /// The configured issuer, after making its store ready
-    /// ([`TokenStore::prepare`]): the database's schema is created or upgraded and bound
-    /// to this issuer's hash key, and a database bound to another key is refused
-    /// ([`StoreError::HashKeyMismatch`]), so that a wrong key cannot make every token
-    /// unknown. Running it at every start is cheap and changes nothing the second time.
+    /// ([`TokenStore::prepare_keyring`]): the database's schema is created or upgraded and
+    /// bound to this issuer's hash keys, and a database holding tokens hashed with a key
+    /// the issuer lacks is refused ([`StoreError::HashKeyMismatch`] for one key,
+    /// [`StoreError::KeyringLacksKey`] for a keyring), so that a wrong key cannot make
+    /// tokens unknown. Running it at every start is cheap and changes nothing the second
+    /// time.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -366,7 +405,10 @@ impl<S: TokenStore> TokenIssuerBuilder<S> {
     /// ([`Error::InvalidPolicy`]).
     pub async fn prepare(self) -> Result<TokenIssuer<S>, Error> {
         let issuer = self.try_build()?;
-        issuer.store.prepare(issuer.hasher.fingerprint()).await?;
+        issuer
+            .store
+            .prepare_keyring(&issuer.keyring.fingerprints())
+            .await?;
         Ok(issuer)
     }
 }
@@ -384,12 +426,13 @@ impl<S: TokenStore> TokenIssuer<S> {
             issuer: TokenIssuer {
                 store,
                 format: TokenFormat::dynamic(),
-                hasher: TokenHasher::unkeyed(),
+                keyring: HashKeyring::new(TokenHasher::unkeyed()),
                 catalog: ScopeCatalog::reference(),
                 clock: Arc::new(SystemClock),
                 rng: RngSource::Thread,
                 limits: Limits::default(),
                 last_use_interval: Some(TimeDelta::minutes(1)),
+                rehash_on_use: true,
                 lists: gate::Gate::new(NonZeroU32::new(DEFAULT_LISTS_PER_ENVIRONMENT)),
                 event_retention: TimeDelta::days(30),
                 leak_retention: TimeDelta::days(30),
@@ -410,9 +453,14 @@ impl<S: TokenStore> TokenIssuer<S> {
         &self.format
     }
 
-    /// The hasher.
+    /// The hasher of the current key, which hashes new tokens.
     pub fn hasher(&self) -> &TokenHasher {
-        &self.hasher
+        self.keyring.current()
+    }
+
+    /// The hash keys.
+    pub fn keyring(&self) -> &HashKeyring {
+        &self.keyring
     }
 
     /// The scope catalog.
@@ -602,7 +650,8 @@ impl<S: TokenStore> TokenIssuer<S> {
             let raw = self.format.generate(rng);
             (raw, TokenId::generate(now, rng))
         });
-        let hash = self.hasher.hash_token(&raw);
+        let hasher = self.keyring.current();
+        let (hash, hash_key) = (hasher.hash_token(&raw), hasher.fingerprint());
         let token = Token::new(
             id,
             environment,
@@ -612,7 +661,14 @@ impl<S: TokenStore> TokenIssuer<S> {
             request,
             created_by_token,
         );
-        (raw, StoredToken { token, hash })
+        (
+            raw,
+            StoredToken {
+                token,
+                hash,
+                hash_key,
+            },
+        )
     }
 
     fn with_rng<T>(&self, f: impl FnOnce(&mut dyn CryptoRng) -> T) -> T {
@@ -658,7 +714,16 @@ impl<S: TokenStore> TokenIssuer<S> {
                 return Err(e.into());
             }
         };
-        let (hash, checksum) = (self.hasher.hash(parsed.expose_secret()), parsed.checksum());
+        // A keyring finds the token under any of its keys, one hash each, in one look-up:
+        // apart, so that a single key's path stays as it was.
+        if self.keyring.len() > 1 {
+            return Box::pin(self.authenticate_in_ring(parsed.expose_secret(), parsed.checksum()))
+                .await;
+        }
+        let (hash, checksum) = (
+            self.keyring.current().hash(parsed.expose_secret()),
+            parsed.checksum(),
+        );
         // In-memory stores and cache hits answer at once, without a boxed future.
         let found = match self.store.find_credential_now(&hash) {
             Some(found) => found,
@@ -722,6 +787,144 @@ impl<S: TokenStore> TokenIssuer<S> {
         }
         observe::accepted(token.id, token.environment);
         Ok(Principal::from_credential(token))
+    }
+
+    /// [`authenticate`](Self::authenticate) of a well-formed token under a keyring: the
+    /// token's hash under every key (current first) looked up in one store call, then the
+    /// same checks, and a token found under a retired key rehashed to the current key
+    /// (at most once per last-use interval, like the last use: see [`TokenStore::rehash`]).
+    async fn authenticate_in_ring(
+        &self,
+        token: &str,
+        checksum: crate::format::Checksum,
+    ) -> Result<Principal, Error> {
+        let now = self.now();
+        let dated = self.keyring.has_end_dates().then_some(now);
+        let candidates = self.keyring.candidates(token.as_bytes(), dated);
+        let found = match self.store.find_credential_any_now(&candidates) {
+            Some(found) => found,
+            None => match self.find_any_observed(&candidates).await {
+                Ok(found) => found.map(|(i, token)| (i, Credential::from(token))),
+                Err(e) => {
+                    observe::refused("store_error", None);
+                    return Err(e.into());
+                }
+            },
+        };
+        let (index, token) = found.ok_or_else(|| {
+            observe::refused("unknown", None);
+            Error::Unknown { checksum }
+        })?;
+        if !token.active {
+            observe::refused("revoked", Some(token.id));
+            return Err(Error::Revoked {
+                id: token.id,
+                revoked_at: token.revoked_at,
+            });
+        }
+        if let Some(expired_at) = token.expires_at
+            && expired_at <= now
+        {
+            observe::refused("expired", Some(token.id));
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at,
+            });
+        }
+        // Throttled as the last use is: a token whose last use was recorded less than an
+        // interval ago (one minute when last use is not recorded) is not rehashed again.
+        let interval = self.last_use_interval.unwrap_or(TimeDelta::minutes(1));
+        let due = token
+            .last_used_at
+            .is_none_or(|last| now.signed_duration_since(last) >= interval);
+        if due
+            && index > 0
+            && self.rehash_on_use
+            && let (Some(&from), Some(&to), Some(from_key)) = (
+                candidates.get(index),
+                candidates.first(),
+                candidates.key(index),
+            )
+        {
+            let to_key = self.keyring.current().fingerprint();
+            let rehash = Rehash {
+                id: token.id,
+                environment: token.environment,
+                from,
+                to,
+                key: to_key,
+                at: now,
+            };
+            let outcome = observe::store_call("rehash", self.store.rehash(&rehash)).await;
+            observe::rehashed(token.id, from_key, to_key, outcome);
+        }
+        if due && self.last_use_interval.is_some() {
+            let recorded = self.record_last_use_observed(token.id, now).await;
+            observe::last_use_recorded(token.id, recorded);
+        }
+        observe::accepted(token.id, token.environment);
+        Ok(Principal::from_credential(token))
+    }
+
+    /// The store's keyring look-up, its span the child of an `apitoken.authenticate` span.
+    fn find_any_observed<'a>(
+        &'a self,
+        candidates: &'a Candidates,
+    ) -> observe::BoxFuture<'a, Result<Option<(usize, Token)>, StoreError>> {
+        tracing::debug_span!("apitoken.authenticate").in_scope(|| {
+            observe::store_call("find_by_any_hash", self.store.find_by_any_hash(candidates))
+        })
+    }
+
+    /// The live tokens each hash key hashed (see [`TokenStore::hash_key_usage`]): the
+    /// keyring's keys first, current first, each once (with zero counts when the store
+    /// holds none of its tokens), then any other key the store records.
+    pub async fn hash_key_usage(&self) -> Result<Vec<KeyUsage>, Error> {
+        let now = self.now();
+        let mut recorded =
+            observe::store_call("hash_key_usage", self.store.hash_key_usage(now)).await?;
+        let ring = self.keyring.fingerprints();
+        let mut usage = Vec::with_capacity(recorded.len() + ring.retired().len() + 1);
+        for key in core::iter::once(ring.current()).chain(ring.retired().iter().copied()) {
+            let position = recorded.iter().position(|u| u.key == key);
+            usage.push(match position {
+                Some(i) => recorded.swap_remove(i),
+                None => KeyUsage {
+                    key,
+                    live: 0,
+                    never_expiring: 0,
+                    latest_expiry: None,
+                },
+            });
+        }
+        recorded.sort_by_key(|u| u.key.to_string());
+        usage.extend(recorded);
+        Ok(usage)
+    }
+
+    /// Retires the hash key `key` for good (see [`TokenStore::retire_hash_key`]): refused
+    /// for the current key ([`StoreError::CurrentHashKey`]) and while tokens it hashed are
+    /// live ([`StoreError::HashKeyInUse`]), unless `revoke_remaining` names who revokes
+    /// them, in which case they are revoked first, each with a
+    /// [`KeyRetired`](crate::EventKind::KeyRetired) event. Then drop the key from the
+    /// keyring's configuration: [`prepare`](TokenIssuerBuilder::prepare) no longer asks
+    /// for it.
+    pub async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        revoke_remaining: Option<Caller>,
+    ) -> Result<Retired, Error> {
+        if key == self.keyring.current().fingerprint() {
+            return Err(StoreError::CurrentHashKey { key }.into());
+        }
+        let now = self.now();
+        let by = revoke_remaining.as_ref().map(Caller::actor);
+        let retired =
+            observe::store_call("retire_hash_key", self.store.retire_hash_key(key, now, by))
+                .await?;
+        observe::count_changes("key_retired", retired.revoked.len() as u64);
+        tracing::info!(key = %key, revoked = retired.revoked.len(), "hash key retired");
+        Ok(retired)
     }
 
     /// The store's look-up for [`authenticate`](Self::authenticate), its span the child

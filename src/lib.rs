@@ -44,7 +44,9 @@
 //! variants for your logs and one 401 for clients ([`http::status`],
 //! [`http::public_message`]). A database store is built with
 //! [`TokenIssuerBuilder::prepare`], which creates or upgrades its schema and binds it to
-//! your [`HashKey`].
+//! your [`HashKey`]. To replace the key without revoking tokens, give the issuer a
+//! [`HashKeyring`]: the new key current, the old one retired, until
+//! [`TokenIssuer::hash_key_usage`] says no live token needs it.
 //!
 //! # Map
 //!
@@ -53,7 +55,7 @@
 //! | [`TokenIssuer`], [`TokenIssuerBuilder`] | issue, authenticate, authorize, list, get, revoke, rotate, purge, revoke leaks |
 //! | [`Token`], [`IssueRequest`], [`Scope`], [`Note`], [`Principal`], [`Caller`] | the domain: records, requests, who acts |
 //! | [`TokenFormat`], [`ParsedToken`], [`RawToken`] | the token format: generation, parsing, the checksum |
-//! | [`HashKey`], [`TokenHasher`], [`TokenHash`] | hashing at rest, keyed or not |
+//! | [`HashKey`], [`TokenHasher`], [`TokenHash`], [`HashKeyring`] | hashing at rest, keyed or not; replacing the key |
 //! | [`TokenStore`], [`MemoryStore`], [`CachedStore`], [`open_store`] | storage: the trait, the stores, a cache that stays coherent across a fleet |
 //! | [`Event`], [`ChangeFeed`] | the event log: the audit trail and the feed caches follow |
 //! | [`http`] | status codes and public messages for errors; with `axum`, extractors |
@@ -150,7 +152,9 @@ pub use format::{
     TokenFormat, UnknownAlphabet,
 };
 pub use hash::{
-    HASH_CONTEXT, HashKey, HashKeyError, InvalidFingerprint, KeyFingerprint, TokenHash, TokenHasher,
+    Candidates, HASH_CONTEXT, HashKey, HashKeyError, HashKeyring, InvalidFingerprint,
+    KeyFingerprint, KeyringError, KeyringFingerprints, MAX_RETIRED_KEYS, RetiredKey, TokenHash,
+    TokenHasher,
 };
 pub use issuer::{Caller, LeakOutcome, Purged, TokenIssuer, TokenIssuerBuilder, bearer_token};
 pub use model::{
@@ -169,8 +173,8 @@ pub use store::postgres::{PostgresStore, PostgresTimeouts};
 #[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
 pub use store::sqlite::SqliteStore;
 pub use store::{
-    BoxError, Cursor, DynTokenStore, InvalidCursor, Limits, Page, PageRequest, Revoked, Rotation,
-    StoreError, TokenStore, UniqueKey, open_store,
+    BoxError, Cursor, DynTokenStore, InvalidCursor, KeyUsage, Limits, Page, PageRequest, Rehash,
+    Retired, Revoked, Rotation, StoreError, TokenStore, UniqueKey, open_store,
 };
 
 /// The attribute a [`TokenStore`] implementation needs (`#[apitoken::async_trait]`), so

@@ -2,7 +2,7 @@
 //! [`IssueRequest`] and [`Credential`]. Their JSON is the `wire` module's.
 
 use crate::format::Checksum;
-use crate::hash::TokenHash;
+use crate::hash::{KeyFingerprint, TokenHash};
 use crate::note::Note;
 use crate::scope::Scopes;
 use crate::secret::RawToken;
@@ -246,6 +246,9 @@ pub struct StoredToken {
     pub token: Token,
     /// The hash a presented token is looked up by.
     pub hash: TokenHash,
+    /// The fingerprint of the key that made `hash` (see [`HashKeyring`](crate::HashKeyring)):
+    /// the store records it, so that it knows which keys its rows need.
+    pub hash_key: KeyFingerprint,
 }
 
 /// A newly issued token: the raw token, shown this once, and its record.

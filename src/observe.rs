@@ -19,7 +19,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `apitoken_authentications_total` | counter | `outcome`: `ok`, `malformed`, `unknown`, `revoked`, `expired`, `store_error` |
-//! | `apitoken_changes_total` | counter | `kind`: `issued`, `revoked` (each token, cascade included), `rotated`, `purged`, `leaked` |
+//! | `apitoken_changes_total` | counter | `kind`: `issued`, `revoked` (each token, cascade included), `rotated`, `purged`, `leaked`, `rehashed`, `key_retired` (each token revoked by a key's retirement) |
 //! | `apitoken_store_errors_total` | counter | `kind`: a [`StoreError`]'s kind, `op`: the store call |
 //! | `apitoken_store_call_seconds` | histogram | `op`: the store call |
 //! | `apitoken_cache_total` | counter | `result`: `hit`, `miss`, `invalidation` |
@@ -62,6 +62,30 @@ fn refused_slowly(outcome: &'static str, id: Option<TokenId>) {
 pub(crate) fn last_use_recorded(id: TokenId, recorded: Result<(), StoreError>) {
     if let Err(error) = recorded {
         tracing::warn!(token_id = %id, %error, "last use not recorded; the token was accepted");
+    }
+}
+
+/// Logs a rehash on use (`info` when the token moved to the current key, `debug` when it
+/// had changed meanwhile, `warn` when the store failed): the token's id and the keys'
+/// fingerprints, never a hash.
+#[inline(never)]
+pub(crate) fn rehashed(
+    id: TokenId,
+    from: crate::KeyFingerprint,
+    to: crate::KeyFingerprint,
+    outcome: Result<bool, StoreError>,
+) {
+    match outcome {
+        Ok(true) => {
+            count_changes("rehashed", 1);
+            tracing::info!(token_id = %id, from_key = %from, to_key = %to, "token rehashed to the current hash key");
+        }
+        Ok(false) => {
+            tracing::debug!(token_id = %id, from_key = %from, "token not rehashed: revoked, expired or rehashed meanwhile");
+        }
+        Err(error) => {
+            tracing::warn!(token_id = %id, from_key = %from, %error, "token not rehashed (tried again after the last-use interval); the token was accepted");
+        }
     }
 }
 
@@ -128,6 +152,10 @@ pub(crate) fn store_error_kind(error: &StoreError) -> &'static str {
         StoreError::Tls { .. } => "tls",
         StoreError::Corrupt { .. } => "corrupt",
         StoreError::HashKeyMismatch { .. } => "hash_key_mismatch",
+        StoreError::KeyringLacksKey { .. } => "keyring_lacks_key",
+        StoreError::HashKeyInUse { .. } => "hash_key_in_use",
+        StoreError::CurrentHashKey { .. } => "current_hash_key",
+        StoreError::NoKeyRecords => "no_key_records",
         StoreError::InvalidUrl { .. } => "invalid_url",
         StoreError::SchemaTooNew { .. } => "schema_too_new",
         StoreError::NotPrepared { .. } => "not_prepared",

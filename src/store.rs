@@ -10,7 +10,7 @@ mod sql;
 pub(crate) mod sqlite;
 
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, LeakDetails};
-use crate::hash::{KeyFingerprint, TokenHash};
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -203,6 +203,32 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// [`ChangeFeed`] over a [`FeedSource`](crate::FeedSource)
 /// ([`PollingSource`](crate::PollingSource) when the database has no notifications);
 /// `conformance::run_all` then checks the log too.
+///
+/// # Keyrings
+///
+/// An issuer with a [`HashKeyring`](crate::HashKeyring) hashes new tokens with its current
+/// key and finds older ones under retired keys. A store that supports it records, with
+/// every row, which key made its hash ([`StoredToken::hash_key`]), and the set of keys its
+/// rows need:
+///
+/// - **Binding.** [`prepare_keyring`](Self::prepare_keyring) refuses a ring that lacks a
+///   key of the set, naming it, and adds the ring's current key to the set, in one step;
+///   [`check_keyring`](Self::check_keyring) refuses the same without writing. `insert` and
+///   `rehash` write rows only under a key the set holds (the issuer's current key, which
+///   its `prepare` added). A store whose rows predate keyrings counts them as its bound
+///   key's.
+/// - **One look-up.** [`find_by_any_hash`](Self::find_by_any_hash) finds a token under
+///   any of the ring's keys in one store call.
+/// - **Rehash on use.** [`rehash`](Self::rehash) moves a live token to the current key
+///   only if its hash is still the one read: a revocation racing it always wins.
+/// - **Retirement.** [`hash_key_usage`](Self::hash_key_usage) counts each key's live
+///   tokens; [`retire_hash_key`](Self::retire_hash_key) removes a key from the set only
+///   when none is live (or after revoking them), so the set never loses a key a live token
+///   needs.
+///
+/// A store that records no keys keeps the defaults: it serves a ring of one key, finds
+/// tokens under retired keys through `find_many_by_hash` but never rehashes them, and
+/// answers [`StoreError::NoKeyRecords`] to counting and retiring.
 #[async_trait]
 pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Adds a record. Fails, writing nothing, with `Duplicate` if its id or hash exists,
@@ -354,6 +380,103 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// Writes what the store buffers (SQLite's last-use times) and closes its connections;
     /// the store is not used afterwards. The default does nothing.
     async fn close(&self) {}
+
+    // The keyring: a store that records which key hashed each row implements these; the
+    // defaults suit a store that does not (it then serves a ring of one key only).
+
+    /// [`prepare`](Self::prepare) for an issuer with a [`HashKeyring`](crate::HashKeyring):
+    /// creates or upgrades the schema, refuses a ring that lacks a key the store's rows
+    /// need ([`StoreError::KeyringLacksKey`] naming it; [`StoreError::HashKeyMismatch`]
+    /// for a ring of one key, as `prepare` does), and records the current key as one the
+    /// rows need, all in one step. What [`TokenIssuerBuilder::prepare`](crate::TokenIssuerBuilder::prepare)
+    /// calls. The default prepares for the current key alone.
+    async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.prepare(keys.current()).await
+    }
+
+    /// [`check`](Self::check) for a keyring: reading only, the same refusals as
+    /// [`prepare_keyring`](Self::prepare_keyring). The default checks the current key
+    /// alone.
+    async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.check(keys.current()).await
+    }
+
+    /// The record with any of these hashes (a token's hash under each key of a keyring,
+    /// current first), with the position of the hash that found it: authentication under
+    /// a keyring. A store in this crate reads it in one round trip, one indexed query over
+    /// every candidate, and takes as long for a miss as for a hit (as `find_by_hash`
+    /// does), so that an unknown token costs one look-up whatever the ring's size. Two
+    /// records never answer for one token (each key makes different hashes); if they did,
+    /// the first hash's wins.
+    ///
+    /// The default asks [`find_by_hash`](Self::find_by_hash) for one hash and
+    /// [`find_many_by_hash`](Self::find_many_by_hash) (one call) for several.
+    async fn find_by_any_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        if let [hash] = hashes {
+            return Ok(self.find_by_hash(hash).await?.map(|token| (0, token)));
+        }
+        let found = self.find_many_by_hash(hashes).await?;
+        Ok(found
+            .into_iter()
+            .enumerate()
+            .find_map(|(i, token)| Some((i, token?))))
+    }
+
+    /// [`find_by_any_hash`](Self::find_by_any_hash) without waiting, as
+    /// [`find_credential_now`](Self::find_credential_now) is to `find_credential`: `None`
+    /// means "call `find_by_any_hash`". The default answers for one hash as
+    /// `find_credential_now` does, and never for several.
+    fn find_credential_any_now(&self, hashes: &[TokenHash]) -> Option<Option<(usize, Credential)>> {
+        match hashes {
+            [hash] => Some(self.find_credential_now(hash)?.map(|found| (0, found))),
+            _ => None,
+        }
+    }
+
+    /// Replaces the hash of a token found under a retired key with its hash under the
+    /// current key, in one atomic conditional step: only if the record still has the hash
+    /// that was read (`rehash.from`) and is live at `rehash.at`, so that a token revoked,
+    /// expired or rehashed meanwhile is left as it is (a revocation always wins: nothing
+    /// here sets `active` or an expiry). Appends one [`Rehashed`](crate::EventKind::Rehashed)
+    /// event by the token itself in the same step. Returns whether it replaced the hash.
+    ///
+    /// The default, for a store that does not record keys, replaces nothing: its tokens
+    /// keep working under their retired key for as long as the ring has it.
+    async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        let _ = rehash;
+        Ok(false)
+    }
+
+    /// For each hash key the store records, and each key a token live at `at` was hashed
+    /// with: how many such live tokens, how many of them never expire, and the latest
+    /// expiry among the others. In no particular order. The default fails with
+    /// [`StoreError::NoKeyRecords`].
+    async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+        let _ = at;
+        Err(StoreError::NoKeyRecords)
+    }
+
+    /// Retires the hash key `key`: forgets it as a key the rows need, so that
+    /// [`prepare_keyring`](Self::prepare_keyring) no longer asks for it. Refuses, changing
+    /// nothing, with [`StoreError::HashKeyInUse`] while tokens it hashed are live at `at`,
+    /// unless `revoke_remaining` names who revokes them: each is then revoked at `at` as
+    /// [`revoke`](Self::revoke) does (with its cascade), its own event a
+    /// [`KeyRetired`](crate::EventKind::KeyRetired), in short transactions, before the key
+    /// is forgotten. Tokens it hashed that had ended stay (they could not authenticate
+    /// anyway; `purge` deletes them). Retiring a key the store does not record succeeds
+    /// and changes nothing. The default fails with [`StoreError::NoKeyRecords`].
+    async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        revoke_remaining: Option<Actor>,
+    ) -> Result<Retired, StoreError> {
+        let _ = (key, at, revoke_remaining);
+        Err(StoreError::NoKeyRecords)
+    }
 
     // Speed hooks: a store need not implement them; the defaults are correct.
 
@@ -508,6 +631,78 @@ pub struct Revoked {
     /// predecessors still in their grace period, in no particular order. Empty when the
     /// token was revoked already.
     pub cascade: Vec<TokenId>,
+}
+
+/// What [`TokenStore::rehash`] does: token `id` (of `environment`), found by hash `from`
+/// under a retired key at `at`, gets hash `to`, made with the current key `key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rehash {
+    /// The token.
+    pub id: TokenId,
+    /// Its environment, for the event.
+    pub environment: EnvironmentId,
+    /// The hash it was found by (under a retired key).
+    pub from: TokenHash,
+    /// Its hash under the current key.
+    pub to: TokenHash,
+    /// The current key's fingerprint.
+    pub key: KeyFingerprint,
+    /// When it was used; it must be live then.
+    pub at: DateTime<Utc>,
+}
+
+/// How many live tokens one hash key hashed ([`TokenStore::hash_key_usage`]): what
+/// deciding when to retire it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// The key.
+    pub key: KeyFingerprint,
+    /// Its tokens live at the time asked.
+    pub live: u64,
+    /// How many of those never expire.
+    pub never_expiring: u64,
+    /// The latest expiry among those that expire.
+    pub latest_expiry: Option<DateTime<Utc>>,
+}
+
+impl KeyUsage {
+    /// The first day (UTC) the key can be retired without revoking anything if none of
+    /// its tokens is used before then: today (the day of `now`) when none is live, the
+    /// day its last token expires, `None` while some never expire. Tokens used meanwhile
+    /// are rehashed to the current key, so it may come sooner.
+    ///
+    /// ```
+    /// use apitoken::KeyUsage;
+    /// use chrono::{NaiveDate, TimeZone, Utc};
+    ///
+    /// let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    /// let usage = KeyUsage {
+    ///     key: apitoken::KeyFingerprint::Unkeyed,
+    ///     live: 2,
+    ///     never_expiring: 0,
+    ///     latest_expiry: Some(Utc.with_ymd_and_hms(2026, 4, 1, 9, 30, 0).unwrap()),
+    /// };
+    /// assert_eq!(usage.retirable_on(now), NaiveDate::from_ymd_opt(2026, 4, 1));
+    /// ```
+    pub fn retirable_on(&self, now: DateTime<Utc>) -> Option<chrono::NaiveDate> {
+        if self.live == 0 {
+            return Some(now.date_naive());
+        }
+        if self.never_expiring > 0 {
+            return None;
+        }
+        self.latest_expiry.map(|at| at.max(now).date_naive())
+    }
+}
+
+/// What [`TokenStore::retire_hash_key`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retired {
+    /// The key retired.
+    pub key: KeyFingerprint,
+    /// The tokens revoked because it was retired (with `revoke_remaining`), cascades
+    /// included; empty otherwise.
+    pub revoked: Vec<TokenId>,
 }
 
 /// Where a page of a listing starts: after this token in creation order.
@@ -752,6 +947,28 @@ impl core::fmt::Display for UniqueKey {
     }
 }
 
+/// Fails when the rows need the key `stored` and `keys` lacks it:
+/// [`StoreError::HashKeyMismatch`] for a ring of one key (as before keyrings),
+/// [`StoreError::KeyringLacksKey`] for a ring with retired keys.
+pub(crate) fn check_needed(
+    stored: KeyFingerprint,
+    keys: &KeyringFingerprints,
+) -> Result<(), StoreError> {
+    if keys.contains(stored) {
+        Ok(())
+    } else if keys.is_single() {
+        Err(StoreError::HashKeyMismatch {
+            stored,
+            given: keys.current(),
+        })
+    } else {
+        Err(StoreError::KeyringLacksKey {
+            missing: stored,
+            current: keys.current(),
+        })
+    }
+}
+
 /// The advice for a token rotated before: rotate its successor, by id when known.
 pub(crate) fn rotate_instead(successor: &Option<TokenId>) -> String {
     match successor {
@@ -884,6 +1101,44 @@ pub enum StoreError {
         /// The fingerprint of the key given.
         given: KeyFingerprint,
     },
+    /// The store holds live tokens hashed with a key the keyring given lacks (it has
+    /// retired keys; a ring of one key is refused with [`StoreError::HashKeyMismatch`]
+    /// instead): opened with that ring, those tokens would be unknown.
+    #[error(
+        "this database holds tokens hashed with key {missing}, which the keyring given (current key {current}) lacks: add {missing} to the keyring as a retired key (a line after the first of --hash-key-file, or APITOKEN_RETIRED_HASH_KEYS), or retire it for good first (`apitoken keys retire {missing}`)"
+    )]
+    KeyringLacksKey {
+        /// A key the store's rows need.
+        missing: KeyFingerprint,
+        /// The current key of the ring given.
+        current: KeyFingerprint,
+    },
+    /// A hash key cannot be retired: live tokens are still hashed with it; nothing was
+    /// changed.
+    #[error(
+        "{live} live tokens are still hashed with key {key}, so it cannot be retired yet: wait until each is used (it is then rehashed to the current key) or expires (`apitoken keys status` gives the day), or revoke them with `apitoken keys retire {key} --revoke-remaining`"
+    )]
+    HashKeyInUse {
+        /// The key.
+        key: KeyFingerprint,
+        /// How many live tokens it hashed.
+        live: u64,
+    },
+    /// The key asked to be retired is the issuer's current key, which hashes every new
+    /// token; nothing was changed.
+    #[error(
+        "key {key} is the current hash key, which hashes every new token, so it cannot be retired: make another key current first (the first line of --hash-key-file, or APITOKEN_HASH_KEY, with this one retired after it), then retire this one"
+    )]
+    CurrentHashKey {
+        /// The key.
+        key: KeyFingerprint,
+    },
+    /// The store does not record which hash key hashed each token (a store written before
+    /// keyrings), so its keys cannot be counted or retired.
+    #[error(
+        "this token store does not record which hash key hashed each token, so its keys cannot be counted or retired: use SQLite, PostgreSQL or the in-memory store, or implement the keyring methods (see \"Keyrings\" in the TokenStore docs)"
+    )]
+    NoKeyRecords,
     /// [`open`](crate::open_store) or [`PostgresStore::connect`] was
     /// given a URL it cannot open: another scheme, one whose cargo feature this build
     /// lacks, or a PostgreSQL URL without `//` or that the driver cannot read. The reason
@@ -1009,6 +1264,27 @@ macro_rules! forward_store {
             }
             async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
                 (**self).check(key).await
+            }
+            async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+                (**self).prepare_keyring(keys).await
+            }
+            async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+                (**self).check_keyring(keys).await
+            }
+            async fn find_by_any_hash(&self, hashes: &[TokenHash]) -> Result<Option<(usize, Token)>, StoreError> {
+                (**self).find_by_any_hash(hashes).await
+            }
+            fn find_credential_any_now(&self, hashes: &[TokenHash]) -> Option<Option<(usize, Credential)>> {
+                (**self).find_credential_any_now(hashes)
+            }
+            async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+                (**self).rehash(rehash).await
+            }
+            async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+                (**self).hash_key_usage(at).await
+            }
+            async fn retire_hash_key(&self, key: KeyFingerprint, at: DateTime<Utc>, revoke_remaining: Option<Actor>) -> Result<Retired, StoreError> {
+                (**self).retire_hash_key(key, at, revoke_remaining).await
             }
             async fn close(&self) {
                 (**self).close().await

@@ -203,6 +203,7 @@ async fn debug_never_shows_the_random_part() {
     let stored = StoredToken {
         token: issued.token.clone(),
         hash,
+        hash_key: issuer.hasher().fingerprint(),
     };
     let page = issuer.list(env(1), PageRequest::first(10)).await.unwrap();
     let owned = parsed.to_raw_token();

@@ -42,8 +42,10 @@ Storage:
 
 Hash key:
   APITOKEN_HASH_KEY (64 hex characters, e.g. from `openssl rand -hex 32`) or
-  --hash-key-file; without one, tokens are hashed unkeyed. A database records the key's
-  fingerprint when it is created and refuses to be opened with another key.
+  --hash-key-file; without one, tokens are hashed unkeyed. A database records the keys
+  its tokens were hashed with and refuses a key set that lacks one. To replace the key,
+  list the new one first and the old one after it (--hash-key-file, one a line; or
+  APITOKEN_RETIRED_HASH_KEYS): see `apitoken keys --help`.
 
 Files:
   The database (and its -wal and -shm), the key file and the URL file belong to the
@@ -163,6 +165,52 @@ pub(crate) enum Command {
     Events(EventsArgs),
     /// List the scopes `issue` accepts (the reference scopes and --extra-scopes).
     Scopes,
+    /// The hash keys: which still hash live tokens, and retiring one for good
+    ///
+    /// To replace the hash key without revoking tokens: put a new key on the first line
+    /// of --hash-key-file and the old one on the next (or the new one in
+    /// APITOKEN_HASH_KEY, the old one in APITOKEN_RETIRED_HASH_KEYS). Tokens of the old
+    /// key keep working and move to the new key when used. `keys status` says how many
+    /// live tokens each key still hashes and the day it can go; `keys retire` then
+    /// forgets it, after which drop it from the configuration.
+    #[command(subcommand, verbatim_doc_comment)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Per hash key: its live tokens, how many never expire, the latest expiry, and the
+    /// day it can be retired without revoking anything
+    Status(KeysStatusArgs),
+    /// Retire a hash key for good: refused while live tokens need it
+    ///
+    /// FINGERPRINT is as `keys status` prints it (key:… or unkeyed). With
+    /// --revoke-remaining, its live tokens are revoked first (each logged as
+    /// `key_retired`, with what it created). Afterwards, drop the key from
+    /// --hash-key-file (or APITOKEN_RETIRED_HASH_KEYS). The current key cannot be retired.
+    #[command(verbatim_doc_comment)]
+    Retire(KeysRetireArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysStatusArgs {
+    /// Print `[{"fingerprint", "current", "live", "neverExpiring", "latestExpiry",
+    /// "retirableOn"}]`.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysRetireArgs {
+    /// The key's fingerprint: key: and 16 hex digits, or unkeyed.
+    #[arg(value_name = "FINGERPRINT", value_parser = clap::value_parser!(apitoken::KeyFingerprint))]
+    pub(crate) fingerprint: apitoken::KeyFingerprint,
+    /// Revoke the live tokens it still hashes, then retire it.
+    #[arg(long)]
+    pub(crate) revoke_remaining: bool,
+    /// Print `{"retired": "key:…", "revoked": [ids]}`.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

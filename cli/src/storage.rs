@@ -15,9 +15,12 @@ pub(crate) enum Access {
     /// `revoke`, `rotate`, `purge`: need an existing apitoken database (an older schema
     /// is upgraded).
     Write,
-    /// `list`, `get`, `verify`, `events`: write nothing, not even last use (an operator's
-    /// check is not a use), so they work on a read-only file and behind a stuck writer.
+    /// `list`, `get`, `verify`, `events`, `keys status`: write nothing, not even last use
+    /// (an operator's check is not a use), so they work on a read-only file and behind a
+    /// stuck writer.
     Read,
+    /// `keys retire`: as `Write`, accepting a keyring that lacks the key being retired.
+    Retiring(apitoken::KeyFingerprint),
 }
 
 /// Opens the store, runs `command` with the issuer, then closes the store's connections
@@ -38,6 +41,15 @@ pub(crate) async fn with_issuer<T>(
         Access::Read => {
             apitoken_ops::open_existing(storage, apitoken_ops::Access::Read, MISSING).await
         }
+        Access::Retiring(key) => {
+            apitoken_ops::open_existing_retiring(
+                storage,
+                apitoken_ops::Access::Write,
+                MISSING,
+                Some(key),
+            )
+            .await
+        }
     }
     .map_err(Failure::usage)?;
     let limits = global.cap.apply(apitoken::Limits::default());
@@ -48,7 +60,7 @@ pub(crate) async fn with_issuer<T>(
         .last_use_interval(Some(apitoken_ops::LAST_USE_INTERVAL))
         .lifetime_policy(global.lifetime.policy());
     if access == Access::Read {
-        builder = builder.last_use_interval(None);
+        builder = builder.last_use_interval(None).rehash_on_use(false);
     }
     let issuer = handle.issuer(builder).await.map_err(Failure::usage)?;
     // Only once the database is open: a failure stays the one `error:` line it was.

@@ -25,8 +25,8 @@
 pub mod duration;
 
 use apitoken::{
-    DynTokenStore, Error, HashKey, KeyFingerprint, PostgresStore, SqliteStore, StoreError,
-    TokenIssuer, TokenIssuerBuilder, TokenStore,
+    DynTokenStore, Error, HashKeyring, KeyFingerprint, KeyringFingerprints, PostgresStore,
+    SqliteStore, StoreError, TokenHasher, TokenIssuer, TokenIssuerBuilder, TokenStore,
 };
 use clap::ArgMatches;
 use clap::parser::ValueSource;
@@ -36,6 +36,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 mod file_mode;
+mod keyring;
 mod postgres_url;
 
 /// The storage options, for `#[command(flatten)]`.
@@ -86,11 +87,18 @@ pub struct StorageArgs {
     )]
     pub database_url_file: Option<PathBuf>,
 
-    /// File holding the hash key (64 hex characters)
+    /// File holding the hash key (64 hex characters), or a keyring
     ///
     /// Takes precedence over the APITOKEN_HASH_KEY environment variable. Without either,
     /// tokens are hashed unkeyed. Refused if its group or other users may write the file,
     /// a warning if they may read it: `chmod 600 PATH`.
+    ///
+    /// A keyring is one key a line: the first is the current key, which hashes new
+    /// tokens; the others (at most 3) are retired keys, which still find the tokens they
+    /// hashed (each is rehashed to the current key when used). A retired line may be the
+    /// word `unkeyed` (the hash without a key) and may end with ` until=YYYY-MM-DD`, the
+    /// last day it is tried. Without this option: APITOKEN_HASH_KEY (current) and
+    /// APITOKEN_RETIRED_HASH_KEYS (retired, comma-separated, the same forms).
     #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
     pub hash_key_file: Option<PathBuf>,
 
@@ -270,7 +278,9 @@ pub enum Missing {
 /// command only reads.
 pub struct Handle {
     store: Arc<dyn TokenStore>,
-    key: Option<HashKey>,
+    keyring: HashKeyring,
+    /// A key being retired, which the keyring may lack.
+    retiring: Option<KeyFingerprint>,
     place: Place,
     access: Access,
     warnings: Vec<String>,
@@ -299,11 +309,12 @@ impl Handle {
     /// A builder like [`Handle::builder`] (the same hash key) on `store`, which must
     /// reach this database: [`Handle::store`] behind a layer of the caller's.
     pub fn builder_on<S: TokenStore>(&self, store: S) -> TokenIssuerBuilder<S> {
-        let builder = TokenIssuer::builder(store);
-        match &self.key {
-            Some(key) => builder.hash_key(key.clone()),
-            None => builder,
-        }
+        TokenIssuer::builder(store).keyring(self.keyring.clone())
+    }
+
+    /// The hash keys the options give (the unkeyed hash alone when none is).
+    pub fn keyring(&self) -> &HashKeyring {
+        &self.keyring
     }
 
     /// The issuer: for a command that writes, after [`TokenIssuerBuilder::prepare`] has
@@ -319,7 +330,18 @@ impl Handle {
                 .try_build()
                 .map_err(|e| format!("invalid lifetime policy: {e}"));
         }
-        match builder.prepare().await {
+        let prepared = match self.retiring {
+            // Prepared as the builder would, with the key being retired tolerated.
+            Some(key) => {
+                let keys = self.keyring.fingerprints().with_retired(key);
+                match self.store.prepare_keyring(&keys).await {
+                    Ok(()) => Ok(builder.build()),
+                    Err(e) => Err(Error::Store(e)),
+                }
+            }
+            None => builder.prepare().await,
+        };
+        match prepared {
             Ok(issuer) => Ok(issuer),
             Err(e) => {
                 self.store.close().await;
@@ -366,8 +388,8 @@ impl Handle {
 /// what to do.
 pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String> {
     let mut warnings = Vec::new();
-    let key = hash_key(args, &mut warnings)?;
-    let fingerprint = KeyFingerprint::of(key.as_ref());
+    let keyring = keyring(args, &mut warnings)?;
+    let fingerprints = keyring.fingerprints();
     let (store, place): (Arc<dyn TokenStore>, _) = match backend(args, &mut warnings)? {
         Backend::Sqlite(path) => {
             check_path(&path, &missing)?;
@@ -378,7 +400,7 @@ pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String
                 let reader = SqliteStore::open_existing(&path)
                     .await
                     .map_err(|e| sqlite_failure(&path, &e))?;
-                let checked = reader.check_schema(fingerprint).await;
+                let checked = reader.check_schema_keyring(&fingerprints).await;
                 reader.close().await;
                 checked.map_err(|e| sqlite_failure(&path, &e))?;
             }
@@ -395,7 +417,8 @@ pub async fn open(args: &StorageArgs, missing: Missing) -> Result<Handle, String
     };
     Ok(Handle {
         store,
-        key,
+        keyring,
+        retiring: None,
         place,
         access: Access::Write,
         warnings,
@@ -423,13 +446,28 @@ pub async fn open_existing(
     access: Access,
     missing: &str,
 ) -> Result<Handle, String> {
+    open_existing_retiring(args, access, missing, None).await
+}
+
+/// [`open_existing`] for retiring the hash key `retiring` (`apitoken keys retire`): the
+/// database is accepted even when the keyring the options give lacks that key (it was
+/// dropped from the configuration already, or lost), since retiring it is what is asked.
+pub async fn open_existing_retiring(
+    args: &StorageArgs,
+    access: Access,
+    missing: &str,
+    retiring: Option<KeyFingerprint>,
+) -> Result<Handle, String> {
     let mut warnings = Vec::new();
-    let key = hash_key(args, &mut warnings)?;
-    let fingerprint = KeyFingerprint::of(key.as_ref());
+    let keyring = keyring(args, &mut warnings)?;
+    let mut fingerprints = keyring.fingerprints();
+    if let Some(key) = retiring {
+        fingerprints = fingerprints.with_retired(key);
+    }
     let (store, place): (Arc<dyn TokenStore>, _) = match backend(args, &mut warnings)? {
         Backend::Sqlite(path) => {
             check_path(&path, &Missing::Refuse(missing.to_owned()))?;
-            let store = open_existing_sqlite(&path, access, fingerprint).await?;
+            let store = open_existing_sqlite(&path, access, &fingerprints).await?;
             warnings.extend(sqlite_exposed(&path));
             (store, Place::Sqlite(path))
         }
@@ -437,7 +475,7 @@ pub async fn open_existing(
             let store = connect_postgres(&postgres, &mut warnings).await?;
             // Reading only: a too-new schema and a wrong key are refused here, before any
             // write.
-            let version = store.check_schema(fingerprint).await;
+            let version = store.check_schema_keyring(&fingerprints).await;
             if !matches!(version, Ok(v) if v > 0) {
                 store.close().await;
             }
@@ -456,7 +494,8 @@ pub async fn open_existing(
     };
     Ok(Handle {
         store,
-        key,
+        keyring,
+        retiring,
         place,
         access,
         warnings,
@@ -610,31 +649,13 @@ pub fn read_secret_file(
     Ok((Zeroizing::new(text.to_owned()), warnings))
 }
 
-/// The hash key from --hash-key-file, else from APITOKEN_HASH_KEY, else none.
-fn hash_key(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<Option<HashKey>, String> {
-    const HOW: &str = "generate one with `openssl rand -hex 32`";
-    if let Some(path) = &args.hash_key_file {
-        let shown = path.display();
-        let text = file_mode::read_secret(path, "the hash key file", warnings)?;
-        let text = std::str::from_utf8(&text).map_err(|_| {
-            format!("the hash key file {shown} is not text: it must hold 64 hex characters; {HOW}")
-        })?;
-        return HashKey::from_hex(text).map(Some).map_err(|e| {
-            format!("the hash key file {shown} does not hold a hash key: {e}; {HOW}")
-        });
-    }
-    match std::env::var_os("APITOKEN_HASH_KEY") {
-        None => Ok(None),
-        Some(value) if value.is_empty() => Ok(None),
-        Some(value) => {
-            let value = zeroize::Zeroizing::new(value.into_string().map_err(|_| {
-                format!("APITOKEN_HASH_KEY is not a hash key: it must be 64 hex characters; {HOW}")
-            })?);
-            HashKey::from_hex(&value)
-                .map(Some)
-                .map_err(|e| format!("APITOKEN_HASH_KEY is not a hash key: {e}; {HOW}"))
-        }
-    }
+/// The hash keys from --hash-key-file, else from APITOKEN_HASH_KEY and
+/// APITOKEN_RETIRED_HASH_KEYS, else the unkeyed hash alone (see `keyring`).
+fn keyring(args: &StorageArgs, warnings: &mut Vec<String>) -> Result<HashKeyring, String> {
+    Ok(
+        keyring::from_options(args.hash_key_file.as_deref(), warnings)?
+            .unwrap_or_else(|| HashKeyring::new(TokenHasher::unkeyed())),
+    )
 }
 
 /// Refuses a directory, and a missing file unless it may be created.
@@ -659,12 +680,12 @@ fn check_path(path: &Path, missing: &Missing) -> Result<(), String> {
 async fn open_existing_sqlite(
     path: &Path,
     access: Access,
-    fingerprint: KeyFingerprint,
+    fingerprints: &KeyringFingerprints,
 ) -> Result<Arc<dyn TokenStore>, String> {
     let reader = SqliteStore::open_existing(path)
         .await
         .map_err(|e| sqlite_failure(path, &e))?;
-    let version = reader.check_schema(fingerprint).await;
+    let version = reader.check_schema_keyring(fingerprints).await;
     if access == Access::Read && matches!(version, Ok(v) if v > 0) {
         return Ok(Arc::new(reader));
     }
@@ -830,6 +851,7 @@ fn key_mismatch(stored: KeyFingerprint, given: KeyFingerprint) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apitoken::HashKey;
 
     fn args(url: Option<&str>, db: Source, database_url: Source) -> StorageArgs {
         StorageArgs {

@@ -916,8 +916,9 @@ async fn healthz() -> Response {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let key = state.issuer.hasher().fingerprint();
-    let checked = tokio::time::timeout(READY_WITHIN, state.issuer.store().check(key)).await;
+    let keys = state.issuer.keyring().fingerprints();
+    let checked =
+        tokio::time::timeout(READY_WITHIN, state.issuer.store().check_keyring(&keys)).await;
     let failure = match checked {
         Ok(Ok(())) => return status_answer("ready"),
         Ok(Err(e)) => e,
@@ -949,7 +950,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "the database schema is newer than this server: upgrade the server",
             reason,
         ),
-        apitoken::StoreError::HashKeyMismatch { .. } => unready(
+        apitoken::StoreError::HashKeyMismatch { .. }
+        | apitoken::StoreError::KeyringLacksKey { .. } => unready(
             "hash_key_mismatch",
             "the database was created with another hash key than this server's",
             reason,

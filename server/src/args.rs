@@ -34,7 +34,11 @@ Storage:
 
 Hash key:
   APITOKEN_HASH_KEY (64 hex characters) or --hash-key-file, as for the CLI; the database
-  refuses any key other than the one it was created with.
+  refuses a key set that lacks a key its tokens were hashed with. To replace the key,
+  put the new one first in --hash-key-file and the old one on the next line (or the new
+  one in APITOKEN_HASH_KEY and the old one in APITOKEN_RETIRED_HASH_KEYS): tokens of
+  the old key keep working and move to the new one when used; `apitoken keys status`
+  says when the old key can go.
 
 The address actually bound is printed on standard output (`listening on http://…`, or
 https:// with --tls-cert; useful with --listen 127.0.0.1:0); logs go to standard error and never hold a token. SIGINT or

@@ -137,13 +137,18 @@ impl<S: TokenStore> TokenIssuer<S> {
             },
         }
         let now = self.now();
-        // Ours (parsed, hashed) or not, then every hash looked up at once.
-        let mut parsed: Vec<Option<(usize, &LeakDetails)>> = Vec::new();
+        // Ours (parsed, hashed under every key of the keyring) or not, then every hash
+        // looked up at once.
+        let mut parsed: Vec<Option<(core::ops::Range<usize>, &LeakDetails)>> = Vec::new();
         let mut hashes = Vec::new();
         for (reported, leak) in reports {
             parsed.push(self.format.parse(reported).ok().map(|token| {
-                hashes.push(self.hasher.hash(token.expose_secret()));
-                (hashes.len() - 1, leak)
+                let first = hashes.len();
+                let candidates = self
+                    .keyring()
+                    .candidates(token.expose_secret().as_bytes(), None);
+                hashes.extend_from_slice(&candidates);
+                (first..hashes.len(), leak)
             }));
         }
         let mut looked_up =
@@ -156,7 +161,9 @@ impl<S: TokenStore> TokenIssuer<S> {
                 found.push(Found::Known(LeakOutcome::NotOurs));
                 continue;
             };
-            let token = looked_up.get_mut(at).and_then(Option::take);
+            let token = looked_up
+                .get_mut(at)
+                .and_then(|found| found.iter_mut().find_map(Option::take));
             found.push(match token {
                 None => Found::Known(LeakOutcome::Unknown),
                 Some(token) if !token.active => Found::Known(LeakOutcome::AlreadyRevoked(token)),

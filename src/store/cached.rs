@@ -1,9 +1,11 @@
 //! [`CachedStore`]: a verification cache in front of a remote store.
 
-use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
+use super::{
+    KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError, TokenStore,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
-use crate::hash::{KeyFingerprint, TokenHash};
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
 use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use crate::observe;
 use async_trait::async_trait;
@@ -572,6 +574,48 @@ impl<S: TokenStore> CachedStore<S> {
         Ok(found)
     }
 
+    /// [`fill`](Self::fill) for a keyring's candidates: caches the record under the hash
+    /// that found it, or every candidate as unknown, unless invalidated meanwhile.
+    async fn fill_any(
+        &self,
+        hashes: &[TokenHash],
+        now: DateTime<Utc>,
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        observe::count_cache("miss");
+        let mut ticket = Ticket::take(&self.invalidations);
+        let found = self.inner.find_by_any_hash(hashes).await;
+        let mut invalidations = lock_invalidations(&self.invalidations);
+        let fresh = match &found {
+            Ok(Some((i, token))) => hashes
+                .get(*i)
+                .is_some_and(|hash| invalidations.fresh(ticket.started, hash, Some(token))),
+            Ok(None) => hashes
+                .iter()
+                .all(|hash| invalidations.fresh(ticket.started, hash, None)),
+            Err(_) => false,
+        };
+        invalidations.end(ticket.started);
+        ticket.ended = true;
+        let found = found?;
+        if fresh {
+            match &found {
+                Some((i, token)) => {
+                    if let Some(hash) = hashes.get(*i) {
+                        self.remember(*hash, Some(token.clone()), now);
+                    }
+                }
+                None => {
+                    for hash in hashes {
+                        self.remember(*hash, None, now);
+                    }
+                }
+            }
+        }
+        drop(invalidations);
+        Ok(found)
+    }
+
     fn remember(&self, hash: TokenHash, token: Option<Token>, now: DateTime<Utc>) {
         let ttl = if token.is_some() {
             self.ttl
@@ -620,6 +664,43 @@ impl<S: TokenStore> CachedStore<S> {
         if let Some(id) = id {
             ids.insert(id, hash);
         }
+    }
+
+    /// What the entries of `hashes` answer, if they answer: the first candidate with a
+    /// fresh entry of a known token, or unknown when every candidate's entry is a fresh
+    /// unknown one. `None` sends the look-up to the store.
+    fn cached_any<T>(
+        &self,
+        hashes: &[TokenHash],
+        now: DateTime<Utc>,
+        answer: impl Fn(&Token) -> T,
+    ) -> Option<Option<(usize, T)>> {
+        let mut unknown = 0;
+        for (i, hash) in hashes.iter().enumerate() {
+            let shard = lock(self.shard(hash));
+            let Some(entry) = shard.entries.get(hash) else {
+                continue;
+            };
+            if entry.fresh_until <= now || !self.provably_fresh(entry.read_micros, now) {
+                continue;
+            }
+            match &entry.token {
+                Some(token) => {
+                    let found = answer(token);
+                    drop(shard);
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    observe::count_cache("hit");
+                    return Some(Some((i, found)));
+                }
+                None => unknown += 1,
+            }
+        }
+        if unknown == hashes.len() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            observe::count_cache("hit");
+            return Some(None);
+        }
+        None
     }
 
     /// Drops the entry for `hash`; returns the id it held, if any.
@@ -802,6 +883,71 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
 
     async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
         self.inner.check(key).await
+    }
+
+    async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.inner.prepare_keyring(keys).await
+    }
+
+    async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.inner.check_keyring(keys).await
+    }
+
+    async fn find_by_any_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        if let [hash] = hashes {
+            return Ok(self.find_by_hash(hash).await?.map(|token| (0, token)));
+        }
+        let now = self.clock.now();
+        if let Some(found) = self.cached_any(hashes, now, |token| token.clone()) {
+            return Ok(found);
+        }
+        self.fill_any(hashes, now).await
+    }
+
+    /// A hit when one candidate has a fresh entry of a known token, or every candidate
+    /// has a fresh entry of an unknown one.
+    fn find_credential_any_now(&self, hashes: &[TokenHash]) -> Option<Option<(usize, Credential)>> {
+        if let [hash] = hashes {
+            return Some(self.find_credential_now(hash)?.map(|found| (0, found)));
+        }
+        self.cached_any(hashes, self.clock.now(), |token| Credential::from(token))
+    }
+
+    /// Moves the token to its new hash in the store, then drops the entries of both
+    /// hashes (the old one must not answer for it, the new one may be remembered as
+    /// unknown), stamping them so that look-ups in flight do not fill.
+    async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        let result = self.inner.rehash(rehash).await;
+        self.invalidate_hash(&rehash.from);
+        self.invalidate_hash(&rehash.to);
+        result
+    }
+
+    async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+        self.inner.hash_key_usage(at).await
+    }
+
+    async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        revoke_remaining: Option<Actor>,
+    ) -> Result<Retired, StoreError> {
+        let result = self.inner.retire_hash_key(key, at, revoke_remaining).await;
+        match &result {
+            Ok(retired) => {
+                for &id in &retired.revoked {
+                    self.forget(id);
+                }
+            }
+            // Some may have been revoked before the error.
+            Err(_) if revoke_remaining.is_some() => self.invalidate_all(),
+            Err(_) => {}
+        }
+        result
     }
 
     async fn close(&self) {

@@ -1,13 +1,14 @@
 //! [`MemoryStore`]: the embedded default store, in process memory.
 
 use super::{
-    Cursor, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore, UniqueKey,
+    Cursor, KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError,
+    TokenStore, UniqueKey,
 };
 use crate::event::{
     Actor, ChangeFeed, Event, EventBatch, EventCursor, EventPage, FeedSource, LeakDetails, Revoker,
 };
 use crate::format::Checksum;
-use crate::hash::TokenHash;
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
 use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
 use crate::note::Note;
 use crate::scope::Scopes;
@@ -173,6 +174,9 @@ struct Inner {
     /// only delegated tokens pay for them.
     children: HashMap<TokenId, Vec<Slot>>,
     creator_tokens: HashMap<Slot, TokenId>,
+    /// The hash keys the records need: every current key it was prepared with, until
+    /// retired.
+    hash_keys: HashSet<KeyFingerprint>,
 }
 
 /// A record's number while it is stored: its place among the cold parts, in `ids` and in
@@ -359,6 +363,8 @@ impl Table {
 #[derive(Clone, Debug)]
 struct Cold {
     position: u32,
+    /// The key that made the record's hash.
+    hash_key: KeyFingerprint,
     checksum: Checksum,
     created_at: DateTime<Utc>,
     note: Note,
@@ -535,6 +541,86 @@ impl Inner {
         Some(self.table.get(self.table.find(hash)?)?.credential())
     }
 
+    /// The position of the record with the first of `hashes` found, and which one: every
+    /// hash is probed, found or not, so that a miss costs what a hit does.
+    fn find_any(&self, hashes: &[TokenHash]) -> Option<(usize, usize)> {
+        let mut found = None;
+        for (i, hash) in hashes.iter().enumerate() {
+            if let Some(at) = self.table.find(hash) {
+                found = found.or(Some((i, at)));
+            }
+        }
+        found
+    }
+
+    /// The key that made the hash of the record at `at`.
+    fn hash_key_at(&self, at: usize) -> Option<KeyFingerprint> {
+        Some(self.cold.get(self.table.get(at)?.slot())?.hash_key)
+    }
+
+    /// The live records under `key` at `at`, and the keys' usage.
+    fn key_usage(&self, at: DateTime<Utc>) -> Vec<KeyUsage> {
+        let mut usage: HashMap<KeyFingerprint, KeyUsage> = self
+            .hash_keys
+            .iter()
+            .map(|&key| {
+                let none = KeyUsage {
+                    key,
+                    live: 0,
+                    never_expiring: 0,
+                    latest_expiry: None,
+                };
+                (key, none)
+            })
+            .collect();
+        for (position, hot) in self.table.entries.iter().enumerate() {
+            let Some(hot) = hot.as_ref().filter(|hot| hot.is_live_at(at)) else {
+                continue;
+            };
+            let Some(key) = self.hash_key_at(position) else {
+                continue;
+            };
+            let entry = usage.entry(key).or_insert(KeyUsage {
+                key,
+                live: 0,
+                never_expiring: 0,
+                latest_expiry: None,
+            });
+            entry.live += 1;
+            match hot.expires_at {
+                None => entry.never_expiring += 1,
+                Some(expires) => {
+                    entry.latest_expiry = entry.latest_expiry.max(Some(expires));
+                }
+            }
+        }
+        usage.into_values().collect()
+    }
+
+    /// The environment and id of every record hashed with `key` live at `at`.
+    fn live_under(&self, key: KeyFingerprint, at: DateTime<Utc>) -> Vec<(EnvironmentId, TokenId)> {
+        self.table
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(position, hot)| {
+                let hot = hot.as_ref().filter(|hot| hot.is_live_at(at))?;
+                (self.hash_key_at(position)? == key).then_some((hot.environment, hot.id))
+            })
+            .collect()
+    }
+
+    /// Fails when `keys` lacks a key the records need.
+    fn check_keys(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        let mut needed: Vec<&KeyFingerprint> = self.hash_keys.iter().collect();
+        // The same key named first every time, whatever the set's order.
+        needed.sort_by_key(|key| key.to_string());
+        for &key in needed {
+            super::check_needed(key, keys)?;
+        }
+        Ok(())
+    }
+
     /// How many tokens up the chain of creating tokens `creator` is: 0 for one a user
     /// created. Counts at most `bound + 1`.
     fn depth(&self, environment: EnvironmentId, creator: TokenId, bound: u32) -> u32 {
@@ -638,11 +724,16 @@ impl Inner {
 
     /// Adds a checked record. Fails, changing nothing, only when the store is full.
     fn insert_checked(&mut self, new: StoredToken) -> Result<(), StoreError> {
-        let StoredToken { token, hash } = new;
+        let StoredToken {
+            token,
+            hash,
+            hash_key,
+        } = new;
         let slot = self
             .cold
             .push(Cold {
                 position: 0,
+                hash_key,
                 checksum: token.checksum,
                 created_at: token.created_at,
                 note: token.note,
@@ -1034,6 +1125,100 @@ impl TokenStore for MemoryStore {
             hot.last_used_at = later_use(hot.last_used_at, at);
         }
         Ok(())
+    }
+
+    /// Records nothing across restarts, but keeps the set of keys its records need, so
+    /// that an issuer with a keyring is refused as a database would refuse it.
+    async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.prepare_keyring(&KeyringFingerprints::single(key))
+            .await
+    }
+
+    async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        inner.check_keys(keys)?;
+        inner.hash_keys.insert(keys.current());
+        Ok(())
+    }
+
+    async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        self.read().check_keys(keys)
+    }
+
+    async fn find_by_any_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .find_any(hashes)
+            .and_then(|(i, at)| Some((i, inner.token_at(at)?))))
+    }
+
+    fn find_credential_any_now(&self, hashes: &[TokenHash]) -> Option<Option<(usize, Credential)>> {
+        let inner = self.read();
+        Some(
+            inner
+                .find_any(hashes)
+                .and_then(|(i, at)| Some((i, inner.table.get(at)?.credential()))),
+        )
+    }
+
+    async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        let mut inner = self.write();
+        let Some(at) = inner.table.find(&rehash.from) else {
+            return Ok(false);
+        };
+        let matches = inner
+            .table
+            .get(at)
+            .is_some_and(|hot| hot.id == rehash.id && hot.is_live_at(rehash.at));
+        if !matches || inner.table.find(&rehash.to).is_some() {
+            return Ok(false);
+        }
+        let inner = &mut *inner;
+        let Some(mut hot) = inner.table.remove(at, &mut inner.cold) else {
+            return Ok(false);
+        };
+        let (slot, environment) = (hot.slot(), hot.environment);
+        hot.hash = rehash.to;
+        inner.table.insert(hot, &mut inner.cold);
+        if let Some(cold) = inner.cold.get_mut(slot) {
+            cold.hash_key = rehash.key;
+        }
+        self.log
+            .append(&EventBatch::rehash(rehash.at, environment, &rehash.id));
+        Ok(true)
+    }
+
+    async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+        Ok(self.read().key_usage(at))
+    }
+
+    async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        revoke_remaining: Option<Actor>,
+    ) -> Result<Retired, StoreError> {
+        let mut revoked = Vec::new();
+        if let Some(by) = revoke_remaining {
+            let remaining = self.read().live_under(key, at);
+            for (environment, id) in remaining {
+                let done = self.revoke_by(environment, id, at, Revoker::KeyRetired(by))?;
+                if done.token.revoked_at == Some(at) && !revoked.contains(&id) {
+                    revoked.push(id);
+                    revoked.extend(done.cascade);
+                }
+            }
+        }
+        let mut inner = self.write();
+        let live = inner.live_under(key, at).len() as u64;
+        if live > 0 {
+            return Err(StoreError::HashKeyInUse { key, live });
+        }
+        inner.hash_keys.remove(&key);
+        Ok(Retired { key, revoked })
     }
 
     async fn events_since(

@@ -80,11 +80,14 @@
 //! error's [`source`](std::error::Error::source).
 
 use super::sql::{self, Engine, SqlDialect, event_columns, insert_into_tokens, token_columns};
-use super::{BoxError, Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
+use super::{
+    BoxError, KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError,
+    TokenStore,
+};
 use crate::event::{
     Actor, ChangeFeed, EventBatch, EventCursor, EventPage, FeedSource, LeakDetails, Revoker,
 };
-use crate::hash::{KeyFingerprint, TokenHash};
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -232,6 +235,25 @@ DROP INDEX apitoken_tokens_live;
 DROP INDEX apitoken_tokens_created_by_live;
 DROP INDEX apitoken_tokens_ended;
 ",
+    // 8: the keyring. Which key made each row's hash, and the set of keys the rows need,
+    // which `prepare` checks a keyring against (see `TokenStore::prepare_keyring`). Existing rows are the bound key's: the
+    // column is added with that key as its default, which PostgreSQL records once instead
+    // of rewriting every row, and the default is then dropped (every insert names its
+    // key), keeping the value of the rows that were there.
+    "
+DO $$
+BEGIN
+    EXECUTE format(
+        'ALTER TABLE apitoken_tokens ADD COLUMN hash_key text NOT NULL DEFAULT %L',
+        coalesce((SELECT value FROM apitoken_meta WHERE key = 'hash_key_fingerprint'),
+                 'unkeyed'));
+END
+$$;
+ALTER TABLE apitoken_tokens ALTER COLUMN hash_key DROP DEFAULT;
+CREATE TABLE apitoken_hash_keys (fingerprint text NOT NULL PRIMARY KEY);
+INSERT INTO apitoken_hash_keys (fingerprint)
+    SELECT value FROM apitoken_meta WHERE key = 'hash_key_fingerprint';
+",
 ];
 
 /// PostgreSQL's statements.
@@ -260,7 +282,7 @@ impl SqlDialect for PostgresSql {
     const INSERT: &'static str = concat!(
         "WITH t AS (",
         insert_into_tokens!(),
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          RETURNING id, active, revoked_at) \
          INSERT INTO apitoken_revocations (revoked_at, token_id) \
          SELECT revoked_at, id FROM t WHERE NOT active AND revoked_at IS NOT NULL"
@@ -400,6 +422,22 @@ impl SqlDialect for PostgresSql {
          RETURNING sequence";
     const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
          SET pruned_through = greatest(pruned_through, $1)";
+    const REHASH: &'static str = "UPDATE apitoken_tokens SET hash = $1, hash_key = $2 \
+         WHERE id = $3 AND hash = $4 AND active AND (expires_at IS NULL OR expires_at > $5) \
+         RETURNING environment_id";
+    const KEY_USAGE: &'static str = "SELECT hash_key, count(*) AS live, \
+         count(*) FILTER (WHERE expires_at IS NULL) AS never_expiring, \
+         max(expires_at) AS latest_expiry \
+         FROM apitoken_tokens WHERE active AND (expires_at IS NULL OR expires_at > $1) \
+         GROUP BY hash_key";
+    const SELECT_HASH_KEYS: &'static str = "SELECT fingerprint FROM apitoken_hash_keys";
+    const ADD_HASH_KEY: &'static str =
+        "INSERT INTO apitoken_hash_keys (fingerprint) VALUES ($1) ON CONFLICT DO NOTHING";
+    const DELETE_HASH_KEY: &'static str = "DELETE FROM apitoken_hash_keys WHERE fingerprint = $1";
+    const LIVE_UNDER_KEY: &'static str = "SELECT environment_id, id FROM apitoken_tokens \
+         WHERE hash_key = $1 AND active AND (expires_at IS NULL OR expires_at > $2) LIMIT $3";
+    const COUNT_LIVE_UNDER_KEY: &'static str = "SELECT count(*) FROM apitoken_tokens \
+         WHERE hash_key = $1 AND active AND (expires_at IS NULL OR expires_at > $2)";
     // PostgreSQL's earliest `timestamptz`, 4714-11-24 BC (Julian day 0).
     const EARLIEST: DateTime<Utc> = match chrono::NaiveDate::from_ymd_opt(-4713, 11, 24) {
         Some(day) => day.and_time(chrono::NaiveTime::MIN).and_utc(),
@@ -861,10 +899,21 @@ impl PostgresStore {
     /// Returns the schema version, 0 when there are no apitoken tables; fails with
     /// [`StoreError::SchemaTooNew`] or [`StoreError::HashKeyMismatch`].
     pub async fn check_schema(&self, fingerprint: KeyFingerprint) -> Result<i64, StoreError> {
+        self.check_schema_keyring(&KeyringFingerprints::single(fingerprint))
+            .await
+    }
+
+    /// [`check_schema`](Self::check_schema) for a keyring: fails when the database holds
+    /// tokens hashed with a key `keys` lacks ([`StoreError::KeyringLacksKey`], or
+    /// [`StoreError::HashKeyMismatch`] for a ring of one key).
+    pub async fn check_schema_keyring(
+        &self,
+        keys: &KeyringFingerprints,
+    ) -> Result<i64, StoreError> {
         let version = PostgresSql::readable(self.schema_version().await?)?;
         if version > 0 {
             let mut conn = self.pool.acquire().await.map_err(err)?;
-            PostgresSql::check_hash_key_in(&mut conn, fingerprint).await?;
+            PostgresSql::check_keys_in(&mut conn, version, keys).await?;
         }
         Ok(version)
     }
@@ -1145,14 +1194,135 @@ impl TokenStore for PostgresStore {
     /// once do it once. Fails with [`StoreError::Unavailable`] after waiting longer than
     /// the lock timeout for another process's migration or for the tables (run it again).
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
-        let mut tx = self.begin_schema_change().await?;
-        PostgresSql::prepare_in(&mut tx, key).await?;
-        tx.commit().await.map_err(err)
+        self.prepare_keyring(&KeyringFingerprints::single(key))
+            .await
     }
 
     async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
-        let found = self.check_schema(key).await?;
+        self.check_keyring(&KeyringFingerprints::single(key)).await
+    }
+
+    /// As `prepare`, checking the keyring and recording its current key in the same
+    /// transaction, under the same advisory lock.
+    async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        let mut tx = self.begin_schema_change().await?;
+        PostgresSql::prepare_in(&mut tx, keys).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        let found = self.check_schema_keyring(keys).await?;
         sql::prepared(found, PostgresSql::MIGRATIONS)
+    }
+
+    async fn find_by_any_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        if let [hash] = hashes {
+            return Ok(self.find_by_hash(hash).await?.map(|token| (0, token)));
+        }
+        // One indexed query over every candidate, one row at least: the record, or the
+        // decoy read as a miss (see `sql`), so a miss takes as long as a hit.
+        const QUERY: &str = concat!(
+            "SELECT true AS found, hash, ",
+            token_columns!(),
+            " FROM apitoken_tokens WHERE hash = ANY($1) \
+             UNION ALL SELECT false, '\\x00'::bytea, ",
+            sql::postgres_decoy_columns!(),
+            " FROM apitoken_meta WHERE key = 'schema_version' AND NOT EXISTS \
+             (SELECT 1 FROM apitoken_tokens WHERE hash = ANY($1))"
+        );
+        let wanted: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes().as_slice()).collect();
+        let rows = self
+            .retrying(|| async {
+                sqlx::query(QUERY)
+                    .bind(&wanted)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err)
+            })
+            .await?;
+        let mut best: Option<(usize, Token)> = None;
+        for row in rows {
+            let found: bool = row.try_get("found").map_err(err)?;
+            let hash: Vec<u8> = row.try_get("hash").map_err(err)?;
+            let token = PostgresSql::decode(row)?;
+            let position = hashes.iter().position(|h| h.as_bytes().as_slice() == hash);
+            if found
+                && let Some(i) = position
+                && best.as_ref().is_none_or(|(j, _)| i < *j)
+            {
+                best = Some((i, token));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Retried whole when the connection breaks; a retry after a lost commit finds the
+    /// new hash and answers `false`.
+    async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        self.retrying(|| async {
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            let done = PostgresSql::rehash_in(&mut tx, rehash).await?;
+            tx.commit().await.map_err(err)?;
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+        self.retrying(|| async {
+            // One snapshot for the counts and the recorded keys.
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            let usage = PostgresSql::key_usage_in(&mut tx, at).await?;
+            tx.commit().await.map_err(err)?;
+            Ok(usage)
+        })
+        .await
+    }
+
+    /// Each batch of revocations, and the final check and removal, is one transaction,
+    /// retried whole when the connection breaks (revoking is idempotent).
+    async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        revoke_remaining: Option<Actor>,
+    ) -> Result<Retired, StoreError> {
+        let mut revoked = Vec::new();
+        if let Some(by) = revoke_remaining {
+            loop {
+                let batch = self
+                    .retrying(|| async {
+                        let mut tx = self.pool.begin().await.map_err(err)?;
+                        let batch = PostgresSql::revoke_under_key_in(
+                            &mut tx,
+                            key,
+                            at,
+                            by,
+                            sql::RETIRED_PER_TRANSACTION,
+                        )
+                        .await?;
+                        tx.commit().await.map_err(err)?;
+                        Ok(batch)
+                    })
+                    .await?;
+                let Some(batch) = batch else { break };
+                revoked.extend(batch);
+            }
+        }
+        self.retrying(|| async {
+            let mut tx = self.begin_schema_change().await?;
+            PostgresSql::forget_key_in(&mut tx, key, at).await?;
+            tx.commit().await.map_err(err)
+        })
+        .await?;
+        Ok(Retired { key, revoked })
     }
 
     /// Closes the pool's connections.
@@ -1298,12 +1468,12 @@ mod tests {
         let known = random_uuid();
         sqlx::query(
             "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-             created_at, active, note, scopes, created_by_token, replaced_by) \
+             created_at, active, note, scopes, created_by_token, replaced_by, hash_key) \
              SELECT md5('k' || i)::uuid, sha256(('k' || i)::bytea), $1, 'abcdef', \
              md5('user' || i % 100)::uuid, \
              now() - interval '1 day' + i * interval '1 ms', i % 10 <> 0, '', '', \
              CASE WHEN i % 2 = 0 THEN md5('k' || (i - 1))::uuid END, \
-             CASE WHEN i % 100 = 0 THEN md5('k' || (i + 1))::uuid END \
+             CASE WHEN i % 100 = 0 THEN md5('k' || (i + 1))::uuid END, 'unkeyed' \
              FROM generate_series(1, 20000) i",
         )
         .bind(known)
@@ -1320,9 +1490,9 @@ mod tests {
         let [root, child, successor] = [random_uuid(), random_uuid(), random_uuid()];
         sqlx::query(
             "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-             created_at, active, note, scopes, created_by_token, replaced_by) \
+             created_at, active, note, scopes, created_by_token, replaced_by, hash_key) \
              SELECT id, sha256(id::text::bytea), $1, 'abcdef', $2, now(), true, '', '', \
-             creator, successor FROM (VALUES ($3::uuid, NULL::uuid, $5::uuid), \
+             creator, successor, 'unkeyed' FROM (VALUES ($3::uuid, NULL::uuid, $5::uuid), \
              ($4, $3, NULL), ($5, NULL, NULL)) t(id, creator, successor)",
         )
         .bind(fresh)
@@ -1461,9 +1631,10 @@ mod tests {
         let env = random_uuid();
         sqlx::query(
             "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
-             created_at, active, note, scopes, created_by_token, replaced_by) \
+             created_at, active, note, scopes, created_by_token, replaced_by, hash_key) \
              SELECT id, sha256(id::text::bytea), env, 'abcdef', env, \
-             now() - interval '1 hour' + n * interval '1 ms', true, '', '', by_token, replaced \
+             now() - interval '1 hour' + n * interval '1 ms', true, '', '', by_token, replaced, \
+             'unkeyed' \
              FROM (SELECT i * 10 AS n, md5('h' || i)::uuid AS id, $1 AS env, \
                  CASE WHEN i BETWEEN 1 AND 20 THEN md5('h0')::uuid \
                       WHEN i > 20 THEN md5('h' || ((i - 21) / 5 + 1))::uuid END AS by_token, \
@@ -1564,6 +1735,7 @@ mod tests {
         );
         StoredToken {
             hash: crate::hash::TokenHasher::unkeyed().hash(raw.expose_secret()),
+            hash_key: crate::hash::KeyFingerprint::Unkeyed,
             token,
         }
     }

@@ -3,12 +3,14 @@
 //! [`SqlDialect`], and error mapping.
 
 use super::memory::check_predecessor;
-use super::{BoxError, Limits, PageRequest, Revoked, Rotation, StoreError, UniqueKey};
+use super::{
+    BoxError, KeyUsage, Limits, PageRequest, Rehash, Revoked, Rotation, StoreError, UniqueKey,
+};
 use crate::event::{
     Actor, Event, EventBatch, EventCursor, EventKind, EventPage, LeakDetails, LeakReporter, Revoker,
 };
 use crate::format::Checksum;
-use crate::hash::KeyFingerprint;
+use crate::hash::{KeyFingerprint, KeyringFingerprints};
 use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{Scope, Scopes};
@@ -61,7 +63,7 @@ where
     const SELECT_META: &'static str;
     /// Sets the meta key (1) to the value (2).
     const UPSERT_META: &'static str;
-    /// Inserts a record: the 17 columns of [`insert_row`](Self::insert_row), in its order.
+    /// Inserts a record: the 18 columns of [`insert_row`](Self::insert_row), in its order.
     const INSERT: &'static str;
     /// Adds one to the count of environment (1)'s tokens, creating its row, and returns
     /// the new count (`apitoken_environments`, which makes the per-environment cap one
@@ -129,6 +131,23 @@ where
     /// numbers come from `apitoken_event_log`'s one row, which stays locked until the
     /// transaction ends, so appends commit in the order of their sequence numbers.
     async fn append_batch(conn: &mut Conn<Self>, batch: &EventBatch<'_>) -> Result<(), StoreError>;
+
+    /// Sets the hash of token (3) to (1) and its key to (2) if its hash is (4) and it is
+    /// live at (5); returns its `environment_id`.
+    const REHASH: &'static str;
+    /// Per key of the tokens live at (1): `hash_key`, `live`, `never_expiring` and
+    /// `latest_expiry`.
+    const KEY_USAGE: &'static str;
+    /// The fingerprints of `apitoken_hash_keys`.
+    const SELECT_HASH_KEYS: &'static str;
+    /// Adds fingerprint (1) to `apitoken_hash_keys` unless it is there.
+    const ADD_HASH_KEY: &'static str;
+    /// Removes fingerprint (1) from `apitoken_hash_keys`.
+    const DELETE_HASH_KEY: &'static str;
+    /// `environment_id` and `id` of at most (3) tokens hashed with key (1) live at (2).
+    const LIVE_UNDER_KEY: &'static str;
+    /// How many tokens hashed with key (1) are live at (2).
+    const COUNT_LIVE_UNDER_KEY: &'static str;
 
     /// Maps a driver error to a [`StoreError`].
     fn err(e: sqlx::Error) -> StoreError;
@@ -214,6 +233,7 @@ where
             .bind(t.last_used_at.map(Self::time))
             .bind(t.revoked_at.map(Self::time))
             .bind(t.created_by_token.map(|id| *id.as_uuid()))
+            .bind(stored.hash_key.to_string())
             .execute(&mut *conn)
             .await
             .map_err(Self::err)?;
@@ -771,29 +791,233 @@ where
         Ok(version)
     }
 
-    /// Fails with [`StoreError::HashKeyMismatch`] when another hash key is bound.
-    async fn check_hash_key_in(
+    /// [`TokenStore::prepare_keyring`](super::TokenStore::prepare_keyring) inside the
+    /// caller's write transaction: migrates, checks the ring against the keys the rows
+    /// need, then records its current key among them (and as the bound key of a new
+    /// database).
+    async fn prepare_in(
         conn: &mut Conn<Self>,
-        fingerprint: KeyFingerprint,
+        keys: &KeyringFingerprints,
     ) -> Result<(), StoreError> {
-        check_hash_key(Self::meta(conn, META_HASH_KEY).await?, fingerprint)?;
+        Self::migrate_in(conn).await?;
+        Self::check_keys_in(conn, Self::MIGRATIONS.len() as i64, keys).await?;
+        let current = keys.current().to_string();
+        if Self::meta(conn, META_HASH_KEY).await?.is_none() {
+            Self::set_meta(conn, META_HASH_KEY, &current).await?;
+        }
+        sqlx::query::<Self::Db>(Self::ADD_HASH_KEY)
+            .bind(current.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
         Ok(())
     }
 
-    /// [`TokenStore::prepare`](super::TokenStore::prepare) inside the caller's write
-    /// transaction: migrates, then records `fingerprint` if no hash key is bound yet, or
-    /// checks it against the bound one.
-    async fn prepare_in(
+    /// Fails when `keys` lacks a key the rows need, on a database at schema `version`:
+    /// the keys of `apitoken_hash_keys` from the keyring's migration on, the bound key
+    /// before it.
+    async fn check_keys_in(
         conn: &mut Conn<Self>,
-        fingerprint: KeyFingerprint,
+        version: i64,
+        keys: &KeyringFingerprints,
     ) -> Result<(), StoreError> {
-        Self::migrate_in(conn).await?;
-        let stored = Self::meta(conn, META_HASH_KEY).await?;
-        if check_hash_key(stored, fingerprint)? {
-            Self::set_meta(conn, META_HASH_KEY, &fingerprint.to_string()).await?;
+        if version < keyring_version(Self::MIGRATIONS) {
+            return check_needed(Self::meta(conn, META_HASH_KEY).await?, keys);
+        }
+        let needed = sqlx::query_scalar::<Self::Db, String>(Self::SELECT_HASH_KEYS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        for key in needed {
+            check_needed(Some(key), keys)?;
         }
         Ok(())
     }
+
+    /// See [`TokenStore::rehash`](super::TokenStore::rehash), inside the caller's write
+    /// transaction.
+    async fn rehash_in(conn: &mut Conn<Self>, rehash: &Rehash) -> Result<bool, StoreError> {
+        let environment = sqlx::query_scalar::<Self::Db, Uuid>(Self::REHASH)
+            .bind(rehash.to.as_bytes().as_slice())
+            .bind(rehash.key.to_string())
+            .bind(*rehash.id.as_uuid())
+            .bind(rehash.from.as_bytes().as_slice())
+            .bind(Self::time(rehash.at))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let Some(environment) = environment else {
+            return Ok(false);
+        };
+        let environment = EnvironmentId::from_uuid(environment);
+        Self::append_events(
+            conn,
+            &[EventBatch::rehash(rehash.at, environment, &rehash.id)],
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// See [`TokenStore::hash_key_usage`](super::TokenStore::hash_key_usage).
+    async fn key_usage_in(
+        conn: &mut Conn<Self>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<KeyUsage>, StoreError> {
+        let rows = sqlx::query::<Self::Db>(Self::KEY_USAGE)
+            .bind(Self::time(at))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let mut usage = Vec::with_capacity(rows.len() + 1);
+        for row in rows {
+            let key: Option<String> = row.try_get("hash_key").map_err(Self::err)?;
+            let live: i64 = row.try_get("live").map_err(Self::err)?;
+            let never_expiring: i64 = row.try_get("never_expiring").map_err(Self::err)?;
+            usage.push(KeyUsage {
+                key: parse_fingerprint(key, "apitoken_tokens.hash_key")?,
+                live: u64::try_from(live).unwrap_or(0),
+                never_expiring: u64::try_from(never_expiring).unwrap_or(0),
+                latest_expiry: Self::read_time(&row, "latest_expiry")?,
+            });
+        }
+        let recorded = sqlx::query_scalar::<Self::Db, String>(Self::SELECT_HASH_KEYS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        for key in recorded {
+            let key = parse_fingerprint(Some(key), "apitoken_hash_keys.fingerprint")?;
+            if !usage.iter().any(|u| u.key == key) {
+                usage.push(KeyUsage {
+                    key,
+                    live: 0,
+                    never_expiring: 0,
+                    latest_expiry: None,
+                });
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Revokes at most `max` of the tokens hashed with `key` live at `at` (each with its
+    /// cascade, its own event `KeyRetired` by `by`), inside the caller's write
+    /// transaction; returns every token revoked, `None` when none was left. Every
+    /// environment's lock is taken first, in one order, as a leak report's revocation
+    /// does.
+    async fn revoke_under_key_in(
+        conn: &mut Conn<Self>,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        by: Actor,
+        max: u32,
+    ) -> Result<Option<Vec<TokenId>>, StoreError> {
+        let rows = sqlx::query::<Self::Db>(Self::LIVE_UNDER_KEY)
+            .bind(key.to_string())
+            .bind(Self::time(at))
+            .bind(i64::from(max))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let environment: Uuid = row.try_get("environment_id").map_err(Self::err)?;
+            let id: Uuid = row.try_get("id").map_err(Self::err)?;
+            found.push((
+                EnvironmentId::from_uuid(environment),
+                TokenId::from_uuid(id),
+            ));
+        }
+        let mut environments: Vec<EnvironmentId> = found.iter().map(|f| f.0).collect();
+        environments.sort_unstable();
+        environments.dedup();
+        for environment in environments {
+            Self::lock_environment(conn, environment).await?;
+        }
+        let mut revoked = Vec::new();
+        for (environment, id) in found {
+            // A token revoked meanwhile by a cascade of this batch is returned as it is.
+            if let Some(done) =
+                Self::revoke_in(conn, environment, id, at, Revoker::KeyRetired(by)).await?
+                && done.token.revoked_at.map(|t| t.timestamp_micros())
+                    == Some(at.timestamp_micros())
+                && !revoked.contains(&id)
+            {
+                revoked.push(id);
+                revoked.extend(done.cascade);
+            }
+        }
+        Ok(Some(revoked))
+    }
+
+    /// Forgets `key` as one the rows need, inside the caller's write transaction, unless
+    /// tokens it hashed are live at `at` ([`StoreError::HashKeyInUse`]).
+    async fn forget_key_in(
+        conn: &mut Conn<Self>,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let live = sqlx::query_scalar::<Self::Db, i64>(Self::COUNT_LIVE_UNDER_KEY)
+            .bind(key.to_string())
+            .bind(Self::time(at))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        if live > 0 {
+            return Err(StoreError::HashKeyInUse {
+                key,
+                live: u64::try_from(live).unwrap_or(0),
+            });
+        }
+        sqlx::query::<Self::Db>(Self::DELETE_HASH_KEY)
+            .bind(key.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+}
+
+/// How many tokens one transaction of a key's retirement revokes.
+pub(crate) const RETIRED_PER_TRANSACTION: u32 = 100;
+
+/// The schema version from which `apitoken_hash_keys` exists: the migration that creates
+/// it, found by what it does rather than by number, since migrations merged from other
+/// branches may come before it.
+pub(crate) fn keyring_version(migrations: &[&str]) -> i64 {
+    migrations
+        .iter()
+        .position(|m| m.contains("CREATE TABLE apitoken_hash_keys"))
+        .map_or(i64::MAX, |i| i as i64 + 1)
+}
+
+/// A fingerprint read from `column`.
+fn parse_fingerprint(text: Option<String>, column: &str) -> Result<KeyFingerprint, StoreError> {
+    let text = text.unwrap_or_default();
+    text.parse::<KeyFingerprint>()
+        .map_err(|e| StoreError::Corrupt {
+            message: format!("{column}: {e}"),
+            source: None,
+        })
+}
+
+/// Fails when the rows need the key `stored` (when there is one) and `keys` lacks it
+/// (see [`super::check_needed`]).
+pub(crate) fn check_needed(
+    stored: Option<String>,
+    keys: &KeyringFingerprints,
+) -> Result<(), StoreError> {
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    let stored = stored
+        .parse::<KeyFingerprint>()
+        .map_err(|e| StoreError::Corrupt {
+            message: format!("apitoken_meta.{META_HASH_KEY}: {e}"),
+            source: None,
+        })?;
+    super::check_needed(stored, keys)
 }
 
 /// The columns every query returns, in this order, as a literal for `concat!`: the
@@ -837,13 +1061,13 @@ pub(crate) use event_columns;
 
 /// `INSERT INTO apitoken_tokens (…) VALUES ` naming the columns in the order
 /// [`SqlDialect::insert_row`] binds them, as a literal for `concat!`: each engine adds
-/// its 17 placeholders.
+/// its 18 placeholders.
 macro_rules! insert_into_tokens {
     () => {
         "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
          created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
          created_at, active, note, scopes, expires_at, last_used_at, revoked_at, \
-         created_by_token) VALUES "
+         created_by_token, hash_key) VALUES "
     };
 }
 pub(crate) use insert_into_tokens;
@@ -916,6 +1140,47 @@ macro_rules! find_by_hash_or_decoy {
     };
 }
 pub(crate) use find_by_hash_or_decoy;
+
+/// `SELECT found, hash, token_columns…` of the record whose hash is any of `n` SQLite
+/// parameters, or else the decoy (hash `X'00'`): one indexed query over every candidate
+/// of a keyring, at least one row always, as `find_by_hash_or_decoy` reads one. `None`
+/// for more candidates than a keyring makes.
+#[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
+pub(crate) fn sqlite_any_hash_query(n: usize) -> Option<&'static str> {
+    static QUERIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (0..=1 + crate::hash::MAX_RETIRED_KEYS)
+            .map(|n| {
+                let params = (1..=n)
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "SELECT 1 AS found, hash, {columns} FROM apitoken_tokens \
+                     WHERE hash IN ({params}) \
+                     UNION ALL SELECT 0, X'00', {decoy} \
+                     WHERE NOT EXISTS (SELECT 1 FROM apitoken_tokens WHERE hash IN ({params}))",
+                    columns = token_columns!(),
+                    decoy = sqlite_decoy_columns!(),
+                )
+            })
+            .collect()
+    });
+    QUERIES.get(n).map(String::as_str).filter(|_| n > 0)
+}
+
+/// The first of `hashes` (by position) that `store` knows, one look-up each: for more
+/// candidates than one query takes.
+pub(crate) async fn first_found(
+    store: &(impl super::TokenStore + ?Sized),
+    hashes: &[crate::hash::TokenHash],
+) -> Result<Option<(usize, Token)>, StoreError> {
+    for (i, hash) in hashes.iter().enumerate() {
+        if let Some(token) = store.find_by_hash(hash).await? {
+            return Ok(Some((i, token)));
+        }
+    }
+    Ok(None)
+}
 
 /// The schema version this library writes; see each store's `MIGRATIONS`.
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
@@ -1120,8 +1385,6 @@ pub(crate) fn pending<'a>(
         })
 }
 
-/// Whether `given` must still be recorded (`true` when no key is bound), or
-/// [`StoreError::HashKeyMismatch`] when another is.
 /// [`StoreError::NotPrepared`] unless schema version `found` is the newest of `migrations`
 /// (a newer one is refused before this, as [`StoreError::SchemaTooNew`]).
 pub(crate) fn prepared(found: i64, migrations: &[&str]) -> Result<(), StoreError> {
@@ -1130,24 +1393,4 @@ pub(crate) fn prepared(found: i64, migrations: &[&str]) -> Result<(), StoreError
         return Err(StoreError::NotPrepared { found, current });
     }
     Ok(())
-}
-
-pub(crate) fn check_hash_key(
-    stored: Option<String>,
-    given: KeyFingerprint,
-) -> Result<bool, StoreError> {
-    let Some(stored) = stored else {
-        return Ok(true);
-    };
-    let stored = stored
-        .parse::<KeyFingerprint>()
-        .map_err(|e| StoreError::Corrupt {
-            message: format!("apitoken_meta.{META_HASH_KEY}: {e}"),
-            source: None,
-        })?;
-    if stored == given {
-        Ok(false)
-    } else {
-        Err(StoreError::HashKeyMismatch { stored, given })
-    }
 }

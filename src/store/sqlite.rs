@@ -44,11 +44,13 @@
 //! store from [`SqliteStore::open_existing`], which changes nothing in the file.
 
 use super::sql::{self, Engine, SqlDialect, event_columns, insert_into_tokens, token_columns};
-use super::{Limits, Page, PageRequest, Revoked, Rotation, StoreError, TokenStore};
+use super::{
+    KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError, TokenStore,
+};
 use crate::event::{
     Actor, ChangeFeed, EventBatch, EventCursor, EventPage, LeakDetails, PollingSource, Revoker,
 };
-use crate::hash::{KeyFingerprint, TokenHash};
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
 use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -168,6 +170,19 @@ ALTER TABLE apitoken_events ADD COLUMN leak_url TEXT;
 ALTER TABLE apitoken_events ADD COLUMN leak_type TEXT;
 CREATE INDEX apitoken_events_leak_details ON apitoken_events (at, sequence)
     WHERE leak_source IS NOT NULL OR leak_url IS NOT NULL OR leak_type IS NOT NULL;
+",
+    // 7: the keyring. Which key made each row's hash (existing rows: the bound key's), and
+    // the set of keys the rows need, which `prepare` checks a keyring against (see
+    // `TokenStore::prepare_keyring`).
+    // SQLite cannot add a NOT NULL column without a constant default, so existing rows
+    // are written once here.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN hash_key TEXT;
+UPDATE apitoken_tokens
+    SET hash_key = (SELECT value FROM apitoken_meta WHERE key = 'hash_key_fingerprint');
+CREATE TABLE apitoken_hash_keys (fingerprint TEXT NOT NULL PRIMARY KEY) WITHOUT ROWID;
+INSERT INTO apitoken_hash_keys (fingerprint)
+    SELECT value FROM apitoken_meta WHERE key = 'hash_key_fingerprint';
 ",
 ];
 
@@ -594,6 +609,17 @@ impl SqliteStore {
     /// database has no apitoken schema (an empty file, another application's database);
     /// [`StoreError::SchemaTooNew`] when it is newer than this library.
     pub async fn check_schema(&self, fingerprint: KeyFingerprint) -> Result<i64, StoreError> {
+        self.check_schema_keyring(&KeyringFingerprints::single(fingerprint))
+            .await
+    }
+
+    /// [`check_schema`](Self::check_schema) for a keyring: fails when the database holds
+    /// tokens hashed with a key `keys` lacks ([`StoreError::KeyringLacksKey`], or
+    /// [`StoreError::HashKeyMismatch`] for a ring of one key).
+    pub async fn check_schema_keyring(
+        &self,
+        keys: &KeyringFingerprints,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
         let tables: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
@@ -616,7 +642,7 @@ impl SqliteStore {
                 source: None,
             })?;
         SqliteSql::readable(version)?;
-        SqliteSql::check_hash_key_in(&mut conn, fingerprint).await?;
+        SqliteSql::check_keys_in(&mut conn, version, keys).await?;
         Ok(version)
     }
 }
@@ -635,7 +661,7 @@ impl SqlDialect for SqliteSql {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value";
     const INSERT: &'static str = concat!(
         insert_into_tokens!(),
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     const COUNT_ONE_MORE: &'static str = "INSERT INTO apitoken_environments (environment_id, tokens) \
          VALUES (?1, 1) ON CONFLICT (environment_id) DO UPDATE SET tokens = tokens + 1 \
@@ -764,6 +790,21 @@ impl SqlDialect for SqliteSql {
          RETURNING sequence";
     const MARK_PRUNED: &'static str = "UPDATE apitoken_event_log \
          SET pruned_through = max(pruned_through, ?1)";
+    const REHASH: &'static str = "UPDATE apitoken_tokens SET hash = ?1, hash_key = ?2 \
+         WHERE id = ?3 AND hash = ?4 AND active AND (expires_at IS NULL OR expires_at > ?5) \
+         RETURNING environment_id";
+    const KEY_USAGE: &'static str = "SELECT hash_key, count(*) AS live, \
+         sum(expires_at IS NULL) AS never_expiring, max(expires_at) AS latest_expiry \
+         FROM apitoken_tokens WHERE active AND (expires_at IS NULL OR expires_at > ?1) \
+         GROUP BY hash_key";
+    const SELECT_HASH_KEYS: &'static str = "SELECT fingerprint FROM apitoken_hash_keys";
+    const ADD_HASH_KEY: &'static str =
+        "INSERT INTO apitoken_hash_keys (fingerprint) VALUES (?1) ON CONFLICT DO NOTHING";
+    const DELETE_HASH_KEY: &'static str = "DELETE FROM apitoken_hash_keys WHERE fingerprint = ?1";
+    const LIVE_UNDER_KEY: &'static str = "SELECT environment_id, id FROM apitoken_tokens \
+         WHERE hash_key = ?1 AND active AND (expires_at IS NULL OR expires_at > ?2) LIMIT ?3";
+    const COUNT_LIVE_UNDER_KEY: &'static str = "SELECT count(*) FROM apitoken_tokens \
+         WHERE hash_key = ?1 AND active AND (expires_at IS NULL OR expires_at > ?2)";
 
     /// Two statements whatever the number of tokens (a revocation's cascade may name
     /// thousands): the numbers, then the events, whose ids go in as one JSON array of
@@ -1018,19 +1059,111 @@ impl TokenStore for SqliteStore {
     /// Creates the schema, or upgrades it to the newest version, and binds the hash key,
     /// in one `BEGIN IMMEDIATE` transaction.
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.prepare_keyring(&KeyringFingerprints::single(key))
+            .await
+    }
+
+    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
+        self.check_keyring(&KeyringFingerprints::single(key)).await
+    }
+
+    /// Creates the schema, or upgrades it to the newest version, checks the keyring and
+    /// records its current key, in one `BEGIN IMMEDIATE` transaction.
+    async fn prepare_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
         let version: String = sqlx::query_scalar("SELECT sqlite_version()")
             .fetch_one(&self.writer)
             .await
             .map_err(err)?;
         check_sqlite_version(&version)?;
         let mut tx = self.begin_write().await?;
-        SqliteSql::prepare_in(&mut tx, key).await?;
+        SqliteSql::prepare_in(&mut tx, keys).await?;
         tx.commit().await.map_err(err)
     }
 
-    async fn check(&self, key: KeyFingerprint) -> Result<(), StoreError> {
-        let found = self.check_schema(key).await?;
+    async fn check_keyring(&self, keys: &KeyringFingerprints) -> Result<(), StoreError> {
+        let found = self.check_schema_keyring(keys).await?;
         sql::prepared(found, SqliteSql::MIGRATIONS)
+    }
+
+    async fn find_by_any_hash(
+        &self,
+        hashes: &[TokenHash],
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        if let [hash] = hashes {
+            return Ok(self.find_by_hash(hash).await?.map(|token| (0, token)));
+        }
+        let Some(query) = sql::sqlite_any_hash_query(hashes.len()) else {
+            // More candidates than a keyring makes: one query each is still correct.
+            return sql::first_found(self, hashes).await;
+        };
+        let mut select = sqlx::query(query);
+        for hash in hashes {
+            select = select.bind(hash.as_bytes().as_slice());
+        }
+        // One row at least, decoded either way (see `sql`): a miss takes as long as a hit.
+        let rows = select.fetch_all(&self.pool).await.map_err(err)?;
+        let mut best: Option<(usize, Token)> = None;
+        for row in rows {
+            let found: bool = row.try_get("found").map_err(err)?;
+            let hash: Vec<u8> = row.try_get("hash").map_err(err)?;
+            let token = self.last_use.merge(SqliteSql::decode(row)?);
+            let position = hashes.iter().position(|h| h.as_bytes().as_slice() == hash);
+            if found
+                && let Some(i) = position
+                && best.as_ref().is_none_or(|(j, _)| i < *j)
+            {
+                best = Some((i, token));
+            }
+        }
+        Ok(best)
+    }
+
+    async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = SqliteSql::rehash_in(&mut tx, rehash).await?;
+        tx.commit().await.map_err(err)?;
+        if done {
+            self.written.send_replace(());
+        }
+        Ok(done)
+    }
+
+    async fn hash_key_usage(&self, at: DateTime<Utc>) -> Result<Vec<KeyUsage>, StoreError> {
+        // One read transaction: the counts and the recorded keys are one snapshot.
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let usage = SqliteSql::key_usage_in(&mut tx, at).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(usage)
+    }
+
+    async fn retire_hash_key(
+        &self,
+        key: KeyFingerprint,
+        at: DateTime<Utc>,
+        revoke_remaining: Option<Actor>,
+    ) -> Result<Retired, StoreError> {
+        let mut revoked = Vec::new();
+        if let Some(by) = revoke_remaining {
+            loop {
+                let mut tx = self.begin_write().await?;
+                let batch = SqliteSql::revoke_under_key_in(
+                    &mut tx,
+                    key,
+                    at,
+                    by,
+                    sql::RETIRED_PER_TRANSACTION,
+                )
+                .await?;
+                tx.commit().await.map_err(err)?;
+                let Some(batch) = batch else { break };
+                self.written.send_replace(());
+                revoked.extend(batch);
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        SqliteSql::forget_key_in(&mut tx, key, at).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(Retired { key, revoked })
     }
 
     /// Writes the buffered last-use times, stops the background task and closes every

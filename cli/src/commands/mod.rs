@@ -2,11 +2,12 @@
 
 mod events;
 mod inspect;
+mod keys;
 mod scan;
 mod tokens;
 mod verify;
 
-use crate::args::{Cli, Command, FormatArgs, Global};
+use crate::args::{Cli, Command, FormatArgs, Global, KeysCommand};
 use crate::failure::{Failure, emit};
 use crate::storage;
 use apitoken::{Error, StoreError, TokenFormat};
@@ -28,6 +29,8 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Purge(args) => tokens::purge(&global, args).await,
         Command::Scopes => scopes(&global),
         Command::Events(args) => events::events(&global, args).await,
+        Command::Keys(KeysCommand::Status(args)) => keys::status(&global, args).await,
+        Command::Keys(KeysCommand::Retire(args)) => keys::retire(&global, args).await,
     }
 }
 

@@ -96,7 +96,7 @@ fn expiry(lifetime: Duration, max: Option<Duration>) -> Result<DateTime<Utc>, Fa
 
 /// Who acts through the command line: the operator, a person, who acts on every token
 /// of an environment (see `apitoken::Caller`).
-fn operator() -> Creator {
+pub(crate) fn operator() -> Creator {
     Creator {
         alias: Some(CLI_OPERATOR_ALIAS.to_owned()),
         ..Creator::new(UserId::from_uuid(CLI_OPERATOR))
