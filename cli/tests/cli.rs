@@ -243,6 +243,7 @@ impl Cli {
             "DATABASE_URL",
             "APITOKEN_DATABASE_URL_FILE",
             "APITOKEN_HASH_KEY",
+            "APITOKEN_RETIRED_HASH_KEYS",
             "APITOKEN_EXTRA_SCOPES",
             "APITOKEN_MAX_TOKENS_PER_ENVIRONMENT",
             "APITOKEN_MAX_LIFETIME",
@@ -420,6 +421,7 @@ on_every_store! {
     follow_prints_changes_as_they_happen,
     scan_revoke_revokes_the_live_tokens_found,
     lifetime_policy_flags,
+    keys_replace_the_hash_key_without_refusing_a_token,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -914,6 +916,128 @@ fn wrong_hash_key_is_refused(db: &Db) {
     db.cli(&["list", "--env", ENV, "--hash-key-file", "/nonexistent/key"])
         .run()
         .error(2, &["cannot read the hash key file /nonexistent/key"]);
+}
+
+/// The README's rehearsal of a key rotation: tokens of the old key keep working under a
+/// keyring (from a file or the environment), `keys status` counts what still needs the
+/// old key, `keys retire` refuses while live tokens need it and revokes them with
+/// `--revoke-remaining`, after which the new key alone opens the database.
+fn keys_replace_the_hash_key_without_refusing_a_token(db: &Db) {
+    let fingerprint = |key: &str| {
+        apitoken::HashKey::from_hex(key)
+            .unwrap()
+            .fingerprint()
+            .to_string()
+    };
+    let (old, new) = (fingerprint(KEY_A), fingerprint(KEY_B));
+    let old_tokens: Vec<Value> = (0..2)
+        .map(|_| {
+            let out = db
+                .cli(&["issue", "--env", ENV, "--note", "old key"])
+                .env("APITOKEN_HASH_KEY", KEY_A)
+                .run()
+                .success();
+            serde_json::from_str::<Value>(&out).unwrap()["token"].clone()
+        })
+        .collect();
+    let ring = db.scratch.path().join("ring.keys");
+    write_private(&ring, &format!("{KEY_B}\n{KEY_A}\n"));
+    let ring = ring.to_str().unwrap();
+    let status = |key_file: &str| -> Vec<Value> {
+        let out = db
+            .cli(&["keys", "status", "--json", "--hash-key-file", key_file])
+            .run()
+            .success();
+        serde_json::from_str(&out).unwrap()
+    };
+    let entry = |keys: &[Value], fingerprint: &str| -> Option<Value> {
+        keys.iter()
+            .find(|k| k["fingerprint"] == fingerprint)
+            .cloned()
+    };
+
+    let keys = status(ring);
+    let retired = entry(&keys, &old).expect("the old key is listed");
+    assert_eq!(retired["current"], false, "{keys:?}");
+    assert_eq!(retired["live"], 2, "{keys:?}");
+    assert_eq!(retired["neverExpiring"], 2, "{keys:?}");
+    assert_eq!(retired["retirableOn"], Value::Null, "never: {keys:?}");
+    if let Some(current) = entry(&keys, &new) {
+        assert_eq!(current["current"], true, "{keys:?}");
+    }
+
+    // Old tokens authenticate under the ring, from the file or from the environment.
+    for token in &old_tokens {
+        db.verify(&raw(token), &["--hash-key-file", ring])
+            .run()
+            .success();
+        db.verify(&raw(token), &[])
+            .env("APITOKEN_HASH_KEY", KEY_B)
+            .env("APITOKEN_RETIRED_HASH_KEYS", KEY_A)
+            .run()
+            .success();
+    }
+    let out = db
+        .cli(&[
+            "issue",
+            "--env",
+            ENV,
+            "--note",
+            "new key",
+            "--hash-key-file",
+            ring,
+        ])
+        .run()
+        .success();
+    let fresh: Value = serde_json::from_str::<Value>(&out).unwrap()["token"].clone();
+
+    // Refused while live tokens need the old key; revoked with it on request.
+    let before = status(ring);
+    let refused = db
+        .cli(&["keys", "retire", &old, "--hash-key-file", ring])
+        .run();
+    assert_ne!(refused.code, 0, "{refused:#?}");
+    assert!(refused.stderr.contains(&old), "{refused:#?}");
+    assert_eq!(status(ring), before, "a refused retire changes nothing");
+    let out = db
+        .cli(&[
+            "keys",
+            "retire",
+            &old,
+            "--hash-key-file",
+            ring,
+            "--revoke-remaining",
+            "--json",
+        ])
+        .run()
+        .success();
+    let retired: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(retired["retired"], old.as_str());
+    let mut revoked: Vec<String> = retired["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    revoked.sort();
+    let mut expected: Vec<String> = old_tokens.iter().map(id).collect();
+    expected.sort();
+    assert_eq!(revoked, expected);
+
+    // The new key alone now opens the database; the old key is no longer needed.
+    let new_key = db.scratch.path().join("new.key");
+    write_private(&new_key, &format!("{KEY_B}\n"));
+    let new_key = new_key.to_str().unwrap();
+    let keys = status(new_key);
+    assert_eq!(entry(&keys, &old), None, "{keys:?}");
+    assert_eq!(entry(&keys, &new).unwrap()["live"], 1, "{keys:?}");
+    db.verify(&raw(&fresh), &["--hash-key-file", new_key])
+        .run()
+        .success();
+    for token in &old_tokens {
+        let refused = db.verify(&raw(token), &["--hash-key-file", ring]).run();
+        assert_ne!(refused.code, 0, "revoked: {refused:#?}");
+    }
 }
 
 fn expires_in_sets_the_expiry(db: &Db) {
