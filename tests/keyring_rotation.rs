@@ -238,3 +238,53 @@ async fn a_rotation_on_postgres() {
         std::panic::resume_unwind(panic.into_panic());
     }
 }
+
+/// A retired key with an end date is tried through that day (UTC) and not after: its
+/// tokens then read as unknown, as any token no key made.
+#[tokio::test]
+async fn a_retired_key_is_tried_through_its_last_day() {
+    let day = start().date_naive();
+    let clock = ManualClock::new(day.and_hms_opt(12, 0, 0).unwrap().and_utc());
+    let store = Arc::new(MemoryStore::new());
+    let env = EnvironmentId::from_uuid(Uuid::from_u128(rand::random()));
+    let me = Creator::new(UserId::from_uuid(Uuid::from_u128(0x0ae2)));
+    let (old, new) = (HashKey::generate().unwrap(), HashKey::generate().unwrap());
+    let before = TokenIssuer::builder(store.clone())
+        .hash_key(old.clone())
+        .clock(clock.clone())
+        .prepare()
+        .await
+        .unwrap();
+    let token = before
+        .issue(env, me, IssueRequest::new(Note::new("old key").unwrap()))
+        .await
+        .unwrap();
+    let raw = token.raw.expose_secret();
+
+    let ring = HashKeyring::new(TokenHasher::keyed(new))
+        .with_retired(TokenHasher::keyed(old), Some(day))
+        .unwrap();
+    let after = TokenIssuer::builder(store.clone())
+        .keyring(ring)
+        .rehash_on_use(false)
+        .clock(clock.clone())
+        .prepare()
+        .await
+        .unwrap();
+    after.authenticate(raw).await.unwrap();
+    clock.set(
+        day.and_hms_micro_opt(23, 59, 59, 999_999)
+            .unwrap()
+            .and_utc(),
+    );
+    after.authenticate(raw).await.unwrap();
+    clock.set(
+        day.succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+    );
+    let err = after.authenticate(raw).await.unwrap_err();
+    assert!(matches!(err, Error::Unknown { .. }), "{err:?}");
+}
