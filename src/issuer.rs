@@ -831,6 +831,19 @@ impl<S: TokenStore> TokenIssuer<S> {
                 expired_at,
             });
         }
+        // Idle: judged from the recorded last use, and nothing written.
+        if self.idle_expiry
+            && let Some(idle_end) = self
+                .lifetime_policy(token.environment)
+                .idle_end_of(token.id, token.last_used_at)
+            && idle_end <= now
+        {
+            observe::refused("expired", Some(token.id));
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at: idle_end,
+            });
+        }
         // Throttled as the last use is: a token whose last use was recorded less than an
         // interval ago (one minute when last use is not recorded) is not rehashed again.
         let interval = self.last_use_interval.unwrap_or(TimeDelta::minutes(1));

@@ -288,3 +288,55 @@ async fn a_retired_key_is_tried_through_its_last_day() {
     let err = after.authenticate(raw).await.unwrap_err();
     assert!(matches!(err, Error::Unknown { .. }), "{err:?}");
 }
+
+/// Under a keyring the lifetime policy's idle expiry holds as under one key, for a token
+/// of the current key and of a retired one.
+#[tokio::test]
+async fn idle_tokens_are_refused_under_a_keyring() {
+    let clock = ManualClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let env = EnvironmentId::from_uuid(Uuid::from_u128(rand::random()));
+    let me = Creator::new(UserId::from_uuid(Uuid::from_u128(0x0ae2)));
+    let (old, new) = (HashKey::generate().unwrap(), HashKey::generate().unwrap());
+    let idle = apitoken::LifetimePolicy::default().idle_expiry(Duration::from_secs(30 * 86_400));
+    let issuer = |ring: HashKeyring| {
+        TokenIssuer::builder(store.clone())
+            .keyring(ring)
+            .lifetime_policy(idle)
+            .rehash_on_use(false)
+            .clock(clock.clone())
+            .try_build()
+            .unwrap()
+    };
+    let before = issuer(HashKeyring::new(TokenHasher::keyed(old.clone())));
+    let under_old = before
+        .issue(
+            env,
+            me.clone(),
+            IssueRequest::new(Note::new("old").unwrap()),
+        )
+        .await
+        .unwrap();
+    let ring = HashKeyring::new(TokenHasher::keyed(new))
+        .with_retired(TokenHasher::keyed(old), None)
+        .unwrap();
+    let after = issuer(ring);
+    let under_new = after
+        .issue(env, me, IssueRequest::new(Note::new("new").unwrap()))
+        .await
+        .unwrap();
+    for token in [&under_old, &under_new] {
+        after.authenticate(token.raw.expose_secret()).await.unwrap();
+    }
+    clock.advance(TimeDelta::days(31));
+    for token in [&under_old, &under_new] {
+        let err = after
+            .authenticate(token.raw.expose_secret())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Expired { id, .. } if id == token.token.id),
+            "{err:?}"
+        );
+    }
+}
