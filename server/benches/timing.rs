@@ -16,6 +16,8 @@
 //! - `unknown`: one well-formed token that was never issued, sent every time;
 //! - `unknown-fresh`: a new never-issued token for every request (nothing can cache it);
 //! - `revoked`: issued, then revoked;
+//! - `revoked-retired`: the same under the last retired key of the keyring (below): found
+//!   by the look-up over every key's hash, as a token that has not moved to the new key yet;
 //! - `expired`: issued with an `expiresAt` two seconds ahead, then waited past;
 //! - `malformed`: a well-formed-looking token with a wrong checksum (rejected before any
 //!   hashing or look-up, by design: it reveals nothing about any token).
@@ -40,16 +42,20 @@
 //! Settings: `APITOKEN_TIMING_ROUNDS` (default 3,000 measured rounds, after 300 of
 //! warm-up), `APITOKEN_TIMING_CONNECTIONS` (default 4 per server),
 //! `APITOKEN_TIMING_SERVER_ARGS` (more arguments for every server, split at spaces, e.g.
-//! `--log-level error` to see what logging costs). The servers log at their default level
-//! to a temporary file, as a deployed server writes to a file or a pipe.
+//! `--log-level error` to see what logging costs), `APITOKEN_TIMING_RING` (default 1, at
+//! most 4: the servers hash with a keyring of that many keys, read from a `--hash-key-file`;
+//! the first of them current, the unkeyed hash the last retired one, so that a keyring of
+//! 1 is the unkeyed hash alone, as before keyrings; `revoked-retired` is then the same as
+//! `revoked`). The servers log at their default level to a temporary file, as a deployed
+//! server writes to a file or a pipe.
 
 #[path = "support/database.rs"]
 mod database;
 use database::Database;
 
 use apitoken::{
-    Creator, EnvironmentId, IssueRequest, Note, Scope, Scopes, TokenFormat, TokenIssuer,
-    TokenStore, UserId,
+    Creator, EnvironmentId, HashKey, HashKeyring, IssueRequest, Note, Scope, Scopes,
+    TokenFormat, TokenHasher, TokenIssuer, TokenStore, UserId,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -61,6 +67,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -72,14 +79,16 @@ enum Kind {
     Unknown,
     UnknownFresh,
     Revoked,
+    RevokedRetired,
     Expired,
     Malformed,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::Unknown,
     Kind::UnknownFresh,
     Kind::Revoked,
+    Kind::RevokedRetired,
     Kind::Expired,
     Kind::Malformed,
 ];
@@ -90,6 +99,7 @@ impl Kind {
             Kind::Unknown => "unknown",
             Kind::UnknownFresh => "unknown-fresh",
             Kind::Revoked => "revoked",
+            Kind::RevokedRetired => "revoked-retired",
             Kind::Expired => "expired",
             Kind::Malformed => "malformed",
         }
@@ -100,6 +110,7 @@ impl Kind {
 struct Tokens {
     unknown: String,
     revoked: String,
+    revoked_retired: String,
     expired: String,
     malformed: String,
 }
@@ -110,6 +121,7 @@ impl Tokens {
             Kind::Unknown => self.unknown.clone(),
             Kind::UnknownFresh => format.generate(&mut rand::rng()).expose_secret().to_owned(),
             Kind::Revoked => self.revoked.clone(),
+            Kind::RevokedRetired => self.revoked_retired.clone(),
             Kind::Expired => self.expired.clone(),
             Kind::Malformed => self.malformed.clone(),
         }
@@ -128,9 +140,60 @@ async fn create_database() -> (Database, Box<dyn TokenStore>) {
     (database, store)
 }
 
+/// The keyring of `APITOKEN_TIMING_RING` keys (see the module docs) and the lines of its
+/// `--hash-key-file` (none for the unkeyed hash alone).
+fn keyring() -> (HashKeyring, Vec<String>) {
+    let size = setting("APITOKEN_TIMING_RING", 1).clamp(1, 4);
+    if size == 1 {
+        return (HashKeyring::new(TokenHasher::unkeyed()), Vec::new());
+    }
+    let keys: Vec<HashKey> = (1..size).map(|_| HashKey::generate().unwrap()).collect();
+    let mut ring = HashKeyring::new(TokenHasher::keyed(keys[0].clone()));
+    for key in &keys[1..] {
+        ring = ring.with_retired(TokenHasher::keyed(key.clone()), None).unwrap();
+    }
+    ring = ring.with_retired(TokenHasher::unkeyed(), None).unwrap();
+    let hex = |key: &HashKey| -> String {
+        key.expose_secret()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut lines: Vec<String> = keys.iter().map(hex).collect();
+    lines.push("unkeyed".to_owned());
+    (ring, lines)
+}
+
+/// Writes the key file (mode 0600, as the server demands) and returns the servers'
+/// arguments for it.
+fn key_file_args(lines: &[String]) -> Vec<String> {
+    if lines.is_empty() {
+        return Vec::new();
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::env::temp_dir().join(format!("apitoken_timing_{}.keys", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    writeln!(file, "{}", lines.join("\n")).unwrap();
+    vec!["--hash-key-file".to_owned(), path.display().to_string()]
+}
+
 /// Issues the tokens: the revoked and expired ones for real, the unknown one into nothing.
-async fn issue_tokens(store: Box<dyn TokenStore>) -> (Tokens, Instant) {
-    let issuer = TokenIssuer::new(store);
+async fn issue_tokens(store: Box<dyn TokenStore>, ring: HashKeyring) -> (Tokens, Instant) {
+    let store: Arc<dyn TokenStore> = store.into();
+    let issuer = TokenIssuer::builder(store.clone())
+        .keyring(ring)
+        .prepare()
+        .await
+        .unwrap();
+    // The last retired key is the unkeyed hash.
+    let retired = TokenIssuer::builder(store).build();
     let environment: EnvironmentId = "0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d".parse().unwrap();
     let creator = Creator {
         alias: Some("alice".to_owned()),
@@ -162,6 +225,18 @@ async fn issue_tokens(store: Box<dyn TokenStore>) -> (Tokens, Instant) {
         .revoke(environment, creator.clone(), revoked.token.id)
         .await
         .unwrap();
+    let revoked_retired = retired
+        .issue(
+            environment,
+            creator.clone(),
+            request("CI deploy key, preview"),
+        )
+        .await
+        .unwrap();
+    retired
+        .revoke(environment, creator.clone(), revoked_retired.token.id)
+        .await
+        .unwrap();
     let expires_in = Duration::from_secs(2);
     let expired = issuer
         .issue(
@@ -182,6 +257,7 @@ async fn issue_tokens(store: Box<dyn TokenStore>) -> (Tokens, Instant) {
     let tokens = Tokens {
         unknown,
         revoked: revoked.raw.expose_secret().to_owned(),
+        revoked_retired: revoked_retired.raw.expose_secret().to_owned(),
         expired: expired.raw.expose_secret().to_owned(),
         malformed,
     };
@@ -197,7 +273,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(label: &str, binary: &str, database: &Database) -> Server {
+    fn start(label: &str, binary: &str, database: &Database, extra: &[String]) -> Server {
         let log = std::env::temp_dir().join(format!(
             "apitoken_timing_{}_{label}.log",
             std::process::id()
@@ -205,11 +281,13 @@ impl Server {
         let mut command = Command::new(binary);
         command
             .args(["--listen", "127.0.0.1:0"])
-            .args(database.args());
+            .args(database.args())
+            .args(extra);
         for name in [
             "APITOKEN_DB",
             "DATABASE_URL",
             "APITOKEN_HASH_KEY",
+            "APITOKEN_RETIRED_HASH_KEYS",
             "APITOKEN_LISTEN",
             "APITOKEN_MAX_LIVE_TOKENS",
             "APITOKEN_EXTRA_SCOPES",
@@ -372,16 +450,23 @@ fn main() {
 
 async fn run(rounds: usize, per_server: usize) {
     let (database, store) = create_database().await;
-    let (tokens, expired_after) = issue_tokens(store).await;
+    let (ring, key_lines) = keyring();
+    let keys = ring.len();
+    let (tokens, expired_after) = issue_tokens(store, ring).await;
+    let mut extra = key_file_args(&key_lines);
+    if let Ok(args) = std::env::var("APITOKEN_TIMING_SERVER_ARGS") {
+        extra.extend(args.split_whitespace().map(str::to_owned));
+    }
     let mut servers = vec![Server::start(
         "current",
         env!("CARGO_BIN_EXE_apitoken-server"),
         &database,
+        &extra,
     )];
     if let Ok(baseline) = std::env::var("APITOKEN_TIMING_BASELINE")
         && !baseline.is_empty()
     {
-        servers.push(Server::start("baseline", &baseline, &database));
+        servers.push(Server::start("baseline", &baseline, &database, &extra));
     }
     let mut connections = Vec::new();
     for server in &servers {
@@ -393,7 +478,7 @@ async fn run(rounds: usize, per_server: usize) {
     }
     tokio::time::sleep_until(expired_after.into()).await;
     eprintln!(
-        "{} rounds (+{WARM_UP_ROUNDS} warm-up) of {} kinds on {} server(s), {per_server} keep-alive connections each, {}",
+        "{} rounds (+{WARM_UP_ROUNDS} warm-up) of {} kinds on {} server(s), {per_server} keep-alive connections each, a keyring of {keys}, {}",
         rounds,
         KINDS.len(),
         servers.len(),
@@ -477,5 +562,8 @@ async fn run(rounds: usize, per_server: usize) {
     }
     drop(connections);
     drop(servers);
+    if let Some(path) = extra.get(1).filter(|_| !key_lines.is_empty()) {
+        let _ = std::fs::remove_file(path);
+    }
     database.remove().await;
 }
