@@ -80,7 +80,7 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     assert_eq!(store.schema_version().await.unwrap(), 0);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
         .issue(new_environment(), alice(), request("kept"))
@@ -111,7 +111,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 6
+                supported: 7
             }
         ),
         "{err:?}"
@@ -217,17 +217,17 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
             unready,
             StoreError::NotPrepared {
                 found: 1,
-                current: 6
+                current: 7
             }
         ),
         "{unready:?}"
     );
     assert_eq!(store.schema_version().await.unwrap(), 1);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     store.check(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     store.prepare(hasher.fingerprint()).await.unwrap();
     assert_eq!(
         replaced_by(&store, id).await,
@@ -254,7 +254,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     );
 
     // A database from a version newer than this one is still refused.
-    sqlx::query("UPDATE apitoken_meta SET value = '7' WHERE key = 'schema_version'")
+    sqlx::query("UPDATE apitoken_meta SET value = '8' WHERE key = 'schema_version'")
         .execute(store.pool())
         .await
         .unwrap();
@@ -263,8 +263,8 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 7,
-                supported: 6
+                found: 8,
+                supported: 7
             }
         ),
         "{err:?}"

@@ -483,7 +483,7 @@ async fn the_probes_say_whether_the_server_can_serve() {
     set_meta("schema_version", "3".to_owned()).await;
     let body = probe("/readyz").await.expect(503).json();
     assert_eq!(body["code"], "schema_not_prepared", "{body}");
-    set_meta("schema_version", "6".to_owned()).await;
+    set_meta("schema_version", "7".to_owned()).await;
     probe("/readyz").await.expect(200);
     server
         .call("GET", "/api/v0/tokens/me")

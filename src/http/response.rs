@@ -1,5 +1,6 @@
 //! The reference API's answer for every [`Error`], and [`ErrorReport`] for logs.
 
+use crate::cidr::{AllowedCidrs, Cidr};
 use crate::error::{Error, MAX_LISTED_SCOPES};
 use crate::model::EnvironmentId;
 use crate::scope::Scope;
@@ -127,6 +128,11 @@ enum Payload<'a> {
         #[serde(with = "rfc3339::option")]
         latest: Option<DateTime<Utc>>,
     },
+    #[serde(rename_all = "camelCase")]
+    Cidrs {
+        not_covered: &'a [Cidr],
+        allowed: &'a AllowedCidrs,
+    },
     Empty {},
 }
 
@@ -175,6 +181,13 @@ fn payload(e: &Error) -> Payload<'_> {
             now: *now,
             latest: *latest,
         },
+        Error::InvalidAllowedCidrs {
+            not_covered,
+            allowed,
+        } => Payload::Cidrs {
+            not_covered,
+            allowed,
+        },
         _ => Payload::Empty {},
     }
 }
@@ -190,7 +203,8 @@ pub const RETRY_AFTER_SECONDS: &str = "5";
 /// `{"error": …}` with [`status`](super::status) and [`public_message`](super::public_message): one identical 401
 /// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
 /// when the store is unavailable (with `Retry-After: 5`), 500 for other store failures;
-/// 404 answers add `"code": "not_found"`; 422 answers add `code` and a `payload` object
+/// 404 answers add `"code": "not_found"`, the 403 for a client address the token does
+/// not allow `"code": "ip_not_allowed"`; 422 answers add `code` and a `payload` object
 /// (`invalid_scopes` lists at most
 /// [`MAX_LISTED_SCOPES`] names of each kind, and says in
 /// `omitted` how many it left out). The error itself goes along in an [`ErrorReport`]

@@ -92,6 +92,7 @@ use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
@@ -232,6 +233,15 @@ DROP INDEX apitoken_tokens_live;
 DROP INDEX apitoken_tokens_created_by_live;
 DROP INDEX apitoken_tokens_ended;
 ",
+    // 8: the client addresses a token authenticates from,
+    // space-separated ranges (NULL: any), and the address of its last use, kept with
+    // `last_used_at`. Text, as the library writes and reads them (no query compares
+    // them); neither is indexed, so a last-use write stays HOT. NULL for every existing
+    // row: no list, no address known.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN allowed_cidrs text;
+ALTER TABLE apitoken_tokens ADD COLUMN last_used_ip text;
+",
 ];
 
 /// PostgreSQL's statements.
@@ -260,7 +270,7 @@ impl SqlDialect for PostgresSql {
     const INSERT: &'static str = concat!(
         "WITH t AS (",
         insert_into_tokens!(),
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
          RETURNING id, active, revoked_at) \
          INSERT INTO apitoken_revocations (revoked_at, token_id) \
          SELECT revoked_at, id FROM t WHERE NOT active AND revoked_at IS NOT NULL"
@@ -368,8 +378,8 @@ impl SqlDialect for PostgresSql {
          AND (created_at, id) > ($2, $3) AND active AND (expires_at IS NULL OR expires_at > $4) \
          ORDER BY created_at, id LIMIT $6"
     );
-    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
-         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens \
+         SET last_used_at = $1, last_used_ip = $3 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     const MARK_ROTATED: &'static str = concat!(
         "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
          replaced_by = $4 WHERE id = $3 AND environment_id IS NOT DISTINCT FROM $2 RETURNING ",
@@ -1158,8 +1168,13 @@ impl TokenStore for PostgresStore {
         self.pool.close().await;
     }
 
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at))
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at, from))
             .await?;
         Ok(())
     }
