@@ -571,7 +571,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         self.authenticate_client(token, Some(client)).await
     }
 
-    async fn authenticate_client(
+    pub(crate) async fn authenticate_client(
         &self,
         token: &str,
         client: Option<IpAddr>,

@@ -302,6 +302,30 @@ mod tests {
             assert_eq!((status, challenge), (403, None));
             assert!(body.starts_with(r#"{"error":"token "#), "{body}");
 
+            let (status, challenge, body) = answer(Error::IpNotAllowed {
+                id,
+                client: Some("192.0.2.1".parse().unwrap()),
+            })
+            .await;
+            assert_eq!((status, challenge), (403, None));
+            assert!(
+                body.contains("may not be used from 192.0.2.1")
+                    && body.ends_with(r#","code":"ip_not_allowed"}"#),
+                "{body}"
+            );
+            let (status, _, body) = answer(Error::InvalidAllowedCidrs {
+                not_covered: vec!["192.0.2.0/24".parse().unwrap()],
+                allowed: crate::cidr::AllowedCidrs::parse("10.0.0.0/8").unwrap(),
+            })
+            .await;
+            assert_eq!(status, 422);
+            assert!(
+                body.ends_with(
+                    r#""code":"invalid_allowed_cidrs","payload":{"notCovered":["192.0.2.0/24"],"allowed":["10.0.0.0/8"]}}"#
+                ),
+                "{body}"
+            );
+
             let (status, _, body) = answer(Error::InvalidScopes {
                 unknown: vec![Scope::new("gasless.read").unwrap()],
                 not_held: vec![],
