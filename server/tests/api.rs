@@ -1863,7 +1863,10 @@ async fn the_openapi_description_matches_the_answers() {
 
     // PostTokenFields: note required, at most 100 characters; scopes from the catalog.
     let (fields, required) = schema_fields(&openapi, "PostTokenFields");
-    assert_eq!(fields, set(&["note", "scopes", "expiresAt"]));
+    assert_eq!(
+        fields,
+        set(&["note", "scopes", "expiresAt", "allowedCidrs"])
+    );
     assert_eq!(required, set(&["note"]));
     let schemas = &openapi["components"]["schemas"];
     assert_eq!(
@@ -1893,7 +1896,7 @@ async fn the_openapi_description_matches_the_answers() {
         .call("POST", &env_tokens(environment()))
         .bearer(&admin.raw)
         .json(
-            &json!({ "note": "described", "scopes": [READ], "expiresAt": "2999-01-01T00:00:00Z" }),
+            &json!({ "note": "described", "scopes": [READ], "expiresAt": "2999-01-01T00:00:00Z", "allowedCidrs": ["10.0.0.0/8"] }),
         )
         .send()
         .await
@@ -1901,6 +1904,7 @@ async fn the_openapi_description_matches_the_answers() {
         .json();
     conforms(&openapi, "CreatedToken", &created);
     conforms(&openapi, "TokenWithRaw", &created["token"]);
+    assert_eq!(created["token"]["allowedCidrs"], json!(["10.0.0.0/8"]));
     conforms(&openapi, "CreatedBy", &created["token"]["createdBy"]);
     conforms(
         &openapi,
@@ -1966,6 +1970,21 @@ async fn the_openapi_description_matches_the_answers() {
         .json();
     conforms(&openapi, "OneToken", &me);
     conforms(&openapi, "Token", &me["token"]);
+    assert_eq!(me["token"]["lastUsedIp"], "127.0.0.1", "{me}");
+    // The token above allows 10.0.0.0/8 only; this client is 127.0.0.1.
+    let elsewhere = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(created["token"]["rawToken"].as_str().unwrap())
+        .send()
+        .await
+        .expect(403)
+        .json();
+    conforms(&openapi, "ForbiddenBody", &elsewhere);
+    assert_eq!(elsewhere["code"], "ip_not_allowed");
+    assert!(
+        openapi["paths"]["/api/v0/tokens/me"]["get"]["responses"]["403"].is_object(),
+        "/tokens/me describes its 403"
+    );
     let unauthorized = server
         .call("GET", "/api/v0/tokens/me")
         .send()
