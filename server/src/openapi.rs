@@ -99,9 +99,10 @@ pub(crate) struct PostTokenFields {
     allowed_cidrs: Option<Vec<CidrText>>,
 }
 
-/// An IPv4 or IPv6 range in CIDR notation, or one address.
+/// An IPv4 or IPv6 range in CIDR notation, or one address (format `cidr`: no bits set
+/// past the prefix, which a pattern cannot say).
 #[derive(ToSchema)]
-#[schema(value_type = String, example = "10.0.0.0/8", max_length = 64)]
+#[schema(value_type = String, format = "cidr", example = "10.0.0.0/8", max_length = 64)]
 pub(crate) struct CidrText(String);
 
 /// How a rotation treats the token it replaces. The body is optional: without one the old
