@@ -10,11 +10,16 @@ words, and a past instant is refused with 422 invalid_expires_at): generate date
 from tomorrow to the year 9999, and move a past one that schemathesis reuses from an
 answer (a `createdAt`, say) to tomorrow, so that schema-valid requests are valid requests.
 
+`allowedCidrs` items (format `cidr`) must have no bits set past the prefix, which JSON
+Schema cannot say either (a host-bits range is refused with 422 invalid_allowed_cidrs):
+generate IPv4 and IPv6 networks with their bits past the prefix cleared.
+
 The leak routes: the run's own token is taken out of any report or public revocation
 before it is sent (it cannot be generated, but it is a header value schemathesis knows).
 GitLab's Token Revocation API gets its own token from schemathesis.toml.
 """
 
+import ipaddress
 import os
 from datetime import datetime, timedelta, timezone
 
@@ -29,6 +34,19 @@ schemathesis.openapi.format(
         lambda at: at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     ),
 )
+
+
+def _network(bits):
+    def show(drawn):
+        address, prefix = drawn
+        network = (address >> (bits - prefix)) << (bits - prefix)
+        kind = ipaddress.IPv4Network if bits == 32 else ipaddress.IPv6Network
+        return str(kind((network, prefix)))
+
+    return st.tuples(st.integers(0, 2**bits - 1), st.integers(0, bits)).map(show)
+
+
+schemathesis.openapi.format("cidr", st.one_of(_network(32), _network(128)))
 
 _OWN_TOKEN_ID = os.environ.get("APITOKEN_SCHEMATHESIS_TOKEN_ID", "").lower()
 _OWN_TOKEN = os.environ.get("APITOKEN_SCHEMATHESIS_TOKEN", "")

@@ -49,6 +49,7 @@
 //! any release.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::cidr::{AllowedCidrs, Cidr, MAX_ALLOWED_CIDRS};
 use crate::clock::ManualClock;
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
 use crate::format::TokenFormat;
@@ -74,6 +75,7 @@ use core::time::Duration;
 use futures_util::future::join_all;
 use rand_core::Rng;
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use uuid::Uuid;
 
@@ -83,7 +85,8 @@ use uuid::Uuid;
 /// period), the limits (live tokens, tokens per environment, delegation depth and
 /// breadth, also under concurrent inserts), concurrent duplicate inserts, paging and its
 /// filters, rotation (all-or-nothing, once per token, within the limits), lineage
-/// (`descends_from`), purging, last use never moving backwards, and what the issuer
+/// (`descends_from`), purging, last use never moving backwards and keeping its address
+/// with its time, address lists kept by the store and by rotation, and what the issuer
 /// returns matching what the store keeps. A failure panics with a message naming the
 /// broken rule.
 pub async fn run_all(store: &dyn TokenStore) {
@@ -103,6 +106,8 @@ pub async fn run_all(store: &dyn TokenStore) {
     rotate_respects_the_live_limit(store).await;
     rotate_happens_once_per_token(store).await;
     record_last_use_never_moves_backwards(store).await;
+    last_use_keeps_its_address_with_its_time(store).await;
+    allowed_ranges_are_what_authentication_reads(store).await;
     what_the_issuer_returns_is_what_the_store_keeps(store).await;
     revoking_a_token_revokes_what_it_created(store).await;
     a_revoked_creator_creates_nothing(store).await;
@@ -208,7 +213,7 @@ async fn unknown_ids_and_hashes_are_none(store: &dyn TokenStore) {
         "an unknown environment lists nothing"
     );
     store
-        .record_last_use(ghost.token.id, base_time())
+        .record_last_use(ghost.token.id, base_time(), Some(ip("192.0.2.1")))
         .await
         .expect("record_last_use ignores unknown ids");
 }
@@ -337,7 +342,8 @@ async fn get_is_scoped_to_environment(store: &dyn TokenStore) {
 /// Every field survives storage exactly: Unicode notes (also one an earlier version
 /// accepted and [`Note::new`] now refuses: stores read notes back with
 /// [`Note::from_stored`]), every scope, all timestamps at microsecond precision, every
-/// creator field.
+/// creator field, address lists (IPv4, IPv6, both, the longest) in their order, IPv4 and
+/// IPv6 last-use addresses.
 async fn fields_round_trip(store: &dyn TokenStore) {
     let env = new_environment();
     let notes = [
@@ -372,6 +378,20 @@ async fn fields_round_trip(store: &dyn TokenStore) {
         });
         stored.token.expires_at = Some(base_time() + TimeDelta::microseconds(86_400_000_001));
         stored.token.last_used_at = Some(base_time() + TimeDelta::microseconds(3));
+        stored.token.last_used_ip = Some(match i % 3 {
+            0 => ip("203.0.113.9"),
+            1 => ip("2001:db8:85a3::8a2e:370:7334"),
+            _ => ip("::1"),
+        });
+        stored.token.allowed_cidrs = Some(match i {
+            0 => AllowedCidrs::parse("10.0.0.0/8").unwrap(),
+            1 => AllowedCidrs::parse("2001:db8::/32 192.0.2.7 ::/0").unwrap(),
+            2 => AllowedCidrs::new(
+                (0..MAX_ALLOWED_CIDRS).map(|n| Cidr::parse(&format!("10.{n}.0.0/16")).unwrap()),
+            )
+            .unwrap(),
+            _ => AllowedCidrs::parse("0.0.0.0/0, 198.51.100.0/24").unwrap(),
+        });
         store.insert(stored.clone(), Limits::NONE).await.unwrap();
         let back = store.get(env, stored.token.id).await.unwrap().unwrap();
         assert_eq!(back, stored.token, "record {i} round-trips exactly");
@@ -1215,7 +1235,7 @@ async fn listing_keeps_what_its_filters_say(store: &dyn TokenStore) {
         }
         if i % 4 == 1 {
             store
-                .record_last_use(stored.token.id, now - TimeDelta::minutes(i))
+                .record_last_use(stored.token.id, now - TimeDelta::minutes(i), None)
                 .await
                 .unwrap();
         }
@@ -1764,15 +1784,152 @@ async fn record_last_use_never_moves_backwards(store: &dyn TokenStore) {
     let stored = sample_token(env, base_time());
     store.insert(stored.clone(), Limits::NONE).await.unwrap();
     let later = base_time() + TimeDelta::microseconds(90_000_001);
-    store.record_last_use(stored.token.id, later).await.unwrap();
     store
-        .record_last_use(stored.token.id, base_time())
+        .record_last_use(stored.token.id, later, None)
+        .await
+        .unwrap();
+    store
+        .record_last_use(stored.token.id, base_time(), None)
         .await
         .unwrap();
     let token = store.get(env, stored.token.id).await.unwrap().unwrap();
     assert_eq!(token.last_used_at, Some(later));
     let found = store.find_by_hash(&stored.hash).await.unwrap().unwrap();
     assert_eq!(found.last_used_at, Some(later));
+}
+
+/// An address (the checks' addresses are all documentation ranges).
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A use later than the recorded one sets its time and its address together (an unknown
+/// address clears the old one); an earlier or equal one changes neither. What `get`,
+/// `find_by_hash` and `list` return agree.
+async fn last_use_keeps_its_address_with_its_time(store: &dyn TokenStore) {
+    let env = new_environment();
+    let stored = sample_token(env, base_time());
+    store.insert(stored.clone(), Limits::NONE).await.unwrap();
+    let id = stored.token.id;
+    let at = |micros: i64| base_time() + TimeDelta::microseconds(micros);
+    let seen = async |what: &str| {
+        let got = store.get(env, id).await.unwrap().unwrap();
+        let found = store.find_by_hash(&stored.hash).await.unwrap().unwrap();
+        let listed = store.list(env, PageRequest::first(10)).await.unwrap();
+        let last = (got.last_used_at, got.last_used_ip);
+        assert_eq!(
+            (found.last_used_at, found.last_used_ip),
+            last,
+            "{what}: find_by_hash agrees with get"
+        );
+        assert_eq!(
+            listed
+                .tokens
+                .iter()
+                .map(|t| (t.last_used_at, t.last_used_ip))
+                .collect::<Vec<_>>(),
+            [last],
+            "{what}: list agrees with get"
+        );
+        last
+    };
+    assert_eq!(seen("never used").await, (None, None));
+    store
+        .record_last_use(id, at(60_000_001), Some(ip("198.51.100.7")))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen("a first use").await,
+        (Some(at(60_000_001)), Some(ip("198.51.100.7")))
+    );
+    store
+        .record_last_use(id, at(30_000_000), Some(ip("2001:db8::1")))
+        .await
+        .unwrap();
+    store
+        .record_last_use(id, at(60_000_001), Some(ip("2001:db8::2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen("an earlier and an equal use").await,
+        (Some(at(60_000_001)), Some(ip("198.51.100.7"))),
+        "an earlier or equal use changes neither the time nor the address"
+    );
+    store
+        .record_last_use(id, at(120_000_002), Some(ip("2001:db8::3")))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen("a later use from IPv6").await,
+        (Some(at(120_000_002)), Some(ip("2001:db8::3")))
+    );
+    store
+        .record_last_use(id, at(180_000_003), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen("a later use from an unknown address").await,
+        (Some(at(180_000_003)), None),
+        "the address of an older use is not shown beside a newer use's time"
+    );
+}
+
+/// A token's address list is what `find_credential` (what authentication reads) answers,
+/// a token without one has none there, and a rotation's successor keeps its
+/// predecessor's list.
+async fn allowed_ranges_are_what_authentication_reads(store: &dyn TokenStore) {
+    let env = new_environment();
+    let mut restricted = sample_token(env, base_time());
+    let ranges = AllowedCidrs::parse("10.0.0.0/8 2001:db8::/32").unwrap();
+    restricted.token.allowed_cidrs = Some(ranges.clone());
+    let open = sample_token(env, base_time() + TimeDelta::microseconds(1));
+    store
+        .insert(restricted.clone(), Limits::NONE)
+        .await
+        .unwrap();
+    store.insert(open.clone(), Limits::NONE).await.unwrap();
+    let credential = store
+        .find_credential(&restricted.hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        credential.allowed_cidrs.as_ref(),
+        Some(&ranges),
+        "find_credential carries the list"
+    );
+    assert_now_agrees(store, &restricted.hash).await;
+    let credential = store.find_credential(&open.hash).await.unwrap().unwrap();
+    assert_eq!(
+        credential.allowed_cidrs, None,
+        "a token without a list has none"
+    );
+    assert_now_agrees(store, &open.hash).await;
+
+    let clock = ManualClock::new(base_time() + TimeDelta::hours(1));
+    let issuer = TokenIssuer::builder(store).clock(clock).build();
+    let successor = issuer
+        .rotate(
+            env,
+            restricted.token.created_by.clone(),
+            restricted.token.id,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(successor.token.allowed_cidrs.as_ref(), Some(&ranges));
+    let kept = store.get(env, successor.token.id).await.unwrap().unwrap();
+    assert_eq!(
+        kept.allowed_cidrs.as_ref(),
+        Some(&ranges),
+        "the successor keeps its predecessor's list"
+    );
+    let credential = store
+        .find_credential(&issuer.hasher().hash(successor.raw.expose_secret()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.allowed_cidrs.as_ref(), Some(&ranges));
 }
 
 /// `rotate` applies the live-token limit: the environment's other live tokens count, the
@@ -2096,8 +2253,13 @@ impl<S: TokenStore> TokenStore for GatedStore<S> {
         self.inner.purge(ended_before, max).await
     }
 
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.record_last_use(id, at).await
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        self.inner.record_last_use(id, at, from).await
     }
     async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
         self.inner.prepare(key).await

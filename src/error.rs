@@ -1,11 +1,13 @@
 //! [`Error`]: what the issuer's operations report.
 
+use crate::cidr::{AllowedCidrs, Cidr};
 use crate::format::{Checksum, FormatError};
 use crate::model::{EnvironmentId, TokenId};
 use crate::policy::PolicyError;
 use crate::scope::Scope;
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
+use std::net::IpAddr;
 
 /// Why an issuer operation failed.
 ///
@@ -108,6 +110,33 @@ pub enum Error {
     /// configuration.
     #[error("invalid lifetime policy: {0}")]
     InvalidPolicy(#[from] PolicyError),
+    /// The token is valid, but has allowed ranges ([`Token::allowed_cidrs`](crate::Token::allowed_cidrs))
+    /// and the client's address is in none of them, or no address was given
+    /// ([`TokenIssuer::authenticate`](crate::TokenIssuer::authenticate) is given none: use
+    /// [`authenticate_from`](crate::TokenIssuer::authenticate_from)). 403, code
+    /// `ip_not_allowed`: the token was right, the place was not.
+    #[error("{}", place_message(*.id, *.client))]
+    IpNotAllowed {
+        /// The token.
+        id: TokenId,
+        /// The client's address (IPv4-mapped IPv6 addresses as IPv4), if one was given.
+        client: Option<IpAddr>,
+    },
+    /// A token creating a token asked for allowed ranges wider than its own: each range of
+    /// the new token must lie inside one of the creating token's (delegation narrows,
+    /// never widens). Reference-style code `invalid_allowed_cidrs` (422). Without
+    /// `allowedCidrs` the new token takes the creating token's list.
+    #[error(
+        "allowedCidrs may only narrow the creating token's ranges ({allowed}): {} not inside any of them; give ranges inside them, or none to take them as they are",
+        cidr_list(not_covered)
+    )]
+    InvalidAllowedCidrs {
+        /// The requested ranges outside the creating token's (at most
+        /// [`MAX_ALLOWED_CIDRS`](crate::MAX_ALLOWED_CIDRS)).
+        not_covered: Vec<Cidr>,
+        /// The creating token's ranges.
+        allowed: AllowedCidrs,
+    },
     /// The store refused or failed: no such token ([`StoreError::NotFound`]), a limit
     /// ([`StoreError::LimitReached`], [`StoreError::EnvironmentFull`],
     /// [`StoreError::TooManyDelegated`]: reference code `too_many_api_tokens`;
@@ -117,6 +146,22 @@ pub enum Error {
     /// kind on as it is.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn place_message(id: TokenId, client: Option<IpAddr>) -> String {
+    match client {
+        Some(client) => format!(
+            "token {id} may not be used from {client}: the address is outside the ranges the token allows; use it from an allowed network, or issue a token that allows this one"
+        ),
+        None => format!(
+            "token {id} may only be used from the ranges it allows, and the client's address is not known: pass it (TokenIssuer::authenticate_from, or the ClientAddr request extension for the axum extractors)"
+        ),
+    }
+}
+
+fn cidr_list(ranges: &[Cidr]) -> String {
+    let names: Vec<String> = ranges.iter().map(Cidr::to_string).collect();
+    names.join(", ")
 }
 
 fn expiry_message(
@@ -171,12 +216,14 @@ impl Error {
     }
 
     /// True when the token is valid but not allowed: wrong environment, missing scope,
-    /// a token outside a delegated caller's reach, or a delegation deeper than allowed.
+    /// a client address outside the token's ranges, a token outside a delegated caller's
+    /// reach, or a delegation deeper than allowed.
     pub fn is_forbidden(&self) -> bool {
         matches!(
             self,
             Error::WrongEnvironment { .. }
                 | Error::MissingScope { .. }
+                | Error::IpNotAllowed { .. }
                 | Error::OutsideDelegation { .. }
                 | Error::Store(StoreError::DelegationTooDeep { .. })
         )

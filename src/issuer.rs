@@ -5,6 +5,7 @@ mod leaked;
 
 pub use leaked::LeakOutcome;
 
+use crate::cidr::AllowedCidrs;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::event::Actor;
@@ -27,6 +28,7 @@ use core::num::NonZeroU32;
 use core::time::Duration;
 use rand_core::CryptoRng;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::Instrument as _;
 
@@ -534,7 +536,9 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// A token caller delegates: the new token records it as
     /// [`created_by_token`](Token::created_by_token), expires no later than it (without an
     /// `expires_at`, when it does; a later one fails with [`Error::InvalidExpiry`] naming
-    /// the latest allowed instant), and is revoked with it. A caller revoked in the
+    /// the latest allowed instant), is used only from the caller's allowed ranges
+    /// ([`Principal::allowed_cidrs`]; without `allowed_cidrs` it takes them, and a range
+    /// outside them fails with [`Error::InvalidAllowedCidrs`]), and is revoked with it. A caller revoked in the
     /// meantime fails with [`Error::Revoked`] and nothing is stored, however the two race.
     pub async fn issue(
         &self,
@@ -554,8 +558,13 @@ impl<S: TokenStore> TokenIssuer<S> {
         let expires_at = request
             .expires_at
             .or_else(|| caller.token().and_then(Principal::expires_at));
+        // Nor is it used from more places: without a list it takes the creator's.
+        let allowed_cidrs = request
+            .allowed_cidrs
+            .or_else(|| caller.token().and_then(Principal::allowed_cidrs).cloned());
         let request = IssueRequest {
             expires_at: expires_at.map(whole_micros),
+            allowed_cidrs,
             ..request
         };
         if let Err(error) = self.check_request(environment, &caller, &request, now) {
@@ -635,6 +644,18 @@ impl<S: TokenStore> TokenIssuer<S> {
                 latest,
             });
         }
+        if let (Some(allowed), Some(asked)) = (
+            caller.token().and_then(Principal::allowed_cidrs),
+            &request.allowed_cidrs,
+        ) {
+            let not_covered = allowed.not_covered(asked);
+            if !not_covered.is_empty() {
+                return Err(Error::InvalidAllowedCidrs {
+                    not_covered,
+                    allowed: allowed.clone(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -688,7 +709,10 @@ impl<S: TokenStore> TokenIssuer<S> {
     }
 
     /// Authenticates a raw token, exactly as presented (for an `Authorization` header
-    /// value, see [`authenticate_header`](Self::authenticate_header)).
+    /// value, see [`authenticate_header`](Self::authenticate_header)), without the
+    /// client's address: for a caller that has none (a job, a test). A token with
+    /// allowed ranges then fails closed, with [`Error::IpNotAllowed`]; wherever there is a
+    /// client, use [`authenticate_from`](Self::authenticate_from).
     ///
     /// Malformed input is rejected before any hashing or store access. The error tells
     /// malformed, unknown, revoked and expired apart for logs; all four map to the same
@@ -696,6 +720,53 @@ impl<S: TokenStore> TokenIssuer<S> {
     /// most once per configured interval; a failure to record it does not fail
     /// authentication.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        self.authenticate_client(token, None).await
+    }
+
+    /// Authenticates a raw token as [`authenticate`](Self::authenticate) does, presented
+    /// by a client at `client` (the peer of the connection, or the address a trusted proxy
+    /// reports: the library never reads one itself). A token with allowed ranges
+    /// ([`Token::allowed_cidrs`]) is refused from an address outside them with
+    /// [`Error::IpNotAllowed`] (403 `ip_not_allowed`: the token was right, the place was
+    /// not), after the checks that make a token invalid (an expired token from anywhere is
+    /// a 401). An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) counts as the IPv4 address.
+    /// The address is recorded with the last use ([`Token::last_used_ip`]). For a token
+    /// without ranges the check costs a branch, and nothing is allocated.
+    ///
+    /// ```
+    /// use apitoken::{AllowedCidrs, Creator, EnvironmentId, Error, IssueRequest, MemoryStore, Note, TokenIssuer, UserId};
+    /// use std::net::IpAddr;
+    /// use uuid::Uuid;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let issuer = TokenIssuer::new(MemoryStore::new());
+    /// let env = EnvironmentId::from_uuid(Uuid::nil());
+    /// let me = Creator::new(UserId::from_uuid(Uuid::nil()));
+    /// let request = IssueRequest::new(Note::new("office only")?)
+    ///     .allowed_from(AllowedCidrs::parse("10.0.0.0/8, 2001:db8::/32")?);
+    /// let issued = issuer.issue(env, me, request).await?;
+    /// let secret = issued.raw.expose_secret();
+    ///
+    /// let office: IpAddr = "10.1.2.3".parse()?;
+    /// assert!(issuer.authenticate_from(secret, office).await.is_ok());
+    /// let cafe: IpAddr = "192.0.2.1".parse()?;
+    /// let refused = issuer.authenticate_from(secret, cafe).await.unwrap_err();
+    /// assert!(matches!(refused, Error::IpNotAllowed { .. }));
+    /// assert_eq!(apitoken::http::status(&refused), 403);
+    /// // Without an address, a token with ranges fails closed.
+    /// assert!(matches!(issuer.authenticate(secret).await, Err(Error::IpNotAllowed { client: None, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn authenticate_from(&self, token: &str, client: IpAddr) -> Result<Principal, Error> {
+        self.authenticate_client(token, Some(client)).await
+    }
+
+    pub(crate) async fn authenticate_client(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, Error> {
         // Each answer is logged and counted where it is returned, before it is built, in
         // one state machine: wrapping the body in a future of its own (`Instrumented`)
         // cost 310 instructions per call in memory copies (callgrind,
@@ -717,8 +788,12 @@ impl<S: TokenStore> TokenIssuer<S> {
         // A keyring finds the token under any of its keys, one hash each, in one look-up:
         // apart, so that a single key's path stays as it was.
         if self.keyring.len() > 1 {
-            return Box::pin(self.authenticate_in_ring(parsed.expose_secret(), parsed.checksum()))
-                .await;
+            return Box::pin(self.authenticate_in_ring(
+                parsed.expose_secret(),
+                parsed.checksum(),
+                client,
+            ))
+            .await;
         }
         let (hash, checksum) = (
             self.keyring.current().hash(parsed.expose_secret()),
@@ -750,6 +825,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         // The clock is read only when an answer depends on it: it costs as much as the
         // format check (about 40 ns on a VM).
         if token.expires_at.is_none() && self.last_use_interval.is_none() && !self.idle_expiry {
+            check_place(&token, client)?;
             observe::accepted(token.id, token.environment);
             return Ok(Principal::from_credential(token));
         }
@@ -776,13 +852,15 @@ impl<S: TokenStore> TokenIssuer<S> {
                 expired_at: idle_end,
             });
         }
+        check_place(&token, client)?;
         if let Some(interval) = self.last_use_interval
             && token
                 .last_used_at
                 .is_none_or(|last| now.signed_duration_since(last) >= interval)
         {
             // Bookkeeping only: the token is valid whether or not this write succeeds.
-            let recorded = self.record_last_use_observed(token.id, now).await;
+            let from = client.map(|ip| ip.to_canonical());
+            let recorded = self.record_last_use_observed(token.id, now, from).await;
             observe::last_use_recorded(token.id, recorded);
         }
         observe::accepted(token.id, token.environment);
@@ -797,6 +875,7 @@ impl<S: TokenStore> TokenIssuer<S> {
         &self,
         token: &str,
         checksum: crate::format::Checksum,
+        client: Option<IpAddr>,
     ) -> Result<Principal, Error> {
         let now = self.now();
         let dated = self.keyring.has_end_dates().then_some(now);
@@ -844,6 +923,7 @@ impl<S: TokenStore> TokenIssuer<S> {
                 expired_at: idle_end,
             });
         }
+        check_place(&token, client)?;
         // Throttled as the last use is: a token whose last use was recorded less than an
         // interval ago (one minute when last use is not recorded) is not rehashed again.
         let interval = self.last_use_interval.unwrap_or(TimeDelta::minutes(1));
@@ -872,7 +952,8 @@ impl<S: TokenStore> TokenIssuer<S> {
             observe::rehashed(token.id, from_key, to_key, outcome);
         }
         if due && self.last_use_interval.is_some() {
-            let recorded = self.record_last_use_observed(token.id, now).await;
+            let from = client.map(|ip| ip.to_canonical());
+            let recorded = self.record_last_use_observed(token.id, now, from).await;
             observe::last_use_recorded(token.id, recorded);
         }
         observe::accepted(token.id, token.environment);
@@ -955,15 +1036,30 @@ impl<S: TokenStore> TokenIssuer<S> {
         &self,
         id: TokenId,
         at: DateTime<Utc>,
+        from: Option<IpAddr>,
     ) -> observe::BoxFuture<'_, Result<(), StoreError>> {
-        tracing::debug_span!("apitoken.authenticate", token_id = %id)
-            .in_scope(|| observe::store_call("record_last_use", self.store.record_last_use(id, at)))
+        tracing::debug_span!("apitoken.authenticate", token_id = %id).in_scope(|| {
+            observe::store_call("record_last_use", self.store.record_last_use(id, at, from))
+        })
     }
 
     /// Authenticates the token of an `Authorization` header value, `Bearer <token>` (see
-    /// [`bearer_token`]); a value without the scheme is malformed.
+    /// [`bearer_token`]); a value without the scheme is malformed. Without the client's
+    /// address, as [`authenticate`](Self::authenticate) is.
     pub async fn authenticate_header(&self, value: &str) -> Result<Principal, Error> {
         self.authenticate(bearer_token(value).unwrap_or_default())
+            .await
+    }
+
+    /// Authenticates the token of an `Authorization` header value as
+    /// [`authenticate_header`](Self::authenticate_header) does, presented from `client`
+    /// (see [`authenticate_from`](Self::authenticate_from)).
+    pub async fn authenticate_header_from(
+        &self,
+        value: &str,
+        client: IpAddr,
+    ) -> Result<Principal, Error> {
+        self.authenticate_from(bearer_token(value).unwrap_or_default(), client)
             .await
     }
 
@@ -977,6 +1073,21 @@ impl<S: TokenStore> TokenIssuer<S> {
         required: &[Scope],
     ) -> Result<Principal, Error> {
         let principal = self.authenticate(token).await?;
+        principal.authorize(environment, required)?;
+        Ok(principal)
+    }
+
+    /// Authenticates a raw token presented from `client` as
+    /// [`authenticate_from`](Self::authenticate_from) does, then checks the environment
+    /// and the scopes as [`authorize`](Self::authorize) does.
+    pub async fn authorize_from(
+        &self,
+        token: &str,
+        client: IpAddr,
+        environment: EnvironmentId,
+        required: &[Scope],
+    ) -> Result<Principal, Error> {
+        let principal = self.authenticate_from(token, client).await?;
         principal.authorize(environment, required)?;
         Ok(principal)
     }
@@ -1264,10 +1375,13 @@ impl<S: TokenStore> TokenIssuer<S> {
                 latest: None,
             });
         }
+        // The successor keeps the predecessor's ranges: rotation replaces the secret,
+        // never where it may be used.
         let request = IssueRequest {
             note: old.note,
             scopes: old.scopes,
             expires_at,
+            allowed_cidrs: old.allowed_cidrs,
         };
         let (raw, successor) = self.mint(
             environment,
@@ -1334,6 +1448,27 @@ fn whole_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     naive
         .with_nanosecond(naive.nanosecond() / 1_000 * 1_000)
         .map_or(at, |truncated| truncated.and_utc())
+}
+
+/// Whether the client may use `token` from where it is: always for a token without
+/// ranges; for one with ranges, only from an address in one of them. Inline, so that a
+/// token without ranges costs one branch.
+#[inline(always)]
+fn check_place(token: &Credential, client: Option<IpAddr>) -> Result<(), Error> {
+    match &token.allowed_cidrs {
+        None => Ok(()),
+        Some(allowed) => check_ranges(token.id, allowed, client),
+    }
+}
+
+#[inline(never)]
+fn check_ranges(id: TokenId, allowed: &AllowedCidrs, client: Option<IpAddr>) -> Result<(), Error> {
+    if client.is_some_and(|ip| allowed.contains(ip)) {
+        return Ok(());
+    }
+    let client = client.map(|ip| ip.to_canonical());
+    observe::refused_place(id, client);
+    Err(Error::IpNotAllowed { id, client })
 }
 
 /// The token of an `Authorization` header value: `Bearer` in any case, then spaces or

@@ -115,6 +115,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod cidr;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -140,6 +141,7 @@ mod wire;
 
 // Every item has one path: the domain, the issuer and the stores at the root; the HTTP
 // answers, text scanning, leak intake and the conformance suite in their modules.
+pub use cidr::{AllowedCidrs, Cidr, CidrError, MAX_ALLOWED_CIDRS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, MAX_LISTED_SCOPES};
 pub use event::{

@@ -1,6 +1,7 @@
 //! The records: identifiers, [`Creator`], [`Token`], [`StoredToken`], [`IssuedToken`],
 //! [`IssueRequest`] and [`Credential`]. Their JSON is the `wire` module's.
 
+use crate::cidr::AllowedCidrs;
 use crate::format::Checksum;
 use crate::hash::{KeyFingerprint, TokenHash};
 use crate::note::Note;
@@ -8,6 +9,7 @@ use crate::scope::Scopes;
 use crate::secret::RawToken;
 use chrono::{DateTime, Utc};
 use core::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -156,17 +158,29 @@ pub struct Token {
     pub expires_at: Option<DateTime<Utc>>,
     /// When it last authenticated, recorded at most once per interval.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The client address of that use (`lastUsedIp` in JSON), recorded with its time:
+    /// `None` when unknown (never used, or used through
+    /// [`authenticate`](crate::TokenIssuer::authenticate), which is given no address).
+    pub last_used_ip: Option<IpAddr>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
     /// The token that created it, when a token did (`createdByTokenId` in JSON, an
     /// extension of the reference): it expires no later than that token and is revoked
     /// with it. `None` when a user created it.
     pub created_by_token: Option<TokenId>,
+    /// The client addresses it authenticates from (`allowedCidrs` in JSON); `None`: any.
+    /// See [`TokenIssuer::authenticate_from`](crate::TokenIssuer::authenticate_from).
+    pub allowed_cidrs: Option<AllowedCidrs>,
 }
 
-/// `last` moved forward to a use at `at`, never backwards: how every store records a use.
-pub(crate) fn later_use(last: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    Some(last.map_or(at, |last| last.max(at)))
+/// Records a use at `at` from `from` in `token`, as every store does: the time moves
+/// forward only, and the address goes with its time (a use later than the recorded one
+/// replaces both, an earlier or equal one changes neither).
+pub(crate) fn record_use(token: &mut Token, at: DateTime<Utc>, from: Option<IpAddr>) {
+    if token.last_used_at.is_none_or(|last| at > last) {
+        token.last_used_at = Some(at);
+        token.last_used_ip = from;
+    }
 }
 
 impl Token {
@@ -185,6 +199,7 @@ impl Token {
             note,
             scopes,
             expires_at,
+            allowed_cidrs,
         } = request;
         Token {
             id,
@@ -197,8 +212,10 @@ impl Token {
             scopes,
             expires_at,
             last_used_at: None,
+            last_used_ip: None,
             revoked_at: None,
             created_by_token,
+            allowed_cidrs,
         }
     }
 
@@ -264,7 +281,7 @@ pub struct IssuedToken {
 }
 
 /// What `issue` needs from the caller: the reference's `PostTokenFields`, plus an optional
-/// expiry.
+/// expiry and an optional list of the client addresses it may be used from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
@@ -287,15 +304,32 @@ pub struct IssueRequest {
         )
     )]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The client addresses the token may be used from (`allowedCidrs`); absent means
+    /// any, or, when a token creates the token, the creating token's list.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub allowed_cidrs: Option<AllowedCidrs>,
 }
 
 impl IssueRequest {
-    /// A request with a note, no scopes and no expiry.
+    /// A request with a note, no scopes, no expiry and no address list.
     pub fn new(note: Note) -> IssueRequest {
         IssueRequest {
             note,
             scopes: Scopes::empty(),
             expires_at: None,
+            allowed_cidrs: None,
+        }
+    }
+
+    /// The same request for a token that authenticates only from an address in one of
+    /// `ranges` (see [`TokenIssuer::authenticate_from`](crate::TokenIssuer::authenticate_from)).
+    pub fn allowed_from(self, ranges: AllowedCidrs) -> IssueRequest {
+        IssueRequest {
+            allowed_cidrs: Some(ranges),
+            ..self
         }
     }
 
@@ -341,6 +375,8 @@ pub struct Credential {
     /// only on itself and its descendants. A flag, not the creator's id, so that the
     /// record authentication copies stays small.
     pub delegated: bool,
+    /// The client addresses it authenticates from; `None`: any.
+    pub allowed_cidrs: Option<AllowedCidrs>,
 }
 
 impl From<&Token> for Credential {
@@ -355,6 +391,7 @@ impl From<&Token> for Credential {
             last_used_at: token.last_used_at,
             revoked_at: token.revoked_at,
             delegated: token.created_by_token.is_some(),
+            allowed_cidrs: token.allowed_cidrs.clone(),
         }
     }
 }

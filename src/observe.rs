@@ -18,7 +18,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `apitoken_authentications_total` | counter | `outcome`: `ok`, `malformed`, `unknown`, `revoked`, `expired`, `store_error` |
+//! | `apitoken_authentications_total` | counter | `outcome`: `ok`, `malformed`, `unknown`, `revoked`, `expired`, `ip_not_allowed`, `store_error` |
 //! | `apitoken_changes_total` | counter | `kind`: `issued`, `revoked` (each token, cascade included), `rotated`, `purged`, `leaked`, `rehashed`, `key_retired` (each token revoked by a key's retirement) |
 //! | `apitoken_store_errors_total` | counter | `kind`: a [`StoreError`]'s kind, `op`: the store call |
 //! | `apitoken_store_call_seconds` | histogram | `op`: the store call |
@@ -27,6 +27,7 @@
 use crate::{EnvironmentId, Error, StoreError, Token, TokenId};
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use std::net::IpAddr;
 
 /// Logs (`debug`) and counts an accepted authentication: the token's id and environment.
 #[inline(always)]
@@ -54,6 +55,28 @@ fn refused_slowly(outcome: &'static str, id: Option<TokenId>) {
     match id {
         Some(id) => tracing::debug!(outcome, token_id = %id, "authentication refused"),
         None => tracing::debug!(outcome, "authentication refused"),
+    }
+}
+
+/// Logs (`info`: someone holds a valid token where it may not be used) and counts an
+/// authentication refused for the client's address: the token's id and the address (or
+/// that none was given), never the token.
+#[cold]
+#[inline(never)]
+pub(crate) fn refused_place(id: TokenId, client: Option<IpAddr>) {
+    count_authentication("ip_not_allowed");
+    match client {
+        Some(client) => tracing::info!(
+            outcome = "ip_not_allowed",
+            token_id = %id,
+            client = %client,
+            "authentication refused: the client's address is not in the token's allowed ranges"
+        ),
+        None => tracing::info!(
+            outcome = "ip_not_allowed",
+            token_id = %id,
+            "authentication refused: the token has allowed ranges and no client address was given"
+        ),
     }
 }
 
@@ -133,6 +156,8 @@ pub(crate) fn error_kind(error: &Error) -> &'static str {
         Error::InvalidScopes { .. } => "invalid_scopes",
         Error::InvalidExpiry { .. } => "invalid_expiry",
         Error::InvalidPolicy(_) => "invalid_policy",
+        Error::IpNotAllowed { .. } => "ip_not_allowed",
+        Error::InvalidAllowedCidrs { .. } => "invalid_allowed_cidrs",
         Error::Store(error) => store_error_kind(error),
     }
 }

@@ -1,5 +1,6 @@
 //! [`Principal`]: who a presented token is, and what it may do.
 
+use crate::cidr::AllowedCidrs;
 use crate::error::Error;
 use crate::model::{Creator, Credential, EnvironmentId, TokenId};
 use crate::scope::{Scope, Scopes};
@@ -7,7 +8,7 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 /// Who a presented token is: the result of authentication. Cloning copies a few words
-/// and bumps two reference counts.
+/// and bumps two reference counts (three for a token with allowed ranges).
 ///
 /// Only authentication makes one, so passing it to `issue` as the caller is proof that
 /// the caller holds these scopes.
@@ -19,6 +20,7 @@ pub struct Principal {
     expires_at: Option<DateTime<Utc>>,
     created_by: Arc<Creator>,
     delegated: bool,
+    allowed_cidrs: Option<AllowedCidrs>,
 }
 
 impl Principal {
@@ -30,6 +32,7 @@ impl Principal {
             expires_at: credential.expires_at,
             created_by: credential.created_by,
             delegated: credential.delegated,
+            allowed_cidrs: credential.allowed_cidrs,
         }
     }
 
@@ -56,6 +59,12 @@ impl Principal {
     /// Who created the token; tokens it creates are recorded as created by them too.
     pub fn created_by(&self) -> &Arc<Creator> {
         &self.created_by
+    }
+
+    /// The client addresses the token authenticates from (`None`: any). A token it
+    /// creates gets these, or ranges inside them.
+    pub fn allowed_cidrs(&self) -> Option<&AllowedCidrs> {
+        self.allowed_cidrs.as_ref()
     }
 
     /// Whether a token created this one. Such a token is delegated: it acts (gets,

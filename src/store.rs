@@ -15,6 +15,7 @@ use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, UserI
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// A store chosen at run time (the CLI and the server pick SQLite or PostgreSQL from their
@@ -171,7 +172,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   a live token, never one that ended later, never a link a cascade or a delegated
 ///   token's authority still needs (only a token that can still work needs its line).
 /// - **Fidelity.** Every field round-trips exactly: Unicode notes, every scope,
-///   timestamps at microsecond precision (the issuer never makes finer ones).
+///   timestamps at microsecond precision (the issuer never makes finer ones), address
+///   lists in their order, IPv4 and IPv6 last-use addresses.
+/// - **Last use.** [`record_last_use`](Self::record_last_use) keeps the address with its
+///   time: a reader never sees one use's time with another's address.
 /// - **Failures** are [`StoreError`]s of the right kind with the driver's error as source,
 ///   never panics; [`StoreError::Unavailable`] when the backend cannot be reached.
 /// - **The event log** (a store that keeps one). Every change appends its
@@ -350,9 +354,20 @@ pub trait TokenStore: Send + Sync + core::fmt::Debug {
     /// the store's locks for long.
     async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError>;
 
-    /// Records that a token authenticated at `at`; never moves `last_used_at` backwards.
-    /// Unknown ids are ignored.
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records that a token authenticated at `at` from the client address `from` (`None`:
+    /// not known). The address goes with its time: a use later than the recorded one
+    /// sets both [`last_used_at`](Token::last_used_at) and
+    /// [`last_used_ip`](Token::last_used_ip) (an unknown address clears the old one, which
+    /// belonged to another use); an earlier or equal one changes neither, so
+    /// `last_used_at` never moves backwards. Unknown ids are ignored. The issuer calls it
+    /// at most once per token per interval
+    /// ([`last_use_interval`](crate::TokenIssuerBuilder::last_use_interval)).
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError>;
 
     /// Makes the store ready for an issuer that hashes with `key`: creates or upgrades its
     /// schema and binds it to the key in one step, or refuses a store bound to another key
@@ -1256,8 +1271,8 @@ macro_rules! forward_store {
             async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
                 (**self).purge(ended_before, max).await
             }
-            async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-                (**self).record_last_use(id, at).await
+            async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>, from: Option<IpAddr>) -> Result<(), StoreError> {
+                (**self).record_last_use(id, at, from).await
             }
             async fn prepare(&self, key: KeyFingerprint) -> Result<(), StoreError> {
                 (**self).prepare(key).await

@@ -3,6 +3,7 @@
 //! `IssuedToken`. camelCase; timestamps in RFC 3339 UTC with `Z`; `expiresAt`,
 //! `lastUsedAt` and `revokedAt` omitted when empty.
 
+use crate::cidr::AllowedCidrs;
 use crate::format::Checksum;
 use crate::model::{Creator, EnvironmentId, IssuedToken, Token, TokenId};
 use crate::note::Note;
@@ -10,6 +11,7 @@ use crate::scope::Scopes;
 use crate::secret::RawToken;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub(crate) mod rfc3339 {
@@ -79,10 +81,14 @@ struct TokenOut<'a> {
     project_environment_id: EnvironmentId,
     project_environment: ProjectEnvironment,
     scopes: &'a Scopes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_cidrs: Option<&'a AllowedCidrs>,
     #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
     expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
     last_used_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_used_ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
     revoked_at: Option<DateTime<Utc>>,
     #[serde(rename = "createdByTokenId", skip_serializing_if = "Option::is_none")]
@@ -104,8 +110,10 @@ impl<'a> TokenOut<'a> {
                 id: token.environment,
             },
             scopes: &token.scopes,
+            allowed_cidrs: token.allowed_cidrs.as_ref(),
             expires_at: token.expires_at,
             last_used_at: token.last_used_at,
+            last_used_ip: token.last_used_ip,
             revoked_at: token.revoked_at,
             created_by_token: token.created_by_token,
         }
@@ -130,10 +138,14 @@ struct TokenIn {
     project_environment: Option<ProjectEnvironment>,
     #[serde(default)]
     scopes: Scopes,
+    #[serde(default)]
+    allowed_cidrs: Option<AllowedCidrs>,
     #[serde(default, with = "rfc3339::option")]
     expires_at: Option<DateTime<Utc>>,
     #[serde(default, with = "rfc3339::option")]
     last_used_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    last_used_ip: Option<IpAddr>,
     #[serde(default, with = "rfc3339::option")]
     revoked_at: Option<DateTime<Utc>>,
     #[serde(default, rename = "createdByTokenId")]
@@ -173,8 +185,10 @@ impl TokenIn {
             scopes: self.scopes,
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
+            last_used_ip: self.last_used_ip,
             revoked_at: self.revoked_at,
             created_by_token: self.created_by_token,
+            allowed_cidrs: self.allowed_cidrs,
         };
         Ok((self.raw_token, token))
     }

@@ -330,7 +330,12 @@ impl TokenStore for Down {
     async fn purge(&self, _: DateTime<Utc>, _: u32) -> Result<u32, StoreError> {
         Err(down())
     }
-    async fn record_last_use(&self, _: TokenId, _: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_last_use(
+        &self,
+        _: TokenId,
+        _: DateTime<Utc>,
+        _: Option<std::net::IpAddr>,
+    ) -> Result<(), StoreError> {
         Err(down())
     }
 }

@@ -340,3 +340,47 @@ async fn idle_tokens_are_refused_under_a_keyring() {
         );
     }
 }
+
+/// Under a keyring a token's allowed ranges hold as under one key, for a token of the
+/// current key and of a retired one, and the address of the last use is recorded.
+#[tokio::test]
+async fn allowed_ranges_hold_under_a_keyring() {
+    let store = Arc::new(MemoryStore::new());
+    let env = EnvironmentId::from_uuid(Uuid::from_u128(rand::random()));
+    let me = Creator::new(UserId::from_uuid(Uuid::from_u128(0x0ae2)));
+    let (old, new) = (HashKey::generate().unwrap(), HashKey::generate().unwrap());
+    let request = || {
+        IssueRequest::new(Note::new("office only").unwrap())
+            .allowed_from(apitoken::AllowedCidrs::parse("10.0.0.0/8").unwrap())
+    };
+    let before = TokenIssuer::builder(store.clone())
+        .hash_key(old.clone())
+        .build();
+    let under_old = before.issue(env, me.clone(), request()).await.unwrap();
+    let ring = HashKeyring::new(TokenHasher::keyed(new))
+        .with_retired(TokenHasher::keyed(old), None)
+        .unwrap();
+    let after = TokenIssuer::builder(store.clone())
+        .keyring(ring)
+        .rehash_on_use(false)
+        .build();
+    let under_new = after.issue(env, me, request()).await.unwrap();
+    let office: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let cafe: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    for token in [&under_old, &under_new] {
+        let secret = token.raw.expose_secret();
+        let err = after.authenticate_from(secret, cafe).await.unwrap_err();
+        assert!(
+            matches!(err, Error::IpNotAllowed { id, client: Some(c) } if id == token.token.id && c == cafe),
+            "{err:?}"
+        );
+        let err = after.authenticate(secret).await.unwrap_err();
+        assert!(
+            matches!(err, Error::IpNotAllowed { client: None, .. }),
+            "{err:?}"
+        );
+        after.authenticate_from(secret, office).await.unwrap();
+        let stored = store.get(env, token.token.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_used_ip, Some(office), "{stored:?}");
+    }
+}

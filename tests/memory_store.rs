@@ -155,8 +155,9 @@ impl TokenStore for Forgetful {
         &self,
         id: apitoken::TokenId,
         at: chrono::DateTime<chrono::Utc>,
+        from: Option<std::net::IpAddr>,
     ) -> Result<(), StoreError> {
-        self.0.record_last_use(id, at).await
+        self.0.record_last_use(id, at, from).await
     }
 }
 

@@ -153,7 +153,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         a.unwrap();
         c.unwrap();
         drop(b);
-        assert_eq!(store.schema_version().await.unwrap(), 8);
+        assert_eq!(store.schema_version().await.unwrap(), 9);
         let issuer = TokenIssuer::new(store.clone());
         let issued = issuer
             .issue(new_environment(), alice(), request("kept"))
@@ -165,7 +165,7 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             .await
             .unwrap();
 
-        sqlx::query("UPDATE apitoken_meta SET value = '9' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '10' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -174,8 +174,8 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 9,
-                    supported: 8
+                    found: 10,
+                    supported: 9
                 }
             ),
             "{err:?}"
@@ -285,9 +285,9 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             .unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 1);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 8);
+        assert_eq!(store.schema_version().await.unwrap(), 9);
         store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 8);
+        assert_eq!(store.schema_version().await.unwrap(), 9);
         store.prepare(hasher.fingerprint()).await.unwrap();
         assert_eq!(
             replaced_by(&store, id).await,
@@ -334,7 +334,7 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
         assert_eq!(revocations, 0, "the purged token's revocation went with it");
 
         // A schema from a version newer than this one is still refused.
-        sqlx::query("UPDATE apitoken_meta SET value = '9' WHERE key = 'schema_version'")
+        sqlx::query("UPDATE apitoken_meta SET value = '10' WHERE key = 'schema_version'")
             .execute(store.pool())
             .await
             .unwrap();
@@ -343,8 +343,8 @@ async fn a_version_1_schema_is_upgraded_and_its_tokens_rotate_once() {
             matches!(
                 err,
                 StoreError::SchemaTooNew {
-                    found: 9,
-                    supported: 8
+                    found: 10,
+                    supported: 9
                 }
             ),
             "{err:?}"

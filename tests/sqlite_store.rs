@@ -80,7 +80,7 @@ async fn migrate_is_idempotent_and_tokens_survive_reopening() {
     assert_eq!(store.schema_version().await.unwrap(), 0);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 7);
+    assert_eq!(store.schema_version().await.unwrap(), 8);
     let issuer = TokenIssuer::new(store);
     let issued = issuer
         .issue(new_environment(), alice(), request("kept"))
@@ -111,7 +111,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 7
+                supported: 8
             }
         ),
         "{err:?}"
@@ -217,17 +217,17 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
             unready,
             StoreError::NotPrepared {
                 found: 1,
-                current: 7
+                current: 8
             }
         ),
         "{unready:?}"
     );
     assert_eq!(store.schema_version().await.unwrap(), 1);
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 7);
+    assert_eq!(store.schema_version().await.unwrap(), 8);
     store.check(KeyFingerprint::Unkeyed).await.unwrap();
     store.prepare(KeyFingerprint::Unkeyed).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 7);
+    assert_eq!(store.schema_version().await.unwrap(), 8);
     store.prepare(hasher.fingerprint()).await.unwrap();
     assert_eq!(
         replaced_by(&store, id).await,
@@ -254,7 +254,7 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
     );
 
     // A database from a version newer than this one is still refused.
-    sqlx::query("UPDATE apitoken_meta SET value = '8' WHERE key = 'schema_version'")
+    sqlx::query("UPDATE apitoken_meta SET value = '9' WHERE key = 'schema_version'")
         .execute(store.pool())
         .await
         .unwrap();
@@ -263,8 +263,8 @@ async fn a_version_1_database_is_upgraded_and_its_tokens_rotate_once() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 8,
-                supported: 7
+                found: 9,
+                supported: 8
             }
         ),
         "{err:?}"
@@ -452,6 +452,86 @@ async fn last_used_on_disk(db: &TempDb, id: TokenId) -> Option<i64> {
         .unwrap();
     conn.close().await.unwrap();
     at
+}
+
+/// The token's `last_used_ip` as written in the file, read on a connection of its own.
+async fn last_used_ip_on_disk(db: &TempDb, id: TokenId) -> Option<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&db.path)
+            .read_only(true),
+    )
+    .await
+    .unwrap();
+    let ip = sqlx::query_scalar("SELECT last_used_ip FROM apitoken_tokens WHERE id = ?")
+        .bind(id.as_uuid())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    ip
+}
+
+/// The background flush writes each buffered last use with its own address: the newest
+/// use buffered wins both columns, an older one recorded after it changes neither, and a
+/// newer use without an address clears the address.
+#[tokio::test]
+async fn the_flush_writes_each_time_with_its_address() {
+    let db = TempDb::new("apitoken_last_use_address");
+    let store = open(&db).await;
+    let issuer = TokenIssuer::new(store.clone());
+    let issued = issuer
+        .issue(new_environment(), alice(), request("x"))
+        .await
+        .unwrap();
+    let id = issued.token.id;
+    let at = |s: i64| base_time() + TimeDelta::seconds(s);
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    store
+        .record_last_use(id, at(10), ip("198.51.100.7"))
+        .await
+        .unwrap();
+    store
+        .record_last_use(id, at(20), ip("2001:db8::7"))
+        .await
+        .unwrap();
+    store
+        .record_last_use(id, at(15), ip("203.0.113.1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        last_used_on_disk(&db, id).await,
+        None,
+        "buffered, not written"
+    );
+    store.flush_last_use().await.unwrap();
+    assert_eq!(
+        last_used_on_disk(&db, id).await,
+        Some(at(20).timestamp_micros())
+    );
+    assert_eq!(
+        last_used_ip_on_disk(&db, id).await.as_deref(),
+        Some("2001:db8::7")
+    );
+    // An older use buffered after the flush changes nothing on disk either.
+    store
+        .record_last_use(id, at(5), ip("192.0.2.5"))
+        .await
+        .unwrap();
+    store.flush_last_use().await.unwrap();
+    assert_eq!(
+        last_used_ip_on_disk(&db, id).await.as_deref(),
+        Some("2001:db8::7")
+    );
+    store.record_last_use(id, at(30), None).await.unwrap();
+    store.flush_last_use().await.unwrap();
+    assert_eq!(
+        last_used_on_disk(&db, id).await,
+        Some(at(30).timestamp_micros())
+    );
+    assert_eq!(last_used_ip_on_disk(&db, id).await, None);
+    store.close().await;
 }
 
 /// A store whose writes would wait a minute for the write lock, so that an

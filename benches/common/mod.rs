@@ -52,8 +52,10 @@ pub(crate) fn issue_without_store(
         scopes: scopes.clone(),
         expires_at: None,
         last_used_at: None,
+        last_used_ip: None,
         revoked_at: None,
         created_by_token: None,
+        allowed_cidrs: None,
     };
     (raw, hash, token)
 }

@@ -269,6 +269,11 @@ pub(crate) struct IssueArgs {
     /// Lifetime, e.g. 45s, 90m, 12h, 30d, 2w or 1d12h. Default: never expires.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub(crate) expires_in: Option<Duration>,
+    /// Accept the token only from this client address range, e.g. 10.0.0.0/8,
+    /// 2001:db8::/32 or one address (192.0.2.7); repeat for more (at most 32). Elsewhere it
+    /// is refused (403 ip_not_allowed). Default: any address.
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    pub(crate) allow_cidrs: Vec<apitoken::Cidr>,
     /// The user recorded as the token's creator (`createdBy.id`).
     #[arg(long, value_name = "UUID", value_parser = user_id)]
     pub(crate) created_by: Option<UserId>,
@@ -363,6 +368,10 @@ pub(crate) struct VerifyArgs {
     /// Also require this scope; repeat for more.
     #[arg(long = "scope", value_name = "SCOPE")]
     pub(crate) scopes: Vec<Scope>,
+    /// Verify as if presented from this client address: a token with allowed ranges is
+    /// refused without one (ip not allowed).
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) from: Option<std::net::IpAddr>,
     /// Print the principal as JSON.
     #[arg(long)]
     pub(crate) json: bool,

@@ -225,6 +225,23 @@ impl Db {
             )
         })
     }
+
+    /// Has the token (raw) authenticate through the library from `client`, as the server
+    /// does for a request (the CLI's own `verify` only reads, and records no use).
+    fn use_from(&self, raw: &str, client: &str) {
+        block_on(async {
+            let store = apitoken::open_store(&self.url()).await.unwrap();
+            let issuer = apitoken::TokenIssuer::builder(store)
+                .prepare()
+                .await
+                .unwrap();
+            issuer
+                .authenticate_from(raw, client.parse().unwrap())
+                .await
+                .unwrap();
+            apitoken::TokenStore::close(issuer.store()).await;
+        })
+    }
 }
 
 /// One run of the binary, being set up.
@@ -422,6 +439,7 @@ on_every_store! {
     scan_revoke_revokes_the_live_tokens_found,
     lifetime_policy_flags,
     keys_replace_the_hash_key_without_refusing_a_token,
+    allowed_ranges_and_the_last_used_address,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -847,6 +865,91 @@ fn get_shows_one_token(db: &Db) {
     db.cli(&["rotate", "--env", ENV, "--id", missing])
         .run()
         .error(2, &["no token", missing]);
+}
+
+/// `issue --allow-cidr` restricts where a token is accepted; `verify --from` presents it
+/// from an address, which `list` (LAST USED FROM) and `get` show with its last use.
+fn allowed_ranges_and_the_last_used_address(db: &Db) {
+    let token = db.issue(&[
+        "--scope",
+        READ,
+        "--allow-cidr",
+        "10.0.0.0/8",
+        "--allow-cidr",
+        "2001:db8::7",
+    ]);
+    assert_eq!(
+        token["allowedCidrs"],
+        serde_json::json!(["10.0.0.0/8", "2001:db8::7/128"])
+    );
+    let other = db.issue(&["--note", "anywhere"]);
+    assert!(other.get("allowedCidrs").is_none(), "{other}");
+    let secret = raw(&token);
+
+    db.verify(&secret, &[])
+        .run()
+        .never_shows(&secret)
+        .error(1, &["verification failed (ip not allowed)", "--from"]);
+    db.verify(&secret, &["--from", "192.0.2.1"])
+        .run()
+        .never_shows(&secret)
+        .error(1, &["verification failed (ip not allowed)", "192.0.2.1"]);
+    let out = db.verify(&secret, &["--from", "10.1.2.3"]).run().success();
+    assert!(out.contains("valid"), "{out}");
+    db.verify(&raw(&other), &[]).run().success();
+    db.use_from(&secret, "::ffff:10.1.2.3");
+
+    let table = db.cli(&["list", "--env", ENV]).run().success();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("LAST USED FROM"), "{table}");
+    let row = |t: &Value| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&id(t)))
+            .copied()
+            .unwrap_or_else(|| panic!("{table}"))
+    };
+    assert!(row(&token).contains("10.1.2.3"), "{table}");
+    assert!(!row(&other).contains("10.1.2.3"), "{table}");
+
+    let shown = db
+        .cli(&["get", "--env", ENV, "--id", &id(&token)])
+        .run()
+        .success();
+    for expected in ["10.0.0.0/8 2001:db8::7/128", "last used from", "10.1.2.3"] {
+        assert!(shown.contains(expected), "{expected} in {shown}");
+    }
+    let shown = db
+        .cli(&["get", "--env", ENV, "--id", &id(&other)])
+        .run()
+        .success();
+    assert!(shown.contains("any address"), "{shown}");
+    let json: Value = serde_json::from_str(
+        &db.cli(&["get", "--env", ENV, "--id", &id(&token), "--json"])
+            .run()
+            .success(),
+    )
+    .unwrap();
+    assert_eq!(json["token"]["lastUsedIp"], "10.1.2.3", "{json}");
+
+    // Ranges that cannot be read, or too many, are usage errors, and issue nothing.
+    db.cli(&[
+        "issue",
+        "--env",
+        ENV,
+        "--note",
+        "x",
+        "--allow-cidr",
+        "10.0.0.1/8",
+    ])
+    .run()
+    .error(2, &["host bits", "10.0.0.0/8"]);
+    let many: Vec<String> = (0..33).map(|i| format!("10.{i}.0.0/16")).collect();
+    let mut args = vec!["issue", "--env", ENV, "--note", "x"];
+    for range in &many {
+        args.extend(["--allow-cidr", range.as_str()]);
+    }
+    db.cli(&args).run().error(2, &["at most 32"]);
 }
 
 fn wrong_hash_key_is_refused(db: &Db) {

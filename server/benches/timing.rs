@@ -54,8 +54,8 @@ mod database;
 use database::Database;
 
 use apitoken::{
-    Creator, EnvironmentId, HashKey, HashKeyring, IssueRequest, Note, Scope, Scopes,
-    TokenFormat, TokenHasher, TokenIssuer, TokenStore, UserId,
+    Creator, EnvironmentId, HashKey, HashKeyring, IssueRequest, Note, Scope, Scopes, TokenFormat,
+    TokenHasher, TokenIssuer, TokenStore, UserId,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -150,7 +150,9 @@ fn keyring() -> (HashKeyring, Vec<String>) {
     let keys: Vec<HashKey> = (1..size).map(|_| HashKey::generate().unwrap()).collect();
     let mut ring = HashKeyring::new(TokenHasher::keyed(keys[0].clone()));
     for key in &keys[1..] {
-        ring = ring.with_retired(TokenHasher::keyed(key.clone()), None).unwrap();
+        ring = ring
+            .with_retired(TokenHasher::keyed(key.clone()), None)
+            .unwrap();
     }
     ring = ring.with_retired(TokenHasher::unkeyed(), None).unwrap();
     let hex = |key: &HashKey| -> String {

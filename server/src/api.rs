@@ -8,8 +8,8 @@
 use crate::body::{MAX_BODY_BYTES, NewToken, Rotation};
 use crate::openapi::{
     ApiDoc, CreatedToken, EnvironmentPath, ErrorBody, EventList, EventsPrunedBody, EventsQuery,
-    Health, ListQuery, NotFoundBody, OneToken, PostTokenFields, RotateTokenFields, TokenList,
-    TokenPath, UnprocessableBody, Unready,
+    ForbiddenBody, Health, ListQuery, NotFoundBody, OneToken, PostTokenFields, RotateTokenFields,
+    TokenList, TokenPath, UnprocessableBody, Unready,
 };
 use crate::problem::{ApiError, Problem, ProblemKind};
 use crate::storage::Issuer;
@@ -84,6 +84,7 @@ pub(crate) fn router(
     issuer: Arc<Issuer>,
     introspection_scope: Scope,
     leak: Arc<crate::leak::Intake>,
+    trusted_proxies: crate::client_ip::TrustedProxies,
 ) -> Router {
     let catalog = issuer.scope_catalog().clone();
     let state = AppState {
@@ -138,6 +139,10 @@ pub(crate) fn router(
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted_proxies,
+            crate::client_ip::client_addr,
+        ))
         .layer(axum::middleware::from_fn(crate::serve::headers_fit))
         .layer(axum::middleware::from_fn(crate::logging::log_request))
         .with_state(state)
@@ -413,10 +418,10 @@ async fn rotate(
         (status = 201, description = "The new token, with its plaintext: the only time it is revealed", body = CreatedToken),
         (status = 400, description = "The body is not a JSON object, or its note is missing, empty, longer than 100 characters or holds a character or a token a note may not", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` (not in the future; later than the calling token's expiry or than now plus the maximum lifetime, `--max-lifetime`; or absent where an expiry is required: the payload's `latest` is the latest allowed instant) or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
+        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` (not in the future; later than the calling token's expiry or than now plus the maximum lifetime, `--max-lifetime`; or absent where an expiry is required: the payload's `latest` is the latest allowed instant), `invalid_allowed_cidrs` (a range that cannot be read, or wider than the calling token's) or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_user_token(
@@ -447,7 +452,7 @@ async fn create_user_token(
             headers(("Link" = String, description = "`<…?cursor=…>; rel=\"next\"` when another page follows"))),
         (status = 400, description = "`limit`, `cursor` or `state` is not one the server takes", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.read`", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.read`; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
     )
 )]
 async fn list_user_tokens(
@@ -478,7 +483,7 @@ async fn list_user_tokens(
         (status = 204, description = "Revoked"),
         (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
     )
 )]
@@ -510,7 +515,7 @@ async fn delete_user_token(
         (status = 200, description = "The token, without its plaintext", body = OneToken),
         (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.read`, or was created by a token and the token asked for is neither it nor one it created", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.read`, or was created by a token and the token asked for is neither it nor one it created; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
     )
 )]
@@ -545,7 +550,7 @@ async fn get_user_token(
         (status = 201, description = "The successor, with its plaintext: the only time it is revealed", body = CreatedToken),
         (status = 400, description = "`tokenId` is not a UUID in lower case with hyphens, the body is not a JSON object, or `gracePeriodSeconds` is not a whole number from 0 to 2592000", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created", body = ErrorBody),
+        (status = 403, description = "The token lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 404, description = "No such token of the caller's user", body = NotFoundBody),
         (status = 409, description = "The token was rotated before, or is revoked or expired", body = ErrorBody),
         (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit; `invalid_expires_at` (`expiresAt` and `latest` null): the server requires an expiry (`--require-expiry`) without a maximum lifetime and the token never expires, so no successor complies: issue a new token with an expiry. Under `--max-lifetime` the successor's expiry is capped at now plus the maximum instead", body = UnprocessableBody),
@@ -582,10 +587,10 @@ async fn rotate_user_token(
         (status = 201, description = "The new token, with its plaintext: the only time it is revealed", body = CreatedToken),
         (status = 400, description = "The body is not a JSON object, its note is missing, empty, longer than 100 characters or holds a character or a token a note may not, or `environmentId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or is as deep in a chain of tokens creating tokens as the server allows; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` (not in the future; later than the calling token's expiry or than now plus the maximum lifetime, `--max-lifetime`; or absent where an expiry is required: the payload's `latest` is the latest allowed instant) or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
+        (status = 422, description = "`invalid_scopes`, `invalid_expires_at` (not in the future; later than the calling token's expiry or than now plus the maximum lifetime, `--max-lifetime`; or absent where an expiry is required: the payload's `latest` is the latest allowed instant), `invalid_allowed_cidrs` (a range that cannot be read, or wider than the calling token's) or `too_many_api_tokens` (the environment's live or total tokens, or the calling token's live tokens, at their limit)", body = UnprocessableBody),
     )
 )]
 async fn create_environment_token(
@@ -615,7 +620,7 @@ async fn create_environment_token(
             headers(("Link" = String, description = "`<…?cursor=…>; rel=\"next\"` when another page follows"))),
         (status = 400, description = "`environmentId` is not a UUID in lower case with hyphens, or `limit`, `cursor` or `state` is not one the server takes", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.read`", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.read`; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
     )
 )]
 async fn list_environment_tokens(
@@ -706,7 +711,7 @@ struct Events {
         (status = 200, description = "The events after `after`, with the cursor to read on from", body = EventList),
         (status = 400, description = "`environmentId` is not a UUID in lower case with hyphens, or `after` or `limit` is not one the server takes", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.read`", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment or lacks `environment.apiTokens.read`; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 410, description = "`events_pruned`: events after `after` were pruned before they were read, so what was derived from them may be stale. Resynchronise (list the tokens with `state=all`), then read on with `payload.resumeAfter` as `after`", body = EventsPrunedBody),
         (status = 501, description = "The server's token store keeps no event log (SQLite and PostgreSQL always do): asking again will not help", body = ErrorBody),
     )
@@ -773,7 +778,7 @@ async fn list_environment_events(
         (status = 204, description = "Revoked"),
         (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to delete is neither it nor one it created; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 404, description = "No such token in the environment", body = NotFoundBody),
     )
 )]
@@ -801,7 +806,7 @@ async fn delete_environment_token(
         (status = 200, description = "The token, without its plaintext", body = OneToken),
         (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.read`, or was created by a token and the token asked for is neither it nor one it created", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.read`, or was created by a token and the token asked for is neither it nor one it created; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 404, description = "No such token in the environment", body = NotFoundBody),
     )
 )]
@@ -834,7 +839,7 @@ async fn get_environment_token(
         (status = 201, description = "The successor, with its plaintext: the only time it is revealed", body = CreatedToken),
         (status = 400, description = "`environmentId` or `tokenId` is not a UUID in lower case with hyphens, the body is not a JSON object, or `gracePeriodSeconds` is not a whole number from 0 to 2592000", body = ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created", body = ErrorBody),
+        (status = 403, description = "The token belongs to another environment, lacks `environment.apiTokens.write`, or was created by a token and the token to rotate is neither it nor one it created; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = ForbiddenBody),
         (status = 404, description = "No such token in the environment", body = NotFoundBody),
         (status = 409, description = "The token was rotated before, or is revoked or expired", body = ErrorBody),
         (status = 422, description = "`too_many_api_tokens`: the environment's live or total tokens, or the creating token's live tokens, at their limit; `invalid_expires_at` (`expiresAt` and `latest` null): the server requires an expiry (`--require-expiry`) without a maximum lifetime and the token never expires, so no successor complies: issue a new token with an expiry. Under `--max-lifetime` the successor's expiry is capped at now plus the maximum instead", body = UnprocessableBody),
@@ -862,6 +867,7 @@ async fn rotate_environment_token(
     responses(
         (status = 200, description = "The calling token, without its plaintext", body = OneToken),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known", body = ForbiddenBody),
     )
 )]
 async fn introspect(

@@ -338,6 +338,20 @@ pub(crate) struct Args {
     )]
     pub(crate) max_connections_per_client: u32,
 
+    /// A reverse proxy whose X-Forwarded-For names the client, as a range (10.0.0.5,
+    /// 10.0.0.0/8, 2001:db8::/32); repeat it, or separate ranges with commas in the
+    /// variable. The header is read from the right, past the trusted proxies; from any
+    /// other peer it is ignored. The client's address is what tokens with allowed ranges
+    /// (allowedCidrs) are checked against and what lastUsedIp records. Default: none, the
+    /// connection's peer is the client
+    #[arg(
+        long = "trusted-proxy",
+        env = "APITOKEN_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub(crate) trusted_proxies: Vec<apitoken::Cidr>,
+
     /// Seconds the requests in flight get to finish after SIGINT or SIGTERM; the
     /// connections still open then are cut
     #[arg(

@@ -6,7 +6,9 @@ use crate::problem::Problem;
 use apitoken::MAX_LISTED_SCOPES;
 use apitoken::MAX_NOTE_CHARS;
 use apitoken::MAX_SCOPE_LEN;
-use apitoken::{IssueRequest, Note, Scope, Scopes};
+use apitoken::{
+    AllowedCidrs, Cidr, CidrError, IssueRequest, MAX_ALLOWED_CIDRS, Note, Scope, Scopes,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
@@ -32,8 +34,9 @@ pub(crate) const MAX_REQUEST_SCOPES: usize = 64;
 ///   to 100 characters, no control or invisible characters, no token in it): Dynamic's
 ///   client decodes a 400 `{"error": …}` as its `BadRequest`, and its 422 codes have no
 ///   `invalid_note`;
-/// - 422 `invalid_scopes` or `invalid_expires_at` for those fields. Unknown fields are
-///   ignored.
+/// - 422 `invalid_scopes`, `invalid_expires_at` or `invalid_allowed_cidrs` for those
+///   fields (`allowedCidrs`: an array of 1 to 32 ranges such as `10.0.0.0/8`, read as
+///   [`apitoken::Cidr`] reads them). Unknown fields are ignored.
 ///
 /// Whether the scopes are in the catalog and held by the caller is the issuer's check.
 #[derive(Debug)]
@@ -212,7 +215,51 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<IssueRequest, Problem> {
     if let Some(at) = expires_at(&mut fields)? {
         request = request.expires_at(at);
     }
+    if let Some(ranges) = allowed_cidrs(fields.remove("allowedCidrs"))? {
+        request = request.allowed_from(ranges);
+    }
     Ok(request)
+}
+
+/// `invalid_allowed_cidrs` with the payload the issuer gives for a range wider than the
+/// creating token's: here `notCovered` is empty and `allowed` null (no range was read).
+fn invalid_allowed_cidrs(message: impl Into<String>) -> Problem {
+    Problem::unprocessable(
+        "invalid_allowed_cidrs",
+        message,
+        json!({ "notCovered": [], "allowed": null }),
+    )
+}
+
+fn allowed_cidrs(value: Option<Value>) -> Result<Option<AllowedCidrs>, Problem> {
+    let shape = || {
+        invalid_allowed_cidrs(format!(
+            "allowedCidrs must be an array of 1 to {MAX_ALLOWED_CIDRS} IP ranges such as [\"10.0.0.0/8\", \"2001:db8::/32\"], or absent for a token usable from any address"
+        ))
+    };
+    let values = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(values)) => values,
+        Some(_) => return Err(shape()),
+    };
+    if values.len() > MAX_ALLOWED_CIDRS {
+        return Err(invalid_allowed_cidrs(
+            CidrError::TooMany {
+                max: MAX_ALLOWED_CIDRS,
+            }
+            .to_string(),
+        ));
+    }
+    let mut ranges = Vec::with_capacity(values.len());
+    for value in values {
+        let Value::String(text) = value else {
+            return Err(shape());
+        };
+        ranges.push(Cidr::parse(&text).map_err(|e| invalid_allowed_cidrs(e.to_string()))?);
+    }
+    AllowedCidrs::new(ranges)
+        .map(Some)
+        .map_err(|e| invalid_allowed_cidrs(e.to_string()))
 }
 
 fn note(value: Option<Value>) -> Result<Note, Problem> {
@@ -413,6 +460,31 @@ mod tests {
             kind(br#"{"note": "ci", "expiresAt": "tomorrow"}"#),
             (422, Some("invalid_expires_at"))
         );
+        assert_eq!(
+            kind(br#"{"note": "ci", "allowedCidrs": null}"#),
+            (200, None)
+        );
+        let read = parse(br#"{"note": "ci", "allowedCidrs": ["10.0.0.0/8", "2001:db8::7"]}"#);
+        assert_eq!(
+            read.unwrap().allowed_cidrs.unwrap().to_string(),
+            "10.0.0.0/8 2001:db8::7/128"
+        );
+        for bad in [
+            r#""10.0.0.0/8""#.to_owned(),
+            "[]".to_owned(),
+            "[8]".to_owned(),
+            r#"["10.0.0.1/8"]"#.to_owned(),
+            r#"["10.0.0.0/33"]"#.to_owned(),
+            r#"["example.com"]"#.to_owned(),
+            format!("[{}]", vec![r#""10.0.0.0/8""#; 33].join(",")),
+        ] {
+            let body = format!(r#"{{"note": "ci", "allowedCidrs": {bad}}}"#);
+            assert_eq!(
+                kind(body.as_bytes()),
+                (422, Some("invalid_allowed_cidrs")),
+                "{bad}"
+            );
+        }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(kind(deep.as_bytes()), (400, Some("malformed_json")));
     }

@@ -104,7 +104,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         (status = 200, description = "Whether the token is active, and if so what it is", body = crate::openapi::IntrospectionAnswer),
         (status = 400, description = "The form has no `token` field, or it cannot be decoded", body = crate::openapi::ErrorBody),
         (status = 401, description = "The caller's own token is missing, malformed, unknown, revoked or expired", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The caller's token lacks the introspection scope", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The caller's token lacks the introspection scope; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = crate::openapi::ForbiddenBody),
     )
 )]
 pub(crate) async fn introspect(
@@ -140,6 +140,9 @@ pub(crate) async fn introspect(
             active(&state, principal).await
         }
         Ok(_) => Introspection::default(),
+        // Introspection carries no address of the token's client: a token with allowed
+        // ranges is answered inactive (fail closed).
+        Err(apitoken::Error::IpNotAllowed { .. }) => Introspection::default(),
         Err(e) if e.is_unauthenticated() => {
             if matches!(e, apitoken::Error::Malformed(_)) {
                 // The work a well-formed unknown token costs: one hash, one look-up.

@@ -8,6 +8,7 @@
 mod api;
 mod args;
 mod body;
+mod client_ip;
 mod clients;
 mod feed;
 mod introspect;
@@ -143,7 +144,12 @@ async fn run(args: args::Args) -> Result<(), String> {
     let (intake, public_queue) = leak::intake(&args)?;
     let revoking =
         public_queue.map(|queue| tokio::spawn(leak::revoke_public(issuer.clone(), queue)));
-    let router = api::router(issuer, args.introspection_scope.clone(), Arc::new(intake));
+    let router = api::router(
+        issuer,
+        args.introspection_scope.clone(),
+        Arc::new(intake),
+        client_ip::TrustedProxies::new(args.trusted_proxies.clone()),
+    );
     let reloading = tls
         .clone()
         .map(|tls| tokio::spawn(tls::reload_on_sighup(tls)));

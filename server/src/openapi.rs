@@ -91,7 +91,21 @@ pub(crate) struct PostTokenFields {
     /// with the latest allowed instant in the payload's `latest`.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The client addresses the token may be used from (an extension): 1 to 32 IPv4 or
+    /// IPv6 ranges such as `10.0.0.0/8` or `2001:db8::/32` (one address alone is `/32` or
+    /// `/128`; host bits set past the prefix are refused); from anywhere else it is
+    /// refused with 403 `ip_not_allowed`. Absent or null: any address, or, when a token
+    /// creates the token, the creating token's ranges, which the new ones must lie inside.
+    /// Refused with 422 `invalid_allowed_cidrs`.
+    #[schema(min_items = 1, max_items = 32, example = json!(["10.0.0.0/8", "2001:db8::/32"]))]
+    allowed_cidrs: Option<Vec<CidrText>>,
 }
+
+/// An IPv4 or IPv6 range in CIDR notation, or one address (format `cidr`: no bits set
+/// past the prefix, which a pattern cannot say).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = "cidr", example = "10.0.0.0/8", max_length = 64)]
+pub(crate) struct CidrText(String);
 
 /// How a rotation treats the token it replaces. The body is optional: without one the old
 /// token stops at once.
@@ -156,6 +170,12 @@ pub(crate) struct TokenWithRaw {
     /// When the token last authenticated, recorded at most once a minute (an extension).
     #[schema(format = DateTime)]
     last_used_at: Option<String>,
+    /// The client address of that use (an extension); absent when not known.
+    #[schema(example = "198.51.100.7")]
+    last_used_ip: Option<IpText>,
+    /// The client addresses the token may be used from, in the form the server keeps
+    /// (`/32` or `/128` written out); absent: any (an extension).
+    allowed_cidrs: Option<Vec<CidrText>>,
     /// When the token was revoked (an extension).
     #[schema(format = DateTime)]
     revoked_at: Option<String>,
@@ -196,6 +216,10 @@ pub(crate) struct Token {
     /// an idle expiry counts from it (from `createdAt` when absent).
     #[schema(format = DateTime)]
     last_used_at: Option<String>,
+    /// The client address of the last use (an extension); absent when not known.
+    last_used_ip: Option<IpText>,
+    /// The client addresses the token may be used from; absent: any (an extension).
+    allowed_cidrs: Option<Vec<CidrText>>,
     #[schema(format = DateTime)]
     revoked_at: Option<String>,
     /// The token that created this one, when a token did (an extension): it expires no
@@ -384,6 +408,23 @@ pub(crate) struct ErrorBody {
     error: String,
 }
 
+/// An IPv4 or IPv6 address.
+#[derive(ToSchema)]
+#[schema(value_type = String, example = "198.51.100.7")]
+pub(crate) struct IpText(String);
+
+/// A valid token that may not do this: `code` is `ip_not_allowed` when the token allows
+/// other client addresses, absent otherwise.
+#[derive(ToSchema)]
+pub(crate) struct ForbiddenBody {
+    #[schema(
+        example = "token 0190a5c4-7d3e-7b5a-9c1d-2e3f4a5b6c7d lacks the scope `environment.apiTokens.write` this operation requires"
+    )]
+    error: String,
+    #[schema(pattern = "^ip_not_allowed$", example = "ip_not_allowed")]
+    code: Option<String>,
+}
+
 /// No such token, or no such route: the reference's `NotFound`, whose `code` Dynamic's
 /// client requires.
 #[derive(ToSchema)]
@@ -401,7 +442,8 @@ pub(crate) struct NotFoundBody {
 #[derive(ToSchema)]
 pub(crate) struct UnprocessableBody {
     error: String,
-    /// `invalid_scopes`, `too_many_api_tokens` or `invalid_expires_at`.
+    /// `invalid_scopes`, `too_many_api_tokens`, `invalid_expires_at` or
+    /// `invalid_allowed_cidrs`.
     #[schema(example = "invalid_scopes")]
     code: String,
     /// Details for programs, always of the same shape for a code: `invalid_scopes`:
@@ -410,7 +452,10 @@ pub(crate) struct UnprocessableBody {
     /// requested expiry; null when none was given and the lifetime policy requires one, or
     /// for a rotation's successor), the server's `now` and `latest`, the latest expiry
     /// allowed (the earlier of the creating token's, when a token that expires creates
-    /// one, and now plus the maximum lifetime, `--max-lifetime`; else null); `too_many_api_tokens`:
+    /// one, and now plus the maximum lifetime, `--max-lifetime`; else null);
+    /// `invalid_allowed_cidrs`: `notCovered`, the ranges outside the creating token's, and
+    /// `allowed`, the creating token's (empty and null when a range could not be read);
+    /// `too_many_api_tokens`:
     /// `projectEnvironmentId` and `limit` (of the live tokens, of all the tokens kept,
     /// or of the live tokens the calling token created, whichever was reached).
     #[schema(value_type = Object)]
@@ -762,7 +807,7 @@ fn note_pattern() -> String {
 #[openapi(
     info(
         title = "apitoken-server",
-        description = "Dynamic's API-token endpoints, served by the `apitoken` library. Every operation needs `Authorization: Bearer <token>`; 401 answers are identical for malformed, unknown, revoked and expired tokens.",
+        description = "Dynamic's API-token endpoints, served by the `apitoken` library. Every operation needs `Authorization: Bearer <token>`; 401 answers are identical for malformed, unknown, revoked and expired tokens. A token with `allowedCidrs` is accepted only from a client address inside them (403 `ip_not_allowed` otherwise); the client is the connection's peer, or, from a proxy the server trusts (`--trusted-proxy`), the address its `X-Forwarded-For` names, and such a proxy's malformed `X-Forwarded-For` is answered 400 `invalid_forwarded_for` on any route.",
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),

@@ -153,7 +153,7 @@ struct Verified<'a> {
             )),
         (status = 400, description = "A required environment is not a UUID in lower case with hyphens, or more than two are named", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks a required scope, or belongs to another environment than one required; or the requirement names something that is not a scope name, or more than 64 scopes, which no token meets", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks a required scope, or belongs to another environment than one required; or the requirement names something that is not a scope name, or more than 64 scopes, which no token meets; or (`ip_not_allowed`: the token allows other client addresses than this one, or the client's address is not known)", body = crate::openapi::ForbiddenBody),
     )
 )]
 pub(crate) async fn verify(

@@ -494,7 +494,7 @@ async fn the_probes_say_whether_the_server_can_serve() {
     set_meta("schema_version", "3".to_owned()).await;
     let body = probe("/readyz").await.expect(503).json();
     assert_eq!(body["code"], "schema_not_prepared", "{body}");
-    set_meta("schema_version", "7".to_owned()).await;
+    set_meta("schema_version", "8".to_owned()).await;
     probe("/readyz").await.expect(200);
     server
         .call("GET", "/api/v0/tokens/me")
@@ -1874,7 +1874,10 @@ async fn the_openapi_description_matches_the_answers() {
 
     // PostTokenFields: note required, at most 100 characters; scopes from the catalog.
     let (fields, required) = schema_fields(&openapi, "PostTokenFields");
-    assert_eq!(fields, set(&["note", "scopes", "expiresAt"]));
+    assert_eq!(
+        fields,
+        set(&["note", "scopes", "expiresAt", "allowedCidrs"])
+    );
     assert_eq!(required, set(&["note"]));
     let schemas = &openapi["components"]["schemas"];
     assert_eq!(
@@ -1904,7 +1907,7 @@ async fn the_openapi_description_matches_the_answers() {
         .call("POST", &env_tokens(environment()))
         .bearer(&admin.raw)
         .json(
-            &json!({ "note": "described", "scopes": [READ], "expiresAt": "2999-01-01T00:00:00Z" }),
+            &json!({ "note": "described", "scopes": [READ], "expiresAt": "2999-01-01T00:00:00Z", "allowedCidrs": ["10.0.0.0/8"] }),
         )
         .send()
         .await
@@ -1912,6 +1915,7 @@ async fn the_openapi_description_matches_the_answers() {
         .json();
     conforms(&openapi, "CreatedToken", &created);
     conforms(&openapi, "TokenWithRaw", &created["token"]);
+    assert_eq!(created["token"]["allowedCidrs"], json!(["10.0.0.0/8"]));
     conforms(&openapi, "CreatedBy", &created["token"]["createdBy"]);
     conforms(
         &openapi,
@@ -1977,6 +1981,21 @@ async fn the_openapi_description_matches_the_answers() {
         .json();
     conforms(&openapi, "OneToken", &me);
     conforms(&openapi, "Token", &me["token"]);
+    assert_eq!(me["token"]["lastUsedIp"], "127.0.0.1", "{me}");
+    // The token above allows 10.0.0.0/8 only; this client is 127.0.0.1.
+    let elsewhere = server
+        .call("GET", "/api/v0/tokens/me")
+        .bearer(created["token"]["rawToken"].as_str().unwrap())
+        .send()
+        .await
+        .expect(403)
+        .json();
+    conforms(&openapi, "ForbiddenBody", &elsewhere);
+    assert_eq!(elsewhere["code"], "ip_not_allowed");
+    assert!(
+        openapi["paths"]["/api/v0/tokens/me"]["get"]["responses"]["403"].is_object(),
+        "/tokens/me describes its 403"
+    );
     let unauthorized = server
         .call("GET", "/api/v0/tokens/me")
         .send()

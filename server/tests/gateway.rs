@@ -105,11 +105,19 @@ impl Nginx {
         port: u16,
         server: SocketAddr,
         upstream: SocketAddr,
+        forwarded: bool,
     ) -> Nginx {
         for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let d = dir.display();
+        // What the server trusts with `--trusted-proxy`: the client's address, appended to
+        // what the client sent.
+        let xff = if forwarded {
+            "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+        } else {
+            ""
+        };
         let config = format!(
             r#"daemon off;
 master_process off;
@@ -147,6 +155,7 @@ http {{
             proxy_method GET;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
+            {xff}
             proxy_pass http://{server}/verify?scope=environment.apiTokens.read;
         }}
         location = /_verify_write {{
@@ -155,6 +164,7 @@ http {{
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header X-Required-Scopes "environment.apiTokens.read environment.apiTokens.write";
+            {xff}
             proxy_pass http://{server}/verify;
         }}
     }}
@@ -228,7 +238,7 @@ async fn nginx_lets_through_only_what_verify_accepts() {
     let upstream = upstream().await;
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("apitoken-nginx-{}-{port}", std::process::id()));
-    let nginx = Nginx::start(&binary, dir, port, server.addr, upstream);
+    let nginx = Nginx::start(&binary, dir, port, server.addr, upstream, false);
     let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
     let get = |path: &'static str, token: Option<String>| {
         let call = call_at(gateway, "GET", path);
@@ -290,5 +300,140 @@ async fn nginx_lets_through_only_what_verify_accepts() {
     assert!(logs.contains("route=\"/verify\" status=401"), "{logs}");
     for raw in [&reader.raw, &admin.raw] {
         assert!(!logs.contains(raw.as_str()) && !log.contains(raw.as_str()));
+    }
+}
+
+/// `GET path` with `token`, from the loopback address `from`, with `X-Forwarded-For`
+/// lines as the client sends them: the answer's status.
+async fn status_from(
+    from: [u8; 4],
+    to: SocketAddr,
+    path: &str,
+    token: &str,
+    forwarded: &[&str],
+) -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut stream = socket.connect(to).await.unwrap();
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n"
+    );
+    for line in forwarded {
+        request.push_str(&format!("x-forwarded-for: {line}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// Behind nginx, with the server trusting it (`--trusted-proxy 127.0.0.1/32`, the address
+/// nginx connects from): a token with allowed ranges is judged by the address nginx saw,
+/// which nginx appends to `X-Forwarded-For`; what a client writes in that header itself
+/// does not move it anywhere, through nginx or straight to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_allowed_ranges_see_the_clients_address() {
+    let Some(binary) = nginx() else {
+        assert!(
+            std::env::var("APITOKEN_REQUIRE_NGINX").as_deref() != Ok("1"),
+            "APITOKEN_REQUIRE_NGINX=1 but no nginx was found: install it (Debian: apt-get install nginx-light) or set APITOKEN_NGINX"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED behind_nginx_allowed_ranges_see_the_clients_address: no nginx (apt-get install nginx-light, or set APITOKEN_NGINX) !!!\n"
+        );
+        return;
+    };
+    let db = TempDb::new("gateway_cidr");
+    let store = sqlite_store(&db.path, None).await;
+    let admin = issue_first(store.clone(), None, environment(), alice(), admin_scopes()).await;
+    store.pool().close().await;
+    let server = Server::start(
+        &[
+            "--db",
+            db.path.to_str().unwrap(),
+            "--trusted-proxy",
+            "127.0.0.1/32",
+        ],
+        &[],
+    );
+    let create = |ranges: Value| {
+        let call = server
+            .call("POST", &env_tokens(environment()))
+            .bearer(&admin.raw)
+            .json(&json!({ "note": "ranged", "scopes": ["environment.apiTokens.read"], "allowedCidrs": ranges }));
+        async move {
+            let created = call.send().await.expect(201).json();
+            created["token"]["rawToken"].as_str().unwrap().to_owned()
+        }
+    };
+    let near = create(json!(["127.0.0.5"])).await;
+    let office = create(json!(["10.0.0.0/8"])).await;
+    let upstream = upstream().await;
+    let port = free_port();
+    let dir =
+        std::env::temp_dir().join(format!("apitoken-nginx-cidr-{}-{port}", std::process::id()));
+    let nginx = Nginx::start(&binary, dir, port, server.addr, upstream, true);
+    let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
+    let client = [127, 0, 0, 5];
+
+    assert_eq!(
+        status_from(client, gateway, "/orders", &near, &[]).await,
+        200,
+        "{}",
+        nginx.log()
+    );
+    assert_eq!(
+        status_from(client, gateway, "/orders", &office, &[]).await,
+        403
+    );
+    // nginx appends 127.0.0.5 to what the client claims: the claim is left of an
+    // untrusted entry, and counts for nothing.
+    assert_eq!(
+        status_from(client, gateway, "/orders", &office, &["10.1.2.3"]).await,
+        403
+    );
+    // Straight to the server, the client is no trusted proxy: its header is ignored.
+    assert_eq!(
+        status_from(client, server.addr, "/verify", &office, &["10.1.2.3"]).await,
+        403
+    );
+    assert_eq!(
+        status_from(client, server.addr, "/verify", &near, &["10.1.2.3"]).await,
+        200
+    );
+    // A client on a trusted address (127.0.0.1) is a trusted hop too: past it, the next
+    // entry to the left is the client.
+    assert_eq!(
+        status_from([127, 0, 0, 1], gateway, "/orders", &office, &["10.1.2.3"]).await,
+        200
+    );
+
+    drop(nginx);
+    let listed = server
+        .call("GET", &env_tokens(environment()))
+        .bearer(&admin.raw)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let last_ips: Vec<&Value> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["lastUsedIp"])
+        .collect();
+    assert!(last_ips.contains(&&json!("127.0.0.5")), "{listed}");
+    assert!(last_ips.contains(&&json!("10.1.2.3")), "{listed}");
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    for raw in [&near, &office] {
+        assert!(!logs.contains(raw.as_str()), "{logs}");
     }
 }

@@ -10,8 +10,8 @@ use crate::store::StoreError;
 pub const UNAUTHORIZED_MESSAGE: &str = "invalid or expired API token";
 
 /// The HTTP status for `error`: 401 for every authentication failure, 403 for a wrong
-/// environment, a missing scope, a token outside a delegated caller's reach or a
-/// delegation too deep, 422 for the reference API's validation errors and limits, 404 for
+/// environment, a missing scope, a client address the token does not allow, a token
+/// outside a delegated caller's reach or a delegation too deep, 422 for the reference API's validation errors and limits, 404 for
 /// no such token, 409 for a rotation the token's state refuses, 503 when the store is
 /// unavailable, 500 otherwise.
 ///
@@ -30,8 +30,11 @@ pub fn status(error: &Error) -> u16 {
         | Error::Expired { .. } => 401,
         Error::WrongEnvironment { .. }
         | Error::MissingScope { .. }
+        | Error::IpNotAllowed { .. }
         | Error::OutsideDelegation { .. } => 403,
-        Error::InvalidScopes { .. } | Error::InvalidExpiry { .. } => 422,
+        Error::InvalidScopes { .. }
+        | Error::InvalidExpiry { .. }
+        | Error::InvalidAllowedCidrs { .. } => 422,
         Error::Store(e) => match e {
             StoreError::LimitReached { .. }
             | StoreError::EnvironmentFull { .. }
@@ -46,14 +49,17 @@ pub fn status(error: &Error) -> u16 {
     }
 }
 
-/// The error code an answer carries: the reference API's on a 422 (with a payload), and
+/// The error code an answer carries: the reference API's on a 422 (with a payload),
 /// `not_found` on a 404, which Dynamic's client requires (its `NotFound` model has a
-/// `code`). Other answers have none.
+/// `code`), and `ip_not_allowed` on the 403 for a client address the token does not
+/// allow (the one 403 a client can act on by moving). Other answers have none.
 pub fn code(error: &Error) -> Option<&'static str> {
     match error {
         Error::Store(StoreError::NotFound { .. }) => Some("not_found"),
         Error::InvalidScopes { .. } => Some("invalid_scopes"),
         Error::InvalidExpiry { .. } => Some("invalid_expires_at"),
+        Error::InvalidAllowedCidrs { .. } => Some("invalid_allowed_cidrs"),
+        Error::IpNotAllowed { .. } => Some("ip_not_allowed"),
         Error::Store(
             StoreError::LimitReached { .. }
             | StoreError::EnvironmentFull { .. }

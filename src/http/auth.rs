@@ -17,20 +17,72 @@ use axum::response::{IntoResponse, Response};
 use core::fmt;
 use core::marker::PhantomData;
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What the extractors need from an issuer, without its store type.
 #[async_trait]
 trait Authenticate: Send + Sync + 'static {
-    async fn authenticate(&self, token: &str) -> Result<Principal, Error>;
+    async fn authenticate(&self, token: &str, client: Option<IpAddr>) -> Result<Principal, Error>;
 }
 
 #[async_trait]
 impl<S: TokenStore + 'static> Authenticate for TokenIssuer<S> {
-    async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
-        TokenIssuer::authenticate(self, token).await
+    async fn authenticate(&self, token: &str, client: Option<IpAddr>) -> Result<Principal, Error> {
+        TokenIssuer::authenticate_client(self, token, client).await
     }
 }
+
+/// The client's address, which the application puts in each request's extensions for the
+/// extractors to authenticate with ([`TokenIssuer::authenticate_from`]): the peer of the
+/// connection, or the address a proxy it trusts reports (the library reads neither
+/// itself: only the application knows which proxies to believe). Without it, a token with
+/// allowed ranges is refused (403 `ip_not_allowed`), as
+/// [`TokenIssuer::authenticate`] refuses it.
+///
+/// With axum's own server, a middleware can insert it from `ConnectInfo<SocketAddr>`
+/// (served with `into_make_service_with_connect_info::<SocketAddr>()`); behind a reverse
+/// proxy, from the forwarded address once the peer is known to be that proxy.
+///
+/// ```
+/// use apitoken::http::{Authenticated, ClientAddr};
+/// use apitoken::{AllowedCidrs, Creator, EnvironmentId, IssueRequest, MemoryStore, Note, TokenIssuer, UserId};
+/// use axum::body::Body;
+/// use axum::handler::Handler;
+/// use axum::http::{Request, StatusCode};
+/// use std::sync::Arc;
+///
+/// async fn whoami(Authenticated(principal): Authenticated) -> String {
+///     principal.token_id().to_string()
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let issuer = Arc::new(TokenIssuer::new(MemoryStore::new()));
+/// let env = EnvironmentId::from_uuid(uuid::Uuid::from_u128(1));
+/// let me = Creator::new(UserId::from_uuid(uuid::Uuid::from_u128(2)));
+/// let request = IssueRequest::new(Note::new("office")?).allowed_from(AllowedCidrs::parse("10.0.0.0/8")?);
+/// let issued = issuer.issue(env, me, request).await?;
+/// let from = |address: Option<&str>| {
+///     let mut request = Request::get("/whoami")
+///         .header("authorization", format!("Bearer {}", issued.raw.expose_secret()))
+///         .body(Body::empty())
+///         .unwrap();
+///     if let Some(address) = address {
+///         request.extensions_mut().insert(ClientAddr(address.parse().unwrap()));
+///     }
+///     request
+/// };
+/// let inside = Handler::call(whoami, from(Some("10.1.2.3")), issuer.clone()).await;
+/// assert_eq!(inside.status(), StatusCode::OK);
+/// let outside = Handler::call(whoami, from(Some("192.0.2.1")), issuer.clone()).await;
+/// assert_eq!(outside.status(), StatusCode::FORBIDDEN);
+/// let unknown = Handler::call(whoami, from(None), issuer.clone()).await;
+/// assert_eq!(unknown.status(), StatusCode::FORBIDDEN);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
 /// A shared [`TokenIssuer`], whatever its store, as the extractors find it in the router's
 /// state. Cloning it bumps a reference count.
@@ -67,18 +119,27 @@ impl TokenAuth {
         TokenAuth { issuer }
     }
 
-    /// Authenticates a raw token (see [`TokenIssuer::authenticate`]).
+    /// Authenticates a raw token without the client's address (see
+    /// [`TokenIssuer::authenticate`]).
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
-        self.issuer.authenticate(token).await
+        self.issuer.authenticate(token, None).await
     }
 
-    /// The principal of the request's bearer token, authenticated once per request: the
-    /// result is kept in the request's extensions for the next extractor.
+    /// Authenticates a raw token presented from `client` (see
+    /// [`TokenIssuer::authenticate_from`]).
+    pub async fn authenticate_from(&self, token: &str, client: IpAddr) -> Result<Principal, Error> {
+        self.issuer.authenticate(token, Some(client)).await
+    }
+
+    /// The principal of the request's bearer token, authenticated once per request from
+    /// the request's [`ClientAddr`], if any: the result is kept in the request's
+    /// extensions for the next extractor.
     async fn principal(&self, parts: &mut Parts) -> Result<Principal, Error> {
         if let Some(CachedPrincipal(principal)) = parts.extensions.get::<CachedPrincipal>() {
             return Ok(principal.clone());
         }
-        let principal = self.authenticate(bearer(parts)).await?;
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        let principal = self.issuer.authenticate(bearer(parts), client).await?;
         parts.extensions.insert(CachedPrincipal(principal.clone()));
         Ok(principal)
     }
@@ -122,9 +183,11 @@ fn bearer(parts: &Parts) -> &str {
         .unwrap_or_default()
 }
 
-/// Any valid token: well-formed, known, not revoked, not expired.
+/// Any valid token: well-formed, known, not revoked, not expired, and used from an
+/// address it allows (the request's [`ClientAddr`]).
 ///
-/// Rejects with a 401 (see the [module documentation](super) for every answer). Use
+/// Rejects with a 401, or a 403 `ip_not_allowed` (see the [module documentation](super)
+/// for every answer). Use
 /// [`Authorized`] to check the environment and scopes too, or check them in the handler
 /// with [`Principal::authorize`].
 #[derive(Clone, Debug)]

@@ -10,6 +10,10 @@
 //! - [`Error`](crate::Error) is an [`IntoResponse`], so a
 //!   handler returns `Result<_, apitoken::Error>` and `?` gives the reference answers.
 //!
+//! A token with allowed ranges is checked against the request's [`ClientAddr`], an
+//! extension the application inserts (the connection's peer, or what a proxy it trusts
+//! reports); without one such a token is refused.
+//!
 //! The extractors find the issuer through a [`TokenAuth`], which the router's state
 //! provides with axum's [`FromRef`]. A state that *is* an
 //! `Arc<TokenIssuer<S>>` provides it already; an application state with more in it
@@ -72,6 +76,7 @@
 //! |---|---|---|
 //! | no `Authorization: Bearer` header, or a malformed, unknown, revoked or expired token | 401, with `WWW-Authenticate: Bearer` | `{"error": UNAUTHORIZED_MESSAGE}`, the same for all |
 //! | the token belongs to another environment, or lacks a scope | 403 | `{"error": "…"}` |
+//! | the token has allowed ranges and the request's [`ClientAddr`] is outside them, or missing | 403 | `{"error": "…", "code": "ip_not_allowed"}` |
 //! | the path's environment parameter is not a UUID | 400 | `{"error": "…"}` |
 //! | the store is unavailable | 503, with `Retry-After: 5` | `{"error": "…"}` |
 //!
@@ -88,11 +93,11 @@
 // documentation built with every feature when it is off.
 #![cfg_attr(
     feature = "axum",
-    doc = "[`Authenticated`]: Authenticated\n[`Authorized<R>`]: Authorized\n[`Requirement`]: Requirement\n[`TokenAuth`]: TokenAuth\n[`ErrorReport`]: ErrorReport\n[`IntoResponse`]: axum::response::IntoResponse\n[`FromRef`]: axum::extract::FromRef"
+    doc = "[`Authenticated`]: Authenticated\n[`ClientAddr`]: ClientAddr\n[`Authorized<R>`]: Authorized\n[`Requirement`]: Requirement\n[`TokenAuth`]: TokenAuth\n[`ErrorReport`]: ErrorReport\n[`IntoResponse`]: axum::response::IntoResponse\n[`FromRef`]: axum::extract::FromRef"
 )]
 #![cfg_attr(
     not(feature = "axum"),
-    doc = "[`Authenticated`]: https://docs.rs/apitoken/latest/apitoken/http/struct.Authenticated.html\n[`Authorized<R>`]: https://docs.rs/apitoken/latest/apitoken/http/struct.Authorized.html\n[`Requirement`]: https://docs.rs/apitoken/latest/apitoken/http/trait.Requirement.html\n[`TokenAuth`]: https://docs.rs/apitoken/latest/apitoken/http/struct.TokenAuth.html\n[`ErrorReport`]: https://docs.rs/apitoken/latest/apitoken/http/struct.ErrorReport.html\n[`IntoResponse`]: https://docs.rs/axum/0.8/axum/response/trait.IntoResponse.html\n[`FromRef`]: https://docs.rs/axum/0.8/axum/extract/trait.FromRef.html"
+    doc = "[`Authenticated`]: https://docs.rs/apitoken/latest/apitoken/http/struct.Authenticated.html\n[`ClientAddr`]: https://docs.rs/apitoken/latest/apitoken/http/struct.ClientAddr.html\n[`Authorized<R>`]: https://docs.rs/apitoken/latest/apitoken/http/struct.Authorized.html\n[`Requirement`]: https://docs.rs/apitoken/latest/apitoken/http/trait.Requirement.html\n[`TokenAuth`]: https://docs.rs/apitoken/latest/apitoken/http/struct.TokenAuth.html\n[`ErrorReport`]: https://docs.rs/apitoken/latest/apitoken/http/struct.ErrorReport.html\n[`IntoResponse`]: https://docs.rs/axum/0.8/axum/response/trait.IntoResponse.html\n[`FromRef`]: https://docs.rs/axum/0.8/axum/extract/trait.FromRef.html"
 )]
 
 mod answer;
@@ -104,7 +109,9 @@ mod response;
 
 pub use answer::{UNAUTHORIZED_MESSAGE, code, public_message, status};
 #[cfg(feature = "axum")]
-pub use auth::{Authenticated, Authorized, EnvironmentRule, Rejection, Requirement, TokenAuth};
+pub use auth::{
+    Authenticated, Authorized, ClientAddr, EnvironmentRule, Rejection, Requirement, TokenAuth,
+};
 pub use path::canonical_uuid;
 #[cfg(feature = "axum")]
 pub use response::{ErrorBody, ErrorReport, RETRY_AFTER_SECONDS};

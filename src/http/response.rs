@@ -1,5 +1,6 @@
 //! The reference API's answer for every [`Error`], and [`ErrorReport`] for logs.
 
+use crate::cidr::{AllowedCidrs, Cidr};
 use crate::error::{Error, MAX_LISTED_SCOPES};
 use crate::model::EnvironmentId;
 use crate::scope::Scope;
@@ -129,6 +130,11 @@ enum Payload<'a> {
         #[serde(with = "rfc3339::option")]
         latest: Option<DateTime<Utc>>,
     },
+    #[serde(rename_all = "camelCase")]
+    Cidrs {
+        not_covered: &'a [Cidr],
+        allowed: &'a AllowedCidrs,
+    },
     Empty {},
 }
 
@@ -177,6 +183,13 @@ fn payload(e: &Error) -> Payload<'_> {
             now: *now,
             latest: *latest,
         },
+        Error::InvalidAllowedCidrs {
+            not_covered,
+            allowed,
+        } => Payload::Cidrs {
+            not_covered,
+            allowed,
+        },
         _ => Payload::Empty {},
     }
 }
@@ -192,7 +205,8 @@ pub const RETRY_AFTER_SECONDS: &str = "5";
 /// `{"error": …}` with [`status`](super::status) and [`public_message`](super::public_message): one identical 401
 /// for every authentication failure (with `WWW-Authenticate: Bearer`), 403, 404, 409, 503
 /// when the store is unavailable (with `Retry-After: 5`), 500 for other store failures;
-/// 404 answers add `"code": "not_found"`; 422 answers add `code` and a `payload` object
+/// 404 answers add `"code": "not_found"`, the 403 for a client address the token does
+/// not allow `"code": "ip_not_allowed"`; 422 answers add `code` and a `payload` object
 /// (`invalid_scopes` lists at most
 /// [`MAX_LISTED_SCOPES`] names of each kind, and says in
 /// `omitted` how many it left out). The error itself goes along in an [`ErrorReport`]
@@ -289,6 +303,30 @@ mod tests {
             .await;
             assert_eq!((status, challenge), (403, None));
             assert!(body.starts_with(r#"{"error":"token "#), "{body}");
+
+            let (status, challenge, body) = answer(Error::IpNotAllowed {
+                id,
+                client: Some("192.0.2.1".parse().unwrap()),
+            })
+            .await;
+            assert_eq!((status, challenge), (403, None));
+            assert!(
+                body.contains("may not be used from 192.0.2.1")
+                    && body.ends_with(r#","code":"ip_not_allowed"}"#),
+                "{body}"
+            );
+            let (status, _, body) = answer(Error::InvalidAllowedCidrs {
+                not_covered: vec!["192.0.2.0/24".parse().unwrap()],
+                allowed: crate::cidr::AllowedCidrs::parse("10.0.0.0/8").unwrap(),
+            })
+            .await;
+            assert_eq!(status, 422);
+            assert!(
+                body.ends_with(
+                    r#""code":"invalid_allowed_cidrs","payload":{"notCovered":["192.0.2.0/24"],"allowed":["10.0.0.0/8"]}}"#
+                ),
+                "{body}"
+            );
 
             let (status, _, body) = answer(Error::InvalidScopes {
                 unknown: vec![Scope::new("gasless.read").unwrap()],

@@ -6,7 +6,7 @@ use super::{
 use crate::clock::{Clock, SystemClock};
 use crate::event::{Actor, ChangeFeed, EventCursor, EventPage, FeedMessage, LeakDetails};
 use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
-use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
+use crate::model::{Credential, EnvironmentId, StoredToken, Token, TokenId, record_use};
 use crate::observe;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -14,6 +14,7 @@ use core::fmt;
 use core::hash::{BuildHasherDefault, Hasher};
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -983,15 +984,20 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.inner.watch(after)
     }
 
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.record_last_use(id, at).await?;
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        self.inner.record_last_use(id, at, from).await?;
         // Keep the cached copy in step, so the issuer's once-per-interval check sees it.
         let hash = lock_ids(&self.ids).get(&id).copied();
         if let Some(hash) = hash
             && let Some(entry) = lock(self.shard(&hash)).entries.get_mut(&hash)
             && let Some(token) = entry.token.as_mut().filter(|t| t.id == id)
         {
-            token.last_used_at = later_use(token.last_used_at, at);
+            record_use(token, at, from);
         }
         Ok(())
     }
@@ -1060,8 +1066,13 @@ mod tests {
         async fn purge(&self, before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
             self.0.purge(before, max).await
         }
-        async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-            self.0.record_last_use(id, at).await
+        async fn record_last_use(
+            &self,
+            id: TokenId,
+            at: DateTime<Utc>,
+            from: Option<std::net::IpAddr>,
+        ) -> Result<(), StoreError> {
+            self.0.record_last_use(id, at, from).await
         }
     }
 

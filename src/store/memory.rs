@@ -4,12 +4,13 @@ use super::{
     Cursor, KeyUsage, Limits, Page, PageRequest, Rehash, Retired, Revoked, Rotation, StoreError,
     TokenStore, UniqueKey,
 };
+use crate::cidr::AllowedCidrs;
 use crate::event::{
     Actor, ChangeFeed, Event, EventBatch, EventCursor, EventPage, FeedSource, LeakDetails, Revoker,
 };
 use crate::format::Checksum;
 use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
-use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId, later_use};
+use crate::model::{Creator, Credential, EnvironmentId, StoredToken, Token, TokenId};
 use crate::note::Note;
 use crate::scope::Scopes;
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use core::fmt;
 use core::ops::Bound;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -204,14 +206,21 @@ const ACTIVE: u32 = 1 << 31;
 /// A token created it (its creator is in `Inner::creator_tokens`): authentication reads
 /// the flag, not the map.
 const DELEGATED: u32 = 1 << 30;
+/// It has an address list, kept with the cold part: authentication reads the list only
+/// for a token that has one (a token without one costs nothing more).
+const RESTRICTED: u32 = 1 << 29;
 
 impl Hot {
     fn slot(&self) -> Slot {
-        self.slot_active & !(ACTIVE | DELEGATED)
+        self.slot_active & !(ACTIVE | DELEGATED | RESTRICTED)
     }
 
     fn delegated(&self) -> bool {
         self.slot_active & DELEGATED != 0
+    }
+
+    fn restricted(&self) -> bool {
+        self.slot_active & RESTRICTED != 0
     }
 
     fn active(&self) -> bool {
@@ -226,7 +235,13 @@ impl Hot {
         self.active() && self.expires_at.is_none_or(|at| at > now)
     }
 
-    fn credential(&self) -> Credential {
+    /// What authentication reads; `cold` is read only for a token with an address list.
+    fn credential(&self, cold: &ColdRecords) -> Credential {
+        let allowed_cidrs = if self.restricted() {
+            cold.get(self.slot()).and_then(|c| c.allowed_cidrs.clone())
+        } else {
+            None
+        };
         Credential {
             id: self.id,
             environment: self.environment,
@@ -237,6 +252,7 @@ impl Hot {
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
             delegated: self.delegated(),
+            allowed_cidrs,
         }
     }
 
@@ -252,8 +268,10 @@ impl Hot {
             scopes: self.scopes.clone(),
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
+            last_used_ip: cold.last_used_ip,
             revoked_at: self.revoked_at,
             created_by_token,
+            allowed_cidrs: cold.allowed_cidrs.clone(),
         }
     }
 }
@@ -368,6 +386,9 @@ struct Cold {
     checksum: Checksum,
     created_at: DateTime<Utc>,
     note: Note,
+    allowed_cidrs: Option<AllowedCidrs>,
+    /// The address of the use `Hot::last_used_at` records.
+    last_used_ip: Option<IpAddr>,
 }
 
 /// Cold parts by slot, in fixed-size chunks: growing never moves or over-allocates them.
@@ -398,7 +419,7 @@ impl ColdRecords {
         }
     }
 
-    /// Stores a cold part in a free slot or a new one; its slot, or `None` when 2³⁰ − 1
+    /// Stores a cold part in a free slot or a new one; its slot, or `None` when 2²⁹ − 1
     /// are taken.
     fn push(&mut self, cold: Cold) -> Option<Slot> {
         if let Some(slot) = self.free.pop() {
@@ -409,7 +430,7 @@ impl ColdRecords {
         }
         let slot = Slot::try_from(self.len)
             .ok()
-            .filter(|s| *s < DELEGATED - 1)?;
+            .filter(|s| *s < RESTRICTED - 1)?;
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
@@ -538,7 +559,11 @@ impl Inner {
     }
 
     fn credential(&self, hash: &TokenHash) -> Option<Credential> {
-        Some(self.table.get(self.table.find(hash)?)?.credential())
+        Some(
+            self.table
+                .get(self.table.find(hash)?)?
+                .credential(&self.cold),
+        )
     }
 
     /// The position of the record with the first of `hashes` found, and which one: every
@@ -729,6 +754,7 @@ impl Inner {
             hash,
             hash_key,
         } = new;
+        let restricted = token.allowed_cidrs.is_some();
         let slot = self
             .cold
             .push(Cold {
@@ -737,16 +763,19 @@ impl Inner {
                 checksum: token.checksum,
                 created_at: token.created_at,
                 note: token.note,
+                allowed_cidrs: token.allowed_cidrs,
+                last_used_ip: token.last_used_ip,
             })
             .ok_or_else(|| StoreError::Backend {
-                source: "the in-memory store is full (2^30 - 1 tokens)".into(),
+                source: "the in-memory store is full (2^29 - 1 tokens)".into(),
             })?;
         let flags = if token.active { ACTIVE } else { 0 }
             | if token.created_by_token.is_some() {
                 DELEGATED
             } else {
                 0
-            };
+            }
+            | if restricted { RESTRICTED } else { 0 };
         let hot = Hot {
             hash,
             id: token.id,
@@ -854,8 +883,9 @@ impl Inner {
         }
         self.predecessors.remove(&id);
         if let Some(cold) = self.cold.get_mut(slot) {
-            // Drop the note now rather than when the slot is reused.
+            // Drop the note and the list now rather than when the slot is reused.
             cold.note = Note::placeholder();
+            cold.allowed_cidrs = None;
         }
         self.cold.free.push(slot);
         true
@@ -1111,18 +1141,26 @@ impl TokenStore for MemoryStore {
         Ok(self.write().purge(ended_before, max))
     }
 
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.write();
-        let Some(position) = inner
-            .ids
-            .get(&id)
-            .and_then(|slot| inner.cold.get(*slot))
-            .map(|cold| cold.position as usize)
-        else {
+        let inner = &mut *inner;
+        let Some(&slot) = inner.ids.get(&id) else {
             return Ok(());
         };
-        if let Some(hot) = inner.table.get_mut(position) {
-            hot.last_used_at = later_use(hot.last_used_at, at);
+        let Some(cold) = inner.cold.get_mut(slot) else {
+            return Ok(());
+        };
+        if let Some(hot) = inner.table.get_mut(cold.position as usize)
+            && hot.last_used_at.is_none_or(|last| at > last)
+        {
+            // The address goes with its time (see `model::record_use`).
+            hot.last_used_at = Some(at);
+            cold.last_used_ip = from;
         }
         Ok(())
     }
@@ -1160,7 +1198,7 @@ impl TokenStore for MemoryStore {
         Some(
             inner
                 .find_any(hashes)
-                .and_then(|(i, at)| Some((i, inner.table.get(at)?.credential()))),
+                .and_then(|(i, at)| Some((i, inner.table.get(at)?.credential(&inner.cold)))),
         )
     }
 

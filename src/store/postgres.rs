@@ -95,6 +95,7 @@ use core::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// Schema migrations, applied in order; the schema version is how many have run. Never
@@ -236,10 +237,11 @@ DROP INDEX apitoken_tokens_created_by_live;
 DROP INDEX apitoken_tokens_ended;
 ",
     // 8: the keyring. Which key made each row's hash, and the set of keys the rows need,
-    // which `prepare` checks a keyring against (see `TokenStore::prepare_keyring`). Existing rows are the bound key's: the
-    // column is added with that key as its default, which PostgreSQL records once instead
-    // of rewriting every row, and the default is then dropped (every insert names its
-    // key), keeping the value of the rows that were there.
+    // which `prepare` checks a keyring against (see `TokenStore::prepare_keyring`).
+    // Existing rows are the bound key's: the column is added with that key as its default,
+    // which PostgreSQL records once instead of rewriting every row, and the default is
+    // then dropped (every insert names its key), keeping the value of the rows that were
+    // there.
     "
 DO $$
 BEGIN
@@ -253,6 +255,15 @@ ALTER TABLE apitoken_tokens ALTER COLUMN hash_key DROP DEFAULT;
 CREATE TABLE apitoken_hash_keys (fingerprint text NOT NULL PRIMARY KEY);
 INSERT INTO apitoken_hash_keys (fingerprint)
     SELECT value FROM apitoken_meta WHERE key = 'hash_key_fingerprint';
+",
+    // 9: the client addresses a token authenticates from,
+    // space-separated ranges (NULL: any), and the address of its last use, kept with
+    // `last_used_at`. Text, as the library writes and reads them (no query compares
+    // them); neither is indexed, so a last-use write stays HOT. NULL for every existing
+    // row: no list, no address known.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN allowed_cidrs text;
+ALTER TABLE apitoken_tokens ADD COLUMN last_used_ip text;
 ",
 ];
 
@@ -282,7 +293,7 @@ impl SqlDialect for PostgresSql {
     const INSERT: &'static str = concat!(
         "WITH t AS (",
         insert_into_tokens!(),
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
          RETURNING id, active, revoked_at) \
          INSERT INTO apitoken_revocations (revoked_at, token_id) \
          SELECT revoked_at, id FROM t WHERE NOT active AND revoked_at IS NOT NULL"
@@ -392,8 +403,8 @@ impl SqlDialect for PostgresSql {
          AND ($7::timestamptz IS NULL OR coalesce(last_used_at, created_at) > $7) \
          ORDER BY created_at, id LIMIT $6"
     );
-    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = $1 \
-         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens \
+         SET last_used_at = $1, last_used_ip = $3 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     const MARK_ROTATED: &'static str = concat!(
         "UPDATE apitoken_tokens SET expires_at = least(coalesce(expires_at, $1), $1), \
          replaced_by = $4 WHERE id = $3 AND environment_id IS NOT DISTINCT FROM $2 RETURNING ",
@@ -1330,8 +1341,13 @@ impl TokenStore for PostgresStore {
         self.pool.close().await;
     }
 
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at))
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        self.retrying(|| PostgresSql::write_last_use(&self.pool, id, at, from))
             .await?;
         Ok(())
     }

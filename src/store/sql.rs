@@ -6,6 +6,7 @@ use super::memory::check_predecessor;
 use super::{
     BoxError, KeyUsage, Limits, PageRequest, Rehash, Revoked, Rotation, StoreError, UniqueKey,
 };
+use crate::cidr::AllowedCidrs;
 use crate::event::{
     Actor, Event, EventBatch, EventCursor, EventKind, EventPage, LeakDetails, LeakReporter, Revoker,
 };
@@ -17,6 +18,7 @@ use crate::scope::{Scope, Scopes};
 use chrono::{DateTime, Utc};
 use core::num::NonZeroU32;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+use std::net::IpAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -63,7 +65,7 @@ where
     const SELECT_META: &'static str;
     /// Sets the meta key (1) to the value (2).
     const UPSERT_META: &'static str;
-    /// Inserts a record: the 18 columns of [`insert_row`](Self::insert_row), in its order.
+    /// Inserts a record: the 20 columns of [`insert_row`](Self::insert_row), in its order.
     const INSERT: &'static str;
     /// Adds one to the count of environment (1)'s tokens, creating its row, and returns
     /// the new count (`apitoken_environments`, which makes the per-environment cap one
@@ -108,7 +110,8 @@ where
     const LIST_CREATED_BY: &'static str;
     /// The same as `LIST`, of tokens live at (4) created for user (5); at most (6) rows.
     const LIST_LIVE_CREATED_BY: &'static str;
-    /// Sets the last use of the token with id (2) to (1) unless it is later already.
+    /// Sets the last use of the token with id (2) to (1) and its address to (3), unless
+    /// the last use is at (1) or later already.
     const RECORD_LAST_USE: &'static str;
     /// A time before any the engine stores: where the first page of a listing starts.
     const EARLIEST: DateTime<Utc>;
@@ -189,6 +192,8 @@ where
             last_used_at: Self::read_time(&row, "last_used_at")?,
             revoked_at: Self::read_time(&row, "revoked_at")?,
             created_by_token: row.try_get("created_by_token").map_err(err)?,
+            allowed_cidrs: row.try_get("allowed_cidrs").map_err(err)?,
+            last_used_ip: row.try_get("last_used_ip").map_err(err)?,
         }
         .into_token()
     }
@@ -215,6 +220,8 @@ where
                 limit: limit.get(),
             });
         }
+        let allowed_cidrs = t.allowed_cidrs.as_ref().map(AllowedCidrs::to_string);
+        let last_used_ip = t.last_used_ip.map(|ip| ip.to_string());
         sqlx::query::<Self::Db>(Self::INSERT)
             .bind(*t.id.as_uuid())
             .bind(stored.hash.as_bytes().as_slice())
@@ -234,6 +241,8 @@ where
             .bind(t.revoked_at.map(Self::time))
             .bind(t.created_by_token.map(|id| *id.as_uuid()))
             .bind(stored.hash_key.to_string())
+            .bind(allowed_cidrs.as_deref())
+            .bind(last_used_ip.as_deref())
             .execute(&mut *conn)
             .await
             .map_err(Self::err)?;
@@ -727,10 +736,13 @@ where
         executor: impl Executor<'c, Database = Self::Db>,
         id: TokenId,
         at: DateTime<Utc>,
+        from: Option<IpAddr>,
     ) -> Result<(), StoreError> {
+        let from = from.map(|ip| ip.to_string());
         sqlx::query::<Self::Db>(Self::RECORD_LAST_USE)
             .bind(Self::time(at))
             .bind(*id.as_uuid())
+            .bind(from.as_deref())
             .execute(executor)
             .await
             .map_err(Self::err)?;
@@ -1026,7 +1038,8 @@ macro_rules! token_columns {
     () => {
         "id, environment_id, checksum, created_by_id, created_by_alias, \
          created_by_first_name, created_by_last_name, created_by_email, created_at, active, \
-         note, scopes, expires_at, last_used_at, revoked_at, created_by_token"
+         note, scopes, expires_at, last_used_at, revoked_at, created_by_token, \
+         allowed_cidrs, last_used_ip"
     };
 }
 pub(crate) use token_columns;
@@ -1061,13 +1074,13 @@ pub(crate) use event_columns;
 
 /// `INSERT INTO apitoken_tokens (…) VALUES ` naming the columns in the order
 /// [`SqlDialect::insert_row`] binds them, as a literal for `concat!`: each engine adds
-/// its 18 placeholders.
+/// its 20 placeholders.
 macro_rules! insert_into_tokens {
     () => {
         "INSERT INTO apitoken_tokens (id, hash, environment_id, checksum, created_by_id, \
          created_by_alias, created_by_first_name, created_by_last_name, created_by_email, \
          created_at, active, note, scopes, expires_at, last_used_at, revoked_at, \
-         created_by_token, hash_key) VALUES "
+         created_by_token, hash_key, allowed_cidrs, last_used_ip) VALUES "
     };
 }
 pub(crate) use insert_into_tokens;
@@ -1091,7 +1104,7 @@ macro_rules! sqlite_decoy_columns {
          X'0190a5c47d3e7b5a9c1d000000000002', 'decoy', NULL, NULL, 'decoy@example.invalid', \
          1767225600000000, 1, 'decoy, read on a look-up miss', \
          'environment.apiTokens.read environment.apiTokens.write environment.users.read', \
-         NULL, NULL, NULL, NULL"
+         NULL, NULL, NULL, NULL, NULL, NULL"
     };
 }
 #[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
@@ -1107,7 +1120,8 @@ macro_rules! postgres_decoy_columns {
          'decoy@example.invalid', '2026-01-01 00:00:00+00'::timestamptz, true, \
          'decoy, read on a look-up miss', \
          'environment.apiTokens.read environment.apiTokens.write environment.users.read', \
-         NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::uuid"
+         NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::uuid, NULL::text, \
+         NULL::text"
     };
 }
 #[cfg(feature = "postgres")]
@@ -1204,6 +1218,9 @@ pub(crate) struct TokenRow {
     pub(crate) last_used_at: Option<DateTime<Utc>>,
     pub(crate) revoked_at: Option<DateTime<Utc>>,
     pub(crate) created_by_token: Option<Uuid>,
+    /// Space-separated ranges, as [`AllowedCidrs`] displays them.
+    pub(crate) allowed_cidrs: Option<String>,
+    pub(crate) last_used_ip: Option<String>,
 }
 
 impl TokenRow {
@@ -1223,6 +1240,18 @@ impl TokenRow {
             .map(Scope::new)
             .collect::<Result<Scopes, _>>()
             .map_err(|e| corrupt("scopes", e.into()))?;
+        let allowed_cidrs = self
+            .allowed_cidrs
+            .as_deref()
+            .map(AllowedCidrs::parse)
+            .transpose()
+            .map_err(|e| corrupt("allowed_cidrs", e.into()))?;
+        let last_used_ip = self
+            .last_used_ip
+            .as_deref()
+            .map(str::parse::<IpAddr>)
+            .transpose()
+            .map_err(|e| corrupt("last_used_ip", e.into()))?;
         Ok(Token {
             id: TokenId::from_uuid(self.id),
             checksum,
@@ -1240,8 +1269,10 @@ impl TokenRow {
             scopes,
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
+            last_used_ip,
             revoked_at: self.revoked_at,
             created_by_token: self.created_by_token.map(TokenId::from_uuid),
+            allowed_cidrs,
         })
     }
 }

@@ -51,7 +51,7 @@ use crate::event::{
     Actor, ChangeFeed, EventBatch, EventCursor, EventPage, LeakDetails, PollingSource, Revoker,
 };
 use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
-use crate::model::{EnvironmentId, StoredToken, Token, TokenId, later_use};
+use crate::model::{EnvironmentId, StoredToken, Token, TokenId, record_use};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use core::time::Duration;
@@ -62,6 +62,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -184,6 +185,13 @@ CREATE TABLE apitoken_hash_keys (fingerprint TEXT NOT NULL PRIMARY KEY) WITHOUT 
 INSERT INTO apitoken_hash_keys (fingerprint)
     SELECT value FROM apitoken_meta WHERE key = 'hash_key_fingerprint';
 ",
+    // 8: the client addresses a token authenticates from,
+    // space-separated ranges (NULL: any), and the address of its last use, kept with
+    // `last_used_at`. NULL for every existing row: no list, no address known.
+    "
+ALTER TABLE apitoken_tokens ADD COLUMN allowed_cidrs TEXT;
+ALTER TABLE apitoken_tokens ADD COLUMN last_used_ip TEXT;
+",
 ];
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -244,16 +252,20 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// writer stuck for long never makes the buffer grow without bound.
 const MAX_PENDING: usize = 10_000;
 
-/// Last-use times waiting for the background flush: the newest per token. Reads merge
-/// them in, so a store answers as if they were written.
+/// Last uses waiting for the background flush: the newest per token, each time with its
+/// client address (never one use's time with another's address). Reads merge them in, so
+/// a store answers as if they were written.
 #[derive(Debug)]
 struct LastUse {
-    pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
+    pending: Mutex<HashMap<TokenId, Use>>,
     writer: SqlitePool,
     /// Opened read-only: nothing is recorded.
     read_only: bool,
     flusher: Mutex<Flusher>,
 }
+
+/// One use: when, and from which address if known.
+type Use = (DateTime<Utc>, Option<IpAddr>);
 
 #[derive(Debug)]
 enum Flusher {
@@ -277,18 +289,19 @@ impl LastUse {
         })
     }
 
-    /// Keeps the newest time per token; never waits for I/O.
-    fn record(self: &Arc<Self>, id: TokenId, at: DateTime<Utc>) {
+    /// Keeps the newest use per token, its address with it; never waits for I/O.
+    fn record(self: &Arc<Self>, id: TokenId, at: DateTime<Utc>, from: Option<IpAddr>) {
         {
             let mut pending = lock(&self.pending);
             let full = pending.len() >= MAX_PENDING;
             match pending.entry(id) {
                 Entry::Occupied(mut last) => {
-                    let newest = (*last.get()).max(at);
-                    last.insert(newest);
+                    if at > last.get().0 {
+                        last.insert((at, from));
+                    }
                 }
                 Entry::Vacant(slot) if !full => {
-                    slot.insert(at);
+                    slot.insert((at, from));
                 }
                 Entry::Vacant(_) => return,
             }
@@ -315,8 +328,8 @@ impl LastUse {
             return;
         }
         for token in tokens {
-            if let Some(&at) = pending.get(&token.id) {
-                token.last_used_at = later_use(token.last_used_at, at);
+            if let Some(&(at, from)) = pending.get(&token.id) {
+                record_use(token, at, from);
             }
         }
     }
@@ -325,9 +338,9 @@ impl LastUse {
     /// visible to reads) until the commit; on failure (the write lock is busy, say) they
     /// wait for the next flush.
     async fn flush(&self) -> Result<(), StoreError> {
-        let batch: Vec<(TokenId, DateTime<Utc>)> = lock(&self.pending)
+        let batch: Vec<(TokenId, Use)> = lock(&self.pending)
             .iter()
-            .map(|(&id, &at)| (id, at))
+            .map(|(&id, &last)| (id, last))
             .collect();
         if batch.is_empty() {
             return Ok(());
@@ -337,14 +350,14 @@ impl LastUse {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(err)?;
-        for (id, at) in &batch {
-            SqliteSql::write_last_use(&mut *tx, *id, *at).await?;
+        for &(id, (at, from)) in &batch {
+            SqliteSql::write_last_use(&mut *tx, id, at, from).await?;
         }
         tx.commit().await.map_err(err)?;
         let mut pending = lock(&self.pending);
-        for (id, at) in batch {
-            // A newer time recorded during the flush stays for the next one.
-            if pending.get(&id) == Some(&at) {
+        for (id, last) in batch {
+            // A newer use recorded during the flush stays for the next one.
+            if pending.get(&id) == Some(&last) {
                 pending.remove(&id);
             }
         }
@@ -661,7 +674,7 @@ impl SqlDialect for SqliteSql {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value";
     const INSERT: &'static str = concat!(
         insert_into_tokens!(),
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     const COUNT_ONE_MORE: &'static str = "INSERT INTO apitoken_environments (environment_id, tokens) \
          VALUES (?1, 1) ON CONFLICT (environment_id) DO UPDATE SET tokens = tokens + 1 \
@@ -759,8 +772,8 @@ impl SqlDialect for SqliteSql {
          AND (?7 IS NULL OR coalesce(last_used_at, created_at) > ?7) \
          ORDER BY created_at, id LIMIT ?6"
     );
-    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens SET last_used_at = ?1 \
-         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)";
+    const RECORD_LAST_USE: &'static str = "UPDATE apitoken_tokens \
+         SET last_used_at = ?1, last_used_ip = ?3 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)";
     const MARK_ROTATED: &'static str = concat!(
         "UPDATE apitoken_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1), \
          replaced_by = ?4 WHERE environment_id = ?2 AND id = ?3 RETURNING ",
@@ -1184,15 +1197,20 @@ impl TokenStore for SqliteStore {
 
     /// Buffers the time and returns at once: a background task writes the buffer about
     /// once a second (see the module docs). Outside a tokio runtime, writes it inline.
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
         if self.last_use.read_only || matches!(*lock(&self.last_use.flusher), Flusher::Closed) {
             return Ok(());
         }
         if tokio::runtime::Handle::try_current().is_err() {
             let mut conn = self.writer.acquire().await.map_err(err)?;
-            return SqliteSql::write_last_use(&mut *conn, id, at).await;
+            return SqliteSql::write_last_use(&mut *conn, id, at, from).await;
         }
-        self.last_use.record(id, at);
+        self.last_use.record(id, at, from);
         Ok(())
     }
 

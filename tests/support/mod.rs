@@ -234,9 +234,14 @@ impl TokenStore for Counting {
     async fn purge(&self, ended_before: DateTime<Utc>, max: u32) -> Result<u32, StoreError> {
         self.inner.purge(ended_before, max).await
     }
-    async fn record_last_use(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_last_use(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<(), StoreError> {
         self.last_use_writes.fetch_add(1, AtomicOrdering::SeqCst);
-        self.inner.record_last_use(id, at).await
+        self.inner.record_last_use(id, at, from).await
     }
     async fn events_since(
         &self,

@@ -5,7 +5,7 @@ use crate::args::{GetArgs, Global, IssueArgs, ListArgs, PurgeArgs, RevokeArgs, R
 use crate::failure::{Failure, emit, write_stdout};
 use crate::output;
 use crate::storage::{self, Access};
-use apitoken::{Creator, IssueRequest, IssuedToken, Scopes, Token, TokenId, UserId};
+use apitoken::{AllowedCidrs, Creator, IssueRequest, IssuedToken, Scopes, Token, TokenId, UserId};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -54,10 +54,21 @@ pub(crate) async fn issue(global: &Global, args: IssueArgs) -> Result<ExitCode, 
             max.as_secs()
         )));
     }
+    let allowed = if args.allow_cidrs.is_empty() {
+        None
+    } else {
+        Some(
+            AllowedCidrs::new(args.allow_cidrs.iter().copied())
+                .map_err(|e| Failure::usage(format!("--allow-cidr: {e}")))?,
+        )
+    };
     let creator = creator(&args)?;
     require_stdout()?;
     let mut request =
         IssueRequest::new(args.note).with_scopes(args.scopes.into_iter().collect::<Scopes>());
+    if let Some(allowed) = allowed {
+        request = request.allowed_from(allowed);
+    }
     let issued = storage::with_issuer(global, Access::Create, async move |issuer| {
         // Measured from when the database is ready, as close as possible to the issue.
         if let Some(lifetime) = args.expires_in {
@@ -241,6 +252,8 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
                 output::minute(Some(t.created_at), "-"),
                 output::minute(t.expires_at, "never"),
                 output::minute(t.last_used_at, "never"),
+                t.last_used_ip
+                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
                 creator_token(t),
                 output::status(t, now).to_owned(),
             ]
@@ -255,6 +268,7 @@ pub(crate) async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, Fa
             "CREATED (UTC)",
             "EXPIRES",
             "LAST USED",
+            "LAST USED FROM",
             "CREATED BY TOKEN",
             "STATUS",
         ],
@@ -317,7 +331,18 @@ fn describe(prefix: &str, t: &Token) -> String {
                 .map_or_else(|| "none (a user)".to_owned(), |id| id.to_string()),
         ),
         ("expires", optional(t.expires_at, "never")),
+        (
+            "allowed from",
+            t.allowed_cidrs
+                .as_ref()
+                .map_or_else(|| "any address".to_owned(), |r| r.to_string()),
+        ),
         ("last used", optional(t.last_used_at, "never")),
+        (
+            "last used from",
+            t.last_used_ip
+                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+        ),
         ("revoked", optional(t.revoked_at, "no")),
     ])
 }

@@ -21,9 +21,15 @@ pub(crate) async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode
     // A token, or an `Authorization` header value holding one.
     let token = bearer_token(&input).unwrap_or(&input);
     let principal = storage::with_issuer(global, Access::Read, async |issuer| {
-        match args.env {
-            Some(environment) => issuer.authorize(token, environment, &args.scopes).await,
-            None => issuer.authenticate(token).await,
+        match (args.env, args.from) {
+            (Some(environment), Some(from)) => {
+                issuer
+                    .authorize_from(token, from, environment, &args.scopes)
+                    .await
+            }
+            (Some(environment), None) => issuer.authorize(token, environment, &args.scopes).await,
+            (None, Some(from)) => issuer.authenticate_from(token, from).await,
+            (None, None) => issuer.authenticate(token).await,
         }
         .map_err(rejection)
     })
@@ -58,6 +64,10 @@ fn rejection(e: Error) -> Failure {
         Error::Expired { .. } => ("expired", ""),
         Error::WrongEnvironment { .. } => ("wrong environment", ""),
         Error::MissingScope { .. } => ("missing scope", ""),
+        Error::IpNotAllowed { client: None, .. } => {
+            ("ip not allowed", "; give the client's address with --from")
+        }
+        Error::IpNotAllowed { .. } => ("ip not allowed", ""),
         _ => return failure(e),
     };
     Failure::rejected(format!("verification failed ({category}): {e}{hint}"))
