@@ -13,7 +13,8 @@
 //! (the primitives: random bytes, CRC-32, BLAKE3, a 1M hash-map look-up); `keyring`
 //! (authentication with a ring of 1 and of 4 keys: a hit under the current key, a hit
 //! under a retired key, a miss; a `MemoryStore` of 10,000 tokens, and with the `sqlite`
-//! feature the same on an in-memory SQLite database).
+//! feature the same on an in-memory SQLite database, and there a token's first use, which
+//! writes: its last use under one key, and its rehash too under a retired key).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use apitoken::{
@@ -684,6 +685,26 @@ fn keyring(c: &mut Criterion) {
             Arc::new(store)
         });
         let _entered = runtime.enter();
+        // First uses, which write: a token of the one-key ring records its last use; a
+        // token of the retired key, under the ring of four, records it and is rehashed.
+        let key = |byte: u8| TokenHasher::keyed(HashKey::from_bytes([byte; 32]));
+        let writer = store.clone();
+        let writing =
+            |ring: HashKeyring| TokenIssuer::builder(writer.clone()).keyring(ring).build();
+        let one_writing = writing(HashKeyring::new(key(1)));
+        let mut four = HashKeyring::new(key(2));
+        for byte in [1, 3, 4] {
+            four = four.with_retired(key(byte), None).unwrap();
+        }
+        let four_writing = writing(four);
+        let fresh = || {
+            runtime
+                .block_on(one_writing.issue(env(), creator(), request()))
+                .unwrap()
+                .raw
+                .expose_secret()
+                .to_owned()
+        };
         let sqlite = rings(store, |issuer| {
             let issued = runtime
                 .block_on(issuer.issue(env(), creator(), request()))
@@ -710,6 +731,26 @@ fn keyring(c: &mut Criterion) {
         });
         g.bench_function("sqlite_ring4_miss", |b| {
             b.iter(|| on(sqlite.four.authenticate(black_box(&sqlite.unknown))).unwrap_err())
+        });
+        // Last, since these write (the store's background flush then runs among the
+        // reads). The first use under the ring of four moves the token to the current
+        // key: the one-key ring no longer finds it.
+        let moved = fresh();
+        runtime.block_on(four_writing.authenticate(&moved)).unwrap();
+        assert!(runtime.block_on(one_writing.authenticate(&moved)).is_err());
+        g.bench_function("sqlite_ring1_first_use", |b| {
+            b.iter_batched(
+                fresh,
+                |token| runtime.block_on(one_writing.authenticate(&token)).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        g.bench_function("sqlite_ring4_retired_first_use_rehashed", |b| {
+            b.iter_batched(
+                fresh,
+                |token| runtime.block_on(four_writing.authenticate(&token)).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
         });
     }
     g.finish();

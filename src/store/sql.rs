@@ -1157,8 +1157,9 @@ pub(crate) use find_by_hash_or_decoy;
 
 /// `SELECT found, hash, token_columns…` of the record whose hash is any of `n` SQLite
 /// parameters, or else the decoy (hash `X'00'`): one indexed query over every candidate
-/// of a keyring, at least one row always, as `find_by_hash_or_decoy` reads one. `None`
-/// for more candidates than a keyring makes.
+/// of a keyring, at least one row always, as `find_by_hash_or_decoy` reads one; the
+/// second branch counts (every candidate probed, found or not, as in `PostgresStore`).
+/// `None` for more candidates than a keyring makes.
 #[cfg(any(feature = "sqlite", feature = "sqlite-unbundled"))]
 pub(crate) fn sqlite_any_hash_query(n: usize) -> Option<&'static str> {
     static QUERIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
@@ -1172,7 +1173,7 @@ pub(crate) fn sqlite_any_hash_query(n: usize) -> Option<&'static str> {
                     "SELECT 1 AS found, hash, {columns} FROM apitoken_tokens \
                      WHERE hash IN ({params}) \
                      UNION ALL SELECT 0, X'00', {decoy} \
-                     WHERE NOT EXISTS (SELECT 1 FROM apitoken_tokens WHERE hash IN ({params}))",
+                     WHERE (SELECT count(*) FROM apitoken_tokens WHERE hash IN ({params})) = 0",
                     columns = token_columns!(),
                     decoy = sqlite_decoy_columns!(),
                 )
