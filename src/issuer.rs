@@ -815,13 +815,7 @@ impl<S: TokenStore> TokenIssuer<S> {
             observe::refused("unknown", None);
             Error::Unknown { checksum }
         })?;
-        if !token.active {
-            observe::refused("revoked", Some(token.id));
-            return Err(Error::Revoked {
-                id: token.id,
-                revoked_at: token.revoked_at,
-            });
-        }
+        not_revoked(&token)?;
         // The clock is read only when an answer depends on it: it costs as much as the
         // format check (about 40 ns on a VM).
         if token.expires_at.is_none() && self.last_use_interval.is_none() && !self.idle_expiry {
@@ -830,29 +824,7 @@ impl<S: TokenStore> TokenIssuer<S> {
             return Ok(Principal::from_credential(token));
         }
         let now = self.now();
-        if let Some(expired_at) = token.expires_at
-            && expired_at <= now
-        {
-            observe::refused("expired", Some(token.id));
-            return Err(Error::Expired {
-                id: token.id,
-                expired_at,
-            });
-        }
-        // Idle: judged from the recorded last use, and nothing written.
-        if self.idle_expiry
-            && let Some(idle_end) = self
-                .lifetime_policy(token.environment)
-                .idle_end_of(token.id, token.last_used_at)
-            && idle_end <= now
-        {
-            observe::refused("expired", Some(token.id));
-            return Err(Error::Expired {
-                id: token.id,
-                expired_at: idle_end,
-            });
-        }
-        check_place(&token, client)?;
+        self.admit_at(&token, now, client)?;
         if let Some(interval) = self.last_use_interval
             && token
                 .last_used_at
@@ -894,36 +866,8 @@ impl<S: TokenStore> TokenIssuer<S> {
             observe::refused("unknown", None);
             Error::Unknown { checksum }
         })?;
-        if !token.active {
-            observe::refused("revoked", Some(token.id));
-            return Err(Error::Revoked {
-                id: token.id,
-                revoked_at: token.revoked_at,
-            });
-        }
-        if let Some(expired_at) = token.expires_at
-            && expired_at <= now
-        {
-            observe::refused("expired", Some(token.id));
-            return Err(Error::Expired {
-                id: token.id,
-                expired_at,
-            });
-        }
-        // Idle: judged from the recorded last use, and nothing written.
-        if self.idle_expiry
-            && let Some(idle_end) = self
-                .lifetime_policy(token.environment)
-                .idle_end_of(token.id, token.last_used_at)
-            && idle_end <= now
-        {
-            observe::refused("expired", Some(token.id));
-            return Err(Error::Expired {
-                id: token.id,
-                expired_at: idle_end,
-            });
-        }
-        check_place(&token, client)?;
+        not_revoked(&token)?;
+        self.admit_at(&token, now, client)?;
         // Throttled as the last use is: a token whose last use was recorded less than an
         // interval ago (one minute when last use is not recorded) is not rehashed again.
         let interval = self.last_use_interval.unwrap_or(TimeDelta::minutes(1));
@@ -958,6 +902,41 @@ impl<S: TokenStore> TokenIssuer<S> {
         }
         observe::accepted(token.id, token.environment);
         Ok(Principal::from_credential(token))
+    }
+
+    /// What a token found and not revoked must pass at `now`, from `client`: its expiry,
+    /// the idle expiry of its environment's policy (judged from the recorded last use,
+    /// nothing written) and its allowed ranges.
+    #[inline]
+    fn admit_at(
+        &self,
+        token: &Credential,
+        now: DateTime<Utc>,
+        client: Option<IpAddr>,
+    ) -> Result<(), Error> {
+        if let Some(expired_at) = token.expires_at
+            && expired_at <= now
+        {
+            observe::refused("expired", Some(token.id));
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at,
+            });
+        }
+        // Idle: judged from the recorded last use, and nothing written.
+        if self.idle_expiry
+            && let Some(idle_end) = self
+                .lifetime_policy(token.environment)
+                .idle_end_of(token.id, token.last_used_at)
+            && idle_end <= now
+        {
+            observe::refused("expired", Some(token.id));
+            return Err(Error::Expired {
+                id: token.id,
+                expired_at: idle_end,
+            });
+        }
+        check_place(token, client)
     }
 
     /// The store's keyring look-up, its span the child of an `apitoken.authenticate` span.
@@ -1448,6 +1427,20 @@ fn whole_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     naive
         .with_nanosecond(naive.nanosecond() / 1_000 * 1_000)
         .map_or(at, |truncated| truncated.and_utc())
+}
+
+/// Refuses a revoked token (`Revoked`), logged and counted.
+#[inline]
+fn not_revoked(token: &Credential) -> Result<(), Error> {
+    if !token.active {
+        observe::refused("revoked", Some(token.id));
+        Err(Error::Revoked {
+            id: token.id,
+            revoked_at: token.revoked_at,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// Whether the client may use `token` from where it is: always for a token without
