@@ -1260,20 +1260,7 @@ impl TokenStore for PostgresStore {
                     .map_err(err)
             })
             .await?;
-        let mut best: Option<(usize, Token)> = None;
-        for row in rows {
-            let found: bool = row.try_get("found").map_err(err)?;
-            let hash: Vec<u8> = row.try_get("hash").map_err(err)?;
-            let token = PostgresSql::decode(row)?;
-            let position = hashes.iter().position(|h| h.as_bytes().as_slice() == hash);
-            if found
-                && let Some(i) = position
-                && best.as_ref().is_none_or(|(j, _)| i < *j)
-            {
-                best = Some((i, token));
-            }
-        }
-        Ok(best)
+        PostgresSql::first_of_candidates(rows, hashes, |token| token)
     }
 
     /// Retried whole when the connection breaks; a retry after a lost commit finds the

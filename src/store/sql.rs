@@ -11,7 +11,7 @@ use crate::event::{
     Actor, Event, EventBatch, EventCursor, EventKind, EventPage, LeakDetails, LeakReporter, Revoker,
 };
 use crate::format::Checksum;
-use crate::hash::{KeyFingerprint, KeyringFingerprints};
+use crate::hash::{KeyFingerprint, KeyringFingerprints, TokenHash};
 use crate::model::{Creator, EnvironmentId, StoredToken, Token, TokenId, UserId};
 use crate::note::Note;
 use crate::scope::{Scope, Scopes};
@@ -49,6 +49,7 @@ where
     for<'e> &'e [u8]: Encode<'e, Self::Db> + Type<Self::Db>,
     for<'e> bool: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
     for<'e> i64: Encode<'e, Self::Db> + Decode<'e, Self::Db> + Type<Self::Db>,
+    for<'e> Vec<u8>: Decode<'e, Self::Db> + Type<Self::Db>,
     for<'e> Option<Self::Time>: Encode<'e, Self::Db>,
     for<'r> &'r str: ColumnIndex<SqlRow<Self>>,
     usize: ColumnIndex<SqlRow<Self>>,
@@ -170,6 +171,30 @@ where
         conn: &mut Conn<Self>,
         environment: EnvironmentId,
     ) -> Result<(), StoreError>;
+
+    /// The record of the first of `hashes` (by position) among the `rows` of a keyring
+    /// look-up (`found`, `hash`, then `token_columns!()`): every row is decoded and passed
+    /// through `merge`, the decoy too, so that a miss does a hit's work.
+    fn first_of_candidates(
+        rows: Vec<SqlRow<Self>>,
+        hashes: &[TokenHash],
+        merge: impl Fn(Token) -> Token,
+    ) -> Result<Option<(usize, Token)>, StoreError> {
+        let mut best: Option<(usize, Token)> = None;
+        for row in rows {
+            let found: bool = row.try_get("found").map_err(Self::err)?;
+            let hash: Vec<u8> = row.try_get("hash").map_err(Self::err)?;
+            let token = merge(Self::decode(row)?);
+            let position = hashes.iter().position(|h| h.as_bytes().as_slice() == hash);
+            if found
+                && let Some(i) = position
+                && best.as_ref().is_none_or(|(j, _)| i < *j)
+            {
+                best = Some((i, token));
+            }
+        }
+        Ok(best)
+    }
 
     /// Decodes and validates a row of `token_columns!()` (other columns are ignored).
     fn decode(row: SqlRow<Self>) -> Result<Token, StoreError> {
@@ -1050,7 +1075,7 @@ pub(crate) const HASHES_PER_QUERY: usize = 250;
 
 /// Puts each found token back in the order of `hashes`: one entry per hash.
 pub(crate) fn in_order(
-    hashes: &[crate::hash::TokenHash],
+    hashes: &[TokenHash],
     found: &std::collections::HashMap<[u8; 32], Token>,
 ) -> Vec<Option<Token>> {
     hashes
@@ -1187,7 +1212,7 @@ pub(crate) fn sqlite_any_hash_query(n: usize) -> Option<&'static str> {
 /// candidates than one query takes.
 pub(crate) async fn first_found(
     store: &(impl super::TokenStore + ?Sized),
-    hashes: &[crate::hash::TokenHash],
+    hashes: &[TokenHash],
 ) -> Result<Option<(usize, Token)>, StoreError> {
     for (i, hash) in hashes.iter().enumerate() {
         if let Some(token) = store.find_by_hash(hash).await? {

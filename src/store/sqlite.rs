@@ -1115,20 +1115,7 @@ impl TokenStore for SqliteStore {
         }
         // One row at least, decoded either way (see `sql`): a miss takes as long as a hit.
         let rows = select.fetch_all(&self.pool).await.map_err(err)?;
-        let mut best: Option<(usize, Token)> = None;
-        for row in rows {
-            let found: bool = row.try_get("found").map_err(err)?;
-            let hash: Vec<u8> = row.try_get("hash").map_err(err)?;
-            let token = self.last_use.merge(SqliteSql::decode(row)?);
-            let position = hashes.iter().position(|h| h.as_bytes().as_slice() == hash);
-            if found
-                && let Some(i) = position
-                && best.as_ref().is_none_or(|(j, _)| i < *j)
-            {
-                best = Some((i, token));
-            }
-        }
-        Ok(best)
+        SqliteSql::first_of_candidates(rows, hashes, |token| self.last_use.merge(token))
     }
 
     async fn rehash(&self, rehash: &Rehash) -> Result<bool, StoreError> {
